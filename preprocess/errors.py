@@ -1,0 +1,18 @@
+"""Failures are data: one exception type that carries the stage and a one-line reason."""
+from __future__ import annotations
+
+STAGES = ("open", "decode", "motion_vectors", "flow", "trajectories", "hog", "write")
+
+
+class ExtractionError(Exception):
+    """A video that cannot be extracted. `stage` is one of STAGES, `reason` one line."""
+
+    def __init__(self, stage: str, reason: str):
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}")
+        self.stage = stage
+        self.reason = " ".join(str(reason).split())  # one line
+        super().__init__(f"[{stage}] {self.reason}")
+
+    def record(self, source: str) -> dict:
+        return {"source": str(source), "reason": self.reason, "stage": self.stage}

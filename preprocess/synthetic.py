@@ -1,0 +1,162 @@
+"""Synthetic scenes with motion known by construction, and real encoding of them.
+
+Used by the demo corpus and by the tests: a textured background translated by a camera
+pan plus textured square objects, each with its own per-frame image-space motion. All
+motions are *image-space, forward*: `bg_motion[t]` is how far background content moves
+from frame t to frame t+1 (camera-inclusive), likewise `object_motion`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+
+def texture(height: int, width: int, seed: int, scale: float = 1.5) -> np.ndarray:
+    """Smooth random grey texture in [0, 255]: fine noise plus coarse blobs (float32)."""
+    rng = np.random.default_rng(seed)
+    fine = cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), scale)
+    coarse = cv2.GaussianBlur(rng.standard_normal((height, width)).astype(np.float32), (0, 0), 6 * scale)
+    tex = fine / (fine.std() + 1e-6) + 0.7 * coarse / (coarse.std() + 1e-6)
+    tex = (tex - tex.min()) / (tex.max() - tex.min() + 1e-6)
+    return (tex * 235 + 10).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class MovingObject:
+    size: int                          # side of the square, px
+    start: tuple[float, float]         # top-left (x, y) at frame 0, image px
+    velocity: tuple[float, float] = (0.0, 0.0)  # image-space px/frame (camera-inclusive)
+    # optional per-frame velocities, overriding `velocity` (len T-1)
+    velocities: tuple[tuple[float, float], ...] | None = None
+
+
+@dataclass(frozen=True)
+class Scene:
+    height: int = 128
+    width: int = 160
+    num_frames: int = 24
+    bg_velocity: tuple[float, float] = (0.0, 0.0)  # image-space px/frame of the background
+    bg_velocities: tuple[tuple[float, float], ...] | None = None  # per-frame override (len T-1)
+    objects: tuple[MovingObject, ...] = ()
+    seed: int = 0
+    gray: bool = False
+    margin: int = 64  # texture border so the pan never runs out of content
+
+    def bg_motion(self) -> np.ndarray:
+        """(T-1, 2) background displacement t -> t+1, x before y."""
+        return _per_frame(self.bg_velocities, self.bg_velocity, self.num_frames)
+
+    def object_positions(self, k: int) -> np.ndarray:
+        """(T, 2) top-left (x, y) of object k in each frame."""
+        obj = self.objects[k]
+        steps = _per_frame(obj.velocities, obj.velocity, self.num_frames)
+        return np.concatenate([[obj.start], np.asarray(obj.start) + np.cumsum(steps, axis=0)]).astype(np.float64)
+
+
+def _per_frame(per_frame, constant, num_frames: int) -> np.ndarray:
+    if per_frame is not None:
+        out = np.asarray(per_frame, dtype=np.float64).reshape(-1, 2)
+        if len(out) != num_frames - 1:
+            raise ValueError(f"expected {num_frames - 1} per-frame velocities, got {len(out)}")
+        return out
+    return np.tile(np.asarray(constant, dtype=np.float64), (max(num_frames - 1, 0), 1))
+
+
+def _shift(img: np.ndarray, dx: float, dy: float, out_hw: tuple[int, int]) -> np.ndarray:
+    """Image whose pixel (x, y) is img(x - dx, y - dy): content moved by (dx, dy)."""
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(img, m, (out_hw[1], out_hw[0]), flags=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def render(scene: Scene) -> np.ndarray:
+    """(T, H, W, 3) uint8 RGB frames of the scene."""
+    h, w, m = scene.height, scene.width, scene.margin
+    bg_tex = texture(h + 2 * m, w + 2 * m, scene.seed)
+    tint = np.random.default_rng(scene.seed + 1).uniform(0.6, 1.0, size=3).astype(np.float32)
+    offsets = np.concatenate([[[0.0, 0.0]], np.cumsum(scene.bg_motion(), axis=0)])
+    obj_tex = [texture(o.size, o.size, scene.seed + 100 + k, scale=1.0) for k, o in enumerate(scene.objects)]
+    obj_pos = [scene.object_positions(k) for k in range(len(scene.objects))]
+    frames = np.empty((scene.num_frames, h, w, 3), np.uint8)
+    for t in range(scene.num_frames):
+        img = _shift(bg_tex, offsets[t, 0] - m, offsets[t, 1] - m, (h, w))
+        for k, obj in enumerate(scene.objects):
+            x, y = obj_pos[k][t]
+            layer = _shift(obj_tex[k], x, y, (h, w))
+            alpha = cv2.warpAffine(np.ones((obj.size, obj.size), np.float32),
+                                   np.float32([[1, 0, x], [0, 1, y]]), (w, h), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            img = img * (1 - alpha) + (255 - layer) * alpha  # inverted texture: distinct from bg
+        rgb = img[..., None] * (np.ones(3, np.float32) if scene.gray else tint)
+        frames[t] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return frames
+
+
+# name -> (PyAV encoder, container suffix, pix_fmt)
+CODECS = {
+    "h264": ("libx264", ".mp4", "yuv420p"),
+    "hevc": ("libx265", ".mp4", "yuv420p"),
+    "vp9": ("libvpx-vp9", ".webm", "yuv420p"),
+    "mpeg4": ("mpeg4", ".avi", "yuv420p"),
+    "mjpeg": ("mjpeg", ".avi", "yuvj420p"),
+    "ffv1": ("ffv1", ".mkv", "yuv420p"),
+}
+
+
+def encode(path: str | Path, frames: np.ndarray, codec: str = "h264", fps: int = 25,
+           bframes: int = 0, refs: int = 1, crf: int = 12, gop: int = 250,
+           options: dict | None = None) -> Path:
+    """Encode (T, H, W, 3) uint8 RGB frames into a real video file with PyAV.
+
+    `bframes` and `refs` control the H.264 GOP structure (B-frames, multi-reference);
+    odd frame sizes are encoded as they are for codecs that allow it.
+    """
+    encoder, suffix, pix_fmt = CODECS[codec]
+    path = Path(path)
+    if path.suffix == "":
+        path = path.with_suffix(suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opts = {"g": str(gop)}
+    if codec == "h264":
+        opts.update({"crf": str(crf), "preset": "medium", "bf": str(bframes), "refs": str(refs),
+                     "x264-params": f"bframes={bframes}:ref={refs}:scenecut=0:log-level=error"})
+    elif codec == "hevc":
+        opts.update({"crf": str(crf), "x265-params": f"bframes={bframes}:log-level=error"})
+    elif codec == "vp9":
+        opts.update({"crf": str(crf), "b": "0", "deadline": "realtime", "cpu-used": "8"})
+    elif codec == "mpeg4":
+        opts.update({"qscale": "2", "bf": str(bframes)})
+    opts.update(options or {})
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(encoder, rate=fps, options=opts)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = pix_fmt
+        stream.thread_count = 1
+        for img in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A scene, its encoding, and where it was written."""
+
+    name: str
+    scene: Scene
+    codec: str = "h264"
+    bframes: int = 0
+    refs: int = 1
+    fps: int = 25
+    extra: dict = field(default_factory=dict)
+
+    def write(self, folder: str | Path) -> Path:
+        return encode(Path(folder) / self.name, render(self.scene), codec=self.codec, fps=self.fps,
+                      bframes=self.bframes, refs=self.refs, **self.extra)

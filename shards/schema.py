@@ -1,0 +1,165 @@
+"""The shard schema: the one place that says what is stored, how, and what it means.
+
+Both sides use it: `preprocess` quantizes arrays with `encode`, `shards` readers dequantize
+with `decode` and refuse versions they do not know. `docs/shards.md` is the prose twin of
+this file; `tests/shards/test_schema.py` checks that the two agree.
+
+Shape alphabet: T frames, H x W stored pixels, Hc = H // 8, Wc = W // 8 cells,
+h x w the stored flow grid (H // flow_stride, W // flow_stride), L trajectory steps.
+
+Conventions (also written into every shard set's attrs under "conventions"):
+- Coordinates are pixels of the *stored* resolution, pixel centres at integers
+  (OpenCV convention), x before y in every last axis of size 2.
+- Every displacement is *forward*: where content at time t is at time t+1.
+- `mv[t]` is the displacement of content from frame t-1 to frame t, on the cell grid of
+  frame t (the codec's destination blocks); `mv[0]` is never valid.
+- `flow[t]` is the camera-compensated displacement from frame t to frame t+1, on frame
+  t's grid; `homography[t]` maps pixel coordinates of frame t to frame t+1, so the
+  camera-inclusive flow at p is `flow[t](p) + (H p - p)`.
+- `traj[t, i, j, l]` is the l-th camera-compensated step of the point that starts at the
+  centre of cell (i, j) of frame t, i.e. at (8 j + 3.5, 8 i + 3.5). The point itself moves
+  with its actual motion: p_{l+1} = homography[t + l](p_l + traj[t, i, j, l]).
+  `traj_valid[t, i, j, l]` is False once the point has left the frame or the video ended.
+- `hog[t, i, j, b]` is the mean Sobel gradient magnitude (grey levels 0-255 per pixel)
+  of cell (i, j) whose unsigned orientation atan2(gy, gx) mod 180 deg (y pointing down)
+  falls in [20 b, 20 b + 20) degrees. No block normalization.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+CELL = 8  # pixels per cell side: motion vectors, trajectories and HOG share this grid
+HOG_BINS = 9
+FLOW_CLIP = 20.0  # px, flow and trajectory steps are clipped to +-FLOW_CLIP before storing
+
+CONVENTIONS = {
+    "units": "pixels of the stored resolution",
+    "pixel_centres": "integers (OpenCV convention); cell (i, j) centre = (8j+3.5, 8i+3.5)",
+    "vector_order": "x before y",
+    "displacement": "forward (where content at t is at t+1)",
+    "mv": "mv[t] = displacement of content from frame t-1 to frame t, per frame of "
+          "distance, on frame t's 8x8 cell grid; mv[0] is invalid",
+    "flow": "flow[t] = camera-compensated forward flow t -> t+1 on frame t's grid, "
+            "downsampled by attrs.flow_stride (values stay in stored pixels)",
+    "homography": "homography[t] maps frame t pixel coordinates to frame t+1",
+    "traj": "traj[t,i,j,l] = camera-compensated step l of the point starting at cell (i,j) "
+            "of frame t; positions advance by the actual motion p' = H(p + step)",
+    "hog": "mean Sobel magnitude per pixel in 9 unsigned 20-degree bins, y down, "
+           "no block normalization",
+}
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """How one array is stored on disk and what the reader returns."""
+
+    name: str
+    dims: tuple[str, ...]
+    dtype: str          # dtype the reader returns
+    stored_dtype: str   # dtype on disk
+    scale: float = 1.0  # value = stored * scale
+    units: str = ""
+    doc: str = ""
+    frame_chunk: int = 1  # frames per chunk along T: a clip read touches only its frames
+
+    def shape(self, dims: dict[str, int]) -> tuple[int, ...]:
+        return tuple(dims[d] if isinstance(d, str) and d in dims else int(d) for d in self.dims)
+
+
+ARRAYS: dict[str, ArraySpec] = {
+    s.name: s
+    for s in [
+        ArraySpec("frames", ("T", "H", "W", 3), "uint8", "uint8", 1.0, "RGB 0-255",
+                  "decoded frames at the stored resolution"),
+        ArraySpec("mv", ("T", "Hc", "Wc", 2), "float32", "int16", 1 / 16, "px/frame",
+                  "codec motion vectors, per frame of reference distance", 8),
+        ArraySpec("mv_valid", ("T", "Hc", "Wc"), "bool", "bool", 1.0, "",
+                  "cell covered by an inter-predicted block", 8),
+        ArraySpec("flow", ("T-1", "h", "w", 2), "float32", "int8", 1 / 6, "px",
+                  "camera-compensated forward flow, clipped to +-20 px", 4),
+        ArraySpec("homography", ("T-1", 3, 3), "float32", "float32", 1.0, "",
+                  "camera motion frame t -> t+1 (pixel coordinates)", 64),
+        ArraySpec("homography_ok", ("T-1",), "bool", "bool", 1.0, "",
+                  "False where too few matches: identity used", 64),
+        ArraySpec("traj", ("T", "Hc", "Wc", "L", 2), "float32", "int8", 1 / 6, "px",
+                  "camera-compensated per-step trajectory deltas", 4),
+        ArraySpec("traj_valid", ("T", "Hc", "Wc", "L"), "bool", "bool", 1.0, "",
+                  "step inside the frame and the video", 4),
+        ArraySpec("hog", ("T", "Hc", "Wc", HOG_BINS), "float32", "float16", 1.0,
+                  "grey levels per pixel", "per-cell orientation histograms", 4),
+    ]
+}
+
+# Attributes every video carries (readers may rely on them).
+REQUIRED_VIDEO_ATTRS = (
+    "source", "fps", "height", "width", "source_height", "source_width",
+    "num_frames", "codec", "schema_version",
+)
+
+
+def dims_for(num_frames: int, height: int, width: int, traj_len: int, flow_stride: int) -> dict[str, int]:
+    """Named dimension sizes of one video."""
+    return {
+        "T": num_frames,
+        "T-1": max(num_frames - 1, 0),
+        "H": height,
+        "W": width,
+        "Hc": height // CELL,
+        "Wc": width // CELL,
+        "h": height // flow_stride,
+        "w": width // flow_stride,
+        "L": traj_len,
+    }
+
+
+def encode(name: str, values: np.ndarray) -> np.ndarray:
+    """Quantize an array to its stored dtype (round to nearest, saturate)."""
+    spec = ARRAYS[name]
+    if spec.stored_dtype == spec.dtype or spec.stored_dtype in ("bool", "float16", "float32"):
+        return np.asarray(values).astype(spec.stored_dtype)
+    info = np.iinfo(spec.stored_dtype)
+    q = np.rint(np.asarray(values, dtype=np.float64) / spec.scale)
+    return np.clip(q, info.min, info.max).astype(spec.stored_dtype)
+
+
+def decode(name: str, stored: np.ndarray) -> np.ndarray:
+    """Dequantize a stored array to the dtype and units the reader returns."""
+    spec = ARRAYS[name]
+    out = np.asarray(stored)
+    if spec.scale != 1.0:
+        return (out.astype(np.float32) * np.float32(spec.scale)).astype(spec.dtype)
+    return out.astype(spec.dtype, copy=False)
+
+
+class SchemaVersionError(ValueError):
+    """A shard set written by a schema this code does not know."""
+
+
+def check_version(version, where: str) -> None:
+    if version not in SUPPORTED_VERSIONS:
+        raise SchemaVersionError(
+            f"{where}: shard schema version {version!r} is not supported by this motion-mae "
+            f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))}). Re-extract the corpus or "
+            f"install the motion-mae version that wrote it."
+        )
+
+
+@dataclass(frozen=True)
+class SchemaInfo:
+    """Everything a reader needs to know besides the arrays; stored in root attrs."""
+
+    schema_version: int = SCHEMA_VERSION
+    cell: int = CELL
+    hog_bins: int = HOG_BINS
+    flow_clip: float = FLOW_CLIP
+    conventions: dict = field(default_factory=lambda: dict(CONVENTIONS))
+    arrays: dict = field(default_factory=lambda: {
+        n: {"dims": list(map(str, s.dims)), "dtype": s.dtype, "stored_dtype": s.stored_dtype,
+            "scale": s.scale, "units": s.units, "doc": s.doc}
+        for n, s in ARRAYS.items()
+    })
