@@ -129,7 +129,7 @@ def encode(path: str | Path, frames: np.ndarray, codec: str = "h264", fps: int =
     elif codec == "vp9":
         opts.update({"crf": str(crf), "b": "0", "deadline": "realtime", "cpu-used": "8"})
     elif codec == "mpeg4":
-        opts.update({"qscale": "2", "bf": str(bframes)})
+        opts.update({"b": "4M", "bf": str(bframes)})  # qscale is not an AVOption here
     opts.update(options or {})
     with av.open(str(path), "w") as container:
         stream = container.add_stream(encoder, rate=fps, options=opts)

@@ -163,3 +163,36 @@ class SchemaInfo:
             "scale": s.scale, "units": s.units, "doc": s.doc}
         for n, s in ARRAYS.items()
     })
+
+
+# Video attrs the writer needs besides REQUIRED_VIDEO_ATTRS to derive every array's shape.
+SHAPE_ATTRS = ("num_frames", "height", "width", "traj_len", "flow_stride")
+COMMIT_ATTR = "complete"  # written last: a video group without it is an interrupted write
+ROOT_KEY = "motion_mae"   # root attrs key holding SchemaInfo as a dict
+
+
+def dims_from_attrs(attrs: dict) -> dict[str, int]:
+    """Named dimension sizes of one video from its attrs (see SHAPE_ATTRS)."""
+    missing = [k for k in SHAPE_ATTRS if k not in attrs]
+    if missing:
+        raise ValueError(f"video attrs lack {missing} (needed to derive array shapes)")
+    return dims_for(*(int(attrs[k]) for k in SHAPE_ATTRS))
+
+
+def root_attrs(config: dict | None = None) -> dict:
+    """Root attrs of a new shard set: the schema description and the extraction config."""
+    from dataclasses import asdict
+
+    return {ROOT_KEY: asdict(SchemaInfo()), "config": dict(config or {})}
+
+
+def root_version(attrs: dict, where: str) -> int:
+    """The schema version recorded in root attrs; SchemaVersionError if absent or unknown."""
+    info = attrs.get(ROOT_KEY)
+    if not isinstance(info, dict) or "schema_version" not in info:
+        raise SchemaVersionError(
+            f"{where}: no {ROOT_KEY!r}.schema_version in the root attrs: not a motion-mae shard "
+            f"set, or one written before versioning. Re-extract the corpus with this motion-mae."
+        )
+    check_version(info["schema_version"], where)
+    return info["schema_version"]

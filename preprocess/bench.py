@@ -1,0 +1,139 @@
+"""Side-by-side extraction benchmark on the same files, one core.
+
+    python -m preprocess.bench                 # the demo corpus
+    python -m preprocess.bench --root DIR      # your videos
+
+Measures, in one run: plain PyAV decode fps (the reference), PyAV decode with motion-vector
+export fps, and the full extraction split per stage (decode, motion vectors, reference
+distance, flow + homography, trajectories, HOG, write), plus shard bytes per source byte,
+Zarr vs HDF5. Prints a Markdown table to paste into docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from preprocess.config import ExtractConfig
+from preprocess.datasets import list_videos
+from preprocess.video import extract_video, stage
+from shards.writer import open_writer
+
+
+def decode_fps(path: str, export_mvs: bool) -> tuple[int, float]:
+    """Frames and seconds to decode every frame to RGB, single-threaded, optionally exporting MVs."""
+    start = time.perf_counter()
+    n = 0
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        stream.thread_count = 1
+        if export_mvs:
+            stream.codec_context.options = {"flags2": "+export_mvs"}
+        for frame in container.decode(stream):
+            frame.to_ndarray(format="rgb24")
+            if export_mvs:
+                side = frame.side_data.get("MOTION_VECTORS")
+                if side is not None:
+                    side.to_ndarray()
+            n += 1
+    return n, time.perf_counter() - start
+
+
+def _bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def run(paths: list[str], cfg: ExtractConfig, repeat: int = 1) -> dict:
+    cv2.setNumThreads(1)
+    rows = {"plain_decode": [0, 0.0], "decode_mv_export": [0, 0.0]}
+    stages: dict[str, float] = {}
+    frames_total = 0
+    source_bytes = 0
+    sizes = {"zarr": 0, "hdf5": 0}
+    tmp = Path(tempfile.mkdtemp(prefix="mmae-bench-"))
+    try:
+        writers = {fmt: open_writer(str(tmp / fmt), format=fmt, config=cfg.to_dict()) for fmt in sizes}
+        for i, path in enumerate(paths):
+            for _ in range(repeat):
+                for key, export in (("plain_decode", False), ("decode_mv_export", True)):
+                    n, s = decode_fps(path, export)
+                    rows[key][0] += n
+                    rows[key][1] += s
+            arrays, attrs = extract_video(path, cfg)
+            frames_total += attrs["num_frames"]
+            source_bytes += Path(path).stat().st_size
+            for k, v in attrs["timings"].items():
+                stages[k] = stages.get(k, 0.0) + v
+            for fmt, writer in writers.items():
+                timings: dict[str, float] = {}
+                with stage("write", timings):
+                    writer.write_video(f"v{i:04d}", arrays, {**attrs, "source": path})
+                if fmt == "zarr":
+                    stages["write"] = stages.get("write", 0.0) + timings["write"]
+        for fmt, writer in writers.items():
+            writer.finalize()
+            sizes[fmt] = _bytes(tmp / fmt)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    plain_fps = rows["plain_decode"][0] / rows["plain_decode"][1]
+    mv_fps = rows["decode_mv_export"][0] / rows["decode_mv_export"][1]
+    total = sum(stages.values())
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {platform.system()}, 1 thread",
+        "videos": len(paths), "frames": frames_total, "source_bytes": source_bytes,
+        "plain_decode_fps": round(plain_fps, 1), "decode_mv_export_fps": round(mv_fps, 1),
+        "mv_export_ratio": round(mv_fps / plain_fps, 3),
+        "stage_ms_per_frame": {k: round(1000 * v / frames_total, 3) for k, v in sorted(stages.items())},
+        "full_extraction_fps_per_core": round(frames_total / total, 1),
+        "shard_bytes": sizes,
+        "bytes_per_video": {k: v // max(len(paths), 1) for k, v in sizes.items()},
+        "bytes_per_source_byte": {k: round(v / source_bytes, 2) for k, v in sizes.items()},
+    }
+
+
+def to_markdown(r: dict) -> str:
+    lines = [
+        f"{r['videos']} videos, {r['frames']} frames, {r['machine']}",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| plain PyAV decode (reference) | {r['plain_decode_fps']} frames/s |",
+        f"| PyAV decode + motion-vector export | {r['decode_mv_export_fps']} frames/s "
+        f"({r['mv_export_ratio']:.2f}x plain) |",
+        f"| full extraction, all stages | {r['full_extraction_fps_per_core']} frames/s per core |",
+    ]
+    lines += [f"| stage `{k}` | {v} ms/frame |" for k, v in r["stage_ms_per_frame"].items()]
+    for fmt in ("zarr", "hdf5"):
+        lines.append(f"| shard size {fmt} | {r['bytes_per_video'][fmt] / 1e6:.2f} MB/video, "
+                     f"{r['bytes_per_source_byte'][fmt]} bytes per source byte |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m preprocess.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="demo")
+    p.add_argument("--root", default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--short-side", type=int, default=256)
+    p.add_argument("--json", default=None, help="also write the numbers here")
+    a = p.parse_args(argv)
+    cfg = ExtractConfig(dataset=a.dataset, root=a.root, short_side=a.short_side)
+    paths = [it.path for it in list_videos(a.dataset, root=a.root, limit=a.limit)]
+    result = run(paths, cfg)
+    print(to_markdown(result))
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

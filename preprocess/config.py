@@ -1,0 +1,56 @@
+"""The one config object of the extractor: printed at start, stored in the shard attrs."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """Where corpora and shards live unless told otherwise: $MOTION_MAE_DATA or <repo>/data."""
+    return Path(os.environ.get("MOTION_MAE_DATA", REPO / "data"))
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    # what to read
+    dataset: str = "demo"
+    root: str | None = None
+    list_file: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    # where to write
+    out: str | None = None
+    format: str = "zarr"
+    # what to compute
+    short_side: int = 256
+    fps: float | None = None
+    max_ref_distance: int = 4
+    flow_method: str = "dis"
+    dis_preset: str = "fast"
+    features: str = "orb"
+    compensation: str = "subtract"
+    flow_stride: int = 4
+    traj_len: int = 6
+    # how to run
+    workers: int = 2
+    scheduler: str | None = None
+    retries: int = 2
+
+    def out_path(self) -> str:
+        return self.out or str(data_dir() / "shards" / self.dataset)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        width = max(len(f.name) for f in fields(self))
+        return "\n".join(f"  {f.name:<{width}} = {getattr(self, f.name)!r}" for f in fields(self))
+
+    def compute_key(self) -> dict:
+        """The settings that change the stored arrays: a resumed run must match them."""
+        keys = ("short_side", "fps", "max_ref_distance", "flow_method", "dis_preset", "features",
+                "compensation", "flow_stride", "traj_len")
+        return {k: getattr(self, k) for k in keys}

@@ -1,0 +1,168 @@
+"""What every corpus adapter returns, and the helpers they share.
+
+An adapter reads one corpus layout (files on disk plus its annotation files) and returns
+a `Listing`: the videos found, each a `VideoItem`, and the annotated videos that are not
+on disk. Adapters list the *whole* corpus with every item tagged by its split; the
+registry (`preprocess/datasets/__init__.py`) makes the ids unique, filters the split,
+sorts and applies the limit, so an id never depends on `--split` or `--limit`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Protocol
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg",
+                              ".flv", ".wmv", ".ts", ".3gp"})
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One video of a corpus. `label` is a 0-based class id, None when unlabelled."""
+
+    video_id: str            # unique in the corpus, safe as a file and zarr group name
+    path: str                # absolute path (for a missing video: where it was expected)
+    label: int | None
+    label_name: str | None
+    split: str | None        # canonical split name ("train", "val", "train1", ...) or None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Videos found on disk, and annotated videos that are not (reported, never extracted)."""
+
+    items: tuple[VideoItem, ...]
+    missing: tuple[VideoItem, ...] = ()
+
+
+class Scan(Protocol):
+    """The adapter signature: list the whole corpus under `root`.
+
+    `split` is already canonical (or None); adapters whose split *scheme* depends on it
+    (UCF101 / HMDB51 folds) use it to pick the fold, the others may ignore it.
+    """
+
+    def __call__(self, root: Path, split: str | None, list_file: Path | None) -> Listing: ...
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    scan: Scan
+    layout: str                            # one line, shown when the root looks wrong
+    splits: tuple[str, ...] = ()           # canonical split names; () accepts any name
+    aliases: Mapping[str, str] = field(default_factory=dict)  # e.g. "validation" -> "val"
+    dirname: str = ""                      # folder under the data dir; "" means `name`
+    prepare: Callable[[Path], None] | None = None  # creates missing files (the demo corpus)
+
+    def canonical_split(self, split: str | None) -> str | None:
+        if split is None:
+            return None
+        split = self.aliases.get(split, split)
+        if self.splits and split not in self.splits:
+            choices = sorted(set(self.splits) | set(self.aliases))
+            raise ValueError(f"{self.name}: unknown split {split!r}; choose one of {', '.join(choices)}")
+        return split
+
+
+class DatasetRootError(FileNotFoundError):
+    """The dataset root (or an annotation file it should hold) is not where we looked."""
+
+
+# ---------------------------------------------------------------------------------- files
+
+def walk_videos(folder: Path) -> list[Path]:
+    """Every video file under `folder`, recursively, sorted; follows symlinked folders once.
+
+    Hidden files and folders are skipped: `._clip.mp4` AppleDouble files look like videos
+    but are not, and the demo writes its partial files into a hidden folder.
+    """
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # a symlink loop
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(Path(dirpath) / f for f in filenames if is_video(f))
+    return sorted(found)
+
+
+def is_video(name: str | Path) -> bool:
+    name = os.path.basename(name)
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def read_lines(path: Path, comment: str | None = None) -> list[str]:
+    """Non-blank lines of a text annotation file, stripped, lines starting with `comment` dropped.
+
+    Official split files have no comments, and some HMDB51 file names start with `#`.
+    """
+    lines = (line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines())
+    return [line for line in lines if line and not (comment and line.startswith(comment))]
+
+
+def first_existing(candidates: Iterable[Path]) -> Path | None:
+    return next((p for p in candidates if p.exists()), None)
+
+
+# ------------------------------------------------------------------------------------ ids
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_ID_LEN = 120
+
+
+def safe_id(stem: str) -> str:
+    """A file stem made safe as a file name and a zarr group name.
+
+    Runs of characters outside [A-Za-z0-9._-] become one `_`; zarr reserves names that
+    start with `__` and hides names that start with `.`, so those get a `v` prefix.
+    """
+    vid = _UNSAFE.sub("_", stem)
+    if vid.startswith(("__", ".")) or not vid:
+        vid = "v" + vid
+    if len(vid) > MAX_ID_LEN:
+        vid = f"{vid[:MAX_ID_LEN - 10]}__{_short_hash(stem)}"
+    return vid
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+
+
+def unique_ids(items: Iterable[VideoItem], root: Path) -> list[VideoItem]:
+    """Give every item whose id collides a `__<hash>` suffix of its path relative to `root`.
+
+    Collisions are checked case-insensitively (ids become file names on case-insensitive
+    file systems too). Every member of a colliding group is renamed, so an id does not
+    depend on which member sorts first; the hash depends only on the item's own path.
+    """
+    items = sorted(items, key=lambda it: it.path)
+    groups: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(it.video_id.casefold(), []).append(i)
+    ids = [it.video_id for it in items]
+    for members in groups.values():
+        if len(members) > 1:
+            for i in members:
+                ids[i] = f"{ids[i]}__{_short_hash(_relative(items[i].path, root))}"
+    taken: set[str] = set()
+    for i, vid in enumerate(ids):  # a hashed id equal to another stem: vanishingly rare
+        n, candidate = 2, vid
+        while candidate.casefold() in taken:
+            candidate, n = f"{vid}__{n}", n + 1
+        ids[i] = candidate
+        taken.add(candidate.casefold())
+    return [it if it.video_id == vid else replace(it, video_id=vid) for it, vid in zip(items, ids)]
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).as_posix()

@@ -1,0 +1,316 @@
+"""Video file -> stored frames and codec motion field (the I/O edge of preprocessing).
+
+PyAV decodes single-threaded with `flags2=+export_mvs`: frame-threaded decoding makes
+the exported B-frame vectors non-deterministic, so parallelism belongs across videos.
+Codecs whose decoder exports no vectors (HEVC, VP9, ...) are re-encoded on the fly to
+H.264 from the stored frames; intra-only codecs give an all-invalid field. The pure
+vector -> field arithmetic lives in `preprocess.motion_vectors`.
+"""
+from __future__ import annotations
+
+import io
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import av
+import cv2
+import numpy as np
+
+from preprocess.errors import ExtractionError
+from preprocess.motion_vectors import drop_unused_lists, frame_field, recover_distances
+
+MV_STREAM = "stream"
+MV_TRANSCODED = "transcoded-h264"
+MV_NONE = "none: intra-only codec"
+
+# Decoders (FFmpeg's h264 and mpegvideo family) that honour export_mvs; a stream of
+# theirs without vectors (all intra) is still "stream", not a reason to transcode.
+_MV_DECODERS = frozenset({
+    "h264", "mpeg1video", "mpeg2video", "mpeg4", "h263", "h263p", "flv1",
+    "msmpeg4v1", "msmpeg4v2", "msmpeg4v3", "wmv1", "wmv2",
+})
+
+
+# H.264 settings of the fallback: one past reference and no B-frames, so every vector
+# spans exactly one frame and needs no distance recovery.
+TRANSCODE_OPTIONS = {
+    "crf": "18", "preset": "veryfast", "bf": "0", "refs": "1", "g": "250",
+    "x264-params": "bframes=0:ref=1:scenecut=0:threads=1:log-level=error",
+}
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    """One decoded video at the stored resolution.
+
+    frames: (T, H, W, 3) uint8 RGB. mv: (T, Hc, Wc, 2) float32 forward px/frame in stored
+    pixels, mv[t] = motion from frame t-1 to t (schema `mv`). mv_valid: (T, Hc, Wc) bool.
+    mv_distance: (T, Hc, Wc) uint8 reference distance the cell's vectors were divided
+    by (0 where invalid). attrs: source, fps, height, width, source_height, source_width,
+    num_frames, codec, mv_source, native_fps, native_num_frames, timings (seconds per
+    stage: decode, motion_vectors, ref_distance).
+    """
+
+    frames: np.ndarray
+    mv: np.ndarray
+    mv_valid: np.ndarray
+    mv_distance: np.ndarray
+    attrs: dict
+
+
+def stored_size(source_hw: tuple[int, int], short_side: int) -> tuple[int, int]:
+    """(H, W) with the short side = short_side, the long side rounded half up; never upscales.
+
+    320x240 at short_side=128 -> 171x128 (170.67 rounds up): rounding keeps the aspect
+    ratio closest, odd sizes are fine since cells simply drop the last W % 8 columns.
+    """
+    hs, ws = source_hw
+    if min(hs, ws) <= short_side:
+        return hs, ws
+    s = short_side / min(hs, ws)
+    return (short_side, int(np.floor(ws * s + 0.5))) if hs <= ws else (int(np.floor(hs * s + 0.5)), short_side)
+
+
+def keep_indices(times: np.ndarray, fps: float) -> np.ndarray:
+    """Native frame indices nearest to the timestamps times[0] + j / fps (unique, ascending)."""
+    targets = times[0] + np.arange(0.0, times[-1] - times[0] + 0.5 / fps, 1.0 / fps)
+    right = np.clip(np.searchsorted(times, targets), 0, len(times) - 1)
+    left = np.maximum(right - 1, 0)
+    nearest = np.where(np.abs(times[left] - targets) <= np.abs(times[right] - targets), left, right)
+    return np.unique(nearest)
+
+
+def subsample_field(mv: np.ndarray, valid: np.ndarray, distance: np.ndarray,
+                    keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The field of the kept native frames: mv[n_i] * (n_i - n_{i-1}), the first invalid.
+
+    Assumes constant velocity across the native frames a kept frame spans.
+    """
+    span = np.diff(keep, prepend=keep[0]).astype(np.float32)
+    mv, valid, distance = mv[keep] * span[:, None, None, None], valid[keep], distance[keep]
+    valid[0] = False  # its predecessor is no longer in the video
+    mv[0] = 0
+    distance[0] = 0
+    return mv, valid, distance
+
+
+def decode_video(path: str | Path, short_side: int = 256, fps: float | None = None,
+                 max_ref_distance: int = 4, recover_distance: bool = True) -> DecodedVideo:
+    """Decode a video file, resize it and extract its codec motion field.
+
+    Frames are resized with cv2.INTER_AREA so the short side is `short_side` (never
+    upscaled). With `fps` below the native rate, the frames nearest to the timestamps
+    first + j / fps are kept and mv[i] becomes mv_native[n_i] * (n_i - n_{i-1}): the
+    motion into the kept frame scaled by the native frames it spans, i.e. constant
+    velocity is assumed across the skipped frames (an approximation: accelerations and
+    occlusions inside the span are not seen). `fps` at or above the native rate keeps
+    the native frames. With `recover_distance`, vectors pointing up to
+    `max_ref_distance` frames away are normalized to one frame (see
+    `motion_vectors.recover_distances`); otherwise every vector is read as spanning one.
+
+    Raises ExtractionError("open" | "decode" | "motion_vectors", reason).
+    """
+    path = Path(path)
+    timings = {"decode": 0.0, "motion_vectors": 0.0, "ref_distance": 0.0}
+    _check_file(path)
+    window = max_ref_distance if recover_distance and max_ref_distance > 1 else 0
+    frames: list[np.ndarray] = []
+    times: list[float | None] = []
+    fields: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pending: dict[int, np.ndarray | None] = {}  # frame index -> vectors, waiting for future references
+    source_hws: list[tuple[int, int]] = []
+    grey: dict[int, np.ndarray] = {}  # source-resolution grey frames still needed as references
+    all_intra = True  # every frame an I-frame (FFV1 marks them I but not key)
+    saw_vectors = False
+    stored_hw = None
+
+    def finish(t: int) -> None:
+        vectors = pending.pop(t)
+        tic = time.perf_counter()
+        distances = None
+        if window and vectors is not None and len(vectors):
+            refs = {d: grey[t + d] for d in range(-window, window + 1) if d != 0 and t + d in grey}
+            distances = recover_distances(vectors, grey[t], refs, window)
+        grey.pop(t - window, None)  # no later frame reaches back this far
+        timings["ref_distance"] += time.perf_counter() - tic
+        tic = time.perf_counter()
+        fields.append(frame_field(vectors, source_hws[t], stored_hw, distances))
+        timings["motion_vectors"] += time.perf_counter() - tic
+
+    with _open(path) as (container, stream):
+        codec = stream.codec_context.name
+        native_rate = stream.average_rate or stream.guessed_rate
+        for n, frame in _timed(_decode(container, stream, "decode"), timings, "decode"):
+            tic = time.perf_counter()
+            rgb = frame.to_ndarray(format="rgb24")  # grey and every pix_fmt -> 3 channels
+            source_hw = rgb.shape[:2]
+            if stored_hw is None:
+                stored_hw = stored_size(source_hw, short_side)
+            frames.append(_resize(rgb, stored_hw))
+            times.append(frame.time)
+            all_intra &= frame.pict_type == av.video.frame.PictureType.I
+            timings["decode"] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            side = frame.side_data.get("MOTION_VECTORS")
+            saw_vectors |= side is not None
+            # FFmpeg's MPEG-4 part 2 decoder exports all-zero vectors on B-frames
+            # (measured on a +1.5 px/frame pan): no vectors beat wrong ones.
+            unusable = codec == "mpeg4" and frame.pict_type == av.video.frame.PictureType.B
+            pending[n] = None if side is None or unusable else drop_unused_lists(side.to_ndarray())
+            source_hws.append(source_hw)
+            timings["motion_vectors"] += time.perf_counter() - tic
+            if window:
+                tic = time.perf_counter()
+                # float once here, read by up to 2 * window later frames
+                grey[n] = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+                timings["ref_distance"] += time.perf_counter() - tic
+            if n - window >= 0:
+                finish(n - window)
+    if not frames:
+        raise ExtractionError("decode", f"zero decodable frames in {codec} stream")
+    for t in sorted(pending):
+        finish(t)
+
+    stored = np.stack(frames)
+    if saw_vectors or codec in _MV_DECODERS:
+        mv_source = MV_STREAM
+    elif av.codec.Codec(codec, "r").intra_only or (all_intra and len(frames) > 1):
+        mv_source = MV_NONE
+    else:
+        tic = time.perf_counter()
+        fields = _transcoded_fields(stored)
+        timings["motion_vectors"] += time.perf_counter() - tic
+        mv_source = MV_TRANSCODED
+    mv, valid, distance = (np.stack(a) for a in zip(*fields))
+
+    native_fps = _native_fps(native_rate, times)
+    out_fps = native_fps
+    if fps is not None and 0 < fps < native_fps:
+        stamps = np.asarray([np.nan if x is None else x for x in times], np.float64)
+        if np.isnan(stamps).any():
+            stamps = np.arange(len(frames)) / native_fps
+        keep = keep_indices(stamps, fps)
+        stored = stored[keep]
+        mv, valid, distance = subsample_field(mv, valid, distance, keep)
+        out_fps = float(fps)
+    h, w = stored.shape[1:3]
+    attrs = {
+        "source": str(path), "fps": out_fps, "native_fps": native_fps,
+        "height": h, "width": w, "source_height": source_hws[0][0], "source_width": source_hws[0][1],
+        "num_frames": len(stored), "native_num_frames": len(frames), "codec": codec,
+        "mv_source": mv_source, "max_ref_distance": max_ref_distance if window else 1,
+        "timings": timings,
+    }
+    return DecodedVideo(stored, mv.astype(np.float32), valid, distance, attrs)
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ExtractionError("open", f"file not found: {path}")
+    if not path.is_file():
+        raise ExtractionError("open", f"not a regular file: {path}")
+    if path.stat().st_size == 0:
+        raise ExtractionError("open", "empty file (0 bytes)")
+
+
+@contextmanager
+def _open(source: Path | io.BytesIO) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """(container, first video stream) set up for single-threaded MV export."""
+    try:
+        container = av.open(source if isinstance(source, io.BytesIO) else str(source))
+    except av.error.FFmpegError as e:
+        raise ExtractionError("open", f"not a readable video: {_ffmpeg_reason(e)}") from e
+    with container:
+        if not container.streams.video:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise ExtractionError("open", f"no video stream (streams: {', '.join(kinds)})")
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"  # frame threads make B-frame MV export non-deterministic
+        stream.thread_count = 1
+        stream.codec_context.options = {"flags2": "+export_mvs"}
+        yield container, stream
+
+
+def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+            stage: str) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(display index, frame) pairs; FFmpeg errors become ExtractionError(stage)."""
+    frames = container.decode(stream)
+    n = 0
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except av.error.FFmpegError as e:
+            raise ExtractionError(stage, f"decoder error after {n} frames: {_ffmpeg_reason(e)}") from e
+        yield n, frame
+        n += 1
+
+
+def _timed(items: Iterator, timings: dict, key: str) -> Iterator:
+    """Adds the time spent producing each item to timings[key]."""
+    while True:
+        tic = time.perf_counter()
+        try:
+            item = next(items)
+        except StopIteration:
+            timings[key] += time.perf_counter() - tic
+            return
+        timings[key] += time.perf_counter() - tic
+        yield item
+
+
+def _ffmpeg_reason(e: av.error.FFmpegError) -> str:
+    return getattr(e, "strerror", None) or type(e).__name__
+
+
+def _resize(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    if rgb.shape[:2] == hw:
+        return rgb
+    return cv2.resize(rgb, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+
+
+def _native_fps(rate, times: list[float | None]) -> float:
+    """Stream frame rate, else the median timestamp step, else 0 (unknown)."""
+    if rate:
+        return float(rate)
+    t = np.asarray([x for x in times if x is not None], np.float64)
+    steps = np.diff(t)
+    steps = steps[steps > 0]
+    return float(1.0 / np.median(steps)) if len(steps) else 0.0
+
+
+def _transcoded_fields(stored: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per-frame fields from an in-memory H.264 re-encode of the stored frames.
+
+    libx264 needs even sizes: frames are edge-padded right/bottom, and the padding is
+    never painted because the vectors are read in the unpadded stored pixel space.
+    """
+    t, h, w = stored.shape[:3]
+    padded = np.pad(stored, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    buf = io.BytesIO()
+    try:
+        with av.open(buf, "w", format="matroska") as out:
+            st = out.add_stream("libx264", rate=25, options=TRANSCODE_OPTIONS)
+            st.width, st.height, st.pix_fmt = padded.shape[2], padded.shape[1], "yuv420p"
+            st.thread_count = 1
+            for img in padded:
+                for packet in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                    out.mux(packet)
+            for packet in st.encode():
+                out.mux(packet)
+    except av.error.FFmpegError as e:
+        raise ExtractionError("motion_vectors", f"H.264 transcode failed: {_ffmpeg_reason(e)}") from e
+    buf.seek(0)
+    fields = []
+    with _open(buf) as (container, stream):
+        for _, frame in _decode(container, stream, "motion_vectors"):
+            side = frame.side_data.get("MOTION_VECTORS")
+            vectors = None if side is None else side.to_ndarray()
+            fields.append(frame_field(vectors, (h, w), (h, w)))  # one reference, one frame back
+    if len(fields) != t:
+        raise ExtractionError("motion_vectors", f"H.264 transcode gave {len(fields)} frames, expected {t}")
+    return fields

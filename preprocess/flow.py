@@ -1,0 +1,286 @@
+"""Optical flow, camera homography and camera-compensated ("warped") flow.
+
+Pure functions of grey frames (uint8 numpy arrays); no I/O. Conventions follow
+`shards.schema`: pixels of the given frames, pixel centres at integers, x before y,
+forward displacement (where content at t is at t+1). `homography[t]` maps frame t
+pixel coordinates to frame t+1, and the camera-inclusive flow at p is
+`flow[t](p) + (H p - p)`.
+
+Why these defaults (numbers in `docs/benchmarks.md` and ANCHORS "Optical flow on CPU"):
+- DIS, not TV-L1: TV-L1 runs at 0.2-0.5 pairs/s on one core, far too slow for a corpus.
+- DIS at full resolution (`finest_scale=0`) with a sparser patch grid (`patch_stride=6`):
+  the stock presets stop at scale 2 and are off by ~0.1 px per step, which a 6-step
+  trajectory accumulates. Scale 1 fixes pure pans (~0.02 px) but still underestimates
+  the motion of a 64 px object against its background by ~0.07 px per step (0.45 px
+  median endpoint error over 6 steps, on H.264 frames); scale 0 brings that to ~0.08 px
+  over 6 steps. Scale 0 with the ultrafast stride of 4 costs 12 ms at 340x256, stride 6
+  halves that (~6 ms) for the same accuracy within ~0.02 px.
+- The homography is fitted to matches sampled from the flow field (textured, away from
+  motion boundaries); feature matches alone drift on low-texture frames (no ORB corners)
+  while flow matches hold there. Feature matches and codec motion vectors (free matches,
+  when given) take over where the flow matches are too few (see `_homography`).
+- `compensation="subtract"` removes the homography's displacement field from the raw
+  flow (one flow call per frame); `"reflow"` recomputes flow between frame t and frame
+  t+1 warped back by the homography, as iDT / MME do (two flow calls per frame).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from shards.schema import CELL, FLOW_CLIP
+
+_DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """How flow, the camera homography and the compensated flow are computed."""
+
+    method: str = "dis"               # "dis" | "tvl1" (opt-in quality mode, ~1000x slower)
+    dis_preset: str = "ultrafast"     # "ultrafast" | "fast" | "medium"
+    finest_scale: int | None = 0      # DIS pyramid level to stop at (0 = full res); None: preset's
+    patch_stride: int | None = 6      # DIS patch stride, px; None keeps the preset's
+    features: str = "orb"             # "orb" | "sift" | "none": keypoints where flow matches are too few
+    max_features: int = 300           # keypoints per frame (ORB: ~2 ms at 340x256)
+    use_flow_matches: bool = True     # add matches sampled from the raw flow field
+    flow_grid: int = 8                # px between flow-match samples
+    min_texture: float = 2e-5         # cv2.cornerMinEigenVal below which a flow sample is skipped
+    boundary_px: float = 0.3          # flow change within +-flow_grid/2 px that marks a motion boundary
+    use_mv_matches: bool = True       # add codec motion vectors as matches when they are given
+    ransac_px: float = 1.0            # RANSAC reprojection threshold, px
+    min_inliers: int = 20             # fewer inliers -> identity homography, ok=False
+    compensation: str = "subtract"    # "subtract" | "reflow"
+    clip: float = FLOW_CLIP           # compensated flow is clipped to +-clip px per component
+
+    def __post_init__(self):
+        choices = {"method": ("dis", "tvl1"), "dis_preset": tuple(_DIS_PRESETS),
+                   "features": ("orb", "sift", "none"), "compensation": ("subtract", "reflow")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"FlowConfig.{name}={getattr(self, name)!r}, expected one of {allowed}")
+        if self.flow_grid < 1 or self.min_inliers < 4 or self.ransac_px <= 0 or self.clip <= 0:
+            raise ValueError(f"FlowConfig out of range: {self}")
+
+
+def forward_flow(g0: np.ndarray, g1: np.ndarray, cfg: FlowConfig = FlowConfig()) -> np.ndarray:
+    """(H, W, 2) float32 raw flow from grey frame g0 to g1 (forward, px, x before y)."""
+    if cfg.method == "tvl1":
+        algo = cv2.optflow.DualTVL1OpticalFlow_create()
+    else:
+        # A fresh instance per call costs ~20 us and keeps the function pure and thread-safe.
+        algo = cv2.DISOpticalFlow_create(_DIS_PRESETS[cfg.dis_preset])
+        if cfg.finest_scale is not None:
+            algo.setFinestScale(cfg.finest_scale)
+        if cfg.patch_stride is not None:
+            algo.setPatchStride(cfg.patch_stride)
+    return algo.calc(g0, g1, None)
+
+
+def _keypoints(gray: np.ndarray, cfg: FlowConfig):
+    """(points (N, 2) float32, descriptors) of one frame, or None when features are off."""
+    if cfg.features == "none":
+        return None
+    if cfg.features == "orb":
+        # 3 pyramid levels suffice between consecutive frames and cost half of the default 8.
+        detector = cv2.ORB_create(nfeatures=cfg.max_features, nlevels=3)
+    else:
+        detector = cv2.SIFT_create(nfeatures=cfg.max_features)
+    kps, desc = detector.detectAndCompute(gray, None)
+    pts = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
+    return pts, desc
+
+
+def _feature_matches(f0, f1, cfg: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-checked nearest-neighbour matches between two frames' keypoints."""
+    empty = np.zeros((0, 2), np.float32)
+    if f0 is None or f1 is None or f0[1] is None or f1[1] is None or len(f0[0]) < 2 or len(f1[0]) < 2:
+        return empty, empty
+    norm = cv2.NORM_HAMMING if cfg.features == "orb" else cv2.NORM_L2
+    matches = cv2.BFMatcher(norm, crossCheck=True).match(f0[1], f1[1])
+    if not matches:
+        return empty, empty
+    q = np.array([m.queryIdx for m in matches])
+    t = np.array([m.trainIdx for m in matches])
+    return f0[0][q], f1[0][t]
+
+
+def _flow_matches(g0: np.ndarray, flow: np.ndarray, cfg: FlowConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Matches (p, p + flow(p)) on a grid, skipping flat points and motion boundaries.
+
+    On flat points DIS only propagates flow from elsewhere. Near a moving object its flow
+    bleeds into the background over a patch or two; those samples are within RANSAC's 1 px
+    of the camera motion yet pulled the fit by ~0.1 px on a synthetic pan, so samples whose
+    flow changes by more than `cfg.boundary_px` within +-half a grid step are dropped.
+    """
+    h, w = g0.shape
+    step = cfg.flow_grid
+    # Half resolution: texture is a coarse property here, and it is 3x cheaper.
+    small = cv2.resize(g0, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    texture = cv2.cornerMinEigenVal(small, 5, 3)
+    # The border is left out: content entering the frame has no correspondence.
+    margin = max(step, 8)
+    ys, xs = np.mgrid[margin:h - margin:step, margin:w - margin:step]
+    keep = texture[np.minimum(ys // 2, h // 2 - 1), np.minimum(xs // 2, w // 2 - 1)] > cfg.min_texture
+    ys, xs = ys[keep], xs[keep]
+    f = flow[ys, xs]
+    r = max(step // 2, 1)
+    change = np.zeros(len(f), np.float32)
+    for dy, dx in ((0, r), (0, -r), (r, 0), (-r, 0)):
+        change = np.maximum(change, np.abs(flow[ys + dy, xs + dx] - f).max(axis=-1))
+    smooth = change <= cfg.boundary_px
+    src = np.stack([xs[smooth], ys[smooth]], axis=-1).astype(np.float32)
+    return src, src + f[smooth]
+
+
+def _mv_matches(mv: np.ndarray, mv_valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Matches (centre - mv, centre) from the codec's vectors of frame t+1 (on its cell grid)."""
+    i, j = np.nonzero(mv_valid)
+    dst = np.stack([CELL * j + (CELL - 1) / 2, CELL * i + (CELL - 1) / 2], axis=-1).astype(np.float32)
+    return dst - mv[i, j].astype(np.float32), dst
+
+
+def _fit(src: np.ndarray, dst: np.ndarray, cfg: FlowConfig) -> tuple[np.ndarray, bool, int]:
+    """RANSAC homography (its inliers refined by OpenCV's Levenberg-Marquardt step)."""
+    if len(src) < cfg.min_inliers:
+        return np.eye(3), False, 0
+    h, inliers = cv2.findHomography(src, dst, cv2.RANSAC, cfg.ransac_px)
+    if h is None or not np.all(np.isfinite(h)):
+        return np.eye(3), False, 0
+    n = int(inliers.sum())
+    if n < cfg.min_inliers:
+        return np.eye(3), False, n
+    return h.astype(np.float64), True, n
+
+
+def _homography(g0, flow, keypoints, cfg: FlowConfig, mv, mv_valid) -> tuple[np.ndarray, bool, int]:
+    """Flow matches first; keypoint and codec-vector matches where those are too few.
+
+    Flow samples cover the frame evenly and are sub-pixel. Keypoints cluster on the most
+    textured content, often a moving object: mixed with the flow samples they let the
+    8-dof homography settle on a compromise between object and background (4 px off on a
+    static synthetic shot), and their pixel-quantized positions biased the fit by ~0.1 px.
+    Codec vectors are chosen for rate, not truth. So those two only decide where the flow
+    matches cannot (low texture, flow matches off), pooled with whatever flow matches exist.
+    """
+    flow_src = flow_dst = np.zeros((0, 2), np.float32)
+    if cfg.use_flow_matches:
+        flow_src, flow_dst = _flow_matches(g0, flow, cfg)
+        h, ok, n = _fit(flow_src, flow_dst, cfg)
+        if ok:
+            return h, ok, n
+    pairs = [(flow_src, flow_dst), _feature_matches(*keypoints(), cfg)]
+    if cfg.use_mv_matches and mv is not None:
+        pairs.append(_mv_matches(mv, mv_valid))
+    src = np.concatenate([p[0] for p in pairs]).astype(np.float32)
+    dst = np.concatenate([p[1] for p in pairs]).astype(np.float32)
+    return _fit(src, dst, cfg)
+
+
+def estimate_homography(g0: np.ndarray, g1: np.ndarray, flow: np.ndarray, cfg: FlowConfig = FlowConfig(),
+                        mv: np.ndarray | None = None, mv_valid: np.ndarray | None = None,
+                        ) -> tuple[np.ndarray, bool, int]:
+    """Camera motion between two grey frames: (H 3x3 float64 frame t px -> t+1 px, ok, n_inliers).
+
+    `flow` is the raw forward flow g0 -> g1 (H, W, 2). `mv`, `mv_valid` are the codec's
+    vectors of frame t+1 (Hc, Wc, 2) / (Hc, Wc): displacement t -> t+1 on t+1's cell grid.
+    With fewer than `cfg.min_inliers` RANSAC inliers the identity is returned with ok=False.
+    """
+    if mv is not None and mv_valid is None:
+        raise ValueError("mv given without mv_valid")
+    return _homography(g0, flow, lambda: (_keypoints(g0, cfg), _keypoints(g1, cfg)), cfg, mv, mv_valid)
+
+
+def displacement_field(h: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(height, width, 2) float32 H p - p: where the camera alone moves each pixel."""
+    # float32 is exact to ~1e-4 px at these coordinates and halves the cost.
+    h = np.asarray(h, np.float32)
+    xs = np.arange(width, dtype=np.float32)[None, :]
+    ys = np.arange(height, dtype=np.float32)[:, None]
+    den = h[2, 0] * xs + h[2, 1] * ys + h[2, 2]
+    out = np.empty((height, width, 2), np.float32)
+    out[..., 0] = (h[0, 0] * xs + h[0, 1] * ys + h[0, 2]) / den - xs
+    out[..., 1] = (h[1, 0] * xs + h[1, 1] * ys + h[1, 2]) / den - ys
+    return out
+
+
+def warped_flow(frames_gray: np.ndarray, cfg: FlowConfig = FlowConfig(),
+                mv: np.ndarray | None = None, mv_valid: np.ndarray | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float]]:
+    """Camera-compensated forward flow of a video.
+
+    frames_gray: (T, H, W) uint8. mv, mv_valid: optional codec vectors (T, Hc, Wc, 2) /
+    (T, Hc, Wc) in the schema's convention (mv[t+1] is the motion t -> t+1).
+    Returns flow (T-1, H, W, 2) float32 compensated and clipped to +-cfg.clip,
+    homography (T-1, 3, 3) float32 (frame t -> t+1), ok (T-1,) bool (False: identity used,
+    flow left uncompensated), timings {"flow": s, "homography": s} summed over the video
+    ("homography" includes features, matching, RANSAC and compensation).
+    """
+    if frames_gray.ndim != 3 or frames_gray.dtype != np.uint8:
+        raise ValueError(f"frames_gray must be (T, H, W) uint8, got {frames_gray.shape} {frames_gray.dtype}")
+    if mv is not None and (mv_valid is None or len(mv) != len(frames_gray)):
+        raise ValueError("mv needs mv_valid and one entry per frame")
+    n, height, width = frames_gray.shape
+    flows = np.empty((max(n - 1, 0), height, width, 2), np.float32)
+    homs = np.empty((max(n - 1, 0), 3, 3), np.float32)
+    ok = np.zeros(max(n - 1, 0), bool)
+    t_flow = t_hom = 0.0
+    cache: dict[int, object] = {}
+
+    def keypoints(i: int):
+        # Frame t+1's keypoints are frame t's of the next pair; only the last two are kept.
+        if i not in cache:
+            cache.pop(i - 2, None)
+            cache[i] = _keypoints(frames_gray[i], cfg)
+        return cache[i]
+
+    for t in range(n - 1):
+        g0, g1 = frames_gray[t], frames_gray[t + 1]
+        s = time.perf_counter()
+        raw = forward_flow(g0, g1, cfg)
+        t_flow += time.perf_counter() - s
+
+        s = time.perf_counter()
+        h, ok[t], _ = _homography(g0, raw, lambda t=t: (keypoints(t), keypoints(t + 1)), cfg,
+                                  None if mv is None else mv[t + 1],
+                                  None if mv_valid is None else mv_valid[t + 1])
+        if not ok[t]:
+            comp = raw
+        elif cfg.compensation == "subtract":
+            comp = raw - displacement_field(h, height, width)
+        else:
+            # g1 resampled at H p: frame t+1 seen from frame t's camera.
+            g1w = cv2.warpPerspective(g1, h, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                      borderMode=cv2.BORDER_REPLICATE)
+            t_hom += time.perf_counter() - s
+            s = time.perf_counter()
+            comp = forward_flow(g0, g1w, cfg)
+            t_flow += time.perf_counter() - s
+            s = time.perf_counter()
+        np.clip(comp, -cfg.clip, cfg.clip, out=flows[t])
+        homs[t] = h
+        t_hom += time.perf_counter() - s
+    return flows, homs, ok, {"flow": t_flow, "homography": t_hom}
+
+
+def downsample_flow(flow: np.ndarray, stride: int) -> np.ndarray:
+    """(T-1, H // stride, W // stride, 2) block means of (T-1, H, W, 2) flow.
+
+    Values stay in pixels of the full (stored) resolution; block (i, j) covers pixels
+    [stride j, stride j + stride) x [stride i, stride i + stride), centre
+    (stride j + (stride - 1) / 2, stride i + (stride - 1) / 2). Trailing rows / columns
+    that do not fill a block are dropped, as the cell grid does.
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    n, height, width, _ = flow.shape
+    h, w = height // stride, width // stride
+    blocks = flow[:, :h * stride, :w * stride].reshape(n, h, stride, w, stride, 2)
+    return blocks.mean(axis=(2, 4), dtype=np.float32)

@@ -1,0 +1,230 @@
+"""Codec motion vectors -> dense per-cell forward motion field (pure functions, no I/O).
+
+Input is PyAV's MOTION_VECTORS side data of one decoded frame, a structured array with
+fields source, w, h, src_x, src_y, dst_x, dst_y, motion_x, motion_y, motion_scale
+(FFmpeg's AVMotionVector). What FFmpeg means by them, checked on synthetic pans:
+- (dst_x, dst_y) is the *centre* of a w x h block of the current frame t;
+- the block was predicted from (dst + motion / motion_scale) in a reference frame, so
+  content moved from src to dst between the reference and t;
+- `source` is the reference *list* (-1: list 0, normally a past frame; +1: list 1,
+  normally a future frame), not the distance to the reference, which is not exported:
+  a P-frame after two B-frames, or a multi-reference encode, predicts from 2-4 frames
+  away and its vectors are that many times the per-frame motion;
+- only inter blocks are exported (intra blocks and I-frames have none), a bi-predicted
+  block appears once per list with the same dst.
+
+With a reference at signed display offset d (t + d, d < 0 past, d > 0 future), content
+at dst in frame t is at src in frame t + d, so the forward per-frame displacement is
+(dst - src) / (-d) = motion / (motion_scale * d). `recover_distances` estimates |d| by
+block matching because the codec does not say; `frame_field` paints the block
+velocities onto the 8x8 cell grid of the stored resolution.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Mapping
+
+import cv2
+import numpy as np
+
+from shards.schema import CELL
+
+# Coverage a cell needs from inter blocks to be valid: "most of its area".
+MIN_COVERAGE = 0.5
+
+
+def block_geometry(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Top-left x, y and size w, h (int64, source pixels) of each block; dst is its centre."""
+    w = vectors["w"].astype(np.int64)
+    h = vectors["h"].astype(np.int64)
+    return vectors["dst_x"].astype(np.int64) - w // 2, vectors["dst_y"].astype(np.int64) - h // 2, w, h
+
+
+def default_distances(vectors: np.ndarray) -> np.ndarray:
+    """Signed reference offsets assuming the adjacent frame: -1 for list 0, +1 for list 1."""
+    return np.where(vectors["source"] > 0, 1, -1).astype(np.int64)
+
+
+def block_velocities(vectors: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """(N, 2) float64 forward displacement per frame of each block, x before y, source px.
+
+    `distances` is the signed display offset of each block's reference frame.
+    """
+    scale = vectors["motion_scale"].astype(np.float64) * distances
+    return np.stack([vectors["motion_x"] / scale, vectors["motion_y"] / scale], axis=1)
+
+
+def drop_unused_lists(vectors: np.ndarray) -> np.ndarray:
+    """Vectors without FFmpeg's placeholders for lists a partition does not use.
+
+    FFmpeg decides per macroblock which lists to export, so in a B macroblock split into
+    one list-0 and one list-1 partition each partition is also exported for its unused
+    list, with a zero vector. Seen on every x264 B-frame with 16x8 / 8x16 partitions:
+    averaged in, they halve the motion. A zero vector whose block (same dst, w, h) also
+    has a non-zero vector from the other list is therefore dropped; real bi-prediction
+    with one static and one moving reference would need non-constant motion.
+    """
+    if len(vectors) == 0:
+        return vectors
+    # one int64 per block (int16 dst + 32768 fits 16 bits, w and h 8 bits): a 1-D unique is fast
+    key = (((vectors["dst_x"].astype(np.int64) + 32768) << 32) | ((vectors["dst_y"].astype(np.int64) + 32768) << 16)
+           | (vectors["w"].astype(np.int64) << 8) | vectors["h"].astype(np.int64))
+    _, group = np.unique(key, return_inverse=True)
+    zero = (vectors["motion_x"] == 0) & (vectors["motion_y"] == 0)
+    moving_in_group = np.bincount(group, weights=~zero)[group]
+    return vectors[~(zero & (moving_in_group > 0))]
+
+
+# A block whose best candidate still leaves it misaligned by about this many pixels
+# (mean absolute difference / mean gradient magnitude) matched none of the candidates:
+# its reference is further than max_ref_distance. Measured on x264 refs=3 pans:
+# right distances give 0.05-0.3 (98 % below 0.5), distances beyond the range 0.6-2.
+MATCH_TOLERANCE_PX = 0.5
+# Below this mean absolute difference (grey levels) a match is accepted whatever the
+# gradient: flat blocks differ by compression noise only.
+MATCH_FLOOR = 2.0
+
+
+def recover_distances(vectors: np.ndarray, current: np.ndarray, references: Mapping[int, np.ndarray],
+                      max_ref_distance: int = 4) -> np.ndarray:
+    """(N,) int64 signed reference offset of each block, 0 where none fits.
+
+    current: (Hs, Ws) grey frame t at the resolution the vectors refer to.
+    references: signed display offset d -> grey frame t + d, for the offsets that exist.
+    For k in 1..max_ref_distance in the block's own direction (list 0 past, list 1
+    future) the block at dst in frame t is compared with the reference sampled
+    bilinearly at the exact sub-pixel src in frame t -+ k; the smallest mean absolute
+    difference wins and ties go to the smallest k, so flat content keeps the
+    adjacent-frame reading. If even the best candidate is off by more than
+    MATCH_TOLERANCE_PX (and MATCH_FLOOR grey levels) the distance is 0: unknown, and the
+    block is better left out than divided by the wrong k. Zero vectors keep +-1.
+    """
+    sign = np.where(vectors["source"] > 0, 1, -1).astype(np.int64)
+    out = sign.copy()
+    moving = (vectors["motion_x"] != 0) | (vectors["motion_y"] != 0)
+    if not moving.any():
+        return out
+    x0, y0, w, h = block_geometry(vectors)
+    scale = vectors["motion_scale"].astype(np.float64)
+    mx = (vectors["motion_x"] / scale).astype(np.float32)  # src - dst, source px
+    my = (vectors["motion_y"] / scale).astype(np.float32)
+    cur = np.asarray(current, np.float32)
+    refs = {d: np.asarray(r, np.float32) for d, r in references.items() if abs(d) <= max_ref_distance}
+    grad = np.abs(cv2.Sobel(cur, cv2.CV_32F, 1, 0, ksize=1)) + np.abs(cv2.Sobel(cur, cv2.CV_32F, 0, 1, ksize=1))
+    texture = 0.5 * _box_mean(grad, x0, y0, w, h)  # [-1, 0, 1] kernels: twice a central difference
+    # Blocks of one size are sampled with one cv2.remap per candidate; H.264 has four sizes.
+    for bw, bh in set(zip(w[moving].tolist(), h[moving].tolist())):
+        idx = np.flatnonzero(moving & (w == bw) & (h == bh))
+        ys = (y0[idx, None] + np.arange(bh)).astype(np.float32)  # (n, bh)
+        xs = (x0[idx, None] + np.arange(bw)).astype(np.float32)  # (n, bw)
+        block = _sample(cur, ys, xs)
+        mad = np.full((max_ref_distance, len(idx)), np.inf, np.float32)
+        for k in range(1, max_ref_distance + 1):
+            for s in (-1, 1):
+                sel = np.flatnonzero(sign[idx] == s)
+                if s * k not in refs or len(sel) == 0:
+                    continue
+                cand = _sample(refs[s * k], ys[sel] + my[idx[sel], None], xs[sel] + mx[idx[sel], None])
+                mad[k - 1, sel] = np.abs(cand - block[sel]).mean(axis=(1, 2))
+        best_k = np.argmin(mad, axis=0) + 1  # argmin keeps the first: the smallest k
+        best = mad[best_k - 1, np.arange(len(idx))]
+        fits = best <= np.maximum(MATCH_TOLERANCE_PX * texture[idx], MATCH_FLOOR)
+        out[idx] = np.where(fits, sign[idx] * best_k, 0)
+    return out
+
+
+def _sample(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """(n, bh, bw) bilinear samples of img at rows ys (n, bh) x columns xs (n, bw).
+
+    Out-of-frame coordinates read the edge pixel, as codecs extend frame edges.
+    """
+    n, bh, bw = len(ys), ys.shape[1], xs.shape[1]
+    map_y = np.broadcast_to(ys[:, :, None], (n, bh, bw)).reshape(n * bh, bw)
+    map_x = np.broadcast_to(xs[:, None, :], (n, bh, bw)).reshape(n * bh, bw)
+    return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(n, bh, bw)
+
+
+def _box_mean(img: np.ndarray, x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Mean of img over each block's part inside the frame (integral image, O(1) per block)."""
+    ii = cv2.integral(img, sdepth=cv2.CV_64F)
+    hi, wi = img.shape
+    xa, xb = np.clip(x0, 0, wi), np.clip(x0 + w, 0, wi)
+    ya, yb = np.clip(y0, 0, hi), np.clip(y0 + h, 0, hi)
+    total = ii[yb, xb] - ii[ya, xb] - ii[yb, xa] + ii[ya, xa]
+    return total / np.maximum((xb - xa) * (yb - ya), 1)
+
+
+def frame_field(vectors: np.ndarray | None, source_hw: tuple[int, int], stored_hw: tuple[int, int],
+                distances: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense motion field of one frame on the stored cell grid.
+
+    vectors: side data of frame t (None or empty: no inter blocks, e.g. an I-frame).
+    source_hw: (Hs, Ws) pixel space of the vectors; stored_hw: (H, W) stored resolution.
+    distances: signed reference offsets per block (default: adjacent frame); blocks with
+    distance 0 (unknown) are left out.
+    Returns mv (Hc, Wc, 2) float32 forward px/frame in stored pixels, valid (Hc, Wc) bool
+    (cell at least MIN_COVERAGE covered by inter blocks; value = area-weighted mean of
+    the blocks, a bi-predicted block counting as the mean of its two estimates) and
+    distance (Hc, Wc) uint8, the area-weighted mean |d| rounded, 0 where invalid.
+    """
+    (hs, ws), (h, w) = source_hw, stored_hw
+    hc, wc = h // CELL, w // CELL
+    mv = np.zeros((hc, wc, 2), np.float32)
+    valid = np.zeros((hc, wc), bool)
+    distance = np.zeros((hc, wc), np.uint8)
+    if vectors is None or len(vectors) == 0 or hc == 0 or wc == 0:
+        return mv, valid, distance
+    if distances is None:
+        distances = default_distances(vectors)
+    known = distances != 0
+    vectors, distances = vectors[known], distances[known]
+    if len(vectors) == 0:
+        return mv, valid, distance
+    x0, y0, bw, bh = block_geometry(vectors)
+    # Paint on the coarsest grid all blocks align to (4 px for MPEG codecs) rather
+    # than per pixel: exact, and 16x fewer cells.
+    g = int(np.gcd.reduce(np.concatenate([[16], x0, y0, bw, bh])))
+    hg, wg = -(-hs // g), -(-ws // g)
+    velocity = block_velocities(vectors, distances)
+    values = np.concatenate([velocity, np.abs(distances)[:, None].astype(np.float64)], axis=1)
+    count = np.zeros(hg * wg)
+    sums = np.zeros((3, hg * wg))
+    for sw, sh in set(zip((bw // g).tolist(), (bh // g).tolist())):
+        idx = np.flatnonzero((bw // g == sw) & (bh // g == sh))
+        gy = y0[idx, None, None] // g + np.arange(sh)[None, :, None]  # (n, sh, 1)
+        gx = x0[idx, None, None] // g + np.arange(sw)[None, None, :]  # (n, 1, sw)
+        inside = (gy >= 0) & (gy < hg) & (gx >= 0) & (gx < wg)  # macroblocks overhang the frame
+        flat = (gy * wg + gx)[inside]
+        owner = np.broadcast_to(np.arange(len(idx))[:, None, None], inside.shape)[inside]
+        count += np.bincount(flat, minlength=hg * wg)
+        for c in range(3):
+            sums[c] += np.bincount(flat, weights=values[idx[owner], c], minlength=hg * wg)
+    covered = (count > 0).astype(np.float64).reshape(hg, wg)
+    mean = np.divide(sums, count, out=np.zeros_like(sums), where=count > 0).reshape(3, hg, wg)
+    ay = _overlap(hs, h, hc, g)
+    ax = _overlap(ws, w, wc, g)
+    area = ay @ covered @ ax.T  # (hc, wc) source px^2 of each cell covered by inter blocks
+    cell_area = (CELL * hs / h) * (CELL * ws / w)
+    valid = area > MIN_COVERAGE * cell_area
+    per_cell = np.stack([ay @ (mean[c] * covered) @ ax.T for c in range(3)], axis=-1)
+    per_cell = np.divide(per_cell, area[..., None], out=np.zeros_like(per_cell), where=valid[..., None])
+    mv = (per_cell[..., :2] * np.array([w / ws, h / hs])).astype(np.float32)
+    distance = np.where(valid, np.rint(per_cell[..., 2]), 0).astype(np.uint8)
+    return mv, valid, distance
+
+
+@lru_cache(maxsize=32)
+def _overlap(source_len: int, stored_len: int, cells: int, g: int) -> np.ndarray:
+    """(cells, ceil(source_len / g)) length of source px shared by stored cell i and grid cell c.
+
+    Stored pixel x covers source [x s, (x + 1) s), s = source_len / stored_len, the
+    footprint cv2.INTER_AREA gives it, so cells line up with the resized frames.
+    """
+    s = source_len / stored_len
+    lo = np.arange(cells)[:, None] * CELL * s
+    hi = lo + CELL * s
+    edges = np.minimum(np.arange(-(-source_len // g) + 1) * g, source_len).astype(np.float64)
+    out = np.minimum(hi, edges[None, 1:]) - np.maximum(lo, edges[None, :-1])
+    out = np.clip(out, 0, None)
+    out.flags.writeable = False  # shared through the cache
+    return out

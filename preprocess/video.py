@@ -1,0 +1,98 @@
+"""One video -> the dict of arrays and attrs of the shard schema, composing the stages.
+
+`compute_arrays` is pure (decoded frames and vectors in, arrays out); `extract_video`
+adds the decode at the edge. Every stage runs under `stage(name)`, so whatever goes
+wrong inside it becomes an ExtractionError naming that stage: a failure record, not a
+crashed run.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from preprocess.config import ExtractConfig
+from preprocess.decode import DecodedVideo, decode_video
+from preprocess.errors import ExtractionError
+from preprocess.flow import FlowConfig, downsample_flow, warped_flow
+from preprocess.hog import cell_hog
+from preprocess.trajectories import track
+
+
+@contextmanager
+def stage(name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
+    """Time a stage and turn any error inside it into an ExtractionError for that stage."""
+    start = time.perf_counter()
+    try:
+        yield
+    except ExtractionError:
+        raise
+    except (cv2.error, ValueError, RuntimeError, IndexError, TypeError, ZeroDivisionError,
+            MemoryError, OSError) as err:
+        raise ExtractionError(name, f"{type(err).__name__}: {err}") from err
+    finally:
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def flow_config(cfg: ExtractConfig) -> FlowConfig:
+    return FlowConfig(method=cfg.flow_method, dis_preset=cfg.dis_preset, features=cfg.features,
+                      compensation=cfg.compensation)
+
+
+def to_gray(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) RGB uint8 -> (T, H, W) uint8 luma."""
+    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]) if len(frames) else \
+        np.zeros(frames.shape[:3], np.uint8)
+
+
+def compute_arrays(decoded: DecodedVideo, cfg: ExtractConfig,
+                   timings: dict[str, float]) -> dict[str, np.ndarray]:
+    """Decoded frames + codec vectors -> every array of the schema (reader dtypes and units)."""
+    with stage("flow", timings):
+        gray = to_gray(decoded.frames)
+        flow, homography, ok, _ = warped_flow(gray, flow_config(cfg), mv=decoded.mv,
+                                              mv_valid=decoded.mv_valid)
+    with stage("trajectories", timings):
+        traj, traj_valid = track(flow, homography, cfg.traj_len)
+    with stage("hog", timings):
+        hog = cell_hog(gray)
+    with stage("flow", timings):
+        flow_small = downsample_flow(flow, cfg.flow_stride)
+    return {
+        "frames": decoded.frames,
+        "mv": decoded.mv,
+        "mv_valid": decoded.mv_valid,
+        "flow": flow_small,
+        "homography": homography.astype(np.float32),
+        "homography_ok": ok,
+        "traj": traj,
+        "traj_valid": traj_valid,
+        "hog": hog,
+    }
+
+
+def extract_video(path: str, cfg: ExtractConfig) -> tuple[dict[str, np.ndarray], dict]:
+    """Decode one file and compute its arrays; raises ExtractionError on bad input."""
+    timings: dict[str, float] = {}
+    with stage("decode", timings):
+        decoded = decode_video(path, short_side=cfg.short_side, fps=cfg.fps,
+                               max_ref_distance=cfg.max_ref_distance)
+    # decode_video reports its own split of decode / motion-vector / reference-distance time
+    inner = dict(decoded.attrs.get("timings", {}))
+    if inner:
+        timings["decode"] = 0.0
+        for key, seconds in inner.items():
+            timings[key] = timings.get(key, 0.0) + seconds
+    arrays = compute_arrays(decoded, cfg, timings)
+    attrs = {k: v for k, v in decoded.attrs.items() if k != "timings"}
+    attrs.update({
+        "traj_len": cfg.traj_len,
+        "flow_stride": cfg.flow_stride,
+        "homography_fallbacks": int((~arrays["homography_ok"]).sum()),
+        "timings": {k: round(v, 4) for k, v in timings.items()},
+    })
+    return arrays, attrs

@@ -1,0 +1,172 @@
+"""Check and summarize a shard set.
+
+    python -m shards verify PATH          one line per problem, a summary; exit 1 on problems
+    python -m shards inspect PATH [ID]    corpus summary, or one video's attrs and arrays
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+import numpy as np
+
+from .reader import open_shards
+from .schema import (ARRAYS, COMMIT_ATTR, REQUIRED_VIDEO_ATTRS, SHAPE_ATTRS, SUPPORTED_VERSIONS,
+                     SchemaVersionError, dims_from_attrs)
+
+FRAMES_PER_READ = 64  # bounds memory when scanning long videos for non-finite values
+
+
+def video_problems(ds, video_id: str) -> list[str]:
+    """Everything wrong with one video, as one-line messages (empty: the video is good)."""
+    try:
+        v = ds.video(video_id, require_complete=False, fresh=True)
+    except SchemaVersionError as e:
+        return [str(e)]
+    except Exception as e:  # an unreadable video is a finding to report, not a crash
+        return [f"cannot open: {type(e).__name__}: {e}"]
+    problems = []
+    if v.attrs.get(COMMIT_ATTR) is not True:
+        problems.append("no commit marker: interrupted write; resume the extraction to redo it")
+    missing = [k for k in (*REQUIRED_VIDEO_ATTRS, *SHAPE_ATTRS) if k not in v.attrs]
+    if missing:
+        problems.append(f"attrs lack {missing}")
+    try:
+        dims = dims_from_attrs(v.attrs)
+    except (ValueError, TypeError):
+        dims = None
+    for name, spec in ARRAYS.items():
+        if name not in v:
+            problems.append(f"{name}: missing")
+            continue
+        arr = v[name]
+        if arr.stored_dtype != np.dtype(spec.stored_dtype):
+            problems.append(f"{name}: stored dtype {arr.stored_dtype}, schema {spec.stored_dtype}")
+        if dims is not None and arr.shape != spec.shape(dims):
+            problems.append(f"{name}: shape {arr.shape}, schema {spec.dims} -> {spec.shape(dims)}")
+            continue
+        if arr.dtype.kind == "f":
+            bad = 0
+            for t in range(0, len(arr), FRAMES_PER_READ):
+                bad += int(np.count_nonzero(~np.isfinite(arr[t:t + FRAMES_PER_READ])))
+            if bad:
+                problems.append(f"{name}: {bad} non-finite values")
+    extra = sorted(set(v._raws) - set(ARRAYS))
+    if extra:
+        problems.append(f"arrays not in the schema: {extra}")
+    return problems
+
+
+def verify(path: str) -> int:
+    try:
+        ds = open_shards(path)
+    except (SchemaVersionError, FileNotFoundError, ValueError) as e:
+        print(f"{path}: {e}")
+        return 1
+    with ds:
+        n_problems, bad_videos = 0, 0
+        all_ids = ds.all_ids()
+        for video_id in all_ids:
+            problems = video_problems(ds, video_id)
+            for p in problems:
+                print(f"{video_id}: {p}")
+            n_problems += len(problems)
+            bad_videos += bool(problems)
+        committed = set(ds.ids())
+        stale = committed - set(all_ids)
+        if stale:  # an index listing videos that are gone
+            print(f"index lists {len(stale)} videos that do not exist, e.g. {sorted(stale)[:5]}")
+            n_problems += len(stale)
+        failures = ds.failures()
+        print(f"{path}: {ds.format}, schema v{ds.attrs['motion_mae']['schema_version']}, "
+              f"{len(all_ids)} videos ({len(committed)} committed), {len(failures)} failures; "
+              f"{n_problems} problems in {bad_videos} videos")
+    return 1 if n_problems else 0
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return str(n)
+
+
+def inspect_corpus(ds) -> None:
+    ids = ds.ids()
+    frames, nbytes = 0, Counter()
+    for video_id in ids:
+        frames += int(ds.video(video_id).attrs["num_frames"])
+        nbytes.update(ds.nbytes(video_id))
+    failures = ds.failures()
+    print(f"path: {ds.path}\nformat: {ds.format}\nschema version: "
+          f"{ds.attrs['motion_mae']['schema_version']} (this code reads {SUPPORTED_VERSIONS})")
+    print(f"videos: {len(ids)} committed, {len(ds.all_ids()) - len(ids)} incomplete; frames: {frames}")
+    by_stage = Counter(f.get("stage") for f in failures)
+    print(f"failures: {len(failures)}" + (f" by stage {dict(by_stage)}" if failures else ""))
+    print(f"config: {json.dumps(ds.attrs.get('config', {}), sort_keys=True)}")
+    print(f"{'array':<14}{'bytes on disk':>16}{'bytes/frame':>14}")
+    for name in ARRAYS:
+        per_frame = nbytes[name] / frames if frames else 0
+        print(f"{name:<14}{_human(nbytes[name]):>16}{_human(per_frame):>14}")
+    total = sum(nbytes.values())
+    print(f"{'total':<14}{_human(total):>16}{_human(total / frames if frames else 0):>14}")
+
+
+def inspect_video(ds, video_id: str) -> None:
+    v = ds[video_id]
+    print(f"video {video_id}")
+    for k, val in sorted(v.attrs.items()):
+        print(f"  {k}: {json.dumps(val)}")
+    sizes = ds.nbytes(video_id)
+    print(f"  {'array':<14}{'shape':<24}{'dtype':<9}{'stored':<9}{'bytes':>10}  stats")
+    for name in v.keys():
+        arr = v[name]
+        x = arr[...]
+        if x.size == 0:
+            stats = "empty"
+        elif x.dtype == np.bool_:
+            stats = f"true {x.mean():.3f}"
+        else:
+            stats = f"min {x.min():.4g} max {x.max():.4g} mean {x.mean():.4g}"
+        print(f"  {name:<14}{str(arr.shape):<24}{str(arr.dtype):<9}{str(arr.stored_dtype):<9}"
+              f"{_human(sizes[name]):>10}  {stats}")
+
+
+def inspect(path: str, video_id: str | None) -> int:
+    try:
+        ds = open_shards(path)
+    except (SchemaVersionError, FileNotFoundError, ValueError) as e:
+        print(f"{path}: {e}")
+        return 1
+    with ds:
+        if video_id is None:
+            inspect_corpus(ds)
+            return 0
+        try:
+            inspect_video(ds, video_id)
+        except KeyError as e:
+            print(e.args[0])
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shards", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("verify", help="check every video against the schema")
+    p.add_argument("path")
+    p = sub.add_parser("inspect", help="summarize the corpus or one video")
+    p.add_argument("path")
+    p.add_argument("video_id", nargs="?")
+    args = parser.parse_args(argv)
+    if args.command == "verify":
+        return verify(args.path)
+    return inspect(args.path, args.video_id)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

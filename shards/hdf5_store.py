@@ -1,0 +1,194 @@
+"""HDF5 backend: one self-describing file per video, committed by an atomic rename.
+
+Layout (see docs/shards.md):
+    motion_mae.json           root attrs {"motion_mae": SchemaInfo, "config": {...}}
+    videos/<id>.h5            datasets named as schema.ARRAYS; file attrs "motion_mae" (the root
+                              attrs, JSON) and "attrs" (the video attrs, JSON, "complete": True)
+    videos/.<id>.<rand>.tmp   a write in progress (never listed; `finalize` removes leftovers)
+    failures/<id>.json        {source, reason, stage}
+
+HDF5 allows one writer per file, so every video is its own file: parallel workers never
+share a file, and a crash leaves only a .tmp that no reader lists.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+import weakref
+
+import fsspec
+import h5py
+import numpy as np
+
+from .schema import ARRAYS, COMMIT_ATTR, ROOT_KEY, root_attrs, root_version
+
+ROOT_FILE = "motion_mae.json"
+# gzip 4 + shuffle: the best ratio h5py ships everywhere; lzf reads faster, compresses less.
+COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
+def _fs(path: str):
+    fs, root = fsspec.core.url_to_fs(os.fspath(path))
+    return fs, root.rstrip("/")
+
+
+def _is_local(fs) -> bool:
+    return "file" in fs.protocol or "local" in fs.protocol
+
+
+def _put_atomic(fs, data: bytes | None, final: str, local_file: str | None = None) -> None:
+    """Write bytes (or a local file) to `final` through a temp name and a rename."""
+    parent, name = final.rsplit("/", 1)
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+    if local_file is not None:
+        fs.put_file(local_file, tmp)
+    else:
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+    if _is_local(fs):
+        os.replace(tmp, final)
+    else:
+        fs.mv(tmp, final)
+
+
+def is_hdf5_root(path: str) -> bool:
+    fs, root = _fs(path)
+    return fs.exists(f"{root}/{ROOT_FILE}") or bool(fs.glob(f"{root}/videos/*.h5"))
+
+
+def _stem_list(fs, pattern: str, suffix: str) -> list[str]:
+    return sorted(p.rsplit("/", 1)[-1][: -len(suffix)] for p in fs.glob(pattern))
+
+
+def _dataset_kwargs(name: str, shape: tuple[int, ...]) -> dict:
+    if 0 in shape:
+        return {}  # HDF5 cannot chunk an empty extent; nothing to compress anyway
+    chunks = (min(ARRAYS[name].frame_chunk, shape[0]),) + tuple(shape[1:])
+    return {"chunks": chunks, **COMPRESSION}
+
+
+class Hdf5Writer:
+    format = "hdf5"
+
+    def __init__(self, path: str, config: dict | None):
+        from .writer import merge_config
+
+        self.path = os.fspath(path)
+        self.fs, self.root = _fs(self.path)
+        root_file = f"{self.root}/{ROOT_FILE}"
+        if self.fs.exists(root_file):
+            attrs = json.loads(self.fs.cat_file(root_file))
+            root_version(attrs, self.path)
+            update = merge_config(attrs, config, self.path)
+            if update:
+                _put_atomic(self.fs, json.dumps({**attrs, **update}).encode(), root_file)
+                attrs.update(update)
+        else:
+            if self.fs.exists(f"{self.root}/zarr.json"):
+                raise ValueError(f"{self.path} is a zarr shard set; open it with format='zarr'")
+            attrs = root_attrs(config)
+            self.fs.makedirs(self.root, exist_ok=True)
+            _put_atomic(self.fs, json.dumps(attrs).encode(), root_file)
+        self.attrs = attrs
+        for sub in ("videos", "failures"):
+            self.fs.makedirs(f"{self.root}/{sub}", exist_ok=True)
+
+    def config(self) -> dict:
+        return self.attrs.get("config") or {}
+
+    def done_ids(self) -> set[str]:
+        return set(_stem_list(self.fs, f"{self.root}/videos/*.h5", ".h5"))
+
+    def failed_ids(self) -> set[str]:
+        return set(_stem_list(self.fs, f"{self.root}/failures/*.json", ".json"))
+
+    def write_video(self, video_id: str, stored: dict[str, np.ndarray], attrs: dict) -> None:
+        final = f"{self.root}/videos/{video_id}.h5"
+        local_dir = f"{self.root}/videos" if _is_local(self.fs) else None
+        fd, tmp = tempfile.mkstemp(prefix=f".{video_id}.", suffix=".tmp", dir=local_dir)
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as f:
+                for name, data in stored.items():
+                    f.create_dataset(name, data=data, **_dataset_kwargs(name, data.shape))
+                f.attrs[ROOT_KEY] = json.dumps(self.attrs)
+                f.attrs["attrs"] = json.dumps({**attrs, COMMIT_ATTR: True})
+            if local_dir is not None:
+                os.replace(tmp, final)  # the commit
+            else:
+                _put_atomic(self.fs, None, final, local_file=tmp)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        failure = f"{self.root}/failures/{video_id}.json"
+        if self.fs.exists(failure):
+            self.fs.rm(failure)
+
+    def write_failure(self, video_id: str, record: dict) -> None:
+        _put_atomic(self.fs, json.dumps(record).encode(), f"{self.root}/failures/{video_id}.json")
+
+    def finalize(self) -> None:
+        for tmp in self.fs.glob(f"{self.root}/videos/.*.tmp") + self.fs.glob(f"{self.root}/failures/.*.tmp"):
+            self.fs.rm(tmp)  # leftovers of crashed writers; finalize runs after all writers
+
+
+class Hdf5Reader:
+    format = "hdf5"
+    indexed = False
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+        self.fs, self.root = _fs(self.path)
+        self._ids = _stem_list(self.fs, f"{self.root}/videos/*.h5", ".h5")
+        root_file = f"{self.root}/{ROOT_FILE}"
+        if self.fs.exists(root_file):
+            attrs = json.loads(self.fs.cat_file(root_file))
+        elif self._ids:  # every file carries the root attrs: a lone copied file still reads
+            with self._open(self._ids[0]) as f:
+                attrs = json.loads(f.attrs[ROOT_KEY])
+        else:
+            attrs = {}
+        root_version(attrs, self.path)
+        self.attrs = attrs
+        self._files: weakref.WeakSet = weakref.WeakSet()
+
+    def _open(self, video_id: str) -> h5py.File:
+        path = f"{self.root}/videos/{video_id}.h5"
+        if _is_local(self.fs):
+            return h5py.File(path, "r")
+        return h5py.File(self.fs.open(path, "rb"), "r")
+
+    def ids(self) -> list[str]:
+        return self._ids
+
+    def all_ids(self) -> list[str]:
+        return self._ids  # an uncommitted video is a .tmp file, never a .h5
+
+    def video(self, video_id: str, fresh: bool = False) -> tuple[dict, dict]:
+        if video_id not in self._ids and not self.fs.exists(f"{self.root}/videos/{video_id}.h5"):
+            raise KeyError(video_id)
+        f = self._open(video_id)
+        self._files.add(f)
+        attrs = json.loads(f.attrs["attrs"]) if "attrs" in f.attrs else {}
+        return attrs, {k: v for k, v in f.items() if isinstance(v, h5py.Dataset)}
+
+    @staticmethod
+    def read(raw, sel):
+        return raw[sel]  # h5py takes positive-step slices and increasing index arrays
+
+    def failures(self) -> list[dict]:
+        out = []
+        for vid in _stem_list(self.fs, f"{self.root}/failures/*.json", ".json"):
+            out.append({**json.loads(self.fs.cat_file(f"{self.root}/failures/{vid}.json")), "id": vid})
+        return out
+
+    def nbytes(self, video_id: str) -> dict[str, int]:
+        with self._open(video_id) as f:
+            return {n: int(f[n].id.get_storage_size()) if n in f else 0 for n in ARRAYS}
+
+    def close(self) -> None:
+        for f in list(self._files):
+            if f.id.valid:
+                f.close()

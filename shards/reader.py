@@ -1,0 +1,216 @@
+"""Read a shard set: lazy, dequantized arrays that fetch only the frames asked for.
+
+    with open_shards("out/shards") as ds:          # zarr or hdf5, detected
+        v = ds[ds.ids()[0]]
+        clip = v["frames"][t:t + 16]                # (16, H, W, 3) uint8, reads 16 chunks
+        traj = v["traj"][t:t + 16]                  # float32 px, dequantized
+"""
+from __future__ import annotations
+
+import operator
+import os
+
+import numpy as np
+
+from .schema import ARRAYS, COMMIT_ATTR, check_version, decode
+
+
+def detect_format(path: str) -> str:
+    from .hdf5_store import is_hdf5_root
+    from .zarr_store import is_zarr_root
+
+    if is_zarr_root(path):
+        return "zarr"
+    if is_hdf5_root(path):
+        return "hdf5"
+    raise FileNotFoundError(
+        f"{path}: not a shard set (no zarr.json at the root for zarr, no motion_mae.json or "
+        f"videos/*.h5 for hdf5). Write one with shards.open_writer or preprocess/extract.py.")
+
+
+def open_shards(path) -> "ShardSet":
+    """Open a shard set (directory or fsspec URL) for reading; checks the schema version."""
+    path = os.fspath(path)
+    fmt = detect_format(path)
+    if fmt == "zarr":
+        from .zarr_store import ZarrReader as backend
+    else:
+        from .hdf5_store import Hdf5Reader as backend
+    return ShardSet(backend(path))
+
+
+class ShardSet:
+    """The committed videos of one shard set, by id."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.path = backend.path
+        self.format = backend.format
+        self.attrs: dict = backend.attrs
+        self._id_set = set(backend.ids())
+
+    def ids(self) -> list[str]:
+        """Sorted ids of committed videos (interrupted writes are not listed)."""
+        return list(self._backend.ids())
+
+    def __len__(self) -> int:
+        return len(self._id_set)
+
+    def __contains__(self, video_id) -> bool:
+        return video_id in self._id_set
+
+    def __iter__(self):
+        return iter(self.ids())
+
+    def __getitem__(self, video_id: str) -> "Video":
+        if video_id not in self._id_set:
+            ids = self._backend.ids()
+            raise KeyError(f"no committed video {video_id!r} in {self.path} ({len(ids)} videos, "
+                           f"e.g. {ids[:5]}); see ds.failures() for videos that failed")
+        return self.video(video_id)
+
+    def video(self, video_id: str, require_complete: bool = True, fresh: bool = False) -> "Video":
+        """A video by id. For verify: require_complete=False also opens interrupted writes,
+        fresh=True reads every node instead of trusting consolidated metadata."""
+        attrs, raws = self._backend.video(video_id, fresh=fresh)
+        if require_complete and attrs.get(COMMIT_ATTR) is not True:
+            raise KeyError(f"video {video_id!r} in {self.path} is not committed")
+        check_version(attrs.get("schema_version"), f"{self.path} video {video_id!r}")
+        return Video(video_id, attrs, raws, self._backend.read)
+
+    def all_ids(self) -> list[str]:
+        """Every video present, committed or not."""
+        return self._backend.all_ids()
+
+    def failures(self) -> list[dict]:
+        """Failure records {source, reason, stage} (plus "id"), sorted by id."""
+        return self._backend.failures()
+
+    def nbytes(self, video_id: str) -> dict[str, int]:
+        """Bytes on disk per array of one video."""
+        return self._backend.nbytes(video_id)
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __reduce__(self):
+        # DataLoader workers get a fresh handle (h5py/zarr handles do not cross processes).
+        return open_shards, (self.path,)
+
+    def __repr__(self) -> str:
+        return f"ShardSet({self.path!r}, format={self.format!r}, videos={len(self)})"
+
+
+class Video:
+    """One video: `attrs` and lazy arrays by schema name."""
+
+    def __init__(self, video_id: str, attrs: dict, raws: dict, read):
+        self.id = video_id
+        self.attrs = attrs
+        self._raws = raws
+        self._read = read
+
+    def keys(self) -> list[str]:
+        return [n for n in ARRAYS if n in self._raws]
+
+    def __contains__(self, name) -> bool:
+        return name in self._raws
+
+    def __getitem__(self, name: str) -> "LazyArray":
+        if name not in self._raws:
+            raise KeyError(f"video {self.id!r} has no array {name!r} (has {self.keys()})")
+        return LazyArray(name, self._raws[name], self._read)
+
+    def __repr__(self) -> str:
+        return f"Video({self.id!r}, T={self.attrs.get('num_frames')}, arrays={self.keys()})"
+
+
+class LazyArray:
+    """A stored array seen in reader dtype and units; indexing reads only the frames used.
+
+    The first axis is time for every schema array; chunks hold whole frames, so a selection
+    is served by reading the selected frames (all other dims) and indexing the rest in numpy.
+    """
+
+    def __init__(self, name: str, raw, read):
+        self.name = name
+        self._raw = raw
+        self._read = read
+        self.shape: tuple[int, ...] = tuple(raw.shape)
+        self.dtype = np.dtype(ARRAYS[name].dtype) if name in ARRAYS else np.dtype(raw.dtype)
+        self.stored_dtype = np.dtype(raw.dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _frames(self, sel) -> np.ndarray:
+        """Stored values of frames `sel`: a positive-step slice or sorted unique int array."""
+        count = len(range(*sel.indices(self.shape[0]))) if isinstance(sel, slice) else len(sel)
+        if count == 0:
+            return np.empty((0,) + self.shape[1:], self.stored_dtype)
+        return np.asarray(self._read(self._raw, sel))
+
+    def _decode(self, stored: np.ndarray) -> np.ndarray:
+        return decode(self.name, stored) if self.name in ARRAYS else stored
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is None for k in key):  # np.newaxis: rare, keep it simple and read everything
+            return self._decode(self._frames(slice(None)))[key]
+        ellipsis = [i for i, k in enumerate(key) if k is Ellipsis]
+        if len(ellipsis) > 1:
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        if ellipsis:
+            i = ellipsis[0]
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1:]
+        if len(key) > self.ndim:
+            raise IndexError(f"too many indices for {self.name} with shape {self.shape}")
+        first, rest = (key[0], key[1:]) if key else (slice(None), ())
+        n = self.shape[0]
+        if isinstance(first, slice):
+            start, stop, step = first.indices(n)
+            if step > 0:
+                data, post = self._frames(slice(start, stop, step)), slice(None)
+            else:
+                idx = np.arange(start, stop, step)[::-1]
+                data, post = self._frames(idx), slice(None, None, -1)
+        elif isinstance(first, (bool, np.bool_)):
+            raise IndexError("a scalar bool index is not supported")
+        elif isinstance(first, (int, np.integer)):
+            t = operator.index(first)
+            t = t + n if t < 0 else t
+            if not 0 <= t < n:
+                raise IndexError(f"index {first} is out of bounds for {self.name} with {n} frames")
+            data, post = self._frames(slice(t, t + 1)), 0
+        else:
+            idx = np.asarray(first)
+            if idx.dtype == np.bool_:
+                if idx.shape != (n,):
+                    raise IndexError(f"boolean index of shape {idx.shape} for {n} frames")
+                idx = np.flatnonzero(idx)
+            elif idx.dtype.kind not in "iu":
+                raise IndexError(f"unsupported index {first!r}")
+            idx = np.where(idx < 0, idx + n, idx)
+            if idx.size and (idx.min() < 0 or idx.max() >= n):
+                raise IndexError(f"frame index out of bounds for {self.name} with {n} frames")
+            uniq, inverse = np.unique(idx, return_inverse=True)
+            data, post = self._frames(uniq), inverse.reshape(idx.shape)
+        return self._decode(data)[(post,) + rest]
+
+    def __repr__(self) -> str:
+        return f"LazyArray({self.name!r}, shape={self.shape}, dtype={self.dtype})"

@@ -1,0 +1,148 @@
+"""Write videos into a shard set: validate against the schema, quantize, commit atomically.
+
+    w = open_writer("out/shards", config=asdict(cfg))       # once, in the driver
+    todo = [v for v in videos if v.id not in w.done_ids() | w.failed_ids()]
+    # in each worker: open_writer(path) again, then per video
+    w.write_video(video_id, arrays, attrs)   or   w.write_failure(video_id, record)
+    w.finalize()                                            # once, after all workers
+
+A video is visible to readers only after its commit (zarr: the "complete" attr written
+last; HDF5: the rename of the finished file), so a crash never leaves a video that looks done
+and a resumed run simply redoes everything not in `done_ids()`.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .schema import (ARRAYS, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
+                     encode)
+
+FORMATS = ("zarr", "hdf5")
+FAILURE_KEYS = ("source", "reason", "stage")
+
+
+def merge_config(stored_attrs: dict, config: dict | None, where: str) -> dict:
+    """Root attr updates when reopening a shard set with `config`.
+
+    The first config written stays: a resumed run is compared with it by the caller
+    (`ShardWriter.config()`), which knows which keys change the arrays (flow method,
+    traj_len) and which do not (worker count, limit).
+    """
+    if config is None or stored_attrs.get("config"):
+        return {}
+    return {"config": _jsonable(config)}
+
+
+def _jsonable(obj):
+    """attrs as plain JSON types (numpy scalars and arrays, tuples -> lists)."""
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, os.PathLike):
+            return os.fspath(o)
+        raise TypeError(f"attr value {o!r} of type {type(o).__name__} is not JSON-serializable")
+    return json.loads(json.dumps(obj, default=default))
+
+
+def check_video_id(video_id: str) -> None:
+    if (not isinstance(video_id, str) or not video_id or video_id.startswith(".")
+            or any(c in video_id for c in "/\\") or not video_id.isprintable()):
+        raise ValueError(f"invalid video id {video_id!r}: need a non-empty printable name "
+                         f"without '/' or '\\' that does not start with '.'")
+
+
+def prepare(arrays: dict[str, np.ndarray], attrs: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """Validate reader-dtype arrays against the schema and quantize them to stored dtypes."""
+    attrs = _jsonable(dict(attrs))
+    attrs["schema_version"] = SCHEMA_VERSION
+    missing_attrs = [k for k in (*REQUIRED_VIDEO_ATTRS, *SHAPE_ATTRS) if k not in attrs]
+    if missing_attrs:
+        raise ValueError(f"video attrs lack {missing_attrs}")
+    missing = sorted(set(ARRAYS) - set(arrays))
+    unknown = sorted(set(arrays) - set(ARRAYS))
+    if missing or unknown:
+        raise ValueError(f"arrays do not match the schema: missing {missing}, unknown {unknown}")
+    dims = dims_from_attrs(attrs)
+    stored = {}
+    for name, spec in ARRAYS.items():
+        values = np.asarray(arrays[name])
+        want = spec.shape(dims)
+        if values.shape != want:
+            raise ValueError(f"{name}: shape {values.shape}, schema {spec.dims} with these attrs "
+                             f"gives {want}")
+        if spec.dtype == "bool" and values.dtype != np.bool_:
+            raise ValueError(f"{name}: dtype {values.dtype}, expected bool")
+        if spec.dtype == "uint8" and values.dtype != np.uint8:
+            raise ValueError(f"{name}: dtype {values.dtype}, expected uint8")
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ValueError(f"{name}: {np.count_nonzero(~np.isfinite(values))} non-finite values")
+        stored[name] = np.ascontiguousarray(encode(name, values))
+    return stored, attrs
+
+
+class ShardWriter:
+    """Schema validation and quantization in front of one storage backend."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.path = backend.path
+        self.format = backend.format
+
+    def config(self) -> dict:
+        """The extraction config stored in the root attrs ({} if none was given)."""
+        return dict(self._backend.config())
+
+    def done_ids(self) -> set[str]:
+        """Committed videos."""
+        return self._backend.done_ids()
+
+    def failed_ids(self) -> set[str]:
+        return self._backend.failed_ids()
+
+    def write_video(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict) -> None:
+        """Validate, quantize (schema.encode) and commit one video; clears its failure record."""
+        check_video_id(video_id)
+        stored, attrs = prepare(arrays, attrs)
+        self._backend.write_video(video_id, stored, attrs)
+
+    def write_failure(self, video_id: str, record: dict) -> None:
+        """Record why a video could not be extracted: {source, reason, stage}."""
+        check_video_id(video_id)
+        missing = [k for k in FAILURE_KEYS if k not in record]
+        if missing:
+            raise ValueError(f"failure record for {video_id!r} lacks {missing}")
+        self._backend.write_failure(video_id, _jsonable(dict(record)))
+
+    def finalize(self) -> None:
+        """Once, after every writer is done: index (zarr) / clean up (hdf5)."""
+        self._backend.finalize()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __repr__(self) -> str:
+        return f"ShardWriter({self.path!r}, format={self.format!r})"
+
+
+def open_writer(path, format: str = "zarr", config: dict | None = None) -> ShardWriter:
+    """Create a shard set at `path` (directory or fsspec URL) or reopen it to resume.
+
+    Refuses a root of an unknown schema version (SchemaVersionError). `config` is stored
+    only when the root has none yet; compare `config()` to decide whether resuming is safe.
+    Workers reopen with config=None.
+    """
+    if format == "zarr":
+        from .zarr_store import ZarrWriter as backend
+    elif format == "hdf5":
+        from .hdf5_store import Hdf5Writer as backend
+    else:
+        raise ValueError(f"unknown shard format {format!r}; choose one of {FORMATS}")
+    return ShardWriter(backend(os.fspath(path), None if config is None else _jsonable(config)))

@@ -1,0 +1,189 @@
+"""Zarr 3 backend: one root group, one group per video, one file per video array.
+
+Layout (see docs/shards.md):
+    zarr.json                 root attrs {"motion_mae": SchemaInfo, "config": {...}, "index": ...}
+    videos/<id>/zarr.json     video attrs (+ "complete": True written last) and, once committed,
+                              the consolidated metadata of its arrays (one read opens a video)
+    videos/<id>/<array>/      one sharded array: chunks of `frame_chunk` frames, one shard file
+    failures/<id>/zarr.json   attrs {source, reason, stage}
+
+Concurrency: each video group has exactly one writer; writers never touch the root after
+opening it. `finalize` (once, at the end) records the index of committed ids in the root
+attrs so readers open a large corpus without listing it. We do not consolidate the whole
+tree into the root: for K400 that is ~2.4M array nodes, a multi-GB zarr.json every reader
+would parse; per-video consolidation plus the id index gives the same one-read opens.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import fsspec
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from .schema import ARRAYS, COMMIT_ATTR, root_attrs, root_version
+
+# zstd inside Blosc with byte shuffle: shuffle groups the bytes of int16/float16/float32
+# values, which compresses them ~1.5x better; it is a no-op for 1-byte dtypes.
+COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+INDEX_KEY = "index"
+
+
+def _quiet_consolidate(store, path: str = "") -> None:
+    with warnings.catch_warnings():
+        # zarr warns that consolidated metadata is not yet part of the v3 spec; we know.
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        zarr.consolidate_metadata(store, path=path or None)
+
+
+def make_store(path: str, read_only: bool):
+    """A zarr store for a local directory or any fsspec URL."""
+    path = os.fspath(path)
+    if "://" in path and not path.startswith("file://"):
+        return zarr.storage.FsspecStore.from_url(path, read_only=read_only)
+    local = path[len("file://"):] if path.startswith("file://") else path
+    return zarr.storage.LocalStore(local, read_only=read_only)
+
+
+def is_zarr_root(path: str) -> bool:
+    fs, root = fsspec.core.url_to_fs(os.fspath(path))
+    return fs.exists(f"{root.rstrip('/')}/zarr.json")
+
+
+def chunking(spec_frame_chunk: int, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(chunk shape, shard shape): chunks of frame_chunk frames x full other dims, one shard
+    holding the whole array (a shard must be a whole number of chunks)."""
+    rest = tuple(max(1, s) for s in shape[1:])
+    chunks = (spec_frame_chunk,) + rest
+    shards = (max(1, math.ceil(shape[0] / spec_frame_chunk)) * spec_frame_chunk,) + rest
+    return chunks, shards
+
+
+class ZarrWriter:
+    format = "zarr"
+
+    def __init__(self, path: str, config: dict | None):
+        from .writer import merge_config
+
+        self.path = os.fspath(path)
+        self.store = make_store(self.path, read_only=False)
+        if is_zarr_root(self.path):
+            root = zarr.open_group(self.store, mode="r+", use_consolidated=False)
+            attrs = dict(root.attrs)
+            root_version(attrs, self.path)
+            update = merge_config(attrs, config, self.path)
+            if INDEX_KEY in attrs:
+                update[INDEX_KEY] = None  # new writes would make the index stale
+            if update:
+                root.update_attributes(update)
+        else:
+            from .hdf5_store import is_hdf5_root
+
+            if is_hdf5_root(self.path):
+                raise ValueError(f"{self.path} is an HDF5 shard set; open it with format='hdf5'")
+            root = zarr.open_group(self.store, mode="a", attributes=root_attrs(config))
+        self.root = root
+        self.videos = root.require_group("videos")
+        self.failures = root.require_group("failures")
+
+    def config(self) -> dict:
+        return zarr.open_group(self.store, mode="r", use_consolidated=False).attrs.get("config") or {}
+
+    def done_ids(self) -> set[str]:
+        return {name for name, g in self.videos.groups() if g.attrs.get(COMMIT_ATTR) is True}
+
+    def failed_ids(self) -> set[str]:
+        return set(self.failures.group_keys())
+
+    def write_video(self, video_id: str, stored: dict[str, np.ndarray], attrs: dict) -> None:
+        # overwrite=True clears a half-written group left by a crashed attempt.
+        group = self.videos.create_group(video_id, attributes={**attrs, COMMIT_ATTR: False},
+                                         overwrite=True)
+        for name, data in stored.items():
+            chunks, shards = chunking(ARRAYS[name].frame_chunk, data.shape)
+            arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                                     shards=shards, compressors=COMPRESSOR, fill_value=0)
+            if data.size:
+                arr[...] = data
+        group.update_attributes({COMMIT_ATTR: True})  # the commit: everything above is on disk
+        _quiet_consolidate(self.store, f"videos/{video_id}")
+        if video_id in self.failures:
+            del self.failures[video_id]
+
+    def write_failure(self, video_id: str, record: dict) -> None:
+        self.failures.create_group(video_id, attributes=record, overwrite=True)
+
+    def finalize(self) -> None:
+        root = zarr.open_group(self.store, mode="r+", use_consolidated=False)
+        root.update_attributes({INDEX_KEY: {"videos": sorted(self.done_ids())}})
+
+
+class ZarrReader:
+    format = "zarr"
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+        self.store = make_store(self.path, read_only=True)
+        self.root = zarr.open_group(self.store, mode="r", use_consolidated=False)
+        attrs = dict(self.root.attrs)
+        root_version(attrs, self.path)
+        index = attrs.pop(INDEX_KEY, None)
+        self.attrs = attrs
+        self._videos = self.root.get("videos")
+        self._failures = self.root.get("failures")
+        if index:
+            self._ids = list(index["videos"])
+        else:
+            self._ids = sorted(n for n, g in self._groups(self._videos)
+                               if g.attrs.get(COMMIT_ATTR) is True)
+        self.indexed = bool(index)
+
+    @staticmethod
+    def _groups(group):
+        return group.groups() if group is not None else iter(())
+
+    def ids(self) -> list[str]:
+        return self._ids
+
+    def all_ids(self) -> list[str]:
+        """Every video group, committed or not (for verify)."""
+        return sorted(n for n, _ in self._groups(self._videos))
+
+    def video(self, video_id: str, fresh: bool = False) -> tuple[dict, dict]:
+        """(attrs, {name: stored array}) of one video; KeyError if absent.
+
+        fresh=True ignores the consolidated metadata and reads every node (verify)."""
+        try:
+            group = zarr.open_group(self.store, path=f"videos/{video_id}", mode="r",
+                                    use_consolidated=False if fresh else None)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as e:
+            raise KeyError(video_id) from e
+        return dict(group.attrs), dict(group.arrays())
+
+    @staticmethod
+    def read(raw, sel):
+        """Stored values of the frames `sel` (a positive-step slice or sorted unique ints)."""
+        if isinstance(sel, slice):
+            return raw[sel]
+        return raw.get_orthogonal_selection((sel,))
+
+    def failures(self) -> list[dict]:
+        return [{**dict(g.attrs), "id": n} for n, g in sorted(self._groups(self._failures))]
+
+    def nbytes(self, video_id: str) -> dict[str, int]:
+        """Bytes on disk per array of one video (shard files, index included)."""
+        fs, root = fsspec.core.url_to_fs(self.path)
+        base = f"{root.rstrip('/')}/videos/{video_id}"
+        out = {}
+        for name in ARRAYS:
+            try:
+                out[name] = int(fs.du(f"{base}/{name}", total=True))
+            except FileNotFoundError:
+                out[name] = 0
+        return out
+
+    def close(self) -> None:
+        self.root = self._videos = self._failures = None

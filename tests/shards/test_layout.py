@@ -1,0 +1,165 @@
+"""Shard-set semantics: versions, commit markers, failures, URLs, concurrent writers."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import pickle
+import uuid
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+from shards import SchemaVersionError, open_shards, open_writer
+
+from .helpers import make_arrays, video_attrs, write_videos
+
+FORMATS = ["zarr", "hdf5"]
+
+
+def write_one(path, fmt, video_id="v", seed=0, **size):
+    attrs = video_attrs(**size)
+    w = open_writer(path, format=fmt)
+    w.write_video(video_id, make_arrays(attrs, seed=seed), attrs)
+    return w
+
+
+def set_root_version(path, fmt, version):
+    if fmt == "zarr":
+        root = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+        info = dict(root.attrs["motion_mae"], schema_version=version)
+        root.update_attributes({"motion_mae": info})
+    else:
+        attrs = json.loads((path / "motion_mae.json").read_text())
+        attrs["motion_mae"]["schema_version"] = version
+        (path / "motion_mae.json").write_text(json.dumps(attrs))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_unknown_schema_version_refused(tmp_path, fmt):
+    write_one(tmp_path / "s", fmt).finalize()
+    set_root_version(tmp_path / "s", fmt, 999)
+    with pytest.raises(SchemaVersionError, match=r"999.*supported: 1.*Re-extract"):
+        open_shards(tmp_path / "s")
+    with pytest.raises(SchemaVersionError):
+        open_writer(tmp_path / "s", format=fmt)
+
+
+def test_not_a_shard_set(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a shard set"):
+        open_shards(tmp_path)
+    zarr.open_group(str(tmp_path / "z"), mode="w")  # a zarr root without motion_mae attrs
+    with pytest.raises(SchemaVersionError, match="not a motion-mae shard set"):
+        open_shards(tmp_path / "z")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_interrupted_write_is_not_listed_and_is_redone(tmp_path, fmt, monkeypatch):
+    path = tmp_path / "s"
+    write_one(path, fmt, "done")
+    crash = RuntimeError("worker killed")
+    target = (zarr.Group, "create_array") if fmt == "zarr" else (h5py.Group, "create_dataset")
+    original = getattr(*target)
+
+    def dies_on_traj(self, name, *args, **kwargs):
+        if name == "traj":
+            raise crash
+        return original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(*target, dies_on_traj)
+    with pytest.raises(RuntimeError):
+        write_one(path, fmt, "half")
+    monkeypatch.setattr(*target, original)
+
+    w = open_writer(path, format=fmt)
+    assert w.done_ids() == {"done"}
+    with open_shards(path) as ds:
+        assert ds.ids() == ["done"] and "half" not in ds
+        with pytest.raises(KeyError, match="done"):  # the message lists existing ids
+            ds["half"]
+    write_one(path, fmt, "half", seed=5)  # the resumed run redoes it
+    w.finalize()
+    with open_shards(path) as ds:
+        assert ds.ids() == ["done", "half"]
+        np.testing.assert_array_equal(ds["half"]["frames"][:], make_arrays(video_attrs(), seed=5)["frames"])
+    assert not list((path / "videos").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_failures_round_trip_and_clear_on_success(tmp_path, fmt):
+    path = tmp_path / "s"
+    w = open_writer(path, format=fmt)
+    w.write_failure("broken", {"source": "a/broken.mp4", "reason": "moov atom not found", "stage": "open"})
+    w.write_failure("retry", {"source": "a/retry.mp4", "reason": "timeout", "stage": "flow"})
+    with pytest.raises(ValueError, match="lacks"):
+        w.write_failure("x", {"source": "x"})
+    assert w.failed_ids() == {"broken", "retry"}
+    attrs = video_attrs()
+    w.write_video("retry", make_arrays(attrs), attrs)  # succeeded on the second run
+    w.finalize()
+    assert w.failed_ids() == {"broken"} and w.done_ids() == {"retry"}
+    with open_shards(path) as ds:
+        assert ds.failures() == [{"source": "a/broken.mp4", "reason": "moov atom not found",
+                                  "stage": "open", "id": "broken"}]
+        assert ds.ids() == ["retry"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_reopen_keeps_first_config(tmp_path, fmt):
+    path = tmp_path / "s"
+    first = {"flow": "dis", "traj_len": 6, "workers": np.int64(2)}
+    assert open_writer(path, format=fmt, config=first).config() == {"flow": "dis", "traj_len": 6, "workers": 2}
+    assert open_writer(path, format=fmt).config()["traj_len"] == 6  # workers reopen without one
+    w = open_writer(path, format=fmt, config={"flow": "dis", "traj_len": 4})
+    assert w.config()["traj_len"] == 6  # the caller compares and decides
+    assert open_shards(path).attrs["config"]["traj_len"] == 6
+    other = "hdf5" if fmt == "zarr" else "zarr"
+    with pytest.raises(ValueError, match=f"format='{fmt}'"):
+        open_writer(path, format=other)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fsspec_urls(tmp_path, fmt):
+    urls = [f"file://{tmp_path}/s"]
+    if fmt == "zarr":
+        urls.append(f"memory://shards-{uuid.uuid4().hex}")
+    for url in urls:
+        w = write_one(url, fmt, "v", seed=1)
+        w.finalize()
+        with open_shards(url) as ds:
+            assert ds.ids() == ["v"]
+            want = make_arrays(video_attrs(), seed=1)
+            np.testing.assert_array_equal(ds["v"]["frames"][2:4], want["frames"][2:4])
+            assert ds.nbytes("v")["frames"] > 0
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_pickles_for_dataloader_workers(tmp_path, fmt):
+    write_one(tmp_path / "s", fmt).finalize()
+    ds = open_shards(tmp_path / "s")
+    ds2 = pickle.loads(pickle.dumps(ds))
+    assert ds2.ids() == ds.ids() and ds2.format == fmt
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_concurrent_writers_both_land(tmp_path, fmt):
+    path = str(tmp_path / "s")
+    open_writer(path, format=fmt, config={"run": 1})  # the driver creates the root first
+    ctx = mp.get_context("spawn")
+    jobs = [ctx.Process(target=write_videos, args=(path, fmt, [f"p{k}_{i}" for i in range(3)], 10 * k))
+            for k in range(2)]
+    for j in jobs:
+        j.start()
+    for j in jobs:
+        j.join(120)
+        assert j.exitcode == 0
+    w = open_writer(path, format=fmt)
+    w.finalize()
+    with open_shards(path) as ds:
+        assert ds.ids() == sorted(f"p{k}_{i}" for k in range(2) for i in range(3))
+        for k in range(2):
+            for i in range(3):
+                want = make_arrays(video_attrs(num_frames=5 + i), seed=10 * k + i)
+                np.testing.assert_array_equal(ds[f"p{k}_{i}"]["frames"][:], want["frames"])
+        assert ds.attrs["config"] == {"run": 1}

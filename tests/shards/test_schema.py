@@ -1,0 +1,33 @@
+"""docs/shards.md is the prose twin of shards/schema.py: they must agree."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from shards.schema import ARRAYS, CONVENTIONS, SCHEMA_VERSION
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "shards.md").read_text()
+
+
+def table_row(name: str) -> list[str]:
+    rows = [line for line in DOC.splitlines() if line.startswith(f"| `{name}` |")]
+    assert len(rows) == 1, f"docs/shards.md needs exactly one table row for `{name}`"
+    return [c.strip() for c in rows[0].strip("|").split("|")]
+
+
+@pytest.mark.parametrize("name", list(ARRAYS))
+def test_every_array_is_documented(name):
+    spec = ARRAYS[name]
+    _, dims, dtype, stored, scale, units, chunk, _ = table_row(name)
+    assert dims == " x ".join(map(str, spec.dims))
+    assert (dtype, stored, units) == (spec.dtype, spec.stored_dtype, spec.units)
+    assert float(Fraction(scale)) == pytest.approx(spec.scale)
+    assert int(chunk) == spec.frame_chunk
+
+
+def test_version_and_conventions_documented():
+    assert f"Schema version: **{SCHEMA_VERSION}**" in DOC
+    for key in CONVENTIONS:
+        assert f"**{key.replace('_', ' ')}**" in DOC, key
