@@ -29,7 +29,7 @@ class ExtractConfig:
     fps: float | None = None
     max_ref_distance: int = 4
     flow_method: str = "dis"
-    dis_preset: str = "fast"
+    dis_preset: str = "ultrafast"
     features: str = "orb"
     compensation: str = "subtract"
     flow_stride: int = 4

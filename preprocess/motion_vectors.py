@@ -83,6 +83,8 @@ MATCH_TOLERANCE_PX = 0.5
 # Below this mean absolute difference (grey levels) a match is accepted whatever the
 # gradient: flat blocks differ by compression noise only.
 MATCH_FLOOR = 2.0
+SAMPLES_PER_SIDE = 4  # block-matching lattice per block side
+_REMAP_MAX_ROWS = 32767  # cv2.remap takes maps of fewer rows (SHRT_MAX)
 
 
 def recover_distances(vectors: np.ndarray, current: np.ndarray, references: Mapping[int, np.ndarray],
@@ -115,8 +117,10 @@ def recover_distances(vectors: np.ndarray, current: np.ndarray, references: Mapp
     # Blocks of one size are sampled with one cv2.remap per candidate; H.264 has four sizes.
     for bw, bh in set(zip(w[moving].tolist(), h[moving].tolist())):
         idx = np.flatnonzero(moving & (w == bw) & (h == bh))
-        ys = (y0[idx, None] + np.arange(bh)).astype(np.float32)  # (n, bh)
-        xs = (x0[idx, None] + np.arange(bw)).astype(np.float32)  # (n, bw)
+        # A 4x4 lattice of samples per block tells the right k apart as well as every
+        # pixel does on textured blocks, at 1/16 of the cost for 16x16 macroblocks.
+        ys = (y0[idx, None] + np.arange(0, bh, max(1, bh // SAMPLES_PER_SIDE))).astype(np.float32)  # (n, sh)
+        xs = (x0[idx, None] + np.arange(0, bw, max(1, bw // SAMPLES_PER_SIDE))).astype(np.float32)  # (n, sw)
         block = _sample(cur, ys, xs)
         mad = np.full((max_ref_distance, len(idx)), np.inf, np.float32)
         for k in range(1, max_ref_distance + 1):
@@ -139,9 +143,18 @@ def _sample(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     Out-of-frame coordinates read the edge pixel, as codecs extend frame edges.
     """
     n, bh, bw = len(ys), ys.shape[1], xs.shape[1]
-    map_y = np.broadcast_to(ys[:, :, None], (n, bh, bw)).reshape(n * bh, bw)
-    map_x = np.broadcast_to(xs[:, None, :], (n, bh, bw)).reshape(n * bh, bw)
-    return cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(n, bh, bw)
+    # cv2.remap refuses maps of SHRT_MAX rows or more (a 720p frame has ~3600 blocks of 16 rows)
+    step = max(1, (_REMAP_MAX_ROWS - 1) // max(bh, 1))
+    out = np.empty((n, bh, bw), np.float32)
+    for a in range(0, n, step):
+        m = min(step, n - a)
+        map_y = np.broadcast_to(ys[a:a + m, :, None], (m, bh, bw)).reshape(m * bh, bw)
+        map_x = np.broadcast_to(xs[a:a + m, None, :], (m, bh, bw)).reshape(m * bh, bw)
+        out[a:a + m] = cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE).reshape(m, bh, bw)
+    return out
+
+
 
 
 def _box_mean(img: np.ndarray, x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:

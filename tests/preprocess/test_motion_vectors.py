@@ -188,3 +188,16 @@ def test_speed_change_shows_at_the_right_frame(video_dir, bframes):
         assert video.mv_valid[t].mean() > 0.9, f"frame {t}"
         np.testing.assert_allclose(np.median(video.mv[t][video.mv_valid[t]], axis=0), expected[t - 1],
                                    atol=0.25, err_msg=f"frame {t}")
+
+
+def test_sample_many_blocks_beyond_remap_row_limit():
+    """A 720p frame has ~3600 16-row blocks: more rows than cv2.remap takes at once."""
+    from preprocess.motion_vectors import _sample
+
+    img = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    n = 4000
+    ys = np.tile(np.arange(16, dtype=np.float32), (n, 1))
+    xs = np.tile(np.arange(16, dtype=np.float32), (n, 1)) + 3
+    out = _sample(img, ys, xs)
+    assert out.shape == (n, 16, 16)
+    np.testing.assert_array_equal(out[-1], img[:16, 3:19])
