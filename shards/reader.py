@@ -12,7 +12,8 @@ import os
 
 import numpy as np
 
-from .schema import ARRAYS, COMMIT_ATTR, check_version, decode
+from .schema import ARRAYS, COMMIT_ATTR, check_version, decode, dims_from_attrs
+from .writer import INDEX_ATTRS
 
 
 def detect_format(path: str) -> str:
@@ -48,10 +49,38 @@ class ShardSet:
         self.format = backend.format
         self.attrs: dict = backend.attrs
         self._id_set = set(backend.ids())
+        self._meta: dict[str, dict] | None = None
 
-    def ids(self) -> list[str]:
-        """Sorted ids of committed videos (interrupted writes are not listed)."""
-        return list(self._backend.ids())
+    def ids(self, split: str | None = None) -> list[str]:
+        """Sorted ids of committed videos (interrupted writes are not listed), optionally
+        only those of one split ("train", "val", ...: the dataset adapter's names)."""
+        if split is None:
+            return list(self._backend.ids())
+        return [vid for vid, m in self.meta().items() if m["split"] == split]
+
+    def labels(self, split: str | None = None) -> dict[str, int | None]:
+        """id -> class id (None when unlabelled) of committed videos, optionally of one split."""
+        return {vid: m["label"] for vid, m in self.meta().items() if split is None or m["split"] == split}
+
+    def meta(self) -> dict[str, dict]:
+        """id -> {label, split, num_frames} of every committed video, in id order.
+
+        Read from the corpus index that `finalize` writes into the root attrs (one read for
+        the whole corpus); videos the index lacks (a shard set not finalized, or written by
+        an older motion-mae) fall back to their own attrs, one read each."""
+        if self._meta is None:
+            index = getattr(self._backend, "index", None) or {}
+            known = {}
+            if all(k in index for k in ("videos", *INDEX_ATTRS)):
+                known = {vid: {k: index[k][i] for k in INDEX_ATTRS} for i, vid in enumerate(index["videos"])}
+            meta = {}
+            for vid in self._backend.ids():
+                if vid not in known:
+                    attrs = self._backend.video(vid)[0]
+                    known[vid] = {k: attrs.get(k) for k in INDEX_ATTRS}
+                meta[vid] = known[vid]
+            self._meta = meta
+        return self._meta
 
     def __len__(self) -> int:
         return len(self._id_set)
@@ -126,7 +155,11 @@ class Video:
     def __getitem__(self, name: str) -> "LazyArray":
         if name not in self._raws:
             raise KeyError(f"video {self.id!r} has no array {name!r} (has {self.keys()})")
-        return LazyArray(name, self._raws[name], self._read)
+        raw = self._raws[name]
+        shape = None
+        if name in ARRAYS and ARRAYS[name].transform == "jpeg":  # stored (T, bytes): decodes to (T, H, W, 3)
+            shape = (raw.shape[0],) + ARRAYS[name].shape(dims_from_attrs(self.attrs))[1:]
+        return LazyArray(name, raw, self._read, shape)
 
     def __repr__(self) -> str:
         return f"Video({self.id!r}, T={self.attrs.get('num_frames')}, arrays={self.keys()})"
@@ -139,11 +172,11 @@ class LazyArray:
     is served by reading the selected frames (all other dims) and indexing the rest in numpy.
     """
 
-    def __init__(self, name: str, raw, read):
+    def __init__(self, name: str, raw, read, shape: tuple[int, ...] | None = None):
         self.name = name
         self._raw = raw
         self._read = read
-        self.shape: tuple[int, ...] = tuple(raw.shape)
+        self.shape: tuple[int, ...] = tuple(raw.shape) if shape is None else tuple(shape)
         self.dtype = np.dtype(ARRAYS[name].dtype) if name in ARRAYS else np.dtype(raw.dtype)
         self.stored_dtype = np.dtype(raw.dtype)
 
@@ -162,11 +195,15 @@ class LazyArray:
         """Stored values of frames `sel`: a positive-step slice or sorted unique int array."""
         count = len(range(*sel.indices(self.shape[0]))) if isinstance(sel, slice) else len(sel)
         if count == 0:
-            return np.empty((0,) + self.shape[1:], self.stored_dtype)
+            return np.empty((0,) + tuple(self._raw.shape[1:]), self.stored_dtype)
         return np.asarray(self._read(self._raw, sel))
 
     def _decode(self, stored: np.ndarray) -> np.ndarray:
-        return decode(self.name, stored) if self.name in ARRAYS else stored
+        if self.name not in ARRAYS:
+            return stored
+        if len(stored) == 0:
+            return np.empty((0,) + self.shape[1:], self.dtype)
+        return decode(self.name, stored)
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)

@@ -14,6 +14,22 @@ def video_attrs(num_frames=9, height=64, width=80, traj_len=4, flow_stride=2, **
     }
 
 
+def as_stored(name: str, values: np.ndarray) -> np.ndarray:
+    """What a reader returns for `values`: through the schema's quantization and back."""
+    from shards.schema import decode, encode
+
+    return decode(name, encode(name, values))
+
+
+def smooth_frames(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames of a textured pattern (preprocess.synthetic.texture)."""
+    from preprocess.synthetic import texture
+
+    t, h, w, c = shape
+    tex = texture(h + t, w, seed)
+    return np.stack([np.repeat(tex[i:i + h, :, None], c, axis=2) for i in range(t)]).astype(np.uint8)
+
+
 def make_arrays(attrs: dict, seed: int = 0, frames: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Random arrays in each array's representable range, reader dtypes."""
     rng = np.random.default_rng(seed)
@@ -24,8 +40,8 @@ def make_arrays(attrs: dict, seed: int = 0, frames: np.ndarray | None = None) ->
         shape = spec.shape(dims)
         if spec.dtype == "bool":
             out[name] = rng.random(shape) < 0.7
-        elif spec.dtype == "uint8":
-            out[name] = rng.integers(0, 256, shape, dtype=np.uint8)
+        elif spec.transform == "jpeg":  # smooth content: what JPEG is for
+            out[name] = smooth_frames(shape, seed)
         elif name == "homography":
             h = np.eye(3, dtype=np.float32) + rng.normal(0, 0.01, shape).astype(np.float32)
             out[name] = h.astype(np.float32)

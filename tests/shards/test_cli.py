@@ -33,7 +33,7 @@ def put_nan(path, fmt):
         zarr.open_array(str(path / "videos" / "v1" / "homography"), mode="r+")[0, 0, 0] = np.nan
     else:
         with h5py.File(path / "videos" / "v1.h5", "r+") as f:
-            f["hog"][1, 0, 0, 0] = np.nan
+            f["homography"][0, 0, 0] = np.nan
 
 
 def drop_array(path, fmt):
