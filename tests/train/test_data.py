@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import torch
+
+from shards import open_shards
+from train.data import (ClipDataset, ClipSampler, ClipSpec, hflip, make_loader, read_clip,
+                        resample_cells)
+from tests.train.conftest import FLOW_STRIDE, TRAJ_LEN, VIDEOS
+
+ALL = frozenset({"mv", "mv_valid", "flow", "homography", "hog", "traj", "traj_valid", "traj_hog"})
+
+
+def clip_of(shards, vid, seed=0, **kw):
+    spec = ClipSpec(**{**dict(num_frames=4, sampling_rate=2, input_size=32, needs=ALL), **kw})
+    with open_shards(shards) as ds:
+        return read_clip(ds[vid], spec, np.random.default_rng(seed))
+
+
+def test_clip_shapes(tiny_shards):
+    c = clip_of(tiny_shards, "pan")
+    assert c["video"].shape == (3, 4, 32, 32)
+    assert c["mv"].shape == (4, 4, 4, 2) and c["flow"].shape == (3, 4, 4, 2)
+    assert c["homography"].shape == (3, 3, 3) and c["hog"].shape == (4, 4, 4, 9)
+    assert c["traj"].shape == (2, 4, 4, TRAJ_LEN, 2) and c["traj_hog"].shape == (2, 4, 4, TRAJ_LEN, 9)
+    assert int(c["frame_step"]) == 2
+
+
+def test_only_needed_keys_are_read(tiny_shards):
+    assert set(clip_of(tiny_shards, "pan", needs=frozenset())) == {"video", "frame_step"}
+
+
+@pytest.mark.parametrize("rate", [1, 3])
+def test_flow_between_clip_frames_composes_the_stride(tiny_shards, rate):
+    # crop side = 48 = stored short side, input 48: scale 1, so values are stored px
+    c = clip_of(tiny_shards, "slow", sampling_rate=rate, input_size=48, min_crop=1.0)
+    pan, vel = map(np.asarray, VIDEOS["slow"])
+    flow = c["flow"].reshape(-1, 2)
+    # background cells move with the camera, object cells with the object: rate frames each
+    assert np.isclose(flow, pan * rate, atol=0.05).all(-1).mean() > 0.6
+    assert np.isclose(flow, vel * rate, atol=0.2).all(-1).any()
+    assert np.allclose(c["homography"][:, :2, 2], pan * rate, atol=1e-4)
+
+
+def test_flip_twice_is_identity(tiny_shards):
+    c = clip_of(tiny_shards, "pan")
+    back = hflip(hflip(c))
+    for k in c:
+        assert np.allclose(back[k], c[k]), k
+
+
+def test_flip_mirrors_motion_and_hog(tiny_shards):
+    c = clip_of(tiny_shards, "pan")
+    f = hflip(c)
+    assert np.allclose(f["video"], c["video"][..., ::-1])
+    assert np.allclose(f["traj"][..., 0], -c["traj"][:, :, ::-1, ..., 0])
+    assert np.allclose(f["traj"][..., 1], c["traj"][:, :, ::-1, ..., 1])
+    assert np.allclose(f["mv"][..., 0], -c["mv"][:, :, ::-1, 0])
+    assert np.array_equal(f["traj_valid"], c["traj_valid"][:, :, ::-1])
+    assert np.allclose(f["hog"][..., 1], c["hog"][:, :, ::-1, 7])     # [20,40) deg -> (140,160]
+    # a point x -> x + pan under H becomes W-1-x -> W-1-x - pan under the flipped H
+    p = np.array([5.0, 7.0, 1.0])
+    q, qf = c["homography"][0] @ p, f["homography"][0] @ np.array([31 - 5.0, 7.0, 1.0])
+    assert np.allclose(qf[:2] / qf[2], [31 - q[0] / q[2], q[1] / q[2]], atol=1e-4)
+
+
+def test_flip_bins_match_hog_of_the_mirrored_image():
+    import cv2
+    from preprocess.hog import cell_hog
+    img = cv2.GaussianBlur(np.random.default_rng(0).standard_normal((32, 32)).astype(np.float32), (0, 0), 2) * 50 + 128
+    hog, hog_of_mirror = cell_hog(img), cell_hog(np.ascontiguousarray(img[:, ::-1]))
+    clip = {"video": np.zeros((3, 1, 32, 32), np.float32), "hog": hog}
+    assert np.allclose(hflip(clip)["hog"], hog_of_mirror, atol=1e-5)
+
+
+def test_resample_cells_is_nearest_cell():
+    g = np.arange(6 * 8).reshape(1, 6, 8)
+    assert np.array_equal(resample_cells(g, 16, 8, 32, 4), g[:, 1:5, 2:6])
+    assert np.array_equal(resample_cells(g, 0, 0, 32, 2), g[:, [1, 3]][:, :, [1, 3]])
+
+
+def test_sampler_resumes_the_same_stream():
+    whole = ClipSampler(5, seed=1)
+    it = iter(whole)
+    stream = [next(it) for _ in range(12)]
+    it = iter(ClipSampler(5, seed=1, start=7))
+    assert [next(it) for _ in range(5)] == stream[7:]
+    assert sorted(v for _, v in stream[:5]) == list(range(5))  # one epoch = every video once
+
+
+def test_batches_do_not_depend_on_workers(tiny_shards):
+    spec = ClipSpec(num_frames=4, sampling_rate=2, input_size=32, needs=ALL)
+    ds = ClipDataset(tiny_shards, spec, seed=5)
+    a = next(iter(make_loader(ds, 2, start_step=1, seed=5, num_workers=0)))
+    b = next(iter(make_loader(ds, 2, start_step=1, seed=5, num_workers=2)))
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

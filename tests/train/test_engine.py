@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import torch
+
+from train.config import TrainConfig
+from train.engine import CHECKPOINT, load_checkpoint, train
+from train.masks import MASKS
+from train.targets import TARGETS
+
+
+def tiny_config(shards, out, **kw) -> TrainConfig:
+    base = dict(shards=str(shards), out=str(out), model="vit_pico", num_frames=4, sampling_rate=2,
+                input_size=32, batch_size=2, max_steps=1, warmup_steps=1, warmup_epochs=0.0,
+                num_workers=0, device="cpu", log_every=1, save_every=1000, base_lr=1e-2)
+    base.update(kw)
+    return TrainConfig(**base).validate()
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+@pytest.mark.parametrize("mask", list(MASKS))
+def test_every_mask_target_pair_trains(tiny_shards, tmp_path, mask, target):
+    summary = train(tiny_config(tiny_shards, tmp_path, mask=mask, target=target), log=lambda s: None)
+    assert summary["step"] == 1 and summary["last_loss"] > 0
+    row = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"step", "loss", "lr", "clips_per_s", "data_time", "step_time"} <= set(row)
+
+
+def test_resume_gives_the_same_weights_as_a_straight_run(tiny_shards, tmp_path):
+    kw = dict(mask="mgmae", target="mme", max_steps=6, warmup_steps=2, seed=3)
+    train(tiny_config(tiny_shards, tmp_path / "straight", **kw), log=lambda s: None)
+    # leave after 3 of 6 steps, then resume from that checkpoint
+    train(tiny_config(tiny_shards, tmp_path / "half", stop_at=3, **kw), log=lambda s: None)
+    resumed = train(tiny_config(tiny_shards, tmp_path / "half", resume="auto", **kw), log=lambda s: None)
+    assert resumed["step"] == 6
+    a = load_checkpoint(tmp_path / "straight" / CHECKPOINT)
+    b = torch.load(tmp_path / "half" / CHECKPOINT, weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["config"]["mask"] == "mgmae" and isinstance(a["config"], dict)
+
+
+def test_non_finite_loss_stops_loudly(tiny_shards, tmp_path, monkeypatch):
+    import train.engine as engine
+    monkeypatch.setattr(engine, "masked_mse", lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(RuntimeError, match="non-finite"):
+        train(tiny_config(tiny_shards, tmp_path), log=lambda s: None)
+
+
+@pytest.mark.parametrize("target", ["pixel", "mme"])
+def test_overfits_a_tiny_batch(tiny_shards, target):
+    from train.data import ClipDataset, ClipSpec, make_loader
+    from train.masks import get_mask
+    from train.model import build_model
+    from train.targets import get_target, masked_mse
+
+    torch.manual_seed(0)
+    tgt = get_target(target)
+    ds = ClipDataset(tiny_shards, ClipSpec(num_frames=4, sampling_rate=2, input_size=32, needs=tgt.needs), seed=0)
+    batch = next(iter(make_loader(ds, 2, num_workers=0)))
+    grid = (2, 2, 2)
+    mask = get_mask("tube")(batch, grid, 0.5, torch.Generator().manual_seed(0))
+    target_values, weight = tgt.build(batch, 2, 16)
+    model = build_model("vit_pico", grid, tgt.out_dim(2, 16, ds.traj_len))
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(80):
+        loss = masked_mse(model(batch["video"], mask), target_values, weight, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from train.masks import MASKS
+from train.model import MODELS, build_model
+from train.targets import TARGETS, masked_mse
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_forward_shapes(name):
+    grid, out_dim = (1, 2, 2), 7                                       # 2 frames, 32 px
+    size = MODELS[name]
+    # materializing ViT-B/L costs seconds on CPU: check those on the meta device (no values)
+    device = "cpu" if size.dim <= 384 else "meta"
+    with torch.device(device):
+        model = build_model(name, grid, out_dim)
+    assert isinstance(model.patch_embed.proj, torch.nn.Conv3d)
+    assert len(model.blocks) == size.depth and model.blocks[0].attn.num_heads == size.heads
+    assert model.head.in_features == size.decoder_dim and model.head.out_features == out_dim
+    if device == "meta":
+        return
+    video = torch.randn(2, 3, 2, 32, 32)
+    mask = torch.tensor([[True, False, True, True], [False, True, True, True]])
+    with torch.no_grad():
+        assert model(video, mask).shape == (2, 3, out_dim)
+
+
+def test_predictions_follow_target_order():
+    # prediction k of a sample is for its k-th hidden token in increasing index: the order of target[mask]
+    torch.manual_seed(0)
+    model = build_model("vit_pico", (2, 2, 2), 4)
+    video = torch.randn(1, 3, 4, 32, 32)
+    mask = torch.tensor([[True, False, False, True, True, False, True, True]])
+    target = torch.randn(1, 8, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = masked_mse(model(video, mask), target, torch.ones_like(target), mask)
+        opt.zero_grad(); loss.backward(); opt.step()
+    assert loss.item() < 0.05
+
+
+def test_decoder_depth_override():
+    model = build_model("vit_pico", (1, 2, 2), 3, decoder_depth=3)
+    assert len(model.decoder_blocks) == 3

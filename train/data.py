@@ -1,0 +1,297 @@
+"""Clips from shards: sampling, motion-consistent augmentation, loader. No video decoding.
+
+One clip (shapes: T input frames, S = input_size, Hc = Wc = S/8 cells, t = T/tubelet, L steps):
+
+    video       (3,T,S,S)      float, ImageNet-normalized RGB
+    frame_step  ()             stored frames between consecutive input frames
+    mv          (T,Hc,Wc,2)    codec motion of each input frame, input px per stored frame
+    mv_valid    (T,Hc,Wc)
+    flow        (T-1,Hc,Wc,2)  camera-INCLUSIVE forward flow input frame k -> k+1, input px
+    homography  (T-1,3,3)      camera motion input frame k -> k+1, input px coordinates
+    hog         (T,Hc,Wc,9)
+    traj        (t,Hc,Wc,L,2)  compensated steps of the points starting at each tubelet's 1st frame
+    traj_valid  (t,Hc,Wc,L)
+    traj_hog    (t,Hc,Wc,L,9)  HOG along those trajectories
+
+Only the keys the mask and the target need are read (`needs`). Geometry: a square crop of
+the stored frames whose offsets and side are multiples of the 8 px cell, resized to S;
+every cell grid is cropped on the same cells and resampled to S/8 cells (nearest cell),
+displacements are multiplied by the scale. Resampling cells is exact when the crop side is
+S (scale 1) and a nearest-cell approximation otherwise; HOG magnitudes are not rescaled.
+
+Flow between input frames spans `sampling_rate` stored frames: the camera-inclusive flows
+(stored compensated flow + homography displacement) of those frames are chained on the
+stored cell grid (exact up to bilinear lookup), the homographies multiplied.
+
+Randomness: sample number g draws from `np.random.default_rng([seed, g])`, so a clip does
+not depend on the worker that loads it, and a resumed run sees the same clips.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from shards.schema import CELL, HOG_BINS
+
+from .masks.mgmae import compose
+from .targets.pixel import MEAN, STD
+
+MOTION_KEYS = ("mv", "mv_valid", "flow", "homography", "hog", "traj", "traj_valid", "traj_hog")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    num_frames: int = 16
+    sampling_rate: int = 4
+    input_size: int = 224
+    tubelet: int = 2
+    min_crop: float = 0.66
+    flip: bool = True
+    needs: frozenset[str] = frozenset()
+
+
+# ---- geometry -------------------------------------------------------------------------------
+
+def frame_indices(num_stored: int, spec: ClipSpec, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Stored frame numbers of the clip (T,) and the stride used (lowered for short videos)."""
+    T = spec.num_frames
+    rate = max(1, min(spec.sampling_rate, (num_stored - 1) // max(T - 1, 1)))
+    span = (T - 1) * rate + 1
+    t0 = int(rng.integers(0, max(num_stored - span, 0) + 1))
+    # a video shorter than T frames repeats its last frame
+    return np.minimum(t0 + rate * np.arange(T), num_stored - 1), rate
+
+
+def crop_box(height: int, width: int, spec: ClipSpec, rng: np.random.Generator) -> tuple[int, int, int]:
+    """(x0, y0, side) in stored px, all multiples of the cell."""
+    short = min(height, width) // CELL
+    side = max(1, int(short * rng.uniform(spec.min_crop, 1.0))) * CELL
+    x0 = int(rng.integers(0, width // CELL - side // CELL + 1)) * CELL
+    y0 = int(rng.integers(0, height // CELL - side // CELL + 1)) * CELL
+    return x0, y0, side
+
+
+def resample_cells(grid: np.ndarray, x0: int, y0: int, side: int, out_cells: int) -> np.ndarray:
+    """Crop a (..., Hc, Wc, ...) cell grid (axes 1 and 2 after the leading one) and resample
+    it to out_cells x out_cells by nearest cell."""
+    n = side // CELL
+    src = ((np.arange(out_cells) + 0.5) * n / out_cells).astype(int)
+    return grid[:, y0 // CELL + src][:, :, x0 // CELL + src]
+
+
+def crop_homography(h: np.ndarray, x0: int, y0: int, scale: float) -> np.ndarray:
+    """Homographies (K,3,3) of stored px -> of input px: A H A^-1, x' = s (x - x0 + 0.5) - 0.5."""
+    a = np.array([[scale, 0, scale * (0.5 - x0) - 0.5], [0, scale, scale * (0.5 - y0) - 0.5], [0, 0, 1]])
+    return (a @ h.astype(np.float64) @ np.linalg.inv(a)).astype(np.float32)
+
+
+def grid_points(rows: int, cols: int, stride: int) -> np.ndarray:
+    """(rows, cols, 2) pixel (x, y) of grid points that stand for stride x stride blocks."""
+    ys, xs = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    return np.stack([xs, ys], -1) * stride + (stride - 1) / 2
+
+
+def camera_inclusive_cells(flow: np.ndarray, homography: np.ndarray, stride: int) -> np.ndarray:
+    """Stored compensated flow (K,h,w,2) + homography displacement -> (K,Hc,Wc,2) on the cell grid."""
+    K, h, w, _ = flow.shape
+    p = grid_points(h, w, stride)
+    ph = np.einsum("kab,hwb->khwa", homography.astype(np.float64), np.concatenate([p, np.ones((h, w, 1))], -1))
+    full = flow + (ph[..., :2] / ph[..., 2:] - p)
+    k = CELL // stride  # flow points per cell side (flow_stride divides the cell)
+    hc, wc = h // k, w // k
+    return full[:, :hc * k, :wc * k].reshape(K, hc, k, wc, k, 2).mean((2, 4)).astype(np.float32)
+
+
+# ---- one clip -------------------------------------------------------------------------------
+
+def read_clip(video, spec: ClipSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Sample and read one clip of a shard `Video`; numpy arrays in the module's layout."""
+    a = video.attrs
+    n_stored, height, width = int(a["num_frames"]), int(a["height"]), int(a["width"])
+    idx, rate = frame_indices(n_stored, spec, rng)
+    x0, y0, side = crop_box(height, width, spec, rng)
+    S, cells = spec.input_size, spec.input_size // CELL
+    scale = S / side
+    uniq, inv = np.unique(idx, return_inverse=True)
+
+    def at_clip_frames(name: str) -> np.ndarray:
+        return video[name][uniq][inv]
+
+    frames = at_clip_frames("frames")[:, y0:y0 + side, x0:x0 + side]
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    frames = np.stack([cv2.resize(f, (S, S), interpolation=interp) for f in frames])      # (T,S,S,3)
+    x = (frames.astype(np.float32) / 255 - np.float32(MEAN)) / np.float32(STD)
+    out = {"video": x.transpose(3, 0, 1, 2), "frame_step": np.int64(rate)}                   # (3,T,S,S)
+
+    need = spec.needs
+    if need & {"mv", "mv_valid"}:
+        out["mv"] = resample_cells(at_clip_frames("mv"), x0, y0, side, cells) * np.float32(scale)
+        out["mv_valid"] = resample_cells(at_clip_frames("mv_valid"), x0, y0, side, cells)
+    if "hog" in need:
+        out["hog"] = resample_cells(at_clip_frames("hog"), x0, y0, side, cells)
+    if need & {"flow", "homography"}:
+        out.update(clip_flow(video, idx, x0, y0, side, cells, scale))
+    if need & {"traj", "traj_valid", "traj_hog"}:
+        out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale))
+    return out
+
+
+def clip_flow(video, idx: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
+    """Camera-inclusive flow and homography between consecutive clip frames."""
+    lo, hi = int(idx[0]), int(idx[-1])
+    T = len(idx)
+    flow = camera_inclusive_cells(video["flow"][lo:hi], video["homography"][lo:hi],
+                                  int(video.attrs["flow_stride"]))                  # (hi-lo,Hc,Wc,2)
+    homs = video["homography"][lo:hi].astype(np.float64)
+    hc, wc = flow.shape[1:3]
+    pair_flow = np.zeros((T - 1, hc, wc, 2), np.float32)
+    pair_hom = np.tile(np.eye(3), (T - 1, 1, 1))
+    for k in range(T - 1):
+        a, b = int(idx[k]) - lo, int(idx[k + 1]) - lo
+        if b > a:  # a repeated last frame (short video) did not move
+            pair_flow[k] = compose(torch.from_numpy(flow[None, a:b])).numpy()[0]
+            for u in range(a, b):
+                pair_hom[k] = homs[u] @ pair_hom[k]
+    return {"flow": resample_cells(pair_flow, x0, y0, side, cells) * np.float32(scale),
+            "homography": crop_homography(pair_hom, x0, y0, scale)}
+
+
+def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
+    """Trajectories (steps, validity, HOG along them) of the points starting at `starts`."""
+    from preprocess.hog import along_trajectories
+    from preprocess.trajectories import positions
+
+    n_stored = int(video.attrs["num_frames"])
+    traj_len = int(video.attrs["traj_len"])
+    traj, valid, hog = [], [], []
+    for s in map(int, starts):
+        e = min(s + traj_len, n_stored)  # step l of a point born in frame s reads frame s + l
+        tr, va = video["traj"][s:e], video["traj_valid"][s:e]
+        pos = positions(tr, va, video["homography"][s:e])
+        hog.append(along_trajectories(video["hog"][s:e], pos, va)[0])
+        traj.append(tr[0])
+        valid.append(va[0])
+    cut = lambda g: resample_cells(np.stack(g), x0, y0, side, cells)
+    return {"traj": cut(traj) * np.float32(scale), "traj_valid": cut(valid), "traj_hog": cut(hog)}
+
+
+# ---- augmentation ---------------------------------------------------------------------------
+
+def hflip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Mirror a clip left-right, keeping every motion quantity consistent.
+
+    Grids are mirrored along their width axis, x displacements negated, homographies
+    conjugated by the mirror x -> W-1-x, and HOG bins mirrored: an orientation a becomes
+    180 - a, so bin [20b, 20b+20) becomes bin 8 - b (the bin order reversed).
+    """
+    out = dict(clip)
+    width = clip["video"].shape[-1]
+    neg_x = np.array([-1, 1], np.float32)
+    for key in ("mv", "flow", "traj"):
+        if key in clip:
+            out[key] = clip[key][:, :, ::-1] * neg_x
+    for key in ("mv_valid", "traj_valid"):
+        if key in clip:
+            out[key] = clip[key][:, :, ::-1]
+    for key in ("hog", "traj_hog"):
+        if key in clip:
+            out[key] = clip[key][:, :, ::-1][..., ::-1]
+    if "homography" in clip:
+        m = np.array([[-1, 0, width - 1], [0, 1, 0], [0, 0, 1]], np.float32)
+        out["homography"] = m @ clip["homography"] @ m
+    out["video"] = clip["video"][..., ::-1]
+    return out
+
+
+# ---- dataset and loader ---------------------------------------------------------------------
+
+class ClipDataset(Dataset):
+    """Items are (g, video index) pairs from `ClipSampler`; returns a dict of tensors."""
+
+    def __init__(self, path, spec: ClipSpec, seed: int = 0, split: str = ""):
+        from shards import open_shards
+
+        self.path, self.spec, self.seed = str(path), spec, seed
+        ds = open_shards(self.path)
+        ids = ds.ids()
+        self.ids = [i for i in ids if not split or ds[i].attrs.get("split") == split]
+        if not self.ids:
+            raise ValueError(f"{path}: no videos" + (f" with split {split!r}" if split else ""))
+        first = ds[self.ids[0]].attrs
+        self.traj_len = int(first.get("traj_len", 0))
+        self.hog_bins = HOG_BINS
+        ds.close()
+        self._ds = None  # opened per worker process
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
+        from shards import open_shards
+
+        g, index = item
+        if self._ds is None:
+            self._ds = open_shards(self.path)
+        rng = np.random.default_rng([self.seed, g])
+        clip = read_clip(self._ds[self.ids[index]], self.spec, rng)
+        if self.spec.flip and rng.random() < 0.5:
+            clip = hflip(clip)
+        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in clip.items()}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_ds": None}
+
+
+class ClipSampler(Sampler):
+    """Endless, resumable stream of (g, video index) for one rank.
+
+    This rank's n-th sample is global sample g = (start + n) * world + rank; g // len(videos)
+    is its epoch, whose order is a permutation seeded by (seed, epoch). Resuming at step k
+    means start = k * batch_size.
+    """
+
+    def __init__(self, num_videos: int, seed: int = 0, start: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.start, self.rank, self.world = num_videos, seed, start, rank, world
+
+    def __iter__(self):
+        q, epoch, perm = self.start, -1, None
+        while True:
+            g = q * self.world + self.rank
+            if g // self.n != epoch:
+                epoch = g // self.n
+                perm = np.random.default_rng([self.seed, epoch, 7]).permutation(self.n)
+            yield g, int(perm[g % self.n])
+            q += 1
+
+
+def seed_worker(worker_id: int) -> None:
+    # clips draw from per-sample generators; this only pins library-level RNGs (cv2, torch)
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    cv2.setRNGSeed(seed % 2 ** 31)
+    cv2.setNumThreads(1)
+
+
+def make_loader(dataset: ClipDataset, batch_size: int, start_step: int = 0, seed: int = 0, rank: int = 0,
+                world: int = 1, num_workers: int = 2, pin_memory: bool = False) -> DataLoader:
+    sampler = ClipSampler(len(dataset), seed, start_step * batch_size, rank, world)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=pin_memory, drop_last=True, worker_init_fn=seed_worker,
+                      prefetch_factor=4 if num_workers > 0 else None, persistent_workers=num_workers > 0)
+
+
+class Timer:
+    """Wall time between marks: data_time = waiting for the loader, step_time = the whole step."""
+
+    def __init__(self):
+        self.t = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        dt, self.t = now - self.t, now
+        return dt

@@ -1,0 +1,268 @@
+"""The training loop: AdamW, warmup + cosine per step, AMP, DDP, checkpoint/resume, logging.
+
+Checkpoints hold tensors and plain python values only, so they load with
+`torch.load(weights_only=True)`: model, optimizer, scaler, step, config, and the RNG
+states (torch CPU/CUDA, numpy, python, the mask generator). The data position is the step:
+`train/data.py` derives every clip from (seed, global sample number).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from .config import TrainConfig
+from .data import ClipDataset, ClipSpec, Timer, make_loader
+from .masks import NEEDS as MASK_NEEDS
+from .masks import get_mask
+from .model import build_model
+from .targets import get_target, masked_mse
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain `python` run is a world of one."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world <= 1:
+        return Dist()
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def resolve_device(name: str, d: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and d.world > 1:
+        name = f"cuda:{d.local_rank}"
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: TrainConfig, peak: float, warmup: int, total: int) -> float:
+    """Linear warmup to `peak`, then half-cosine down to cfg.min_lr at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return cfg.min_lr + (peak - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms and the mask token (MAE)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith("mask_token") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def rng_state(mask_gen: torch.Generator) -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state(),
+        "python": _python_state(),
+        "mask": mask_gen.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _numpy_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _python_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(state: dict, mask_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    mask_gen.set_state(state["mask"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, model, optimizer, scaler, step: int, cfg: TrainConfig, mask_gen, extra: dict) -> None:
+    state = {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(), "step": step, "config": cfg.to_dict(),
+        "rng": rng_state(mask_gen), **extra,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a crash mid-save never leaves a truncated checkpoint
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per logged step) + TensorBoard, on the main rank only."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.enabled = enabled
+        if not enabled:
+            return
+        self.file = open(out / "metrics.jsonl", "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(out / "tb"))
+        except ImportError:  # tensorboard is optional; the JSONL log is the record
+            self.tb = None
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(f"train/{k}", v, row["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Pretrain as `cfg` says; returns a summary (final step, first/last logged loss, speed)."""
+    d = init_distributed(cfg.device)
+    device = resolve_device(cfg.device, d)
+    out = Path(cfg.out)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        log(f"motion-mae pretrain, world {d.world}, device {device}\n{cfg.describe()}")
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    torch.manual_seed(cfg.seed + d.rank)
+    np.random.seed(cfg.seed + d.rank)
+    random.seed(cfg.seed + d.rank)
+    mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
+    needs = MASK_NEEDS[cfg.mask] | target.needs
+    spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
+                    frozenset(needs))
+    dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split)
+    grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
+    out_dim = target.out_dim(cfg.tubelet, cfg.patch_size, dataset.traj_len)
+    model = build_model(cfg.model, grid, out_dim, cfg.tubelet, cfg.patch_size, cfg.decoder_depth, cfg.drop_path)
+    model.to(device)
+    peak_lr = cfg.lr(d.world)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr, betas=cfg.betas)
+    amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for fp16 swaps
+    mask_gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
+
+    steps_per_epoch = max(1, len(dataset) // (cfg.batch_size * d.world))
+    total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
+    warmup = min(total, cfg.warmup_steps + round(cfg.warmup_epochs * steps_per_epoch))
+
+    step = 0
+    resume = str(out / CHECKPOINT) if cfg.resume == "auto" and (out / CHECKPOINT).exists() else cfg.resume
+    if resume and resume != "auto":
+        ckpt = load_checkpoint(resume)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"], mask_gen)
+        step = int(ckpt["step"])
+        if d.main:
+            log(f"resumed from {resume} at step {step}")
+
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if d.world > 1 else model
+    if d.main:
+        n_params = sum(p.numel() for p in model.parameters())
+        log(f"{cfg.model}: {n_params / 1e6:.2f}M params, grid {grid}, target {cfg.target} ({out_dim}/token), "
+            f"mask {cfg.mask} {cfg.ratio}, {len(dataset)} videos, {steps_per_epoch} steps/epoch, "
+            f"{total} steps, warmup {warmup}, lr {peak_lr:.3g}")
+    loader = make_loader(dataset, cfg.batch_size, step, cfg.seed, d.rank, d.world, cfg.num_workers,
+                         pin_memory=device.type == "cuda")
+    metrics = MetricsLog(out, d.main)
+    summary = {"first_loss": None, "last_loss": None}
+    timer, data_time, step_time, window, loss_sum = Timer(), 0.0, 0.0, 0, 0.0
+
+    model.train()
+    batches = iter(loader)
+    end = min(total, cfg.stop_at) if cfg.stop_at > 0 else total
+    while step < end:
+        batch = next(batches)
+        data_time += timer.lap()
+        mask = mask_fn(batch, grid, cfg.ratio, mask_gen)                        # (B,N), on CPU
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        mask = mask.to(device)
+        lr = lr_at(step, cfg, peak_lr, warmup, total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with torch.no_grad():
+            tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target)  # (B,N,C)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = ddp(batch["video"], mask)                                   # (B,Nm,C)
+        loss = masked_mse(pred.float(), tgt, weight, mask)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"non-finite loss {loss.item()} at step {step}; stopping (lr {lr:.3g})")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.clip_grad > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        loss_value = loss.item()
+        loss_sum += loss_value
+        window += 1
+        step_time += timer.lap()
+
+        if step % cfg.log_every == 0 or step == end:
+            row = {"step": step, "loss": loss_sum / window, "lr": lr,
+                   "clips_per_s": window * cfg.batch_size * d.world / max(step_time + data_time, 1e-9),
+                   "data_time": data_time / window, "step_time": (step_time + data_time) / window}
+            if summary["first_loss"] is None:
+                summary["first_loss"] = row["loss"]
+            summary["last_loss"] = row["loss"]
+            summary.update(clips_per_s=row["clips_per_s"], step_time=row["step_time"], data_time=row["data_time"])
+            metrics.log(row)
+            if d.main:
+                log(f"step {step}/{total} loss {row['loss']:.4f} lr {lr:.2e} {row['clips_per_s']:.1f} clips/s "
+                    f"data {row['data_time'] * 1000:.0f} ms / step {row['step_time'] * 1000:.0f} ms")
+            data_time = step_time = loss_sum = 0.0
+            window = 0
+        if d.main and (step % cfg.save_every == 0 or step == end):
+            save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, step, cfg, mask_gen,
+                            {"traj_len": dataset.traj_len, "out_dim": out_dim})
+    metrics.close()
+    if d.world > 1:
+        dist.destroy_process_group()
+    summary["step"] = step
+    return summary

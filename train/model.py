@@ -1,0 +1,136 @@
+"""VideoMAE-style masked autoencoder built from timm `Block`s.
+
+Data flow (shapes: B batch, C=3, T frames, H=W input pixels, N = t*h*w tokens with
+t = T/tubelet, h = H/patch, w = W/patch, D encoder width, Dd decoder width):
+
+    video (B,C,T,H,W) -> patch_embed.proj Conv3d -> tokens (B,N,D) + fixed sin-cos positions
+    keep the visible tokens (B,Nv,D) -> encoder blocks -> (B,Nv,D)
+    -> decoder_embed (B,Nv,Dd), append mask tokens (B,Nm,Dd), add decoder positions
+    -> decoder blocks -> head on the masked tokens -> (B,Nm,out_dim)
+
+Token order is (t, h, w) row-major, the order masks (`train/masks`) and targets
+(`train/targets`) use. Predictions come out for masked tokens in increasing token index,
+the same order as `target[mask]`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import Block
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    dim: int
+    depth: int
+    heads: int
+    decoder_dim: int
+    decoder_depth: int
+    decoder_heads: int
+    mlp_ratio: float = 4.0
+
+
+MODELS: dict[str, ModelSize] = {
+    # tests and the CPU demo; not a published size
+    "vit_pico": ModelSize(dim=64, depth=2, heads=2, decoder_dim=32, decoder_depth=1, decoder_heads=2),
+    "vit_tiny": ModelSize(dim=192, depth=12, heads=3, decoder_dim=96, decoder_depth=4, decoder_heads=3),
+    "vit_small": ModelSize(dim=384, depth=12, heads=6, decoder_dim=192, decoder_depth=4, decoder_heads=3),
+    "vit_base": ModelSize(dim=768, depth=12, heads=12, decoder_dim=384, decoder_depth=4, decoder_heads=6),
+    "vit_large": ModelSize(dim=1024, depth=24, heads=16, decoder_dim=512, decoder_depth=4, decoder_heads=8),
+}
+
+
+def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
+    """(1, N, D) fixed 1-D sinusoid table over the flattened token index (as VideoMAE)."""
+    pos = torch.arange(num_positions, dtype=torch.float64)[:, None]
+    freq = torch.pow(10000.0, -2 * (torch.arange(dim, dtype=torch.float64) // 2) / dim)[None]
+    angle = pos * freq
+    table = torch.where(torch.arange(dim) % 2 == 0, torch.sin(angle), torch.cos(angle))
+    return table.float()[None]
+
+
+class PatchEmbed3d(nn.Module):
+    """(B,C,T,H,W) -> (B,N,D) with one Conv3d over tubelet x patch x patch cubes."""
+
+    def __init__(self, dim: int, tubelet: int, patch: int, in_chans: int = 3):
+        super().__init__()
+        self.proj = nn.Conv3d(in_chans, dim, kernel_size=(tubelet, patch, patch), stride=(tubelet, patch, patch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B,D,t,h,w) -> (B,N,D)
+
+
+class VideoMAE(nn.Module):
+    def __init__(self, size: ModelSize, grid: tuple[int, int, int], out_dim: int, tubelet: int = 2,
+                 patch: int = 16, decoder_depth: int | None = None, drop_path: float = 0.0):
+        super().__init__()
+        self.grid = tuple(grid)  # (t, h, w) tokens
+        self.tubelet, self.patch = tubelet, patch
+        n = math.prod(self.grid)
+        norm = partial(nn.LayerNorm, eps=1e-6)
+
+        self.patch_embed = PatchEmbed3d(size.dim, tubelet, patch)
+        self.register_buffer("pos_embed", sincos_table(n, size.dim), persistent=False)
+        dpr = [drop_path * i / max(size.depth - 1, 1) for i in range(size.depth)]  # stochastic depth rule
+        self.blocks = nn.Sequential(*[
+            Block(size.dim, size.heads, size.mlp_ratio, qkv_bias=True, drop_path=dpr[i], norm_layer=norm)
+            for i in range(size.depth)])
+        self.norm = norm(size.dim)
+
+        depth = size.decoder_depth if decoder_depth is None else decoder_depth
+        self.decoder_embed = nn.Linear(size.dim, size.decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, size.decoder_dim))
+        self.register_buffer("decoder_pos_embed", sincos_table(n, size.decoder_dim), persistent=False)
+        self.decoder_blocks = nn.Sequential(*[
+            Block(size.decoder_dim, size.decoder_heads, size.mlp_ratio, qkv_bias=True, norm_layer=norm)
+            for _ in range(depth)])
+        self.decoder_norm = norm(size.decoder_dim)
+        self.head = nn.Linear(size.decoder_dim, out_dim)
+        self.apply(self._init_weights)
+        trunc_normal_(self.mask_token, std=0.02)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv3d):  # as a Linear on the flattened cube (MAE)
+            nn.init.xavier_uniform_(m.weight.view(m.weight.shape[0], -1))
+            nn.init.zeros_(m.bias)
+
+    def forward_features(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """video (B,C,T,H,W), mask (B,N) True = hidden -> encoded visible tokens (B,Nv,D)."""
+        x = self.patch_embed(video) + self.pos_embed                    # (B,N,D)
+        B, N, D = x.shape
+        x = x[~mask].reshape(B, -1, D)                                  # (B,Nv,D), same Nv per sample
+        return self.norm(self.blocks(x))
+
+    def forward_head(self, latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Visible latents (B,Nv,D) -> predictions for the masked tokens (B,Nm,out_dim)."""
+        x = self.decoder_embed(latent)                                  # (B,Nv,Dd)
+        B, Nv, Dd = x.shape
+        pos = self.decoder_pos_embed.expand(B, -1, -1)                  # (B,N,Dd)
+        vis_pos = pos[~mask].reshape(B, Nv, Dd)
+        mask_pos = pos[mask].reshape(B, -1, Dd)                         # (B,Nm,Dd)
+        x = torch.cat([x + vis_pos, self.mask_token + mask_pos], dim=1)  # (B,N,Dd)
+        x = self.decoder_norm(self.decoder_blocks(x))
+        return self.head(x[:, Nv:])                                     # (B,Nm,out_dim)
+
+    def forward(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(video, mask), mask)
+
+
+def build_model(name: str, grid: tuple[int, int, int], out_dim: int, tubelet: int = 2, patch: int = 16,
+                decoder_depth: int | None = None, drop_path: float = 0.0) -> VideoMAE:
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return VideoMAE(MODELS[name], grid, out_dim, tubelet, patch, decoder_depth, drop_path)

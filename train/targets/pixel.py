@@ -1,0 +1,32 @@
+"""VideoMAE target: the pixels of each cube, normalized per token per channel."""
+from __future__ import annotations
+
+import torch
+
+NAME = "pixel"
+NEEDS: frozenset[str] = frozenset()
+MEAN = (0.485, 0.456, 0.406)  # the input normalization of train/data.py (ImageNet)
+STD = (0.229, 0.224, 0.225)
+
+
+def out_dim(tubelet: int, patch: int, traj_len: int = 0) -> int:
+    return tubelet * patch * patch * 3
+
+
+def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """(B,C,T,H,W) -> (B,N,tubelet*patch*patch,C), tokens in (t,h,w) order."""
+    B, C, T, H, W = video.shape
+    x = video.reshape(B, C, T // tubelet, tubelet, H // patch, patch, W // patch, patch)
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)                           # (B,t,h,w,tubelet,p,p,C)
+    return x.reshape(B, -1, tubelet * patch * patch, C)
+
+
+def build(batch: dict, tubelet: int, patch: int, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    video = batch["video"].float()
+    mean = torch.tensor(MEAN, device=video.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(STD, device=video.device).view(1, 3, 1, 1, 1)
+    x = patchify(video * std + mean, tubelet, patch)                # (B,N,P,C) in [0,1]
+    if normalize:
+        x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+    target = x.flatten(2)                                           # (B,N,P*C)
+    return target, torch.ones_like(target)
