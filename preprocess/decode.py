@@ -122,7 +122,8 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
     fields: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     pending: dict[int, np.ndarray | None] = {}  # frame index -> vectors, waiting for future references
     source_hws: list[tuple[int, int]] = []
-    grey: dict[int, np.ndarray] = {}  # source-resolution grey frames still needed as references
+    # source-resolution grey frames still needed: uint8 (the block's own frame) and float32 (references)
+    grey: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     all_intra = True  # every frame an I-frame (FFV1 marks them I but not key)
     saw_vectors = False
     stored_hw = None
@@ -132,8 +133,8 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
         tic = time.perf_counter()
         distances = None
         if window and vectors is not None and len(vectors):
-            refs = {d: grey[t + d] for d in range(-window, window + 1) if d != 0 and t + d in grey}
-            distances = recover_distances(vectors, grey[t], refs, window)
+            refs = {d: grey[t + d][1] for d in range(-window, window + 1) if d != 0 and t + d in grey}
+            distances = recover_distances(vectors, grey[t][0], refs, window)
         grey.pop(t - window, None)  # no later frame reaches back this far
         timings["ref_distance"] += time.perf_counter() - tic
         tic = time.perf_counter()
@@ -164,8 +165,10 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
             timings["motion_vectors"] += time.perf_counter() - tic
             if window:
                 tic = time.perf_counter()
-                # float once here, read by up to 2 * window later frames
-                grey[n] = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+                # float once here, read by up to 2 * window later frames; uint8 for the
+                # frame's own gradients (an exact integer path)
+                g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+                grey[n] = (g, g.astype(np.float32))
                 timings["ref_distance"] += time.perf_counter() - tic
             if n - window >= 0:
                 finish(n - window)

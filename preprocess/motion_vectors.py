@@ -91,7 +91,7 @@ def recover_distances(vectors: np.ndarray, current: np.ndarray, references: Mapp
                       max_ref_distance: int = 4) -> np.ndarray:
     """(N,) int64 signed reference offset of each block, 0 where none fits.
 
-    current: (Hs, Ws) grey frame t at the resolution the vectors refer to.
+    current: (Hs, Ws) grey frame t at the resolution the vectors refer to (uint8 is fastest).
     references: signed display offset d -> grey frame t + d, for the offsets that exist.
     For k in 1..max_ref_distance in the block's own direction (list 0 past, list 1
     future) the block at dst in frame t is compared with the reference sampled
@@ -112,8 +112,7 @@ def recover_distances(vectors: np.ndarray, current: np.ndarray, references: Mapp
     my = (vectors["motion_y"] / scale).astype(np.float32)
     cur = np.asarray(current, np.float32)
     refs = {d: np.asarray(r, np.float32) for d, r in references.items() if abs(d) <= max_ref_distance}
-    grad = np.abs(cv2.Sobel(cur, cv2.CV_32F, 1, 0, ksize=1)) + np.abs(cv2.Sobel(cur, cv2.CV_32F, 0, 1, ksize=1))
-    texture = 0.5 * _box_mean(grad, x0, y0, w, h)  # [-1, 0, 1] kernels: twice a central difference
+    texture = 0.5 * _gradient_mean(current, x0, y0, w, h)  # [-1, 0, 1] kernels: twice a central difference
     # Blocks of one size are sampled with one cv2.remap per candidate; H.264 has four sizes.
     for bw, bh in set(zip(w[moving].tolist(), h[moving].tolist())):
         idx = np.flatnonzero(moving & (w == bw) & (h == bh))
@@ -121,15 +120,24 @@ def recover_distances(vectors: np.ndarray, current: np.ndarray, references: Mapp
         # pixel does on textured blocks, at 1/16 of the cost for 16x16 macroblocks.
         ys = (y0[idx, None] + np.arange(0, bh, max(1, bh // SAMPLES_PER_SIDE))).astype(np.float32)  # (n, sh)
         xs = (x0[idx, None] + np.arange(0, bw, max(1, bw // SAMPLES_PER_SIDE))).astype(np.float32)  # (n, sw)
-        block = _sample(cur, ys, xs)
+        block = _sample(cur, ys, xs).reshape(len(idx), -1)  # (n, sh * sw)
+        # The mean over the lattice as a product with 1 / m: numpy's mean over small
+        # trailing axes was most of this function's time.
+        average = np.full(block.shape[1], 1.0 / block.shape[1], np.float32)
         mad = np.full((max_ref_distance, len(idx)), np.inf, np.float32)
-        for k in range(1, max_ref_distance + 1):
-            for s in (-1, 1):
-                sel = np.flatnonzero(sign[idx] == s)
-                if s * k not in refs or len(sel) == 0:
+        for s in (-1, 1):
+            sel = np.flatnonzero(sign[idx] == s)
+            if len(sel) == 0:
+                continue
+            ys_s, xs_s = ys[sel] + my[idx[sel], None], xs[sel] + mx[idx[sel], None]
+            block_s = block[sel]
+            for k in range(1, max_ref_distance + 1):
+                if s * k not in refs:
                     continue
-                cand = _sample(refs[s * k], ys[sel] + my[idx[sel], None], xs[sel] + mx[idx[sel], None])
-                mad[k - 1, sel] = np.abs(cand - block[sel]).mean(axis=(1, 2))
+                diff = _sample(refs[s * k], ys_s, xs_s).reshape(len(sel), -1)
+                diff -= block_s
+                np.abs(diff, out=diff)
+                mad[k - 1, sel] = diff @ average
         best_k = np.argmin(mad, axis=0) + 1  # argmin keeps the first: the smallest k
         best = mad[best_k - 1, np.arange(len(idx))]
         fits = best <= np.maximum(MATCH_TOLERANCE_PX * texture[idx], MATCH_FLOOR)
@@ -157,9 +165,32 @@ def _sample(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
 
 
 
-def _box_mean(img: np.ndarray, x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
+def _gradient_mean(img: np.ndarray, x0: np.ndarray, y0: np.ndarray, w: np.ndarray,
+                   h: np.ndarray) -> np.ndarray:
+    """Mean of |I(x+1) - I(x-1)| + |I(y+1) - I(y-1)| over each block's part inside the frame.
+
+    The [-1, 0, 1] Sobel with its default reflect-101 border, which is 0 on the outermost
+    rows / columns. A uint8 frame takes an exact integer path (absdiff, 32-bit integral
+    images): 3-4x faster at 720p than float Sobel + float64 integral, same values.
+    """
+    if img.dtype != np.uint8:
+        cur = np.asarray(img, np.float32)
+        grad = np.abs(cv2.Sobel(cur, cv2.CV_32F, 1, 0, ksize=1)) + np.abs(cv2.Sobel(cur, cv2.CV_32F, 0, 1, ksize=1))
+        return _box_mean(grad, x0, y0, w, h)
+    hi, wi = img.shape
+    gx = np.zeros((hi, wi), np.uint8)
+    gy = np.zeros((hi, wi), np.uint8)
+    if wi > 2:
+        gx[:, 1:-1] = cv2.absdiff(img[:, 2:], img[:, :-2])
+    if hi > 2:
+        gy[1:-1] = cv2.absdiff(img[2:], img[:-2])
+    return _box_mean(gx, x0, y0, w, h, cv2.CV_32S) + _box_mean(gy, x0, y0, w, h, cv2.CV_32S)
+
+
+def _box_mean(img: np.ndarray, x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray,
+              sdepth: int = cv2.CV_64F) -> np.ndarray:
     """Mean of img over each block's part inside the frame (integral image, O(1) per block)."""
-    ii = cv2.integral(img, sdepth=cv2.CV_64F)
+    ii = cv2.integral(img, sdepth=sdepth).astype(np.float64, copy=False)
     hi, wi = img.shape
     xa, xb = np.clip(x0, 0, wi), np.clip(x0 + w, 0, wi)
     ya, yb = np.clip(y0, 0, hi), np.clip(y0 + h, 0, hi)
