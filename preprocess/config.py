@@ -6,11 +6,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+DATA_ENV = "MOTION_MAE_DATA"
 
 
 def data_dir() -> Path:
     """Where corpora and shards live unless told otherwise: $MOTION_MAE_DATA or <repo>/data."""
-    return Path(os.environ.get("MOTION_MAE_DATA", REPO / "data"))
+    return Path(os.environ.get(DATA_ENV) or REPO / "data").expanduser()
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ExtractConfig:
     workers: int = 2
     scheduler: str | None = None
     retries: int = 2
+    shard_size: int = 1  # videos per Dask task; each video is still its own group / file
 
     def out_path(self) -> str:
         return self.out or str(data_dir() / "shards" / self.dataset)

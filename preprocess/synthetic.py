@@ -1,9 +1,11 @@
 """Synthetic scenes with motion known by construction, and real encoding of them.
 
 Used by the demo corpus and by the tests: a textured background translated by a camera
-pan plus textured square objects, each with its own per-frame image-space motion. All
-motions are *image-space, forward*: `bg_motion[t]` is how far background content moves
-from frame t to frame t+1 (camera-inclusive), likewise `object_motion`.
+pan plus textured square objects, each with its own per-frame image-space motion and,
+optionally, a rotation about its centre. All motions are *image-space, forward*:
+`bg_motion[t]` is how far background content moves from frame t to frame t+1
+(camera-inclusive), likewise `object_motion`. Angles are degrees, positive
+counter-clockwise as seen on screen (OpenCV's `getRotationMatrix2D` convention; y points down).
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ class MovingObject:
     velocity: tuple[float, float] = (0.0, 0.0)  # image-space px/frame (camera-inclusive)
     # optional per-frame velocities, overriding `velocity` (len T-1)
     velocities: tuple[tuple[float, float], ...] | None = None
+    angle: float = 0.0                 # orientation at frame 0, degrees, counter-clockwise on screen
+    angular_velocity: float = 0.0      # degrees/frame about the square's centre, counter-clockwise on screen
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class Scene:
         steps = _per_frame(obj.velocities, obj.velocity, self.num_frames)
         return np.concatenate([[obj.start], np.asarray(obj.start) + np.cumsum(steps, axis=0)]).astype(np.float64)
 
+    def object_angles(self, k: int) -> np.ndarray:
+        """(T,) orientation of object k in each frame, degrees, counter-clockwise on screen."""
+        obj = self.objects[k]
+        return obj.angle + obj.angular_velocity * np.arange(self.num_frames, dtype=np.float64)
+
 
 def _per_frame(per_frame, constant, num_frames: int) -> np.ndarray:
     if per_frame is not None:
@@ -73,6 +82,15 @@ def _shift(img: np.ndarray, dx: float, dy: float, out_hw: tuple[int, int]) -> np
                           borderMode=cv2.BORDER_REFLECT)
 
 
+def _placement(size: int, x: float, y: float, angle: float) -> np.ndarray:
+    """2x3 forward map from object texture px to image px: rotate about the square's centre, then
+    put the unrotated top-left at (x, y). At angle 0 it is exactly the translation by (x, y)."""
+    centre = (size / 2, size / 2)
+    m = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    m[:, 2] += (x, y)
+    return m.astype(np.float32)
+
+
 def render(scene: Scene) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB frames of the scene."""
     h, w, m = scene.height, scene.width, scene.margin
@@ -81,14 +99,15 @@ def render(scene: Scene) -> np.ndarray:
     offsets = np.concatenate([[[0.0, 0.0]], np.cumsum(scene.bg_motion(), axis=0)])
     obj_tex = [texture(o.size, o.size, scene.seed + 100 + k, scale=1.0) for k, o in enumerate(scene.objects)]
     obj_pos = [scene.object_positions(k) for k in range(len(scene.objects))]
+    obj_angle = [scene.object_angles(k) for k in range(len(scene.objects))]
     frames = np.empty((scene.num_frames, h, w, 3), np.uint8)
     for t in range(scene.num_frames):
         img = _shift(bg_tex, offsets[t, 0] - m, offsets[t, 1] - m, (h, w))
         for k, obj in enumerate(scene.objects):
             x, y = obj_pos[k][t]
-            layer = _shift(obj_tex[k], x, y, (h, w))
-            alpha = cv2.warpAffine(np.ones((obj.size, obj.size), np.float32),
-                                   np.float32([[1, 0, x], [0, 1, y]]), (w, h), flags=cv2.INTER_LINEAR,
+            place = _placement(obj.size, x, y, obj_angle[k][t])
+            layer = cv2.warpAffine(obj_tex[k], place, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+            alpha = cv2.warpAffine(np.ones((obj.size, obj.size), np.float32), place, (w, h), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             img = img * (1 - alpha) + (255 - layer) * alpha  # inverted texture: distinct from bg
         rgb = img[..., None] * (np.ones(3, np.float32) if scene.gray else tint)

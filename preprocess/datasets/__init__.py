@@ -15,7 +15,8 @@ import logging
 import os
 from pathlib import Path
 
-from . import demo, folder, hmdb51, k400, listfile, ssv2, ucf101
+from . import demo, folder, hmdb51, k400, listfile, ssv2, synthetic_motion, ucf101
+from ..config import DATA_ENV, data_dir
 from .base import Adapter, DatasetRootError, Listing, VideoItem, unique_ids
 
 __all__ = ["DATASETS", "Adapter", "DatasetRootError", "Listing", "VideoItem", "default_root", "get_adapter",
@@ -25,9 +26,7 @@ log = logging.getLogger(__name__)
 
 DATASETS: dict[str, Adapter] = {"demo": demo.ADAPTER, "folder": folder.ADAPTER, "list": listfile.ADAPTER,
                                 "k400": k400.ADAPTER, "ssv2": ssv2.ADAPTER, "ucf101": ucf101.ADAPTER,
-                                "hmdb51": hmdb51.ADAPTER}
-REPO = Path(__file__).resolve().parents[2]
-DATA_ENV = "MOTION_MAE_DATA"
+                                "hmdb51": hmdb51.ADAPTER, "synthetic-motion": synthetic_motion.ADAPTER}
 
 
 def get_adapter(name: str) -> Adapter:
@@ -37,11 +36,8 @@ def get_adapter(name: str) -> Adapter:
 
 
 def root_env(name: str) -> str:
-    return f"MOTION_MAE_{name.upper()}_ROOT"
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get(DATA_ENV) or REPO / "data").expanduser()
+    """MOTION_MAE_<NAME>_ROOT, spelled so a shell can export it (synthetic-motion -> SYNTHETIC_MOTION)."""
+    return f"MOTION_MAE_{name.upper().replace('-', '_')}_ROOT"
 
 
 def default_root(name: str) -> Path:

@@ -16,7 +16,7 @@ import pytest
 
 from preprocess import synthetic
 from preprocess.datasets import DATASETS, DatasetRootError, default_root, list_videos, scan
-from preprocess.datasets import demo
+from preprocess.datasets import demo, synthetic_motion
 from preprocess.datasets.base import safe_id
 from preprocess.datasets.listfile import parse_line
 
@@ -135,8 +135,13 @@ def demo_root(tmp_path_factory) -> Path:
     return root
 
 
+def make_synthetic_motion(root: Path) -> dict:
+    synthetic_motion.generate(root, synthetic_motion.SynthConfig(per_class=2, frames=4, height=32, width=32))
+    return {"root": root}
+
+
 BUILDERS = {"folder": make_folder, "list": make_list, "k400": make_k400, "ssv2": make_ssv2,
-            "ucf101": make_ucf101, "hmdb51": make_hmdb51}
+            "ucf101": make_ucf101, "hmdb51": make_hmdb51, "synthetic-motion": make_synthetic_motion}
 
 
 @pytest.fixture
