@@ -96,12 +96,18 @@ def grid_points(rows: int, cols: int, stride: int) -> np.ndarray:
     return np.stack([xs, ys], -1) * stride + (stride - 1) / 2
 
 
-def camera_inclusive_cells(flow: np.ndarray, homography: np.ndarray, stride: int) -> np.ndarray:
-    """Stored compensated flow (K,h,w,2) + homography displacement -> (K,Hc,Wc,2) on the cell grid."""
+def camera_inclusive(flow: np.ndarray, homography: np.ndarray, stride: int) -> np.ndarray:
+    """Stored compensated flow (K,h,w,2) + homography displacement (H p - p) -> (K,h,w,2) float64."""
     K, h, w, _ = flow.shape
     p = grid_points(h, w, stride)
     ph = np.einsum("kab,hwb->khwa", homography.astype(np.float64), np.concatenate([p, np.ones((h, w, 1))], -1))
-    full = flow + (ph[..., :2] / ph[..., 2:] - p)
+    return flow + (ph[..., :2] / ph[..., 2:] - p)
+
+
+def camera_inclusive_cells(flow: np.ndarray, homography: np.ndarray, stride: int) -> np.ndarray:
+    """Stored compensated flow (K,h,w,2) + homography displacement -> (K,Hc,Wc,2) on the cell grid."""
+    K, h, w, _ = flow.shape
+    full = camera_inclusive(flow, homography, stride)
     k = CELL // stride  # flow points per cell side (flow_stride divides the cell)
     hc, wc = h // k, w // k
     return full[:, :hc * k, :wc * k].reshape(K, hc, k, wc, k, 2).mean((2, 4)).astype(np.float32)
@@ -112,9 +118,28 @@ def camera_inclusive_cells(flow: np.ndarray, homography: np.ndarray, stride: int
 def read_clip(video, spec: ClipSpec, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Sample and read one clip of a shard `Video`; numpy arrays in the module's layout."""
     a = video.attrs
-    n_stored, height, width = int(a["num_frames"]), int(a["height"]), int(a["width"])
-    idx, rate = frame_indices(n_stored, spec, rng)
-    x0, y0, side = crop_box(height, width, spec, rng)
+    idx, rate = frame_indices(int(a["num_frames"]), spec, rng)
+    box = crop_box(int(a["height"]), int(a["width"]), spec, rng)
+    return read_clip_at(video, spec, idx, rate, box)
+
+
+def eval_views(num_stored: int, height: int, width: int, spec: ClipSpec,
+               num_clips: int) -> list[tuple[np.ndarray, int, tuple[int, int, int]]]:
+    """Deterministic test views (VideoMAE multi-view testing, one spatial crop): `num_clips`
+    temporal windows spread evenly over the video, each the centre square of the full short
+    side (offsets on the cell grid). Returns [(frame indices (T,), stride, (x0, y0, side))]."""
+    rate = max(1, min(spec.sampling_rate, (num_stored - 1) // max(spec.num_frames - 1, 1)))
+    span = (spec.num_frames - 1) * rate + 1
+    starts = np.linspace(0, max(num_stored - span, 0), num_clips).round().astype(int)
+    side = (min(height, width) // CELL) * CELL
+    box = ((width - side) // 2 // CELL * CELL, (height - side) // 2 // CELL * CELL, side)
+    return [(np.minimum(t0 + rate * np.arange(spec.num_frames), num_stored - 1), rate, box) for t0 in starts]
+
+
+def read_clip_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
+                 box: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """Read the clip of stored frames `idx` (T,) (stride `rate`) cropped to `box` = (x0, y0, side)."""
+    x0, y0, side = box
     S, cells = spec.input_size, spec.input_size // CELL
     scale = S / side
     uniq, inv = np.unique(idx, return_inverse=True)
@@ -168,12 +193,16 @@ def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, ce
 
     n_stored = int(video.attrs["num_frames"])
     traj_len = int(video.attrs["traj_len"])
+    # One read per array for the whole clip: step l of a point born in frame s reads frame s + l.
+    lo, hi = int(starts.min()), min(int(starts.max()) + traj_len, n_stored)
+    tr_all, va_all = video["traj"][lo:hi], video["traj_valid"][lo:hi]
+    hom_all, hog_all = video["homography"][lo:hi], video["hog"][lo:hi]
     traj, valid, hog = [], [], []
     for s in map(int, starts):
-        e = min(s + traj_len, n_stored)  # step l of a point born in frame s reads frame s + l
-        tr, va = video["traj"][s:e], video["traj_valid"][s:e]
-        pos = positions(tr, va, video["homography"][s:e])
-        hog.append(along_trajectories(video["hog"][s:e], pos, va)[0])
+        a, e = s - lo, min(s + traj_len, n_stored) - lo
+        tr, va = tr_all[a:a + 1], va_all[a:a + 1]
+        pos = positions(tr, va, hom_all[a:e])
+        hog.append(along_trajectories(hog_all[a:e], pos, va)[0])
         traj.append(tr[0])
         valid.append(va[0])
     cut = lambda g: resample_cells(np.stack(g), x0, y0, side, cells)

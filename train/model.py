@@ -107,11 +107,14 @@ class VideoMAE(nn.Module):
             nn.init.xavier_uniform_(m.weight.view(m.weight.shape[0], -1))
             nn.init.zeros_(m.bias)
 
-    def forward_features(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """video (B,C,T,H,W), mask (B,N) True = hidden -> encoded visible tokens (B,Nv,D)."""
+    def forward_features(self, video: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """video (B,C,T,H,W), mask (B,N) True = hidden -> encoded visible tokens (B,Nv,D).
+
+        mask=None encodes every token (B,N,D): the features of evaluation and fine-tuning."""
         x = self.patch_embed(video) + self.pos_embed                    # (B,N,D)
         B, N, D = x.shape
-        x = x[~mask].reshape(B, -1, D)                                  # (B,Nv,D), same Nv per sample
+        if mask is not None:
+            x = x[~mask].reshape(B, -1, D)                              # (B,Nv,D), same Nv per sample
         return self.norm(self.blocks(x))
 
     def forward_head(self, latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

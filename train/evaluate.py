@@ -1,0 +1,485 @@
+"""Evaluate a pretrained encoder on labelled shards: linear probe (default) or fine-tuning.
+
+    python train/evaluate.py --checkpoint runs/demo/checkpoint.pt                # linear probe, demo shards
+    python train/evaluate.py --checkpoint random --model vit_pico --num-frames 8 --sampling-rate 2 \\
+        --input-size 64                                                          # random-init baseline
+    python train/evaluate.py --checkpoint runs/demo/checkpoint.pt --finetune --epochs 10
+    python train/evaluate.py export --checkpoint runs/demo/checkpoint.pt --out encoder.pth   # train/export.py
+    torchrun --nproc-per-node 8 train/evaluate.py --checkpoint CKPT --shards data/shards/k400 --finetune
+
+Both modes test the same way: `clips` temporal windows per video, spread evenly, each the
+centre square of the full short side, resized to the pretraining input size; a video's
+softmax scores are averaged over its clips; top-1 and top-5 on the val split.
+
+- **Linear probe.** The frozen encoder encodes every token (no mask); a clip's feature is the
+  mean over tokens of the encoder output, standardized with the train split's mean and std
+  (MAE's affine-free BatchNorm). A multinomial logistic regression with an L2 penalty
+  (`probe_wd`) is fit by full-batch L-BFGS on the train clips, each clip one sample: a convex
+  problem, so no learning rate to tune and the same answer on every run.
+- **Fine-tuning** (`--finetune`): VideoMAE's classification model on the pretrained encoder
+  (all tokens -> blocks -> norm -> mean -> LayerNorm -> linear head), trained end to end on
+  random clips with the pretraining augmentation (random crop, motion-consistent flip),
+  AdamW, layer-wise lr decay, warmup + cosine, bf16 autocast on CUDA, DDP under torchrun.
+
+Labels are the ones stored at extraction (`ds.labels()`); unlabelled videos are skipped and
+counted. `--checkpoint random` builds the encoder with random weights (the baseline), with
+the geometry given by flags (TrainConfig defaults otherwise). The result (metrics, per-video
+predictions, the config, the checkpoint, timings) is printed and written as JSON to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+if __package__ in (None, ""):  # `python train/evaluate.py` as well as `python -m train.evaluate`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, _bool, _optional  # noqa: E402
+from train.data import ClipDataset, ClipSpec, Timer, eval_views, make_loader, read_clip_at  # noqa: E402
+from train.engine import Dist, init_distributed, load_checkpoint, lr_at, resolve_device  # noqa: E402
+from train.model import VideoMAE, build_model  # noqa: E402
+
+GEOMETRY = ("model", "num_frames", "sampling_rate", "input_size", "tubelet", "patch_size")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    checkpoint: str = ""            # train/pretrain.py checkpoint.pt, or "random" (random-init baseline)
+    shards: str = DEMO_SHARDS
+    train_split: str = "train"
+    val_split: str = "val"
+    finetune: bool = False          # False = linear probe on frozen features
+    # encoder and clip geometry: None = the checkpoint's (TrainConfig's defaults for "random")
+    model: str | None = None
+    num_frames: int | None = None
+    sampling_rate: int | None = None
+    input_size: int | None = None
+    tubelet: int | None = None
+    patch_size: int | None = None
+    clips: int = 2                  # temporal clips per video: probe training samples and test views
+    # linear probe
+    probe_wd: float = 1e-3          # L2 penalty on the classifier weights (features are standardized)
+    probe_iters: int = 200          # L-BFGS iterations
+    # fine-tuning
+    epochs: int = 5
+    max_steps: int = 0              # > 0: train this many steps (overrides epochs)
+    batch_size: int = 8             # per process, also for encoding
+    base_lr: float = 1e-3           # lr = base_lr * total batch / 256 (VideoMAE)
+    min_lr: float = 1e-6
+    layer_decay: float = 0.75       # lr scale of block i: layer_decay ** (depth + 1 - (i + 1)); 1 = off
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    drop_path: float = 0.1
+    min_crop: float = 0.66          # training crops, as in pretraining
+    log_every: int = 10
+    # runtime
+    seed: int = 0
+    device: str = "auto"            # auto = cuda if available else cpu
+    amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
+    num_workers: int = 2
+    out: str = ""                   # result JSON; "" = next to the checkpoint (runs/eval/ for "random")
+
+    @property
+    def mode(self) -> str:
+        return "finetune" if self.finetune else "linear"
+
+    def shards_path(self) -> Path:
+        p = Path(self.shards)
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    def out_path(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        if self.checkpoint == "random":
+            return REPO_ROOT / "runs" / "eval" / f"random_{self.model}_{self.mode}.json"
+        return Path(self.checkpoint).parent / f"eval_{self.mode}.json"
+
+    def spec(self, train: bool = False) -> ClipSpec:
+        return ClipSpec(self.num_frames, self.sampling_rate, self.input_size, self.tubelet,
+                        self.min_crop if train else 1.0, flip=train)
+
+    def describe(self) -> str:
+        width = max(len(f.name) for f in fields(self))
+        return "\n".join(f"  {k:<{width}} {v}" for k, v in asdict(self).items())
+
+
+# ---- the model --------------------------------------------------------------------------------
+
+class VideoClassifier(nn.Module):
+    """VideoMAE's fine-tuning model on a pretrained encoder (its modules, shared, decoder left out).
+
+    video (B,3,T,H,W) -> tokens (B,N,D) + positions -> blocks -> norm -> mean (B,D)
+    -> fc_norm -> head (B,classes). `forward_features` is the linear probe's feature.
+    """
+
+    def __init__(self, mae: VideoMAE, num_classes: int):
+        super().__init__()
+        dim = mae.norm.normalized_shape[0]
+        self.patch_embed, self.blocks, self.norm = mae.patch_embed, mae.blocks, mae.norm
+        self.register_buffer("pos_embed", mae.pos_embed, persistent=False)
+        self.fc_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=2e-5)  # VideoMAE: std 0.02 x init_scale 0.001
+        nn.init.zeros_(self.head.bias)
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(video) + self.pos_embed                          # (B,N,D)
+        return self.norm(self.blocks(x)).mean(1)                              # (B,D)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fc_norm(features))                              # (B,classes)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(video))
+
+
+def load_encoder(cfg: EvalConfig) -> tuple[VideoMAE, EvalConfig, dict]:
+    """The pretrained (or random) MAE, the config with its geometry filled in, and checkpoint info."""
+    if cfg.checkpoint == "random":
+        base, state, info = TrainConfig(), None, {"checkpoint": "random", "checkpoint_step": 0}
+        out_dim = 1
+    else:
+        ckpt = load_checkpoint(cfg.checkpoint)
+        base, state = TrainConfig.from_dict(ckpt["config"]), ckpt["model"]
+        out_dim = int(ckpt["out_dim"])
+        info = {"checkpoint": str(cfg.checkpoint), "checkpoint_step": int(ckpt["step"]),
+                "pretrain_config": ckpt["config"]}
+    cfg = replace(cfg, **{k: getattr(base, k) if getattr(cfg, k) is None else getattr(cfg, k) for k in GEOMETRY})
+    grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
+    torch.manual_seed(cfg.seed)
+    mae = build_model(cfg.model, grid, out_dim, cfg.tubelet, cfg.patch_size, base.decoder_depth,
+                      cfg.drop_path if cfg.finetune else 0.0)
+    if state is not None:
+        mae.load_state_dict(state)
+    return mae, cfg, info
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+class Views(Dataset):
+    """Item i = clip i % clips of video i // clips (`train.data.eval_views`): {"video", "item"}."""
+
+    def __init__(self, path, ids: list[str], spec: ClipSpec, clips: int):
+        self.path, self.ids, self.spec, self.clips = str(path), ids, spec, clips
+        self._ds = None  # opened per worker process
+
+    def __len__(self) -> int:
+        return len(self.ids) * self.clips
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        from shards import open_shards
+
+        if self._ds is None:
+            self._ds = open_shards(self.path)
+        v, c = divmod(item, self.clips)
+        video = self._ds[self.ids[v]]
+        a = video.attrs
+        idx, rate, box = eval_views(int(a["num_frames"]), int(a["height"]), int(a["width"]), self.spec, self.clips)[c]
+        clip = read_clip_at(video, self.spec, idx, rate, box)
+        return {"video": torch.from_numpy(np.ascontiguousarray(clip["video"])), "item": torch.tensor(item)}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_ds": None}
+
+
+class LabelledClips(ClipDataset):
+    """Random training clips (`ClipDataset`) of the labelled videos, with their label."""
+
+    def __init__(self, path, spec: ClipSpec, seed: int, ids: list[str], labels: dict[str, int]):
+        super().__init__(path, spec, seed)
+        self.ids = list(ids)
+        self.labels = [labels[i] for i in self.ids]
+
+    def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
+        out = super().__getitem__(item)
+        out["label"] = torch.tensor(self.labels[item[1]])
+        return out
+
+
+def labelled(path: Path, split: str) -> tuple[list[str], dict[str, int], int]:
+    """Ids of the split's labelled videos, id -> label, and how many unlabelled were skipped."""
+    from shards import open_shards
+
+    with open_shards(path) as ds:
+        labels = ds.labels(split)
+    keep = {vid: int(lab) for vid, lab in labels.items() if lab is not None}
+    if not keep:
+        raise ValueError(f"{path}: no labelled videos in split {split!r} "
+                         f"({len(labels)} videos in it; splits are set by the dataset adapter at extraction)")
+    return sorted(keep), keep, len(labels) - len(keep)
+
+
+def class_names(path: Path, ids: list[str], labels: dict[str, int]) -> dict[int, str]:
+    """class id -> name, read from one video of each class."""
+    from shards import open_shards
+
+    first = {}
+    for vid in ids:
+        first.setdefault(labels[vid], vid)
+    with open_shards(path) as ds:
+        return {lab: str(ds[vid].attrs.get("label_name") or lab) for lab, vid in sorted(first.items())}
+
+
+# ---- running the encoder over views ------------------------------------------------------------
+
+@torch.no_grad()
+def run_views(fn, views: Views, cfg: EvalConfig, device: torch.device, d: Dist) -> torch.Tensor:
+    """fn(video batch) -> (B,K) over every view; returns (videos, clips, K) float32 on CPU, on every rank."""
+    indices = list(range(d.rank, len(views), d.world))
+    loader = DataLoader(torch.utils.data.Subset(views, indices), batch_size=cfg.batch_size,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    amp = cfg.amp and device.type == "cuda"
+    items, values = [], []
+    for batch in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = fn(batch["video"].to(device, non_blocking=True))
+        items.append(batch["item"])
+        values.append(out.float().cpu())
+    mine = (torch.cat(items), torch.cat(values)) if items else None   # None: more ranks than views
+    parts = [mine]
+    if d.world > 1:
+        parts = [None] * d.world
+        dist.all_gather_object(parts, mine)
+    items = torch.cat([p[0] for p in parts if p is not None])
+    values = torch.cat([p[1] for p in parts if p is not None])
+    result = torch.empty(len(views), values.shape[1])
+    result[items] = values
+    return result.view(len(views.ids), views.clips, -1)
+
+
+# ---- linear probe --------------------------------------------------------------------------
+
+def standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """(M,D) features -> zero mean, unit variance per dimension, with the train statistics."""
+    mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
+               iters: int = 200) -> nn.Linear:
+    """Multinomial logistic regression on x (M,D), labels y (M,): full-batch L-BFGS from zero,
+    loss = cross-entropy + weight_decay / 2 * |W|^2 (convex: one answer). Runs on x's device."""
+    head = nn.Linear(x.shape[1], num_classes).to(x.device)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iters, history_size=20,
+                            tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(x), y) + weight_decay / 2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return head
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Fraction of rows of scores (V,C) whose label is among the k highest."""
+    k = min(k, scores.shape[1])
+    return (scores.topk(k, dim=1).indices == labels[:, None]).any(1).sum().item() / len(labels)
+
+
+# ---- fine-tuning -----------------------------------------------------------------------------
+
+def layer_groups(model: VideoClassifier, weight_decay: float, layer_decay: float) -> list[dict]:
+    """AdamW groups with a per-layer lr scale (patch_embed = layer 0, block i = i + 1, the rest
+    depth + 1) and no weight decay on biases and norms."""
+    depth = len(model.blocks)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        layer = 0 if name.startswith("patch_embed") else \
+            int(name.split(".")[1]) + 1 if name.startswith("blocks.") else depth + 1
+        decay = p.ndim > 1
+        g = groups.setdefault((layer, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0,
+                                               "lr_scale": layer_decay ** (depth + 1 - layer)})
+        g["params"].append(p)
+    return list(groups.values())
+
+
+def train_classifier(model: VideoClassifier, cfg: EvalConfig, ids: list[str], labels: dict[str, int],
+                     device: torch.device, d: Dist, log) -> dict:
+    dataset = LabelledClips(cfg.shards_path(), cfg.spec(train=True), cfg.seed, ids, labels)
+    steps_per_epoch = max(1, len(dataset) // (cfg.batch_size * d.world))
+    total = cfg.max_steps if cfg.max_steps > 0 else max(1, round(cfg.epochs * steps_per_epoch))
+    warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
+    peak = cfg.base_lr * cfg.batch_size * d.world / 256
+    optimizer = torch.optim.AdamW(layer_groups(model, cfg.weight_decay, cfg.layer_decay), lr=peak)
+    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if d.world > 1 else model
+    loader = make_loader(dataset, cfg.batch_size, 0, cfg.seed, d.rank, d.world, cfg.num_workers,
+                         pin_memory=device.type == "cuda")
+    amp = cfg.amp and device.type == "cuda"
+    if d.main:
+        log(f"fine-tuning: {len(dataset)} videos, {total} steps ({steps_per_epoch}/epoch), warmup {warmup}, "
+            f"lr {peak:.3g}, layer decay {cfg.layer_decay}")
+    model.train()
+    timer, losses, batches = Timer(), [], iter(loader)
+    for step in range(total):
+        batch = next(batches)
+        data_time = timer.lap()
+        lr = lr_at(step, cfg, peak, warmup, total)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = ddp(batch["video"].to(device, non_blocking=True))                 # (B,classes)
+        loss = F.cross_entropy(logits.float(), batch["label"].to(device))
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"non-finite loss {loss.item()} at fine-tuning step {step}; stopping (lr {lr:.3g})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        step_time = timer.lap()
+        if d.main and ((step + 1) % cfg.log_every == 0 or step + 1 == total):
+            log(f"step {step + 1}/{total} loss {np.mean(losses[-cfg.log_every:]):.4f} lr {lr:.2e} "
+                f"data {data_time * 1000:.0f} ms / step {(data_time + step_time) * 1000:.0f} ms")
+    model.eval()
+    return {"steps": total, "first_loss": losses[0], "last_loss": losses[-1]}
+
+
+# ---- the two evaluations --------------------------------------------------------------------
+
+def evaluate(cfg: EvalConfig, log=print) -> dict:
+    """Run the linear probe or fine-tuning as `cfg` says; returns the result dict (JSON-ready)."""
+    start = time.perf_counter()
+    d = init_distributed(cfg.device)
+    device = resolve_device(cfg.device, d)
+    mae, cfg, info = load_encoder(cfg)
+    path = cfg.shards_path()
+    train_ids, train_labels, train_skipped = labelled(path, cfg.train_split)
+    val_ids, val_labels, val_skipped = labelled(path, cfg.val_split)
+    num_classes = max(max(train_labels.values()), max(val_labels.values())) + 1
+    names = class_names(path, train_ids + val_ids, {**train_labels, **val_labels})
+    if d.main:
+        log(f"motion-mae evaluate ({cfg.mode}), world {d.world}, device {device}\n{cfg.describe()}")
+        log(f"{cfg.model} from {info['checkpoint']}: {num_classes} classes, {len(train_ids)} train / "
+            f"{len(val_ids)} val videos ({train_skipped} / {val_skipped} unlabelled skipped), {cfg.clips} clips each")
+    model = VideoClassifier(mae, num_classes).to(device)
+    del mae
+    seconds = {}
+    y_train = torch.tensor([train_labels[v] for v in train_ids])
+    y_val = torch.tensor([val_labels[v] for v in val_ids])
+    val_views = Views(path, val_ids, cfg.spec(), cfg.clips)
+    extra = {}
+
+    if cfg.finetune:
+        t = time.perf_counter()
+        extra["finetune"] = train_classifier(model, cfg, train_ids, train_labels, device, d, log)
+        seconds["finetune"] = time.perf_counter() - t
+        t = time.perf_counter()
+        probs = run_views(lambda v: model(v).softmax(-1), val_views, cfg, device, d)     # (V,clips,C)
+        seconds["test"] = time.perf_counter() - t
+    else:
+        model.eval()
+        t = time.perf_counter()
+        f_train = run_views(model.forward_features, Views(path, train_ids, cfg.spec(), cfg.clips), cfg, device, d)
+        f_val = run_views(model.forward_features, val_views, cfg, device, d)            # (V,clips,D)
+        seconds["features"] = time.perf_counter() - t
+        t = time.perf_counter()
+        D = f_train.shape[-1]
+        x_train, x_val = (x.to(device) for x in standardize(f_train.reshape(-1, D), f_val.reshape(-1, D)))
+        head = fit_linear(x_train, y_train.repeat_interleave(cfg.clips).to(device), num_classes, cfg.probe_wd,
+                          cfg.probe_iters)
+        with torch.no_grad():
+            probs = head(x_val).softmax(-1).view(len(val_ids), cfg.clips, -1).cpu()
+            train_probs = head(x_train).softmax(-1).view(len(train_ids), cfg.clips, -1).mean(1).cpu()
+        seconds["fit"] = time.perf_counter() - t
+        extra["probe_train_top1"] = topk_accuracy(train_probs, y_train, 1)
+        extra["feature_dim"] = D
+
+    scores = probs.mean(1)                                                               # (V,C)
+    seconds["total"] = time.perf_counter() - start
+    result = {
+        "mode": cfg.mode,
+        "top1": topk_accuracy(scores, y_val, 1),
+        "top5": topk_accuracy(scores, y_val, 5),
+        "top5_k": min(5, num_classes),
+        "num_classes": num_classes,
+        "class_names": {str(k): v for k, v in names.items()},
+        "chance_top1": 1.0 / num_classes,
+        "videos": {"train": len(train_ids), "val": len(val_ids)},
+        "skipped_unlabelled": {"train": train_skipped, "val": val_skipped},
+        **extra,
+        **info,
+        "config": asdict(cfg),
+        "predictions": {vid: {"label": int(y), "pred": int(s.argmax()), "score": round(float(s.max()), 4)}
+                        for vid, y, s in zip(val_ids, y_val, scores)},
+        "device": str(device), "world": d.world,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if d.world > 1:
+        dist.destroy_process_group()
+    return result
+
+
+def linear_probe(checkpoint: str, shards: str, log=lambda s: None, **options) -> dict:
+    """Linear probe of `checkpoint` ("random" for the baseline) on `shards`; options are EvalConfig fields."""
+    return evaluate(EvalConfig(checkpoint=str(checkpoint), shards=str(shards), finetune=False, **options), log)
+
+
+def finetune(checkpoint: str, shards: str, log=lambda s: None, **options) -> dict:
+    """End-to-end fine-tuning of `checkpoint` on `shards`; options are EvalConfig fields."""
+    return evaluate(EvalConfig(checkpoint=str(checkpoint), shards=str(shards), finetune=True, **options), log)
+
+
+# ---- CLI -------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> EvalConfig:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(EvalConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(EvalConfig, f.name)
+        if f.name in GEOMETRY:
+            kind = str if f.name == "model" else int
+            parser.add_argument(flag, type=_optional(kind), default=None, help="default: the checkpoint's")
+        elif f.name == "finetune":
+            parser.add_argument(flag, action="store_true", help="fine-tune end to end instead of a linear probe")
+        elif isinstance(default, bool):
+            parser.add_argument(flag, type=_bool, default=default, help=f"default {default}")
+        else:
+            parser.add_argument(flag, type=type(default), default=default, help=f"default {default!r}")
+    args = parser.parse_args(argv)
+    if not args.checkpoint:
+        parser.error("--checkpoint is required (a train/pretrain.py checkpoint.pt, or 'random')")
+    return EvalConfig(**{f.name: getattr(args, f.name) for f in fields(EvalConfig)})
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        from train.export import main as export_main
+        return export_main(argv[1:])
+    cfg = parse_args(argv)
+    result = evaluate(cfg, log=lambda s: print(s, flush=True))
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun every rank has the result; one writes it
+        return result
+    out = EvalConfig(**result["config"]).out_path()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"{result['mode']}: top-1 {result['top1']:.3f}, top-{result['top5_k']} {result['top5']:.3f} "
+          f"on {result['videos']['val']} val videos ({result['num_classes']} classes, chance "
+          f"{result['chance_top1']:.3f}); {result['seconds']['total']:.1f} s -> {out}", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

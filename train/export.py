@@ -1,0 +1,96 @@
+"""Export the pretrained encoder as a plain state dict for VideoMAE-style ViTs.
+
+    python train/export.py --checkpoint runs/demo/checkpoint.pt --out encoder.pth
+    python train/evaluate.py export --checkpoint runs/demo/checkpoint.pt --out encoder.pth   # the same
+
+`encoder.pth` is `torch.save` of a dict of tensors only (loads with
+`torch.load(weights_only=True)`), no decoder, no optimizer:
+
+    patch_embed.proj.weight  (D, 3, tubelet, patch, patch)   Conv3d over tubelet x patch x patch cubes
+    patch_embed.proj.bias    (D,)
+    blocks.{i}.norm1.{weight,bias}, blocks.{i}.attn.qkv.{weight,bias}, blocks.{i}.attn.proj.{weight,bias},
+    blocks.{i}.norm2.{weight,bias}, blocks.{i}.mlp.fc1.{weight,bias}, blocks.{i}.mlp.fc2.{weight,bias}
+    norm.{weight,bias}       the encoder's last LayerNorm (eps 1e-6), applied to every token
+
+`--layout videomae` writes VideoMAE's attention layout instead: `attn.qkv.weight` without a
+bias plus `attn.q_bias` and `attn.v_bias`. The key bias is dropped, which is exact: it adds
+q . b_k to every logit of a query, a constant that the softmax removes.
+
+Positions are not weights: both sides use the fixed 1-D sin-cos table over the t*h*w
+flattened tokens (`train.model.sincos_table`, VideoMAE's `get_sinusoid_encoding_table`).
+A JSON file next to the weights (`encoder.json`) records the width, depth, heads, tubelet,
+patch, clip geometry and source checkpoint. VideoMAE's fine-tuning model with mean pooling
+has `norm = Identity` and a fresh `fc_norm`; its loader then ignores `norm.*` (as it does
+for its own pretrained weights).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # `python train/export.py` as well as `python -m train.export`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from train.model import MODELS  # noqa: E402
+
+ENCODER_PREFIXES = ("patch_embed.", "blocks.", "norm.")
+LAYOUTS = ("timm", "videomae")
+
+
+def encoder_state_dict(model_state: dict[str, torch.Tensor], layout: str = "timm") -> dict[str, torch.Tensor]:
+    """The encoder's tensors of a `VideoMAE` state dict (decoder, mask token and head left out)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    out = {k: v.detach().clone().contiguous() for k, v in model_state.items() if k.startswith(ENCODER_PREFIXES)}
+    if layout == "videomae":
+        for key in [k for k in out if k.endswith(".attn.qkv.bias")]:
+            q, _, v = out.pop(key).chunk(3)
+            stem = key[:-len("qkv.bias")]
+            out[stem + "q_bias"], out[stem + "v_bias"] = q.contiguous(), v.contiguous()
+    return out
+
+
+def export(checkpoint: str | Path, out: str | Path, layout: str = "timm") -> dict:
+    """Write the encoder of a pretraining checkpoint to `out` (+ `out` with .json); returns the metadata."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{checkpoint}: not a train/pretrain.py checkpoint (no 'model' / 'config')")
+    cfg = ckpt["config"]
+    weights = encoder_state_dict(ckpt["model"], layout)
+    size = MODELS[cfg["model"]]
+    meta = {
+        "source_checkpoint": str(checkpoint), "step": int(ckpt.get("step", 0)), "layout": layout,
+        "model": cfg["model"], "dim": size.dim, "depth": size.depth, "heads": size.heads,
+        "mlp_ratio": size.mlp_ratio, "norm_eps": 1e-6, "tubelet": cfg["tubelet"], "patch_size": cfg["patch_size"],
+        "num_frames": cfg["num_frames"], "input_size": cfg["input_size"], "sampling_rate": cfg["sampling_rate"],
+        "positions": "fixed sin-cos over t*h*w tokens (train.model.sincos_table), not stored",
+        "input": "RGB in [0, 1] normalized with ImageNet mean/std, (B, 3, T, H, W)",
+        "pretrain": {"mask": cfg["mask"], "target": cfg["target"]},
+        "num_tensors": len(weights), "num_params": int(sum(v.numel() for v in weights.values())),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, out)
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a train/pretrain.py checkpoint.pt")
+    parser.add_argument("--out", required=True, help="output .pth (the metadata goes next to it as .json)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="timm",
+                        help="attention bias layout: timm qkv.bias (default) or VideoMAE q_bias/v_bias")
+    args = parser.parse_args(argv)
+    meta = export(args.checkpoint, args.out, args.layout)
+    print(f"wrote {args.out}: {meta['model']} encoder, {meta['num_tensors']} tensors, "
+          f"{meta['num_params'] / 1e6:.2f}M params, layout {meta['layout']} (+ {Path(args.out).with_suffix('.json')})")
+    return meta
+
+
+if __name__ == "__main__":
+    main()
