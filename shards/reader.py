@@ -119,6 +119,11 @@ class ShardSet:
         """Bytes on disk per array of one video."""
         return self._backend.nbytes(video_id)
 
+    def video_bytes(self, video_id: str) -> int:
+        """Bytes of everything one video takes in the store: its arrays plus metadata (zarr)
+        or container overhead (hdf5); what `ShardWriter.write_video` returns."""
+        return self._backend.video_bytes(video_id)
+
     def close(self) -> None:
         self._backend.close()
 
@@ -193,6 +198,10 @@ class LazyArray:
 
     def _frames(self, sel) -> np.ndarray:
         """Stored values of frames `sel`: a positive-step slice or sorted unique int array."""
+        if not isinstance(sel, slice) and len(sel) and _evenly_spaced(sel):
+            # A clip at a fixed stride: a strided slice is ~6x cheaper than a point selection in zarr.
+            step = int(sel[1] - sel[0]) if len(sel) > 1 else 1
+            sel = slice(int(sel[0]), int(sel[-1]) + 1, step)
         count = len(range(*sel.indices(self.shape[0]))) if isinstance(sel, slice) else len(sel)
         if count == 0:
             return np.empty((0,) + tuple(self._raw.shape[1:]), self.stored_dtype)
@@ -251,3 +260,8 @@ class LazyArray:
 
     def __repr__(self) -> str:
         return f"LazyArray({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def _evenly_spaced(idx: np.ndarray) -> bool:
+    """Sorted unique indices with one constant step (a single index counts)."""
+    return len(idx) < 2 or bool((np.diff(idx) == idx[1] - idx[0]).all())

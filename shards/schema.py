@@ -172,10 +172,15 @@ def _jpeg_decode(rows: np.ndarray) -> np.ndarray:
     """(n, N) padded JPEG rows -> (n, H, W, 3) RGB uint8 (the decoder stops at the end marker)."""
     import cv2
 
-    frames = [cv2.imdecode(row, cv2.IMREAD_COLOR) for row in rows]
-    if any(f is None for f in frames):
-        raise ValueError("a stored frame is not a decodable JPEG")
-    return np.stack([f[..., ::-1] for f in frames]) if frames else np.zeros((0, 0, 0, 3), np.uint8)
+    out = None
+    for i, row in enumerate(rows):
+        bgr = cv2.imdecode(row, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"stored frame {i} is not a decodable JPEG")
+        if out is None:
+            out = np.empty((len(rows),) + bgr.shape, np.uint8)
+        cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out[i])
+    return out if out is not None else np.zeros((0, 0, 0, 3), np.uint8)
 
 
 class SchemaVersionError(ValueError):
