@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 STAGES = ("open", "decode", "motion_vectors", "flow", "trajectories", "hog", "write")
+# The stage of a failure record for a task that crashed (a bug, a killed worker) even after
+# its retries: not bad input, so never raised as an ExtractionError.
+INTERNAL = "internal"
 
 
 class ExtractionError(Exception):

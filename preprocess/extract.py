@@ -2,31 +2,46 @@
 
     python preprocess/extract.py                          # the built-in demo corpus
     python preprocess/extract.py --dataset folder --root ~/videos --workers 2
-    python preprocess/extract.py --dataset k400 --scheduler tcp://host:8786
+    python preprocess/extract.py --dataset k400 --scheduler tcp://host:8786 --out s3://bucket/k400
 
-This is the only place where Dask and files meet: each Dask task decodes one video,
-computes its arrays with the pure functions of `preprocess.video`, and writes that
-video's own group (so no two processes ever write the same array). Finished videos are
-skipped on a re-run; bad videos become failure records with a stage and a reason.
+This is the only place where Dask and files meet. Each Dask task takes `--shard-size`
+videos, decodes each, computes its arrays with the pure functions of `preprocess.video`
+and writes that video's own group (so no two processes ever write the same array).
+Finished videos are skipped on a re-run; bad videos, annotated videos that are not on
+disk and tasks that keep crashing become failure records with a stage and a reason. At
+the end the driver writes the corpus index (root attrs) and `manifest.json`.
+Clusters, resume and failures: docs/scaling.md.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 if __package__ in (None, ""):  # `python preprocess/extract.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from preprocess.config import ExtractConfig  # noqa: E402
-from preprocess.datasets import DATASETS, DatasetRootError, list_videos  # noqa: E402
+from preprocess.datasets import DATASETS, DatasetRootError, scan  # noqa: E402
 from preprocess.datasets.base import VideoItem  # noqa: E402
-from preprocess.errors import ExtractionError  # noqa: E402
+from preprocess.errors import INTERNAL, ExtractionError  # noqa: E402
+from preprocess.manifest import build_manifest, read_manifest, video_entries, write_manifest  # noqa: E402
 from preprocess.progress import Progress  # noqa: E402
+
+NOT_ON_DISK = "not on disk"
+MAX_FAILURES_SHOWN = 20
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> ExtractConfig:
@@ -43,9 +58,11 @@ def parse_args(argv: list[str] | None = None) -> ExtractConfig:
                    help="corpus root (default: $MOTION_MAE_DATA/<dataset> or <repo>/data/<dataset>)")
     g.add_argument("--list", dest="list_file", default=None, help="for --dataset list: 'path label' lines")
     g.add_argument("--split", default=None, help="only this split (e.g. train, val)")
-    g.add_argument("--limit", type=int, default=None, help="only the first N videos")
+    g.add_argument("--limit", type=int, default=None,
+                   help="only the first N videos (annotated videos not on disk are then not recorded)")
     g = p.add_argument_group("output")
-    g.add_argument("--out", default=None, help="shard set path or fsspec URL (default: <data dir>/shards/<dataset>)")
+    g.add_argument("--out", default=None,
+                   help="shard set path or fsspec URL, e.g. s3://bucket/k400 (default: <data dir>/shards/<dataset>)")
     g.add_argument("--format", default=d.format, choices=["zarr", "hdf5"])
     g = p.add_argument_group("what is computed")
     g.add_argument("--short-side", type=int, default=d.short_side, help="resize short side to this (never upscale)")
@@ -65,34 +82,56 @@ def parse_args(argv: list[str] | None = None) -> ExtractConfig:
     g.add_argument("--workers", type=int, default=d.workers,
                    help="local Dask worker processes, one thread each (0 = in this process, for debugging)")
     g.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786)")
-    g.add_argument("--retries", type=int, default=d.retries, help="retries of a task that crashed (not of bad input)")
+    g.add_argument("--retries", type=int, default=d.retries,
+                   help="retries of a task that crashed or whose worker died (not of bad input)")
+    g.add_argument("--shard-size", type=_positive, default=d.shard_size,
+                   help="videos per Dask task; every video is still its own group (zarr) or file (hdf5)")
     a = p.parse_args(argv)
-    return ExtractConfig(**{k: v for k, v in vars(a).items()})
+    return ExtractConfig(**vars(a))
 
 
-def extract_one(item: VideoItem, cfg: ExtractConfig) -> dict:
-    """Dask task: one video -> its own group in the shard set. Returns a small status dict."""
-    import cv2
+# ------------------------------------------------------------------------ worker side
 
+def extract_one(item: VideoItem, cfg: ExtractConfig, writer) -> dict:
+    """One video -> its own group in the shard set, or a failure record. A small status dict."""
     from preprocess.video import extract_video, stage
-    from shards.writer import open_writer
 
-    cv2.setNumThreads(1)  # one core per task: Dask gives the parallelism
-    start = time.perf_counter()
-    writer = open_writer(cfg.out_path(), format=cfg.format)
+    start, cpu = time.perf_counter(), time.process_time()
     base = {"id": item.video_id, "source": item.path}
     try:
         arrays, attrs = extract_video(item.path, cfg)
         attrs.update({"video_id": item.video_id, "source": item.path, "label": item.label,
                       "label_name": item.label_name, "split": item.split})
         with stage("write"):
-            writer.write_video(item.video_id, arrays, attrs)
+            nbytes = writer.write_video(item.video_id, arrays, attrs)
     except ExtractionError as err:
         record = err.record(item.path)
         writer.write_failure(item.video_id, record)
         return {**base, **record, "status": "failed", "seconds": time.perf_counter() - start}
-    return {**base, "status": "done", "frames": int(attrs["num_frames"]),
-            "seconds": time.perf_counter() - start, "timings": attrs["timings"]}
+    # CPU seconds next to wall seconds: on a shared machine only the former measures our work
+    return {**base, "status": "done", "frames": int(attrs["num_frames"]), "bytes": nbytes,
+            "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+            "timings": attrs["timings"]}
+
+
+def extract_batch(items: list[VideoItem], cfg: ExtractConfig) -> list[dict]:
+    """Dask task: `shard_size` videos, each committed (or recorded as failed) on its own.
+
+    Bad input is an ExtractionError, recorded inside `extract_one`; anything else (a bug,
+    a full disk, a flaky network store) propagates so that Dask retries the task.
+    """
+    import cv2
+
+    from shards.writer import open_writer
+
+    cv2.setNumThreads(1)  # one core per task: Dask gives the parallelism
+    writer = open_writer(cfg.out_path(), format=cfg.format)
+    return [extract_one(item, cfg, writer) for item in items]
+
+
+# ------------------------------------------------------------------------ driver side
+
+Task = Callable[[list[VideoItem], ExtractConfig], list[dict]]
 
 
 def _check_same_settings(existing: dict | None, cfg: ExtractConfig, out: str) -> None:
@@ -107,73 +146,189 @@ def _check_same_settings(existing: dict | None, cfg: ExtractConfig, out: str) ->
                          f"Use another --out or the same settings.")
 
 
-def _client(cfg: ExtractConfig):
+def _check_runnable(cfg: ExtractConfig, out: str) -> None:
+    if cfg.shard_size < 1:
+        raise SystemExit(f"error: shard_size must be >= 1, got {cfg.shard_size}")
+    if out.startswith("memory://") and (cfg.workers or cfg.scheduler):
+        raise SystemExit(f"error: {out} lives in the memory of one process, which Dask workers do not "
+                         f"share; use --workers 0, or a directory or object-store URL")
+
+
+def _record_missing(writer, listing, done: set[str], cfg: ExtractConfig, log) -> int:
+    """Failure records (stage "open", "not on disk") for annotated videos absent from disk."""
+    taken = done | {it.video_id for it in listing.items}
+    absent = [it for it in listing.missing if it.video_id not in taken]
+    if not absent:
+        return 0
+    if cfg.limit is not None:
+        log(f"{len(absent)} annotated videos are not on disk (not recorded with --limit)")
+        return 0
+    recorded = writer.failed_ids()
+    for it in absent:
+        if it.video_id not in recorded:
+            writer.write_failure(it.video_id, {"source": it.path, "stage": "open", "reason": NOT_ON_DISK})
+    return len(absent)
+
+
+def _crashed(writer, item: VideoItem, err: BaseException) -> dict:
+    """A task that kept crashing, alone, after its retries: an 'internal' failure record."""
+    record = {"source": item.path, "stage": INTERNAL,
+              "reason": f"{type(err).__name__}: {' '.join(str(err).split())}"}
+    writer.write_failure(item.video_id, record)
+    return {"id": item.video_id, "status": "failed", **record}
+
+
+def _in_process(task: Task, batch: list[VideoItem], cfg: ExtractConfig, writer) -> list[dict]:
+    """One batch in this process, with the retries and the split it would get on a cluster."""
+    error: Exception | None = None
+    for _ in range(cfg.retries + 1):
+        try:
+            return task(batch, cfg)
+        except Exception as err:  # a crash, not bad input: that is recorded inside the task
+            error = err
+    if len(batch) > 1:  # find the video that crashes it: one task per video
+        return [r for item in batch for r in _in_process(task, [item], cfg, writer)]
+    return [_crashed(writer, batch[0], error)]
+
+
+@contextmanager
+def dask_client(cfg: ExtractConfig):
+    """A Dask client: of the scheduler at `cfg.scheduler`, else of a LocalCluster of
+    `cfg.workers` single-threaded processes that closes with the client."""
+    import dask
     from dask.distributed import Client, LocalCluster
 
     if cfg.scheduler:
-        return Client(cfg.scheduler)
+        with Client(cfg.scheduler) as client:
+            yield client
+        return
     # Each worker: one process, one thread; BLAS/OpenCV inside a task stay single-threaded.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=logging.ERROR)
-    return Client(cluster)
+    # A worker that dies (out of memory, a decoder segfault) has its task rescheduled up to
+    # `retries` times before the task errs. Local workers hold a pipe from this process and
+    # exit the moment it closes, so killing the driver (even with -9) stops every write.
+    with dask.config.set({"distributed.scheduler.allowed-failures": cfg.retries}), \
+            LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                         dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+            Client(cluster) as client:
+        yield client
 
 
-def run(cfg: ExtractConfig, log=print) -> dict:
-    """Extract every video of the corpus that is not already in the shard set."""
+def _executing(prefix: str, dask_worker=None) -> list[str]:
+    """On a worker: keys starting with `prefix` still running there, released or not."""
+    return [str(ts.key) for ts in dask_worker.state.executing if str(ts.key).startswith(prefix)]
+
+
+def wait_for_orphans(client, prefix: str, log, poll: float = 2.0) -> None:
+    """Wait until no task of an earlier driver still writes into this output.
+
+    Dask cannot interrupt a running task: when a driver dies, a shared cluster forgets its
+    tasks but finishes the running ones, which would write the same videos as the resumed
+    run's tasks. Task keys carry a token of the output, so this finds exactly those.
+    """
+    announced = False
+    while True:
+        running = sum(len(keys) for keys in client.run(_executing, prefix).values())
+        if not running:
+            return
+        if not announced:
+            log(f"waiting for {running} tasks of an earlier run still writing here to finish")
+            announced = True
+        time.sleep(poll)
+
+
+def _on_dask(task: Task, batches: list[list[VideoItem]], cfg: ExtractConfig, writer,
+             collect: Callable[[dict], None], log) -> None:
+    from dask.base import tokenize
+    from dask.distributed import as_completed
+
+    prefix = f"extract-{tokenize(cfg.out_path())[:8]}-"
+
+    def submit(groups: list[list[VideoItem]]) -> dict:
+        keys = [f"{prefix}{g[0].video_id}-{len(g)}" for g in groups]
+        futures = client.map(task, groups, cfg=cfg, key=keys, retries=cfg.retries, pure=False)
+        return dict(zip(futures, groups))
+
+    with dask_client(cfg) as client:
+        log(f"dask: {client.dashboard_link or 'no dashboard'}  ({len(client.nthreads())} workers)")
+        if cfg.scheduler:
+            wait_for_orphans(client, prefix, log)
+        batch_of = submit(batches)
+        queue = as_completed(list(batch_of))
+        for fut in queue:
+            batch = batch_of.pop(fut)
+            if fut.status == "error":  # the task itself crashed, even after retries
+                if len(batch) > 1:  # find the video that crashes it: one task per video
+                    singles = submit([[item] for item in batch])
+                    batch_of.update(singles)
+                    queue.update(singles)
+                    continue
+                results = [_crashed(writer, batch[0], fut.exception())]
+            else:
+                results = fut.result()
+            fut.release()
+            for result in results:
+                collect(result)
+
+
+def run(cfg: ExtractConfig, log=print, task: Task = extract_batch) -> dict:
+    """Extract every video of the corpus that is not already in the shard set.
+
+    `task` is what a Dask task runs on a batch of videos (tests swap in a flaky one).
+    """
+    from shards import open_shards
     from shards.writer import open_writer
 
     out = cfg.out_path()
-    items = list_videos(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file,
-                        limit=cfg.limit)
+    _check_runnable(cfg, out)
+    listing = scan(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file, limit=cfg.limit)
+    items = list(listing.items)
     writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
     _check_same_settings(writer.config(), cfg, out)
+    previous = read_manifest(out)
     done = writer.done_ids()
     todo = [it for it in items if it.video_id not in done]
+    missing = _record_missing(writer, listing, done, cfg, log)
+    batches = [todo[i:i + cfg.shard_size] for i in range(0, len(todo), cfg.shard_size)]
     log(f"motion-mae extract: {len(items)} videos in '{cfg.dataset}', {len(items) - len(todo)} already done, "
-        f"{len(todo)} to do -> {out} ({cfg.format})")
+        f"{len(todo)} to do in {len(batches)} tasks -> {out} ({cfg.format})"
+        + (f"; {missing} annotated videos not on disk" if missing else ""))
+
     start = time.perf_counter()
     progress = Progress(total=len(todo), log=log)
     results: list[dict] = []
-    if todo and cfg.workers == 0 and not cfg.scheduler:
-        for item in todo:
-            results.append(extract_one(item, cfg))
-            progress.update(results[-1])
-    elif todo:
-        from dask.distributed import as_completed
 
-        with _client(cfg) as client:
-            log(f"dask: {client.dashboard_link or 'no dashboard'}  "
-                f"({len(client.scheduler_info()['workers'])} workers)")
-            futures = {client.submit(extract_one, it, cfg, retries=cfg.retries, pure=False,
-                                     key=f"extract-{it.video_id}"): it for it in todo}
-            for fut in as_completed(futures):
-                item = futures[fut]
-                if fut.status == "error":  # the task itself crashed, even after retries
-                    err = fut.exception()
-                    record = {"source": item.path, "stage": "internal",
-                              "reason": f"{type(err).__name__}: {' '.join(str(err).split())}"}
-                    writer.write_failure(item.video_id, record)
-                    result = {"id": item.video_id, "status": "failed", **record}
-                else:
-                    result = fut.result()
-                results.append(result)
-                progress.update(result)
+    def collect(result: dict) -> None:
+        results.append(result)
+        progress.update(result)
+
+    if batches and cfg.workers == 0 and not cfg.scheduler:
+        for batch in batches:
+            for result in _in_process(task, batch, cfg, writer):
+                collect(result)
+    elif batches:
+        _on_dask(task, batches, cfg, writer, collect, log)
     progress.close()
     writer.finalize()
-    summary = _summary(cfg, items, results, len(items) - len(todo), time.perf_counter() - start)
+    summary = _summary(cfg, items, results, len(items) - len(todo), missing, time.perf_counter() - start)
+
+    new = {it.video_id: it for it in todo}
+    entries = {r["id"]: {"frames": r["frames"], "bytes": r["bytes"], "source": r["source"],
+                         "label": new[r["id"]].label, "split": new[r["id"]].split}
+               for r in results if r["status"] == "done"}
+    videos = video_entries(out, done | entries.keys(), entries, previous)
+    with open_shards(out) as ds:
+        failures = ds.failures()
+    run_info = {k: summary[k] for k in ("done", "skipped", "failed", "missing", "frames", "seconds",
+                                        "frames_per_s", "bytes_written", "stage_seconds")}
+    manifest = build_manifest(out, cfg.format, cfg.to_dict(), videos, failures, run_info)
+    summary.update(manifest=write_manifest(out, manifest), committed=len(videos),
+                   bytes=manifest["counts"]["bytes"], failure_records=len(failures))
     log(_format_summary(summary))
     return summary
 
 
-def _dir_bytes(path: str) -> int | None:
-    p = Path(path)
-    if not p.exists():
-        return None
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-
-
-def _summary(cfg: ExtractConfig, items, results, skipped: int, seconds: float) -> dict:
+def _summary(cfg: ExtractConfig, items, results, skipped: int, missing: int, seconds: float) -> dict:
     done = [r for r in results if r["status"] == "done"]
     failed = [r for r in results if r["status"] == "failed"]
     frames = sum(r["frames"] for r in done)
@@ -183,27 +338,35 @@ def _summary(cfg: ExtractConfig, items, results, skipped: int, seconds: float) -
             stages[k] = stages.get(k, 0.0) + v
     return {
         "out": cfg.out_path(), "format": cfg.format, "videos": len(items), "done": len(done),
-        "skipped": skipped, "failed": len(failed), "failures": failed, "frames": frames,
-        "seconds": round(seconds, 2), "bytes": _dir_bytes(cfg.out_path()),
+        "skipped": skipped, "failed": len(failed), "missing": missing, "failures": failed,
+        "frames": frames, "seconds": round(seconds, 2),
         "frames_per_s": round(frames / seconds, 2) if seconds > 0 else None,
+        "bytes_written": sum(r["bytes"] for r in done),
         "stage_seconds": {k: round(v, 3) for k, v in sorted(stages.items())},
     }
 
 
 def _format_summary(s: dict) -> str:
-    size = f"{s['bytes'] / 1e6:.1f} MB" if s["bytes"] is not None else "n/a (remote store)"
+    header = ("done", "skipped", "failed", "missing", "frames", "seconds", "frames/s", "MB")
+    row = (s["done"], s["skipped"], s["failed"], s["missing"], s["frames"], f"{s['seconds']:.1f}",
+           f"{s['frames_per_s'] or 0:.1f}", f"{s['bytes_written'] / 1e6:.1f}")
+    width = [max(len(h), len(str(v))) for h, v in zip(header, row)]
     lines = [
         "",
-        f"shards:  {s['out']}  ({s['format']}, {size})",
-        f"videos:  {s['done']} extracted, {s['skipped']} already there, {s['failed']} failed, {s['videos']} in corpus",
-        f"frames:  {s['frames']} in {s['seconds']:.1f} s ({s['frames_per_s'] or 0:.1f} frames/s)",
+        f"shards:   {s['out']}  ({s['format']}, {s['committed']} videos, {s['bytes'] / 1e6:.1f} MB, "
+        f"{s['failure_records']} failure records)",
+        "this run: " + "  ".join(h.rjust(w) for h, w in zip(header, width)),
+        "          " + "  ".join(str(v).rjust(w) for v, w in zip(row, width)),
     ]
     if s["stage_seconds"]:
         total = sum(s["stage_seconds"].values()) or 1.0
-        lines.append("stages:  " + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in s["stage_seconds"].items()))
-    for f in s["failures"]:
-        lines.append(f"failed:  {f['source']}  [{f['stage']}] {f['reason']}")
-    lines.append(f"read:    python -c \"from shards import open_shards; ds = open_shards('{s['out']}'); "
+        lines.append("stages:   " + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in s["stage_seconds"].items()))
+    for f in s["failures"][:MAX_FAILURES_SHOWN]:
+        lines.append(f"failed:   {f['source']}  [{f['stage']}] {f['reason']}")
+    if len(s["failures"]) > MAX_FAILURES_SHOWN:
+        lines.append(f"failed:   ... and {len(s['failures']) - MAX_FAILURES_SHOWN} more (all in the manifest)")
+    lines.append(f"manifest: {s['manifest']}")
+    lines.append(f"read:     python -c \"from shards import open_shards; ds = open_shards('{s['out']}'); "
                  f"print(len(ds), ds.ids()[:3])\"")
     return "\n".join(lines)
 
@@ -216,12 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetRootError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    Path(cfg.out_path()).exists() and _write_json(Path(cfg.out_path()) / "last_run.json", summary)
     return 1 if summary["failed"] else 0
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """HDF5 backend: one self-describing file per video, committed by an atomic rename.
 
 Layout (see docs/shards.md):
-    motion_mae.json           root attrs {"motion_mae": SchemaInfo, "config": {...}}
+    motion_mae.json           root attrs {"motion_mae": SchemaInfo, "config": {...}, "index": ...}
     videos/<id>.h5            datasets named as schema.ARRAYS; file attrs "motion_mae" (the root
                               attrs, JSON) and "attrs" (the video attrs, JSON, "complete": True)
     videos/.<id>.<rand>.tmp   a write in progress (never listed; `finalize` removes leftovers)
@@ -25,6 +25,7 @@ import numpy as np
 from .schema import ARRAYS, COMMIT_ATTR, ROOT_KEY, root_attrs, root_version
 
 ROOT_FILE = "motion_mae.json"
+INDEX_KEY = "index"
 # gzip 4 + shuffle: the best ratio h5py ships everywhere; lzf reads faster, compresses less.
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
@@ -82,6 +83,8 @@ class Hdf5Writer:
             attrs = json.loads(self.fs.cat_file(root_file))
             root_version(attrs, self.path)
             update = merge_config(attrs, config, self.path)
+            if attrs.get(INDEX_KEY) is not None:
+                update[INDEX_KEY] = None  # new writes would make the index stale
             if update:
                 _put_atomic(self.fs, json.dumps({**attrs, **update}).encode(), root_file)
                 attrs.update(update)
@@ -91,7 +94,7 @@ class Hdf5Writer:
             attrs = root_attrs(config)
             self.fs.makedirs(self.root, exist_ok=True)
             _put_atomic(self.fs, json.dumps(attrs).encode(), root_file)
-        self.attrs = attrs
+        self.attrs = {k: v for k, v in attrs.items() if k != INDEX_KEY}
         for sub in ("videos", "failures"):
             self.fs.makedirs(f"{self.root}/{sub}", exist_ok=True)
 
@@ -104,7 +107,7 @@ class Hdf5Writer:
     def failed_ids(self) -> set[str]:
         return set(_stem_list(self.fs, f"{self.root}/failures/*.json", ".json"))
 
-    def write_video(self, video_id: str, stored: dict[str, np.ndarray], attrs: dict) -> None:
+    def write_video(self, video_id: str, stored: dict[str, np.ndarray], attrs: dict) -> int:
         final = f"{self.root}/videos/{video_id}.h5"
         local_dir = f"{self.root}/videos" if _is_local(self.fs) else None
         fd, tmp = tempfile.mkstemp(prefix=f".{video_id}.", suffix=".tmp", dir=local_dir)
@@ -115,6 +118,7 @@ class Hdf5Writer:
                     f.create_dataset(name, data=data, **_dataset_kwargs(name, data.shape))
                 f.attrs[ROOT_KEY] = json.dumps(self.attrs)
                 f.attrs["attrs"] = json.dumps({**attrs, COMMIT_ATTR: True})
+            nbytes = os.path.getsize(tmp)
             if local_dir is not None:
                 os.replace(tmp, final)  # the commit
             else:
@@ -125,18 +129,31 @@ class Hdf5Writer:
         failure = f"{self.root}/failures/{video_id}.json"
         if self.fs.exists(failure):
             self.fs.rm(failure)
+        return nbytes
 
     def write_failure(self, video_id: str, record: dict) -> None:
         _put_atomic(self.fs, json.dumps(record).encode(), f"{self.root}/failures/{video_id}.json")
 
     def finalize(self) -> None:
+        from .writer import build_index
+
         for tmp in self.fs.glob(f"{self.root}/videos/.*.tmp") + self.fs.glob(f"{self.root}/failures/.*.tmp"):
             self.fs.rm(tmp)  # leftovers of crashed writers; finalize runs after all writers
+        # One attrs read per file: the cost of a corpus index for a format without a root group.
+        index = build_index((vid, _video_attrs(self.fs, f"{self.root}/videos/{vid}.h5"))
+                            for vid in self.done_ids())
+        root_file = f"{self.root}/{ROOT_FILE}"
+        attrs = json.loads(self.fs.cat_file(root_file))
+        _put_atomic(self.fs, json.dumps({**attrs, INDEX_KEY: index}).encode(), root_file)
+
+
+def _video_attrs(fs, path: str) -> dict:
+    with h5py.File(path if _is_local(fs) else fs.open(path, "rb"), "r") as f:
+        return json.loads(f.attrs["attrs"]) if "attrs" in f.attrs else {}
 
 
 class Hdf5Reader:
     format = "hdf5"
-    indexed = False
 
     def __init__(self, path: str):
         self.path = os.fspath(path)
@@ -151,6 +168,7 @@ class Hdf5Reader:
         else:
             attrs = {}
         root_version(attrs, self.path)
+        self.index: dict | None = attrs.pop(INDEX_KEY, None)
         self.attrs = attrs
         self._files: weakref.WeakSet = weakref.WeakSet()
 
@@ -183,6 +201,10 @@ class Hdf5Reader:
         for vid in _stem_list(self.fs, f"{self.root}/failures/*.json", ".json"):
             out.append({**json.loads(self.fs.cat_file(f"{self.root}/failures/{vid}.json")), "id": vid})
         return out
+
+    def video_bytes(self, video_id: str) -> int:
+        """Bytes of the video's file (arrays, attrs and HDF5 overhead)."""
+        return int(self.fs.size(f"{self.root}/videos/{video_id}.h5"))
 
     def nbytes(self, video_id: str) -> dict[str, int]:
         with self._open(video_id) as f:

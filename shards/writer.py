@@ -49,6 +49,28 @@ def _jsonable(obj):
     return json.loads(json.dumps(obj, default=default))
 
 
+INDEX_ATTRS = ("label", "split", "num_frames")  # per-video attrs copied into the corpus index
+
+
+def build_index(videos) -> dict:
+    """The corpus index written by `finalize`: committed ids and what a sampler asks of them.
+
+    `videos` yields (id, video attrs). Columns are parallel lists in id order, so K400's
+    240k videos make a few MB of JSON, read once when the shard set is opened; class names
+    are kept once per label in `label_names`, not once per video.
+    """
+    rows = sorted(videos, key=lambda row: row[0])
+    index: dict = {"videos": [vid for vid, _ in rows]}
+    for key in INDEX_ATTRS:
+        index[key] = [attrs.get(key) for _, attrs in rows]
+    names: dict[str, str] = {}
+    for _, attrs in rows:
+        if attrs.get("label") is not None and attrs.get("label_name") is not None:
+            names.setdefault(str(attrs["label"]), attrs["label_name"])
+    index["label_names"] = names
+    return _jsonable(index)
+
+
 def check_video_id(video_id: str) -> None:
     if (not isinstance(video_id, str) or not video_id or video_id.startswith(".")
             or any(c in video_id for c in "/\\") or not video_id.isprintable()):
@@ -104,11 +126,13 @@ class ShardWriter:
     def failed_ids(self) -> set[str]:
         return self._backend.failed_ids()
 
-    def write_video(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict) -> None:
-        """Validate, quantize (schema.encode) and commit one video; clears its failure record."""
+    def write_video(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict) -> int:
+        """Validate, quantize (schema.encode) and commit one video; clears its failure record.
+
+        Returns the bytes the committed video takes in the store."""
         check_video_id(video_id)
         stored, attrs = prepare(arrays, attrs)
-        self._backend.write_video(video_id, stored, attrs)
+        return self._backend.write_video(video_id, stored, attrs)
 
     def write_failure(self, video_id: str, record: dict) -> None:
         """Record why a video could not be extracted: {source, reason, stage}."""
@@ -119,7 +143,8 @@ class ShardWriter:
         self._backend.write_failure(video_id, _jsonable(dict(record)))
 
     def finalize(self) -> None:
-        """Once, after every writer is done: index (zarr) / clean up (hdf5)."""
+        """Once, after every writer is done: write the corpus index (`build_index`) into the
+        root attrs and remove leftovers of crashed writers (hdf5)."""
         self._backend.finalize()
 
     def __enter__(self):

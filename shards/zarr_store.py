@@ -8,10 +8,11 @@ Layout (see docs/shards.md):
     failures/<id>/zarr.json   attrs {source, reason, stage}
 
 Concurrency: each video group has exactly one writer; writers never touch the root after
-opening it. `finalize` (once, at the end) records the index of committed ids in the root
-attrs so readers open a large corpus without listing it. We do not consolidate the whole
-tree into the root: for K400 that is ~2.4M array nodes, a multi-GB zarr.json every reader
-would parse; per-video consolidation plus the id index gives the same one-read opens.
+opening it. `finalize` (once, at the end) records the index of committed ids, with their
+label, split and frame count, in the root attrs so readers open a large corpus, and pick a
+split, without listing it. We do not consolidate the whole tree into the root: for K400
+that is ~2.4M array nodes, a multi-GB zarr.json every reader would parse; per-video
+consolidation plus the id index gives the same one-read opens.
 """
 from __future__ import annotations
 
@@ -75,8 +76,10 @@ class ZarrWriter:
             attrs = dict(root.attrs)
             root_version(attrs, self.path)
             update = merge_config(attrs, config, self.path)
-            if INDEX_KEY in attrs:
-                update[INDEX_KEY] = None  # new writes would make the index stale
+            if attrs.get(INDEX_KEY) is not None:
+                # New writes would make the index stale. Checked for a value, not the key, so
+                # that workers reopening the root after the driver never rewrite it.
+                update[INDEX_KEY] = None
             if update:
                 root.update_attributes(update)
         else:
@@ -86,6 +89,7 @@ class ZarrWriter:
                 raise ValueError(f"{self.path} is an HDF5 shard set; open it with format='hdf5'")
             root = zarr.open_group(self.store, mode="a", attributes=root_attrs(config))
         self.root = root
+        self.fs, self.fs_root = fsspec.core.url_to_fs(self.path)
         self.videos = root.require_group("videos")
         self.failures = root.require_group("failures")
 
@@ -98,7 +102,7 @@ class ZarrWriter:
     def failed_ids(self) -> set[str]:
         return set(self.failures.group_keys())
 
-    def write_video(self, video_id: str, stored: dict[str, np.ndarray], attrs: dict) -> None:
+    def write_video(self, video_id: str, stored: dict[str, np.ndarray], attrs: dict) -> int:
         # overwrite=True clears a half-written group left by a crashed attempt.
         group = self.videos.create_group(video_id, attributes={**attrs, COMMIT_ATTR: False},
                                          overwrite=True)
@@ -112,13 +116,18 @@ class ZarrWriter:
         _quiet_consolidate(self.store, f"videos/{video_id}")
         if video_id in self.failures:
             del self.failures[video_id]
+        return int(self.fs.du(f"{self.fs_root.rstrip('/')}/videos/{video_id}", total=True))
 
     def write_failure(self, video_id: str, record: dict) -> None:
         self.failures.create_group(video_id, attributes=record, overwrite=True)
 
     def finalize(self) -> None:
+        from .writer import build_index
+
+        committed = ((name, dict(g.attrs)) for name, g in self.videos.groups()
+                     if g.attrs.get(COMMIT_ATTR) is True)
         root = zarr.open_group(self.store, mode="r+", use_consolidated=False)
-        root.update_attributes({INDEX_KEY: {"videos": sorted(self.done_ids())}})
+        root.update_attributes({INDEX_KEY: build_index(committed)})
 
 
 class ZarrReader:
@@ -134,12 +143,13 @@ class ZarrReader:
         self.attrs = attrs
         self._videos = self.root.get("videos")
         self._failures = self.root.get("failures")
-        if index:
-            self._ids = list(index["videos"])
-        else:
-            self._ids = sorted(n for n, g in self._groups(self._videos)
-                               if g.attrs.get(COMMIT_ATTR) is True)
-        self.indexed = bool(index)
+        if not index:  # not finalized yet: list the groups, whose attrs give the index anyway
+            from .writer import build_index
+
+            index = build_index((n, dict(g.attrs)) for n, g in self._groups(self._videos)
+                                if g.attrs.get(COMMIT_ATTR) is True)
+        self.index: dict = index
+        self._ids = list(index["videos"])
 
     @staticmethod
     def _groups(group):
@@ -172,6 +182,11 @@ class ZarrReader:
 
     def failures(self) -> list[dict]:
         return [{**dict(g.attrs), "id": n} for n, g in sorted(self._groups(self._failures))]
+
+    def video_bytes(self, video_id: str) -> int:
+        """Bytes of everything one video takes in the store (arrays and metadata)."""
+        fs, root = fsspec.core.url_to_fs(self.path)
+        return int(fs.du(f"{root.rstrip('/')}/videos/{video_id}", total=True))
 
     def nbytes(self, video_id: str) -> dict[str, int]:
         """Bytes on disk per array of one video (shard files, index included)."""

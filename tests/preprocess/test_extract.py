@@ -1,10 +1,21 @@
-"""End to end: a folder of real videos (one of them broken) -> shards, through the CLI."""
+"""End to end: folders of real videos (good, broken, absent) -> shards, through `run` and the CLI.
+
+Covers task batching (--shard-size), the corpus index and manifest, fsspec URLs, every kind
+of bad file, crashing tasks (retried, then recorded), and a kill -9 followed by a resume.
+"""
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -55,7 +66,8 @@ def test_folder_in_process_then_resume(corpus, tmp_path):
 def test_dask_two_workers_same_arrays(corpus, tmp_path):
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     run(_cfg(corpus, serial, workers=0), log=lambda s: None)
-    summary = run(_cfg(corpus, parallel, workers=2), log=lambda s: None)
+    # two videos per task: one task holds a good video and the broken one
+    summary = run(_cfg(corpus, parallel, workers=2, shard_size=2), log=lambda s: None)
     assert (summary["done"], summary["failed"]) == (2, 1)
     a, b = open_shards(str(serial)), open_shards(str(parallel))
     for vid in a.ids():
@@ -77,3 +89,293 @@ def test_missing_root_is_one_clear_message(tmp_path, capsys):
                  "--workers", "0"])
     assert code == 2
     assert "nope" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ shard size, index, manifest
+
+def _quiet(_):
+    return None
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
+def test_shard_size_in_process_one_group_or_file_per_video(corpus, tmp_path, fmt):
+    out = tmp_path / "s"
+    summary = run(_cfg(corpus, out, workers=0, shard_size=2, format=fmt), log=_quiet)
+    assert (summary["done"], summary["failed"]) == (2, 1)
+    if fmt == "hdf5":
+        assert sorted(p.name for p in (out / "videos").iterdir()) == ["object.h5", "pan.h5"]
+    else:
+        assert sorted(p.name for p in (out / "videos").iterdir() if p.is_dir()) == ["object", "pan"]
+
+
+def _list_corpus(root: Path) -> dict[str, Path]:
+    """Two list files (train, val) over three real clips, plus a line whose file is absent."""
+    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+        encode(root / "vids" / name, render(Scene(height=64, width=96, num_frames=6, seed=seed,
+                                                   bg_velocity=(1.0, 0.0))), codec="h264")
+    train = root / "train.txt"
+    train.write_text("vids/a.mp4 0\nvids/b.mp4 1\nvids/gone.mp4 1\n")
+    val = root / "val.txt"
+    val.write_text("vids/c.mp4 2\n")
+    return {"train": train, "val": val}
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
+def test_index_splits_labels_and_missing_videos(tmp_path, fmt):
+    lists = _list_corpus(tmp_path / "corpus")
+    out = str(tmp_path / "s")
+
+    def cfg(split):
+        return ExtractConfig(dataset="list", root=str(tmp_path / "corpus"), list_file=str(lists[split]),
+                             split=split, out=out, format=fmt, short_side=64, workers=0)
+
+    first = run(cfg("train"), log=_quiet)
+    # an annotated video that is not on disk is a failure record, not a failed run
+    assert (first["done"], first["failed"], first["missing"]) == (2, 0, 1)
+    assert main(["--dataset", "list", "--root", str(tmp_path / "corpus"), "--list", str(lists["val"]),
+                 "--split", "val", "--out", out, "--format", fmt, "--short-side", "64", "--workers", "0"]) == 0
+    ds = open_shards(out)
+    assert ds.failures() == [{"source": str(tmp_path / "corpus" / "vids" / "gone.mp4"), "stage": "open",
+                              "reason": "not on disk", "id": "gone"}]
+    assert ds.ids() == ["a", "b", "c"]
+    assert ds.ids(split="train") == ["a", "b"] and ds.ids(split="val") == ["c"] and ds.ids(split="test") == []
+    assert ds.labels() == {"a": 0, "b": 1, "c": 2} and ds.labels(split="val") == {"c": 2}
+    assert ds._backend.index["videos"] == ["a", "b", "c"]  # answered by the index, not per video
+
+    # without an index (a shard set never finalized) the same answers come from video attrs
+    if fmt == "zarr":
+        import zarr
+
+        zarr.open_group(out, mode="r+", use_consolidated=False).update_attributes({"index": None})
+    else:
+        root = json.loads((tmp_path / "s" / "motion_mae.json").read_text())
+        (tmp_path / "s" / "motion_mae.json").write_text(json.dumps({**root, "index": None}))
+    ds = open_shards(out)
+    assert ds.ids(split="train") == ["a", "b"] and ds.labels() == {"a": 0, "b": 1, "c": 2}
+    assert "index" not in ds.attrs
+
+    # the manifest covers both runs; the second run carried the first run's entries over
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["counts"]["videos"] == 3 and manifest["counts"]["failures"] == 1
+    assert manifest["counts"]["frames"] == 18
+    assert manifest["run"]["done"] == 1 and manifest["config"]["split"] == "val"
+    assert set(manifest["videos"]) == {"a", "b", "c"}
+    a = manifest["videos"]["a"]
+    assert a["frames"] == 6 and a["source"].endswith("a.mp4") and a["split"] == "train" and a["label"] == 0
+    assert a["bytes"] == ds.video_bytes("a") > sum(ds.nbytes("a").values())
+    # --limit: missing videos are not recorded (the listing was cut short on purpose)
+    limited = run(replace(cfg("train"), limit=1, out=str(tmp_path / "lim")), log=_quiet)
+    assert limited["missing"] == 0 and open_shards(str(tmp_path / "lim")).failures() == []
+
+
+def test_manifest_measures_videos_committed_by_a_run_that_died(corpus, tmp_path):
+    out = tmp_path / "s"
+    run(_cfg(corpus, out, workers=0), log=_quiet)
+    (out / "manifest.json").unlink()  # as if the driver was killed before writing it
+    again = run(_cfg(corpus, out, workers=0), log=_quiet)
+    assert again["skipped"] == 2 and again["committed"] == 2 and again["bytes"] > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["videos"]["pan"]["frames"] == 10 and manifest["videos"]["pan"]["bytes"] > 0
+
+
+def test_summary_table(corpus, tmp_path):
+    lines = []
+    run(_cfg(corpus, tmp_path / "s", workers=0), log=lines.append)
+    text = "\n".join(lines)
+    for column in ("done", "skipped", "failed", "missing", "frames", "seconds", "frames/s", "MB"):
+        assert column in text
+    assert f"manifest: {tmp_path / 's' / 'manifest.json'}" in text
+
+
+# ----------------------------------------------------------------------------- URLs
+
+def test_file_url_and_memory_store(corpus, tmp_path):
+    url = f"file://{tmp_path / 'viaurl'}"
+    summary = run(_cfg(corpus, url, workers=0), log=_quiet)
+    assert summary["done"] == 2 and summary["bytes"] > 0 and summary["manifest"] == f"{url}/manifest.json"
+    assert open_shards(url).ids() == ["object", "pan"]
+    assert (tmp_path / "viaurl" / "manifest.json").is_file()
+
+    mem = f"memory://mmae-test-{uuid.uuid4().hex}/shards"
+    summary = run(_cfg(corpus, mem, workers=0), log=_quiet)
+    assert summary["done"] == 2 and summary["bytes"] > 0
+    ds = open_shards(mem)
+    assert ds.ids() == ["object", "pan"] and ds["pan"]["frames"].shape == (10, 96, 128, 3)
+    with pytest.raises(SystemExit, match="memory"):  # workers are other processes
+        run(_cfg(corpus, mem, workers=2), log=_quiet)
+
+
+# ------------------------------------------------------------------------- failures
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory) -> Path:
+    """Every kind of bad file next to a good clip and a one-frame clip."""
+    root = tmp_path_factory.mktemp("bad")
+    good = encode(root / "good", render(Scene(height=64, width=96, num_frames=12, seed=1,
+                                              bg_velocity=(1.0, 0.5))), codec="h264")
+    encode(root / "one_frame", render(Scene(height=64, width=96, num_frames=1, seed=2)), codec="h264")
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "garbage.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+    data = good.read_bytes()
+    (root / "truncated.mp4").write_bytes(data[:len(data) // 2])
+    with av.open(str(root / "audio_only.mp4"), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return root
+
+
+def test_bad_files_through_the_cli(bad_corpus, tmp_path, capsys):
+    out = tmp_path / "s"
+    code = main(["--dataset", "folder", "--root", str(bad_corpus), "--out", str(out), "--workers", "0",
+                 "--short-side", "64"])
+    assert code == 1
+    ds = open_shards(str(out))
+    assert ds.ids() == ["good", "one_frame"]
+    assert ds["one_frame"]["flow"].shape[0] == 0 and ds["one_frame"]["traj"].shape[0] == 1
+    failures = {f["id"]: f for f in ds.failures()}
+    assert set(failures) == {"zero", "garbage", "truncated", "audio_only"}
+    for vid, f in failures.items():
+        assert f["source"] == str(bad_corpus / f"{vid}.mp4") and f["stage"] == "open" and f["reason"]
+    assert "empty" in failures["zero"]["reason"] and "no video stream" in failures["audio_only"]["reason"]
+    printed = capsys.readouterr().out
+    assert all(f"{vid}.mp4  [open]" in printed for vid in failures)
+
+
+def test_in_process_crash_is_retried_then_recorded(corpus, tmp_path, monkeypatch):
+    import preprocess.video
+
+    real = preprocess.video.extract_video
+    calls: dict[str, int] = {}
+
+    def flaky(path, cfg):
+        name = Path(path).stem
+        calls[name] = calls.get(name, 0) + 1
+        if name == "pan" and calls[name] == 1:
+            raise OSError("stale NFS file handle")  # transient: the retry succeeds
+        if name == "object":
+            raise KeyError("a bug")  # every attempt: an 'internal' failure, the run goes on
+        return real(path, cfg)
+
+    monkeypatch.setattr(preprocess.video, "extract_video", flaky)
+    out = tmp_path / "s"
+    summary = run(_cfg(corpus, out, workers=0, retries=1, shard_size=3), log=_quiet)
+    assert (summary["done"], summary["failed"]) == (1, 2)
+    ds = open_shards(str(out))
+    assert ds.ids() == ["pan"]
+    internal = {f["id"]: f for f in ds.failures()}["object"]
+    assert internal["stage"] == "internal" and internal["reason"] == "KeyError: 'a bug'"
+    # batch [broken, pan, object]: attempt 1 stops at pan, the retry at object; then each
+    # video runs alone, object twice more (once + 1 retry)
+    assert calls["pan"] == 3 and calls["object"] == 1 + 2
+
+
+def flaky_batch(items, cfg):
+    """A Dask task that crashes: on its first attempt at 'pan' (a marker file remembers the
+    attempt across worker processes) and on every attempt at 'object'."""
+    from preprocess.extract import extract_batch
+
+    for item in items:
+        marker = Path(cfg.out_path() + f".tried-{item.video_id}")
+        if item.video_id == "object":
+            raise RuntimeError("segfault-like crash")
+        if item.video_id == "pan" and not marker.exists():
+            marker.touch()
+            raise OSError("transient")
+    return extract_batch(items, cfg)
+
+
+def test_dask_crash_is_retried_then_recorded(corpus, tmp_path):
+    out = tmp_path / "s"
+    summary = run(_cfg(corpus, out, workers=1, retries=1), log=_quiet, task=flaky_batch)
+    assert (summary["done"], summary["failed"]) == (1, 2)
+    failures = {f["id"]: f for f in open_shards(str(out)).failures()}
+    assert failures["object"]["stage"] == "internal" and "segfault-like" in failures["object"]["reason"]
+    assert failures["broken"]["stage"] in ("open", "decode")
+    assert open_shards(str(out)).ids() == ["pan"]
+
+
+# --------------------------------------------------------------------- kill -9, resume
+
+def _ids_now(out: Path) -> list[str]:
+    """Committed ids of a shard set another process is writing ([] until it reads cleanly)."""
+    try:
+        return open_shards(str(out)).ids()
+    except (FileNotFoundError, ValueError):  # no root yet, or a root file caught mid-write
+        return []
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path):
+    root = tmp_path / "corpus"
+    for i in range(6):
+        scene = Scene(height=96, width=128, num_frames=12 + 2 * (i % 4), bg_velocity=(1.0 + i, 0.5), seed=10 + i,
+                      objects=(MovingObject(20, (20 + 5 * i, 30), (1.5, -1.0)),))
+        encode(root / f"clip{i}", render(scene), codec="h264", bframes=i % 2)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, str(REPO / "preprocess" / "extract.py"), "--dataset", "folder", "--root", str(root),
+           "--out", str(out), "--workers", "1", "--short-side", "96"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not _ids_now(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only: its workers must stop by themselves
+        proc.wait()
+        committed = _ids_now(out)
+        assert 1 <= len(committed) < 6, committed
+        time.sleep(0.5)  # a worker that outlived the driver would commit more by now
+        assert _ids_now(out) == committed
+        alive = subprocess.run(["ps", "-o", "stat=", "-g", str(proc.pid)], capture_output=True, text=True).stdout
+        assert all(s.startswith("Z") for s in alive.split()), alive  # only zombies, awaiting their reaper
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"{len(committed)} already done" in res.stdout
+    verify = subprocess.run([sys.executable, "-m", "shards", "verify", str(out)], capture_output=True, text=True,
+                            cwd=REPO)
+    assert verify.returncode == 0, verify.stdout
+
+    reference = tmp_path / "reference"
+    run(ExtractConfig(dataset="folder", root=str(root), out=str(reference), short_side=96, workers=0), log=_quiet)
+    a, b = open_shards(str(out)), open_shards(str(reference))
+    ids = [p.name for p in (out / "videos").iterdir() if p.is_dir()]
+    assert sorted(ids) == a.ids() == b.ids() == [f"clip{i}" for i in range(6)]  # each exactly once
+    for vid in a.ids():
+        for name in a[vid].keys():
+            np.testing.assert_array_equal(a[vid][name][:], b[vid][name][:], err_msg=f"{vid}/{name}")
+
+
+def _slow_write(marker: str) -> None:
+    time.sleep(1.5)
+    Path(marker).touch()
+
+
+def test_resumed_driver_waits_for_orphans_on_a_shared_cluster(tmp_path):
+    """A driver that died leaves its running tasks on a shared cluster: the next one waits."""
+    from dask.distributed import Client, LocalCluster
+
+    from preprocess.extract import wait_for_orphans
+
+    marker = tmp_path / "written"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        fut = client.submit(_slow_write, str(marker), key="extract-0123abcd-v1-1")
+        while not any(client.processing().values()):
+            time.sleep(0.01)
+        fut.release()  # what the scheduler does when the driver holding the future dies
+        del fut
+        lines = []
+        wait_for_orphans(client, "extract-0123abcd-", lines.append, poll=0.05)
+        assert marker.exists() and "waiting for 1 tasks" in lines[0]
+        wait_for_orphans(client, "extract-0123abcd-", lines.append, poll=0.05)  # none left: returns at once
+        assert len(lines) == 1

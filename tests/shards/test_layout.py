@@ -163,3 +163,31 @@ def test_concurrent_writers_both_land(tmp_path, fmt):
                 want = make_arrays(video_attrs(num_frames=5 + i), seed=10 * k + i)
                 np.testing.assert_array_equal(ds[f"p{k}_{i}"]["frames"][:], as_stored("frames", want["frames"]))
         assert ds.attrs["config"] == {"run": 1}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_finalize_index_splits_labels_and_stale_index(tmp_path, fmt):
+    path = tmp_path / "s"
+    w = open_writer(path, format=fmt, config={"run": 1})
+    for vid, label, split in (("b", 1, "train"), ("a", 0, "val"), ("c", None, "train")):
+        attrs = video_attrs(label=label, label_name=None if label is None else f"class{label}", split=split)
+        assert w.write_video(vid, make_arrays(attrs), attrs) > 0  # bytes in the store
+    w.finalize()
+    with open_shards(path) as ds:
+        assert ds.ids() == ["a", "b", "c"] and ds.ids(split="train") == ["b", "c"]
+        assert ds.labels() == {"a": 0, "b": 1, "c": None} and ds.labels(split="val") == {"a": 0}
+        assert ds.meta()["a"] == {"label": 0, "split": "val", "num_frames": 9}
+        assert ds._backend.index["label_names"] == {"0": "class0", "1": "class1"}
+        assert "index" not in ds.attrs
+        assert ds.video_bytes("a") >= sum(ds.nbytes("a").values())
+    root_file = path / ("zarr.json" if fmt == "zarr" else "motion_mae.json")
+    w = open_writer(path, format=fmt, config={"run": 2})  # a resumed driver: the index is stale now
+    assert json.loads(root_file.read_text()).get("attributes", {}).get("index") is None
+    assert json.loads(root_file.read_text()).get("index") is None
+    before = root_file.stat().st_mtime_ns
+    open_writer(path, format=fmt)  # workers reopening the root leave it untouched
+    assert root_file.stat().st_mtime_ns == before
+    attrs = video_attrs(label=3, split="val")
+    w.write_video("d", make_arrays(attrs), attrs)
+    with open_shards(path) as ds:  # no index: answered from each video's attrs
+        assert ds.ids(split="val") == ["a", "d"] and ds.labels()["d"] == 3
