@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> ExtractConfig:
     g.add_argument("--flow", dest="flow_method", default=d.flow_method, choices=["dis", "tvl1"],
                    help="optical flow: DIS (fast) or TV-L1 (slow, opt-in quality mode)")
     g.add_argument("--dis-preset", default=d.dis_preset, choices=["ultrafast", "fast", "medium"])
+    g.add_argument("--dis-patch-stride", type=int, default=d.dis_patch_stride,
+                   help="DIS patch stride in px (DIS runs at full resolution); 8 is faster, slightly less accurate")
     g.add_argument("--features", default=d.features, choices=["orb", "sift", "none"],
                    help="feature matches for the camera homography (flow matches are always used)")
     g.add_argument("--compensation", default=d.compensation, choices=["subtract", "reflow"],
@@ -137,8 +139,9 @@ Task = Callable[[list[VideoItem], ExtractConfig], list[dict]]
 def _check_same_settings(existing: dict | None, cfg: ExtractConfig, out: str) -> None:
     if not existing:
         return
-    old = {k: existing.get(k) for k in cfg.compute_key()}
     new = cfg.compute_key()
+    # keys a set written by an older motion-mae lacks had that version's (the default) value
+    old = {k: existing.get(k, getattr(ExtractConfig(), k)) for k in new}
     diff = {k: (old[k], new[k]) for k in new if old[k] != new[k]}
     if diff:
         text = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())

@@ -39,8 +39,8 @@ def stage(name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
 
 
 def flow_config(cfg: ExtractConfig) -> FlowConfig:
-    return FlowConfig(method=cfg.flow_method, dis_preset=cfg.dis_preset, features=cfg.features,
-                      compensation=cfg.compensation)
+    return FlowConfig(method=cfg.flow_method, dis_preset=cfg.dis_preset, patch_stride=cfg.dis_patch_stride,
+                      features=cfg.features, compensation=cfg.compensation)
 
 
 def to_gray(frames: np.ndarray) -> np.ndarray:

@@ -63,6 +63,15 @@ def test_folder_in_process_then_resume(corpus, tmp_path):
     assert (again["skipped"], again["done"], again["failed"]) == (2, 0, 1)
 
 
+def test_resume_refuses_other_settings_but_not_other_workers(corpus, tmp_path):
+    out = tmp_path / "shards"
+    run(_cfg(corpus, out, workers=0, limit=2), log=lambda s: None)  # broken.mp4 and pan.mp4
+    with pytest.raises(SystemExit, match="traj_len: 6 there vs 4 now"):
+        run(_cfg(corpus, out, workers=0, traj_len=4), log=lambda s: None)
+    again = run(_cfg(corpus, out, workers=0, limit=2, retries=0), log=lambda s: None)
+    assert again["skipped"] == 1
+
+
 def test_dask_two_workers_same_arrays(corpus, tmp_path):
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     run(_cfg(corpus, serial, workers=0), log=lambda s: None)

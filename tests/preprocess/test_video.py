@@ -42,3 +42,10 @@ def test_extract_and_read_back(name, fmt, tmp_path):
     if name == "gray":
         frames = v["frames"][:]
         assert (frames[..., 0] == frames[..., 2]).all()
+
+
+def test_flow_settings_reach_the_flow_stage():
+    from preprocess.video import flow_config
+
+    fc = flow_config(ExtractConfig(dis_preset="fast", dis_patch_stride=8, features="sift", compensation="reflow"))
+    assert (fc.dis_preset, fc.patch_stride, fc.features, fc.compensation) == ("fast", 8, "sift", "reflow")
