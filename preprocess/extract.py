@@ -104,7 +104,8 @@ def extract_one(item: VideoItem, cfg: ExtractConfig, writer) -> dict:
         arrays, attrs = extract_video(item.path, cfg)
         attrs.update({"video_id": item.video_id, "source": item.path, "label": item.label,
                       "label_name": item.label_name, "split": item.split})
-        with stage("write"):
+        write_time: dict[str, float] = {}
+        with stage("write", write_time):
             nbytes = writer.write_video(item.video_id, arrays, attrs)
     except ExtractionError as err:
         record = err.record(item.path)
@@ -113,7 +114,7 @@ def extract_one(item: VideoItem, cfg: ExtractConfig, writer) -> dict:
     # CPU seconds next to wall seconds: on a shared machine only the former measures our work
     return {**base, "status": "done", "frames": int(attrs["num_frames"]), "bytes": nbytes,
             "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
-            "timings": attrs["timings"]}
+            "timings": {**attrs["timings"], "write": round(write_time["write"], 4)}}
 
 
 def extract_batch(items: list[VideoItem], cfg: ExtractConfig) -> list[dict]:
