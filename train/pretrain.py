@@ -12,6 +12,7 @@ missing (`python preprocess/extract.py --dataset demo`).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = from_args(args)
     ensure_demo_shards(cfg)
     summary = train(cfg, log=lambda s: print(s, flush=True))
-    if summary["first_loss"] is not None:
+    if summary["first_loss"] is not None and int(os.environ.get("RANK", 0)) == 0:  # torchrun: one summary
         print(f"done: {summary['step']} steps, loss {summary['first_loss']:.4f} -> {summary['last_loss']:.4f}, "
               f"{summary['clips_per_s']:.1f} clips/s", flush=True)
     return summary
