@@ -59,11 +59,18 @@ def video_problems(ds, video_id: str) -> list[str]:
     return problems
 
 
-def verify(path: str) -> int:
+def _open(path: str):
+    """The shard set, or None after printing why it cannot be opened."""
     try:
-        ds = open_shards(path)
+        return open_shards(path)
     except (SchemaVersionError, FileNotFoundError, ValueError) as e:
         print(f"{path}: {e}")
+        return None
+
+
+def verify(path: str) -> int:
+    ds = _open(path)
+    if ds is None:
         return 1
     with ds:
         n_problems, bad_videos = 0, 0
@@ -136,10 +143,8 @@ def inspect_video(ds, video_id: str) -> None:
 
 
 def inspect(path: str, video_id: str | None) -> int:
-    try:
-        ds = open_shards(path)
-    except (SchemaVersionError, FileNotFoundError, ValueError) as e:
-        print(f"{path}: {e}")
+    ds = _open(path)
+    if ds is None:
         return 1
     with ds:
         if video_id is None:
