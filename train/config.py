@@ -18,6 +18,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SHARDS = "data/shards/demo"
 
 
+def resolve_shards(shards: str) -> Path:
+    """A shard set path: DEMO_SHARDS is where the extractor writes the demo ($MOTION_MAE_DATA
+    respected); other relative paths are relative to the repo root."""
+    if shards == DEMO_SHARDS:
+        from preprocess.config import ExtractConfig
+
+        return Path(ExtractConfig(dataset="demo").out_path())
+    p = Path(shards)
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # data
@@ -72,8 +83,7 @@ class TrainConfig:
         return self.base_lr * self.batch_size * world_size / 256
 
     def shards_path(self) -> Path:
-        p = Path(self.shards)
-        return p if p.is_absolute() else REPO_ROOT / p
+        return resolve_shards(self.shards)
 
     def validate(self) -> "TrainConfig":
         if self.input_size % self.patch_size or self.patch_size % 8:

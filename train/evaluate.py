@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 if __package__ in (None, ""):  # `python train/evaluate.py` as well as `python -m train.evaluate`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, _bool, _optional  # noqa: E402
+from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, _bool, _optional, resolve_shards  # noqa: E402
 from train.data import ClipDataset, ClipSpec, Timer, eval_views, make_loader, read_clip_at  # noqa: E402
 from train.engine import Dist, init_distributed, load_checkpoint, lr_at, resolve_device  # noqa: E402
 from train.model import VideoMAE, build_model  # noqa: E402
@@ -98,8 +98,7 @@ class EvalConfig:
         return "finetune" if self.finetune else "linear"
 
     def shards_path(self) -> Path:
-        p = Path(self.shards)
-        return p if p.is_absolute() else REPO_ROOT / p
+        return resolve_shards(self.shards)
 
     def out_path(self) -> Path:
         if self.out:

@@ -72,3 +72,14 @@ def test_overfits_a_tiny_batch(tiny_shards, target):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+
+
+def test_demo_shards_follow_the_data_dir(monkeypatch, tmp_path):
+    """The trainer reads the demo shards where the extractor writes them ($MOTION_MAE_DATA)."""
+    from train.config import DEMO_SHARDS, REPO_ROOT, resolve_shards
+
+    monkeypatch.delenv("MOTION_MAE_DATA", raising=False)
+    assert resolve_shards(DEMO_SHARDS) == REPO_ROOT / "data" / "shards" / "demo"
+    monkeypatch.setenv("MOTION_MAE_DATA", str(tmp_path))
+    assert resolve_shards(DEMO_SHARDS) == tmp_path / "shards" / "demo"
+    assert resolve_shards("runs/x") == REPO_ROOT / "runs" / "x"
