@@ -15,7 +15,7 @@ install:
 	fi
 
 demo: install
-	$(PYTHON) preprocess/extract.py --dataset demo
+	$(PYTHON) preprocess/extract.py --dataset demo --overwrite
 
 test: install
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)

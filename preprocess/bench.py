@@ -84,7 +84,10 @@ def _bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def run(paths: list[str], cfg: ExtractConfig, repeat: int = 1) -> dict:
+def run(paths: list[str], cfg: ExtractConfig, repeat: int = 1, extract_repeat: int = 1) -> dict:
+    """`repeat`: decode timings summed over that many passes; `extract_repeat`: the extraction
+    runs that many times per video and the fastest (least CPU time) run's stages count, which
+    keeps other processes on a shared machine out of the numbers."""
     cv2.setNumThreads(1)
     rows = {"plain_decode": [0, 0.0], "decode_mv_export": [0, 0.0]}
     stages: dict[str, float] = {}
@@ -103,9 +106,16 @@ def run(paths: list[str], cfg: ExtractConfig, repeat: int = 1) -> dict:
                     n, s = decode_fps(path, export)
                     rows[key][0] += n
                     rows[key][1] += s
-            cpu_start = time.process_time()
-            arrays, attrs = extract_video(path, cfg)
-            cpu += time.process_time() - cpu_start
+            best = None
+            for _ in range(max(extract_repeat, 1)):
+                cpu_start = time.process_time()
+                arrays, attrs = extract_video(path, cfg)
+                seconds = time.process_time() - cpu_start
+                if best is None or seconds < best:
+                    best = seconds
+                    kept = attrs
+            attrs = kept
+            cpu += best
             frames_total += attrs["num_frames"]
             source_bytes += Path(path).stat().st_size
             zb, zs = zstd_frames(arrays["frames"])
@@ -131,6 +141,7 @@ def run(paths: list[str], cfg: ExtractConfig, repeat: int = 1) -> dict:
     plain_fps = rows["plain_decode"][0] / rows["plain_decode"][1]
     mv_fps = rows["decode_mv_export"][0] / rows["decode_mv_export"][1]
     total = sum(stages.values())
+    cpu_with_write = cpu + stages.get("write", 0.0)
     return {
         "machine": f"{platform.processor() or platform.machine()}, {platform.system()}, 1 thread",
         "videos": len(paths), "frames": frames_total, "source_bytes": source_bytes,
@@ -142,6 +153,7 @@ def run(paths: list[str], cfg: ExtractConfig, repeat: int = 1) -> dict:
         "bytes_per_video": {k: v // max(len(paths), 1) for k, v in sizes.items()},
         "bytes_per_source_byte": {k: round(v / source_bytes, 2) for k, v in sizes.items()},
         "extraction_frames_per_cpu_s": round(frames_total / cpu, 1),
+        "extraction_with_write_frames_per_cpu_s": round(frames_total / cpu_with_write, 1),
         "frames_jpeg90_kb_per_frame": round(frames_bytes / frames_total / 1e3, 1),
         "frames_jpeg90_read_fps": round(frames_total / jpeg_read, 1),
         "frames_jpeg90_decode_fps": round(frames_total / jpeg_decode, 1),
@@ -160,7 +172,8 @@ def to_markdown(r: dict) -> str:
         f"| PyAV decode + motion-vector export | {r['decode_mv_export_fps']} frames/s "
         f"({r['mv_export_ratio']:.2f}x plain) |",
         f"| full extraction, all stages (wall, sum of stages) | {r['full_extraction_fps_per_core']} frames/s per core |",
-        f"| full extraction, frames per CPU-second | {r['extraction_frames_per_cpu_s']} |",
+        f"| full extraction, frames per CPU-second | {r['extraction_frames_per_cpu_s']} "
+        f"({r['extraction_with_write_frames_per_cpu_s']} with the Zarr write) |",
     ]
     lines += [f"| stage `{k}` | {v} ms/frame |" for k, v in r["stage_ms_per_frame"].items()]
     lines.append(f"| frames as JPEG q90 (stored) | {r['frames_jpeg90_kb_per_frame']} kB/frame, "
@@ -181,11 +194,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--root", default=None)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--short-side", type=int, default=256)
+    p.add_argument("--best-of", type=int, default=1,
+                   help="extract each video this many times and keep the fastest (shared machines)")
     p.add_argument("--json", default=None, help="also write the numbers here")
     a = p.parse_args(argv)
     cfg = ExtractConfig(dataset=a.dataset, root=a.root, short_side=a.short_side)
     paths = [it.path for it in list_videos(a.dataset, root=a.root, limit=a.limit)]
-    result = run(paths, cfg)
+    result = run(paths, cfg, extract_repeat=a.best_of)
     print(to_markdown(result))
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2))

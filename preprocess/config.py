@@ -14,6 +14,11 @@ def data_dir() -> Path:
     return Path(os.environ.get(DATA_ENV) or REPO / "data").expanduser()
 
 
+# Bump when the same settings start producing different arrays. 2: frames area-scaled by
+# swscale in the YUV -> RGB pass, DIS with 6 gradient-descent iterations (docs/benchmarks.md).
+EXTRACTOR_REVISION = 2
+
+
 @dataclass(frozen=True)
 class ExtractConfig:
     # what to read
@@ -25,6 +30,7 @@ class ExtractConfig:
     # where to write
     out: str | None = None
     format: str = "zarr"
+    overwrite: bool = False  # replace a set at `out` extracted with other settings
     # what to compute
     short_side: int = 256
     fps: float | None = None
@@ -46,14 +52,19 @@ class ExtractConfig:
         return self.out or str(data_dir() / "shards" / self.dataset)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every field, plus the extractor revision (stored with the shards)."""
+        return {**asdict(self), "extractor": EXTRACTOR_REVISION}
 
     def describe(self) -> str:
         width = max(len(f.name) for f in fields(self))
         return "\n".join(f"  {f.name:<{width}} = {getattr(self, f.name)!r}" for f in fields(self))
 
     def compute_key(self) -> dict:
-        """The settings that change the stored arrays: a resumed run must match them."""
+        """The settings that change the stored arrays: a resumed run must match them.
+
+        `extractor` is the revision of the computation itself (EXTRACTOR_REVISION): a set
+        extracted by an older revision is not silently extended with differently computed videos.
+        """
         keys = ("short_side", "fps", "max_ref_distance", "flow_method", "dis_preset", "dis_patch_stride",
                 "features", "compensation", "flow_stride", "traj_len")
-        return {k: getattr(self, k) for k in keys}
+        return {**{k: getattr(self, k) for k in keys}, "extractor": EXTRACTOR_REVISION}

@@ -101,8 +101,8 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
                  max_ref_distance: int = 4, recover_distance: bool = True) -> DecodedVideo:
     """Decode a video file, resize it and extract its codec motion field.
 
-    Frames are resized with cv2.INTER_AREA so the short side is `short_side` (never
-    upscaled). With `fps` below the native rate, the frames nearest to the timestamps
+    Frames are area-averaged by swscale (in the same pass as the YUV -> RGB conversion)
+    so the short side is `short_side` (never upscaled). With `fps` below the native rate, the frames nearest to the timestamps
     first + j / fps are kept and mv[i] becomes mv_native[n_i] * (n_i - n_{i-1}): the
     motion into the kept frame scaled by the native frames it spans, i.e. constant
     velocity is assumed across the skipped frames (an approximation: accelerations and
@@ -134,7 +134,7 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
         distances = None
         if window and vectors is not None and len(vectors):
             refs = {d: grey[t + d][1] for d in range(-window, window + 1) if d != 0 and t + d in grey}
-            distances = recover_distances(vectors, grey[t][0], refs, window)
+            distances = recover_distances(vectors, grey[t][0], refs, window, current_float=grey[t][1])
         grey.pop(t - window, None)  # no later frame reaches back this far
         timings["ref_distance"] += time.perf_counter() - tic
         tic = time.perf_counter()
@@ -146,11 +146,10 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
         native_rate = stream.average_rate or stream.guessed_rate
         for n, frame in _timed(_decode(container, stream, "decode"), timings, "decode"):
             tic = time.perf_counter()
-            rgb = frame.to_ndarray(format="rgb24")  # grey and every pix_fmt -> 3 channels
-            source_hw = rgb.shape[:2]
+            source_hw = (frame.height, frame.width)
             if stored_hw is None:
                 stored_hw = stored_size(source_hw, short_side)
-            frames.append(_resize(rgb, stored_hw))
+            frames.append(_stored_rgb(frame, stored_hw))  # grey and every pix_fmt -> 3 channels
             times.append(frame.time)
             all_intra &= frame.pict_type == av.video.frame.PictureType.I
             timings["decode"] += time.perf_counter() - tic
@@ -167,7 +166,7 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
                 tic = time.perf_counter()
                 # float once here, read by up to 2 * window later frames; uint8 for the
                 # frame's own gradients (an exact integer path)
-                g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+                g = _source_luma(frame)
                 grey[n] = (g, g.astype(np.float32))
                 timings["ref_distance"] += time.perf_counter() - tic
             if n - window >= 0:
@@ -270,10 +269,35 @@ def _ffmpeg_reason(e: av.error.FFmpegError) -> str:
     return getattr(e, "strerror", None) or type(e).__name__
 
 
-def _resize(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    if rgb.shape[:2] == hw:
-        return rgb
-    return cv2.resize(rgb, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+# 8-bit pixel formats whose first plane is the luma (Y) of the frame, full or limited range
+_LUMA_FIRST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
+                         "yuv440p", "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "gray"})
+
+
+def _stored_rgb(frame: av.VideoFrame, hw: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 RGB at the stored size: one swscale pass, area-averaged when shrinking.
+
+    Converting and scaling in one pass from the decoder's YUV costs 1.7 ms at 720p -> 455x256
+    against 6 ms for RGB at the source size + cv2.resize(INTER_AREA) (mean difference 1.2 grey
+    levels: swscale averages chroma at its own resolution; docs/benchmarks.md).
+    """
+    if (frame.height, frame.width) == hw:
+        return frame.to_ndarray(format="rgb24")
+    return frame.reformat(width=hw[1], height=hw[0], format="rgb24", interpolation="AREA").to_ndarray()
+
+
+def _source_luma(frame: av.VideoFrame) -> np.ndarray:
+    """(Hs, Ws) uint8 grey frame at the source size, for the reference-distance block matching.
+
+    The Y plane itself when the pixel format has an 8-bit one (no conversion: limited-range
+    luma is a linear map of full-range grey, which the matching's tolerances absorb); other
+    formats go through RGB.
+    """
+    if frame.format.name in _LUMA_FIRST:
+        plane = frame.planes[0]
+        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        return np.ascontiguousarray(rows[:frame.height, :frame.width])
+    return cv2.cvtColor(frame.to_ndarray(format="rgb24"), cv2.COLOR_RGB2GRAY)
 
 
 def _native_fps(rate, times: list[float | None]) -> float:

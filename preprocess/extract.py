@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> ExtractConfig:
     g.add_argument("--out", default=None,
                    help="shard set path or fsspec URL, e.g. s3://bucket/k400 (default: <data dir>/shards/<dataset>)")
     g.add_argument("--format", default=d.format, choices=["zarr", "hdf5"])
+    g.add_argument("--overwrite", action="store_true",
+                   help="if --out holds a set extracted with other settings (or an older extractor), "
+                        "delete it and start over instead of stopping")
     g = p.add_argument_group("what is computed")
     g.add_argument("--short-side", type=int, default=d.short_side, help="resize short side to this (never upscale)")
     g.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: native)")
@@ -137,17 +140,35 @@ def extract_batch(items: list[VideoItem], cfg: ExtractConfig) -> list[dict]:
 Task = Callable[[list[VideoItem], ExtractConfig], list[dict]]
 
 
-def _check_same_settings(existing: dict | None, cfg: ExtractConfig, out: str) -> None:
+def _settings_diff(existing: dict | None, cfg: ExtractConfig) -> str:
+    """'' when a set written with `existing` settings can be resumed by cfg, else what differs."""
     if not existing:
-        return
+        return ""
     new = cfg.compute_key()
-    # keys a set written by an older motion-mae lacks had that version's (the default) value
-    old = {k: existing.get(k, getattr(ExtractConfig(), k)) for k in new}
-    diff = {k: (old[k], new[k]) for k in new if old[k] != new[k]}
-    if diff:
-        text = ", ".join(f"{k}: {a!r} there vs {b!r} now" for k, (a, b) in diff.items())
-        raise SystemExit(f"error: {out} was extracted with other settings ({text}). "
-                         f"Use another --out or the same settings.")
+    # keys a set written by an older motion-mae lacks had that version's (the default) value;
+    # a set without an extractor revision was written by revision 1
+    defaults = {**ExtractConfig().compute_key(), "extractor": 1}
+    old = {k: existing.get(k, defaults[k]) for k in new}
+    return ", ".join(f"{k}: {old[k]!r} there vs {new[k]!r} now" for k in new if old[k] != new[k])
+
+
+def _open_checked(cfg: ExtractConfig, out: str, log):
+    """The writer for `out`, refusing (or with --overwrite, replacing) a set extracted otherwise."""
+    from shards.writer import open_writer
+
+    writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
+    diff = _settings_diff(writer.config(), cfg)
+    if not diff:
+        return writer
+    if not cfg.overwrite:
+        raise SystemExit(f"error: {out} was extracted with other settings ({diff}). "
+                         f"Use another --out, the same settings, or --overwrite to delete it and start over.")
+    log(f"--overwrite: deleting {out}, extracted with other settings ({diff})")
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(out)
+    fs.rm(path, recursive=True)
+    return open_writer(out, format=cfg.format, config=cfg.to_dict())
 
 
 def _check_runnable(cfg: ExtractConfig, out: str) -> None:
@@ -281,14 +302,12 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch) -> dict:
     `task` is what a Dask task runs on a batch of videos (tests swap in a flaky one).
     """
     from shards import open_shards
-    from shards.writer import open_writer
 
     out = cfg.out_path()
     _check_runnable(cfg, out)
     listing = scan(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file, limit=cfg.limit)
     items = list(listing.items)
-    writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
-    _check_same_settings(writer.config(), cfg, out)
+    writer = _open_checked(cfg, out, log)
     previous = read_manifest(out)
     done = writer.done_ids()
     todo = [it for it in items if it.video_id not in done]

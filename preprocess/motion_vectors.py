@@ -88,11 +88,12 @@ _REMAP_MAX_ROWS = 32767  # cv2.remap takes maps of fewer rows (SHRT_MAX)
 
 
 def recover_distances(vectors: np.ndarray, current: np.ndarray, references: Mapping[int, np.ndarray],
-                      max_ref_distance: int = 4) -> np.ndarray:
+                      max_ref_distance: int = 4, current_float: np.ndarray | None = None) -> np.ndarray:
     """(N,) int64 signed reference offset of each block, 0 where none fits.
 
     current: (Hs, Ws) grey frame t at the resolution the vectors refer to (uint8 is fastest).
     references: signed display offset d -> grey frame t + d, for the offsets that exist.
+    current_float: `current` as float32 when the caller has it already (saves a conversion).
     For k in 1..max_ref_distance in the block's own direction (list 0 past, list 1
     future) the block at dst in frame t is compared with the reference sampled
     bilinearly at the exact sub-pixel src in frame t -+ k; the smallest mean absolute
@@ -110,39 +111,47 @@ def recover_distances(vectors: np.ndarray, current: np.ndarray, references: Mapp
     scale = vectors["motion_scale"].astype(np.float64)
     mx = (vectors["motion_x"] / scale).astype(np.float32)  # src - dst, source px
     my = (vectors["motion_y"] / scale).astype(np.float32)
-    cur = np.asarray(current, np.float32)
+    cur = np.asarray(current if current_float is None else current_float, np.float32)
     refs = {d: np.asarray(r, np.float32) for d, r in references.items() if abs(d) <= max_ref_distance}
     texture = 0.5 * _gradient_mean(current, x0, y0, w, h)  # [-1, 0, 1] kernels: twice a central difference
-    # Blocks of one size are sampled with one cv2.remap per candidate; H.264 has four sizes.
-    for bw, bh in set(zip(w[moving].tolist(), h[moving].tolist())):
-        idx = np.flatnonzero(moving & (w == bw) & (h == bh))
-        # A 4x4 lattice of samples per block tells the right k apart as well as every
-        # pixel does on textured blocks, at 1/16 of the cost for 16x16 macroblocks.
-        ys = (y0[idx, None] + np.arange(0, bh, max(1, bh // SAMPLES_PER_SIDE))).astype(np.float32)  # (n, sh)
-        xs = (x0[idx, None] + np.arange(0, bw, max(1, bw // SAMPLES_PER_SIDE))).astype(np.float32)  # (n, sw)
-        block = _sample(cur, ys, xs).reshape(len(idx), -1)  # (n, sh * sw)
-        # The mean over the lattice as a product with 1 / m: numpy's mean over small
-        # trailing axes was most of this function's time.
-        average = np.full(block.shape[1], 1.0 / block.shape[1], np.float32)
-        mad = np.full((max_ref_distance, len(idx)), np.inf, np.float32)
-        for s in (-1, 1):
-            sel = np.flatnonzero(sign[idx] == s)
-            if len(sel) == 0:
+    # Every block is read on a 4x4 lattice of samples (its side / 4 apart: 16x16 macroblocks
+    # down to 4x4 partitions alike), so all blocks share one cv2.remap per candidate frame.
+    # 16 samples tell the right k apart as well as every pixel does on textured blocks, at
+    # 1/16 of the cost for 16x16 macroblocks.
+    idx = np.flatnonzero(moving)
+    lattice = np.arange(SAMPLES_PER_SIDE)
+    ys = _lattice(y0[idx], h[idx], lattice)  # (n, 4)
+    xs = _lattice(x0[idx], w[idx], lattice)  # (n, 4)
+    block = _sample(cur, ys, xs).reshape(len(idx), -1)  # (n, 16)
+    # The mean over the lattice as a product with 1 / m: numpy's mean over small
+    # trailing axes was most of this function's time.
+    average = np.full(block.shape[1], 1.0 / block.shape[1], np.float32)
+    mad = np.full((max_ref_distance, len(idx)), np.inf, np.float32)
+    for s in (-1, 1):
+        sel = np.flatnonzero(sign[idx] == s)
+        if len(sel) == 0:
+            continue
+        ys_s, xs_s = ys[sel] + my[idx[sel], None], xs[sel] + mx[idx[sel], None]
+        block_s = block[sel]
+        for k in range(1, max_ref_distance + 1):
+            if s * k not in refs:
                 continue
-            ys_s, xs_s = ys[sel] + my[idx[sel], None], xs[sel] + mx[idx[sel], None]
-            block_s = block[sel]
-            for k in range(1, max_ref_distance + 1):
-                if s * k not in refs:
-                    continue
-                diff = _sample(refs[s * k], ys_s, xs_s).reshape(len(sel), -1)
-                diff -= block_s
-                np.abs(diff, out=diff)
-                mad[k - 1, sel] = diff @ average
-        best_k = np.argmin(mad, axis=0) + 1  # argmin keeps the first: the smallest k
-        best = mad[best_k - 1, np.arange(len(idx))]
-        fits = best <= np.maximum(MATCH_TOLERANCE_PX * texture[idx], MATCH_FLOOR)
-        out[idx] = np.where(fits, sign[idx] * best_k, 0)
+            diff = _sample(refs[s * k], ys_s, xs_s).reshape(len(sel), -1)
+            diff -= block_s
+            np.abs(diff, out=diff)
+            mad[k - 1, sel] = diff @ average
+    best_k = np.argmin(mad, axis=0) + 1  # argmin keeps the first: the smallest k
+    best = mad[best_k - 1, np.arange(len(idx))]
+    fits = best <= np.maximum(MATCH_TOLERANCE_PX * texture[idx], MATCH_FLOOR)
+    out[idx] = np.where(fits, sign[idx] * best_k, 0)
     return out
+
+
+def _lattice(start: np.ndarray, size: np.ndarray, lattice: np.ndarray) -> np.ndarray:
+    """(n, len(lattice)) float32 sample rows (or columns): start + (size // m) * j, inside the block."""
+    step = np.maximum(size // len(lattice), 1)
+    offsets = np.minimum(step[:, None] * lattice[None], size[:, None] - 1)
+    return (start[:, None] + offsets).astype(np.float32)
 
 
 def _sample(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -190,11 +199,14 @@ def _gradient_mean(img: np.ndarray, x0: np.ndarray, y0: np.ndarray, w: np.ndarra
 def _box_mean(img: np.ndarray, x0: np.ndarray, y0: np.ndarray, w: np.ndarray, h: np.ndarray,
               sdepth: int = cv2.CV_64F) -> np.ndarray:
     """Mean of img over each block's part inside the frame (integral image, O(1) per block)."""
-    ii = cv2.integral(img, sdepth=sdepth).astype(np.float64, copy=False)
+    ii = cv2.integral(img, sdepth=sdepth)
     hi, wi = img.shape
     xa, xb = np.clip(x0, 0, wi), np.clip(x0 + w, 0, wi)
     ya, yb = np.clip(y0, 0, hi), np.clip(y0 + h, 0, hi)
-    total = ii[yb, xb] - ii[ya, xb] - ii[yb, xa] + ii[ya, xa]
+    # only the four corners of each block become float64 (a 720p integral image is 7 MB as float64)
+    corners = [ii[yb, xb], ii[ya, xb], ii[yb, xa], ii[ya, xa]]
+    a, b, c, d = (x.astype(np.float64) for x in corners)
+    total = a - b - c + d
     return total / np.maximum((xb - xa) * (yb - ya), 1)
 
 
@@ -262,7 +274,8 @@ def _overlap(source_len: int, stored_len: int, cells: int, g: int) -> np.ndarray
     """(cells, ceil(source_len / g)) length of source px shared by stored cell i and grid cell c.
 
     Stored pixel x covers source [x s, (x + 1) s), s = source_len / stored_len, the
-    footprint cv2.INTER_AREA gives it, so cells line up with the resized frames.
+    footprint area scaling (swscale AREA, cv2.INTER_AREA) gives it, so cells line up with the
+    resized frames.
     """
     s = source_len / stored_len
     lo = np.arange(cells)[:, None] * CELL * s

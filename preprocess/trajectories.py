@@ -83,6 +83,51 @@ def _median_frame(flow: np.ndarray, ksize: int, out: np.ndarray | None = None) -
     return cv2.medianBlur(np.ascontiguousarray(flow, np.float32), ksize, dst=out)
 
 
+class Tracker:
+    """Dense trajectories built one flow frame at a time (the computation of `track`).
+
+    `step(f, flow_f, homography_f)` must be called for f = 0 .. T-2 in order; `traj` and
+    `valid` are complete after the last. Streaming lets the extractor drop each
+    full-resolution flow field as soon as it is used.
+    """
+
+    def __init__(self, num_frames: int, height: int, width: int, traj_len: int = 6, median: int = 3):
+        _check_median(median)
+        self.height, self.width, self.traj_len, self.median = height, width, traj_len, median
+        hc, wc = height // CELL, width // CELL
+        self.traj = np.zeros((num_frames, hc, wc, traj_len, 2), np.float32)
+        self.valid = np.zeros((num_frames, hc, wc, traj_len), bool)
+        self._pairs = max(num_frames - 1, 0)
+        self._next = 0
+        if self._pairs:
+            self._p = np.broadcast_to(cell_centres(hc, wc), (num_frames, hc, wc, 2)).copy()
+            self._alive = np.ones((num_frames, hc, wc), bool)
+            self._field = np.empty((height, width, 2), np.float32)
+            self._zero = np.zeros(traj_len, np.intp)
+
+    def step(self, f: int, flow: np.ndarray, homography: np.ndarray) -> None:
+        """Move every point that reads frame f's flow: start frames f - L + 1 .. f, at steps L - 1 .. 0."""
+        if f != self._next or f >= self._pairs:
+            raise ValueError(f"Tracker.step expects frame {self._next} of {self._pairs}, got {f}")
+        if flow.shape != (self.height, self.width, 2):
+            raise ValueError(f"flow must be ({self.height}, {self.width}, 2), got {flow.shape}")
+        self._next += 1
+        lo = max(0, f - self.traj_len + 1)
+        starts = np.arange(lo, f + 1)
+        steps = f - starts
+        filtered = _median_frame(flow, self.median, self._field)
+        q = self._p[lo:f + 1]  # views: updated in place
+        live = self._alive[lo:f + 1]
+        d = bilinear_sample(filtered[None], self._zero[:len(starts)], q)
+        nxt = _apply_homography(np.asarray(homography)[None], q + d)
+        live &= ((nxt[..., 0] >= 0) & (nxt[..., 0] <= self.width - 1)
+                 & (nxt[..., 1] >= 0) & (nxt[..., 1] <= self.height - 1))
+        self.traj[starts, :, :, steps] = np.where(live[..., None], d, 0)
+        self.valid[starts, :, :, steps] = live
+        # Dead points stay put so that later lookups stay inside the frame.
+        np.copyto(q, nxt, where=live[..., None])
+
+
 def track(flow: np.ndarray, homography: np.ndarray, traj_len: int = 6, median: int = 3,
           ) -> tuple[np.ndarray, np.ndarray]:
     """Track one point per 8x8 cell from every frame through `traj_len` steps.
@@ -93,43 +138,21 @@ def track(flow: np.ndarray, homography: np.ndarray, traj_len: int = 6, median: i
     A step is invalid when its end point leaves [0, W-1] x [0, H-1], when frame t + l + 1
     does not exist, and so is every later step of that point. Invalid steps store 0.
     Returns traj (T, Hc, Wc, L, 2) float32 and valid (T, Hc, Wc, L) bool.
+
+    Frame by frame rather than step by step (`Tracker`): every point that reads frame f's
+    flow is moved while that frame is in cache, and only one median-filtered frame exists
+    at a time. Per point the arithmetic is the same as stepping all points together: the
+    order of the points changes, not their updates. Measured 2-3x faster than gathering
+    from the whole video at once.
     """
     if flow.ndim != 4 or flow.shape[-1] != 2 or len(homography) != len(flow):
         raise ValueError(f"flow must be (T-1, H, W, 2) with one homography each, got {flow.shape}, "
                          f"{np.shape(homography)}")
     pairs, height, width, _ = flow.shape
-    n = pairs + 1
-    hc, wc = height // CELL, width // CELL
-    traj = np.zeros((n, hc, wc, traj_len, 2), np.float32)
-    valid = np.zeros((n, hc, wc, traj_len), bool)
-    if pairs == 0:
-        return traj, valid
-    _check_median(median)
-    # Frame by frame rather than step by step: every point that reads frame f's flow
-    # (start frames f - L + 1 .. f, at steps L - 1 .. 0) is moved while that frame is in
-    # cache, and only one median-filtered frame exists at a time. Per point the arithmetic
-    # is the same as stepping all points together: the order of the points changes, not
-    # their updates. Measured 2-3x faster than gathering from the whole video at once.
-    p = np.broadcast_to(cell_centres(hc, wc), (n, hc, wc, 2)).copy()
-    alive = np.ones((n, hc, wc), bool)
-    field = np.empty((height, width, 2), np.float32)
-    zero = np.zeros(traj_len, np.intp)
+    tracker = Tracker(pairs + 1, height, width, traj_len, median)
     for f in range(pairs):
-        lo = max(0, f - traj_len + 1)
-        starts = np.arange(lo, f + 1)
-        steps = f - starts
-        filtered = _median_frame(flow[f], median, field)
-        q = p[lo:f + 1]  # views: updated in place
-        live = alive[lo:f + 1]
-        d = bilinear_sample(filtered[None], zero[:len(starts)], q)
-        nxt = _apply_homography(homography[f:f + 1], q + d)
-        live &= ((nxt[..., 0] >= 0) & (nxt[..., 0] <= width - 1)
-                 & (nxt[..., 1] >= 0) & (nxt[..., 1] <= height - 1))
-        traj[starts, :, :, steps] = np.where(live[..., None], d, 0)
-        valid[starts, :, :, steps] = live
-        # Dead points stay put so that later lookups stay inside the frame.
-        np.copyto(q, nxt, where=live[..., None])
-    return traj, valid
+        tracker.step(f, flow[f], homography[f])
+    return tracker.traj, tracker.valid
 
 
 def positions(traj: np.ndarray, valid: np.ndarray, homography: np.ndarray) -> np.ndarray:

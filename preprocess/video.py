@@ -17,9 +17,9 @@ import numpy as np
 from preprocess.config import ExtractConfig
 from preprocess.decode import DecodedVideo, decode_video
 from preprocess.errors import ExtractionError
-from preprocess.flow import FlowConfig, downsample_flow, warped_flow
+from preprocess.flow import FlowConfig, downsample_frame, iter_warped_flow
 from preprocess.hog import cell_hog
-from preprocess.trajectories import track
+from preprocess.trajectories import Tracker
 
 
 @contextmanager
@@ -51,26 +51,40 @@ def to_gray(frames: np.ndarray) -> np.ndarray:
 
 def compute_arrays(decoded: DecodedVideo, cfg: ExtractConfig,
                    timings: dict[str, float]) -> dict[str, np.ndarray]:
-    """Decoded frames + codec vectors -> every array of the schema (reader dtypes and units)."""
+    """Decoded frames + codec vectors -> every array of the schema (reader dtypes and units).
+
+    Flow is streamed pair by pair into the tracker and the downsampled store, so only one
+    full-resolution flow field is alive at a time.
+    """
     with stage("flow", timings):
         gray = to_gray(decoded.frames)
-        flow, homography, ok, _ = warped_flow(gray, flow_config(cfg), mv=decoded.mv,
-                                              mv_valid=decoded.mv_valid)
+        n, height, width = gray.shape
+        pairs = iter_warped_flow(gray, flow_config(cfg), mv=decoded.mv, mv_valid=decoded.mv_valid)
+        stride = cfg.flow_stride
+        flow_small = np.empty((max(n - 1, 0), height // stride, width // stride, 2), np.float32)
+        homography = np.empty((max(n - 1, 0), 3, 3), np.float32)
+        ok = np.zeros(max(n - 1, 0), bool)
     with stage("trajectories", timings):
-        traj, traj_valid = track(flow, homography, cfg.traj_len)
+        tracker = Tracker(n, height, width, cfg.traj_len)
+    for t in range(n - 1):
+        with stage("flow", timings):
+            comp, h, ok[t] = next(pairs)
+            homography[t] = h
+            downsample_frame(comp, stride, flow_small[t])
+        with stage("trajectories", timings):
+            # the stored (float32) homography, so that `positions` on the shards retraces the tracks
+            tracker.step(t, comp, homography[t])
     with stage("hog", timings):
         hog = cell_hog(gray)
-    with stage("flow", timings):
-        flow_small = downsample_flow(flow, cfg.flow_stride)
     return {
         "frames": decoded.frames,
         "mv": decoded.mv,
         "mv_valid": decoded.mv_valid,
         "flow": flow_small,
-        "homography": homography.astype(np.float32),
+        "homography": homography,
         "homography_ok": ok,
-        "traj": traj,
-        "traj_valid": traj_valid,
+        "traj": tracker.traj,
+        "traj_valid": tracker.valid,
         "hog": hog,
     }
 

@@ -160,7 +160,8 @@ def _jpeg_encode(frames: np.ndarray) -> np.ndarray:
     """
     import cv2
 
-    blobs = [cv2.imencode(".jpg", np.ascontiguousarray(f[..., ::-1]),
+    # cvtColor, not f[..., ::-1] made contiguous: numpy copies a reversed axis element by element
+    blobs = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR),
                           [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].ravel() for f in frames]
     out = np.zeros((len(blobs), max((len(b) for b in blobs), default=0)), np.uint8)
     for row, blob in zip(out, blobs):

@@ -72,6 +72,26 @@ def test_resume_refuses_other_settings_but_not_other_workers(corpus, tmp_path):
     assert again["skipped"] == 1
 
 
+def test_resume_refuses_a_set_from_another_extractor_revision(corpus, tmp_path, monkeypatch):
+    """Same flags, older computation (e.g. another resize filter): not mixed into one set."""
+    import preprocess.config as config
+
+    out = tmp_path / "shards"
+    now = config.EXTRACTOR_REVISION
+    monkeypatch.setattr(config, "EXTRACTOR_REVISION", now - 1)
+    run(_cfg(corpus, out, workers=0, limit=2), log=lambda s: None)
+    monkeypatch.setattr(config, "EXTRACTOR_REVISION", now)
+    with pytest.raises(SystemExit, match=f"extractor: {now - 1} there vs {now} now"):
+        run(_cfg(corpus, out, workers=0, limit=2), log=lambda s: None)
+    # --overwrite deletes the old set and extracts anew; the next run resumes it as usual
+    lines = []
+    fresh = run(_cfg(corpus, out, workers=0, limit=2, overwrite=True), log=lines.append)
+    assert (fresh["done"], fresh["failed"]) == (1, 1) and any("--overwrite: deleting" in x for x in lines)
+    assert open_shards(str(out)).ids() == ["pan"]
+    again = run(_cfg(corpus, out, workers=0, limit=2, retries=0), log=lambda s: None)
+    assert again["skipped"] == 1
+
+
 def test_dask_two_workers_same_arrays(corpus, tmp_path):
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     run(_cfg(corpus, serial, workers=0), log=lambda s: None)

