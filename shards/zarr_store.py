@@ -28,8 +28,10 @@ from zarr.codecs import BloscCodec
 from .schema import ARRAYS, COMMIT_ATTR, root_attrs, root_version
 
 # zstd inside Blosc with byte shuffle: shuffle groups the bytes of int16/float16/float32
-# values, which compresses them ~1.5x better; it is a no-op for 1-byte dtypes.
-COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+# values, which compresses them ~1.5x better; it is a no-op for 1-byte dtypes. Level 1:
+# the write of a 250-frame 340x256 video took 1.45 ms/frame of CPU against 1.8-2.2 at level 3,
+# for 1 % more bytes (8.71 vs 8.63 MB); lz4 was faster still (1.19) but 39 % bigger.
+COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 INDEX_KEY = "index"
 
 

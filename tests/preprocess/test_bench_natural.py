@@ -28,3 +28,19 @@ def test_reencode_gives_h264_with_b_frames_at_the_size(tmp_path):
         assert (stream.codec_context.name, frames[0].width, frames[0].height) == ("h264", 64, 48)
         assert len(frames) == 24
         assert any(f.pict_type == av.video.frame.PictureType.B for f in frames)
+
+
+def test_write_corpus_gives_distinct_clips(tmp_path, monkeypatch):
+    import preprocess.bench_natural as bn
+
+    src = encode(tmp_path / "src", render(Scene(height=60, width=160, num_frames=6, bg_velocity=(1.0, 0.0))))
+    monkeypatch.setattr(bn, "natural_sources", lambda: [str(src)])
+    paths = bn.write_corpus(tmp_path / "corpus", 3, 48, 32)
+    assert [p.name for p in paths] == ["src_000.mp4", "src_001.mp4", "src_002.mp4"]
+    firsts = []
+    for p in paths:
+        with av.open(str(p)) as c:
+            firsts.append(next(c.decode(video=0)).to_ndarray(format="rgb24").astype(int))
+    assert all(f.shape == (32, 48, 3) for f in firsts)
+    # other crop windows / mirrored: no two clips start with the same picture
+    assert min(np.abs(a - b).mean() for i, a in enumerate(firsts) for b in firsts[i + 1:]) > 1.0
