@@ -15,7 +15,8 @@ def data_dir() -> Path:
 
 
 # Bump when the same settings start producing different arrays. 2: frames area-scaled by
-# swscale in the YUV -> RGB pass, DIS with 6 gradient-descent iterations (docs/benchmarks.md).
+# swscale in the YUV -> RGB pass, DIS with 6 gradient-descent iterations, homography from at
+# most ~640 flow samples, Zarr written with zstd level 1 (docs/benchmarks.md).
 EXTRACTOR_REVISION = 2
 
 
