@@ -80,10 +80,12 @@ def extraction(items, cfg, out: str) -> dict:
     with dask_client(cfg) as client:
         client.wait_for_workers(cfg.workers)
         startup = time.perf_counter() - start
-        tic = time.perf_counter()
+        tic, driver, busy = time.perf_counter(), time.process_time(), _busy_core_seconds()
         futures = client.map(extract_batch, [[it] for it in ordered], cfg=cfg, pure=False)
         results = [r for batch in client.gather(futures) for r in batch]
         wall = time.perf_counter() - tic
+        driver = time.process_time() - driver
+        busy = None if busy is None else _busy_core_seconds() - busy
     writer.finalize()
     done = [r for r in results if r["status"] == "done"]
     frames = sum(r["frames"] for r in done)
@@ -92,7 +94,22 @@ def extraction(items, cfg, out: str) -> dict:
             "videos": len(done), "failed": [r["id"] for r in results if r["status"] != "done"],
             "frames": frames, "videos_per_s": round(len(done) / wall, 3), "frames_per_s": round(frames / wall, 1),
             "task_seconds": round(sum(r["seconds"] for r in results), 2), "cpu_seconds": round(cpu, 2),
-            "frames_per_cpu_s": round(frames / cpu, 1)}
+            "frames_per_cpu_s": round(frames / cpu, 1),
+            # the driver process holds the scheduler: its CPU comes out of the same cores
+            "driver_cpu_s": round(driver, 2),
+            # every process on the machine (Linux /proc/stat): tasks + driver + nannies + anyone else
+            "machine_busy_core_s": None if busy is None else round(busy, 2)}
+
+
+def _busy_core_seconds() -> float | None:
+    """Core-seconds the whole machine has spent not idle since boot (None off Linux)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def shard_bytes(paths: dict[str, str], sources: dict[str, str]) -> dict:
@@ -302,10 +319,12 @@ def to_markdown(r: dict) -> str:
              f"load average at start {m['load_avg_at_start']}; `{r['command']}`; "
              f"{r['videos']} videos of '{r['dataset']}', {r['source_bytes'] / 1e6:.1f} MB of source", "",
              "| workers | format | videos | frames | wall s | videos/s | frames/s | frames per CPU-s "
-             "| cluster start s |", "|---|---|---|---|---|---|---|---|---|"]
+             "| task CPU s | driver CPU s | machine busy core-s | cluster start s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in r["extraction"]:
         lines.append(f"| {e['workers']} | {e['format']} | {e['videos']} | {e['frames']} | {e['wall_s']} | "
-                     f"{e['videos_per_s']} | {e['frames_per_s']} | {e['frames_per_cpu_s']} | {e['startup_s']} |")
+                     f"{e['videos_per_s']} | {e['frames_per_s']} | {e['frames_per_cpu_s']} | {e['cpu_seconds']} | "
+                     f"{e.get('driver_cpu_s')} | {e.get('machine_busy_core_s')} | {e['startup_s']} |")
     lines += ["", "Scaling (frames/s ratio): " + ", ".join(f"{k.replace('_', ' ')} {v}x"
                                                        for k, v in r["scaling"].items()), ""]
     sb = r["shard_bytes"]
