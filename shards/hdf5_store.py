@@ -74,7 +74,7 @@ class Hdf5Writer:
     format = "hdf5"
 
     def __init__(self, path: str, config: dict | None):
-        from .writer import merge_config
+        from .writer import INDEX_BASE_KEY, merge_config
 
         self.path = os.fspath(path)
         self.fs, self.root = _fs(self.path)
@@ -84,7 +84,9 @@ class Hdf5Writer:
             root_version(attrs, self.path)
             update = merge_config(attrs, config, self.path)
             if attrs.get(INDEX_KEY) is not None:
-                update[INDEX_KEY] = None  # new writes would make the index stale
+                # new writes would make the index stale; kept as the next finalize's base
+                update[INDEX_KEY] = None
+                update[INDEX_BASE_KEY] = attrs[INDEX_KEY]
             if update:
                 _put_atomic(self.fs, json.dumps({**attrs, **update}).encode(), root_file)
                 attrs.update(update)
@@ -94,7 +96,7 @@ class Hdf5Writer:
             attrs = root_attrs(config)
             self.fs.makedirs(self.root, exist_ok=True)
             _put_atomic(self.fs, json.dumps(attrs).encode(), root_file)
-        self.attrs = {k: v for k, v in attrs.items() if k != INDEX_KEY}
+        self.attrs = {k: v for k, v in attrs.items() if k not in (INDEX_KEY, INDEX_BASE_KEY)}
         for sub in ("videos", "failures"):
             self.fs.makedirs(f"{self.root}/{sub}", exist_ok=True)
 
@@ -135,15 +137,16 @@ class Hdf5Writer:
         _put_atomic(self.fs, json.dumps(record).encode(), f"{self.root}/failures/{video_id}.json")
 
     def finalize(self) -> None:
-        from .writer import build_index
+        from .writer import INDEX_BASE_KEY, incremental_index
 
         for tmp in self.fs.glob(f"{self.root}/videos/.*.tmp") + self.fs.glob(f"{self.root}/failures/.*.tmp"):
             self.fs.rm(tmp)  # leftovers of crashed writers; finalize runs after all writers
-        # One attrs read per file: the cost of a corpus index for a format without a root group.
-        index = build_index((vid, _video_attrs(self.fs, f"{self.root}/videos/{vid}.h5"))
-                            for vid in self.done_ids())
         root_file = f"{self.root}/{ROOT_FILE}"
         attrs = json.loads(self.fs.cat_file(root_file))
+        # One attrs read per file not in the last index: the cost of a corpus index for a
+        # format without a root group.
+        index = incremental_index(attrs.pop(INDEX_BASE_KEY, None), self.done_ids(),
+                                  lambda vid: _video_attrs(self.fs, f"{self.root}/videos/{vid}.h5"))
         _put_atomic(self.fs, json.dumps({**attrs, INDEX_KEY: index}).encode(), root_file)
 
 
@@ -169,6 +172,7 @@ class Hdf5Reader:
             attrs = {}
         root_version(attrs, self.path)
         self.index: dict | None = attrs.pop(INDEX_KEY, None)
+        attrs.pop("index_base", None)  # a writer's bookkeeping (shards.writer.INDEX_BASE_KEY)
         self.attrs = attrs
         self._files: weakref.WeakSet = weakref.WeakSet()
 

@@ -69,7 +69,7 @@ class ZarrWriter:
     format = "zarr"
 
     def __init__(self, path: str, config: dict | None):
-        from .writer import merge_config
+        from .writer import INDEX_BASE_KEY, merge_config
 
         self.path = os.fspath(path)
         self.store = make_store(self.path, read_only=False)
@@ -80,8 +80,10 @@ class ZarrWriter:
             update = merge_config(attrs, config, self.path)
             if attrs.get(INDEX_KEY) is not None:
                 # New writes would make the index stale. Checked for a value, not the key, so
-                # that workers reopening the root after the driver never rewrite it.
+                # that workers reopening the root after the driver never rewrite it. It is
+                # kept as the base of the next finalize (only new videos are read then).
                 update[INDEX_KEY] = None
+                update[INDEX_BASE_KEY] = attrs[INDEX_KEY]
             if update:
                 root.update_attributes(update)
         else:
@@ -99,7 +101,32 @@ class ZarrWriter:
         return zarr.open_group(self.store, mode="r", use_consolidated=False).attrs.get("config") or {}
 
     def done_ids(self) -> set[str]:
-        return {name for name, g in self.videos.groups() if g.attrs.get(COMMIT_ATTR) is True}
+        from .writer import index_rows
+
+        # Videos of the last finalized index are committed (committed groups are never rewritten);
+        # only the other groups' attrs are read.
+        base = set(index_rows(self._index_base()))
+        names = self._group_names()
+        return (names & base) | {n for n in names - base if self._committed(n)}
+
+    def _index_base(self) -> dict | None:
+        from .writer import INDEX_BASE_KEY
+
+        return zarr.open_group(self.store, mode="r", use_consolidated=False).attrs.get(INDEX_BASE_KEY)
+
+    def _group_names(self) -> set[str]:
+        """Names of the video groups, from a listing (no metadata read per group)."""
+        root = f"{self.fs_root.rstrip('/')}/videos"
+        if not self.fs.exists(root):
+            return set()
+        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(root, detail=False))
+        return {n for n in names if n != "zarr.json" and not n.startswith(".")}
+
+    def _committed(self, name: str) -> bool:
+        try:
+            return self.videos[name].attrs.get(COMMIT_ATTR) is True
+        except KeyError:
+            return False
 
     def failed_ids(self) -> set[str]:
         return set(self.failures.group_keys())
@@ -124,12 +151,11 @@ class ZarrWriter:
         self.failures.create_group(video_id, attributes=record, overwrite=True)
 
     def finalize(self) -> None:
-        from .writer import build_index
+        from .writer import INDEX_BASE_KEY, incremental_index
 
-        committed = ((name, dict(g.attrs)) for name, g in self.videos.groups()
-                     if g.attrs.get(COMMIT_ATTR) is True)
+        index = incremental_index(self._index_base(), self.done_ids(), lambda vid: dict(self.videos[vid].attrs))
         root = zarr.open_group(self.store, mode="r+", use_consolidated=False)
-        root.update_attributes({INDEX_KEY: build_index(committed)})
+        root.update_attributes({INDEX_KEY: index, INDEX_BASE_KEY: None})
 
 
 class ZarrReader:
@@ -142,6 +168,7 @@ class ZarrReader:
         attrs = dict(self.root.attrs)
         root_version(attrs, self.path)
         index = attrs.pop(INDEX_KEY, None)
+        attrs.pop("index_base", None)  # a writer's bookkeeping (shards.writer.INDEX_BASE_KEY)
         self.attrs = attrs
         self._videos = self.root.get("videos")
         self._failures = self.root.get("failures")

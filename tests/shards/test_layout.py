@@ -191,3 +191,48 @@ def test_finalize_index_splits_labels_and_stale_index(tmp_path, fmt):
     w.write_video("d", make_arrays(attrs), attrs)
     with open_shards(path) as ds:  # no index: answered from each video's attrs
         assert ds.ids(split="val") == ["a", "d"] and ds.labels()["d"] == 3
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_finalize_after_resume_reads_only_new_videos(tmp_path, fmt, monkeypatch):
+    """A resumed run's finalize takes the rows of videos the last index lists from it and reads
+    only the new videos' attrs; the index equals one built from every video."""
+    import shards.writer as writer
+
+    path = tmp_path / "s"
+    w = open_writer(path, format=fmt, config={"run": 1})
+    for vid, label in (("a", 0), ("b", 1), ("c", 0)):
+        attrs = video_attrs(label=label, label_name=f"class{label}", split="train")
+        w.write_video(vid, make_arrays(attrs), attrs)
+    w.finalize()
+    reads = []
+    real = writer.incremental_index
+
+    def counting(base, committed, read_attrs):
+        return real(base, committed, lambda vid: reads.append(vid) or read_attrs(vid))
+
+    monkeypatch.setattr(writer, "incremental_index", counting)
+    w = open_writer(path, format=fmt)  # the resumed driver
+    assert w.done_ids() == {"a", "b", "c"}
+    attrs = video_attrs(label=2, label_name="class2", split="val")
+    w.write_video("d", make_arrays(attrs), attrs)
+    assert w.done_ids() == {"a", "b", "c", "d"}
+    w.finalize()
+    assert reads == ["d"]
+    with open_shards(path) as ds:
+        assert ds.ids() == ["a", "b", "c", "d"] and ds.ids(split="val") == ["d"]
+        assert ds.labels() == {"a": 0, "b": 1, "c": 0, "d": 2}
+        assert ds._backend.index["label_names"] == {"0": "class0", "1": "class1", "2": "class2"}
+        assert "index_base" not in ds.attrs
+        full = writer.build_index((vid, ds[vid].attrs) for vid in ds.ids())
+        assert ds._backend.index == full
+
+
+def test_index_rows_round_trip():
+    from shards.writer import build_index, index_rows
+
+    rows = {"x": {"label": 1, "label_name": "one", "split": "train", "num_frames": 5},
+            "y": {"label": None, "split": None, "num_frames": 7}}
+    back = index_rows(build_index(rows.items()))
+    assert back == {"x": rows["x"], "y": {"label": None, "split": None, "num_frames": 7}}
+    assert index_rows(None) == {}
