@@ -44,3 +44,16 @@ def test_write_corpus_gives_distinct_clips(tmp_path, monkeypatch):
     assert all(f.shape == (32, 48, 3) for f in firsts)
     # other crop windows / mirrored: no two clips start with the same picture
     assert min(np.abs(a - b).mean() for i, a in enumerate(firsts) for b in firsts[i + 1:]) > 1.0
+
+
+def test_bench_compare_runs_each_checkout_on_the_same_files(tmp_path, capsys):
+    from pathlib import Path
+
+    from preprocess.bench_compare import main
+
+    videos = tmp_path / "videos"
+    encode(videos / "a", render(Scene(height=48, width=64, num_frames=6, bg_velocity=(1.0, 0.0))))
+    repo = str(Path(__file__).resolve().parents[2])
+    main([repo, repo, "--root", str(videos), "--best-of", "1", "--cores", "0,0"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {repo} |")]
+    assert len(rows) == 2 and all("| 6 |" in row for row in rows)
