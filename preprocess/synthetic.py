@@ -6,6 +6,13 @@ optionally, a rotation about its centre. All motions are *image-space, forward*:
 `bg_motion[t]` is how far background content moves from frame t to frame t+1
 (camera-inclusive), likewise `object_motion`. Angles are degrees, positive
 counter-clockwise as seen on screen (OpenCV's `getRotationMatrix2D` convention; y points down).
+
+Two looks (`Scene.style`, `STYLES`): "noise" (default) paints background and objects with
+blurred noise (`texture`; an object is its own texture inverted, so in a single frame it is
+hardly told from the background: only its motion shows it); "structured" paints stripes,
+checkers or grids of random period and orientation (`pattern`) and gives every object a
+grey level at least 0.3 away from the background's, so each frame shows where it is and
+each patch has edges a model can predict.
 """
 from __future__ import annotations
 
@@ -25,6 +32,27 @@ def texture(height: int, width: int, seed: int, scale: float = 1.5) -> np.ndarra
     tex = fine / (fine.std() + 1e-6) + 0.7 * coarse / (coarse.std() + 1e-6)
     tex = (tex - tex.min()) / (tex.max() - tex.min() + 1e-6)
     return (tex * 235 + 10).astype(np.float32)
+
+
+STYLES = ("noise", "structured")
+
+
+def pattern(height: int, width: int, seed: int, period: tuple[float, float] = (10.0, 24.0)) -> np.ndarray:
+    """Structured grey texture in about [-1, 1] (float32): stripes, a checkerboard or a grid, of a
+    period drawn from `period` (px) and any orientation, with edges about period/8 px wide; a
+    quarter of it is `texture`'s noise, so flow and camera matches find texture along stripes too."""
+    rng = np.random.default_rng(seed)
+    kind, angle, p = int(rng.integers(3)), rng.uniform(0, np.pi), rng.uniform(*period)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    u = xs * np.cos(angle) + ys * np.sin(angle)
+    v = ys * np.cos(angle) - xs * np.sin(angle)
+
+    def square_wave(z):
+        return np.clip(4 * np.sin(2 * np.pi * z / p), -1, 1)
+
+    pat = (square_wave(u), square_wave(u) * square_wave(v), np.maximum(square_wave(u), square_wave(v)))[kind]
+    noise = texture(height, width, seed + 7) / 127.5 - 1
+    return (0.75 * pat + 0.25 * noise).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -49,6 +77,7 @@ class Scene:
     seed: int = 0
     gray: bool = False
     margin: int = 64  # texture border so the pan never runs out of content
+    style: str = "noise"  # STYLES: "noise" (blurred noise) or "structured" (stripes/checkers, objects stand out)
 
     def bg_motion(self) -> np.ndarray:
         """(T-1, 2) background displacement t -> t+1, x before y."""
@@ -94,10 +123,15 @@ def _placement(size: int, x: float, y: float, angle: float) -> np.ndarray:
 def render(scene: Scene) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB frames of the scene."""
     h, w, m = scene.height, scene.width, scene.margin
-    bg_tex = texture(h + 2 * m, w + 2 * m, scene.seed)
     tint = np.random.default_rng(scene.seed + 1).uniform(0.6, 1.0, size=3).astype(np.float32)
     offsets = np.concatenate([[[0.0, 0.0]], np.cumsum(scene.bg_motion(), axis=0)])
-    obj_tex = [texture(o.size, o.size, scene.seed + 100 + k, scale=1.0) for k, o in enumerate(scene.objects)]
+    if scene.style == "noise":
+        bg_tex = texture(h + 2 * m, w + 2 * m, scene.seed)
+        obj_tex = [texture(o.size, o.size, scene.seed + 100 + k, scale=1.0) for k, o in enumerate(scene.objects)]
+    elif scene.style == "structured":
+        bg_tex, obj_tex = _structured(scene)
+    else:
+        raise ValueError(f"unknown scene style {scene.style!r}; known: {', '.join(STYLES)}")
     obj_pos = [scene.object_positions(k) for k in range(len(scene.objects))]
     obj_angle = [scene.object_angles(k) for k in range(len(scene.objects))]
     frames = np.empty((scene.num_frames, h, w, 3), np.uint8)
@@ -109,10 +143,28 @@ def render(scene: Scene) -> np.ndarray:
             layer = cv2.warpAffine(obj_tex[k], place, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
             alpha = cv2.warpAffine(np.ones((obj.size, obj.size), np.float32), place, (w, h), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            img = img * (1 - alpha) + (255 - layer) * alpha  # inverted texture: distinct from bg
+            if scene.style == "noise":
+                layer = 255 - layer  # inverted texture: distinct from the background in texture, not in level
+            img = img * (1 - alpha) + layer * alpha
         rgb = img[..., None] * (np.ones(3, np.float32) if scene.gray else tint)
         frames[t] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     return frames
+
+
+def _structured(scene: Scene) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Background and object textures (grey levels 0-255) of a "structured" scene: a background
+    pattern of random mean level and contrast, and per object a finer pattern around a level
+    0.3-0.45 (of the range) darker or lighter than the background's, whichever has room."""
+    h, w, m = scene.height, scene.width, scene.margin
+    rng = np.random.default_rng(scene.seed + 2)
+    level, contrast = rng.uniform(0.25, 0.75), rng.uniform(0.1, 0.25)
+    bg = level + contrast * pattern(h + 2 * m, w + 2 * m, scene.seed)
+    objects = []
+    for k, o in enumerate(scene.objects):
+        away = rng.uniform(0.3, 0.45) * (1 if level < 0.5 else -1)
+        fill = pattern(o.size, o.size, scene.seed + 100 + k, (6.0, 12.0))
+        objects.append(np.clip(level + away, 0.1, 0.9) + 0.12 * fill)
+    return (np.clip(bg, 0, 1) * 255).astype(np.float32), [(np.clip(t, 0, 1) * 255).astype(np.float32) for t in objects]
 
 
 # name -> (PyAV encoder, container suffix, pix_fmt)

@@ -45,6 +45,7 @@ class TrainConfig:
     target: str = "pixel"           # train.targets.TARGETS key: pixel | hog | mme
     mask_ratio: float | None = None  # None = the method's default (0.9; 0.7 with target mme)
     norm_target: bool = True        # per-token target normalization (VideoMAE / MME patch norm)
+    target_norm: str = ""           # which one: a train.targets norms name, "" = the target's default
     # model
     model: str = "vit_small"        # train.model.MODELS key
     tubelet: int = 2                # frames per token
@@ -93,6 +94,9 @@ class TrainConfig:
             raise ValueError(f"num_frames {self.num_frames} must be a multiple of tubelet {self.tubelet}")
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"mask ratio {self.ratio} must be in [0, 1)")
+        from .targets import get_target
+
+        get_target(self.target).norm(self.target_norm)  # an unknown name fails here, not at step 0
         return self
 
     def to_dict(self) -> dict:

@@ -169,6 +169,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     np.random.seed(cfg.seed + d.rank)
     random.seed(cfg.seed + d.rank)
     mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
+    norm = target.norm(cfg.target_norm)
     needs = MASK_NEEDS[cfg.mask] | target.needs
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
                     frozenset(needs))
@@ -225,7 +226,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.no_grad():
-            tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target)  # (B,N,C)
+            tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)  # (B,N,C)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = ddp(batch["video"], mask)                                   # (B,Nm,C)
         loss = masked_mse(pred.float(), tgt, weight, mask)

@@ -18,7 +18,8 @@ softmax scores are averaged over its clips; top-1 and top-5 on the val split.
   problem, so no learning rate to tune and the same answer on every run.
 - **Fine-tuning** (`--finetune`): VideoMAE's classification model on the pretrained encoder
   (all tokens -> blocks -> norm -> mean -> LayerNorm -> linear head), trained end to end on
-  random clips with the pretraining augmentation (random crop, motion-consistent flip),
+  random clips with the pretraining augmentation (random crop, motion-consistent flip; `flip
+  False` where a mirror changes the class, e.g. left/right or clockwise on SSv2 and synthetic-motion),
   AdamW, layer-wise lr decay, warmup + cosine, bf16 autocast on CUDA, DDP under torchrun.
 
 Labels are the ones stored at extraction (`ds.labels()`); unlabelled videos are skipped and
@@ -85,6 +86,7 @@ class EvalConfig:
     warmup_epochs: float = 1.0
     drop_path: float = 0.1
     min_crop: float = 0.66          # training crops, as in pretraining
+    flip: bool = True               # random horizontal flips of training clips; off where labels have a direction
     log_every: int = 10
     # runtime
     seed: int = 0
@@ -109,7 +111,7 @@ class EvalConfig:
 
     def spec(self, train: bool = False) -> ClipSpec:
         return ClipSpec(self.num_frames, self.sampling_rate, self.input_size, self.tubelet,
-                        self.min_crop if train else 1.0, flip=train)
+                        self.min_crop if train else 1.0, flip=train and self.flip)
 
     def describe(self) -> str:
         width = max(len(f.name) for f in fields(self))
@@ -351,7 +353,8 @@ def train_classifier(model: VideoClassifier, cfg: EvalConfig, ids: list[str], la
             log(f"step {step + 1}/{total} loss {np.mean(losses[-cfg.log_every:]):.4f} lr {lr:.2e} "
                 f"data {data_time * 1000:.0f} ms / step {(data_time + step_time) * 1000:.0f} ms")
     model.eval()
-    return {"steps": total, "first_loss": losses[0], "last_loss": losses[-1]}
+    return {"steps": total, "first_loss": losses[0], "last_loss": losses[-1],
+            "last_window_loss": float(np.mean(losses[-cfg.log_every:]))}  # the last logged value
 
 
 # ---- the two evaluations --------------------------------------------------------------------

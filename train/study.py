@@ -1,6 +1,7 @@
-"""Reproduce, at small scale: every method, one small ViT, one budget, several seeds, a linear probe.
+"""Reproduce, at small scale: every method, one small ViT, one budget, several seeds, a linear probe
+and fine-tuning.
 
-    python train/study.py                                   # the default study, about 40 min on 2 CPU cores
+    python train/study.py                                   # the default study, about 75 min on 2 CPU cores
     python train/study.py --tiny --out /tmp/study           # the CI version, < 1 min
     python train/study.py --seeds 0,1 --methods tube+pixel,mgm+pixel --steps 300 --out runs/study300
 
@@ -13,13 +14,16 @@ The data flow, each stage skipped where its output exists (a killed study resume
    and resumes from it (exact resume: the same clips and masks as one uninterrupted run);
 3. **probe** every kept checkpoint, and a random-init encoder of the same geometry per seed,
    with `train.evaluate.linear_probe` on the val split;
-4. **report**: `<out>/results.json`, a markdown report (`docs/results.md` for the default study)
+4. **fine-tune** (when `finetune` is set) the last checkpoint of every run, and the random-init
+   encoder per seed, with `train.evaluate.finetune` for the same number of steps: VideoMAE's
+   main protocol, and the one that shows a small MAE's pretraining where a linear probe does not;
+5. **report**: `<out>/results.json`, a markdown report (`docs/results.md` for the default study)
    whose generated part sits between two markers (text outside them is kept), and two plots:
    probe accuracy against pretraining epochs per method, and the pretraining loss.
 
 Layout of `--out` (default runs/study): `<method>/seed<k>/` (checkpoint.pt, ckpt_<step>.pt,
-train_<step>.json, probe_<step>.json, metrics.jsonl), `random/seed<k>/probe.json`,
-`extract.json`, `results.json`.
+train_<step>.json, probe_<step>.json, finetune_<step>.json, metrics.jsonl),
+`random/seed<k>/{probe,finetune}.json`, `extract.json`, `results.json`.
 """
 from __future__ import annotations
 
@@ -67,6 +71,7 @@ TINY = {
     "per_class": 2, "frames": 16, "size": 64, "extract_workers": 0, "probe_batch": 8,
     "train": {"num_frames": 4, "sampling_rate": 2, "batch_size": 4, "num_workers": 0, "warmup_steps": 1,
               "log_every": 2},
+    "finetune": {"max_steps": 2, "batch_size": 4, "warmup_epochs": 0.0, "log_every": 1},
 }
 
 
@@ -79,6 +84,7 @@ class StudyConfig:
     per_class: int = 64                     # synthetic-motion videos per class (1 in 4 is val)
     frames: int = 32                        # stored frames per video
     size: int = 112                         # stored side, px
+    style: str = "noise"                    # synthetic-motion look: noise | structured (preprocess.synthetic.STYLES)
     extract_workers: int = 2                # 0 = extract in this process
     probe_clips: int = 2
     probe_batch: int = 32
@@ -87,6 +93,7 @@ class StudyConfig:
     out: str = DEFAULT_OUT
     report: str = ""                        # markdown report; "" = docs/results.md (default out) or <out>/results.md
     train: dict = field(default_factory=dict)  # TrainConfig fields shared by every run
+    finetune: dict = field(default_factory=dict)  # EvalConfig fields of the fine-tuning stage; {} = no such stage
 
     def validate(self) -> "StudyConfig":
         unknown = [m for m in self.methods if m not in METHODS]
@@ -97,22 +104,37 @@ class StudyConfig:
         if self.steps < 1 or not all(0 < f <= 1 for f in self.checkpoints):
             raise ValueError(f"need steps >= 1 and checkpoint fractions in (0, 1], "
                              f"got {self.steps}, {self.checkpoints}")
+        from preprocess.synthetic import STYLES
+
+        if self.style not in STYLES:
+            raise ValueError(f"unknown style {self.style!r}; known: {', '.join(STYLES)}")
         self.base_train()  # refuses unknown TrainConfig keys early
+        from train.evaluate import EvalConfig
+
+        unknown = set(self.finetune) - {f.name for f in fields(EvalConfig)}
+        if unknown:
+            raise ValueError(f"unknown fine-tuning keys {sorted(unknown)}; EvalConfig fields are expected")
+        if self.finetune and self.finetune.get("max_steps", 0) < 1:
+            raise ValueError("finetune needs max_steps >= 1: every encoder gets the same number of steps")
         return self
 
     # ---- derived paths and values ----------------------------------------------------------
     def corpus_name(self) -> str:
+        look = "" if self.style == "noise" else f"-{self.style}"
         default = (self.per_class, self.frames, self.size) == (64, 32, 112)
-        return "synthetic-motion" if default else f"synthetic-motion-{self.per_class}pc-{self.frames}f-{self.size}px"
+        return (f"synthetic-motion{look}" if default
+                else f"synthetic-motion{look}-{self.per_class}pc-{self.frames}f-{self.size}px")
 
     def root_path(self) -> Path:
         from preprocess.config import data_dir
 
         if self.root:
             return Path(self.root).expanduser()
-        # videos depend on (frames, size), not on the number per class: one folder grows in place
+        # videos depend on (frames, size, style), not on the number per class: one folder grows in place
+        look = "" if self.style == "noise" else f"-{self.style}"
         same = (self.frames, self.size) == (32, 112)
-        return data_dir() / ("synthetic-motion" if same else f"synthetic-motion-{self.frames}f-{self.size}px")
+        name = f"synthetic-motion{look}" if same else f"synthetic-motion{look}-{self.frames}f-{self.size}px"
+        return data_dir() / name
 
     def shards_path(self) -> Path:
         from preprocess.config import data_dir
@@ -144,6 +166,11 @@ class StudyConfig:
     def run_dir(self, method: str, seed: int) -> Path:
         return self.out_path() / method / f"seed{seed}"
 
+    def finetune_options(self) -> dict:
+        """EvalConfig fields of every fine-tuning run: the study's loader settings, then `finetune`."""
+        base = self.base_train()
+        return {"num_workers": base.num_workers, "device": base.device, "min_crop": base.min_crop, **self.finetune}
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(methods=list(self.methods), seeds=list(self.seeds), checkpoints=list(self.checkpoints))
@@ -159,32 +186,32 @@ class StudyConfig:
 class Progress:
     """One line per unit of work: elapsed, done/total pretraining steps and probes, ETA from the pace so far."""
 
-    def __init__(self, train_steps: int, probes: int, log=print):
-        self.total_steps, self.total_probes, self.log = train_steps, probes, log
-        self.steps = self.probes = 0
+    def __init__(self, train_steps: int, probes: int, log=print, finetunes: int = 0):
+        self.total = {"train": train_steps, "probe": probes, "finetune": finetunes}
+        self.count = {kind: 0 for kind in self.total}
+        self.log = log
         self.start = time.perf_counter()
-        self.work_seconds = {"train": 0.0, "probe": 0.0}   # time of the work done in this process
-        self.work_units = {"train": 0, "probe": 0}
+        self.work_seconds = {kind: 0.0 for kind in self.total}   # time of the work done in this process
+        self.work_units = {kind: 0 for kind in self.total}
 
     def done(self, kind: str, units: int, seconds: float | None) -> None:
-        """`units` steps or probes finished; `seconds` None = skipped (found on disk)."""
-        if kind == "train":
-            self.steps += units
-        else:
-            self.probes += units
+        """`units` steps, probes or fine-tunes finished; `seconds` None = skipped (found on disk)."""
+        self.count[kind] += units
         if seconds is not None:
             self.work_seconds[kind] += seconds
             self.work_units[kind] += units
 
     def line(self, what: str) -> None:
         eta = 0.0
-        for kind, left in (("train", self.total_steps - self.steps), ("probe", self.total_probes - self.probes)):
+        for kind, total in self.total.items():
+            left = total - self.count[kind]
             if left and self.work_units[kind]:
                 eta += left * self.work_seconds[kind] / self.work_units[kind]
             elif left:
                 eta = math.nan
-        self.log(f"[study {_hms(time.perf_counter() - self.start)} | steps {self.steps}/{self.total_steps}, "
-                 f"probes {self.probes}/{self.total_probes} | ETA {_hms(eta)}] {what}")
+        tune = (f", fine-tunes {self.count['finetune']}/{self.total['finetune']}" if self.total["finetune"] else "")
+        self.log(f"[study {_hms(time.perf_counter() - self.start)} | "
+                 f"steps {self.count['train']}/{self.total['train']}, probes {self.count['probe']}/{self.total['probe']}{tune} | ETA {_hms(eta)}] {what}")
 
 
 def _hms(seconds: float) -> str:
@@ -202,7 +229,7 @@ def synth_env(cfg: StudyConfig):
     from preprocess.datasets.synthetic_motion import ENV
 
     values = {ENV["per_class"]: str(cfg.per_class), ENV["frames"]: str(cfg.frames), ENV["size"]: str(cfg.size),
-              ENV["seed"]: "0"}  # one corpus: the generator's default seed
+              ENV["style"]: cfg.style, ENV["seed"]: "0"}  # one corpus: the generator's default seed
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -311,6 +338,27 @@ def probe(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, wha
         f"(chance {result['chance_top1']:.3f}), {result['seconds']['total']:.1f} s")
 
 
+def finetune(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, what: str, log, **options) -> None:
+    """Fine-tune `checkpoint` ("random" with its geometry in `options`) end to end into `dest`, unless it
+    exists; `options` (the seed, the geometry) go over `cfg.finetune_options()`."""
+    from train.evaluate import finetune as run_finetune
+
+    if dest.exists():
+        progress.done("finetune", 1, None)
+        return
+    progress.line(f"fine-tune {what}")
+    start = time.perf_counter()
+    result = run_finetune(checkpoint, str(cfg.shards_path()), **{**cfg.finetune_options(), **options})
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, dest)
+    progress.done("finetune", 1, time.perf_counter() - start)
+    log(f"    fine-tuned top-1 {result['top1']:.3f}, top-{result['top5_k']} {result['top5']:.3f} "
+        f"(train loss {result['finetune']['first_loss']:.3f} -> {result['finetune']['last_window_loss']:.3f}), "
+        f"{result['seconds']['total']:.1f} s")
+
+
 def random_geometry(cfg: StudyConfig, seed: int) -> dict:
     base = cfg.base_train()
     return {"model": base.model, "num_frames": base.num_frames, "sampling_rate": base.sampling_rate,
@@ -338,7 +386,8 @@ def zero_loss(cfg: StudyConfig, method: str, batches: int = 10) -> float:
     losses = []
     for _, batch in zip(range(batches), loader):
         mask = mask_fn(batch, grid, run.ratio, generator)                                    # (B,N)
-        tgt, weight = target.build(batch, run.tubelet, run.patch_size, run.norm_target)     # (B,N,C)
+        tgt, weight = target.build(batch, run.tubelet, run.patch_size, run.norm_target,
+                                   target.norm(run.target_norm))                             # (B,N,C)
         pred = torch.zeros(mask.shape[0], int(mask[0].sum()), tgt.shape[-1])               # (B,Nm,C)
         losses.append(masked_mse(pred, tgt, weight, mask).item())
     return float(np.mean(losses))
@@ -376,6 +425,19 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
     n_train = None
     methods = {}
     seconds = {"extract": extract_record.get("seconds", 0.0), "pretrain": 0.0, "probe": 0.0}
+    if cfg.finetune:
+        seconds["finetune"] = 0.0
+
+    def finetuned(paths: list[Path]) -> dict | None:
+        """Mean top-1 / top-5 and train loss of the fine-tuning results at `paths` (None: no such stage)."""
+        if not cfg.finetune:
+            return None
+        rs = [json.loads(x.read_text()) for x in paths]
+        seconds["finetune"] += sum(r["seconds"]["total"] for r in rs)
+        return {"top1": mean_std([r["top1"] for r in rs]), "top5": mean_std([r["top5"] for r in rs]),
+                "last_loss": mean_std([r["finetune"]["last_window_loss"] for r in rs]),
+                "steps": rs[0]["finetune"]["steps"]}
+
     for method in cfg.methods:
         per_stop = {s: {"top1": [], "top5": []} for s in stops}
         losses, run_seconds = [], []
@@ -403,6 +465,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
             "checkpoints": [{"step": s, "top1": mean_std(per_stop[s]["top1"]), "top5": mean_std(per_stop[s]["top5"])}
                             for s in stops],
             "loss": losses, "zero_loss": cached_zero_loss(cfg, method), "pretrain_seconds": mean_std(run_seconds),
+            "finetune": finetuned([cfg.run_dir(method, seed) / f"finetune_{cfg.steps}.json" for seed in cfg.seeds]),
         }
     randoms = [json.loads((cfg.out_path() / "random" / f"seed{seed}" / "probe.json").read_text())
                for seed in cfg.seeds]
@@ -425,7 +488,9 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                    "epochs": round(cfg.steps * base.batch_size / n_train, 2), "seeds": len(cfg.seeds)},
         "chance_top1": first["chance_top1"], "top5_k": first["top5_k"],
         "random_init": {"top1": mean_std([r["top1"] for r in randoms]),
-                        "top5": mean_std([r["top5"] for r in randoms])},
+                        "top5": mean_std([r["top5"] for r in randoms]),
+                        "finetune": finetuned([cfg.out_path() / "random" / f"seed{seed}" / "finetune.json"
+                                               for seed in cfg.seeds])},
         "methods": methods,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "wall_minutes": round(sum(seconds.values()) / 60, 1),
@@ -503,9 +568,10 @@ def plot_loss(results: dict, path: Path) -> None:
 def report_section(results: dict, image: str, loss_image: str) -> str:
     """The generated part of the report: setup, budget, the table, the plots."""
     t, b, c = results["train_config"], results["budget"], results["corpus"]
+    tune = results["random_init"].get("finetune")
     stops = [x["step"] for x in next(iter(results["methods"].values()))["checkpoints"]]
     k = results["top5_k"]
-    head = " | ".join(f"top-1 @ {s} steps ({s * b['batch_size'] / c['train_videos']:.0f} ep)" for s in stops)
+    head = " | ".join(f"probe top-1 @ {s} steps ({s * b['batch_size'] / c['train_videos']:.0f} ep)" for s in stops)
     lines = [
         BEGIN,
         "",
@@ -513,20 +579,26 @@ def report_section(results: dict, image: str, loss_image: str) -> str:
         f"Date: {results['date']}; machine: {results['machine']}.  ",
         f"Wall time: {results['wall_minutes']} min in all (extraction {results['seconds']['extract'] / 60:.1f}"
         f"{' (found extracted)' if not c['extract_done'] else ''}, "
-        f"pretraining {results['seconds']['pretrain'] / 60:.1f}, probes {results['seconds']['probe'] / 60:.1f}).",
+        f"pretraining {results['seconds']['pretrain'] / 60:.1f}, probes {results['seconds']['probe'] / 60:.1f}"
+        + (f", fine-tuning {results['seconds']['finetune'] / 60:.1f}" if "finetune" in results["seconds"] else "")
+        + ").",
         "",
-        f"**Corpus**: {c['name']}, {c['classes']} classes, {c['train_videos']} train / {c['val_videos']} val videos "
-        f"(`{c['shards']}`).  ",
+        f"**Corpus**: {c['name']}"
+        + (f" ({results['study']['style']} look)" if results["study"].get("style", "noise") != "noise" else "")
+        + f", {c['classes']} classes, {c['train_videos']} train / {c['val_videos']} val videos (`{c['shards']}`).  ",
         f"**Model**: `{t['model']}`, {t['num_frames']} frames x {t['input_size']} px, sampling rate "
         f"{t['sampling_rate']}, tubelet {t['tubelet']}, patch {t['patch_size']}.  ",
         f"**Budget per run**: {b['steps']} steps x batch {b['batch_size']} = {b['clips_seen']} clips seen = "
         f"{b['epochs']} epochs of the train split; lr {t['base_lr']} x batch / 256, warmup {t['warmup_steps']} "
         f"steps, cosine; {b['seeds']} seeds per method (seeds {', '.join(map(str, results['study']['seeds']))}).  ",
         f"**Probe**: linear, frozen encoder, token mean, {results['study']['probe_clips']} clips per video; "
-        f"top-{k} = top-5 capped at the class count.",
+        f"top-{k} = top-5 capped at the class count.  ",
+        *([f"**Fine-tuning**: {tune['steps']} steps end to end from the last checkpoint and from random init "
+           f"(same seed, clips, schedule): {_finetune_text(results['study']['finetune'])}."] if tune else []),
         "",
-        f"| method | paper | mask ratio | {head} | top-{k} @ {stops[-1]} | loss: first -> last (predict 0) |",
-        "|---|---|---|" + "---|" * len(stops) + "---|---|",
+        f"| method | paper | mask ratio | {head} | top-{k} @ {stops[-1]} |"
+        + (" fine-tuned top-1 (last train loss) |" if tune else "") + " loss: first -> last (predict 0) |",
+        "|---|---|---|" + "---|" * len(stops) + ("---|" if tune else "") + "---|---|",
     ]
     def row(*cells) -> str:
         return "| " + " | ".join(str(c) for c in cells) + " |"
@@ -535,15 +607,22 @@ def report_section(results: dict, image: str, loss_image: str) -> str:
         loss = (f"{np.mean([x['first'] for x in m['loss']]):.3f} -> {np.mean([x['last'] for x in m['loss']]):.3f}"
                 f" ({m['zero_loss']:.3f})" if m["loss"] else "-")
         lines.append(row(f"`{name}`", m["paper"], m["mask_ratio"], *(_pm(x["top1"]) for x in m["checkpoints"]),
-                         _pm(m["checkpoints"][-1]["top5"]), loss))
+                         _pm(m["checkpoints"][-1]["top5"]), *([_tuned(m["finetune"])] if tune else []), loss))
     r, blank = results["random_init"], [""] * (len(stops) - 1)
-    lines.append(row("random init", "-", "-", *blank, _pm(r["top1"]), _pm(r["top5"]), "-"))
-    lines.append(row("chance", "", "", *blank, f"{results['chance_top1']:.3f}",
-                     f"{k / results['corpus']['classes']:.3f}", ""))
+    lines.append(row("random init", "-", "-", *blank, _pm(r["top1"]), _pm(r["top5"]),
+                     *([_tuned(tune)] if tune else []), "-"))
+    chance = f"{results['chance_top1']:.3f}"
+    lines.append(row("chance", "", "", *blank, chance, f"{k / results['corpus']['classes']:.3f}",
+                     *([chance] if tune else []), ""))
     lines += [
         "",
         "Mean ± sample std over seeds of the val accuracy; the random-init row is the same encoder "
-        "architecture and probe, one random initialisation per seed. Loss: the mean of the first logged "
+        "architecture and probe, one random initialisation per seed."
+        + (" Fine-tuned: top-1 after fine-tuning the last checkpoint (random init: the same encoder from "
+           "scratch), in brackets the mean training loss of its last logged window (cross-entropy; "
+           f"ln {results['corpus']['classes']} = {math.log(results['corpus']['classes']):.2f} at chance)."
+           if tune else "")
+        + " Loss: the mean of the first logged "
         f"window (steps 1-{t['log_every']}) -> the last, mean over seeds, each method's own target; in "
         "brackets the loss of predicting 0 (the normalized target's mean) on the same clips and masks, "
         "which a model that learned nothing about its target scores. Per-seed values, loss curves and "
@@ -556,6 +635,15 @@ def report_section(results: dict, image: str, loss_image: str) -> str:
         END,
     ]
     return "\n".join(lines)
+
+
+def _tuned(f: dict) -> str:
+    return f"{_pm(f['top1'])} ({f['last_loss']['mean']:.2f})"
+
+
+def _finetune_text(options: dict) -> str:
+    shown = {k: v for k, v in options.items() if k not in ("max_steps", "log_every")}
+    return ", ".join(f"{k} {v}" for k, v in shown.items()) or "EvalConfig defaults"
 
 
 def write_report(results: dict, path: Path) -> None:
@@ -576,27 +664,55 @@ def write_report(results: dict, path: Path) -> None:
 
 # ---- the study ------------------------------------------------------------------------------
 
+# settings a resumed study may change: which runs, where the report goes, how fast it extracts and probes
+RESUMABLE = ("methods", "seeds", "out", "report", "extract_workers", "probe_batch")
+
+
+def check_same_study(cfg: StudyConfig, record: Path) -> None:
+    """Refuse to resume into a folder whose runs were made with other settings: every stage skips
+    what it finds on disk, so checkpoints, probes and fine-tunes of another corpus or budget
+    would be reported as this study's."""
+    if not record.exists():
+        return
+    old = json.loads(record.read_text())
+    new = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as stored
+    differ = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in new
+              if k not in RESUMABLE and old.get(k) != new[k]]
+    if differ:
+        raise SystemExit(f"error: {record.parent} holds a study made with other settings ({'; '.join(differ)}). "
+                         f"Use another --out, or move that folder away.")
+
+
 def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -> dict:
     cfg.validate()
     out = cfg.out_path()
     out.mkdir(parents=True, exist_ok=True)
     log(f"motion-mae study -> {out}\n{cfg.describe()}\nshared pretraining config:\n{cfg.base_train().describe()}")
+    check_same_study(cfg, out / "study.json")
     (out / "study.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     extract_record = extract(cfg, log)
     stops = cfg.stops()
     progress = Progress(len(cfg.seeds) * len(cfg.methods) * cfg.steps,
-                        len(cfg.seeds) * (len(cfg.methods) * len(stops) + 1), log)
+                        len(cfg.seeds) * (len(cfg.methods) * len(stops) + 1), log,
+                        len(cfg.seeds) * (len(cfg.methods) + 1) if cfg.finetune else 0)
     # seed-major: a study stopped early still has every method at the first seeds
     for seed in cfg.seeds:
-        probe(cfg, "random", out / "random" / f"seed{seed}" / "probe.json", progress, f"random init seed {seed}",
+        random_dir = out / "random" / f"seed{seed}"
+        probe(cfg, "random", random_dir / "probe.json", progress, f"random init seed {seed}",
               log, **random_geometry(cfg, seed))
+        if cfg.finetune:
+            finetune(cfg, "random", random_dir / "finetune.json", progress, f"random init seed {seed}", log,
+                     **random_geometry(cfg, seed))
         for method in cfg.methods:
             pretrain(cfg, method, seed, progress, log)
             run = cfg.run_dir(method, seed)
             for stop in stops:
                 probe(cfg, str(run / f"ckpt_{stop}.pt"), run / f"probe_{stop}.json", progress,
                       f"{method} seed {seed} step {stop}", log)
+            if cfg.finetune:
+                finetune(cfg, str(run / f"ckpt_{cfg.steps}.pt"), run / f"finetune_{cfg.steps}.json", progress,
+                         f"{method} seed {seed} step {cfg.steps}", log, seed=seed)
     progress.line("all runs and probes done")
 
     results = collect(cfg, extract_record, command)
@@ -622,9 +738,11 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
     p.add_argument("--methods", type=_list(str), help=f"comma-separated mask+target: {','.join(METHODS)}")
     p.add_argument("--seeds", type=_list(int), help="comma-separated, e.g. 0,1,2")
     p.add_argument("--steps", type=int, help="pretraining steps per run (the budget)")
+    p.add_argument("--finetune-steps", type=int, help="fine-tuning steps per encoder; 0 = no fine-tuning stage")
     p.add_argument("--checkpoints", type=_list(float), help="fractions of the budget probed, e.g. 0.25,0.5,1")
     p.add_argument("--model", help="train.model.MODELS key (vit_pico, vit_tiny, ...)")
     p.add_argument("--per-class", type=int, help="synthetic-motion videos per class")
+    p.add_argument("--style", help="synthetic-motion look: noise | structured")
     p.add_argument("--root", help="corpus folder")
     p.add_argument("--shards", help="shard set path")
     p.add_argument("--out", help=f"study folder (default {DEFAULT_OUT})")
@@ -632,15 +750,20 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
     a = p.parse_args(argv)
     values = load_file(a.config)
     values["train"] = dict(values.get("train") or {})
+    values["finetune"] = dict(values.get("finetune") or {})
     if a.tiny:
-        values.update({k: v for k, v in TINY.items() if k != "train"})
+        values.update({k: v for k, v in TINY.items() if k not in ("train", "finetune")})
         values["train"].update(TINY["train"])
+        if values["finetune"]:  # the study's options, a few steps
+            values["finetune"].update(TINY["finetune"])
         values["out"] = "runs/study_tiny"
-    for name in ("methods", "seeds", "steps", "checkpoints", "per_class", "root", "shards", "out", "report"):
+    for name in ("methods", "seeds", "steps", "checkpoints", "per_class", "style", "root", "shards", "out", "report"):
         if getattr(a, name) is not None:
             values[name] = getattr(a, name)
     if a.model is not None:
         values["train"]["model"] = a.model
+    if a.finetune_steps is not None:
+        values["finetune"] = {**values["finetune"], "max_steps": a.finetune_steps} if a.finetune_steps > 0 else {}
     known = {f.name for f in fields(StudyConfig)}
     unknown = set(values) - known
     if unknown:

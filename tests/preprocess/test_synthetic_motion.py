@@ -144,11 +144,12 @@ def test_a_video_depends_only_on_its_index():
 
 # ------------------------------------------------------------------------ the motion
 
+@pytest.mark.parametrize("style", synthetic.STYLES)
 @pytest.mark.parametrize("label", range(len(sm.CLASSES)), ids=sm.CLASSES)
-def test_rendered_object_follows_its_track(label):
+def test_rendered_object_follows_its_track(label, style):
     """The object found in the frames (against the same scene without it) is where its track says."""
     for index in range(2):
-        scene = sm.video(TINY, label, index).clip.scene
+        scene = sm.video(replace(TINY, style=style), label, index).clip.scene
         frames = synthetic.render(scene).astype(np.float32)
         background = synthetic.render(replace(scene, objects=())).astype(np.float32)
         mask = np.abs(frames - background).sum(axis=-1) > 15          # (T, H, W)
@@ -215,10 +216,11 @@ def rotate_about(frame: np.ndarray, src: np.ndarray, dst: np.ndarray, degrees: f
     return cv2.remap(frame, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR)
 
 
+@pytest.mark.parametrize("style", synthetic.STYLES)
 @pytest.mark.parametrize("name", ["rotate_cw", "rotate_ccw"])
-def test_rendered_object_turns_the_way_its_class_says(name):
+def test_rendered_object_turns_the_way_its_class_says(name, style):
     for index in range(2):
-        scene = sm.video(TINY, sm.CLASSES.index(name), index).clip.scene
+        scene = sm.video(replace(TINY, style=style), sm.CLASSES.index(name), index).clip.scene
         frames = synthetic.render(scene).astype(np.float32)
         centres = scene.object_positions(0) + scene.objects[0].size / 2
         spin = abs(scene.objects[0].angular_velocity)
@@ -244,11 +246,42 @@ def test_appearance_varies_within_a_class():
     assert min(np.abs(first[i] - first[j]).mean() for i in range(4) for j in range(i)) > 10
 
 
+def test_styles_share_the_motion_and_differ_in_how_much_the_object_stands_out():
+    """Video i moves the same in both looks; "structured" sets the object 0.3-0.45 of the grey range
+    off the background's level, "noise" leaves it at the same level (only the texture differs)."""
+    contrast = {}
+    for style in synthetic.STYLES:
+        gaps = []
+        for label in range(len(sm.CLASSES)):
+            scene = sm.video(replace(TINY, style=style, frames=2), label, 0).clip.scene
+            assert scene == replace(sm.video(replace(TINY, frames=2), label, 0).clip.scene, style=style)
+            frame = synthetic.render(scene)[0].astype(np.float32).mean(-1)
+            alone = synthetic.render(replace(scene, objects=()))[0].astype(np.float32).mean(-1)
+            inside = np.abs(frame - alone) > 15
+            gaps.append(abs(frame[inside].mean() - alone.mean()) / 255)
+        contrast[style] = np.array(gaps)
+    assert contrast["structured"].min() > 0.15          # tinted 0.6-1.0: 0.3 of the range is >= 0.18
+    assert np.median(contrast["noise"]) < 0.1
+
+
+def test_style_from_the_environment_and_older_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOTION_MAE_SYNTH_STYLE", "structured")
+    assert sm.requested(tmp_path).style == "structured"
+    monkeypatch.setenv("MOTION_MAE_SYNTH_STYLE", "plaid")
+    with pytest.raises(ValueError, match="unknown style 'plaid'"):
+        sm.requested(tmp_path)
+    monkeypatch.delenv("MOTION_MAE_SYNTH_STYLE")
+    old = {k: v for k, v in {**TINY.content(), "per_class": 2}.items() if k != "style"}  # written before styles
+    (tmp_path / sm.PARAMS_FILE).write_text(json.dumps(old))
+    assert sm.recorded(tmp_path) == TINY and TINY.style == "noise"
+
+
 # ------------------------------------------------------------ no static shortcut to the class
 
-def test_brightness_does_not_predict_the_class():
+@pytest.mark.parametrize("style", synthetic.STYLES)
+def test_brightness_does_not_predict_the_class(style):
     """Class means of the mean intensity stay within chance of each other (a class ~15% brighter fails)."""
-    cfg = replace(TINY, frames=4)
+    cfg = replace(TINY, frames=4, style=style)
     brightness = [np.array([synthetic.render(sm.video(cfg, label, i).clip.scene).mean() for i in range(20)])
                   for label in range(len(sm.CLASSES))]
     assert f_statistic(brightness) < 2.5  # F(7, 152) > 2.5 by chance about 2% of the time; the draws are fixed

@@ -129,6 +129,13 @@ def test_finetune_one_step(labelled_shards, checkpoint):
     assert not torch.equal(seen["model"].blocks[0].mlp.fc1.weight.detach(), before)  # the encoder was trained
 
 
+def test_training_flips_can_be_turned_off():
+    """Labels with a direction (left / right, clockwise) must not see mirrored clips; tests never flip."""
+    on, off = evaluate.EvalConfig(), evaluate.EvalConfig(flip=False)
+    assert on.spec(train=True).flip and not off.spec(train=True).flip
+    assert not on.spec().flip and not off.spec().flip
+
+
 def test_layer_wise_lr_decay():
     model = VideoClassifier(build_model("vit_pico", (1, 2, 2), 1), 3)
     scales = {id(p): g["lr_scale"] for g in layer_groups(model, 0.05, 0.5) for p in g["params"]}

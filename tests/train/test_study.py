@@ -19,7 +19,8 @@ def data_dir(tmp_path, monkeypatch):
 
 def outputs(out):
     return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns
-            for p in out.rglob("*") if p.name.startswith(("ckpt_", "probe")) and p.suffix in (".pt", ".json")}
+            for p in out.rglob("*")
+            if p.name.startswith(("ckpt_", "probe", "finetune")) and p.suffix in (".pt", ".json")}
 
 
 def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
@@ -28,7 +29,8 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
 
     saved = json.loads((out / "results.json").read_text())
     assert saved["methods"].keys() == set(study.TINY["methods"]) == results["methods"].keys()
-    assert (data_dir / "shards" / "synthetic-motion-2pc-16f-64px").is_dir()   # corpus extracted under the data dir
+    # the corpus in study.yaml's look, extracted under the data dir
+    assert (data_dir / "shards" / "synthetic-motion-structured-2pc-16f-64px").is_dir()
     assert saved["corpus"]["classes"] == 8 and saved["chance_top1"] == pytest.approx(1 / 8)
     for m in saved["methods"].values():
         assert [c["step"] for c in m["checkpoints"]] == [2, 4]
@@ -37,6 +39,10 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
                 assert c[metric]["n"] == 1 and all(0.0 <= v <= 1.0 for v in c[metric]["values"])
         assert m["loss"] and all(x["first"] > 0 for x in m["loss"]) and m["zero_loss"] > 0
     assert 0.0 <= saved["random_init"]["top1"]["mean"] <= 1.0
+    # the fine-tuning stage of study.yaml, a few steps: every run's last checkpoint and random init
+    tuned = [m["finetune"] for m in saved["methods"].values()] + [saved["random_init"]["finetune"]]
+    assert all(f["steps"] == study.TINY["finetune"]["max_steps"] and f["top1"]["n"] == 1 for f in tuned)
+    assert saved["study"]["finetune"]["flip"] is False   # labels with a direction: no mirrored clips
     report = out / "results.md"
     text = report.read_text()
     assert BEGIN in text and END in text and all(f"`{m}`" in text for m in study.TINY["methods"])
@@ -47,11 +53,16 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
     # generated section (the discussion) survives
     report.write_text(text + "\n## Discussion\n\nwritten by hand\n")
     before = outputs(out)
-    assert len(before) == 2 * 2 * 2 + 1  # 2 methods x 2 stops x (ckpt + probe) + random probe
+    assert len(before) == 2 * 2 * 2 + 1 + 3  # 2 methods x 2 stops x (ckpt + probe) + random probe + 3 fine-tunes
     study.main(["--tiny", "--out", str(out)])
     assert outputs(out) == before
     again = report.read_text()
     assert again.count(BEGIN) == 1 and again.endswith("## Discussion\n\nwritten by hand\n")
+
+    # other settings in the same folder would mix runs of two studies: refused, nothing touched
+    with pytest.raises(SystemExit, match=r"other settings \(steps: 4 there, 6 now\)"):
+        study.main(["--tiny", "--out", str(out), "--steps", "6"])
+    assert outputs(out) == before
 
 
 def test_every_method_shares_the_config_but_its_mask_and_target():
@@ -71,6 +82,21 @@ def test_config_errors_are_loud():
         StudyConfig(methods=("tube+hog+x",)).validate()
     with pytest.raises(ValueError, match="unknown config keys"):
         StudyConfig(train={"modle": "vit_pico"}).validate()
+    with pytest.raises(ValueError, match="unknown style"):
+        StudyConfig(style="plaid").validate()
+    with pytest.raises(ValueError, match="unknown fine-tuning keys"):
+        StudyConfig(finetune={"max_steps": 10, "base_rl": 0.1}).validate()
+    with pytest.raises(ValueError, match="max_steps >= 1"):
+        StudyConfig(finetune={"base_lr": 0.1}).validate()
+
+
+def test_style_names_its_own_corpus(data_dir):
+    assert StudyConfig().corpus_name() == "synthetic-motion"
+    structured = StudyConfig(style="structured")
+    assert structured.corpus_name() == "synthetic-motion-structured"
+    assert structured.root_path() == data_dir / "synthetic-motion-structured"
+    assert StudyConfig(style="structured", per_class=2, frames=16, size=64).corpus_name() == \
+        "synthetic-motion-structured-2pc-16f-64px"
 
 
 def test_mean_std_is_over_seeds_with_sample_std():
@@ -81,9 +107,11 @@ def test_mean_std_is_over_seeds_with_sample_std():
 
 @pytest.mark.slow
 def test_default_study(tmp_path):
-    """The full default study (about 40 min on 2 CPU cores), into tmp_path; the corpus is the shared one."""
+    """The full default study (about 75 min on 2 CPU cores), into tmp_path; the corpus is the shared one."""
     results = study.main(["--out", str(tmp_path / "study")])
+    seeds = len(results["study"]["seeds"])
     assert results["methods"].keys() == set(METHODS)
     for m in results["methods"].values():
-        assert all(c["top1"]["n"] == 3 and 0.0 <= c["top1"]["mean"] <= 1.0 for c in m["checkpoints"])
+        assert all(c["top1"]["n"] == seeds and 0.0 <= c["top1"]["mean"] <= 1.0 for c in m["checkpoints"])
+        assert m["finetune"]["top1"]["n"] == seeds
     assert (tmp_path / "study" / "results.md").exists()

@@ -8,13 +8,15 @@ from shards.schema import CELL, HOG_BINS
 
 NAME = "hog"
 NEEDS: frozenset[str] = frozenset({"hog"})
+NORMS = ("token",)             # per token over all its values
 
 
 def out_dim(tubelet: int, patch: int, traj_len: int = 0) -> int:
     return tubelet * (patch // CELL) ** 2 * HOG_BINS
 
 
-def build(batch: dict, tubelet: int, patch: int, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def build(batch: dict, tubelet: int, patch: int, normalize: bool = True,
+          norm: str = NORMS[0]) -> tuple[torch.Tensor, torch.Tensor]:
     hog = batch["hog"].float()                                      # (B,T,Hc,Wc,9)
     B, T, Hc, Wc, K = hog.shape
     c = patch // CELL

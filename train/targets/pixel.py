@@ -5,6 +5,7 @@ import torch
 
 NAME = "pixel"
 NEEDS: frozenset[str] = frozenset()
+NORMS = ("channel",)           # per token, per colour channel over the cube's pixels (VideoMAE)
 MEAN = (0.485, 0.456, 0.406)  # the input normalization of train/data.py (ImageNet)
 STD = (0.229, 0.224, 0.225)
 
@@ -21,7 +22,8 @@ def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
     return x.reshape(B, -1, tubelet * patch * patch, C)
 
 
-def build(batch: dict, tubelet: int, patch: int, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def build(batch: dict, tubelet: int, patch: int, normalize: bool = True,
+          norm: str = NORMS[0]) -> tuple[torch.Tensor, torch.Tensor]:
     video = batch["video"].float()
     mean = torch.tensor(MEAN, device=video.device).view(1, 3, 1, 1, 1)
     std = torch.tensor(STD, device=video.device).view(1, 3, 1, 1, 1)
