@@ -329,13 +329,18 @@ def probe(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, wha
     start = time.perf_counter()
     result = linear_probe(checkpoint, str(cfg.shards_path()), clips=cfg.probe_clips, batch_size=cfg.probe_batch,
                           num_workers=cfg.base_train().num_workers, device=cfg.base_train().device, **geometry)
+    _write_json(dest, result)
+    progress.done("probe", 1, time.perf_counter() - start)
+    log(f"    top-1 {result['top1']:.3f}, top-{result['top5_k']} {result['top5']:.3f} "
+        f"(chance {result['chance_top1']:.3f}), {result['seconds']['total']:.1f} s")
+
+
+def _write_json(dest: Path, result: dict) -> None:
+    """`result` as JSON at `dest`, atomically: a killed study never leaves half a result that counts as done."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, dest)
-    progress.done("probe", 1, time.perf_counter() - start)
-    log(f"    top-1 {result['top1']:.3f}, top-{result['top5_k']} {result['top5']:.3f} "
-        f"(chance {result['chance_top1']:.3f}), {result['seconds']['total']:.1f} s")
 
 
 def finetune(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, what: str, log, **options) -> None:
@@ -349,10 +354,7 @@ def finetune(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, 
     progress.line(f"fine-tune {what}")
     start = time.perf_counter()
     result = run_finetune(checkpoint, str(cfg.shards_path()), **{**cfg.finetune_options(), **options})
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, dest)
+    _write_json(dest, result)
     progress.done("finetune", 1, time.perf_counter() - start)
     log(f"    fine-tuned top-1 {result['top1']:.3f}, top-{result['top5_k']} {result['top5']:.3f} "
         f"(train loss {result['finetune']['first_loss']:.3f} -> {result['finetune']['last_window_loss']:.3f}), "
