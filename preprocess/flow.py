@@ -310,8 +310,6 @@ def warped_flow(frames_gray: np.ndarray, cfg: FlowConfig = FlowConfig(),
     ok = np.zeros(max(n - 1, 0), bool)
     for t, (comp, h, ok_t) in enumerate(pairs):
         flows[t], homs[t], ok[t] = comp, h, ok_t
-    timings.setdefault("flow", 0.0)
-    timings.setdefault("homography", 0.0)
     return flows, homs, ok, timings
 
 

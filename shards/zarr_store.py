@@ -101,18 +101,21 @@ class ZarrWriter:
         return zarr.open_group(self.store, mode="r", use_consolidated=False).attrs.get("config") or {}
 
     def done_ids(self) -> set[str]:
-        from .writer import index_rows
+        return self._scan()[1]
 
-        # Videos of the last finalized index are committed (committed groups are never rewritten);
-        # only the other groups' attrs are read.
-        base = set(index_rows(self._index_base()))
-        names = self._group_names()
-        return (names & base) | {n for n in names - base if self._committed(n)}
+    def _scan(self) -> tuple[dict | None, set[str], dict[str, dict]]:
+        """(index base, committed ids, attrs of the groups the base does not list).
 
-    def _index_base(self) -> dict | None:
+        Videos of the last finalized index are committed (committed groups are never
+        rewritten), so only the other groups' attrs are read, once each.
+        """
         from .writer import INDEX_BASE_KEY
 
-        return zarr.open_group(self.store, mode="r", use_consolidated=False).attrs.get(INDEX_BASE_KEY)
+        base = zarr.open_group(self.store, mode="r", use_consolidated=False).attrs.get(INDEX_BASE_KEY)
+        known = set(base.get("videos", [])) if base else set()
+        names = self._group_names()
+        fresh = {n: attrs for n in names - known if (attrs := self._attrs(n)) is not None}
+        return base, (names & known) | {n for n, a in fresh.items() if a.get(COMMIT_ATTR) is True}, fresh
 
     def _group_names(self) -> set[str]:
         """Names of the video groups, from a listing (no metadata read per group)."""
@@ -122,11 +125,11 @@ class ZarrWriter:
         names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(root, detail=False))
         return {n for n in names if n != "zarr.json" and not n.startswith(".")}
 
-    def _committed(self, name: str) -> bool:
+    def _attrs(self, name: str) -> dict | None:
         try:
-            return self.videos[name].attrs.get(COMMIT_ATTR) is True
+            return dict(self.videos[name].attrs)
         except KeyError:
-            return False
+            return None
 
     def failed_ids(self) -> set[str]:
         return set(self.failures.group_keys())
@@ -153,7 +156,8 @@ class ZarrWriter:
     def finalize(self) -> None:
         from .writer import INDEX_BASE_KEY, incremental_index
 
-        index = incremental_index(self._index_base(), self.done_ids(), lambda vid: dict(self.videos[vid].attrs))
+        base, committed, fresh = self._scan()
+        index = incremental_index(base, committed, fresh.__getitem__)
         root = zarr.open_group(self.store, mode="r+", use_consolidated=False)
         root.update_attributes({INDEX_KEY: index, INDEX_BASE_KEY: None})
 
