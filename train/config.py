@@ -128,8 +128,8 @@ def load_file(path: str | Path) -> dict:
     return (json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)) or {}
 
 
-def _bool(s: str) -> bool:
-    # argparse's type=bool turns "false" into True (the VideoMAE bug): parse explicitly.
+def parse_bool(s: str) -> bool:
+    """An argparse type: argparse's type=bool turns "false" into True (the VideoMAE bug); parse explicitly."""
     if s.lower() in ("1", "true", "yes", "on"):
         return True
     if s.lower() in ("0", "false", "no", "off"):
@@ -137,7 +137,8 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
 
 
-def _optional(kind):
+def parse_optional(kind):
+    """An argparse type: "none" / "null" / "" -> None (the per-method or checkpoint default), else kind(s)."""
     def parse(s: str):
         return None if s.lower() in ("none", "null", "") else kind(s)
     return parse
@@ -152,11 +153,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if f.name == "betas":
             parser.add_argument(flag, type=float, nargs=2, default=None, help=f"default {default}")
         elif isinstance(default, bool):
-            parser.add_argument(flag, type=_bool, default=None, help=f"default {default}")
+            parser.add_argument(flag, type=parse_bool, default=None, help=f"default {default}")
         elif f.name == "mask_ratio":
-            parser.add_argument(flag, type=_optional(float), default=None, help="default: per method")
+            parser.add_argument(flag, type=parse_optional(float), default=None, help="default: per method")
         elif f.name == "decoder_depth":
-            parser.add_argument(flag, type=_optional(int), default=None, help="default: per model size")
+            parser.add_argument(flag, type=parse_optional(int), default=None, help="default: per model size")
         else:
             parser.add_argument(flag, type=type(default), default=None, help=f"default {default}")
 

@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 if __package__ in (None, ""):  # `python train/evaluate.py` as well as `python -m train.evaluate`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, _bool, _optional, resolve_shards  # noqa: E402
+from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, parse_bool, parse_optional, resolve_shards  # noqa: E402
 from train.data import ClipDataset, ClipSpec, Timer, eval_views, make_loader, read_clip_at  # noqa: E402
 from train.engine import Dist, init_distributed, load_checkpoint, lr_at, resolve_device  # noqa: E402
 from train.model import VideoMAE, build_model  # noqa: E402
@@ -452,11 +452,11 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
         default = getattr(EvalConfig, f.name)
         if f.name in GEOMETRY:
             kind = str if f.name == "model" else int
-            parser.add_argument(flag, type=_optional(kind), default=None, help="default: the checkpoint's")
+            parser.add_argument(flag, type=parse_optional(kind), default=None, help="default: the checkpoint's")
         elif f.name == "finetune":
             parser.add_argument(flag, action="store_true", help="fine-tune end to end instead of a linear probe")
         elif isinstance(default, bool):
-            parser.add_argument(flag, type=_bool, default=default, help=f"default {default}")
+            parser.add_argument(flag, type=parse_bool, default=default, help=f"default {default}")
         else:
             parser.add_argument(flag, type=type(default), default=default, help=f"default {default!r}")
     args = parser.parse_args(argv)

@@ -6,7 +6,8 @@ import os
 import pytest
 
 from train import study
-from train.study import BEGIN, END, LOSS_PLOT_NAME, METHODS, PLOT_NAME, StudyConfig, mean_std
+from train.study import METHODS, StudyConfig
+from train.study_report import BEGIN, END, LOSS_PLOT_NAME, PLOT_NAME, mean_std
 
 
 @pytest.fixture
