@@ -289,7 +289,12 @@ class ClipDataset(Dataset):
     def _video(self, video_id: str):
         """Opened once per worker: opening reads the video's metadata (~10 ms on zarr)."""
         if video_id not in self._videos:
-            self._videos[video_id] = self._ds[video_id]
+            try:
+                self._videos[video_id] = self._ds[video_id]
+            except KeyError as e:  # listed when the dataset was built, gone now
+                raise RuntimeError(f"{self.path} changed under the loader: video {video_id!r} was committed when "
+                                   f"training started and is not now ({e.args[0]}). Was the set re-extracted "
+                                   f"(--overwrite) or edited during the run? Restart on a stable shard set.") from e
         return self._videos[video_id]
 
     def __getstate__(self):

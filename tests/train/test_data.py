@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -95,3 +97,24 @@ def test_batches_do_not_depend_on_workers(tiny_shards):
     assert set(a) == set(b)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def write_set(path, names):
+    from shards.writer import open_writer
+    from tests.train.conftest import synthetic_video
+
+    writer = open_writer(path)
+    for k, vid in enumerate(names):
+        writer.write_video(vid, *synthetic_video(*VIDEOS[vid], seed=k))
+    writer.finalize()
+
+
+def test_a_set_rewritten_under_the_loader_is_a_clear_error(tmp_path):
+    path = tmp_path / "set"
+    write_set(path, ("still", "pan"))
+    ds = ClipDataset(path, ClipSpec(num_frames=4, sampling_rate=2, input_size=32), seed=0)
+    shutil.rmtree(path)
+    write_set(path, ("still",))  # re-extracted without "pan" while training
+    assert ds[(0, ds.ids.index("still"))]["video"].shape == (3, 4, 32, 32)
+    with pytest.raises(RuntimeError, match="changed under the loader: video 'pan'"):
+        ds[(0, ds.ids.index("pan"))]
