@@ -5,6 +5,9 @@ is a function of the stored motion: 1 when any motion vector is non-zero, 0 for 
 One video per split has no label and must be skipped and counted.
 """
 import json
+import os
+import subprocess
+import sys
 from functools import partial
 
 import numpy as np
@@ -16,7 +19,7 @@ from timm.models.vision_transformer import Block
 from shards.writer import open_writer
 from tests.train.conftest import synthetic_video
 from train import evaluate
-from train.config import TrainConfig
+from train.config import REPO_ROOT, TrainConfig
 from train.engine import CHECKPOINT, load_checkpoint, train
 from train.evaluate import (VideoClassifier, finetune, fit_linear, layer_groups, linear_probe, standardize,
                             topk_accuracy)
@@ -156,6 +159,28 @@ def test_cli_writes_the_result(labelled_shards, tmp_path):
     assert {"top1", "top5", "config", "checkpoint", "seconds", "time"} <= set(result)
     assert result["config"]["checkpoint"] == "random" and result["seconds"]["total"] > 0
 
+
+
+def test_torchrun_two_ranks_probe_like_one_and_fine_tune(labelled_shards, tmp_path):
+    """DDP on CPU (gloo): the probe's features are gathered from both ranks, so its predictions are the
+    single-process ones; fine-tuning runs its steps on two ranks and rank 0 writes the result."""
+    flags = ["--checkpoint", "random", "--shards", str(labelled_shards), "--model", "vit_pico", "--num-frames", "4",
+             "--sampling-rate", "2", "--input-size", "32", "--num-workers", "0", "--device", "cpu",
+             "--batch-size", "2"]
+    script = str(REPO_ROOT / "train" / "evaluate.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", script]
+    subprocess.run([*torchrun, *flags, "--out", str(tmp_path / "probe.json")], check=True, env=env,
+                   capture_output=True, timeout=300)
+    subprocess.run([*torchrun, *flags, "--finetune", "--max-steps", "2", "--out", str(tmp_path / "tune.json")],
+                   check=True, env=env, capture_output=True, timeout=300)
+    one = linear_probe("random", labelled_shards, model="vit_pico", **{**TINY, "batch_size": 2})
+    two = json.loads((tmp_path / "probe.json").read_text())
+    assert two["world"] == 2 and one["world"] == 1
+    assert two["predictions"] == one["predictions"] and two["top1"] == one["top1"]
+    tuned = json.loads((tmp_path / "tune.json").read_text())
+    assert tuned["world"] == 2 and tuned["finetune"]["steps"] == 2
+    check_metrics(tuned)
 
 def test_a_split_without_labels_is_refused(tiny_shards):
     # conftest's tiny set has a train split only
