@@ -7,7 +7,7 @@ import pytest
 
 from train import study
 from train.study import METHODS, StudyConfig
-from train.study_report import BEGIN, END, LOSS_PLOT_NAME, PLOT_NAME, mean_std
+from train.study_report import BEGIN, END, FINETUNE_PLOT_NAME, LOSS_PLOT_NAME, PLOT_NAME, mean_std
 
 
 @pytest.fixture
@@ -49,6 +49,7 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
     assert BEGIN in text and END in text and all(f"`{m}`" in text for m in study.TINY["methods"])
     assert "random init" in text and saved["command"] in text
     assert (out / "images" / PLOT_NAME).stat().st_size > 1000 and (out / "images" / LOSS_PLOT_NAME).exists()
+    assert (out / "images" / FINETUNE_PLOT_NAME).exists() and f"images/{FINETUNE_PLOT_NAME}" in text
 
     # a second run finds every checkpoint and probe on disk and redoes nothing; text around the
     # generated section (the discussion) survives
@@ -105,6 +106,14 @@ def test_mean_std_is_over_seeds_with_sample_std():
     assert s["mean"] == pytest.approx(0.5) and s["std"] == pytest.approx(0.25) and s["n"] == 3
     assert mean_std([0.3])["std"] == 0.0
 
+
+
+def test_fine_tuned_cell_lists_every_seed():
+    from train.study_report import _tuned
+
+    three = {"top1": mean_std([0.43, 0.156, 0.492]), "last_loss": mean_std([1.0, 1.7, 1.0])}
+    assert _tuned(three) == "0.359 ± 0.179 (0.43 / 0.16 / 0.49; loss 1.23)"
+    assert _tuned({"top1": mean_std([0.4]), "last_loss": mean_std([1.19])}) == "0.400 (loss 1.19)"
 
 @pytest.mark.slow
 def test_default_study(tmp_path):
