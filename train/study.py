@@ -1,7 +1,7 @@
 """Reproduce, at small scale: every method, one small ViT, one budget, several seeds, a linear probe
 and fine-tuning.
 
-    python train/study.py                                   # the default study, about 75 min on 2 CPU cores
+    python train/study.py                                   # the default study: 3 seeds, ~2 h on 2 CPU cores
     python train/study.py --tiny --out /tmp/study           # the CI version, < 1 min
     python train/study.py --seeds 0,1 --methods tube+pixel,mgm+pixel --steps 300 --out runs/study300
 
