@@ -58,17 +58,15 @@ def build(batch: dict, tubelet: int, patch: int, normalize: bool = True,
 
     pos, shape, v = tokens(traj), tokens(hog), tokens(valid)        # (B,N,4,L,2), (B,N,4,L,9), (B,N,4,L,1)
     if normalize:
-        if norm == "points":
-            pos, shape = _standardize(pos, v, (2,)), _standardize(shape, v, (2,))
-        elif norm in ("token", "motion"):
-            shape = _standardize(shape, v, (2, 3, 4))
-            if norm == "token":
-                pos = _standardize(pos, v, (2, 3, 4))
-            else:
-                rms = ((pos ** 2 * v).sum() / (v.sum() * pos.shape[-1]).clamp(min=1)).sqrt()
-                pos = pos / (rms + 1e-6)
-        else:
+        if norm not in NORMS:
             raise ValueError(f"unknown mme target norm {norm!r}; known: {', '.join(NORMS)}")
+        dims = (2,) if norm == "points" else (2, 3, 4)   # over the 4 points, or the whole token part
+        shape = _standardize(shape, v, dims)
+        if norm == "motion":
+            rms = ((pos ** 2 * v).sum() / (v.sum() * pos.shape[-1]).clamp(min=1)).sqrt()
+            pos = pos / (rms + 1e-6)
+        else:
+            pos = _standardize(pos, v, dims)
     x = torch.cat([pos, shape], -1)                                 # (B,N,4,L,11)
     weight = v.expand_as(x)
     return x.flatten(2), weight.flatten(2).contiguous()
