@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from train.config import REPO_ROOT, TrainConfig, load_file  # noqa: E402
-from train.study_report import format_mean_std, machine, mean_std, write_report  # noqa: E402
+from train.study_report import format_finetuned, format_mean_std, machine, mean_std, write_report  # noqa: E402
 
 DEFAULT_CONFIG = REPO_ROOT / "train" / "configs" / "study.yaml"
 DEFAULT_OUT = "runs/study"
@@ -117,8 +117,12 @@ class StudyConfig:
         return self
 
     # ---- derived paths and values ----------------------------------------------------------
+    def _look(self) -> str:
+        """The corpus folder's suffix for the look: none for the default "noise"."""
+        return "" if self.style == "noise" else f"-{self.style}"
+
     def corpus_name(self) -> str:
-        look = "" if self.style == "noise" else f"-{self.style}"
+        look = self._look()
         default = (self.per_class, self.frames, self.size) == (64, 32, 112)
         return (f"synthetic-motion{look}" if default
                 else f"synthetic-motion{look}-{self.per_class}pc-{self.frames}f-{self.size}px")
@@ -129,7 +133,7 @@ class StudyConfig:
         if self.root:
             return Path(self.root).expanduser()
         # videos depend on (frames, size, style), not on the number per class: one folder grows in place
-        look = "" if self.style == "noise" else f"-{self.style}"
+        look = self._look()
         same = (self.frames, self.size) == (32, 112)
         name = f"synthetic-motion{look}" if same else f"synthetic-motion{look}-{self.frames}f-{self.size}px"
         return data_dir() / name
@@ -209,7 +213,8 @@ class Progress:
                 eta = math.nan
         tune = (f", fine-tunes {self.count['finetune']}/{self.total['finetune']}" if self.total["finetune"] else "")
         self.log(f"[study {_hms(time.perf_counter() - self.start)} | "
-                 f"steps {self.count['train']}/{self.total['train']}, probes {self.count['probe']}/{self.total['probe']}{tune} | ETA {_hms(eta)}] {what}")
+                 f"steps {self.count['train']}/{self.total['train']}, "
+                 f"probes {self.count['probe']}/{self.total['probe']}{tune} | ETA {_hms(eta)}] {what}")
 
 
 def _hms(seconds: float) -> str:
@@ -544,11 +549,12 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
     progress.line("all runs and probes done")
 
     results = collect(cfg, extract_record, command)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    _write_json(out / "results.json", results)
     write_report(results, cfg.report_path())
     log(f"results: {out / 'results.json'}, report: {cfg.report_path()}")
+
     def tuned(m: dict) -> str:
-        return f", fine-tuned {format_mean_std(m['finetune']['top1'])}" if m.get("finetune") else ""
+        return f", fine-tuned {format_finetuned(m['finetune'])}" if m.get("finetune") else ""
 
     for name, m in results["methods"].items():
         log(f"  {name:<12} probe top-1 {format_mean_std(m['checkpoints'][-1]['top1'])}{tuned(m)}")

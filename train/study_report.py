@@ -161,11 +161,13 @@ def report_section(results: dict, image: str, loss_image: str, finetune_image: s
     for name, m in results["methods"].items():
         loss = (f"{np.mean([x['first'] for x in m['loss']]):.3f} -> {np.mean([x['last'] for x in m['loss']]):.3f}"
                 f" ({m['zero_loss']:.3f})" if m["loss"] else "-")
-        lines.append(row(f"`{name}`", m["paper"], m["mask_ratio"], *(format_mean_std(x["top1"]) for x in m["checkpoints"]),
-                         format_mean_std(m["checkpoints"][-1]["top5"]), *([_tuned(m["finetune"])] if tune else []), loss))
+        lines.append(row(f"`{name}`", m["paper"], m["mask_ratio"],
+                         *(format_mean_std(x["top1"]) for x in m["checkpoints"]),
+                         format_mean_std(m["checkpoints"][-1]["top5"]),
+                         *([format_finetuned(m["finetune"])] if tune else []), loss))
     r, blank = results["random_init"], [""] * (len(stops) - 1)
     lines.append(row("random init", "-", "-", *blank, format_mean_std(r["top1"]), format_mean_std(r["top5"]),
-                     *([_tuned(tune)] if tune else []), "-"))
+                     *([format_finetuned(tune)] if tune else []), "-"))
     chance = f"{results['chance_top1']:.3f}"
     lines.append(row("chance", "", "", *blank, chance, f"{k / results['corpus']['classes']:.3f}",
                      *([chance] if tune else []), ""))
@@ -194,7 +196,7 @@ def report_section(results: dict, image: str, loss_image: str, finetune_image: s
     return "\n".join(lines)
 
 
-def _tuned(f: dict) -> str:
+def format_finetuned(f: dict) -> str:
     """Fine-tuned top-1: mean ± std, then each seed's value (fine-tuning outcomes can be bimodal, which a
     mean ± std hides) and the mean last train loss."""
     seeds = " / ".join(f"{v:.2f}" for v in f["top1"]["values"]) + "; " if f["top1"]["n"] > 1 else ""

@@ -109,11 +109,11 @@ def test_mean_std_is_over_seeds_with_sample_std():
 
 
 def test_fine_tuned_cell_lists_every_seed():
-    from train.study_report import _tuned
+    from train.study_report import format_finetuned
 
     three = {"top1": mean_std([0.43, 0.156, 0.492]), "last_loss": mean_std([1.0, 1.7, 1.0])}
-    assert _tuned(three) == "0.359 ± 0.179 (0.43 / 0.16 / 0.49; loss 1.23)"
-    assert _tuned({"top1": mean_std([0.4]), "last_loss": mean_std([1.19])}) == "0.400 (loss 1.19)"
+    assert format_finetuned(three) == "0.359 ± 0.179 (0.43 / 0.16 / 0.49; loss 1.23)"
+    assert format_finetuned({"top1": mean_std([0.4]), "last_loss": mean_std([1.19])}) == "0.400 (loss 1.19)"
 
 @pytest.mark.slow
 def test_default_study(tmp_path):
