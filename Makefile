@@ -10,8 +10,8 @@ install:
 	@if [ -f $(STAMP) ] && [ $(STAMP) -nt setup.cfg ] && $(PYTHON) -c "import torch, torchvision, timm, av, cv2, zarr, h5py, dask.distributed, skvideo, preprocess, shards, train" 2>/dev/null; then \
 		echo "install: dependencies already satisfied"; \
 	else \
-		echo "install: pip install -e .[test] (first time takes a few minutes)"; \
-		$(PYTHON) -m pip install --no-build-isolation -q -e ".[test]" && touch $(STAMP); \
+		echo "install: $(PYTHON) -m pip install -e .[test] (first time takes a few minutes)"; \
+		$(PYTHON) -m pip install -q -e ".[test]" && touch $(STAMP); \
 	fi
 
 demo: install
