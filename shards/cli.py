@@ -1,0 +1,66 @@
+"""One-line errors for every command-line entry point (extract, pretrain, evaluate, visualize, shards).
+
+A user who mistypes a flag should read one line saying what is wrong and what to do, not a
+traceback. Entry points raise `UsageError` (exit 2: the command line is wrong) or `CliError`
+(exit 1: the command is right but cannot run, e.g. a missing file) with that line, and wrap
+`main` in `run_main`. Anything else is a bug: one line naming the exception and how to get the
+traceback. Tracebacks come back with `--debug` on the command line or `MOTION_MAE_DEBUG=1`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, NoReturn
+
+DEBUG_ENV = "MOTION_MAE_DEBUG"
+DEBUG_FLAG = "--debug"
+
+
+class CliError(Exception):
+    """The command cannot run as given; the message says what to do (exit 1)."""
+
+    exit_code = 1
+
+
+class UsageError(CliError):
+    """The command line itself is wrong: a bad flag value, a missing argument (exit 2)."""
+
+    exit_code = 2
+
+
+def debug_requested(argv: list[str] | None = None) -> bool:
+    argv = sys.argv[1:] if argv is None else argv
+    return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def add_debug_flag(parser) -> None:
+    """`--debug` in every parser's help; `run_main` reads it before parsing."""
+    parser.add_argument(DEBUG_FLAG, action="store_true",
+                        help=f"show full tracebacks instead of one-line errors (or {DEBUG_ENV}=1)")
+
+
+def run_main(main: Callable[[], object], prog: str,
+             interrupted: Callable[[], str] | None = None) -> NoReturn:
+    """Call `main()` and exit: its int return value (0 for anything else), or one line on error.
+
+    `interrupted`, when given, returns the line printed on Ctrl-C (e.g. how many videos were
+    committed and how to resume)."""
+    if debug_requested():
+        rc = main()
+        sys.exit(rc if isinstance(rc, int) else 0)
+    try:
+        rc = main()
+    except KeyboardInterrupt:
+        line = interrupted() if interrupted else "interrupted"
+        print(f"{prog}: {line}", file=sys.stderr, flush=True)
+        sys.exit(130)
+    except CliError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except Exception as e:  # a bug or an unforeseen failure: one line, the traceback on request
+        print(f"{prog}: error: {type(e).__name__}: {e} (run with {DEBUG_FLAG} or {DEBUG_ENV}=1 "
+              "for the traceback)", file=sys.stderr, flush=True)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
