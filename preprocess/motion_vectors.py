@@ -220,7 +220,8 @@ def frame_field(vectors: np.ndarray | None, source_hw: tuple[int, int], stored_h
     distance 0 (unknown) are left out.
     Returns mv (Hc, Wc, 2) float32 forward px/frame in stored pixels, valid (Hc, Wc) bool
     (cell at least MIN_COVERAGE covered by inter blocks; value = area-weighted mean of
-    the blocks, a bi-predicted block counting as the mean of its two estimates) and
+    the blocks; where past-referenced blocks cover a cell, only those: a bi-predicted block
+    counts as its past estimate) and
     distance (Hc, Wc) uint8, the area-weighted mean |d| rounded, 0 where invalid.
     """
     (hs, ws), (h, w) = source_hw, stored_hw
@@ -243,18 +244,16 @@ def frame_field(vectors: np.ndarray | None, source_hw: tuple[int, int], stored_h
     hg, wg = -(-hs // g), -(-ws // g)
     velocity = block_velocities(vectors, distances)
     values = np.concatenate([velocity, np.abs(distances)[:, None].astype(np.float64)], axis=1)
-    count = np.zeros(hg * wg)
-    sums = np.zeros((3, hg * wg))
-    for sw, sh in set(zip((bw // g).tolist(), (bh // g).tolist())):
-        idx = np.flatnonzero((bw // g == sw) & (bh // g == sh))
-        gy = y0[idx, None, None] // g + np.arange(sh)[None, :, None]  # (n, sh, 1)
-        gx = x0[idx, None, None] // g + np.arange(sw)[None, None, :]  # (n, 1, sw)
-        inside = (gy >= 0) & (gy < hg) & (gx >= 0) & (gx < wg)  # macroblocks overhang the frame
-        flat = (gy * wg + gx)[inside]
-        owner = np.broadcast_to(np.arange(len(idx))[:, None, None], inside.shape)[inside]
-        count += np.bincount(flat, minlength=hg * wg)
-        for c in range(3):
-            sums[c] += np.bincount(flat, weights=values[idx[owner], c], minlength=hg * wg)
+    # Past references (d < 0) measure mv[t]'s own interval (t-1 -> t); a future reference
+    # measures t -> t+d, which differs at a change of speed. Where a grid cell has a
+    # past-referenced block, its future-referenced ones (the other half of a bi-prediction)
+    # are left out; cells predicted only from the future keep them.
+    past = distances < 0
+    count_p, sums_p = _paint(np.flatnonzero(past), x0, y0, bw, bh, g, hg, wg, values)
+    count_f, sums_f = _paint(np.flatnonzero(~past), x0, y0, bw, bh, g, hg, wg, values)
+    use_past = count_p > 0
+    count = np.where(use_past, count_p, count_f)
+    sums = np.where(use_past, sums_p, sums_f)
     covered = (count > 0).astype(np.float64).reshape(hg, wg)
     mean = np.divide(sums, count, out=np.zeros_like(sums), where=count > 0).reshape(3, hg, wg)
     ay = _overlap(hs, h, hc, g)
@@ -267,6 +266,25 @@ def frame_field(vectors: np.ndarray | None, source_hw: tuple[int, int], stored_h
     mv = (per_cell[..., :2] * np.array([w / ws, h / hs])).astype(np.float32)
     distance = np.where(valid, np.rint(per_cell[..., 2]), 0).astype(np.uint8)
     return mv, valid, distance
+
+
+def _paint(idx_all: np.ndarray, x0: np.ndarray, y0: np.ndarray, bw: np.ndarray, bh: np.ndarray,
+           g: int, hg: int, wg: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks idx_all painted on the (hg, wg) grid of g px cells: per grid cell, the number of
+    blocks covering it (hg*wg,) and the sums of their `values` columns (3, hg*wg)."""
+    count = np.zeros(hg * wg)
+    sums = np.zeros((3, hg * wg))
+    for sw, sh in set(zip((bw[idx_all] // g).tolist(), (bh[idx_all] // g).tolist())):
+        idx = idx_all[(bw[idx_all] // g == sw) & (bh[idx_all] // g == sh)]
+        gy = y0[idx, None, None] // g + np.arange(sh)[None, :, None]  # (n, sh, 1)
+        gx = x0[idx, None, None] // g + np.arange(sw)[None, None, :]  # (n, 1, sw)
+        inside = (gy >= 0) & (gy < hg) & (gx >= 0) & (gx < wg)  # macroblocks overhang the frame
+        flat = (gy * wg + gx)[inside]
+        owner = np.broadcast_to(np.arange(len(idx))[:, None, None], inside.shape)[inside]
+        count += np.bincount(flat, minlength=hg * wg)
+        for c in range(3):
+            sums[c] += np.bincount(flat, weights=values[idx[owner], c], minlength=hg * wg)
+    return count, sums
 
 
 @lru_cache(maxsize=32)

@@ -49,11 +49,20 @@ def test_cells_need_majority_coverage_and_average_by_area():
     assert dist[0, 0] == 1 and dist[0, 1] == 0
 
 
-def test_bipredicted_block_averages_both_estimates():
+def test_bipredicted_block_takes_its_past_estimate():
+    # mv[t] is the motion t-1 -> t: the list-1 half (t -> t+2, 4 px/frame) would differ at a
+    # change of speed, so a cell with a past-referenced block keeps only that one
     v = vectors((-1, 0, 0, 8, 8, -2, 0), (1, 0, 0, 8, 8, 8, 0))
-    mv, valid, _ = frame_field(v, (8, 8), (8, 8), np.array([-1, 2]))
-    assert valid[0, 0]
-    np.testing.assert_allclose(mv[0, 0], [3, 0])  # (2 + 8/2) / 2
+    mv, valid, dist = frame_field(v, (8, 8), (8, 8), np.array([-1, 2]))
+    assert valid[0, 0] and dist[0, 0] == 1
+    np.testing.assert_allclose(mv[0, 0], [2, 0])
+
+
+def test_future_only_block_is_kept():
+    v = vectors((1, 0, 0, 8, 8, 8, 0))
+    mv, valid, dist = frame_field(v, (8, 8), (8, 8), np.array([2]))
+    assert valid[0, 0] and dist[0, 0] == 2
+    np.testing.assert_allclose(mv[0, 0], [4, 0])  # motion / (scale d) = 8 / 2
 
 
 def test_field_in_stored_pixels_after_resize():
