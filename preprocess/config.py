@@ -16,8 +16,9 @@ def data_dir() -> Path:
 
 # Bump when the same settings start producing different arrays. 2: frames area-scaled by
 # swscale in the YUV -> RGB pass, DIS with 6 gradient-descent iterations, homography from at
-# most ~640 flow samples, Zarr written with zstd level 1 (docs/benchmarks.md).
-EXTRACTOR_REVISION = 2
+# most ~640 flow samples, Zarr written with zstd level 1 (docs/benchmarks.md). 3: mv keeps a
+# bi-predicted block's past estimate only (docs/design.md).
+EXTRACTOR_REVISION = 3
 
 
 @dataclass(frozen=True)
