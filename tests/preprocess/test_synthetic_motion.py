@@ -298,3 +298,17 @@ def test_position_and_speed_do_not_predict_the_class():
     speed = [np.array([np.linalg.norm(np.diff(world_centres(s), axis=0), axis=1).mean() for s in group])
              for group in moving]
     assert f_statistic(speed) < 2.5
+
+
+def test_natural_look_is_smoother_than_the_others():
+    """What makes masked pixels predictable: pixels 8 px apart (one patch side) correlate far more in
+    the natural look than in noise or stripes (measured medians at 112 px: 0.62 vs 0.22 and 0.30)."""
+    cfg = replace(sm.SynthConfig(), frames=2)
+    corr = {}
+    for style in synthetic.STYLES:
+        values = []
+        for label in range(len(sm.CLASSES)):
+            grey = synthetic.render(sm.video(replace(cfg, style=style), label, 0).clip.scene)[0].astype(np.float32).mean(-1)
+            values.append(np.corrcoef(grey[:, :-8].ravel(), grey[:, 8:].ravel())[0, 1])
+        corr[style] = np.median(values)
+    assert corr["natural"] > 0.45 and corr["natural"] > corr["noise"] + 0.2 and corr["natural"] > corr["structured"] + 0.1
