@@ -52,6 +52,7 @@ class TrainConfig:
     patch_size: int = 16            # pixels per token side
     decoder_depth: int | None = None  # None = the size's default
     drop_path: float = 0.0
+    positions: str = "videomae"     # train.model.POSITIONS: videomae (1-D over the token index) | separable (t, h, w)
     # optimisation
     batch_size: int = 8             # per process
     epochs: int = 800
@@ -94,8 +95,11 @@ class TrainConfig:
             raise ValueError(f"num_frames {self.num_frames} must be a multiple of tubelet {self.tubelet}")
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"mask ratio {self.ratio} must be in [0, 1)")
+        from .model import POSITIONS
         from .targets import get_target
 
+        if self.positions not in POSITIONS:
+            raise ValueError(f"unknown positions {self.positions!r}; known: {', '.join(POSITIONS)}")
         get_target(self.target).norm(self.target_norm)  # an unknown name fails here, not at step 0
         return self
 

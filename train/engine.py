@@ -176,7 +176,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split)
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
     out_dim = target.out_dim(cfg.tubelet, cfg.patch_size, dataset.traj_len)
-    model = build_model(cfg.model, grid, out_dim, cfg.tubelet, cfg.patch_size, cfg.decoder_depth, cfg.drop_path)
+    model = build_model(cfg.model, grid, out_dim, cfg.tubelet, cfg.patch_size, cfg.decoder_depth, cfg.drop_path,
+                        cfg.positions)
     model.to(device)
     peak_lr = cfg.lr(d.world)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr, betas=cfg.betas)

@@ -54,6 +54,33 @@ def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
     return table.float()[None]
 
 
+def separable_sincos_table(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
+    """(1, N, D) fixed sin-cos table with separate parts for t, h and w (D/4 for t, the rest split
+    between h and w), in token order (t, h, w) row-major.
+
+    VideoMAE's 1-D table over the flattened index gives "same place, one slice later" no
+    shared code; here two tokens at the same (h, w) share 3/4 of their position vector, which a
+    small decoder uses at once (docs/results.md: the copy task learns several times faster)."""
+    t, h, w = grid
+    d_t = 2 * (dim // 8)
+    d_h = 2 * ((dim - d_t) // 4)
+    d_w = dim - d_t - d_h
+    parts = []
+    for axis, (n, d) in enumerate(zip(grid, (d_t, d_h, d_w))):
+        table = sincos_table(n, d)[0]                                  # (n, d)
+        shape = [1, 1, 1, d]
+        shape[axis] = n
+        parts.append(table.reshape(shape).expand(t, h, w, d))
+    return torch.cat(parts, dim=-1).reshape(1, t * h * w, dim)
+
+
+# how a token's position becomes its fixed embedding: name -> (grid (t, h, w), dim) -> (1, N, D)
+POSITIONS = {
+    "videomae": lambda grid, dim: sincos_table(math.prod(grid), dim),
+    "separable": separable_sincos_table,
+}
+
+
 class PatchEmbed3d(nn.Module):
     """(B,C,T,H,W) -> (B,N,D) with one Conv3d over tubelet x patch x patch cubes."""
 
@@ -67,15 +94,18 @@ class PatchEmbed3d(nn.Module):
 
 class VideoMAE(nn.Module):
     def __init__(self, size: ModelSize, grid: tuple[int, int, int], out_dim: int, tubelet: int = 2,
-                 patch: int = 16, decoder_depth: int | None = None, drop_path: float = 0.0):
+                 patch: int = 16, decoder_depth: int | None = None, drop_path: float = 0.0,
+                 positions: str = "videomae"):
         super().__init__()
+        if positions not in POSITIONS:
+            raise KeyError(f"unknown position table {positions!r}; known: {', '.join(POSITIONS)}")
         self.grid = tuple(grid)  # (t, h, w) tokens
         self.tubelet, self.patch = tubelet, patch
         n = math.prod(self.grid)
         norm = partial(nn.LayerNorm, eps=1e-6)
 
         self.patch_embed = PatchEmbed3d(size.dim, tubelet, patch)
-        self.register_buffer("pos_embed", sincos_table(n, size.dim), persistent=False)
+        self.register_buffer("pos_embed", POSITIONS[positions](self.grid, size.dim), persistent=False)
         dpr = [drop_path * i / max(size.depth - 1, 1) for i in range(size.depth)]  # stochastic depth rule
         self.blocks = nn.Sequential(*[
             Block(size.dim, size.heads, size.mlp_ratio, qkv_bias=True, drop_path=dpr[i], norm_layer=norm)
@@ -85,7 +115,8 @@ class VideoMAE(nn.Module):
         depth = size.decoder_depth if decoder_depth is None else decoder_depth
         self.decoder_embed = nn.Linear(size.dim, size.decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, size.decoder_dim))
-        self.register_buffer("decoder_pos_embed", sincos_table(n, size.decoder_dim), persistent=False)
+        self.register_buffer("decoder_pos_embed", POSITIONS[positions](self.grid, size.decoder_dim),
+                             persistent=False)
         self.decoder_blocks = nn.Sequential(*[
             Block(size.decoder_dim, size.decoder_heads, size.mlp_ratio, qkv_bias=True, norm_layer=norm)
             for _ in range(depth)])
@@ -133,7 +164,7 @@ class VideoMAE(nn.Module):
 
 
 def build_model(name: str, grid: tuple[int, int, int], out_dim: int, tubelet: int = 2, patch: int = 16,
-                decoder_depth: int | None = None, drop_path: float = 0.0) -> VideoMAE:
+                decoder_depth: int | None = None, drop_path: float = 0.0, positions: str = "videomae") -> VideoMAE:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    return VideoMAE(MODELS[name], grid, out_dim, tubelet, patch, decoder_depth, drop_path)
+    return VideoMAE(MODELS[name], grid, out_dim, tubelet, patch, decoder_depth, drop_path, positions)

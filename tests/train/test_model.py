@@ -42,3 +42,20 @@ def test_predictions_follow_target_order():
 def test_decoder_depth_override():
     model = build_model("vit_pico", (1, 2, 2), 3, decoder_depth=3)
     assert len(model.decoder_blocks) == 3
+
+
+def test_separable_positions_share_the_place_across_time():
+    from train.model import POSITIONS, separable_sincos_table
+
+    grid, dim = (4, 3, 5), 64                                      # d_t 16, d_h 24, d_w 24
+    table = separable_sincos_table(grid, dim)[0].reshape(*grid, dim)
+    assert table.shape == (4, 3, 5, 64) and POSITIONS["separable"](grid, dim).shape == (1, 60, 64)
+    # same (h, w), another time slice: only the first 16 values (the t part) differ
+    assert torch.equal(table[0, 1, 2, 16:], table[3, 1, 2, 16:])
+    assert not torch.equal(table[0, 1, 2, :16], table[3, 1, 2, :16])
+    # same t and h, another column: the t and h parts agree, the w part differs
+    assert torch.equal(table[2, 1, 0, :40], table[2, 1, 4, :40]) and not torch.equal(table[2, 1, 0, 40:], table[2, 1, 4, 40:])
+    model = build_model("vit_pico", (2, 2, 2), 4, positions="separable")
+    assert model.pos_embed.shape == (1, 8, 64) and model.decoder_pos_embed.shape == (1, 8, 32)
+    with pytest.raises(KeyError, match="known: videomae, separable"):
+        build_model("vit_pico", (2, 2, 2), 4, positions="learned")
