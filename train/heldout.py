@@ -1,0 +1,95 @@
+"""Held-out pretraining loss: does a checkpoint predict masked content of clips it never saw better
+than predicting zero?
+
+    python train/heldout.py --checkpoint runs/x/checkpoint.pt            # the val split of its shards
+    python train/heldout.py --checkpoint CKPT --shards SET --split val --clips 256
+
+With normalized targets (every paper's default) predicting 0 is predicting the per-token mean,
+so `ratio = loss / predict0` says how much of the masked signal the model recovers: 1.0 is
+nothing, 0 everything. The clips, crops and masks depend only on `--seed`, so two checkpoints
+are compared on exactly the same masked tokens.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from torch.utils.data import default_collate  # noqa: E402
+
+from train.config import TrainConfig, resolve_shards  # noqa: E402
+from train.data import ClipDataset, ClipSpec  # noqa: E402
+from train.masks import NEEDS as MASK_NEEDS  # noqa: E402
+from train.masks import get_mask  # noqa: E402
+from train.model import build_model  # noqa: E402
+from train.targets import get_target, masked_mse  # noqa: E402
+
+
+@torch.no_grad()
+def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val", clips: int = 256,
+                 batch_size: int = 32, seed: int = 0) -> dict:
+    """Mean masked loss of the checkpoint's model and of predicting 0 over `clips` clips of `split`.
+
+    The clip geometry, mask and target are the pretraining run's; flips are off. Returns
+    {"loss", "predict0", "ratio", "clips", "split", "step"}."""
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    path = Path(shards) if shards else resolve_shards(cfg.shards)
+    mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
+    norm = target.norm(cfg.target_norm)
+    spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
+                    frozenset(MASK_NEEDS[cfg.mask] | target.needs))
+    dataset = ClipDataset(path, spec, seed, split)
+    grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
+    model = build_model(cfg.model, grid, int(ckpt["out_dim"]), cfg.tubelet, cfg.patch_size, cfg.decoder_depth,
+                        positions=cfg.positions)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    loss_sum = zero_sum = 0.0
+    for start in range(0, clips, batch_size):
+        items = [(g, g % len(dataset)) for g in range(start, min(clips, start + batch_size))]
+        batch = default_collate([dataset[item] for item in items])
+        # one mask per clip from its own generator: the numbers do not depend on the batching
+        mask = torch.cat([mask_fn({k: v[i:i + 1] for k, v in batch.items()}, grid, cfg.ratio,
+                                  torch.Generator().manual_seed(seed * 1_000_003 + g))
+                          for i, (g, _) in enumerate(items)])                         # (B,N)
+        tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)
+        pred = model(batch["video"], mask)                                           # (B,Nm,C)
+        for i in range(len(items)):  # the mean over clips of each clip's loss
+            one = (tgt[i:i + 1], weight[i:i + 1], mask[i:i + 1])
+            loss_sum += masked_mse(pred[i:i + 1], *one).item()
+            zero_sum += masked_mse(torch.zeros_like(pred[i:i + 1]), *one).item()
+    loss, zero = loss_sum / clips, zero_sum / clips
+    return {"loss": loss, "predict0": zero, "ratio": loss / zero, "clips": clips, "split": split,
+            "step": int(ckpt["step"])}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from shards.cli import CliError, add_debug_flag
+    from train.engine import load_checkpoint
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (checkpoint.pt)")
+    p.add_argument("--shards", default=None, help="shard set (default: the one named in the checkpoint)")
+    p.add_argument("--split", default="val", help="videos whose split attr equals this (default: val; '' = all)")
+    p.add_argument("--clips", type=int, default=256, help="clips to average over (default: 256)")
+    p.add_argument("--batch-size", type=int, default=32, help="clips per forward pass (default: 32)")
+    p.add_argument("--seed", type=int, default=0, help="picks the clips, crops and masks (default: 0)")
+    add_debug_flag(p)
+    args = p.parse_args(argv)
+    if not Path(args.checkpoint).is_file():
+        raise CliError(f"no checkpoint at {args.checkpoint}")
+    result = heldout_loss(load_checkpoint(args.checkpoint), args.shards, args.split, args.clips,
+                          args.batch_size, args.seed)
+    print(f"step {result['step']}: held-out loss {result['loss']:.4f}, predict-0 {result['predict0']:.4f}, "
+          f"ratio {result['ratio']:.3f} ({result['clips']} clips of split {result['split']!r})")
+    return result
+
+
+if __name__ == "__main__":
+    from shards.cli import run_main
+
+    run_main(main, "heldout")
