@@ -1,79 +1,90 @@
-"""Motion-guided masking (MGM, Fan et al. ICCV'23), designed from the paper's description.
+"""Motion-guided masking (`mgm`): in every time slice the masked region sits where that slice's
+codec motion vectors are strongest (MGM, Fan et al., ICCV'23, arXiv 2308.12962: "motion vectors
+guide the position of each mask over time", abstract). What the paper's text fixes and what we
+chose is in docs/masks.md, section "MGM".
 
-The paper publishes no code; this is our rule (docs/masks.md has the why):
-1. per-token motion from the codec's motion vectors: mean |mv| over the token's
-   tubelet x cells (invalid cells count as still), and the mean velocity;
-2. anchor = the token with the highest 3x3-smoothed motion in the whole clip;
-3. the region centre is carried from the anchor's time slice to the others along the
-   motion vectors: c_{s+1} = c_s + v_s(c_s) * tubelet * frame_step / patch (and backwards),
-   v_s(c) the motion-weighted mean velocity near c;
-4. in every slice the `region` tokens nearest to the centre are hidden (a continuous blob
-   that moves with the object), and the rest of the budget is hidden at random, so every
-   slice hides exactly round(ratio * h * w) tokens.
+Per time slice s of the (t, h, w) token grid:
+1. motion map: mean |mv| per token (`token_motion`), 3x3 box-smoothed so that the strongest
+   motion is the middle of a moving region rather than one noisy block at its edge;
+2. centre c_s = the token of largest smoothed motion (exact ties broken at random); a slice
+   without motion (intra-coded or still) takes the centre interpolated in time between the
+   nearest slices with motion (held at the ends); a clip without motion gets one random centre;
+3. the round(ratio * h * w) tokens nearest to c_s are hidden: one compact region (a disk,
+   clipped by the frame edge) per slice, moving with the strongest motion from slice to slice.
+
+`compensate=True` (the `mgm_cc` variant) first subtracts the camera's motion, read from the
+stored homography, from the vectors, so that a pan does not steer the region (docs/masks.md,
+"Limits and the camera-compensated option").
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import hidden_per_slice, hide_lowest
+from .common import hidden_per_slice, hide_lowest, token_motion
 
-NEEDS: frozenset[str] = frozenset({"mv", "mv_valid", "frame_step"})
-REGION_FRAC = 0.5  # share of every slice covered by the motion-following blob (capped by the budget)
+NEEDS: frozenset[str] = frozenset({"mv", "mv_valid"})
+NEEDS_COMPENSATED: frozenset[str] = NEEDS | {"homography", "frame_step"}
+TIE_NOISE = 1e-5  # px/frame: far below the 1/16 px quantum of a stored vector, so it only breaks exact ties
 
 
-def token_motion(mv: torch.Tensor, valid: torch.Tensor, grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """mv (B,T,Hc,Wc,2) px/frame, valid (B,T,Hc,Wc) -> speed (B,t,h,w), velocity (B,t,h,w,2)."""
-    B, T, Hc, Wc, _ = mv.shape
-    t, h, w = grid
-    tau, c = T // t, Hc // h
-    v = (mv * valid[..., None]).reshape(B, t, tau, h, c, w, c, 2)
-    count = valid.reshape(B, t, tau, h, c, w, c).sum((2, 4, 6)).clamp(min=1)[..., None]
-    speed = v.norm(dim=-1).mean((2, 4, 6))                         # (B,t,h,w)
-    velocity = v.sum((2, 4, 6)) / count                            # (B,t,h,w,2)
-    return speed, velocity
+def camera_motion(homography: torch.Tensor, frame_step: torch.Tensor, num_frames: int,
+                  cells: tuple[int, int], cell: int) -> torch.Tensor:
+    """The camera's share of `mv`: (B,T,Hc,Wc,2), input px per stored frame, on each frame's cell grid.
+
+    homography (B,T-1,3,3) maps input frame k to k+1 (input px). `mv[k]` moves content from
+    frame k-1 to the cell centre p of frame k; the camera alone moved what lands on p from
+    H_{k-1}^{-1} p, over `frame_step` stored frames. Dividing by frame_step is exact for a
+    steady pan and an approximation of the per-frame homography otherwise. Frame 0 has no
+    previous pair and borrows H_0 (its vectors point to a frame outside the clip).
+    """
+    B = homography.shape[0]
+    hc, wc = cells
+    ys, xs = torch.meshgrid(torch.arange(hc, dtype=torch.float64), torch.arange(wc, dtype=torch.float64),
+                            indexing="ij")
+    centre = (cell - 1) / 2                                                     # cell (i, j) centre (8j+3.5, 8i+3.5)
+    p = torch.stack([xs * cell + centre, ys * cell + centre, torch.ones_like(xs)], -1)     # (Hc,Wc,3)
+    pair = torch.cat([homography[:, :1], homography], 1)[:, :num_frames].double()         # (B,T,3,3)
+    src = torch.einsum("ntij,hwj->nthwi", torch.linalg.inv(pair), p)
+    src = src[..., :2] / src[..., 2:]                                           # (B,T,Hc,Wc,2)
+    return ((p[..., :2] - src) / frame_step.double().reshape(B, 1, 1, 1, 1)).float()
+
+
+def motion_centres(speed: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """speed (B,t,h,w) -> region centre per slice (B,t,2) as (x, y) in tokens."""
+    B, t, h, w = speed.shape
+    smooth = F.avg_pool2d(speed.reshape(B * t, 1, h, w), 3, 1, 1, count_include_pad=False).reshape(B, t, h * w)
+    noisy = smooth + TIE_NOISE * torch.rand(smooth.shape, generator=generator)
+    best = noisy.argmax(-1)                                                     # (B,t)
+    centres = torch.stack([best % w, best // w], -1).double()                  # (B,t,2)
+    moving = smooth.amax(-1) > 0                                                # (B,t)
+    fallback = torch.randint(h * w, (B,), generator=generator)                 # drawn always: same stream
+    slices = np.arange(t, dtype=np.float64)
+    for b in range(B):
+        known = moving[b].nonzero()[:, 0]
+        if len(known) == 0:
+            centres[b] = torch.tensor([fallback[b] % w, fallback[b] // w], dtype=torch.float64)
+        elif len(known) < t:
+            for axis in range(2):
+                centres[b, :, axis] = torch.from_numpy(np.interp(slices, known.numpy(), centres[b, known, axis].numpy()))
+    return centres.float()
 
 
 def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch.Generator,
-         region_frac: float = REGION_FRAC) -> torch.Tensor:
+         compensate: bool = False) -> torch.Tensor:
     t, h, w = grid
-    patch = batch["video"].shape[-1] // w
-    speed, velocity = token_motion(batch["mv"].float(), batch["mv_valid"].bool(), grid)
-    B = speed.shape[0]
-    steps = batch["frame_step"].float().reshape(B, 1) * (batch["video"].shape[2] // t) / patch  # px -> tokens
-
-    smooth = F.avg_pool2d(speed.reshape(B * t, 1, h, w), 3, 1, 1, count_include_pad=False).reshape(B, t * h * w)
-    smooth = smooth + 1e-6 * torch.rand(B, t * h * w, generator=generator)  # random anchor when nothing moves
-    anchor = smooth.argmax(dim=1)                                   # (B,)
-    s0, i0, j0 = anchor // (h * w), anchor // w % h, anchor % w
+    mv, valid = batch["mv"].float(), batch["mv_valid"].bool()                   # (B,T,Hc,Wc,2), (B,T,Hc,Wc)
+    B, T, hc, wc, _ = mv.shape
+    if compensate:
+        cell = batch["video"].shape[-1] // wc
+        mv = mv - camera_motion(batch["homography"].float(), batch["frame_step"], T, (hc, wc), cell)
+    speed, _ = token_motion(mv, valid, grid)                                   # (B,t,h,w)
+    centres = motion_centres(speed, generator)                                 # (B,t,2)
 
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    yx = torch.stack([xs, ys], -1).reshape(1, h * w, 2)             # token centres (x, y), token units
-    n_hide = hidden_per_slice(grid, ratio)
-    n_region = min(n_hide, int(round(region_frac * h * w)))
-    sigma2 = max(n_region / torch.pi, 1.0)                          # radius^2 of a disk of n_region tokens
-
-    def drift(s: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
-        """Displacement (B,2) in tokens over one slice, from slice s's motion near `centre`."""
-        b = torch.arange(B)
-        d2 = ((yx - centre[:, None]) ** 2).sum(-1)                   # (B,h*w)
-        wgt = speed[b, s].reshape(B, h * w) * torch.exp(-d2 / (2 * sigma2))
-        vel = (velocity[b, s].reshape(B, h * w, 2) * wgt[..., None]).sum(1) / wgt.sum(1, keepdim=True).clamp(min=1e-6)
-        return vel * steps
-
-    centres = torch.zeros(B, t, 2)
-    centres[torch.arange(B), s0] = torch.stack([j0, i0], -1).float()
-    for s in range(1, t):  # forward from the anchor slice
-        move = s > s0
-        prev = centres[:, s - 1]
-        centres[:, s] = torch.where(move[:, None], prev + drift((s - 1) * torch.ones_like(s0), prev), centres[:, s])
-    for s in range(t - 2, -1, -1):  # backward from the anchor slice
-        move = s < s0
-        nxt = centres[:, s + 1]
-        centres[:, s] = torch.where(move[:, None], nxt - drift((s + 1) * torch.ones_like(s0), nxt), centres[:, s])
-    centres = torch.stack([centres[..., 0].clamp(0, w - 1), centres[..., 1].clamp(0, h - 1)], -1)
-
-    d2 = ((yx[:, None] - centres[:, :, None]) ** 2).sum(-1)           # (B,t,h*w)
-    region = hide_lowest(d2 + 1e-3 * torch.rand(d2.shape, generator=generator), n_region)
-    score = torch.where(region, -1.0, torch.rand(d2.shape, generator=generator))
-    return hide_lowest(score, n_hide).reshape(B, t * h * w)
+    tokens = torch.stack([xs, ys], -1).reshape(1, 1, h * w, 2)
+    d2 = ((tokens - centres[:, :, None]) ** 2).sum(-1)                         # (B,t,h*w)
+    # random order within a ring, the same in every slice, so that a still region stays put
+    d2 = d2 + 1e-3 * torch.rand(B, 1, h * w, generator=generator)
+    return hide_lowest(d2, hidden_per_slice(grid, ratio)).reshape(B, t * h * w)
