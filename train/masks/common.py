@@ -23,7 +23,8 @@ def batch_size(batch: dict) -> int:
     return batch["video"].shape[0]
 
 
-def token_motion(mv: torch.Tensor, valid: torch.Tensor, grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def token_motion(mv: torch.Tensor, valid: torch.Tensor,
+                 grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """mv (B,T,Hc,Wc,2) px/frame, valid (B,T,Hc,Wc) -> speed (B,t,h,w), velocity (B,t,h,w,2).
 
     speed = mean |mv| over the token's tubelet x cells with invalid cells (intra blocks, the

@@ -67,7 +67,8 @@ def motion_centres(speed: torch.Tensor, generator: torch.Generator) -> torch.Ten
             centres[b] = torch.tensor([fallback[b] % w, fallback[b] // w], dtype=torch.float64)
         elif len(known) < t:
             for axis in range(2):
-                centres[b, :, axis] = torch.from_numpy(np.interp(slices, known.numpy(), centres[b, known, axis].numpy()))
+                path = np.interp(slices, known.numpy(), centres[b, known, axis].numpy())
+                centres[b, :, axis] = torch.from_numpy(path)
     return centres.float()
 
 
