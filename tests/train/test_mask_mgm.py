@@ -4,7 +4,7 @@ import torch
 
 from tests.train.helpers import cell_centres, moving_square_batch
 from train.masks import MASKS
-from train.masks.mgm import camera_motion
+from train.masks.mgm import camera_motion, track
 
 GRID = (4, 8, 8)   # 8 frames of 128 px, tubelet 2 x 16 x 16
 DISK = 13 / 64     # ratio whose region is the exact disk |d| <= 2 tokens: its centroid is its centre
@@ -33,7 +33,7 @@ def test_region_centroid_moves_one_token_per_slice_with_the_object(velocity, sta
     assert torch.allclose(c[..., 1], torch.full((4, 4), 4.0))  # rows 3-5 move together: centre row 4
 
 
-def test_slices_without_vectors_take_the_interpolated_position():
+def test_slices_without_vectors_keep_the_last_displacement():
     # intra-coded middle slices (no valid vector): the region keeps moving 1 token per slice
     batch = square((4.0, 0.0), (16.0, 48.0))
     batch["mv_valid"] = batch["mv_valid"].clone()
@@ -113,6 +113,23 @@ def test_camera_compensated_guidance_masks_the_object_camera_inclusive_does_not(
         spread[name] = centroids(m.reshape(32, -1)).std(0).mean().item()    # over samples, in tokens
     assert cover["mgm_cc"] > 0.95 and cover["mgm"] < 0.3, cover
     assert spread["mgm_cc"] < 0.5 and spread["mgm"] > 1.5, (spread, cover)
+
+
+def test_the_centre_moves_with_the_vectors_that_guide_it():
+    # camera-inclusive salience: from a background token the centre follows the pan (-3 px/frame
+    # = -0.75 token per slice); compensated salience: from the object's centre it follows the
+    # object's on-screen motion (+2 px/frame = +0.5 token per slice), not its motion relative
+    # to the background (+5 px/frame), which would slide it off the object
+    batch = pan_with_object(B=1)
+    mv, frame_step = batch["mv"], batch["frame_step"]
+    comp = mv - camera_motion(batch["homography"], frame_step, 8, (16, 16), 8)
+    per_px = frame_step.float() * 2 / 16
+    zero = torch.zeros(1, dtype=torch.long)
+    pan = track(mv, mv.norm(dim=-1), zero, torch.tensor([[7.0, 7.0]]), GRID, per_px)
+    obj = track(mv, comp.norm(dim=-1), zero, torch.tensor([[3.0, 3.5]]), GRID, per_px)
+    # (the window's tail still reaches the object's vectors 2.5 tokens away: 0.05 token)
+    assert torch.allclose(pan[0], torch.tensor([[7.0, 7.0], [6.25, 7.0], [5.5, 7.0], [4.75, 7.0]]), atol=0.05)
+    assert torch.allclose(obj[0], torch.tensor([[3.0, 3.5], [3.5, 3.5], [4.0, 3.5], [4.5, 3.5]]))
 
 
 def test_compensation_is_a_no_op_for_a_still_camera():

@@ -1,32 +1,36 @@
-"""Motion-guided masking (`mgm`): in every time slice the masked region sits where that slice's
-codec motion vectors are strongest (MGM, Fan et al., ICCV'23, arXiv 2308.12962: "motion vectors
-guide the position of each mask over time", abstract). What the paper's text fixes and what we
-chose is in docs/masks.md, section "MGM".
+"""Motion-guided masking (`mgm`): one compact masked region, placed on the clip's strongest codec
+motion and carried from slice to slice by the motion vectors (MGM, Fan et al., ICCV'23, arXiv
+2308.12962: the vectors are "motion-based correspondences" that "guide the position of each
+mask over time", abstract). What the paper's text fixes and what we chose is in
+docs/masks.md, section "MGM".
 
-Per time slice s of the (t, h, w) token grid:
-1. motion map: mean |mv| per token (`token_motion`), 3x3 box-smoothed so that the strongest
-   motion is the middle of a moving region rather than one noisy block at its edge;
-2. centre c_s = the token of largest smoothed motion (exact ties broken at random); a slice
-   without motion (intra-coded or still) takes the centre interpolated in time between the
-   nearest slices with motion (held at the ends); a clip without motion gets one random centre;
-3. the round(ratio * h * w) tokens nearest to c_s are hidden: one compact region (a disk,
-   clipped by the frame edge) per slice, moving with the strongest motion from slice to slice.
+1. Salience: mean |mv| per token (`token_motion`), 3x3 box-smoothed so that the middle of a
+   moving region wins over one noisy block at its edge. The anchor is the token of largest
+   smoothed motion in the whole clip (exact ties broken at random; a still clip gets a random
+   anchor).
+2. Tracking: from the anchor's slice the region centre moves to the next slice by the motion
+   vectors around it (Gaussian window of TRACK_SIGMA tokens, each vector weighted by its
+   salience), and to the previous slices backwards. A slice with no salient vector near the
+   centre (intra-coded, still) keeps the last displacement.
+3. Shape and size: in every slice the round(ratio * h * w) tokens nearest to the centre are
+   hidden: one disk, clipped by the frame edge, moving with the object.
 
-`compensate=True` (the `mgm_cc` variant) first subtracts the camera's motion, read from the
-stored homography, from the vectors, so that a pan does not steer the region (docs/masks.md,
-"Limits and the camera-compensated option").
+`compensate=True` (the `mgm_cc` variant) measures salience on the vectors minus the camera's
+motion (the stored homography), so that a pan does not pull the anchor and the tracking
+window onto the background; the centre still moves by the on-screen vectors, because the mask
+hides on-screen tokens (docs/masks.md, "Limits and the camera-compensated option").
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .common import hidden_per_slice, hide_lowest, token_motion
 
-NEEDS: frozenset[str] = frozenset({"mv", "mv_valid"})
-NEEDS_COMPENSATED: frozenset[str] = NEEDS | {"homography", "frame_step"}
-TIE_NOISE = 1e-5  # px/frame: far below the 1/16 px quantum of a stored vector, so it only breaks exact ties
+NEEDS: frozenset[str] = frozenset({"mv", "mv_valid", "frame_step"})
+NEEDS_COMPENSATED: frozenset[str] = NEEDS | {"homography"}
+TIE_NOISE = 1e-5    # px/frame: far below the 1/16 px quantum of a stored vector, so it only breaks exact ties
+TRACK_SIGMA = 1.0   # tokens: the window whose vectors move the centre (about the object part under it)
 
 
 def camera_motion(homography: torch.Tensor, frame_step: torch.Tensor, num_frames: int,
@@ -51,25 +55,53 @@ def camera_motion(homography: torch.Tensor, frame_step: torch.Tensor, num_frames
     return ((p[..., :2] - src) / frame_step.double().reshape(B, 1, 1, 1, 1)).float()
 
 
-def motion_centres(speed: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """speed (B,t,h,w) -> region centre per slice (B,t,2) as (x, y) in tokens."""
+def anchor(speed: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """speed (B,t,h,w) -> anchor slice (B,) and anchor centre (B,2) as (x, y) in tokens."""
     B, t, h, w = speed.shape
-    smooth = F.avg_pool2d(speed.reshape(B * t, 1, h, w), 3, 1, 1, count_include_pad=False).reshape(B, t, h * w)
-    noisy = smooth + TIE_NOISE * torch.rand(smooth.shape, generator=generator)
-    best = noisy.argmax(-1)                                                     # (B,t)
-    centres = torch.stack([best % w, best // w], -1).double()                  # (B,t,2)
-    moving = smooth.amax(-1) > 0                                                # (B,t)
-    fallback = torch.randint(h * w, (B,), generator=generator)                 # drawn always: same stream
-    slices = np.arange(t, dtype=np.float64)
-    for b in range(B):
-        known = moving[b].nonzero()[:, 0]
-        if len(known) == 0:
-            centres[b] = torch.tensor([fallback[b] % w, fallback[b] // w], dtype=torch.float64)
-        elif len(known) < t:
-            for axis in range(2):
-                path = np.interp(slices, known.numpy(), centres[b, known, axis].numpy())
-                centres[b, :, axis] = torch.from_numpy(path)
-    return centres.float()
+    smooth = F.avg_pool2d(speed.reshape(B * t, 1, h, w), 3, 1, 1, count_include_pad=False).reshape(B, t * h * w)
+    best = (smooth + TIE_NOISE * torch.rand(smooth.shape, generator=generator)).argmax(1)
+    return best // (h * w), torch.stack([best % w, best // w % h], -1).float()
+
+
+def track(mv: torch.Tensor, salience: torch.Tensor, s0: torch.Tensor, c0: torch.Tensor,
+          grid: tuple[int, int, int], tokens_per_px: torch.Tensor) -> torch.Tensor:
+    """Carry the centre c0 (B,2) of slice s0 (B,) to every slice -> (B,t,2), tokens.
+
+    mv (B,T,Hc,Wc,2) on-screen vectors (px per stored frame), salience (B,T,Hc,Wc) the weight
+    of each vector (0 where invalid); tokens_per_px (B,) turns px per stored frame into tokens
+    per slice (tubelet * frame_step / patch).
+    """
+    B, T, hc, wc, _ = mv.shape
+    t, h, w = grid
+    tau, per_token = T // t, hc // h
+    ys, xs = torch.meshgrid(torch.arange(hc, dtype=torch.float32), torch.arange(wc, dtype=torch.float32), indexing="ij")
+    cells = (torch.stack([xs, ys], -1) + 0.5) / per_token - 0.5                 # (Hc,Wc,2) cell centres, tokens
+    mv, salience = mv.reshape(B, t, tau, hc, wc, 2), salience.reshape(B, t, tau, hc, wc)
+    b = torch.arange(B)
+
+    def step(s: torch.Tensor, centre: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """Displacement (B,2) in tokens over one slice, from slice s's vectors around `centre`."""
+        near = torch.exp(-((cells - centre[:, None, None]) ** 2).sum(-1) / (2 * TRACK_SIGMA ** 2))  # (B,Hc,Wc)
+        wgt = salience[b, s] * near[:, None]                                    # (B,tau,Hc,Wc)
+        total = wgt.sum((1, 2, 3))
+        vel = (mv[b, s] * wgt[..., None]).sum((1, 2, 3)) / total.clamp(min=1e-12)[:, None]
+        return torch.where((total > 1e-6)[:, None], vel * tokens_per_px[:, None], last)
+
+    centres = torch.zeros(B, t, 2)
+    centres[b, s0] = c0
+    last = torch.zeros(B, 2)
+    for s in range(1, t):                        # forward from the anchor slice
+        after = (s > s0)[:, None]
+        move = step((s - 1) * torch.ones_like(s0), centres[:, s - 1], last)
+        last = torch.where(after, move, last)
+        centres[:, s] = torch.where(after, centres[:, s - 1] + move, centres[:, s])
+    last = torch.zeros(B, 2)
+    for s in range(t - 2, -1, -1):               # backward from the anchor slice
+        before = (s < s0)[:, None]
+        move = step((s + 1) * torch.ones_like(s0), centres[:, s + 1], last)
+        last = torch.where(before, move, last)
+        centres[:, s] = torch.where(before, centres[:, s + 1] - move, centres[:, s])
+    return torch.stack([centres[..., 0].clamp(0, w - 1), centres[..., 1].clamp(0, h - 1)], -1)
 
 
 def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch.Generator,
@@ -77,15 +109,18 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
     t, h, w = grid
     mv, valid = batch["mv"].float(), batch["mv_valid"].bool()                   # (B,T,Hc,Wc,2), (B,T,Hc,Wc)
     B, T, hc, wc, _ = mv.shape
+    guide = mv
     if compensate:
-        cell = batch["video"].shape[-1] // wc
-        mv = mv - camera_motion(batch["homography"].float(), batch["frame_step"], T, (hc, wc), cell)
-    speed, _ = token_motion(mv, valid, grid)                                   # (B,t,h,w)
-    centres = motion_centres(speed, generator)                                 # (B,t,2)
+        guide = mv - camera_motion(batch["homography"].float(), batch["frame_step"], T, (hc, wc),
+                                   batch["video"].shape[-1] // wc)
+    speed, _ = token_motion(guide, valid, grid)                                # (B,t,h,w)
+    s0, c0 = anchor(speed, generator)
+    patch = batch["video"].shape[-1] // w
+    tokens_per_px = batch["frame_step"].float().reshape(B) * (T // t) / patch
+    centres = track(mv, guide.norm(dim=-1) * valid, s0, c0, grid, tokens_per_px)  # (B,t,2)
 
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    tokens = torch.stack([xs, ys], -1).reshape(1, 1, h * w, 2)
-    d2 = ((tokens - centres[:, :, None]) ** 2).sum(-1)                         # (B,t,h*w)
+    d2 = ((torch.stack([xs, ys], -1).reshape(1, 1, h * w, 2) - centres[:, :, None]) ** 2).sum(-1)  # (B,t,h*w)
     # random order within a ring, the same in every slice, so that a still region stays put
     d2 = d2 + 1e-3 * torch.rand(B, 1, h * w, generator=generator)
     return hide_lowest(d2, hidden_per_slice(grid, ratio)).reshape(B, t * h * w)
