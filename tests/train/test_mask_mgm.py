@@ -1,9 +1,12 @@
 """`mgm` / `mgm_cc` / `mgm_anchor`: the properties MGM states, on motion known by construction."""
+import numpy as np
 import pytest
 import torch
 
+from shards import open_shards
 from tests.train.helpers import cell_centres, moving_square_batch
-from train.masks import MASKS
+from train.data import ClipSpec, hflip, read_clip
+from train.masks import MASKS, NEEDS
 from train.masks.mgm import camera_motion, track
 
 GRID = (4, 8, 8)   # 8 frames of 128 px, tubelet 2 x 16 x 16
@@ -146,3 +149,19 @@ def test_exact_ratio_in_every_slice(name, ratio):
     batch["mv_valid"][:, 2:4] = False                  # an intra-coded slice among moving ones
     m = MASKS[name](batch, GRID, ratio, torch.Generator().manual_seed(2)).reshape(3, 4, 64)
     assert (m.sum(-1) == round(ratio * 64)).all()
+
+
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_camera_motion_cancels_the_pan_through_the_loader(tiny_shards, seed, flip):
+    # the clip's homographies (cropped, rescaled, mirrored by the loader) predict the codec
+    # vectors of the background, whatever the crop scale and the flip
+    spec = ClipSpec(num_frames=4, sampling_rate=2, input_size=32, needs=NEEDS["mgm_cc"])
+    with open_shards(tiny_shards) as ds:
+        c = read_clip(ds["pan"], spec, np.random.default_rng(seed))
+    c = hflip(c) if flip else c
+    b = {k: torch.as_tensor(np.ascontiguousarray(v))[None] for k, v in c.items()}
+    comp = b["mv"] - camera_motion(b["homography"].float(), b["frame_step"], 4, (4, 4), 8)
+    valid = b["mv_valid"][0]
+    assert (b["mv"][0].norm(dim=-1)[valid] > 0.3).float().mean() > 0.6      # the pan moves the background
+    assert (comp[0].norm(dim=-1)[valid] < 1e-3).float().mean() > 0.6       # and compensation removes it
