@@ -1,9 +1,9 @@
-"""`mgm_anchor`: the project's first MGM-like rule (before `mgm` followed the paper more closely).
+"""`mgm_anchor`: the project's first MGM-like rule, unchanged (before `mgm` followed the paper's text).
 
-Kept as a variant because it differs from `mgm` in two ways worth an ablation: the region is
-carried along the motion vectors from one anchor (one object for the whole clip, where `mgm`
-re-centres on every slice's strongest motion), and only half of each slice is the region, the
-rest of the budget random. docs/masks.md compares the two. The rule:
+Kept for ablations against `mgm`: it also anchors on the strongest motion and carries the
+region along the vectors, but hides only half of each slice as the region and the rest at
+random, tracks with token-mean velocities in a window as wide as the region, and has no
+camera compensation. docs/masks.md compares the two. The rule:
 1. per-token motion from the codec's motion vectors: mean |mv| over the token's
    tubelet x cells (invalid cells count as still), and the mean velocity;
 2. anchor = the token with the highest 3x3-smoothed motion in the whole clip;
