@@ -41,7 +41,7 @@ class TrainConfig:
     flip: bool = True               # random horizontal flip (motion-consistent)
     num_workers: int = 2
     # method
-    mask: str = "tube"              # train.masks.MASKS key: tube | random | mgm | mgmae
+    mask: str = "tube"              # train.masks.MASKS key: tube | random | mgm | mgm_cc | mgm_anchor | mgmae
     target: str = "pixel"           # train.targets.TARGETS key: pixel | hog | mme
     mask_ratio: float | None = None  # None = the method's default (0.9; 0.7 with target mme)
     norm_target: bool = True        # per-token target normalization (VideoMAE / MME patch norm)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from train.masks.mgmae import cell_centres
+from train.masks.mgmae import cell_centres  # noqa: F401  (re-exported for the tests)
 
 
 def moving_square_batch(B: int = 4, T: int = 8, size: int = 64, obj: int = 16, velocity=(4.0, 0.0),
@@ -28,6 +28,7 @@ def moving_square_batch(B: int = 4, T: int = 8, size: int = 64, obj: int = 16, v
         "mv_valid": torch.ones(B, T, hc, wc, dtype=torch.bool),
         "flow": flow[None].expand(B, -1, -1, -1, -1),
         "frame_step": torch.full((B,), frame_step),
+        "homography": torch.eye(3).expand(B, T - 1, 3, 3).clone(),  # still camera
         "hog": torch.rand(B, T, hc, wc, 9, generator=gen),
         "traj": (inside[::tubelet, ..., None, None] * v).expand(-1, -1, -1, traj_len, -1)[None]
         .expand(B, -1, -1, -1, -1, -1).float(),

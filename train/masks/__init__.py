@@ -11,16 +11,20 @@ the others round(ratio*h*w) in every time slice. See docs/masks.md.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 
-from . import mgm, mgmae, random, tube
+from . import mgm, mgm_anchor, mgmae, random, tube
 
 MaskFn = Callable[[dict, tuple[int, int, int], float, torch.Generator], torch.Tensor]
 
-MASKS: dict[str, MaskFn] = {"tube": tube.mask, "random": random.mask, "mgm": mgm.mask, "mgmae": mgmae.mask}
+MASKS: dict[str, MaskFn] = {"tube": tube.mask, "random": random.mask, "mgm": mgm.mask,
+                            "mgm_cc": partial(mgm.mask, compensate=True),  # camera-compensated guidance
+                            "mgm_anchor": mgm_anchor.mask, "mgmae": mgmae.mask}
 NEEDS: dict[str, frozenset[str]] = {"tube": tube.NEEDS, "random": random.NEEDS, "mgm": mgm.NEEDS,
+                                    "mgm_cc": mgm.NEEDS_COMPENSATED, "mgm_anchor": mgm_anchor.NEEDS,
                                     "mgmae": mgmae.NEEDS}
 
 

@@ -21,3 +21,20 @@ def hidden_per_slice(grid: tuple[int, int, int], ratio: float) -> int:
 
 def batch_size(batch: dict) -> int:
     return batch["video"].shape[0]
+
+
+def token_motion(mv: torch.Tensor, valid: torch.Tensor,
+                 grid: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """mv (B,T,Hc,Wc,2) px/frame, valid (B,T,Hc,Wc) -> speed (B,t,h,w), velocity (B,t,h,w,2).
+
+    speed = mean |mv| over the token's tubelet x cells with invalid cells (intra blocks, the
+    first frame) counted as still; velocity = mean of the valid vectors.
+    """
+    B, T, Hc, Wc, _ = mv.shape
+    t, h, w = grid
+    tau, c = T // t, Hc // h
+    v = (mv * valid[..., None]).reshape(B, t, tau, h, c, w, c, 2)
+    count = valid.reshape(B, t, tau, h, c, w, c).sum((2, 4, 6)).clamp(min=1)[..., None]
+    speed = v.norm(dim=-1).mean((2, 4, 6))                         # (B,t,h,w)
+    velocity = v.sum((2, 4, 6)) / count                            # (B,t,h,w,2)
+    return speed, velocity
