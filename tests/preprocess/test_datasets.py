@@ -349,7 +349,7 @@ def test_per_dataset_root_variable_wins(tmp_path, monkeypatch):
 def test_bad_arguments(tmp_path):
     with pytest.raises(KeyError, match="known: demo"):
         list_videos("kinetics")
-    with pytest.raises(ValueError, match="only read by the 'list'"):
+    with pytest.raises(ValueError, match="only read by --dataset list"):
         list_videos("folder", root=tmp_path, list_file=tmp_path / "x.txt")
     with pytest.raises(DatasetRootError, match="found no videos"):
         list_videos("folder", root=tmp_path)
