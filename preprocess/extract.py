@@ -444,7 +444,7 @@ class Counts:
 
     out: str = ""
     before: int | None = None   # videos committed in the set when the run started
-    now: int = 0                # videos this run committed
+    now: int = 0                # videos this run committed (recounted on disk when interrupted)
 
 
 def run(cfg: ExtractConfig, log=print, task: Task = extract_batch, counts: Counts | None = None) -> dict:
@@ -481,12 +481,18 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch, counts: Count
         counts.now += result["status"] == "done"
         progress.update(result)
 
-    if batches and cfg.workers == 0 and not cfg.scheduler:
-        for batch in batches:
-            for result in _in_process(task, batch, cfg, writer):
-                collect(result)
-    elif batches:
-        _on_dask(task, batches, cfg, writer, collect, log)
+    try:
+        if batches and cfg.workers == 0 and not cfg.scheduler:
+            for batch in batches:
+                for result in _in_process(task, batch, cfg, writer):
+                    collect(result)
+        elif batches:
+            _on_dask(task, batches, cfg, writer, collect, log)
+    except KeyboardInterrupt:
+        # count what is on disk once the local workers are gone: results still in flight and
+        # the videos workers finished while the cluster closed are committed too
+        counts.now = len(writer.done_ids()) - counts.before
+        raise
     progress.close()
     writer.finalize()
     summary = _summary(cfg, items, results, len(items) - len(todo), missing, time.perf_counter() - start)
