@@ -308,6 +308,62 @@ def test_hmdb51(tmp_path):
     assert [it.video_id for it in fold2] == ["_20_Rhythm_clap_", "b", "e"]
 
 
+# ------------------------------------------------- the layouts of common mirrors (docs/datasets.md)
+
+def _move(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    src.rename(dst)
+
+
+def test_k400_deepmind_tarball_and_openmmlab_layouts(tmp_path):
+    reference = {i: (it.label, it.split) for i, it in by_id(scan("k400", **make_k400(tmp_path / "ref")).items).items()}
+    deepmind = tmp_path / "deepmind"  # kinetics400.tar.gz unpacked in the root: kinetics400/{train,validate}.csv
+    make_k400(deepmind)
+    _move(deepmind / "annotations" / "train.csv", deepmind / "kinetics400" / "train.csv")
+    _move(deepmind / "annotations" / "val.csv", deepmind / "kinetics400" / "validate.csv")
+    _move(deepmind / "annotations" / "test.csv", deepmind / "kinetics400" / "test.csv")
+    assert {i: (it.label, it.split) for i, it in by_id(list_videos("k400", root=deepmind)).items()} == reference
+
+    mm = tmp_path / "openmmlab"  # annotations/kinetics_{train,val,test}.csv, videos_{train,val,test}/<class>/
+    make_k400(mm)
+    for split in ("train", "val", "test"):
+        _move(mm / "annotations" / f"{split}.csv", mm / "annotations" / f"kinetics_{split}.csv")
+        _move(mm / split, mm / f"videos_{split}")
+    assert {i: (it.label, it.split) for i, it in by_id(list_videos("k400", root=mm)).items()} == reference
+    assert [it.video_id for it in list_videos("k400", root=mm, split="val")] == ["vvv_000001_000011"]
+
+
+def test_ssv2_qualcomm_short_names_and_openmmlab_videos(tmp_path):
+    reference = {i: (it.label, it.split) for i, it in by_id(scan("ssv2", **make_ssv2(tmp_path / "ref")).items).items()}
+    root = tmp_path / "qualcomm"  # labels/{labels,train,validation,test}.json, videos/<id>.webm
+    make_ssv2(root)
+    for name in ("labels", "train", "validation", "test"):
+        _move(root / "labels" / f"something-something-v2-{name}.json", root / "labels" / f"{name}.json")
+    _move(root / "20bn-something-something-v2", root / "videos")
+    assert {i: (it.label, it.split) for i, it in by_id(list_videos("ssv2", root=root)).items()} == reference
+
+
+def test_ucf101_openmmlab_layout(tmp_path):
+    reference = {i: (it.label, it.split) for i, it in by_id(scan("ucf101", **make_ucf101(tmp_path / "ref")).items).items()}
+    root = tmp_path / "openmmlab"  # videos/<Class>/*.avi, annotations/{classInd,trainlist0N,testlist0N}.txt
+    make_ucf101(root)
+    for folder in [p for p in root.iterdir() if p.name != "ucfTrainTestlist"]:
+        _move(folder, root / "videos" / folder.name)
+    _move(root / "ucfTrainTestlist", root / "annotations")
+    assert {i: (it.label, it.split) for i, it in by_id(list_videos("ucf101", root=root)).items()} == reference
+
+
+def test_hmdb51_openmmlab_layout(tmp_path):
+    reference = {i: (it.label, it.split) for i, it in by_id(scan("hmdb51", **make_hmdb51(tmp_path / "ref")).items).items()}
+    root = tmp_path / "openmmlab"  # videos/<class>/*.avi, annotations/<class>_test_splitN.txt
+    make_hmdb51(root)
+    for cls in ("brush_hair", "cartwheel"):
+        _move(root / cls, root / "videos" / cls)
+    _move(root / "testTrainMulti_7030_splits", root / "annotations")
+    assert {i: (it.label, it.split) for i, it in by_id(list_videos("hmdb51", root=root)).items()} == reference
+    assert sorted(it.video_id for it in list_videos("hmdb51", root=root, split="train2")) == ["_20_Rhythm_clap_", "b", "e"]
+
+
 # -------------------------------------------------------------------------- ids, roots
 
 def test_safe_id():
