@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from preprocess import synthetic
-from preprocess.datasets import DATASETS, DatasetRootError, default_root, list_videos, scan
+from preprocess.datasets import DATASETS, DatasetRootError, default_root, get_adapter, list_videos, scan
 from preprocess.datasets import demo, synthetic_motion
 from preprocess.datasets.base import safe_id
 from preprocess.datasets.listfile import parse_line
@@ -447,3 +447,19 @@ def test_demo_regenerates_only_missing_files(demo_root):
 def test_demo_default_root_is_under_the_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("MOTION_MAE_DATA", str(tmp_path))
     assert default_root("demo") == tmp_path / "demo_videos"
+
+
+def test_every_command_in_docs_datasets_parses():
+    """docs/datasets.md's commands use flags and values extract.py accepts, one per corpus layout."""
+    import shlex
+
+    from preprocess.extract import parse_args
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "datasets.md").read_text()
+    commands = [line.split("#")[0] for line in doc.splitlines() if line.startswith("python preprocess/extract.py")]
+    configs = [parse_args(shlex.split(c)[2:]) for c in commands]
+    assert {c.dataset for c in configs} >= {"k400", "ssv2", "ucf101", "hmdb51", "list", "folder"}
+    for c in configs:
+        get_adapter(c.dataset).canonical_split(c.split)  # raises on a split the adapter does not know
+    for name in ("k400", "ssv2", "ucf101", "hmdb51", "list", "folder"):
+        assert f"## {name}" in doc
