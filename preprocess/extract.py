@@ -216,9 +216,16 @@ def _source_diff(existing: dict | None, cfg: ExtractConfig) -> str:
 def _open_checked(cfg: ExtractConfig, out: str, log):
     """The writer for `out`, refusing (or with --overwrite, replacing) a set extracted otherwise
     or from another dataset or root (which --append accepts)."""
+    from shards.schema import SchemaVersionError
     from shards.writer import open_writer
 
-    writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
+    try:
+        writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
+    except SchemaVersionError as err:  # its message says what to do
+        raise CliError(str(err)) from err
+    except ValueError as err:  # a set of the other format: the stores say which
+        other = "hdf5" if cfg.format == "zarr" else "zarr"
+        raise CliError(f"{err}: pass --format {other} to resume it, or use another --out") from err
     settings = _settings_diff(writer.config(), cfg)
     source = _source_diff(writer.config(), cfg)
     if source and cfg.append and not settings:

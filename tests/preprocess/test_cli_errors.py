@@ -21,7 +21,7 @@ import pytest
 from preprocess.config import ExtractConfig
 from preprocess.extract import PROG, cli, run
 from preprocess.synthetic import MovingObject, Scene, encode, render
-from shards import open_shards
+from shards import open_shards, open_writer
 from shards.__main__ import main as shards_main
 from shards.cli import DEBUG_ENV, run_main
 
@@ -78,6 +78,8 @@ def _extract_cases(tmp: Path, videos: Path) -> dict[str, tuple[list[str], int, s
         "not a number": (["--workers", "two"], 2, "expected an integer, got 'two'"),
         "overwrite and append": (["--overwrite", "--append"], 2, "exclude each other"),
         "memory store with workers": ([*folder[:-2], "--out", "memory://x/y"], 2, "--workers 0"),
+        "out holds the other format": ([*folder, "--out", str(tmp / "zarr_set"), "--format", "hdf5"], 1,
+                                       "is a zarr shard set; open it with format='zarr': pass --format zarr"),
         "unreachable scheduler": ([*folder[:-2], "--out", str(tmp / "s"), "--scheduler",
                                    f"tcp://127.0.0.1:{_free_port()}", "--scheduler-timeout", "1"], 1,
                                   "could not connect to the Dask scheduler"),
@@ -90,6 +92,7 @@ CASES = list(_extract_cases(Path("/nonexistent"), Path("/nonexistent")))
 @pytest.mark.parametrize("case", CASES)
 def test_extract_mistakes_are_one_line(case, tmp_path, videos, capsys, monkeypatch):
     (tmp_path / "a_file").write_text("not a folder")
+    open_writer(tmp_path / "zarr_set", format="zarr")
     argv, status, phrase = _extract_cases(tmp_path, videos)[case]
     code, line = _one_line(capsys, monkeypatch, cli, argv, PROG)
     assert code == status, line
