@@ -203,13 +203,16 @@ def _settings_diff(existing: dict | None, cfg: ExtractConfig) -> str:
 def _source_diff(existing: dict | None, cfg: ExtractConfig) -> str:
     """'' when the set at --out holds cfg's dataset and root, else what differs.
 
-    A set written before roots were stored resolved has root None: only its dataset is compared."""
+    Sets written before roots were stored resolved hold the root as given: None (the default
+    root; only the dataset is compared) or a path, read from the current folder."""
     if not existing:
         return ""
     new = cfg.source_key()
     old = {k: existing.get(k) for k in new}
     if old["root"] is None:
         old["root"] = new["root"]
+    elif "://" not in old["root"]:
+        old["root"] = str(Path(old["root"]).expanduser().absolute())
     return ", ".join(f"{k}: {old[k]!r} there vs {new[k]!r} now" for k in new if old[k] != new[k])
 
 
