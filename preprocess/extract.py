@@ -66,7 +66,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def parse_args(argv: list[str] | None = None) -> ExtractConfig:
+def build_parser() -> ArgumentParser:
     d = ExtractConfig()
     p = ArgumentParser(
         prog=PROG,
@@ -136,6 +136,11 @@ def parse_args(argv: list[str] | None = None) -> ExtractConfig:
     g.add_argument("--shard-size", type=_count(1), default=d.shard_size, metavar="N",
                    help="videos per Dask task; every video is still its own group (zarr) or file (hdf5)")
     add_debug_flag(p)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> ExtractConfig:
+    p = build_parser()
     a = vars(p.parse_args(argv))
     a.pop("debug")
     if a["overwrite"] and a["append"]:

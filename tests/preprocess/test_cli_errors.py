@@ -228,3 +228,37 @@ def test_a_set_that_stored_its_root_as_given_still_resumes(tmp_path, videos, mon
     assert _source_diff({"dataset": "folder", "root": "a"}, cfg) == ""
     assert _source_diff({"dataset": "folder", "root": None}, cfg) == ""
     assert _source_diff({"dataset": "folder", "root": "b"}, cfg) == f"root: '{videos / 'b'}' there vs '{videos / 'a'}' now"
+
+
+# ----------------------------------------------------------------------------------- help
+
+def test_every_extract_flag_has_help_and_its_default_once():
+    from dataclasses import fields
+
+    from preprocess.extract import build_parser
+    from shards.cli import DefaultsOnceFormatter
+
+    parser = build_parser()
+    formatter = DefaultsOnceFormatter(PROG)
+    flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    for action in flags:
+        text = formatter._get_help_string(action)
+        assert action.help and text.lower().count("default") <= 1, (action.dest, text)
+        if action.default not in (None, False):  # the real default: the config's own
+            assert f"(default: {action.default})" in text, (action.dest, text)
+            assert action.default == getattr(ExtractConfig(), action.dest), action.dest
+    config_fields = {f.name for f in fields(ExtractConfig)}
+    assert {a.dest for a in flags} - {"debug"} == config_fields  # every setting is a flag
+    choices = {a.dest: a.choices for a in flags if a.choices}
+    assert set(choices) == {"dataset", "format", "flow_method", "dis_preset", "features", "compensation"}
+    usage = parser.format_help()
+    assert "{zarr,hdf5}" in usage and "{ultrafast,fast,medium}" in usage
+
+
+def test_shards_help_has_text_for_every_argument(capsys, monkeypatch):
+    for argv in (["--help"], ["verify", "--help"], ["inspect", "--help"]):
+        with pytest.raises(SystemExit) as done:
+            shards_main(argv)
+        assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "shard set: a directory or fsspec URL" in out and "one video's id" in out
