@@ -10,7 +10,8 @@ and writes that video's own group (so no two processes ever write the same array
 Finished videos are skipped on a re-run; bad videos, annotated videos that are not on
 disk and tasks that keep crashing become failure records with a stage and a reason. At
 the end the driver writes the corpus index (root attrs) and `manifest.json`.
-Clusters, resume and failures: docs/scaling.md.
+Corpus layouts: docs/datasets.md; clusters, resume and failures: docs/scaling.md. Mistakes
+and Ctrl-C are one line on stderr (`cli`, shards/cli.py); `--debug` shows the traceback.
 """
 from __future__ import annotations
 
