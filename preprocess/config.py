@@ -32,7 +32,8 @@ class ExtractConfig:
     # where to write
     out: str | None = None
     format: str = "zarr"
-    overwrite: bool = False  # replace a set at `out` extracted with other settings
+    overwrite: bool = False  # replace a set at `out` extracted with other settings, dataset or root
+    append: bool = False     # add this dataset / root to a set at `out` that holds another one
     # what to compute
     short_side: int = 256
     fps: float | None = None
@@ -47,6 +48,7 @@ class ExtractConfig:
     # how to run
     workers: int = 2
     scheduler: str | None = None
+    scheduler_timeout: float = 10.0  # seconds to wait for --scheduler before giving up
     retries: int = 2
     shard_size: int = 1  # videos per Dask task; each video is still its own group / file
 
@@ -60,6 +62,14 @@ class ExtractConfig:
     def describe(self) -> str:
         width = max(len(f.name) for f in fields(self))
         return "\n".join(f"  {f.name:<{width}} = {getattr(self, f.name)!r}" for f in fields(self))
+
+    def source_key(self) -> dict:
+        """What the set is a set of: a run with another dataset or root needs --append (or --overwrite).
+
+        `root` is the absolute folder scanned (the extractor stores it resolved); the list file
+        and the split are not part of it, since one set holds the train and val lists of a corpus.
+        """
+        return {"dataset": self.dataset, "root": self.root}
 
     def compute_key(self) -> dict:
         """The settings that change the stored arrays: a resumed run must match them.

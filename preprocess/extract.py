@@ -10,7 +10,8 @@ and writes that video's own group (so no two processes ever write the same array
 Finished videos are skipped on a re-run; bad videos, annotated videos that are not on
 disk and tasks that keep crashing become failure records with a stage and a reason. At
 the end the driver writes the corpus index (root attrs) and `manifest.json`.
-Clusters, resume and failures: docs/scaling.md.
+Corpus layouts: docs/datasets.md; clusters, resume and failures: docs/scaling.md. Mistakes
+and Ctrl-C are one line on stderr (`cli`, shards/cli.py); `--debug` shows the traceback.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,72 +29,124 @@ if __package__ in (None, ""):  # `python preprocess/extract.py`: make the repo i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from preprocess.config import ExtractConfig  # noqa: E402
-from preprocess.datasets import DATASETS, DatasetRootError, scan  # noqa: E402
+from preprocess.datasets import DATASETS, DatasetRootError, DatasetUsageError, scan  # noqa: E402
 from preprocess.datasets.base import VideoItem  # noqa: E402
 from preprocess.errors import INTERNAL, ExtractionError  # noqa: E402
 from preprocess.manifest import build_manifest, read_manifest, video_entries, write_manifest  # noqa: E402
 from preprocess.progress import Progress  # noqa: E402
+from shards.cli import ArgumentParser, CliError, UsageError, add_debug_flag, run_main  # noqa: E402
 
 NOT_ON_DISK = "not on disk"
 MAX_FAILURES_SHOWN = 20
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+PROG = "python preprocess/extract.py"
+DATASETS_DOC = "docs/datasets.md"
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    parse.__name__ = "integer"  # argparse names the type in its messages
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
 
 
-def parse_args(argv: list[str] | None = None) -> ExtractConfig:
+def build_parser() -> ArgumentParser:
     d = ExtractConfig()
-    p = argparse.ArgumentParser(
-        prog="python preprocess/extract.py",
-        description="Extract frames, codec motion vectors, camera-compensated optical flow, "
-                    "dense trajectories and HOG from a video corpus into versioned shards.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(
+        prog=PROG,
+        description="Extract frames, codec motion vectors, camera-compensated optical flow,\n"
+                    "dense trajectories and HOG from a video corpus into versioned shards.\n"
+                    f"Corpus layouts: {DATASETS_DOC}; clusters and resume: docs/scaling.md.")
     g = p.add_argument_group("input")
     g.add_argument("--dataset", default=d.dataset, choices=sorted(DATASETS),
-                   help="corpus layout; 'demo' is generated locally and needs no data")
+                   help="corpus layout (docs/datasets.md); 'demo' is generated locally and needs no data")
     g.add_argument("--root", default=None,
-                   help="corpus root (default: $MOTION_MAE_DATA/<dataset> or <repo>/data/<dataset>)")
-    g.add_argument("--list", dest="list_file", default=None, help="for --dataset list: 'path label' lines")
-    g.add_argument("--split", default=None, help="only this split (e.g. train, val)")
-    g.add_argument("--limit", type=int, default=None,
-                   help="only the first N videos (annotated videos not on disk are then not recorded)")
+                   help="corpus root (default: $MOTION_MAE_<DATASET>_ROOT, else $MOTION_MAE_DATA/<dataset>, "
+                        "else <repo>/data/<dataset>; the demo uses data/demo_videos)")
+    g.add_argument("--list", "--list-file", dest="list_file", default=None, metavar="FILE",
+                   help="for --dataset list: a file of 'path label' lines (paths relative to --root, "
+                        "or to the file's folder without --root)")
+    g.add_argument("--split", default=None,
+                   help="only this split, e.g. train or val (k400, ssv2), train1..test3 (ucf101, hmdb51), "
+                        "a subfolder (folder); default: every video")
+    g.add_argument("--limit", type=_count(0), default=None, metavar="N",
+                   help="only the first N videos by path (annotated videos not on disk are then not recorded); "
+                        "default: all")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None,
-                   help="shard set path or fsspec URL, e.g. s3://bucket/k400 (default: <data dir>/shards/<dataset>)")
-    g.add_argument("--format", default=d.format, choices=["zarr", "hdf5"])
+                   help="shard set: a directory or fsspec URL such as s3://bucket/k400 "
+                        "(default: <data dir>/shards/<dataset>, data dir = $MOTION_MAE_DATA or <repo>/data)")
+    g.add_argument("--format", default=d.format, choices=["zarr", "hdf5"],
+                   help="zarr: one group per video, any fsspec store, concurrent writers; "
+                        "hdf5: one .h5 file per video, faster clip reads from local disk (docs/shards.md)")
     g.add_argument("--overwrite", action="store_true",
-                   help="if --out holds a set extracted with other settings (or an older extractor), "
-                        "delete it and start over instead of stopping")
+                   help="if --out holds a set extracted with other settings, from another dataset or root, "
+                        "or by an older extractor, delete it and start over instead of stopping")
+    g.add_argument("--append", action="store_true",
+                   help="add this dataset or root to a set at --out that holds another one (same settings "
+                        "needed); a video whose id is already in the set is skipped as done")
     g = p.add_argument_group("what is computed")
-    g.add_argument("--short-side", type=int, default=d.short_side, help="resize short side to this (never upscale)")
-    g.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: native)")
-    g.add_argument("--max-ref-distance", type=int, default=d.max_ref_distance,
+    g.add_argument("--short-side", type=_count(1), default=d.short_side, metavar="PX",
+                   help="resize the short side to this many pixels (never upscale)")
+    g.add_argument("--fps", type=float, default=None,
+                   help="resample to this frame rate (default: the video's own)")
+    g.add_argument("--max-ref-distance", type=_count(1), default=d.max_ref_distance, metavar="N",
                    help="largest codec reference distance tested when recovering per-frame motion vectors")
     g.add_argument("--flow", dest="flow_method", default=d.flow_method, choices=["dis", "tvl1"],
                    help="optical flow: DIS (fast) or TV-L1 (slow, opt-in quality mode)")
-    g.add_argument("--dis-preset", default=d.dis_preset, choices=["ultrafast", "fast", "medium"])
-    g.add_argument("--dis-patch-stride", type=int, default=d.dis_patch_stride,
+    g.add_argument("--dis-preset", default=d.dis_preset, choices=["ultrafast", "fast", "medium"],
+                   help="OpenCV DIS preset, for what the extractor does not set itself (patch size, "
+                        "variational refinement; full resolution, --dis-patch-stride and 6 descent "
+                        "iterations are always used, docs/design.md); only with --flow dis")
+    g.add_argument("--dis-patch-stride", type=_count(1), default=d.dis_patch_stride, metavar="PX",
                    help="DIS patch stride in px (DIS runs at full resolution); 8 is faster, slightly less accurate")
     g.add_argument("--features", default=d.features, choices=["orb", "sift", "none"],
                    help="feature matches for the camera homography (flow matches are always used)")
     g.add_argument("--compensation", default=d.compensation, choices=["subtract", "reflow"],
                    help="remove camera motion by subtracting the homography field or re-running flow")
-    g.add_argument("--flow-stride", type=int, default=d.flow_stride, help="stored flow grid = frame size / this")
-    g.add_argument("--traj-len", type=int, default=d.traj_len, help="trajectory steps L")
+    g.add_argument("--flow-stride", type=_count(1), default=d.flow_stride, metavar="N",
+                   help="stored flow grid = frame size / N")
+    g.add_argument("--traj-len", type=_count(1), default=d.traj_len, metavar="L", help="trajectory steps L")
     g = p.add_argument_group("how it runs")
-    g.add_argument("--workers", type=int, default=d.workers,
+    g.add_argument("--workers", type=_count(0), default=d.workers, metavar="N",
                    help="local Dask worker processes, one thread each (0 = in this process, for debugging)")
-    g.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler (tcp://host:8786)")
-    g.add_argument("--retries", type=int, default=d.retries,
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="address of an existing Dask scheduler, e.g. tcp://host:8786 (default: none, "
+                        "start --workers local processes)")
+    g.add_argument("--scheduler-timeout", type=_seconds, default=d.scheduler_timeout, metavar="SECONDS",
+                   help="give up on --scheduler after this long without a connection")
+    g.add_argument("--retries", type=_count(0), default=d.retries, metavar="N",
                    help="retries of a task that crashed or whose worker died (not of bad input)")
-    g.add_argument("--shard-size", type=_positive, default=d.shard_size,
+    g.add_argument("--shard-size", type=_count(1), default=d.shard_size, metavar="N",
                    help="videos per Dask task; every video is still its own group (zarr) or file (hdf5)")
-    a = p.parse_args(argv)
-    return ExtractConfig(**vars(a))
+    add_debug_flag(p)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> ExtractConfig:
+    p = build_parser()
+    a = vars(p.parse_args(argv))
+    a.pop("debug")
+    if a["overwrite"] and a["append"]:
+        p.error("--overwrite (replace the set) and --append (add to it) exclude each other")
+    return ExtractConfig(**a)
 
 
 # ------------------------------------------------------------------------ worker side
@@ -152,18 +206,50 @@ def _settings_diff(existing: dict | None, cfg: ExtractConfig) -> str:
     return ", ".join(f"{k}: {old[k]!r} there vs {new[k]!r} now" for k in new if old[k] != new[k])
 
 
+def _source_diff(existing: dict | None, cfg: ExtractConfig) -> str:
+    """'' when the set at --out holds cfg's dataset and root, else what differs.
+
+    Sets written before roots were stored resolved hold the root as given: None (the default
+    root; only the dataset is compared) or a path, read from the current folder."""
+    if not existing:
+        return ""
+    new = cfg.source_key()
+    old = {k: existing.get(k) for k in new}
+    if old["root"] is None:
+        old["root"] = new["root"]
+    elif "://" not in old["root"]:
+        old["root"] = str(Path(old["root"]).expanduser().absolute())
+    return ", ".join(f"{k}: {old[k]!r} there vs {new[k]!r} now" for k in new if old[k] != new[k])
+
+
 def _open_checked(cfg: ExtractConfig, out: str, log):
-    """The writer for `out`, refusing (or with --overwrite, replacing) a set extracted otherwise."""
+    """The writer for `out`, refusing (or with --overwrite, replacing) a set extracted otherwise
+    or from another dataset or root (which --append accepts)."""
+    from shards.schema import SchemaVersionError
     from shards.writer import open_writer
 
-    writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
-    diff = _settings_diff(writer.config(), cfg)
-    if not diff:
+    try:
+        writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
+    except SchemaVersionError as err:  # its message says what to do
+        raise CliError(str(err)) from err
+    except ValueError as err:  # a set of the other format: the stores say which
+        other = "hdf5" if cfg.format == "zarr" else "zarr"
+        raise CliError(f"{err}: pass --format {other} to resume it, or use another --out") from err
+    settings = _settings_diff(writer.config(), cfg)
+    source = _source_diff(writer.config(), cfg)
+    if source and cfg.append and not settings:
+        log(f"--append: adding {cfg.dataset} videos from {cfg.root} to {out} ({source})")
         return writer
+    if not settings and not source:
+        return writer
+    what = (f"with other settings ({settings})" if settings else "") + (" and " if settings and source else "") \
+        + (f"from another dataset or root ({source})" if source else "")
     if not cfg.overwrite:
-        raise SystemExit(f"error: {out} was extracted with other settings ({diff}). "
-                         f"Use another --out, the same settings, or --overwrite to delete it and start over.")
-    log(f"--overwrite: deleting {out}, extracted with other settings ({diff})")
+        hint = ("Use another --out, the same settings, or --overwrite to delete it and start over"
+                if settings else "Use another --out, --append to add these videos to it, or --overwrite "
+                "to delete it and start over")
+        raise CliError(f"{out} was extracted {what}. {hint}.")
+    log(f"--overwrite: deleting {out}, extracted {what}")
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(out)
@@ -173,10 +259,30 @@ def _open_checked(cfg: ExtractConfig, out: str, log):
 
 def _check_runnable(cfg: ExtractConfig, out: str) -> None:
     if cfg.shard_size < 1:
-        raise SystemExit(f"error: shard_size must be >= 1, got {cfg.shard_size}")
+        raise UsageError(f"--shard-size must be >= 1, got {cfg.shard_size}")
+    if cfg.overwrite and cfg.append:
+        raise UsageError("--overwrite (replace the set) and --append (add to it) exclude each other")
     if out.startswith("memory://") and (cfg.workers or cfg.scheduler):
-        raise SystemExit(f"error: {out} lives in the memory of one process, which Dask workers do not "
+        raise UsageError(f"{out} lives in the memory of one process, which Dask workers do not "
                          f"share; use --workers 0, or a directory or object-store URL")
+    _check_out_path(out)
+
+
+def _check_out_path(out: str) -> None:
+    """A local --out must be a folder or not exist yet, under a folder (zarr and h5py would
+    otherwise fail deep inside with NotADirectoryError or FileExistsError)."""
+    if "://" in out and not out.startswith("file://"):
+        return  # object stores have no files in the way: a key prefix is never a file
+    path = Path(out[len("file://"):] if out.startswith("file://") else out).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out} is a file; a shard set is a folder (created if absent) or an fsspec URL")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--out {out}: {parent} is a file, so no folder can be created under it")
+            if not os.access(parent, os.W_OK | os.X_OK) and not path.exists():
+                raise CliError(f"--out {out}: cannot create it, {parent} is not writable")
+            return
 
 
 def _record_missing(writer, listing, done: set[str], cfg: ExtractConfig, log) -> int:
@@ -224,7 +330,14 @@ def dask_client(cfg: ExtractConfig):
     from dask.distributed import Client, LocalCluster
 
     if cfg.scheduler:
-        with Client(cfg.scheduler) as client:
+        try:
+            client = Client(cfg.scheduler, timeout=cfg.scheduler_timeout)
+        except (OSError, ValueError, TypeError) as err:  # unreachable, or not an address at all
+            raise CliError(f"could not connect to the Dask scheduler at {cfg.scheduler} within "
+                           f"{cfg.scheduler_timeout:g} s ({' '.join(str(err).split())}); check the address "
+                           f"and that `dask scheduler` runs there, raise --scheduler-timeout, or drop "
+                           f"--scheduler to start local workers") from err
+        with client, _quiet_on_interrupt(client):  # innermost: quiet before the client closes
             yield client
         return
     # Each worker: one process, one thread; BLAS/OpenCV inside a task stay single-threaded.
@@ -232,11 +345,56 @@ def dask_client(cfg: ExtractConfig):
     # A worker that dies (out of memory, a decoder segfault) has its task rescheduled up to
     # `retries` times before the task errs. Local workers hold a pipe from this process and
     # exit the moment it closes, so killing the driver (even with -9) stops every write.
-    with dask.config.set({"distributed.scheduler.allowed-failures": cfg.retries}), \
-            LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                         dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as client:
-        yield client
+    with dask.config.set({"distributed.scheduler.allowed-failures": cfg.retries}):
+        with _sigint_ignored_by_children():  # the workers start here, and inherit it
+            cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=":0", silence_logs=logging.ERROR)
+        with cluster, Client(cluster) as client, _quiet_on_interrupt(client):  # innermost: quiet before closing
+            yield client
+
+
+@contextmanager
+def _sigint_ignored_by_children():
+    """Start the local workers with SIGINT ignored (an ignored signal stays ignored across
+    fork and exec), then restore this process's handler.
+
+    Ctrl-C in a terminal signals the whole process group: each worker would die with its
+    own KeyboardInterrupt traceback mid-task. Ignoring it there leaves the driver alone to
+    stop, and the workers exit when the driver closes the cluster (or its pipe closes)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _silence_dask_logs(dask_worker=None) -> None:
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+
+
+@contextmanager
+def _quiet_on_interrupt(client):
+    """On Ctrl-C, silence Dask's logging here and on the local workers before the cluster
+    closes: cancelled tasks, closed comms and workers that lose the scheduler mid-heartbeat
+    are expected then, and would print pages of tracebacks under the one line `run_main`
+    prints. A shared cluster's workers are left alone (they outlive this run)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _silence_dask_logs()
+        if client.cluster is not None:  # our own LocalCluster
+            try:
+                client.run(_silence_dask_logs, on_error="ignore")
+            except Exception:  # a worker already gone: nothing left to silence there
+                pass
+        raise
 
 
 def _executing(prefix: str, dask_worker=None) -> list[str]:
@@ -296,20 +454,33 @@ def _on_dask(task: Task, batches: list[list[VideoItem]], cfg: ExtractConfig, wri
                 collect(result)
 
 
-def run(cfg: ExtractConfig, log=print, task: Task = extract_batch) -> dict:
+@dataclass
+class Counts:
+    """How far a run got, for the line printed on Ctrl-C (None: the set was not opened yet)."""
+
+    out: str = ""
+    before: int | None = None   # videos committed in the set when the run started
+    now: int = 0                # videos this run committed (recounted on disk when interrupted)
+
+
+def run(cfg: ExtractConfig, log=print, task: Task = extract_batch, counts: Counts | None = None) -> dict:
     """Extract every video of the corpus that is not already in the shard set.
 
-    `task` is what a Dask task runs on a batch of videos (tests swap in a flaky one).
+    `task` is what a Dask task runs on a batch of videos (tests swap in a flaky one);
+    `counts`, when given, is kept up to date as videos are committed.
     """
     from shards import open_shards
 
-    out = cfg.out_path()
+    counts = counts if counts is not None else Counts()
+    out = counts.out = cfg.out_path()
     _check_runnable(cfg, out)
     listing = scan(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file, limit=cfg.limit)
+    cfg = replace(cfg, root=str(listing.root))  # stored resolved: the next run is compared with it
     items = list(listing.items)
     writer = _open_checked(cfg, out, log)
     previous = read_manifest(out)
     done = writer.done_ids()
+    counts.before = len(done)
     todo = [it for it in items if it.video_id not in done]
     missing = _record_missing(writer, listing, done, cfg, log)
     batches = [todo[i:i + cfg.shard_size] for i in range(0, len(todo), cfg.shard_size)]
@@ -323,14 +494,21 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch) -> dict:
 
     def collect(result: dict) -> None:
         results.append(result)
+        counts.now += result["status"] == "done"
         progress.update(result)
 
-    if batches and cfg.workers == 0 and not cfg.scheduler:
-        for batch in batches:
-            for result in _in_process(task, batch, cfg, writer):
-                collect(result)
-    elif batches:
-        _on_dask(task, batches, cfg, writer, collect, log)
+    try:
+        if batches and cfg.workers == 0 and not cfg.scheduler:
+            for batch in batches:
+                for result in _in_process(task, batch, cfg, writer):
+                    collect(result)
+        elif batches:
+            _on_dask(task, batches, cfg, writer, collect, log)
+    except KeyboardInterrupt:
+        # count what is on disk once the local workers are gone: results still in flight and
+        # the videos workers finished while the cluster closed are committed too
+        counts.now = len(writer.done_ids()) - counts.before
+        raise
     progress.close()
     writer.finalize()
     summary = _summary(cfg, items, results, len(items) - len(todo), missing, time.perf_counter() - start)
@@ -394,18 +572,34 @@ def _format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, counts: Counts | None = None) -> int:
+    """Parse, print the config, extract; 1 if any video failed. Wrong usage raises UsageError,
+    a corpus or output that cannot be used CliError (`cli` prints either as one line)."""
     cfg = parse_args(argv)
     print("config:\n" + cfg.describe(), flush=True)
     try:
-        summary = run(cfg)
+        summary = run(cfg, counts=counts)
+    except DatasetUsageError as err:
+        raise UsageError(str(err)) from err
     except DatasetRootError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise CliError(str(err)) from err
     return 1 if summary["failed"] else 0
 
 
-if __name__ == "__main__":
-    from preprocess.extract import main as _main  # run under the package name so Dask pickles by reference
+def interrupted_line(counts: Counts) -> str:
+    if counts.before is None:
+        return "interrupted before any video was extracted"
+    return (f"interrupted: {counts.before + counts.now} videos committed in {counts.out} "
+            f"({counts.now} by this run); run the same command to resume")
 
-    sys.exit(_main())
+
+def cli(argv: list[str] | None = None) -> None:
+    """The command line: `main` with one-line errors and a one-line Ctrl-C (shards/cli.py)."""
+    counts = Counts()
+    run_main(lambda: main(argv, counts), PROG, interrupted=lambda: interrupted_line(counts))
+
+
+if __name__ == "__main__":
+    from preprocess.extract import cli as _cli  # run under the package name so Dask pickles by reference
+
+    _cli()

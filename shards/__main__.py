@@ -5,13 +5,12 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections import Counter
 
 import numpy as np
 
+from .cli import ArgumentParser, CliError, add_debug_flag, run_main
 from .reader import open_shards
 from .schema import (ARRAYS, COMMIT_ATTR, REQUIRED_VIDEO_ATTRS, SHAPE_ATTRS, SUPPORTED_VERSIONS,
                      SchemaVersionError, dims_from_attrs)
@@ -59,20 +58,19 @@ def video_problems(ds, video_id: str) -> list[str]:
     return problems
 
 
+PROG = "python -m shards"
+
+
 def _open(path: str):
-    """The shard set, or None after printing why it cannot be opened."""
+    """The shard set, or CliError saying why it cannot be opened."""
     try:
         return open_shards(path)
     except (SchemaVersionError, FileNotFoundError, ValueError) as e:
-        print(f"{path}: {e}")
-        return None
+        raise CliError(str(e) if path in str(e) else f"{path}: {e}") from e
 
 
 def verify(path: str) -> int:
-    ds = _open(path)
-    if ds is None:
-        return 1
-    with ds:
+    with _open(path) as ds:
         n_problems, bad_videos = 0, 0
         all_ids = ds.all_ids()
         for video_id in all_ids:
@@ -143,30 +141,37 @@ def inspect_video(ds, video_id: str) -> None:
 
 
 def inspect(path: str, video_id: str | None) -> int:
-    ds = _open(path)
-    if ds is None:
-        return 1
-    with ds:
+    with _open(path) as ds:
         if video_id is None:
             inspect_corpus(ds)
             return 0
         try:
             inspect_video(ds, video_id)
-        except KeyError as e:
-            print(e.args[0])
-            return 1
+        except KeyError as e:  # the reader's message lists a few ids
+            raise CliError(e.args[0]) from None
     return 0
 
 
+PATH_HELP = "shard set: a directory or fsspec URL (zarr or hdf5, detected)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shards", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("verify", help="check every video against the schema")
-    p.add_argument("path")
-    p = sub.add_parser("inspect", help="summarize the corpus or one video")
-    p.add_argument("path")
-    p.add_argument("video_id", nargs="?")
+    parser = ArgumentParser(prog=PROG, description=__doc__)
+    add_debug_flag(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{verify,inspect}")
+    p = sub.add_parser("verify", help="check every video against the schema; exit 1 on any problem",
+                       description="Check every video of a shard set: schema version, commit marker,\n"
+                                   "arrays present, shapes, stored dtypes, finite values.\n"
+                                   "One line per problem, then a summary; exit 1 on any problem.")
+    p.add_argument("path", help=PATH_HELP)
+    add_debug_flag(p)
+    p = sub.add_parser("inspect", help="summarize the corpus, or one video",
+                       description="Without ID: videos, failures by stage, the config, bytes on disk per array.\n"
+                                   "With ID: that video's attrs, and each array's shape, dtypes, size and\n"
+                                   "value range.")
+    p.add_argument("path", help=PATH_HELP)
+    p.add_argument("video_id", nargs="?", metavar="ID", help="one video's id (default: the whole corpus)")
+    add_debug_flag(p)
     args = parser.parse_args(argv)
     if args.command == "verify":
         return verify(args.path)
@@ -174,4 +179,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, PROG)

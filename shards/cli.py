@@ -8,6 +8,7 @@ traceback. Tracebacks come back with `--debug` on the command line or `MOTION_MA
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Callable, NoReturn
@@ -64,3 +65,29 @@ def run_main(main: Callable[[], object], prog: str,
               "for the traceback)", file=sys.stderr, flush=True)
         sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (the usage of a CLI with 25 flags is ten
+    lines that hide the error) and every flag's help shows its real default once.
+
+    A default is appended as "(default: X)" unless it is None or False (nothing to show) or the
+    help text already says what the default is ("default" in it).
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsOnceFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
+
+
+class DefaultsOnceFormatter(argparse.RawDescriptionHelpFormatter):
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text.lower() or default is None or default is False or default is argparse.SUPPRESS
+                or not action.option_strings):
+            return text
+        return f"{text} (default: {default})"

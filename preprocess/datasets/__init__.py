@@ -4,7 +4,7 @@
 
 The root is `root` when given, else `$MOTION_MAE_<NAME>_ROOT`, else
 `$MOTION_MAE_DATA/<name>` (`<repo>/data/<name>` without the variable; the demo corpus uses
-the folder `demo_videos`). A `list` dataset given only `--list-file` resolves relative
+the folder `demo_videos`). A `list` dataset given only `--list FILE` resolves relative
 paths from the list file's folder. Items come sorted by path with ids unique across the
 whole corpus, so `--split` and `--limit N` (the first N) never change an item's id.
 `scan` returns the same items plus the annotated videos that are not on disk.
@@ -17,12 +17,14 @@ from pathlib import Path
 
 from . import demo, folder, hmdb51, k400, listfile, ssv2, synthetic_motion, ucf101
 from ..config import DATA_ENV, data_dir
-from .base import Adapter, DatasetRootError, Listing, VideoItem, unique_ids
+from .base import Adapter, DatasetRootError, DatasetUsageError, Listing, VideoItem, unique_ids
 
-__all__ = ["DATASETS", "Adapter", "DatasetRootError", "Listing", "VideoItem", "default_root", "get_adapter",
+__all__ = ["DATASETS", "Adapter", "DatasetRootError", "DatasetUsageError", "Listing", "VideoItem", "default_root", "get_adapter",
            "list_videos", "scan"]
 
 log = logging.getLogger(__name__)
+
+LAYOUTS_DOC = "docs/datasets.md"
 
 DATASETS: dict[str, Adapter] = {"demo": demo.ADAPTER, "folder": folder.ADAPTER, "list": listfile.ADAPTER,
                                 "k400": k400.ADAPTER, "ssv2": ssv2.ADAPTER, "ucf101": ucf101.ADAPTER,
@@ -70,9 +72,9 @@ def scan(name: str, root: str | Path | None = None, split: str | None = None,
     adapter = get_adapter(name)
     split = adapter.canonical_split(split)
     if list_file is not None and name != "list":
-        raise ValueError(f"{name}: list_file is only read by the 'list' dataset")
+        raise DatasetUsageError(f"{name}: --list is only read by --dataset list")
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+        raise DatasetUsageError(f"--limit must be >= 0, got {limit}")
     list_path = Path(list_file).expanduser() if list_file is not None else None
     path, source = _root_and_source(adapter, root, list_path)
     path = path.absolute()
@@ -83,7 +85,8 @@ def scan(name: str, root: str | Path | None = None, split: str | None = None,
         raise DatasetRootError(
             f"{name}: dataset root {path} (from {source}) {'is not a folder' if path.exists() else 'does not exist'}; "
             f"expected {adapter.layout}. "
-            f"Point elsewhere with --root DIR or {root_env(name)}=DIR, or set {DATA_ENV}=DIR to use DIR/{dirname}.")
+            f"Point elsewhere with --root DIR or {root_env(name)}=DIR, or set {DATA_ENV}=DIR to use DIR/{dirname}. "
+            f"Layouts: {LAYOUTS_DOC}")
     listing = adapter.scan(path, split, list_path)
     items = unique_ids(listing.items, path)
     missing = sorted(listing.missing, key=lambda it: it.path)
@@ -93,8 +96,9 @@ def scan(name: str, root: str | Path | None = None, split: str | None = None,
     if not items:
         what = f"videos of split {split!r}" if split else "videos"
         raise DatasetRootError(f"{name}: found no {what} under {path} (from {source}); expected {adapter.layout}"
-                               + (f"; {len(missing)} annotated videos are not on disk" if missing else ""))
-    return Listing(tuple(items[:limit] if limit is not None else items), tuple(missing))
+                               + (f"; {len(missing)} annotated videos are not on disk" if missing else "")
+                               + f". Layouts: {LAYOUTS_DOC}")
+    return Listing(tuple(items[:limit] if limit is not None else items), tuple(missing), root=path)
 
 
 def list_videos(name: str, root: str | Path | None = None, split: str | None = None,

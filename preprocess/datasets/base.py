@@ -36,6 +36,7 @@ class Listing:
 
     items: tuple[VideoItem, ...]
     missing: tuple[VideoItem, ...] = ()
+    root: Path | None = None  # the absolute root the registry scanned (adapters leave it None)
 
 
 class Scan(Protocol):
@@ -64,12 +65,17 @@ class Adapter:
         split = self.aliases.get(split, split)
         if self.splits and split not in self.splits:
             choices = sorted(set(self.splits) | set(self.aliases))
-            raise ValueError(f"{self.name}: unknown split {split!r}; choose one of {', '.join(choices)}")
+            raise DatasetUsageError(f"{self.name}: unknown split {split!r}; choose one of {', '.join(choices)}")
         return split
 
 
 class DatasetRootError(FileNotFoundError):
     """The dataset root (or an annotation file it should hold) is not where we looked."""
+
+
+class DatasetUsageError(ValueError):
+    """The request itself is wrong (an unknown split, a list dataset without a list file):
+    the command line, not the files, has to change."""
 
 
 # ---------------------------------------------------------------------------------- files

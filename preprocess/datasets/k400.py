@@ -1,7 +1,9 @@
 """Kinetics-400: `<root>/{train,val,test}/[<class>/]<youtube_id>_<start:06d>_<end:06d>.mp4`.
 
-Annotations are the official CSVs (`label,youtube_id,time_start,time_end,split[,is_cc]`),
-in `<root>/annotations/{train,val,test}.csv` or `<root>/{train,validate,test}.csv`. Class
+Annotations are the official CSVs (`label,youtube_id,time_start,time_end,split[,is_cc]`):
+`{train,val,test}.csv` (CVDF), `{train,validate,test}.csv` (DeepMind's kinetics400.tar.gz)
+or `kinetics_{train,val,test}.csv` (OpenMMLab), in `<root>/annotations/`, `<root>/`, or a
+`kinetics400/` folder in either (the tarball unpacked there). Class
 ids follow the sorted class names of the train CSV (400 of them), so they do not depend
 on which videos were downloaded. A video is matched to its row by file stem (or by bare
 youtube id, for downloads named `<youtube_id>.mp4`), wherever it sits under the root; its
@@ -21,14 +23,18 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 ALIASES = {"validate": "val", "validation": "val"}
-CSV_NAMES = {"train": ("train",), "val": ("val", "validate"), "test": ("test",)}
+CSV_NAMES = {"train": ("train", "kinetics_train"), "val": ("val", "validate", "kinetics_val"),
+             "test": ("test", "kinetics_test")}
+CSV_DIRS = ("annotations", ".", "annotations/kinetics400", "kinetics400")
+# split folders of the common releases: CVDF's train/val, OpenMMLab's videos_train/videos_val
+FOLDER_SPLITS = {**ALIASES, "videos_train": "train", "videos_val": "val", "videos_test": "test"}
 
 
 def find_csvs(root: Path) -> dict[str, Path]:
     """split -> CSV path, for the splits whose CSV exists."""
     found = {}
     for split, names in CSV_NAMES.items():
-        path = first_existing(folder / f"{name}.csv" for folder in (root / "annotations", root) for name in names)
+        path = first_existing(root / folder / f"{name}.csv" for folder in CSV_DIRS for name in names)
         if path is not None:
             found[split] = path
     return found
@@ -59,8 +65,8 @@ def scan(root: Path, split: str | None = None, list_file: Path | None = None) ->
     csvs = find_csvs(root)
     if not csvs:
         raise DatasetRootError(f"k400: no annotation CSVs in {root}/annotations/ or {root}/ (expected "
-                               f"train.csv, val.csv or validate.csv, test.csv); for unlabelled videos "
-                               f"use --dataset folder")
+                               f"train.csv, val.csv or validate.csv, test.csv; docs/datasets.md); for "
+                               f"unlabelled videos use --dataset folder")
     rows = {s: read_csv(p) for s, p in csvs.items()}
     classes = {name: i for i, name in enumerate(class_names(rows))}
     by_stem: dict[str, tuple[str, dict[str, str]]] = {}
@@ -95,10 +101,10 @@ def _only(stems: list[str]) -> str | None:
 
 def _folder_split(path: Path, root: Path) -> str | None:
     parts = path.relative_to(root).parts
-    top = ALIASES.get(parts[0], parts[0]) if len(parts) > 1 else None
+    top = FOLDER_SPLITS.get(parts[0], parts[0]) if len(parts) > 1 else None
     return top if top in SPLITS else None
 
 
 ADAPTER = Adapter(name="k400", scan=scan, splits=SPLITS, aliases=ALIASES,
                   layout="<root>/{train,val,test}/[<class>/]<youtube_id>_<start>_<end>.mp4 with the official "
-                         "CSVs in <root>/annotations/ or <root>/")
+                         "CSVs (train.csv, val.csv or validate.csv) in <root>/annotations/ or <root>/")

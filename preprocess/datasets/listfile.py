@@ -6,7 +6,7 @@ before the trailing integer fields (`path num_frames label` lines work too). A l
 no integer field is an unlabelled path; a negative label means unlabelled. Blank lines and
 `#` comments are ignored. Relative paths are relative to the root.
 
-The list is `--list-file FILE`, or `<root>/<split>.csv` / `.txt` when only `--split` is
+The list is `--list FILE`, or `<root>/<split>.csv` / `.txt` when only `--split` is
 given. Items are tagged with `--split` (None without it).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import re
 from pathlib import Path
 
-from .base import Adapter, DatasetRootError, Listing, VideoItem, first_existing, read_lines, safe_id
+from .base import Adapter, DatasetRootError, DatasetUsageError, Listing, VideoItem, first_existing, read_lines, safe_id
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,13 @@ def find_list_file(root: Path, split: str | None, list_file: Path | None) -> Pat
                                    f"from the working directory, then from the root {root})")
         return found
     if split is None:
-        raise ValueError("list: give --list-file FILE, or --split NAME to read <root>/NAME.csv")
+        raise DatasetUsageError("list: give --list FILE (one 'path label' line per video), or --split NAME "
+                                "to read <root>/NAME.csv or <root>/NAME.txt")
     candidates = [root / f"{split}{ext}" for ext in (".csv", ".txt")]
     found = first_existing(candidates)
     if found is None:
         raise DatasetRootError(f"list: no list file for split {split!r}: looked for "
-                               f"{' and '.join(map(str, candidates))}; pass --list-file FILE")
+                               f"{' and '.join(map(str, candidates))}; pass --list FILE")
     return found
 
 
@@ -67,4 +68,4 @@ def scan(root: Path, split: str | None, list_file: Path | None) -> Listing:
 
 
 ADAPTER = Adapter(name="list", scan=scan,
-                  layout="a list file of `path label` lines (--list-file FILE, or <root>/<split>.csv)")
+                  layout="a list file of `path label` lines (--list FILE, or <root>/<split>.csv)")

@@ -1,6 +1,8 @@
-"""UCF101: `<root>/<Class>/v_<Class>_gXX_cYY.avi` (or flat `<root>/v_*.avi`, or under `<root>/UCF-101/`).
+"""UCF101: `<root>/<Class>/v_<Class>_gXX_cYY.avi` (or flat `<root>/v_*.avi`, or under `<root>/UCF-101/`
+as UCF101.rar unpacks, or `<root>/videos/` as OpenMMLab arranges it).
 
-Annotations: `ucfTrainTestlist/` in the root or next to it, with `classInd.txt`
+Annotations: `ucfTrainTestlist/` (UCF101TrainTestSplits-RecognitionTask.zip) in the root or
+next to it, or its files in `<root>/annotations/` (OpenMMLab), with `classInd.txt`
 ("1 ApplyEyeMakeup", 1-based; ids here are 0-based), `trainlist0N.txt`
 ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1") and `testlist0N.txt` for the three
 folds. Splits are "train1", "test1", ... "test3"; "train" / "test" mean fold 1, and so
@@ -24,10 +26,16 @@ ALIASES = {"train": "train1", "test": "test1", "val": "test1"}
 _FILE_CLASS = re.compile(r"^v_(?P<cls>.+)_g\d+_c\d+$")
 
 
+LIST_DIRS = ("ucfTrainTestlist", "annotations")
+VIDEO_DIRS = ("UCF-101", "videos")
+
+
 def find_lists(root: Path) -> Path:
-    folder = first_existing([root / "ucfTrainTestlist", root.parent / "ucfTrainTestlist"])
-    if folder is None or not (folder / "classInd.txt").is_file():
-        raise DatasetRootError(f"ucf101: ucfTrainTestlist/classInd.txt not found in {root} or {root.parent}")
+    folder = first_existing(base / d for base in (root, root.parent) for d in LIST_DIRS
+                            if (base / d / "classInd.txt").is_file())
+    if folder is None:
+        raise DatasetRootError(f"ucf101: ucfTrainTestlist/classInd.txt (or annotations/classInd.txt) not found "
+                               f"in {root} or {root.parent} (docs/datasets.md)")
     return folder
 
 
@@ -45,7 +53,7 @@ def fold_of(split: str | None) -> int:
 
 def scan(root: Path, split: str | None = None, list_file: Path | None = None) -> Listing:
     lists = find_lists(root)
-    videos_dir = root / "UCF-101" if (root / "UCF-101").is_dir() else root
+    videos_dir = next((root / d for d in VIDEO_DIRS if (root / d).is_dir()), root)
     names = read_classes(lists / "classInd.txt")
     by_folded_name = {name.casefold(): i for i, name in enumerate(names)}
     fold = fold_of(split)
@@ -83,5 +91,5 @@ def scan(root: Path, split: str | None = None, list_file: Path | None = None) ->
 
 
 ADAPTER = Adapter(name="ucf101", scan=scan, splits=SPLITS, aliases=ALIASES,
-                  layout="<root>/<Class>/v_<Class>_gXX_cYY.avi with ucfTrainTestlist/ (classInd.txt, "
+                  layout="<root>/[UCF-101/]<Class>/v_<Class>_gXX_cYY.avi with ucfTrainTestlist/ (classInd.txt, "
                          "trainlist0N.txt, testlist0N.txt) in <root> or next to it")

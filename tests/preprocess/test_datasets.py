@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from preprocess import synthetic
-from preprocess.datasets import DATASETS, DatasetRootError, default_root, list_videos, scan
+from preprocess.datasets import DATASETS, DatasetRootError, default_root, get_adapter, list_videos, scan
 from preprocess.datasets import demo, synthetic_motion
 from preprocess.datasets.base import safe_id
 from preprocess.datasets.listfile import parse_line
@@ -308,6 +308,62 @@ def test_hmdb51(tmp_path):
     assert [it.video_id for it in fold2] == ["_20_Rhythm_clap_", "b", "e"]
 
 
+# ------------------------------------------------- the layouts of common mirrors (docs/datasets.md)
+
+def _move(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    src.rename(dst)
+
+
+def test_k400_deepmind_tarball_and_openmmlab_layouts(tmp_path):
+    reference = {i: (it.label, it.split) for i, it in by_id(scan("k400", **make_k400(tmp_path / "ref")).items).items()}
+    deepmind = tmp_path / "deepmind"  # kinetics400.tar.gz unpacked in the root: kinetics400/{train,validate}.csv
+    make_k400(deepmind)
+    _move(deepmind / "annotations" / "train.csv", deepmind / "kinetics400" / "train.csv")
+    _move(deepmind / "annotations" / "val.csv", deepmind / "kinetics400" / "validate.csv")
+    _move(deepmind / "annotations" / "test.csv", deepmind / "kinetics400" / "test.csv")
+    assert {i: (it.label, it.split) for i, it in by_id(list_videos("k400", root=deepmind)).items()} == reference
+
+    mm = tmp_path / "openmmlab"  # annotations/kinetics_{train,val,test}.csv, videos_{train,val,test}/<class>/
+    make_k400(mm)
+    for split in ("train", "val", "test"):
+        _move(mm / "annotations" / f"{split}.csv", mm / "annotations" / f"kinetics_{split}.csv")
+        _move(mm / split, mm / f"videos_{split}")
+    assert {i: (it.label, it.split) for i, it in by_id(list_videos("k400", root=mm)).items()} == reference
+    assert [it.video_id for it in list_videos("k400", root=mm, split="val")] == ["vvv_000001_000011"]
+
+
+def test_ssv2_qualcomm_short_names_and_openmmlab_videos(tmp_path):
+    reference = {i: (it.label, it.split) for i, it in by_id(scan("ssv2", **make_ssv2(tmp_path / "ref")).items).items()}
+    root = tmp_path / "qualcomm"  # labels/{labels,train,validation,test}.json, videos/<id>.webm
+    make_ssv2(root)
+    for name in ("labels", "train", "validation", "test"):
+        _move(root / "labels" / f"something-something-v2-{name}.json", root / "labels" / f"{name}.json")
+    _move(root / "20bn-something-something-v2", root / "videos")
+    assert {i: (it.label, it.split) for i, it in by_id(list_videos("ssv2", root=root)).items()} == reference
+
+
+def test_ucf101_openmmlab_layout(tmp_path):
+    reference = {i: (it.label, it.split) for i, it in by_id(scan("ucf101", **make_ucf101(tmp_path / "ref")).items).items()}
+    root = tmp_path / "openmmlab"  # videos/<Class>/*.avi, annotations/{classInd,trainlist0N,testlist0N}.txt
+    make_ucf101(root)
+    for folder in [p for p in root.iterdir() if p.name != "ucfTrainTestlist"]:
+        _move(folder, root / "videos" / folder.name)
+    _move(root / "ucfTrainTestlist", root / "annotations")
+    assert {i: (it.label, it.split) for i, it in by_id(list_videos("ucf101", root=root)).items()} == reference
+
+
+def test_hmdb51_openmmlab_layout(tmp_path):
+    reference = {i: (it.label, it.split) for i, it in by_id(scan("hmdb51", **make_hmdb51(tmp_path / "ref")).items).items()}
+    root = tmp_path / "openmmlab"  # videos/<class>/*.avi, annotations/<class>_test_splitN.txt
+    make_hmdb51(root)
+    for cls in ("brush_hair", "cartwheel"):
+        _move(root / cls, root / "videos" / cls)
+    _move(root / "testTrainMulti_7030_splits", root / "annotations")
+    assert {i: (it.label, it.split) for i, it in by_id(list_videos("hmdb51", root=root)).items()} == reference
+    assert sorted(it.video_id for it in list_videos("hmdb51", root=root, split="train2")) == ["_20_Rhythm_clap_", "b", "e"]
+
+
 # -------------------------------------------------------------------------- ids, roots
 
 def test_safe_id():
@@ -349,7 +405,7 @@ def test_per_dataset_root_variable_wins(tmp_path, monkeypatch):
 def test_bad_arguments(tmp_path):
     with pytest.raises(KeyError, match="known: demo"):
         list_videos("kinetics")
-    with pytest.raises(ValueError, match="only read by the 'list'"):
+    with pytest.raises(ValueError, match="only read by --dataset list"):
         list_videos("folder", root=tmp_path, list_file=tmp_path / "x.txt")
     with pytest.raises(DatasetRootError, match="found no videos"):
         list_videos("folder", root=tmp_path)
@@ -391,3 +447,19 @@ def test_demo_regenerates_only_missing_files(demo_root):
 def test_demo_default_root_is_under_the_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("MOTION_MAE_DATA", str(tmp_path))
     assert default_root("demo") == tmp_path / "demo_videos"
+
+
+def test_every_command_in_docs_datasets_parses():
+    """docs/datasets.md's commands use flags and values extract.py accepts, one per corpus layout."""
+    import shlex
+
+    from preprocess.extract import parse_args
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "datasets.md").read_text()
+    commands = [line.split("#")[0] for line in doc.splitlines() if line.startswith("python preprocess/extract.py")]
+    configs = [parse_args(shlex.split(c)[2:]) for c in commands]
+    assert {c.dataset for c in configs} >= {"k400", "ssv2", "ucf101", "hmdb51", "list", "folder"}
+    for c in configs:
+        get_adapter(c.dataset).canonical_split(c.split)  # raises on a split the adapter does not know
+    for name in ("k400", "ssv2", "ucf101", "hmdb51", "list", "folder"):
+        assert f"## {name}" in doc

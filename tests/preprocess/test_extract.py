@@ -23,6 +23,7 @@ from preprocess.config import ExtractConfig
 from preprocess.extract import main, run
 from preprocess.synthetic import MovingObject, Scene, encode, render
 from shards import open_shards
+from shards.cli import CliError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,7 +67,7 @@ def test_folder_in_process_then_resume(corpus, tmp_path):
 def test_resume_refuses_other_settings_but_not_other_workers(corpus, tmp_path):
     out = tmp_path / "shards"
     run(_cfg(corpus, out, workers=0, limit=2), log=lambda s: None)  # broken.mp4 and pan.mp4
-    with pytest.raises(SystemExit, match="traj_len: 6 there vs 4 now"):
+    with pytest.raises(CliError, match="traj_len: 6 there vs 4 now"):
         run(_cfg(corpus, out, workers=0, traj_len=4), log=lambda s: None)
     again = run(_cfg(corpus, out, workers=0, limit=2, retries=0), log=lambda s: None)
     assert again["skipped"] == 1
@@ -81,7 +82,7 @@ def test_resume_refuses_a_set_from_another_extractor_revision(corpus, tmp_path, 
     monkeypatch.setattr(config, "EXTRACTOR_REVISION", now - 1)
     run(_cfg(corpus, out, workers=0, limit=2), log=lambda s: None)
     monkeypatch.setattr(config, "EXTRACTOR_REVISION", now)
-    with pytest.raises(SystemExit, match=f"extractor: {now - 1} there vs {now} now"):
+    with pytest.raises(CliError, match=f"extractor: {now - 1} there vs {now} now"):
         run(_cfg(corpus, out, workers=0, limit=2), log=lambda s: None)
     # --overwrite deletes the old set and extracts anew; the next run resumes it as usual
     lines = []
@@ -113,11 +114,9 @@ def test_cli_help_and_exit_status(corpus, tmp_path):
                  "--workers", "0", "--short-side", "96"]) == 1  # one video failed
 
 
-def test_missing_root_is_one_clear_message(tmp_path, capsys):
-    code = main(["--dataset", "folder", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
-                 "--workers", "0"])
-    assert code == 2
-    assert "nope" in capsys.readouterr().err
+def test_missing_root_is_one_clear_message(tmp_path):
+    with pytest.raises(CliError, match="nope.*docs/datasets.md"):
+        main(["--dataset", "folder", "--root", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--workers", "0"])
 
 
 # ------------------------------------------------------------------ shard size, index, manifest
@@ -230,7 +229,7 @@ def test_file_url_and_memory_store(corpus, tmp_path):
     assert summary["done"] == 2 and summary["bytes"] > 0
     ds = open_shards(mem)
     assert ds.ids() == ["object", "pan"] and ds["pan"]["frames"].shape == (10, 96, 128, 3)
-    with pytest.raises(SystemExit, match="memory"):  # workers are other processes
+    with pytest.raises(UsageError, match="memory"):  # workers are other processes
         run(_cfg(corpus, mem, workers=2), log=_quiet)
 
 

@@ -13,6 +13,7 @@ import zarr
 
 from shards import open_writer
 from shards.__main__ import main
+from shards.cli import CliError
 
 from .helpers import make_arrays, video_attrs
 
@@ -84,7 +85,8 @@ def test_inspect(tmp_path, fmt, capsys):
     assert all(name in out for name in ("frames", "traj", "hog"))
     assert main(["inspect", str(path), "v0"]) == 0
     assert "traj_valid" in capsys.readouterr().out
-    assert main(["inspect", str(path), "nope"]) == 1
+    with pytest.raises(CliError, match="nope"):
+        main(["inspect", str(path), "nope"])
 
 
 def test_cli_subprocess(tmp_path):
@@ -96,4 +98,5 @@ def test_cli_subprocess(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     run = subprocess.run([sys.executable, "-m", "shards", "verify", str(tmp_path / "none")],
                          cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 1 and "not a shard set" in run.stdout
+    assert run.returncode == 1 and "not a shard set" in run.stderr
+    assert len(run.stderr.splitlines()) == 1 and "Traceback" not in run.stderr
