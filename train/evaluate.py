@@ -1,6 +1,6 @@
 """Evaluate a pretrained encoder on labelled shards: linear probe (default) or fine-tuning.
 
-    python train/evaluate.py --checkpoint runs/demo/checkpoint.pt                # linear probe, demo shards
+    python train/evaluate.py --checkpoint runs/demo/checkpoint.pt                # linear probe, the checkpoint's shards
     python train/evaluate.py --checkpoint random --model vit_pico --num-frames 8 --sampling-rate 2 \\
         --input-size 64                                                          # random-init baseline
     python train/evaluate.py --checkpoint runs/demo/checkpoint.pt --finetune --epochs 10
@@ -24,8 +24,10 @@ softmax scores are averaged over its clips; top-1 and top-5 on the val split.
 
 Labels are the ones stored at extraction (`ds.labels()`); unlabelled videos are skipped and
 counted. `--checkpoint random` builds the encoder with random weights (the baseline), with
-the geometry given by flags (TrainConfig defaults otherwise). The result (metrics, per-video
-predictions, the config, the checkpoint, timings) is printed and written as JSON to --out.
+the geometry given by flags (TrainConfig defaults otherwise). The shards are the ones the
+checkpoint was pretrained on (the demo set for "random") unless --shards names others. The
+result (metrics, per-video predictions, the config, the checkpoint, timings) is printed and
+written as JSON to --out. Errors are one line; --debug shows the traceback.
 """
 from __future__ import annotations
 

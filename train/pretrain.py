@@ -7,8 +7,8 @@
     python train/pretrain.py --config mme.yaml --resume auto   # continue <out>/checkpoint.pt
 
 Config precedence: flags > --config file > TrainConfig defaults (train/config.py), the
-defaults shown below. Only a run with no arguments at all is the demo (train/configs/demo.yaml,
-the demo shards extracted first when missing). Without --out, the run folder is named for the
+defaults shown below. Only a run with no arguments (or only --resume, --overwrite, --debug) is
+the demo (train/configs/demo.yaml, the demo shards extracted first when missing). Without --out, the run folder is named for the
 run: runs/<shards name>-<mask>-<target>-<model>. A folder that holds another run is refused
 (continue it with --resume auto, or replace it with --overwrite); --resume refuses a checkpoint
 of another model, clip geometry or method. Errors are one line; --debug shows the traceback.
@@ -24,9 +24,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python train/pretrain.py` as well as `python -m train.pretrain`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shards.cli import DEBUG_FLAG, CliError, run_main  # noqa: E402
+from shards.cli import CliError, run_main  # noqa: E402
 from train.cli import Parser, check_device, existing_shards, shard_meta  # noqa: E402
-from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, add_arguments, from_args  # noqa: E402
+from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, add_arguments, from_args, given  # noqa: E402
 from train.runs import default_out, prepare_run_folder  # noqa: E402
 
 DEMO_CONFIG = REPO_ROOT / "train" / "configs" / "demo.yaml"
@@ -68,10 +68,11 @@ def resolve_split(cfg: TrainConfig) -> tuple[TrainConfig, str]:
 
 
 def resolve_config(argv: list[str]) -> tuple[TrainConfig, bool]:
-    """The run's config (defaults < --config < flags; the bare command is the demo), its
+    """The run's config (defaults < --config < flags; the bare command, alone or with only
+    --resume, --overwrite or --debug, is the demo), its
     --out filled in from its identity when not given, and whether --overwrite was given."""
     args = build_parser().parse_args(argv)
-    if not [a for a in argv if a != DEBUG_FLAG]:
+    if args.config is None and set(given(args)) <= {"resume"}:  # flags that say how, not what, to run
         args.config = str(DEMO_CONFIG)
     cfg = from_args(args)
     return (cfg if cfg.out else replace(cfg, out=default_out(cfg))), args.overwrite

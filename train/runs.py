@@ -102,8 +102,10 @@ def prepare_run_folder(cfg: TrainConfig, overwrite: bool = False, remove: bool =
         return ""
     what = describe(read_checkpoint_head(out / CHECKPOINT)) if CHECKPOINT in held else "no checkpoint yet"
     if not overwrite:
-        raise CliError(f"--out {cfg.out} holds another run ({', '.join(held)}: {what}); continue it with "
-                       f"--resume auto, choose another --out, or replace it with --overwrite")
+        go_on = "continue it with --resume auto, " if CHECKPOINT in held else ""
+        instead = " (instead of --resume)" if cfg.resume else ""
+        raise CliError(f"--out {cfg.out} holds another run ({', '.join(held)}: {what}); {go_on}"
+                       f"choose another --out, or replace it with --overwrite{instead}")
     if remove:
         removed = replace_run(out)
         return f"--overwrite: removed {', '.join(removed)} from {out} ({what})"

@@ -26,7 +26,7 @@ def test_without_config_a_run_is_the_defaults_plus_flags_in_a_folder_named_for_i
 
 
 def test_the_bare_command_is_the_demo_and_a_config_file_keeps_its_out():
-    for argv in ([], ["--debug"]):
+    for argv in ([], ["--debug"], ["--overwrite"], ["--resume", "auto"]):  # how to run, not what
         cfg, _ = pretrain.resolve_config(argv)
         assert (cfg.model, cfg.num_frames, cfg.input_size, cfg.out, cfg.split) == ("vit_pico", 8, 64, "runs/demo", "train")
     cfg, _ = pretrain.resolve_config(["--config", "mgm.yaml", "--shards", "data/shards/k400"])
@@ -122,3 +122,12 @@ def test_evaluate_reads_the_shards_of_the_checkpoint(tiny_shards, unsplit_shards
     with pytest.raises(CliError, match=r"the checkpoint's shards \(give --shards to use another set\) .*deleted: "
                                        "no such shard set"):
         evaluate.parse_args(["--checkpoint", gone])
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_not_appended_to(tiny_shards, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 10, "loss": 1.0}\n')
+    code, _, err = cli(["--shards", str(tiny_shards), "--out", str(out), "--resume", "auto"], capsys, monkeypatch)
+    assert code == 1 and "holds another run (metrics.jsonl: no checkpoint yet)" in err
+    assert "replace it with --overwrite (instead of --resume)" in err and "continue it" not in err
