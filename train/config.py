@@ -69,7 +69,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"            # auto = cuda if available else cpu
     amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
-    out: str = "runs/demo"
+    out: str = ""                   # "" = runs/<shards name>-<mask>-<target>-<model> (train/runs.py)
     log_every: int = 10
     save_every: int = 500           # steps; a final checkpoint is always written
     resume: str = ""                # checkpoint path, or "auto" = <out>/checkpoint.pt if present
@@ -94,13 +94,16 @@ class TrainConfig:
         if self.num_frames % self.tubelet:
             raise ValueError(f"num_frames {self.num_frames} must be a multiple of tubelet {self.tubelet}")
         if not 0.0 <= self.ratio < 1.0:
-            raise ValueError(f"mask ratio {self.ratio} must be in [0, 1)")
-        from .model import POSITIONS
-        from .targets import get_target
+            raise ValueError(f"mask ratio {self.ratio} must be in [0, 1) (--mask-ratio)")
+        from .masks import MASKS
+        from .model import MODELS, POSITIONS
+        from .targets import TARGETS, get_target
 
-        if self.positions not in POSITIONS:
-            raise ValueError(f"unknown positions {self.positions!r}; known: {', '.join(POSITIONS)}")
-        get_target(self.target).norm(self.target_norm)  # an unknown name fails here, not at step 0
+        for name, value, known in (("mask", self.mask, MASKS), ("target", self.target, TARGETS),
+                                   ("model", self.model, MODELS), ("positions", self.positions, POSITIONS)):
+            if value not in known:  # unknown names fail here, not at step 0
+                raise ValueError(f"unknown {name} {value!r}; known: {', '.join(known)}")
+        get_target(self.target).norm(self.target_norm)
         return self
 
     def to_dict(self) -> dict:
@@ -125,11 +128,24 @@ class TrainConfig:
 
 
 def load_file(path: str | Path) -> dict:
+    """A yaml/json config file: `path`, or train/configs/<path>. A missing file is a CliError."""
+    from shards.cli import CliError, UsageError
+
     path = Path(path)
     if not path.exists() and (REPO_ROOT / "train" / "configs" / path).exists():
         path = REPO_ROOT / "train" / "configs" / path
+    if not path.is_file():
+        known = ", ".join(sorted(p.name for p in (REPO_ROOT / "train" / "configs").glob("*.yaml")))
+        raise CliError(f"--config {path}: no such file (give a path, or one of train/configs/: {known})")
     text = path.read_text()
-    return (json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)) or {}
+    try:
+        values = (json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)) or {}
+    except (ValueError, yaml.YAMLError) as e:
+        raise UsageError(f"--config {path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "
+                         f"({str(e).splitlines()[0]})") from e
+    if not isinstance(values, dict):
+        raise UsageError(f"--config {path}: expected a mapping of TrainConfig fields, got {type(values).__name__}")
+    return values
 
 
 def parse_bool(s: str) -> bool:
@@ -148,31 +164,105 @@ def parse_optional(kind):
     return parse
 
 
+# --help text of every TrainConfig field; the default and the choices are appended from the code
+HELP = {
+    "shards": "shard set folder or URL (relative paths: from the repo root)",
+    "split": "train on the videos of this split only (train, val, ...: the dataset adapter's names); "
+             "'' = every video. A set extracted without splits (folder, list) has none: it trains on "
+             "all of it whatever --split says, and the run says so",
+    "num_frames": "T input frames per clip",
+    "sampling_rate": "stored frames between consecutive input frames",
+    "input_size": "H = W of the network input in px, a multiple of --patch-size",
+    "min_crop": "smallest random crop side / short side of the stored video",
+    "flip": "random horizontal flip, motion arrays mirrored with the frames",
+    "num_workers": "data loader processes per training process",
+    "mask": "masking strategy (docs/masks.md)",
+    "target": "what the decoder predicts for hidden tokens",
+    "mask_ratio": "fraction of tokens hidden, in [0, 1); none = the method's (0.9; 0.7 with target mme)",
+    "norm_target": "per-token target normalization (VideoMAE's normlize_target, MME's patch norm)",
+    "target_norm": "which per-token normalization ('' = the target's first)",
+    "model": "encoder size",
+    "tubelet": "frames per token",
+    "patch_size": "pixels per token side, a multiple of the 8 px cell",
+    "decoder_depth": "decoder blocks; none = the model size's",
+    "drop_path": "stochastic depth rate of the encoder",
+    "positions": "fixed position table: videomae = 1-D sin-cos over the token index (VideoMAE); "
+                 "separable = sin-cos parts for t, h and w (docs/results.md)",
+    "batch_size": "clips per step and process",
+    "epochs": "passes over the training videos (unless --max-steps)",
+    "max_steps": "> 0: train this many steps (and set the schedule length to it)",
+    "stop_at": "> 0: leave the run at this step, schedule unchanged (for job time limits; resume later)",
+    "base_lr": "peak lr = base_lr * total batch / 256",
+    "min_lr": "lr at the end of the cosine",
+    "weight_decay": "AdamW weight decay (not on biases, norms, mask token)",
+    "betas": "AdamW betas",
+    "warmup_epochs": "linear warmup length in epochs",
+    "warmup_steps": "warmup steps added to --warmup-epochs",
+    "clip_grad": "gradient norm clip; 0 = off",
+    "seed": "seed of clips, masks and weights",
+    "device": "auto = cuda when available, else cpu",
+    "amp": "bf16 autocast on CUDA (ignored on CPU)",
+    "out": "run folder: config.json, metrics.jsonl, checkpoint.pt",
+    "log_every": "steps between log lines",
+    "save_every": "steps between checkpoints (a final one is always written)",
+    "resume": "continue from this checkpoint.pt, or 'auto' = <out>/checkpoint.pt when present; "
+              "refused if its model, geometry or method differ",
+}
+SHOWN_DEFAULTS = {  # where the field's default is a rule, not a value
+    "shards": DEMO_SHARDS, "split": "'' (every video)", "mask_ratio": "none", "decoder_depth": "none",
+    "target_norm": "''", "resume": "'' (a new run)", "out": "runs/<shards name>-<mask>-<target>-<model>",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One `--flag-name` per config field; every default is None = "not given"."""
-    parser.add_argument("--config", default=None, help="yaml/json config file (train/configs/...)")
+    """One `--flag-name` per config field, with its help, default and choices; every argparse
+    default is None = "not given", so a config file's values are not overwritten."""
+    from .masks import MASKS
+    from .model import MODELS, POSITIONS
+    from .targets import TARGETS
+
+    choices = {"mask": list(MASKS), "target": list(TARGETS), "model": list(MODELS), "positions": list(POSITIONS)}
+    norms = "; ".join(f"{name}: {', '.join(t.norms)}" for name, t in TARGETS.items())
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="yaml/json file of TrainConfig fields (a path, or a name in train/configs/); "
+                             "flags override it (default: none, the defaults below)")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        default = getattr(TrainConfig, f.name)
+        default = SHOWN_DEFAULTS.get(f.name, getattr(TrainConfig, f.name))
+        text = HELP.get(f.name, f.name.replace("_", " ")) + (f" ({norms})" if f.name == "target_norm" else "")
+        help = f"{text} (default: {default})".replace("%", "%%")
+        kw = dict(default=None, help=help)
+        if f.name in choices:
+            kw.update(choices=choices[f.name], metavar="{" + ",".join(choices[f.name]) + "}")
         if f.name == "betas":
-            parser.add_argument(flag, type=float, nargs=2, default=None, help=f"default {default}")
-        elif isinstance(default, bool):
-            parser.add_argument(flag, type=parse_bool, default=None, help=f"default {default}")
+            parser.add_argument(flag, type=float, nargs=2, metavar=("B1", "B2"), **kw)
+        elif isinstance(getattr(TrainConfig, f.name), bool):
+            parser.add_argument(flag, type=parse_bool, metavar="BOOL", **kw)
         elif f.name == "mask_ratio":
-            parser.add_argument(flag, type=parse_optional(float), default=None, help="default: per method")
+            parser.add_argument(flag, type=parse_optional(float), **kw)
         elif f.name == "decoder_depth":
-            parser.add_argument(flag, type=parse_optional(int), default=None, help="default: per model size")
+            parser.add_argument(flag, type=parse_optional(int), **kw)
+        elif f.name == "device":
+            parser.add_argument(flag, type=str, metavar="{auto,cpu,cuda,cuda:N}", **kw)
         else:
-            parser.add_argument(flag, type=type(default), default=None, help=f"default {default}")
+            parser.add_argument(flag, type=type(getattr(TrainConfig, f.name)), **kw)
+
+
+def given(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields set on the command line."""
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
 
 
 def from_args(args: argparse.Namespace) -> TrainConfig:
-    values = load_file(args.config) if args.config else {}
-    for f in fields(TrainConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            values[f.name] = v
-    return TrainConfig.from_dict(values).validate()
+    """Defaults < --config file < flags; a bad value is a UsageError naming it."""
+    from shards.cli import UsageError
+
+    values = {**(load_file(args.config) if args.config else {}), **given(args)}
+    try:
+        return TrainConfig.from_dict(values).validate()
+    except (TypeError, ValueError, KeyError) as e:
+        where = f" (flags and {args.config})" if args.config else ""
+        raise UsageError(f"{str(e).strip(chr(34) + chr(39))}{where}") from e
 
 
 def override(cfg: TrainConfig, **kw) -> TrainConfig:

@@ -25,6 +25,7 @@ from .data import ClipDataset, ClipSpec, Timer, make_loader
 from .masks import NEEDS as MASK_NEEDS
 from .masks import get_mask
 from .model import build_model
+from .runs import default_out
 from .targets import get_target, masked_mse
 
 CHECKPOINT = "checkpoint.pt"
@@ -159,7 +160,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     """Pretrain as `cfg` says; returns a summary (final step, first/last logged loss, speed)."""
     d = init_distributed(cfg.device)
     device = resolve_device(cfg.device, d)
-    out = Path(cfg.out)
+    out = Path(cfg.out or default_out(cfg))
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         log(f"motion-mae pretrain, world {d.world}, device {device}\n{cfg.describe()}")

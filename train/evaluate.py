@@ -1,6 +1,6 @@
 """Evaluate a pretrained encoder on labelled shards: linear probe (default) or fine-tuning.
 
-    python train/evaluate.py --checkpoint runs/demo/checkpoint.pt                # linear probe, demo shards
+    python train/evaluate.py --checkpoint runs/demo/checkpoint.pt                # linear probe, the checkpoint's shards
     python train/evaluate.py --checkpoint random --model vit_pico --num-frames 8 --sampling-rate 2 \\
         --input-size 64                                                          # random-init baseline
     python train/evaluate.py --checkpoint runs/demo/checkpoint.pt --finetune --epochs 10
@@ -24,12 +24,13 @@ softmax scores are averaged over its clips; top-1 and top-5 on the val split.
 
 Labels are the ones stored at extraction (`ds.labels()`); unlabelled videos are skipped and
 counted. `--checkpoint random` builds the encoder with random weights (the baseline), with
-the geometry given by flags (TrainConfig defaults otherwise). The result (metrics, per-video
-predictions, the config, the checkpoint, timings) is printed and written as JSON to --out.
+the geometry given by flags (TrainConfig defaults otherwise). The shards are the ones the
+checkpoint was pretrained on (the demo set for "random") unless --shards names others. The
+result (metrics, per-video predictions, the config, the checkpoint, timings) is printed and
+written as JSON to --out. Errors are one line; --debug shows the traceback.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -49,6 +50,8 @@ from torch.utils.data import DataLoader, Dataset
 if __package__ in (None, ""):  # `python train/evaluate.py` as well as `python -m train.evaluate`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shards.cli import run_main  # noqa: E402
+from train.cli import Parser  # noqa: E402
 from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, parse_bool, parse_optional, resolve_shards  # noqa: E402
 from train.data import ClipDataset, ClipSpec, Timer, eval_views, make_loader, read_clip_at  # noqa: E402
 from train.engine import Dist, init_distributed, load_checkpoint, lr_at, resolve_device  # noqa: E402
@@ -445,24 +448,82 @@ def finetune(checkpoint: str, shards: str, log=lambda s: None, **options) -> dic
 
 # ---- CLI -------------------------------------------------------------------------------------
 
-def parse_args(argv: list[str] | None) -> EvalConfig:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+EVAL_HELP = {
+    "checkpoint": "a train/pretrain.py checkpoint.pt, or 'random' (random-init encoder, the baseline) (required)",
+    "shards": "labelled shard set (default: the shards the checkpoint was pretrained on; "
+              f"{DEMO_SHARDS} for 'random')",
+    "train_split": "split the probe / fine-tuning trains on",
+    "val_split": "split tested on",
+    "finetune": "fine-tune end to end instead of a linear probe (default: linear probe)",
+    "clips": "temporal clips per video: probe training samples and test views",
+    "probe_wd": "linear probe: L2 penalty on the classifier weights",
+    "probe_iters": "linear probe: L-BFGS iterations",
+    "epochs": "fine-tuning epochs (unless --max-steps)",
+    "max_steps": "> 0: fine-tune this many steps (overrides --epochs)",
+    "batch_size": "clips per step and process, also for encoding",
+    "base_lr": "fine-tuning peak lr = base_lr * total batch / 256",
+    "min_lr": "fine-tuning lr at the end of the cosine",
+    "layer_decay": "lr scale of block i: layer_decay ** (depth - i); 1 = off",
+    "weight_decay": "fine-tuning AdamW weight decay",
+    "warmup_epochs": "fine-tuning warmup",
+    "drop_path": "fine-tuning stochastic depth",
+    "min_crop": "fine-tuning random crops, smallest side / short side",
+    "flip": "random horizontal flips of training clips (false where labels have a direction)",
+    "log_every": "fine-tuning steps between log lines",
+    "seed": "seed of the head, clips and (for 'random') the encoder",
+    "device": "auto = cuda when available, else cpu",
+    "amp": "bf16 autocast on CUDA (ignored on CPU)",
+    "num_workers": "data loader processes",
+    "out": "result JSON (default: eval_linear.json / eval_finetune.json next to the checkpoint; "
+           "runs/eval/random_<model>_<mode>.json for 'random')",
+}
+USAGE = """%(prog)s --checkpoint CKPT|random [--shards SHARDS] [--finetune] [options]
+       %(prog)s export --checkpoint CKPT --out FILE [--layout {timm,videomae}]   (train/export.py)"""
+
+
+def build_parser() -> Parser:
+    from train.model import MODELS
+
+    parser = Parser(prog="evaluate.py", usage=USAGE, description=__doc__)
     for f in fields(EvalConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(EvalConfig, f.name)
         if f.name in GEOMETRY:
-            kind = str if f.name == "model" else int
-            parser.add_argument(flag, type=parse_optional(kind), default=None, help="default: the checkpoint's")
+            extra = dict(choices=list(MODELS), metavar="{" + ",".join(MODELS) + "}") if f.name == "model" else {}
+            parser.add_argument(flag, type=parse_optional(str if f.name == "model" else int), default=None,
+                                help="encoder and clip geometry (default: the checkpoint's; "
+                                     f"TrainConfig's {getattr(TrainConfig, f.name)} for 'random')", **extra)
         elif f.name == "finetune":
-            parser.add_argument(flag, action="store_true", help="fine-tune end to end instead of a linear probe")
+            parser.add_argument(flag, action="store_true", help=EVAL_HELP[f.name])
+        elif f.name in ("checkpoint", "shards", "out"):
+            parser.add_argument(flag, default=None, required=f.name == "checkpoint", help=EVAL_HELP[f.name])
         elif isinstance(default, bool):
-            parser.add_argument(flag, type=parse_bool, default=default, help=f"default {default}")
+            parser.add_argument(flag, type=parse_bool, default=default, metavar="BOOL",
+                                help=f"{EVAL_HELP[f.name]} (default: {default})")
         else:
-            parser.add_argument(flag, type=type(default), default=default, help=f"default {default!r}")
-    args = parser.parse_args(argv)
-    if not args.checkpoint:
-        parser.error("--checkpoint is required (a train/pretrain.py checkpoint.pt, or 'random')")
-    return EvalConfig(**{f.name: getattr(args, f.name) for f in fields(EvalConfig)})
+            parser.add_argument(flag, type=type(default), default=default,
+                                help=f"{EVAL_HELP[f.name]} (default: {default})")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> EvalConfig:
+    """The command line as an EvalConfig, checked before any model or shard is loaded: the
+    checkpoint exists and is one, the shard set (given, or the checkpoint's) exists."""
+    from train.cli import check_device, existing_file, existing_shards
+    from train.runs import read_checkpoint_head
+
+    args = build_parser().parse_args(argv)
+    if args.checkpoint == "random":
+        shards = args.shards or DEMO_SHARDS
+    else:
+        ckpt = existing_file(args.checkpoint, "--checkpoint", "a train/pretrain.py checkpoint.pt, or 'random'")
+        shards = args.shards or read_checkpoint_head(ckpt)["config"].get("shards") or DEMO_SHARDS
+    check_device(args.device)
+    flag = "--shards" if args.shards or args.checkpoint == "random" else \
+        "the checkpoint's shards (give --shards to use another set)"
+    existing_shards(resolve_shards(shards), flag)
+    values = {f.name: getattr(args, f.name) for f in fields(EvalConfig)}
+    return EvalConfig(**{**values, "shards": shards, "out": args.out or ""})
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -484,4 +545,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "evaluate.py")

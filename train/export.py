@@ -25,7 +25,6 @@ for its own pretrained weights).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 if __package__ in (None, ""):  # `python train/export.py` as well as `python -m train.export`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shards.cli import CliError, UsageError, run_main  # noqa: E402
 from train.model import MODELS  # noqa: E402
 
 ENCODER_PREFIXES = ("patch_embed.", "blocks.", "norm.")
@@ -79,18 +79,33 @@ def export(checkpoint: str | Path, out: str | Path, layout: str = "timm") -> dic
     return meta
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a train/pretrain.py checkpoint.pt")
-    parser.add_argument("--out", required=True, help="output .pth (the metadata goes next to it as .json)")
+def build_parser():
+    from train.cli import Parser
+
+    parser = Parser(prog="export.py", description=__doc__)
+    parser.add_argument("--checkpoint", required=True, help="a train/pretrain.py checkpoint.pt (required)")
+    parser.add_argument("--out", required=True, help="output .pth; the metadata goes next to it as .json (required)")
     parser.add_argument("--layout", choices=LAYOUTS, default="timm",
-                        help="attention bias layout: timm qkv.bias (default) or VideoMAE q_bias/v_bias")
-    args = parser.parse_args(argv)
-    meta = export(args.checkpoint, args.out, args.layout)
+                        help="attention bias layout: timm qkv.bias, or VideoMAE q_bias/v_bias (default: timm)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from train.cli import existing_file, output_folder
+
+    args = build_parser().parse_args(argv)
+    existing_file(args.checkpoint, "--checkpoint", "a train/pretrain.py checkpoint.pt")
+    if Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: is a folder, expected a file name (e.g. {Path(args.out) / 'encoder.pth'})")
+    output_folder(Path(args.out).parent, "--out's folder")
+    try:
+        meta = export(args.checkpoint, args.out, args.layout)
+    except ValueError as e:  # not a pretraining checkpoint
+        raise CliError(str(e)) from e
     print(f"wrote {args.out}: {meta['model']} encoder, {meta['num_tensors']} tensors, "
           f"{meta['num_params'] / 1e6:.2f}M params, layout {meta['layout']} (+ {Path(args.out).with_suffix('.json')})")
     return meta
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "export.py")

@@ -29,7 +29,6 @@ The report and plots are pure functions of `results.json` in `train/study_report
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -47,6 +46,8 @@ if __package__ in (None, ""):  # `python train/study.py` as well as `python -m t
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from shards.cli import UsageError, run_main  # noqa: E402
+from train.cli import Parser  # noqa: E402
 from train.config import REPO_ROOT, TrainConfig, load_file  # noqa: E402
 from train.study_report import format_finetuned, format_mean_std, machine, mean_std, write_report  # noqa: E402
 
@@ -571,7 +572,7 @@ def _list(kind):
 
 
 def parse_args(argv: list[str] | None) -> StudyConfig:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="study.py", description=__doc__)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="study yaml (default train/configs/study.yaml)")
     p.add_argument("--tiny", action="store_true", help="the CI version: 2 videos per class, 1 seed, 2 methods, 4 steps")
     p.add_argument("--methods", type=_list(str), help=f"comma-separated mask+target: {','.join(METHODS)}")
@@ -610,7 +611,10 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
     for name in ("methods", "seeds", "checkpoints"):
         if name in values:
             values[name] = tuple(values[name])
-    return StudyConfig(**values).validate()
+    try:
+        return StudyConfig(**values).validate()
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e)) from e
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -621,4 +625,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "study.py")

@@ -29,7 +29,7 @@ flags otherwise. Drawing uses OpenCV; GIFs are written with Pillow.
 """
 from __future__ import annotations
 
-import argparse
+import difflib
 import sys
 from pathlib import Path
 
@@ -40,8 +40,10 @@ import torch
 if __package__ in (None, ""):  # `python train/visualize.py` as well as `python -m train.visualize`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shards.cli import UsageError, run_main  # noqa: E402
 from shards.schema import CELL  # noqa: E402
-from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig  # noqa: E402
+from train.cli import Parser  # noqa: E402
+from train.config import DEMO_SHARDS, TrainConfig, resolve_shards  # noqa: E402
 from train.data import ClipDataset, ClipSpec, camera_inclusive  # noqa: E402
 from train.masks import MASKS, NEEDS  # noqa: E402
 from train.targets.pixel import MEAN, STD, patchify  # noqa: E402
@@ -322,51 +324,68 @@ def reconstruction_figures(batch: dict, ckpt: dict, cfg: TrainConfig,
 
 # ---- CLI -------------------------------------------------------------------------------------
 
-def main(argv: list[str] | None = None) -> dict[str, Path]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shards", default=DEMO_SHARDS, help=f"shard set (default {DEMO_SHARDS})")
-    parser.add_argument("--video", default=None, help="video id (default: the first)")
-    parser.add_argument("--checkpoint", default=None, help="train/pretrain.py checkpoint: clip geometry, "
-                        "mask ratio and, for a pixel target, the reconstruction")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--start", type=int, default=0, help="first stored frame of the motion figures")
-    parser.add_argument("--frames", type=int, default=16, help="stored frames in the motion figures")
-    parser.add_argument("--step", type=int, default=2, help="draw every step-th cell's arrow / track")
-    parser.add_argument("--arrow-scale", type=float, default=3.0, help="arrow length per px/frame of motion")
-    parser.add_argument("--zoom", type=float, default=1.0, help="motion figures at zoom x stored resolution")
-    parser.add_argument("--tile", type=int, default=112, help="px per clip frame in the mask / reconstruction grids")
-    parser.add_argument("--fps", type=float, default=6.0, help="GIF frame rate")
-    parser.add_argument("--colors", type=int, default=0, help="palette size of PNGs and GIFs (0: RGB PNG, "
-                        "256-colour GIF); 64 makes the small files of docs/images")
-    parser.add_argument("--sample", type=int, default=0, help="global sample number of the loader's clip")
+def build_parser() -> Parser:
+    parser = Parser(prog="visualize.py", description=__doc__)
+    add = parser.add_argument
+    add("--shards", default=DEMO_SHARDS, help=f"shard set (default: {DEMO_SHARDS})")
+    add("--video", default=None, help="video id (default: the first id of the set)")
+    add("--checkpoint", default=None, help="train/pretrain.py checkpoint: clip geometry, mask ratio and, for "
+        "a pixel target, the reconstruction (default: none, the geometry flags below)")
+    add("--out", required=True, help="output folder (required)")
+    add("--start", type=int, default=0, help="first stored frame of the motion figures (default: 0)")
+    add("--frames", type=int, default=16, help="stored frames in the motion figures (default: 16)")
+    add("--step", type=int, default=2, help="draw every step-th cell's arrow / track (default: 2)")
+    add("--arrow-scale", type=float, default=3.0, help="arrow length per px/frame of motion (default: 3.0)")
+    add("--zoom", type=float, default=1.0, help="motion figures at zoom x stored resolution (default: 1.0)")
+    add("--tile", type=int, default=112, help="px per clip frame in the mask / reconstruction grids (default: 112)")
+    add("--fps", type=float, default=6.0, help="GIF frame rate (default: 6.0)")
+    add("--colors", type=int, default=0, help="palette size of PNGs and GIFs (0: RGB PNG, 256-colour GIF; "
+        "64 makes the small files of docs/images) (default: 0)")
+    add("--sample", type=int, default=0, help="global sample number of the loader's clip (default: 0)")
     geometry = TrainConfig()
-    parser.add_argument("--num-frames", type=int, default=geometry.num_frames, help="without --checkpoint")
-    parser.add_argument("--sampling-rate", type=int, default=2, help="without --checkpoint")
-    parser.add_argument("--input-size", type=int, default=geometry.input_size, help="without --checkpoint")
-    parser.add_argument("--min-crop", type=float, default=geometry.min_crop, help="without --checkpoint")
-    parser.add_argument("--mask-ratio", type=float, default=geometry.ratio, help="without --checkpoint")
-    args = parser.parse_args(argv)
+    for flag, kind, default in (("--num-frames", int, geometry.num_frames), ("--sampling-rate", int, 2),
+                                ("--input-size", int, geometry.input_size), ("--min-crop", float, geometry.min_crop),
+                                ("--mask-ratio", float, geometry.ratio)):
+        add(flag, type=kind, default=default, help=f"clip geometry without --checkpoint (default: {default})")
+    return parser
 
-    from shards import open_shards
 
-    shards = Path(args.shards) if Path(args.shards).is_absolute() else REPO_ROOT / args.shards
-    out = Path(args.out)
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    from train.cli import existing_file, existing_shards, output_folder, shard_meta
+
+    args = build_parser().parse_args(argv)
+    shards = existing_shards(resolve_shards(args.shards))
+    out = output_folder(args.out)
+    if args.checkpoint:
+        existing_file(args.checkpoint, "--checkpoint", "a train/pretrain.py checkpoint.pt")
+    else:
+        try:
+            cfg = TrainConfig(num_frames=args.num_frames, sampling_rate=args.sampling_rate, input_size=args.input_size,
+                              min_crop=args.min_crop, mask_ratio=args.mask_ratio).validate()
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+
+    ids = list(shard_meta(shards))
+    vid = args.video or ids[0]
+    if vid not in ids:
+        close = difflib.get_close_matches(vid, ids, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UsageError(f"--video {vid}: not in {shards} ({len(ids)} videos); {hint}"
+                         f"e.g. {', '.join(ids[:5])}")
     out.mkdir(parents=True, exist_ok=True)
     ckpt = None
     if args.checkpoint:
         ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
         cfg = TrainConfig.from_dict(ckpt["config"])
-    else:
-        cfg = TrainConfig(num_frames=args.num_frames, sampling_rate=args.sampling_rate, input_size=args.input_size,
-                          min_crop=args.min_crop, mask_ratio=args.mask_ratio).validate()
     paths = []
 
     def write(name: str, still: np.ndarray, frames: list[np.ndarray]) -> None:
         paths.extend([save_png(still, out / f"{name}.png", args.colors),
                       save_gif(frames, out / f"{name}.gif", args.fps, args.colors)])
 
+    from shards import open_shards
+
     with open_shards(shards) as ds:
-        vid = args.video or ds.ids()[0]
         figs = motion_figures(ds[vid], args.start, args.frames, args.step, args.arrow_scale, args.zoom)
     for name, frames in figs.items():
         write(name, frames[len(frames) // 2], frames)
@@ -383,4 +402,4 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "visualize.py")
