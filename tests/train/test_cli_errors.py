@@ -16,6 +16,9 @@ import torch
 from shards.cli import run_main
 from train import evaluate, export, pretrain, visualize
 from train.config import HELP, TrainConfig
+from train.masks import MASKS
+
+MASK_CHOICES = ", ".join(repr(m) for m in MASKS)  # 'tube', 'random', 'mgm', ...
 
 REPO = Path(__file__).resolve().parents[2]
 COMMANDS = {"pretrain": pretrain, "evaluate": evaluate, "visualize": visualize, "export": export}
@@ -46,7 +49,7 @@ def a_file(tmp_path) -> Path:
 CASES = {
     "pretrain missing shards": ("pretrain", ["--shards", "{tmp}/nowhere"], 1, "no such shard set"),
     "pretrain not a shard set": ("pretrain", ["--shards", "{tmp}"], 1, "not a shard set"),
-    "pretrain mistyped mask": ("pretrain", ["--mask", "tubee"], 2, "'tube', 'random', 'mgm', 'mgmae'"),
+    "pretrain mistyped mask": ("pretrain", ["--mask", "tubee"], 2, MASK_CHOICES),
     "pretrain mistyped target": ("pretrain", ["--target", "hogg"], 2, "'pixel', 'hog', 'mme'"),
     "pretrain mistyped model": ("pretrain", ["--model", "vit_smal"], 2, "'vit_small'"),
     "pretrain out is a file": ("pretrain", ["--shards", "{shards}", "--out", "{file}"], 2, "is a file"),
@@ -114,7 +117,7 @@ def test_the_whole_path_in_a_subprocess():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip() == ("pretrain.py: error: argument --mask: invalid choice: 'tubee' (choose from "
-                                "'tube', 'random', 'mgm', 'mgmae') (see pretrain.py --help)")
+                                f"{MASK_CHOICES}) (see pretrain.py --help)")
 
 
 # ---- --help shows what runs ---------------------------------------------------------------------
@@ -150,7 +153,7 @@ def test_pretrain_help_shows_the_library_defaults_and_choices_not_the_demo(capsy
     monkeypatch.setattr(pretrain, "DEMO_CONFIG", Path("/nonexistent/demo.yaml"))  # --help must not read it
     usage = help_text("pretrain", capsys)
     flags = options("pretrain")
-    assert "{tube,random,mgm,mgmae}" in usage and "{pixel,hog,mme}" in usage and "{vit_pico,vit_tiny," in usage
+    assert "{" + ",".join(MASKS) + "}" in usage and "{pixel,hog,mme}" in usage and "{vit_pico,vit_tiny," in usage
     assert "(default: tube)" in flags["--mask"] and "(default: pixel)" in flags["--target"]
     assert "(default: vit_small)" in flags["--model"]
     assert "(default: 16)" in flags["--num-frames"] and "(default: 224)" in flags["--input-size"]
