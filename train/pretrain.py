@@ -1,9 +1,11 @@
 """Pretrain a masked video autoencoder from shards.
 
     python train/pretrain.py                                   # CPU demo on data/shards/demo, < 5 min
-    python train/pretrain.py --config mgm.yaml --shards data/shards/k400 --out runs/mgm
-    torchrun --nproc-per-node 8 train/pretrain.py --config videomae.yaml --shards ...
-    python train/pretrain.py --config mme.yaml --resume auto   # continue <out>/checkpoint.pt
+    python train/pretrain.py --config mgm_k400.yaml --batch-per-device 64   # accumulate to the global batch
+    torchrun --nproc-per-node 8 train/pretrain.py --config videomae_ssv2.yaml --shards ...
+    python train/pretrain.py --config mme_k400.yaml --resume auto   # continue <out>/checkpoint.pt
+
+The recipes in train/configs/ are the papers' (docs/recipes.md); batch_size there is global.
 
 Config precedence: flags > --config file > TrainConfig defaults (train/config.py). With no
 arguments at all, the demo config is used, and the demo shards are extracted first when
