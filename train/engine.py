@@ -269,6 +269,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
                 # the mean over micro-batches, as DDP averages over processes
                 scaler.scale(loss / accum).backward()
             step_loss += loss.item() / accum
+            step_time += timer.lap()  # so the next micro-batch's wait counts as data time alone
         if cfg.clip_grad > 0:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
