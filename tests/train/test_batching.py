@@ -92,3 +92,24 @@ def test_repeated_augmentation_trains_with_epochs_in_videos(tiny_shards, tmp_pat
     # 4 videos, 2 videos (4 clips) per step -> 2 steps per epoch
     assert summary["step"] == 2 and any("2 steps/epoch" in s for s in lines)
     assert np.isfinite(summary["last_loss"])
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_accumulate(tiny_shards, tmp_path):
+    """DDP on CPU (gloo) with accumulation: the global batch of 4 runs as 2 ranks x 2 micro-batches
+    x 1 clip, DDP skipping the all-reduce on the first micro-batch (no_sync); rank 0 saves step 2."""
+    import os
+    import subprocess
+    import sys
+
+    from train.config import REPO_ROOT
+
+    flags = ["--config", "demo.yaml", "--shards", str(tiny_shards), "--split", "", "--num-frames", "4",
+             "--sampling-rate", "2", "--input-size", "32", "--num-workers", "0", "--batch-size", "4",
+             "--batch-per-device", "1", "--max-steps", "2", "--log-every", "1", "--out", str(tmp_path)]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          str(REPO_ROOT / "train" / "pretrain.py"), *flags], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "batch 4 clips/step = 2 processes x 2 micro-batches x 1 clips" in run.stdout
+    assert load_checkpoint(tmp_path / CHECKPOINT)["step"] == 2

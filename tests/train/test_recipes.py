@@ -6,6 +6,7 @@ import pytest
 
 from train.config import REPO_ROOT, TrainConfig, load_file
 from train.engine import train
+from train.evaluate import EvalConfig, load_encoder
 
 from .test_engine import tiny_config
 
@@ -64,8 +65,11 @@ def test_config_trains_two_steps_with_a_tiny_model(tiny_shards, tmp_path, name):
         **{k: getattr(c, k) for k in ("mask", "target", "mask_ratio", "sampling_rate", "flip", "repeated_aug",
                                       "decoder_depth", "norm_target", "weight_decay", "betas")},
         "batch_size": 2 * r, "batch_per_device": r, "max_steps": 2,
-        "decoder_dim": 32 if c.decoder_dim else None})
+        "decoder_dim": 48 if c.decoder_dim else None})
     lines = []
     summary = train(tiny, log=lines.append)
     assert summary["step"] == 2 and summary["last_loss"] > 0
     assert any("1 processes x 2 micro-batches" in s for s in lines)
+    # the checkpoint loads back where evaluation builds the model (MME's 192-wide decoder included)
+    mae, _, info = load_encoder(EvalConfig(checkpoint=str(tmp_path / "checkpoint.pt")))
+    assert info["checkpoint_step"] == 2 and mae.decoder_embed.out_features == (48 if c.decoder_dim else 32)
