@@ -289,7 +289,8 @@ class ClipDataset(Dataset):
         # Repeated augmentation as MGMAE's loader (VideoMAE v2 `num_sample`): one temporal
         # window, `repeated_aug` spatial crops (and flips) of it.
         for _ in range(self.spec.repeated_aug):
-            clip = read_clip_at(video, self.spec, idx, rate, crop_box(int(a["height"]), int(a["width"]), self.spec, rng))
+            box = crop_box(int(a["height"]), int(a["width"]), self.spec, rng)
+            clip = read_clip_at(video, self.spec, idx, rate, box)
             if self.spec.flip and rng.random() < 0.5:
                 clip = hflip(clip)
             clips.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in clip.items()})

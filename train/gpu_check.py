@@ -55,7 +55,8 @@ TRAJ_LEN = 4  # MME's K400 script; only the head's size depends on it (< 0.1 % o
 
 def recipe(name: str, **tiny) -> TrainConfig:
     """The method's K400 recipe with the overrides given (model, geometry) applied."""
-    return override(TrainConfig.from_dict(load_file(METHODS[name][0])), **{k: v for k, v in tiny.items() if v is not None})
+    given = {k: v for k, v in tiny.items() if v is not None}
+    return override(TrainConfig.from_dict(load_file(METHODS[name][0])), **given)
 
 
 def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, warmup: int,
