@@ -39,6 +39,7 @@ class TrainConfig:
     input_size: int = 224           # H = W of the network input, a multiple of the patch size
     min_crop: float = 0.66          # smallest crop side / short side of the stored video
     flip: bool = True               # random horizontal flip (motion-consistent)
+    repeated_aug: int = 1           # clips per video read, each its own crop and flip (MGMAE's num_sample)
     num_workers: int = 2
     # method
     mask: str = "tube"              # train.masks.MASKS key: tube | random | mgm | mgm_cc | mgm_anchor | mgmae
@@ -51,15 +52,17 @@ class TrainConfig:
     tubelet: int = 2                # frames per token
     patch_size: int = 16            # pixels per token side
     decoder_depth: int | None = None  # None = the size's default
+    decoder_dim: int | None = None  # None = the size's default (MME's code: 192 for ViT-B)
     drop_path: float = 0.0
     positions: str = "videomae"     # train.model.POSITIONS: videomae (1-D over the token index) | separable (t, h, w)
     # optimisation
-    batch_size: int = 8             # per process
+    batch_size: int = 8             # GLOBAL clips per optimizer step (all processes, all micro-batches)
+    batch_per_device: int = 0       # > 0: at most this many clips per forward (memory cap) -> grad accumulation
     epochs: int = 800
     max_steps: int = 0              # > 0: stop (and set the schedule length) after this many steps
     stop_at: int = 0                # > 0: leave this run at that step, schedule unchanged (job time limits)
-    base_lr: float = 1.5e-4         # lr = base_lr * total batch / 256
-    min_lr: float = 0.0
+    base_lr: float = 1.5e-4         # lr = base_lr * videos per step / 256 (videos = batch_size / repeated_aug)
+    min_lr: float = 0.0             # scaled like base_lr (VideoMAE, MGMAE, MME scale all three lrs)
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_epochs: float = 40.0
@@ -68,7 +71,9 @@ class TrainConfig:
     # runtime
     seed: int = 0
     device: str = "auto"            # auto = cuda if available else cpu
-    amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool = True                # bf16 autocast on CUDA
+    amp_cpu: bool = False           # bf16 autocast on CPU as well (runs the CUDA path's casts in CI)
+    compile: bool = False           # torch.compile the model
     out: str = ""                   # "" = runs/<shards name>-<mask>-<target>-<model> (train/runs.py)
     log_every: int = 10
     save_every: int = 500           # steps; a final checkpoint is always written
@@ -81,8 +86,43 @@ class TrainConfig:
             return self.mask_ratio
         return 0.7 if self.target == "mme" else 0.9
 
-    def lr(self, world_size: int = 1) -> float:
-        return self.base_lr * self.batch_size * world_size / 256
+    def lr(self) -> float:
+        """Peak lr. Scaled by videos per step, not clips: MGMAE's code scales by `batch_size *
+        world` videos, each of which yields `num_sample` clips (run_mgmae_pretraining.py)."""
+        return self.base_lr * self.batch_size / self.repeated_aug / 256
+
+    def final_lr(self) -> float:
+        return self.min_lr * self.batch_size / self.repeated_aug / 256
+
+    def micro_batches(self, world_size: int = 1) -> tuple[int, int]:
+        """(clips per forward per process, forwards per optimizer step) for `world_size` processes.
+
+        The global batch splits evenly over the processes; each process then runs as few
+        micro-batches as keep a forward within `batch_per_device` clips. A micro-batch holds
+        whole videos (a multiple of `repeated_aug` clips)."""
+        per_process, rest = divmod(self.batch_size, world_size)
+        if rest:
+            raise ValueError(f"batch_size {self.batch_size} (global) does not split over {world_size} processes")
+        cap = self.batch_per_device or per_process
+        for accum in range(1, per_process + 1):
+            micro, left = divmod(per_process, accum)
+            if not left and micro <= cap and micro % self.repeated_aug == 0:
+                return micro, accum
+        raise ValueError(f"batch_size {self.batch_size} over {world_size} processes = {per_process} clips each: no "
+                         f"split into equal micro-batches of at most {cap} clips, each whole videos "
+                         f"(a multiple of repeated_aug {self.repeated_aug})")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(t, h, w) tokens of a clip."""
+        return (self.num_frames // self.tubelet, self.input_size // self.patch_size, self.input_size // self.patch_size)
+
+    def build_model(self, out_dim: int, drop_path: float | None = None):
+        """The MAE this config trains (`drop_path` None = the config's)."""
+        from .model import build_model
+
+        return build_model(self.model, self.grid, out_dim, self.tubelet, self.patch_size, self.decoder_depth,
+                           self.drop_path if drop_path is None else drop_path, self.positions, self.decoder_dim)
 
     def shards_path(self) -> Path:
         return resolve_shards(self.shards)
@@ -93,6 +133,8 @@ class TrainConfig:
                              f"{self.patch_size}, itself a multiple of the 8 px cell")
         if self.num_frames % self.tubelet:
             raise ValueError(f"num_frames {self.num_frames} must be a multiple of tubelet {self.tubelet}")
+        if self.repeated_aug < 1 or self.batch_size % self.repeated_aug:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of repeated_aug {self.repeated_aug}")
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"mask ratio {self.ratio} must be in [0, 1) (--mask-ratio)")
         from .masks import MASKS
@@ -128,7 +170,9 @@ class TrainConfig:
 
 
 def load_file(path: str | Path) -> dict:
-    """A yaml/json config file: `path`, or train/configs/<path>. A missing file is a CliError."""
+    """A yaml/json config file: `path`, or train/configs/<path>. A missing file is a CliError.
+    `base: other.yaml` (relative to the file's folder) loads that file first, so a schedule
+    variant states only what differs from its recipe."""
     from shards.cli import CliError, UsageError
 
     path = Path(path)
@@ -145,7 +189,8 @@ def load_file(path: str | Path) -> dict:
                          f"({str(e).splitlines()[0]})") from e
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: expected a mapping of TrainConfig fields, got {type(values).__name__}")
-    return values
+    base = values.pop("base", None)
+    return {**load_file(path.parent / base), **values} if base else values
 
 
 def parse_bool(s: str) -> bool:
@@ -240,7 +285,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=parse_bool, metavar="BOOL", **kw)
         elif f.name == "mask_ratio":
             parser.add_argument(flag, type=parse_optional(float), **kw)
-        elif f.name == "decoder_depth":
+        elif f.name in ("decoder_depth", "decoder_dim"):
             parser.add_argument(flag, type=parse_optional(int), **kw)
         elif f.name == "device":
             parser.add_argument(flag, type=str, metavar="{auto,cpu,cuda,cuda:N}", **kw)

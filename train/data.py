@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from shards.schema import CELL, HOG_BINS
 
@@ -53,6 +53,7 @@ class ClipSpec:
     min_crop: float = 0.66
     flip: bool = True
     needs: frozenset[str] = frozenset()
+    repeated_aug: int = 1   # clips per video read: the same frames, each its own crop and flip (MGMAE)
 
 
 # ---- geometry -------------------------------------------------------------------------------
@@ -281,10 +282,19 @@ class ClipDataset(Dataset):
         if self._ds is None:
             self._ds = open_shards(self.path)
         rng = np.random.default_rng([self.seed, g])
-        clip = read_clip(self._video(self.ids[index]), self.spec, rng)
-        if self.spec.flip and rng.random() < 0.5:
-            clip = hflip(clip)
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in clip.items()}
+        video = self._video(self.ids[index])
+        a = video.attrs
+        idx, rate = frame_indices(int(a["num_frames"]), self.spec, rng)
+        clips = []
+        # Repeated augmentation as MGMAE's loader (VideoMAE v2 `num_sample`): one temporal
+        # window, `repeated_aug` spatial crops (and flips) of it.
+        for _ in range(self.spec.repeated_aug):
+            box = crop_box(int(a["height"]), int(a["width"]), self.spec, rng)
+            clip = read_clip_at(video, self.spec, idx, rate, box)
+            if self.spec.flip and rng.random() < 0.5:
+                clip = hflip(clip)
+            clips.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in clip.items()})
+        return clips[0] if self.spec.repeated_aug == 1 else clips
 
     def _video(self, video_id: str):
         """Opened once per worker: opening reads the video's metadata (~10 ms on zarr)."""
@@ -331,11 +341,24 @@ def seed_worker(worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
+def collate_repeats(items: list[list[dict]]) -> dict[str, torch.Tensor]:
+    """Repeated augmentation: every item is a list of clips of one video -> one flat batch,
+    the clips of a video next to each other."""
+    return default_collate([clip for clips in items for clip in clips])
+
+
 def make_loader(dataset: ClipDataset, batch_size: int, start_step: int = 0, seed: int = 0, rank: int = 0,
                 world: int = 1, num_workers: int = 2, pin_memory: bool = False) -> DataLoader:
-    sampler = ClipSampler(len(dataset), seed, start_step * batch_size, rank, world)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+    """Batches of `batch_size` clips (batch_size / repeated_aug video reads); start_step
+    counts batches already consumed by this rank."""
+    repeats = getattr(dataset.spec, "repeated_aug", 1)
+    if batch_size % repeats:
+        raise ValueError(f"batch of {batch_size} clips is not whole videos of repeated_aug {repeats} clips")
+    videos = batch_size // repeats
+    sampler = ClipSampler(len(dataset), seed, start_step * videos, rank, world)
+    return DataLoader(dataset, batch_size=videos, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=True, worker_init_fn=seed_worker,
+                      collate_fn=collate_repeats if repeats > 1 else None,
                       prefetch_factor=4 if num_workers > 0 else None, persistent_workers=num_workers > 0)
 
 

@@ -7,6 +7,7 @@ states (torch CPU/CUDA, numpy, python, the mask generator). The data position is
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,9 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .config import TrainConfig
 from .data import ClipDataset, ClipSpec, Timer, make_loader
+from .flops import hidden_tokens, peak_tflops, train_flops
 from .masks import NEEDS as MASK_NEEDS
 from .masks import get_mask
-from .model import build_model
 from .runs import default_out
 from .targets import get_target, masked_mse
 
@@ -59,12 +60,26 @@ def resolve_device(name: str, d: Dist) -> torch.device:
     return torch.device(name)
 
 
-def lr_at(step: int, cfg: TrainConfig, peak: float, warmup: int, total: int) -> float:
-    """Linear warmup to `peak`, then half-cosine down to cfg.min_lr at `total`."""
+def lr_at(step: int, cfg, peak: float, warmup: int, total: int, final: float | None = None) -> float:
+    """Linear warmup to `peak`, then half-cosine down to `final` (default cfg.min_lr) at `total`."""
+    final = cfg.min_lr if final is None else final
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return cfg.min_lr + (peak - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+    return final + (peak - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def autocast_enabled(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast on CUDA when cfg.amp; on CPU only when cfg.amp_cpu asks (tests run the CUDA
+    path's casts that way; on most CPUs bf16 is slower than fp32)."""
+    return cfg.amp and (device.type == "cuda" or (device.type == "cpu" and cfg.amp_cpu))
+
+
+def device_peak_tflops(device: torch.device) -> tuple[str, float | None]:
+    if device.type != "cuda":
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    return name, peak_tflops(name)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -173,22 +188,27 @@ def train(cfg: TrainConfig, log=print) -> dict:
     norm = target.norm(cfg.target_norm)
     needs = MASK_NEEDS[cfg.mask] | target.needs
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
-                    frozenset(needs))
+                    frozenset(needs), cfg.repeated_aug)
     dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split)
-    grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
+    grid = cfg.grid
     out_dim = target.out_dim(cfg.tubelet, cfg.patch_size, dataset.traj_len)
-    model = build_model(cfg.model, grid, out_dim, cfg.tubelet, cfg.patch_size, cfg.decoder_depth, cfg.drop_path,
-                        cfg.positions)
+    model = cfg.build_model(out_dim)
     model.to(device)
-    peak_lr = cfg.lr(d.world)
+    peak_lr, final_lr = cfg.lr(), cfg.final_lr()
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr, betas=cfg.betas)
-    amp = cfg.amp and device.type == "cuda"
+    amp = autocast_enabled(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for fp16 swaps
     mask_gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
 
-    steps_per_epoch = max(1, len(dataset) // (cfg.batch_size * d.world))
+    # The config states the global batch; this process runs `accum` micro-batches of `micro` clips.
+    micro, accum = cfg.micro_batches(d.world)
+    steps_per_epoch = max(1, len(dataset) * cfg.repeated_aug // cfg.batch_size)  # an epoch = every video read once
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     warmup = min(total, cfg.warmup_steps + round(cfg.warmup_epochs * steps_per_epoch))
+    visible = math.prod(grid) - hidden_tokens(cfg.mask, grid, cfg.ratio)
+    flops_per_clip = train_flops(cfg.model, grid, visible, out_dim, cfg.tubelet, cfg.patch_size,
+                                 cfg.decoder_depth, cfg.decoder_dim)
+    device_name, peak = device_peak_tflops(device)
 
     step = 0
     resume = str(out / CHECKPOINT) if cfg.resume == "auto" and (out / CHECKPOINT).exists() else cfg.resume
@@ -204,61 +224,80 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if d.world > 1 else model
+    forward = torch.compile(ddp) if cfg.compile else ddp
     if d.main:
         n_params = sum(p.numel() for p in model.parameters())
         log(f"{cfg.model}: {n_params / 1e6:.2f}M params, grid {grid}, target {cfg.target} ({out_dim}/token), "
             f"mask {cfg.mask} {cfg.ratio}, {len(dataset)} videos, {steps_per_epoch} steps/epoch, "
-            f"{total} steps, warmup {warmup}, lr {peak_lr:.3g}")
-    loader = make_loader(dataset, cfg.batch_size, step, cfg.seed, d.rank, d.world, cfg.num_workers,
+            f"{total} steps, warmup {warmup}, lr {peak_lr:.3g} -> {final_lr:.3g}")
+        log(f"batch {cfg.batch_size} clips/step = {d.world} processes x {accum} micro-batches x {micro} clips"
+            + (f" ({micro // cfg.repeated_aug} videos x {cfg.repeated_aug} crops)" if cfg.repeated_aug > 1 else "")
+            + f"; {flops_per_clip / 1e9:.1f} GFLOPs per clip (fwd+bwd, analytic); autocast bf16 {amp}; "
+            f"compile {cfg.compile}; device {device_name}" + (f", peak {peak:.0f} TFLOP/s bf16" if peak else ""))
+    loader = make_loader(dataset, micro, step * accum, cfg.seed, d.rank, d.world, cfg.num_workers,
                          pin_memory=device.type == "cuda")
     metrics = MetricsLog(out, d.main)
-    summary = {"first_loss": None, "last_loss": None}
+    summary = {"first_loss": None, "last_loss": None, "flops_per_clip": flops_per_clip}
     timer, data_time, step_time, window, loss_sum = Timer(), 0.0, 0.0, 0, 0.0
 
     model.train()
     batches = iter(loader)
     end = min(total, cfg.stop_at) if cfg.stop_at > 0 else total
     while step < end:
-        batch = next(batches)
-        data_time += timer.lap()
-        mask = mask_fn(batch, grid, cfg.ratio, mask_gen)                        # (B,N), on CPU
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        mask = mask.to(device)
-        lr = lr_at(step, cfg, peak_lr, warmup, total)
+        lr = lr_at(step, cfg, peak_lr, warmup, total, final_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with torch.no_grad():
-            tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)  # (B,N,C)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = ddp(batch["video"], mask)                                   # (B,Nm,C)
-        loss = masked_mse(pred.float(), tgt, weight, mask)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss {loss.item()} at step {step}; stopping (lr {lr:.3g})")
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        step_loss = 0.0
+        for k in range(accum):
+            batch = next(batches)
+            data_time += timer.lap()
+            mask = mask_fn(batch, grid, cfg.ratio, mask_gen)                    # (B,N), on CPU
+            batch = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
+            mask = mask.to(device)
+            with torch.no_grad():
+                tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)  # (B,N,C)
+            # DDP all-reduces gradients on the last micro-batch only
+            sync = ddp.no_sync() if d.world > 1 and k < accum - 1 else contextlib.nullcontext()
+            with sync:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    pred = forward(batch["video"], mask)                       # (B,Nm,C)
+                loss = masked_mse(pred.float(), tgt, weight, mask)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"non-finite loss {loss.item()} at step {step}; stopping (lr {lr:.3g})")
+                # the mean over micro-batches, as DDP averages over processes
+                scaler.scale(loss / accum).backward()
+            step_loss += loss.item() / accum
+            step_time += timer.lap()  # so the next micro-batch's wait counts as data time alone
         if cfg.clip_grad > 0:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
         scaler.step(optimizer)
         scaler.update()
         step += 1
-        loss_value = loss.item()
-        loss_sum += loss_value
+        loss_sum += step_loss
         window += 1
         step_time += timer.lap()
 
         if step % cfg.log_every == 0 or step == end:
+            seconds = max(step_time + data_time, 1e-9)
             row = {"step": step, "loss": loss_sum / window, "lr": lr,
-                   "clips_per_s": window * cfg.batch_size * d.world / max(step_time + data_time, 1e-9),
-                   "data_time": data_time / window, "step_time": (step_time + data_time) / window}
+                   "clips_per_s": window * cfg.batch_size / seconds,
+                   "data_time": data_time / window, "step_time": seconds / window}
+            # achieved model FLOP/s per device (analytic FLOPs, so recomputation or padding never inflates it)
+            row["tflops_per_device"] = row["clips_per_s"] * flops_per_clip / d.world / 1e12
+            if peak:
+                row["mfu"] = row["tflops_per_device"] / peak
             if summary["first_loss"] is None:
                 summary["first_loss"] = row["loss"]
             summary["last_loss"] = row["loss"]
-            summary.update(clips_per_s=row["clips_per_s"], step_time=row["step_time"], data_time=row["data_time"])
+            summary.update(clips_per_s=row["clips_per_s"], step_time=row["step_time"], data_time=row["data_time"],
+                           tflops_per_device=row["tflops_per_device"], mfu=row.get("mfu"))
             metrics.log(row)
             if d.main:
                 log(f"step {step}/{total} loss {row['loss']:.4f} lr {lr:.2e} {row['clips_per_s']:.1f} clips/s "
-                    f"data {row['data_time'] * 1000:.0f} ms / step {row['step_time'] * 1000:.0f} ms")
+                    f"data {row['data_time'] * 1000:.0f} ms / step {row['step_time'] * 1000:.0f} ms "
+                    f"{row['tflops_per_device']:.3g} TFLOP/s/device" + (f" MFU {row['mfu']:.1%}" if peak else ""))
             data_time = step_time = loss_sum = 0.0
             window = 0
         if d.main and (step % cfg.save_every == 0 or step == end):

@@ -166,7 +166,7 @@ def load_encoder(cfg: EvalConfig) -> tuple[VideoMAE, EvalConfig, dict]:
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
     torch.manual_seed(cfg.seed)
     mae = build_model(cfg.model, grid, out_dim, cfg.tubelet, cfg.patch_size, base.decoder_depth,
-                      cfg.drop_path if cfg.finetune else 0.0, base.positions)
+                      cfg.drop_path if cfg.finetune else 0.0, base.positions, base.decoder_dim)
     if state is not None:
         mae.load_state_dict(state)
     return mae, cfg, info

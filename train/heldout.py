@@ -25,7 +25,6 @@ from train.config import TrainConfig, resolve_shards  # noqa: E402
 from train.data import ClipDataset, ClipSpec  # noqa: E402
 from train.masks import NEEDS as MASK_NEEDS  # noqa: E402
 from train.masks import get_mask  # noqa: E402
-from train.model import build_model  # noqa: E402
 from train.targets import get_target, masked_mse  # noqa: E402
 
 
@@ -43,9 +42,8 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
                     frozenset(MASK_NEEDS[cfg.mask] | target.needs))
     dataset = ClipDataset(path, spec, seed, split)
-    grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
-    model = build_model(cfg.model, grid, int(ckpt["out_dim"]), cfg.tubelet, cfg.patch_size, cfg.decoder_depth,
-                        positions=cfg.positions)
+    grid = cfg.grid
+    model = cfg.build_model(int(ckpt["out_dim"]))
     model.load_state_dict(ckpt["model"])
     model.eval()
     loss_sum = zero_sum = 0.0

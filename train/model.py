@@ -95,7 +95,7 @@ class PatchEmbed3d(nn.Module):
 class VideoMAE(nn.Module):
     def __init__(self, size: ModelSize, grid: tuple[int, int, int], out_dim: int, tubelet: int = 2,
                  patch: int = 16, decoder_depth: int | None = None, drop_path: float = 0.0,
-                 positions: str = "videomae"):
+                 positions: str = "videomae", decoder_dim: int | None = None):
         super().__init__()
         if positions not in POSITIONS:
             raise KeyError(f"unknown position table {positions!r}; known: {', '.join(POSITIONS)}")
@@ -113,15 +113,15 @@ class VideoMAE(nn.Module):
         self.norm = norm(size.dim)
 
         depth = size.decoder_depth if decoder_depth is None else decoder_depth
-        self.decoder_embed = nn.Linear(size.dim, size.decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, size.decoder_dim))
-        self.register_buffer("decoder_pos_embed", POSITIONS[positions](self.grid, size.decoder_dim),
-                             persistent=False)
+        dd = size.decoder_dim if decoder_dim is None else decoder_dim
+        self.decoder_embed = nn.Linear(size.dim, dd)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
+        self.register_buffer("decoder_pos_embed", POSITIONS[positions](self.grid, dd), persistent=False)
         self.decoder_blocks = nn.Sequential(*[
-            Block(size.decoder_dim, size.decoder_heads, size.mlp_ratio, qkv_bias=True, norm_layer=norm)
+            Block(dd, size.decoder_heads, size.mlp_ratio, qkv_bias=True, norm_layer=norm)
             for _ in range(depth)])
-        self.decoder_norm = norm(size.decoder_dim)
-        self.head = nn.Linear(size.decoder_dim, out_dim)
+        self.decoder_norm = norm(dd)
+        self.head = nn.Linear(dd, out_dim)
         self.apply(self._init_weights)
         trunc_normal_(self.mask_token, std=0.02)
 
@@ -164,7 +164,8 @@ class VideoMAE(nn.Module):
 
 
 def build_model(name: str, grid: tuple[int, int, int], out_dim: int, tubelet: int = 2, patch: int = 16,
-                decoder_depth: int | None = None, drop_path: float = 0.0, positions: str = "videomae") -> VideoMAE:
+                decoder_depth: int | None = None, drop_path: float = 0.0, positions: str = "videomae",
+                decoder_dim: int | None = None) -> VideoMAE:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    return VideoMAE(MODELS[name], grid, out_dim, tubelet, patch, decoder_depth, drop_path, positions)
+    return VideoMAE(MODELS[name], grid, out_dim, tubelet, patch, decoder_depth, drop_path, positions, decoder_dim)

@@ -1,10 +1,12 @@
 """Pretrain a masked video autoencoder from shards.
 
     python train/pretrain.py                                   # CPU demo: train/configs/demo.yaml, < 5 min
-    python train/pretrain.py --config mgm.yaml --shards data/shards/k400          # -> runs/mgm (the file's out)
+    python train/pretrain.py --config mgm_k400.yaml --shards data/shards/k400 --batch-per-device 64
     python train/pretrain.py --mask mgmae --target mme --model vit_small           # -> runs/demo-mgmae-mme-vit_small
-    torchrun --nproc-per-node 8 train/pretrain.py --config videomae.yaml --shards ...
-    python train/pretrain.py --config mme.yaml --resume auto   # continue <out>/checkpoint.pt
+    torchrun --nproc-per-node 8 train/pretrain.py --config videomae_ssv2.yaml --shards ...
+    python train/pretrain.py --config mme_k400.yaml --resume auto   # continue <out>/checkpoint.pt
+
+The recipes in train/configs/ are the papers' (docs/recipes.md); batch_size there is global.
 
 Config precedence: flags > --config file > TrainConfig defaults (train/config.py), the
 defaults shown below. Only a run with no arguments (or only --resume, --overwrite, --debug) is

@@ -293,11 +293,8 @@ def reconstruction_figures(batch: dict, ckpt: dict, cfg: TrainConfig,
                            tile: int = 112) -> tuple[np.ndarray, list[np.ndarray], float]:
     """Original | visible patches | reconstruction of a pixel-target checkpoint on `batch` (B=1):
     grid image, animation frames and the MSE over hidden pixels (pixels in [0, 1])."""
-    from train.model import build_model
-
-    grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
-    model = build_model(cfg.model, grid, int(ckpt["out_dim"]), cfg.tubelet, cfg.patch_size, cfg.decoder_depth,
-                        positions=cfg.positions)
+    grid = cfg.grid
+    model = cfg.build_model(int(ckpt["out_dim"]))
     model.load_state_dict(ckpt["model"])
     model.eval()
     mask = MASKS[cfg.mask](batch, grid, cfg.ratio, torch.Generator().manual_seed(cfg.seed))   # (1,N)

@@ -1,0 +1,18 @@
+"""train/gpu_check.py runs end to end on CPU with a tiny override, so the first GPU run is not its first run."""
+import json
+
+from train.gpu_check import METHODS, main
+
+
+def test_gpu_check_runs_on_cpu_with_a_tiny_model(tiny_shards, tmp_path, capsys):
+    out = tmp_path / "check.json"
+    summary = main(["--device", "cpu", "--shards", str(tiny_shards), "--model", "vit_pico", "--frames", "4",
+                    "--size", "32", "--batch", "2", "--steps", "1", "--warmup", "1", "--loader-batches", "2",
+                    "--workers", "0", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert set(summary["methods"]) == set(METHODS) and json.loads(out.read_text())["device"] == "cpu"
+    for name, r in summary["methods"].items():
+        assert r["step"]["ms_per_step"] > 0 and r["loader"]["clips_per_s"] > 0 and r["step"]["mfu"] is None
+        assert isinstance(r["keeps_up"], bool) and name in printed
+    assert summary["methods"]["mgmae"]["step"]["batch"] == 4      # 2 rounded up to whole videos of 4 crops
+    assert summary["methods"]["mme"]["step"]["gflops_per_clip"] > 0

@@ -1,0 +1,193 @@
+"""Before the first long GPU run: step time and MFU of each recipe, and whether the loader keeps up.
+
+    python train/gpu_check.py                                  # one GPU, ViT-B 16x224, a few minutes
+    python train/gpu_check.py --shards data/shards/k400 --workers 12 --json runs/gpu_check.json
+    python train/gpu_check.py --device cpu --model vit_pico --frames 4 --size 32 --batch 2 --steps 2  # smoke test
+
+For every method (the K400 recipes in train/configs/: VideoMAE, MGM, MGMAE, MME):
+
+- **step**: forward + backward + AdamW step of the recipe's model (its decoder, mask ratio and
+  target size) on random input, at the paper's per-GPU batch, in bf16 autocast (the
+  trainer's path, `--compile` optional); median over `--steps` after warmup steps. Reported:
+  ms per step, clips/s, TFLOP/s from the analytic FLOPs (`train/flops.py`) and MFU against
+  the device's dense bf16 peak.
+- **loader**: clips/s of the recipe's DataLoader on `--shards` with `--workers` processes
+  (the clip geometry and the motion arrays that method reads, repeated augmentation
+  included), plus the mask computed in the main process as the trainer does. The verdict
+  "keeps up" means loader clips/s >= step clips/s.
+
+The clips' source is the shard set given: the demo shards (default) are small synthetic
+videos, so their loader numbers are a floor check, not K400's; point --shards at real shards.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python train/gpu_check.py` as well as `python -m train.gpu_check`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from train.config import DEMO_SHARDS, TrainConfig, load_file, override, resolve_shards  # noqa: E402
+from train.data import ClipDataset, ClipSpec, make_loader  # noqa: E402
+from train.engine import device_peak_tflops, param_groups  # noqa: E402
+from train.flops import hidden_tokens, train_flops  # noqa: E402
+from train.masks import NEEDS as MASK_NEEDS  # noqa: E402
+from train.masks import get_mask  # noqa: E402
+from train.targets import get_target  # noqa: E402
+
+# method -> (recipe, clips per GPU in the paper's run)
+METHODS = {
+    "videomae": ("videomae_k400.yaml", 32),   # 32 per GPU x 64 GPUs (VideoMAE script)
+    "mgm": ("mgm_k400.yaml", 32),             # VideoMAE's recipe
+    "mgmae": ("mgmae_k400.yaml", 96),         # 24 videos x 4 crops per GPU (MGMAE script)
+    "mme": ("mme_k400.yaml", 48),             # 768 over 16 GPUs (MME paper: 16 RTX 3090)
+}
+TRAJ_LEN = 4  # MME's K400 script; only the head's size depends on it (< 0.1 % of the FLOPs)
+
+
+def recipe(name: str, **tiny) -> TrainConfig:
+    """The method's K400 recipe with the overrides given (model, geometry) applied."""
+    given = {k: v for k, v in tiny.items() if v is not None}
+    return override(TrainConfig.from_dict(load_file(METHODS[name][0])), **given)
+
+
+def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, warmup: int,
+              compile_model: bool) -> dict:
+    """Median seconds of one training step on random input, and the numbers derived from it."""
+    torch.manual_seed(0)
+    grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
+    traj_len = TRAJ_LEN if cfg.target == "mme" else 0
+    out_dim = get_target(cfg.target).out_dim(cfg.tubelet, cfg.patch_size, traj_len)
+    model = cfg.build_model(out_dim, drop_path=0.0).to(device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=1e-4, betas=cfg.betas)
+    forward = torch.compile(model) if compile_model else model
+    n = grid[0] * grid[1] * grid[2]
+    hidden = hidden_tokens(cfg.mask, grid, cfg.ratio)
+    video = torch.randn(batch, 3, cfg.num_frames, cfg.input_size, cfg.input_size, device=device)
+    mask = torch.zeros(batch, n, dtype=torch.bool)
+    for b in range(batch):  # any mask with the recipe's hidden count costs the same
+        mask[b, torch.randperm(n)[:hidden]] = True
+    mask = mask.to(device)
+    target = torch.randn(batch, hidden, out_dim, device=device)
+    amp = device.type == "cuda"
+    times = []
+    for i in range(warmup + steps):
+        sync(device)
+        tic = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            pred = forward(video, mask)
+        loss = (pred.float() - target).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - tic)
+    seconds = statistics.median(times)
+    flops = train_flops(cfg.model, grid, n - hidden, out_dim, cfg.tubelet, cfg.patch_size, cfg.decoder_depth,
+                        cfg.decoder_dim)
+    tflops = batch * flops / seconds / 1e12
+    _, peak = device_peak_tflops(device)
+    out = {"batch": batch, "ms_per_step": round(1000 * seconds, 1), "clips_per_s": round(batch / seconds, 1),
+           "gflops_per_clip": float(f"{flops / 1e9:.4g}"), "tflops": round(tflops, 2),
+           "mfu": round(tflops / peak, 3) if peak else None}
+    if device.type == "cuda":
+        out["max_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 1)
+        torch.cuda.reset_peak_memory_stats(device)
+    del model, optimizer, forward
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batches: int) -> dict:
+    """Clips/s of the recipe's loader plus its mask in the main process, after the first batch."""
+    mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
+    spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
+                    frozenset(MASK_NEEDS[cfg.mask] | target.needs), cfg.repeated_aug)
+    dataset = ClipDataset(shards, spec, seed=0)
+    grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
+    loader = iter(make_loader(dataset, batch, num_workers=workers))
+    gen = torch.Generator().manual_seed(0)
+    mask_fn(next(loader), grid, cfg.ratio, gen)   # workers start, first batches prefetched
+    mask_seconds = 0.0
+    tic = time.perf_counter()
+    for _ in range(batches):
+        b = next(loader)
+        t = time.perf_counter()
+        mask_fn(b, grid, cfg.ratio, gen)
+        mask_seconds += time.perf_counter() - t
+    seconds = time.perf_counter() - tic
+    return {"workers": workers, "clips_per_s": round(batches * batch / seconds, 1),
+            "mask_ms_per_batch": round(1000 * mask_seconds / batches, 1)}
+
+
+def check(methods: list[str], device: torch.device, shards: Path, workers: int, steps: int = 10, warmup: int = 3,
+          loader_batches: int = 10, batch: int | None = None, compile_model: bool = False, log=print,
+          **tiny) -> dict:
+    """Measure every method; returns {method: {"step": ..., "loader": ..., "keeps_up": bool}}."""
+    results = {}
+    for name in methods:
+        cfg = recipe(name, **tiny)
+        r = cfg.repeated_aug
+        per_gpu = -(-(batch or METHODS[name][1]) // r) * r   # whole videos under repeated augmentation
+        step = step_time(cfg, per_gpu, device, steps, warmup, compile_model)
+        load = loader_rate(cfg, shards, per_gpu, workers, loader_batches)
+        results[name] = {"recipe": METHODS[name][0], "step": step, "loader": load,
+                         "keeps_up": load["clips_per_s"] >= step["clips_per_s"]}
+        mfu = f"{step['mfu']:.1%}" if step["mfu"] is not None else "n/a"
+        log(f"{name:9s} batch {per_gpu:3d}: {step['ms_per_step']:8.1f} ms/step {step['clips_per_s']:7.1f} clips/s "
+            f"{step['tflops']:7.2f} TFLOP/s MFU {mfu:>6s} | loader {load['clips_per_s']:7.1f} clips/s "
+            f"({workers} workers, mask {load['mask_ms_per_batch']:.0f} ms/batch) -> "
+            + ("keeps up" if results[name]["keeps_up"] else "LOADER-BOUND"))
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--device", default="auto", help="auto = cuda if available else cpu")
+    p.add_argument("--shards", default=DEMO_SHARDS, help="shard set the loader reads (default: the demo)")
+    p.add_argument("--workers", type=int, default=min(10, os.cpu_count() or 1),
+                   help="loader processes (default: min(10, cores); the papers ran 10 per GPU)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (allocation, cuDNN, compile)")
+    p.add_argument("--loader-batches", type=int, default=10)
+    p.add_argument("--batch", type=int, default=None, help="clips per step for every method (default: the papers')")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model, as --compile true does")
+    p.add_argument("--model", default=None, help="tiny overrides for a smoke test: model, frames, size")
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--json", default=None, help="also write the results here")
+    a = p.parse_args(argv)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
+    shards = resolve_shards(a.shards)
+    if a.shards == DEMO_SHARDS and not shards.exists():
+        from train.pretrain import ensure_demo_shards
+
+        ensure_demo_shards(TrainConfig())
+    name, peak = device_peak_tflops(device)
+    print(f"gpu_check: {name}" + (f" (dense bf16 peak {peak:.0f} TFLOP/s)" if peak else "")
+          + f", torch {torch.__version__}, {os.cpu_count()} cores, shards {shards}", flush=True)
+    results = check(a.methods, device, shards, a.workers, a.steps, a.warmup, a.loader_batches, a.batch, a.compile,
+                    log=lambda s: print(s, flush=True), model=a.model, num_frames=a.frames, input_size=a.size)
+    summary = {"device": name, "peak_tflops": peak, "torch": torch.__version__, "cores": os.cpu_count(),
+               "shards": str(shards), "compile": a.compile, "methods": results}
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
