@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import train.engine as engine
+import train.model as model_module
 from train.engine import train
 
 from .test_engine import tiny_config
@@ -10,14 +11,14 @@ from .test_engine import tiny_config
 
 def record_output_dtypes(monkeypatch) -> list:
     """Every model train() builds records the dtype of its predictions."""
-    dtypes, build = [], engine.build_model
+    dtypes, build = [], model_module.build_model
 
     def spy(*a, **kw):
         model = build(*a, **kw)
         model.head.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
         return model
 
-    monkeypatch.setattr(engine, "build_model", spy)
+    monkeypatch.setattr(model_module, "build_model", spy)  # TrainConfig.build_model looks it up per call
     return dtypes
 
 

@@ -29,8 +29,8 @@ def test_the_bare_command_is_the_demo_and_a_config_file_keeps_its_out():
     for argv in ([], ["--debug"], ["--overwrite"], ["--resume", "auto"]):  # how to run, not what
         cfg, _ = pretrain.resolve_config(argv)
         assert (cfg.model, cfg.num_frames, cfg.input_size, cfg.out, cfg.split) == ("vit_pico", 8, 64, "runs/demo", "train")
-    cfg, _ = pretrain.resolve_config(["--config", "mgm.yaml", "--shards", "data/shards/k400"])
-    assert (cfg.mask, cfg.out) == ("mgm", "runs/mgm")
+    cfg, _ = pretrain.resolve_config(["--config", "mgm_k400.yaml", "--shards", "data/shards/k400"])
+    assert (cfg.mask, cfg.out) == ("mgm", "runs/mgm_k400")
 
 
 def test_identity_diff_names_the_fields():
