@@ -37,6 +37,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from shards.schema import CELL, HOG_BINS
+from shards.tracks import along_trajectories, positions
 
 from .masks.mgmae import compose
 from .targets.pixel import MEAN, STD
@@ -201,9 +202,6 @@ def clip_flow(video, idx: np.ndarray, x0: int, y0: int, side: int, cells: int, s
 
 def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
     """Trajectories (steps, validity, HOG along them) of the points starting at `starts`."""
-    from preprocess.hog import along_trajectories
-    from preprocess.trajectories import positions
-
     n_stored = int(video.attrs["num_frames"])
     traj_len = int(video.attrs["traj_len"])
     # One read per array for the whole clip: step l of a point born in frame s reads frame s + l.

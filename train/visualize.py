@@ -14,7 +14,7 @@ Files written into --out (PNG: the middle frame of the range; GIF: every frame o
                            brightness = speed, one scale for both (the wheel in the corner, its
                            rim = the top speed shown)
     tracks.png / .gif      the trajectories starting at frame t (positions rebuilt with
-                           preprocess.trajectories.positions), drawn on frame t + L, coloured by
+                           shards.tracks.positions), drawn on frame t + L, coloured by
                            step from dark (start) to yellow (end)
     hog.png / hog.gif      frame | HOG glyphs at 2x: per cell a line along the dominant edge
                            (perpendicular to the dominant gradient bin), length ~ its magnitude
@@ -41,6 +41,7 @@ if __package__ in (None, ""):  # `python train/visualize.py` as well as `python 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shards.schema import CELL  # noqa: E402
+from shards.tracks import positions  # noqa: E402
 from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig  # noqa: E402
 from train.data import ClipDataset, ClipSpec, camera_inclusive  # noqa: E402
 from train.masks import MASKS, NEEDS  # noqa: E402
@@ -219,8 +220,6 @@ def save_gif(frames: list[np.ndarray], path: Path, fps: float = 6.0, colors: int
 def motion_figures(video, start: int, count: int, step: int = 2, arrow_scale: float = 3.0,
                    zoom: float = 1.0) -> dict[str, list[np.ndarray]]:
     """Frames of the mv, flow, tracks and hog figures for stored frames [start, start + count)."""
-    from preprocess.trajectories import positions
-
     n = int(video.attrs["num_frames"])
     t0, t1 = max(0, min(start, n - 2)), min(n - 1, start + count)   # frames with a flow to the next
     if t1 <= t0:

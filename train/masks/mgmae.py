@@ -81,7 +81,8 @@ def initial_map(B: int, grid: tuple[int, int], cells: tuple[int, int], num_visib
     """
     (h, w), (hc, wc) = grid, cells
     patch = cell * (hc // h)                                                     # token side, px
-    token = torch.rand(B, h * w, generator=generator).argsort(-1)[:, :num_visible]  # (B,K) distinct
+    k = max(num_visible, 1)  # a slice with nothing visible still needs a map to warp (any map)
+    token = torch.rand(B, h * w, generator=generator).argsort(-1)[:, :k]           # (B,K) distinct
     centres = torch.stack([token % w, token // w], -1).float() * patch + (patch - 1) / 2   # (B,K,2) px (x, y)
     p = cell_centres(hc, wc).reshape(1, 1, hc * wc, 2)
     d2 = ((p - centres[:, :, None]) ** 2).sum(-1)                                # (B,K,Hc*Wc)
