@@ -87,7 +87,7 @@ def step_time(model: str, frames: int, size: int, batch: int, target: str = "pix
     torch.manual_seed(0)
     grid = (frames // 2, size // 16, size // 16)
     t = get_target(target)
-    net = build_model(model, grid, t.out_dim(2, 16, 6))
+    net = build_model(model, grid, t.heads(2, 16, 6))
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     n = grid[0] * grid[1] * grid[2]
     video = torch.randn(batch, 3, frames, size, size)

@@ -42,7 +42,7 @@ class TrainConfig:
     num_workers: int = 2
     # method
     mask: str = "tube"              # train.masks.MASKS key: tube | random | mgm | mgmae
-    target: str = "pixel"           # train.targets.TARGETS key: pixel | hog | mme
+    target: str = "pixel"           # train.targets.TARGETS key: pixel | hog | mme | mme_single
     mask_ratio: float | None = None  # None = the method's default (0.9; 0.7 with target mme)
     norm_target: bool = True        # per-token target normalization (VideoMAE / MME patch norm)
     target_norm: str = ""           # which one: a train.targets norms name, "" = the target's default
@@ -78,7 +78,7 @@ class TrainConfig:
     def ratio(self) -> float:
         if self.mask_ratio is not None:
             return self.mask_ratio
-        return 0.7 if self.target == "mme" else 0.9
+        return 0.7 if self.target in ("mme", "mme_single") else 0.9
 
     def lr(self, world_size: int = 1) -> float:
         return self.base_lr * self.batch_size * world_size / 256

@@ -25,7 +25,7 @@ from .data import ClipDataset, ClipSpec, Timer, make_loader
 from .masks import NEEDS as MASK_NEEDS
 from .masks import get_mask
 from .model import build_model
-from .targets import get_target, masked_mse
+from .targets import get_target
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -175,8 +175,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
                     frozenset(needs))
     dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split)
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
-    out_dim = target.out_dim(cfg.tubelet, cfg.patch_size, dataset.traj_len)
-    model = build_model(cfg.model, grid, out_dim, cfg.tubelet, cfg.patch_size, cfg.decoder_depth, cfg.drop_path)
+    heads = target.heads(cfg.tubelet, cfg.patch_size, dataset.traj_len)
+    out_dim = sum(h.dim for h in heads)
+    model = build_model(cfg.model, grid, heads, cfg.tubelet, cfg.patch_size, cfg.decoder_depth, cfg.drop_path)
     model.to(device)
     peak_lr = cfg.lr(d.world)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr, betas=cfg.betas)
@@ -229,7 +230,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)  # (B,N,C)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = ddp(batch["video"], mask)                                   # (B,Nm,C)
-        loss = masked_mse(pred.float(), tgt, weight, mask)
+        loss = target.loss(pred.float(), tgt, weight, mask)
         if not torch.isfinite(loss):
             raise RuntimeError(f"non-finite loss {loss.item()} at step {step}; stopping (lr {lr:.3g})")
         optimizer.zero_grad(set_to_none=True)
@@ -261,7 +262,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             window = 0
         if d.main and (step % cfg.save_every == 0 or step == end):
             save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, step, cfg, mask_gen,
-                            {"traj_len": dataset.traj_len, "out_dim": out_dim})
+                            {"traj_len": dataset.traj_len, "out_dim": out_dim, "heads": [h.to_dict() for h in heads]})
     metrics.close()
     if d.world > 1:
         dist.destroy_process_group()

@@ -378,7 +378,7 @@ def zero_loss(cfg: StudyConfig, method: str, batches: int = 10) -> float:
     the first `batches` batches of the first seed's run (same clips, same masks)."""
     from train.data import ClipDataset, ClipSpec, make_loader
     from train.masks import NEEDS, get_mask
-    from train.targets import get_target, masked_mse
+    from train.targets import get_target
 
     run = cfg.run_config(method, cfg.seeds[0])
     target, mask_fn = get_target(run.target), get_mask(run.mask)
@@ -394,7 +394,7 @@ def zero_loss(cfg: StudyConfig, method: str, batches: int = 10) -> float:
         tgt, weight = target.build(batch, run.tubelet, run.patch_size, run.norm_target,
                                    target.norm(run.target_norm))                             # (B,N,C)
         pred = torch.zeros(mask.shape[0], int(mask[0].sum()), tgt.shape[-1])               # (B,Nm,C)
-        losses.append(masked_mse(pred, tgt, weight, mask).item())
+        losses.append(target.loss(pred, tgt, weight, mask).item())
     return float(np.mean(losses))
 
 

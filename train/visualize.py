@@ -293,7 +293,8 @@ def reconstruction_figures(batch: dict, ckpt: dict, cfg: TrainConfig,
     from train.model import build_model
 
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
-    model = build_model(cfg.model, grid, int(ckpt["out_dim"]), cfg.tubelet, cfg.patch_size, cfg.decoder_depth)
+    model = build_model(cfg.model, grid, ckpt.get("heads") or int(ckpt["out_dim"]), cfg.tubelet, cfg.patch_size,
+                        cfg.decoder_depth)
     model.load_state_dict(ckpt["model"])
     model.eval()
     mask = MASKS[cfg.mask](batch, grid, cfg.ratio, torch.Generator().manual_seed(cfg.seed))   # (1,N)
