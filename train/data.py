@@ -17,7 +17,9 @@ Only the keys the mask and the target need are read (`needs`). Geometry: a squar
 the stored frames whose offsets and side are multiples of the 8 px cell, resized to S;
 every cell grid is cropped on the same cells and resampled to S/8 cells (nearest cell),
 displacements are multiplied by the scale. Resampling cells is exact when the crop side is
-S (scale 1) and a nearest-cell approximation otherwise; HOG magnitudes are not rescaled.
+S (scale 1) and a nearest-cell approximation otherwise (over the default crop range ~12 % of
+tokens repeat a point: docs/design.md, "Crops whose side differs"); HOG magnitudes are not
+rescaled.
 
 Flow between input frames spans `sampling_rate` stored frames: the camera-inclusive flows
 (stored compensated flow + homography displacement) of those frames are chained on the
