@@ -22,9 +22,9 @@ def resolve_shards(shards: str) -> Path:
     """A shard set path: DEMO_SHARDS is where the extractor writes the demo ($MOTION_MAE_DATA
     respected); other relative paths are relative to the repo root."""
     if shards == DEMO_SHARDS:
-        from preprocess.config import ExtractConfig
+        from shards.paths import default_shards
 
-        return Path(ExtractConfig(dataset="demo").out_path())
+        return default_shards("demo")
     p = Path(shards)
     return p if p.is_absolute() else REPO_ROOT / p
 

@@ -1,7 +1,7 @@
-"""Trainer benchmark: clips/s of the shard loader against decoding the same clips, and step time.
+"""Trainer benchmark (here, not in train/, because it compares against decoders in preprocess/): clips/s of the shard loader against decoding the same clips, and step time.
 
-    python -m train.bench                      # demo shards (extracted first if missing)
-    python -m train.bench --shards PATH --decord-python /tmp/decord-venv/bin/python
+    python -m bench.loader                      # demo shards (extracted first if missing)
+    python -m bench.loader --shards PATH --decord-python /tmp/decord-venv/bin/python
 
 Loader, one worker (one core), the same random clips for every reader: the shard loader
 (`train.data.read_clip_at`: frames plus the motion arrays each method needs, crop, resize,
@@ -108,7 +108,7 @@ def step_time(model: str, frames: int, size: int, batch: int, target: str = "pix
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.loader", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shards", default=None, help="default: the demo shards (extracted if missing)")
     p.add_argument("--clips", type=int, default=40)
