@@ -1,4 +1,5 @@
-"""Per-cell histograms of oriented gradients (HOG) and their trajectory-aligned samples.
+"""Per-cell histograms of oriented gradients (HOG); sampled along trajectories at load time by
+`shards.tracks.along_trajectories`.
 
 The appearance half of MME's target (ANCHORS "MME"): 9 unsigned orientation bins,
 3x3 Sobel gradients, 8x8 px cells on the same grid as the trajectories, no block
