@@ -374,8 +374,9 @@ def random_geometry(cfg: StudyConfig, seed: int) -> dict:
 
 def zero_loss(cfg: StudyConfig, method: str, batches: int = 10) -> float:
     """The loss of predicting 0 for every hidden token: 0 is the mean of a per-token normalized
-    target, so this is what a model that learned nothing about the target scores. Measured on
-    the first `batches` batches of the first seed's run (same clips, same masks)."""
+    target, so this is what a model that learned nothing about the target scores (for `mme`, whose
+    HOG part is not normalized, only its trajectory part: there it is an upper reference). Measured
+    on the first `batches` batches of the first seed's run (same clips, same masks)."""
     from train.data import ClipDataset, ClipSpec, make_loader
     from train.masks import NEEDS, get_mask
     from train.targets import get_target
