@@ -1,4 +1,5 @@
-"""Trainer benchmark (here, not in train/, because it compares against decoders in preprocess/): clips/s of the shard loader against decoding the same clips, and step time.
+"""Trainer benchmark: clips/s of the shard loader against decoding the same clips, and step time.
+(Here, not in train/: it compares the loader with the decoders of preprocess/.)
 
     python -m bench.loader                      # demo shards (extracted first if missing)
     python -m bench.loader --shards PATH --decord-python /tmp/decord-venv/bin/python

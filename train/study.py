@@ -83,7 +83,7 @@ class StudyConfig:
     per_class: int = 64                     # synthetic-motion videos per class (1 in 4 is val)
     frames: int = 32                        # stored frames per video
     size: int = 112                         # stored side, px
-    style: str = "noise"                    # synthetic-motion look: noise | structured (an unknown one fails at extraction)
+    style: str = "noise"                    # synthetic-motion look: noise | structured (else extraction fails)
     extract_workers: int = 2                # 0 = extract in this process
     probe_clips: int = 2
     probe_batch: int = 32

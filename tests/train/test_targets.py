@@ -70,7 +70,7 @@ def _translating_token(velocity=(1.5, -0.5)) -> dict:
 
 
 def test_mme_norms_keep_or_drop_a_translation():
-    """`points` (MME's code's PatchStd, here also on HOG) centres each (step, channel) over the 4 points: a token translating as one
+    """`points` (MME's PatchStd, here also on HOG) centres each (step, channel) over the 4 points: a token translating as one
     keeps only the jitter, blown up to unit variance; `motion` keeps the deltas, scaled by one
     number per batch; `token` standardizes the token's position part as a whole, so x against y
     survives."""
