@@ -1,17 +1,9 @@
 """The one config object of the extractor: printed at start, stored in the shard attrs."""
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DATA_ENV = "MOTION_MAE_DATA"
-
-
-def data_dir() -> Path:
-    """Where corpora and shards live unless told otherwise: $MOTION_MAE_DATA or <repo>/data."""
-    return Path(os.environ.get(DATA_ENV) or REPO / "data").expanduser()
+from shards.paths import default_shards
 
 
 # Bump when the same settings start producing different arrays. 2: frames area-scaled by
@@ -53,7 +45,7 @@ class ExtractConfig:
     shard_size: int = 1  # videos per Dask task; each video is still its own group / file
 
     def out_path(self) -> str:
-        return self.out or str(data_dir() / "shards" / self.dataset)
+        return self.out or str(default_shards(self.dataset))
 
     def to_dict(self) -> dict:
         """Every field, plus the extractor revision (stored with the shards)."""

@@ -1,4 +1,5 @@
-"""Per-cell histograms of oriented gradients (HOG) and their trajectory-aligned samples.
+"""Per-cell histograms of oriented gradients (HOG); sampled along trajectories at load time by
+`shards.tracks.along_trajectories`.
 
 The appearance half of MME's target (ANCHORS "MME"): 9 unsigned orientation bins,
 3x3 Sobel gradients, 8x8 px cells on the same grid as the trajectories, no block
@@ -19,7 +20,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from preprocess.trajectories import bilinear_sample
 from shards.schema import CELL, HOG_BINS
 
 _SOBEL_GAIN = 8.0  # 3x3 Sobel response to a unit ramp
@@ -59,29 +59,4 @@ def cell_hog(gray: np.ndarray) -> np.ndarray:
     for t, frame in enumerate(frames):
         sums = _frame_hog(frame[:hc * CELL, :wc * CELL], cell_of_pixel)
         out[t] = (sums / (_SOBEL_GAIN * CELL * CELL)).reshape(hc, wc, HOG_BINS)
-    return out
-
-
-def along_trajectories(hog: np.ndarray, positions: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """(T, Hc, Wc, L, 9) float32 HOG sampled along trajectories (MME's trajectory-aligned HOG).
-
-    hog: (T, Hc, Wc, 9) from `cell_hog`; positions: (S, Hc, Wc, L+1, 2) from
-    `trajectories.positions` for the points starting in the first S <= T frames of `hog`
-    (S = T for a whole video; a loader passes S = 1 with the L frames that point visits);
-    valid: (S, Hc, Wc, L). Step l of the point starting in frame t reads the histogram of
-    frame t + l at p_l, bilinearly between the 4 nearest cell centres (clamped at the
-    border); invalid steps are zeros. This is computed when loading, not stored: storing
-    it would cost L x 9 values per point where `hog` costs 9 per cell.
-    """
-    n, hc, wc, bins = hog.shape
-    n_starts, traj_len = valid.shape[0], valid.shape[-1]
-    out = np.zeros((n_starts, hc, wc, traj_len, bins), np.float32)
-    if n == 0 or n_starts == 0:
-        return out
-    # Cell (i, j) has its centre at (8 j + 3.5, 8 i + 3.5): cell-grid coordinates of p.
-    grid = (positions.astype(np.float64) - (CELL - 1) / 2) / CELL
-    starts = np.arange(n_starts)
-    for l in range(traj_len):
-        sample = bilinear_sample(hog, np.minimum(starts + l, n - 1), grid[..., l, :])
-        out[..., l, :] = np.where(valid[..., l, None], sample, 0)
     return out

@@ -17,47 +17,7 @@ import cv2
 import numpy as np
 
 from shards.schema import CELL
-
-
-def cell_centres(hc: int, wc: int) -> np.ndarray:
-    """(Hc, Wc, 2) float64 (x, y) centres of the 8x8 cells: (8 j + 3.5, 8 i + 3.5)."""
-    half = (CELL - 1) / 2
-    ys, xs = np.mgrid[0:hc, 0:wc].astype(np.float64)
-    return np.stack([CELL * xs + half, CELL * ys + half], axis=-1)
-
-
-def _apply_homography(homs: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Map points q (T, Hc, Wc, 2) with one homography per start frame homs (T, 3, 3)."""
-    h = homs.astype(np.float64)[:, None, None]  # (T, 1, 1, 3, 3)
-    x, y = q[..., 0], q[..., 1]
-    den = h[..., 2, 0] * x + h[..., 2, 1] * y + h[..., 2, 2]
-    return np.stack([(h[..., 0, 0] * x + h[..., 0, 1] * y + h[..., 0, 2]) / den,
-                     (h[..., 1, 0] * x + h[..., 1, 1] * y + h[..., 1, 2]) / den], axis=-1)
-
-
-def bilinear_sample(field: np.ndarray, frame: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Sample field (N, H, W, C) at frame index (T,) and points p (T, Hc, Wc, 2) (x, y in
-    field pixels), bilinearly, clamped to the border: (T, Hc, Wc, C).
-
-    Exact float64 weights: cv2.remap would quantize them to 1/32 px (an error of up to
-    1/64 of the step between neighbouring flow values).
-    """
-    n, height, width, c = field.shape
-    # Clipped to >= 0, so truncation is the floor.
-    x = np.clip(p[..., 0], 0, width - 1)
-    y = np.clip(p[..., 1], 0, height - 1)
-    x0 = np.minimum(x.astype(np.intp), max(width - 2, 0))
-    y0 = np.minimum(y.astype(np.intp), max(height - 2, 0))
-    fx = (x - x0)[..., None]
-    fy = (y - y0)[..., None]
-    dx = 1 if width > 1 else 0
-    dy = width if height > 1 else 0
-    i00 = frame.reshape(-1, 1, 1) * (height * width) + y0 * width + x0
-    flat = field.reshape(-1, c)
-    v00, v01 = flat[i00], flat[i00 + dx]
-    v10, v11 = flat[i00 + dy], flat[i00 + (dy + dx)]
-    gx = 1 - fx
-    return (v00 * gx + v01 * fx) * (1 - fy) + (v10 * gx + v11 * fx) * fy
+from shards.tracks import apply_homography, bilinear_sample, cell_centres
 
 
 def median_filter(flow: np.ndarray, ksize: int = 3) -> np.ndarray:
@@ -119,7 +79,7 @@ class Tracker:
         q = self._p[lo:f + 1]  # views: updated in place
         live = self._alive[lo:f + 1]
         d = bilinear_sample(filtered[None], self._zero[:len(starts)], q)
-        nxt = _apply_homography(np.asarray(homography)[None], q + d)
+        nxt = apply_homography(np.asarray(homography)[None], q + d)
         live &= ((nxt[..., 0] >= 0) & (nxt[..., 0] <= self.width - 1)
                  & (nxt[..., 1] >= 0) & (nxt[..., 1] <= self.height - 1))
         self.traj[starts, :, :, steps] = np.where(live[..., None], d, 0)
@@ -153,25 +113,3 @@ def track(flow: np.ndarray, homography: np.ndarray, traj_len: int = 6, median: i
     for f in range(pairs):
         tracker.step(f, flow[f], homography[f])
     return tracker.traj, tracker.valid
-
-
-def positions(traj: np.ndarray, valid: np.ndarray, homography: np.ndarray) -> np.ndarray:
-    """(T, Hc, Wc, L+1, 2) float32 absolute positions of the tracked points, in frame t + l.
-
-    Rebuilt from stored steps and homographies (at load time): p_0 is the cell centre,
-    p_{l+1} = homography[t + l](p_l + traj[..., l, :]). After an invalid step the position
-    stays at the last valid one (only `valid` says which positions are meaningful).
-    """
-    n, hc, wc, traj_len, _ = traj.shape
-    pairs = len(homography)
-    out = np.empty((n, hc, wc, traj_len + 1, 2), np.float32)
-    p = np.broadcast_to(cell_centres(hc, wc), (n, hc, wc, 2)).copy()
-    out[..., 0, :] = p
-    starts = np.arange(n)
-    for l in range(traj_len):
-        if pairs > 0:
-            frame = np.minimum(starts + l, pairs - 1)
-            nxt = _apply_homography(homography[frame], p + traj[..., l, :])
-            p = np.where(valid[..., l, None], nxt, p)
-        out[..., l + 1, :] = p
-    return out

@@ -22,9 +22,9 @@ def resolve_shards(shards: str) -> Path:
     """A shard set path: DEMO_SHARDS is where the extractor writes the demo ($MOTION_MAE_DATA
     respected); other relative paths are relative to the repo root."""
     if shards == DEMO_SHARDS:
-        from preprocess.config import ExtractConfig
+        from shards.paths import default_shards
 
-        return Path(ExtractConfig(dataset="demo").out_path())
+        return default_shards("demo")
     p = Path(shards)
     return p if p.is_absolute() else REPO_ROOT / p
 
@@ -43,7 +43,7 @@ class TrainConfig:
     num_workers: int = 2
     # method
     mask: str = "tube"              # train.masks.MASKS key: tube | random | mgm | mgm_cc | mgm_anchor | mgmae
-    target: str = "pixel"           # train.targets.TARGETS key: pixel | hog | mme
+    target: str = "pixel"           # train.targets.TARGETS key: pixel | hog | mme | mme_single
     mask_ratio: float | None = None  # None = the method's default (0.9; 0.7 with target mme)
     norm_target: bool = True        # per-token target normalization (VideoMAE / MME patch norm)
     target_norm: str = ""           # which one: a train.targets norms name, "" = the target's default
@@ -84,7 +84,7 @@ class TrainConfig:
     def ratio(self) -> float:
         if self.mask_ratio is not None:
             return self.mask_ratio
-        return 0.7 if self.target == "mme" else 0.9
+        return 0.7 if self.target in ("mme", "mme_single") else 0.9
 
     def lr(self) -> float:
         """Peak lr. Scaled by videos per step, not clips: MGMAE's code scales by `batch_size *

@@ -17,7 +17,9 @@ Only the keys the mask and the target need are read (`needs`). Geometry: a squar
 the stored frames whose offsets and side are multiples of the 8 px cell, resized to S;
 every cell grid is cropped on the same cells and resampled to S/8 cells (nearest cell),
 displacements are multiplied by the scale. Resampling cells is exact when the crop side is
-S (scale 1) and a nearest-cell approximation otherwise; HOG magnitudes are not rescaled.
+S (scale 1) and a nearest-cell approximation otherwise (over the default crop range ~12 % of
+tokens repeat a point: docs/design.md, "Crops whose side differs"); HOG magnitudes are not
+rescaled.
 
 Flow between input frames spans `sampling_rate` stored frames: the camera-inclusive flows
 (stored compensated flow + homography displacement) of those frames are chained on the
@@ -37,6 +39,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from shards.schema import CELL, HOG_BINS
+from shards.tracks import along_trajectories, positions
 
 from .masks.mgmae import compose
 from .targets.pixel import MEAN, STD
@@ -202,9 +205,6 @@ def clip_flow(video, idx: np.ndarray, x0: int, y0: int, side: int, cells: int, s
 
 def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
     """Trajectories (steps, validity, HOG along them) of the points starting at `starts`."""
-    from preprocess.hog import along_trajectories
-    from preprocess.trajectories import positions
-
     n_stored = int(video.attrs["num_frames"])
     traj_len = int(video.attrs["traj_len"])
     # One read per array for the whole clip: step l of a point born in frame s reads frame s + l.

@@ -27,7 +27,7 @@ from .flops import hidden_tokens, peak_tflops, train_flops
 from .masks import NEEDS as MASK_NEEDS
 from .masks import get_mask
 from .runs import default_out
-from .targets import get_target, masked_mse
+from .targets import get_target
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -191,8 +191,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
                     frozenset(needs), cfg.repeated_aug)
     dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split)
     grid = cfg.grid
-    out_dim = target.out_dim(cfg.tubelet, cfg.patch_size, dataset.traj_len)
-    model = cfg.build_model(out_dim)
+    heads = target.heads(cfg.tubelet, cfg.patch_size, dataset.traj_len)
+    out_dim = sum(h.dim for h in heads)
+    model = cfg.build_model(heads)
     model.to(device)
     peak_lr, final_lr = cfg.lr(), cfg.final_lr()
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr, betas=cfg.betas)
@@ -206,7 +207,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     warmup = min(total, cfg.warmup_steps + round(cfg.warmup_epochs * steps_per_epoch))
     visible = math.prod(grid) - hidden_tokens(cfg.mask, grid, cfg.ratio)
-    flops_per_clip = train_flops(cfg.model, grid, visible, out_dim, cfg.tubelet, cfg.patch_size,
+    flops_per_clip = train_flops(cfg.model, grid, visible, heads, cfg.tubelet, cfg.patch_size,
                                  cfg.decoder_depth, cfg.decoder_dim)
     device_name, peak = device_peak_tflops(device)
 
@@ -262,7 +263,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             with sync:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     pred = forward(batch["video"], mask)                       # (B,Nm,C)
-                loss = masked_mse(pred.float(), tgt, weight, mask)
+                loss = target.loss(pred.float(), tgt, weight, mask)
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"non-finite loss {loss.item()} at step {step}; stopping (lr {lr:.3g})")
                 # the mean over micro-batches, as DDP averages over processes
@@ -302,7 +303,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             window = 0
         if d.main and (step % cfg.save_every == 0 or step == end):
             save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, step, cfg, mask_gen,
-                            {"traj_len": dataset.traj_len, "out_dim": out_dim})
+                            {"traj_len": dataset.traj_len, "out_dim": out_dim, "heads": [h.to_dict() for h in heads]})
     metrics.close()
     if d.world > 1:
         dist.destroy_process_group()

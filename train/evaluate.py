@@ -159,7 +159,7 @@ def load_encoder(cfg: EvalConfig) -> tuple[VideoMAE, EvalConfig, dict]:
     else:
         ckpt = load_checkpoint(cfg.checkpoint)
         base, state = TrainConfig.from_dict(ckpt["config"]), ckpt["model"]
-        out_dim = int(ckpt["out_dim"])
+        out_dim = ckpt.get("heads") or int(ckpt["out_dim"])  # heads: stored since MME's two heads
         info = {"checkpoint": str(cfg.checkpoint), "checkpoint_step": int(ckpt["step"]),
                 "pretrain_config": ckpt["config"]}
     cfg = replace(cfg, **{k: getattr(base, k) if getattr(cfg, k) is None else getattr(cfg, k) for k in GEOMETRY})

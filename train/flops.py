@@ -13,7 +13,7 @@ one patch embedding (`tests/train/test_flops.py` checks both against a FLOP coun
 """
 from __future__ import annotations
 
-from .model import MODELS, ModelSize
+from .model import MODELS, HeadsSpec, ModelSize, as_heads
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets, matched by
 # substring of torch.cuda.get_device_name(); the first match wins, so specific names come first.
@@ -62,7 +62,13 @@ def patch_embed_flops(grid: tuple[int, int, int], dim: int, tubelet: int, patch:
     return 2 * t * h * w * in_chans * tubelet * patch * patch * dim
 
 
-def forward_flops(size: ModelSize | str, grid: tuple[int, int, int], visible: int, out_dim: int,
+def head_flops(in_dim: int, heads: HeadsSpec) -> int:
+    """FLOPs of the prediction heads on one token: a Linear each, or MME's Linear -> GELU -> Linear."""
+    return sum(2 * (in_dim * h.hidden + h.hidden * h.dim) if h.hidden > 0 else 2 * in_dim * h.dim
+               for h in as_heads(heads))
+
+
+def forward_flops(size: ModelSize | str, grid: tuple[int, int, int], visible: int, out_dim: HeadsSpec,
                   tubelet: int = 2, patch: int = 16, decoder_depth: int | None = None,
                   decoder_dim: int | None = None) -> int:
     """Forward FLOPs of one pretraining clip with `visible` tokens kept for the encoder."""
@@ -75,10 +81,10 @@ def forward_flops(size: ModelSize | str, grid: tuple[int, int, int], visible: in
             + _blocks(visible, s.dim, s.depth, s.mlp_ratio)
             + 2 * visible * s.dim * dd                                   # decoder_embed
             + _blocks(n, dd, depth, s.mlp_ratio)
-            + 2 * (n - visible) * dd * out_dim)                          # head on the hidden tokens
+            + (n - visible) * head_flops(dd, out_dim))                   # heads on the hidden tokens
 
 
-def train_flops(size: ModelSize | str, grid: tuple[int, int, int], visible: int, out_dim: int,
+def train_flops(size: ModelSize | str, grid: tuple[int, int, int], visible: int, out_dim: HeadsSpec,
                 tubelet: int = 2, patch: int = 16, decoder_depth: int | None = None,
                 decoder_dim: int | None = None) -> int:
     """FLOPs of one clip's forward + backward: 3x the forward (see the module docstring)."""

@@ -62,10 +62,11 @@ def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, wa
               compile_model: bool) -> dict:
     """Median seconds of one training step on random input, and the numbers derived from it."""
     torch.manual_seed(0)
-    grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
-    traj_len = TRAJ_LEN if cfg.target == "mme" else 0
-    out_dim = get_target(cfg.target).out_dim(cfg.tubelet, cfg.patch_size, traj_len)
-    model = cfg.build_model(out_dim, drop_path=0.0).to(device)
+    grid = cfg.grid
+    traj_len = TRAJ_LEN if cfg.target.startswith("mme") else 0
+    heads = get_target(cfg.target).heads(cfg.tubelet, cfg.patch_size, traj_len)
+    out_dim = sum(h.dim for h in heads)
+    model = cfg.build_model(heads, drop_path=0.0).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=1e-4, betas=cfg.betas)
     forward = torch.compile(model) if compile_model else model
     n = grid[0] * grid[1] * grid[2]
@@ -91,7 +92,7 @@ def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, wa
         if i >= warmup:
             times.append(time.perf_counter() - tic)
     seconds = statistics.median(times)
-    flops = train_flops(cfg.model, grid, n - hidden, out_dim, cfg.tubelet, cfg.patch_size, cfg.decoder_depth,
+    flops = train_flops(cfg.model, grid, n - hidden, heads, cfg.tubelet, cfg.patch_size, cfg.decoder_depth,
                         cfg.decoder_dim)
     tflops = batch * flops / seconds / 1e12
     _, peak = device_peak_tflops(device)

@@ -25,13 +25,14 @@ from train.config import TrainConfig, resolve_shards  # noqa: E402
 from train.data import ClipDataset, ClipSpec  # noqa: E402
 from train.masks import NEEDS as MASK_NEEDS  # noqa: E402
 from train.masks import get_mask  # noqa: E402
-from train.targets import get_target, masked_mse  # noqa: E402
+from train.targets import get_target  # noqa: E402
 
 
 @torch.no_grad()
 def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val", clips: int = 256,
                  batch_size: int = 32, seed: int = 0) -> dict:
-    """Mean masked loss of the checkpoint's model and of predicting 0 over `clips` clips of `split`.
+    """Mean masked loss (the target's own, as in training) of the checkpoint's model and of predicting 0
+    over `clips` clips of `split`.
 
     The clip geometry, mask and target are the pretraining run's; flips are off. Returns
     {"loss", "predict0", "ratio", "clips", "split", "step"}."""
@@ -43,7 +44,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
                     frozenset(MASK_NEEDS[cfg.mask] | target.needs))
     dataset = ClipDataset(path, spec, seed, split)
     grid = cfg.grid
-    model = cfg.build_model(int(ckpt["out_dim"]))
+    model = cfg.build_model(ckpt.get("heads") or int(ckpt["out_dim"]))
     model.load_state_dict(ckpt["model"])
     model.eval()
     loss_sum = zero_sum = 0.0
@@ -58,8 +59,8 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
         pred = model(batch["video"], mask)                                           # (B,Nm,C)
         for i in range(len(items)):  # the mean over clips of each clip's loss
             one = (tgt[i:i + 1], weight[i:i + 1], mask[i:i + 1])
-            loss_sum += masked_mse(pred[i:i + 1], *one).item()
-            zero_sum += masked_mse(torch.zeros_like(pred[i:i + 1]), *one).item()
+            loss_sum += target.loss(pred[i:i + 1], *one).item()
+            zero_sum += target.loss(torch.zeros_like(pred[i:i + 1]), *one).item()
     loss, zero = loss_sum / clips, zero_sum / clips
     return {"loss": loss, "predict0": zero, "ratio": loss / zero, "clips": clips, "split": split,
             "step": int(ckpt["step"])}

@@ -6,7 +6,11 @@ t = T/tubelet, h = H/patch, w = W/patch, D encoder width, Dd decoder width):
     video (B,C,T,H,W) -> patch_embed.proj Conv3d -> tokens (B,N,D) + fixed sin-cos positions
     keep the visible tokens (B,Nv,D) -> encoder blocks -> (B,Nv,D)
     -> decoder_embed (B,Nv,Dd), append mask tokens (B,Nm,Dd), add decoder positions
-    -> decoder blocks -> head on the masked tokens -> (B,Nm,out_dim)
+    -> decoder blocks -> head(s) on the masked tokens -> (B,Nm,out_dim)
+
+The output is one tensor whatever the target: a target with several heads (MME: trajectory
+and HOG, `Head`) gets them side by side on the same decoder output, concatenated along C in
+the order the target lists them (the order of its `build`'s channels).
 
 Token order is (t, h, w) row-major, the order masks (`train/masks`) and targets
 (`train/targets`) use. Predictions come out for masked tokens in increasing token index,
@@ -15,7 +19,8 @@ the same order as `target[mask]`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import torch
@@ -43,6 +48,51 @@ MODELS: dict[str, ModelSize] = {
     "vit_base": ModelSize(dim=768, depth=12, heads=12, decoder_dim=384, decoder_depth=4, decoder_heads=6),
     "vit_large": ModelSize(dim=1024, depth=24, heads=16, decoder_dim=512, decoder_depth=4, decoder_heads=8),
 }
+
+
+@dataclass(frozen=True)
+class Head:
+    """One prediction head on the decoder output: `dim` values per masked token."""
+    name: str
+    dim: int
+    hidden: int = 0     # 0: one Linear (VideoMAE); > 0: Linear -> GELU -> Linear (MME's heads)
+    act: str = ""       # output activation, an ACTIVATIONS key
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"": nn.Identity, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+HeadsSpec = int | Sequence[Head] | Sequence[dict]
+
+
+def as_heads(spec: HeadsSpec) -> tuple[Head, ...]:
+    """An int (one Linear head of that size, checkpoints before heads were stored), Heads, or
+    their dicts (as stored in a checkpoint) -> a tuple of Head."""
+    if isinstance(spec, int):
+        return (Head("out", spec),)
+    return tuple(h if isinstance(h, Head) else Head(**h) for h in spec)
+
+
+def make_head(in_dim: int, head: Head) -> nn.Module:
+    if head.act not in ACTIVATIONS:
+        raise KeyError(f"unknown head activation {head.act!r}; known: {', '.join(map(repr, ACTIVATIONS))}")
+    if head.hidden <= 0 and not head.act:
+        return nn.Linear(in_dim, head.dim)
+    layers = ([nn.Linear(in_dim, head.hidden), nn.GELU(), nn.Linear(head.hidden, head.dim)] if head.hidden > 0
+              else [nn.Linear(in_dim, head.dim)])
+    return nn.Sequential(*layers, ACTIVATIONS[head.act]())
+
+
+class Heads(nn.Module):
+    """Several heads on the same decoder output, concatenated along C in order."""
+
+    def __init__(self, in_dim: int, heads: Sequence[Head]):
+        super().__init__()
+        self.heads = nn.ModuleDict({h.name: make_head(in_dim, h) for h in heads})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([head(x) for head in self.heads.values()], dim=-1)
 
 
 def sincos_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -93,7 +143,7 @@ class PatchEmbed3d(nn.Module):
 
 
 class VideoMAE(nn.Module):
-    def __init__(self, size: ModelSize, grid: tuple[int, int, int], out_dim: int, tubelet: int = 2,
+    def __init__(self, size: ModelSize, grid: tuple[int, int, int], out_dim: HeadsSpec, tubelet: int = 2,
                  patch: int = 16, decoder_depth: int | None = None, drop_path: float = 0.0,
                  positions: str = "videomae", decoder_dim: int | None = None):
         super().__init__()
@@ -121,7 +171,11 @@ class VideoMAE(nn.Module):
             Block(dd, size.decoder_heads, size.mlp_ratio, qkv_bias=True, norm_layer=norm)
             for _ in range(depth)])
         self.decoder_norm = norm(dd)
-        self.head = nn.Linear(dd, out_dim)
+        self.head_specs = as_heads(out_dim)
+        self.out_dim = sum(h.dim for h in self.head_specs)
+        # one plain head stays a bare Linear: the state-dict keys of every checkpoint so far
+        self.head = (make_head(dd, self.head_specs[0]) if len(self.head_specs) == 1
+                     else Heads(dd, self.head_specs))
         self.apply(self._init_weights)
         trunc_normal_(self.mask_token, std=0.02)
 
@@ -163,7 +217,7 @@ class VideoMAE(nn.Module):
         return self.forward_head(self.forward_features(video, mask), mask)
 
 
-def build_model(name: str, grid: tuple[int, int, int], out_dim: int, tubelet: int = 2, patch: int = 16,
+def build_model(name: str, grid: tuple[int, int, int], out_dim: HeadsSpec, tubelet: int = 2, patch: int = 16,
                 decoder_depth: int | None = None, drop_path: float = 0.0, positions: str = "videomae",
                 decoder_dim: int | None = None) -> VideoMAE:
     if name not in MODELS:

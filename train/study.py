@@ -29,11 +29,11 @@ The report and plots are pure functions of `results.json` in `train/study_report
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import shlex
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from shards.cli import UsageError, run_main  # noqa: E402
+from shards.paths import data_dir  # noqa: E402
 from train.cli import Parser  # noqa: E402
 from train.config import REPO_ROOT, TrainConfig, load_file  # noqa: E402
 from train.study_report import format_finetuned, format_mean_std, machine, mean_std, write_report  # noqa: E402
@@ -103,10 +104,6 @@ class StudyConfig:
         if self.steps < 1 or not all(0 < f <= 1 for f in self.checkpoints):
             raise ValueError(f"need steps >= 1 and checkpoint fractions in (0, 1], "
                              f"got {self.steps}, {self.checkpoints}")
-        from preprocess.synthetic import STYLES
-
-        if self.style not in STYLES:
-            raise ValueError(f"unknown style {self.style!r}; known: {', '.join(STYLES)}")
         self.base_train()  # refuses unknown TrainConfig keys early
         from train.evaluate import EvalConfig
 
@@ -129,8 +126,6 @@ class StudyConfig:
                 else f"synthetic-motion{look}-{self.per_class}pc-{self.frames}f-{self.size}px")
 
     def root_path(self) -> Path:
-        from preprocess.config import data_dir
-
         if self.root:
             return Path(self.root).expanduser()
         # videos depend on (frames, size, style), not on the number per class: one folder grows in place
@@ -140,8 +135,6 @@ class StudyConfig:
         return data_dir() / name
 
     def shards_path(self) -> Path:
-        from preprocess.config import data_dir
-
         return Path(self.shards).expanduser() if self.shards else data_dir() / "shards" / self.corpus_name()
 
     def out_path(self) -> Path:
@@ -227,43 +220,50 @@ def _hms(seconds: float) -> str:
 
 # ---- stage 1: extract ---------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def synth_env(cfg: StudyConfig):
-    """The synthetic-motion adapter reads its size from the environment: set it for this study only."""
-    from preprocess.datasets.synthetic_motion import ENV
+# The synthetic-motion corpus reads its size and look from these environment variables
+# (documented in preprocess/datasets/synthetic_motion.py): part of the extraction CLI's
+# interface, like its flags. The study drives the CLI as a subprocess; train/ imports nothing
+# from preprocess/.
+SYNTH_ENV = {"per_class": "MOTION_MAE_SYNTH_PER_CLASS", "frames": "MOTION_MAE_SYNTH_FRAMES",
+             "size": "MOTION_MAE_SYNTH_SIZE", "style": "MOTION_MAE_SYNTH_STYLE", "seed": "MOTION_MAE_SYNTH_SEED"}
+EXTRACT_CLI = REPO_ROOT / "preprocess" / "extract.py"
 
-    values = {ENV["per_class"]: str(cfg.per_class), ENV["frames"]: str(cfg.frames), ENV["size"]: str(cfg.size),
-              ENV["style"]: cfg.style, ENV["seed"]: "0"}  # one corpus: the generator's default seed
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+
+def synth_env(cfg: StudyConfig) -> dict[str, str]:
+    """The environment of the extraction subprocess: this study's corpus size and look."""
+    values = {"per_class": str(cfg.per_class), "frames": str(cfg.frames), "size": str(cfg.size),
+              "style": cfg.style, "seed": "0"}  # one corpus: the generator's default seed
+    return {**os.environ, **{SYNTH_ENV[k]: v for k, v in values.items()}}
 
 
 def extract(cfg: StudyConfig, log) -> dict:
-    """Generate and extract the corpus (finished videos skipped); counts and seconds of the run
-    that did the work (kept in <out>/extract.json, so a resumed study does not report 0 s)."""
-    from preprocess.config import ExtractConfig
-    from preprocess.extract import run
-
-    ecfg = ExtractConfig(dataset="synthetic-motion", root=str(cfg.root_path()), out=str(cfg.shards_path()),
-                         workers=cfg.extract_workers)
+    """Generate and extract the corpus with the extraction CLI (finished videos skipped); counts
+    and seconds of the run that did the work (kept in <out>/extract.json, so a resumed study does
+    not report 0 s). The counts come from the manifest the CLI writes at the end of every run."""
+    shards = cfg.shards_path()
+    manifest_path = shards / "manifest.json"
+    before = manifest_path.read_text() if manifest_path.exists() else None
+    command = [sys.executable, str(EXTRACT_CLI), "--dataset", "synthetic-motion", "--root", str(cfg.root_path()),
+               "--out", str(shards), "--workers", str(cfg.extract_workers)]
     start = time.perf_counter()
-    with synth_env(cfg):
-        summary = run(ecfg, log=log)
-    if summary["failed"]:
-        log(f"WARNING: {summary['failed']} videos failed to extract; the study goes on without them "
-            f"(records in {summary['manifest']})")
-    record = {"videos": summary["videos"], "done": summary["done"], "skipped": summary["skipped"],
-              "failed": summary["failed"], "seconds": round(time.perf_counter() - start, 2)}
+    tail: list[str] = []
+    with subprocess.Popen(command, env=synth_env(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        for line in proc.stdout:
+            log(line.rstrip("\n"))
+            tail = (tail + [line.rstrip("\n")])[-20:]
+    after = manifest_path.read_text() if manifest_path.exists() else None
+    # exit 1 with a fresh manifest = some videos failed (recorded): go on; anything else stops here
+    if after is None or (proc.returncode != 0 and after == before):
+        raise RuntimeError(f"extraction failed (exit {proc.returncode}): {shlex.join(command)}\n" + "\n".join(tail))
+    run = json.loads(after)["run"]
+    if run["failed"]:
+        log(f"WARNING: {run['failed']} videos failed to extract; the study goes on without them "
+            f"(records in {manifest_path})")
+    record = {"videos": run["done"] + run["skipped"] + run["failed"], "done": run["done"], "skipped": run["skipped"],
+              "failed": run["failed"], "seconds": round(time.perf_counter() - start, 2)}
     path = cfg.out_path() / "extract.json"
-    if summary["done"] or not path.exists():  # keep the seconds of the run that did the work
+    if record["done"] or not path.exists():  # keep the seconds of the run that did the work
         path.write_text(json.dumps(record, indent=2))
     return json.loads(path.read_text())
 
@@ -375,11 +375,12 @@ def random_geometry(cfg: StudyConfig, seed: int) -> dict:
 
 def zero_loss(cfg: StudyConfig, method: str, batches: int = 10) -> float:
     """The loss of predicting 0 for every hidden token: 0 is the mean of a per-token normalized
-    target, so this is what a model that learned nothing about the target scores. Measured on
-    the first `batches` batches of the first seed's run (same clips, same masks)."""
+    target, so this is what a model that learned nothing about the target scores (for `mme`, whose
+    HOG part is not normalized, only its trajectory part: there it is an upper reference). Measured
+    on the first `batches` batches of the first seed's run (same clips, same masks)."""
     from train.data import ClipDataset, ClipSpec, make_loader
     from train.masks import NEEDS, get_mask
-    from train.targets import get_target, masked_mse
+    from train.targets import get_target
 
     run = cfg.run_config(method, cfg.seeds[0])
     target, mask_fn = get_target(run.target), get_mask(run.mask)
@@ -395,7 +396,7 @@ def zero_loss(cfg: StudyConfig, method: str, batches: int = 10) -> float:
         tgt, weight = target.build(batch, run.tubelet, run.patch_size, run.norm_target,
                                    target.norm(run.target_norm))                             # (B,N,C)
         pred = torch.zeros(mask.shape[0], int(mask[0].sum()), tgt.shape[-1])               # (B,Nm,C)
-        losses.append(masked_mse(pred, tgt, weight, mask).item())
+        losses.append(target.loss(pred, tgt, weight, mask).item())
     return float(np.mean(losses))
 
 

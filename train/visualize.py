@@ -14,7 +14,7 @@ Files written into --out (PNG: the middle frame of the range; GIF: every frame o
                            brightness = speed, one scale for both (the wheel in the corner, its
                            rim = the top speed shown)
     tracks.png / .gif      the trajectories starting at frame t (positions rebuilt with
-                           preprocess.trajectories.positions), drawn on frame t + L, coloured by
+                           shards.tracks.positions), drawn on frame t + L, coloured by
                            step from dark (start) to yellow (end)
     hog.png / hog.gif      frame | HOG glyphs at 2x: per cell a line along the dominant edge
                            (perpendicular to the dominant gradient bin), length ~ its magnitude
@@ -42,8 +42,9 @@ if __package__ in (None, ""):  # `python train/visualize.py` as well as `python 
 
 from shards.cli import UsageError, run_main  # noqa: E402
 from shards.schema import CELL  # noqa: E402
+from shards.tracks import positions  # noqa: E402
 from train.cli import Parser  # noqa: E402
-from train.config import DEMO_SHARDS, TrainConfig, resolve_shards  # noqa: E402
+from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, resolve_shards  # noqa: E402
 from train.data import ClipDataset, ClipSpec, camera_inclusive  # noqa: E402
 from train.masks import MASKS, NEEDS  # noqa: E402
 from train.targets.pixel import MEAN, STD, patchify  # noqa: E402
@@ -221,8 +222,6 @@ def save_gif(frames: list[np.ndarray], path: Path, fps: float = 6.0, colors: int
 def motion_figures(video, start: int, count: int, step: int = 2, arrow_scale: float = 3.0,
                    zoom: float = 1.0) -> dict[str, list[np.ndarray]]:
     """Frames of the mv, flow, tracks and hog figures for stored frames [start, start + count)."""
-    from preprocess.trajectories import positions
-
     n = int(video.attrs["num_frames"])
     t0, t1 = max(0, min(start, n - 2)), min(n - 1, start + count)   # frames with a flow to the next
     if t1 <= t0:
@@ -294,7 +293,7 @@ def reconstruction_figures(batch: dict, ckpt: dict, cfg: TrainConfig,
     """Original | visible patches | reconstruction of a pixel-target checkpoint on `batch` (B=1):
     grid image, animation frames and the MSE over hidden pixels (pixels in [0, 1])."""
     grid = cfg.grid
-    model = cfg.build_model(int(ckpt["out_dim"]))
+    model = cfg.build_model(ckpt.get("heads") or int(ckpt["out_dim"]))
     model.load_state_dict(ckpt["model"])
     model.eval()
     mask = MASKS[cfg.mask](batch, grid, cfg.ratio, torch.Generator().manual_seed(cfg.seed))   # (1,N)

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from . import demo, folder, hmdb51, k400, listfile, ssv2, synthetic_motion, ucf101
-from ..config import DATA_ENV, data_dir
+from shards.paths import DATA_ENV, data_dir
 from .base import Adapter, DatasetRootError, DatasetUsageError, Listing, VideoItem, unique_ids
 
 __all__ = ["DATASETS", "Adapter", "DatasetRootError", "DatasetUsageError", "Listing", "VideoItem", "default_root", "get_adapter",

@@ -7,9 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from preprocess.hog import along_trajectories, cell_hog
-from preprocess.trajectories import positions, track
+from preprocess.hog import cell_hog
+from preprocess.trajectories import track
 from shards.schema import HOG_BINS
+from shards.tracks import along_trajectories, positions, reached
 
 
 def ramp(angle_deg: float, slope: float = 2.0, size: int = 32) -> np.ndarray:
@@ -65,9 +66,12 @@ def test_along_trajectories_static_pattern():
     aligned = along_trajectories(hog, positions(traj, valid, homs), valid)
     assert aligned.shape == (5, 5, 6, 3, HOG_BINS)
     expected = np.broadcast_to(hog[:, :, :, None], aligned.shape)
-    assert np.allclose(aligned[valid], expected[valid], atol=1e-5)
-    assert not aligned[~valid].any()
+    seen = reached(valid)
+    assert np.allclose(aligned[seen], expected[seen], atol=1e-5)
+    assert not aligned[~seen].any()
     assert valid[0].all() and not valid[4].any()
+    # the last frame's points have no valid step, but their start position is real
+    assert seen[4, ..., 0].all() and not seen[4, ..., 1:].any()
 
 
 def test_along_trajectories_follows_a_moving_pattern():
@@ -84,6 +88,26 @@ def test_along_trajectories_follows_a_moving_pattern():
     # cell (i, j) of frame 0 is cell (i, j + 1) of frame 1, and its inner cells are unaffected by the crop
     assert valid[0, 1:-1, 1:4].all()
     assert np.allclose(aligned[0, 1:-1, 1:4, 1], hog[0, 1:-1, 1:4], atol=1e-4)
+
+
+def test_along_trajectories_keeps_the_last_position_in_the_frame():
+    """A point that leaves the frame at step l was still inside at p_l: step l has its HOG
+    (gated on valid[l - 1]), step l + 1 has none."""
+    rng = np.random.default_rng(1)
+    big = cv2.GaussianBlur(rng.uniform(0, 255, (40, 96)).astype(np.float32), (0, 0), 1.5)
+    frames = np.stack([big[:, 24 - 8 * t: 72 - 8 * t] for t in range(4)])  # content moves +8 px/frame
+    hog = cell_hog(frames)
+    flow = np.zeros((3, 40, 48, 2), np.float32)
+    flow[..., 0] = 8.0
+    homs = np.broadcast_to(np.eye(3, dtype=np.float32), (3, 3, 3))
+    traj, valid = track(flow, homs, 3, median=1)
+    aligned = along_trajectories(hog, positions(traj, valid, homs), valid)
+    # column 4 of frame 0 (x = 35.5): step 0 lands at 43.5 (inside), step 1 at 51.5 (outside, W = 48)
+    col = (0, slice(None), 4)
+    assert valid[col][:, 0].all() and not valid[col][:, 1:].any()
+    assert np.allclose(aligned[col][:, 1], hog[1, :, 5], atol=1e-4)        # p_1 = 43.5: cell 5 of frame 1
+    assert (aligned[col][:, 1].sum(-1) > 0).all()
+    assert not aligned[col][:, 2].any()
 
 
 def test_measure_speed(capsys):

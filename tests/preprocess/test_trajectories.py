@@ -8,7 +8,8 @@ import numpy as np
 
 from preprocess.flow import warped_flow
 from preprocess.synthetic import MovingObject, Scene
-from preprocess.trajectories import cell_centres, positions, track
+from preprocess.trajectories import track
+from shards.tracks import cell_centres, positions
 from tests.preprocess.test_flow import scene_gray
 
 H, W, L = 128, 160, 6

@@ -42,18 +42,20 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tiny_shards, tmp_path):
 
 
 def test_non_finite_loss_stops_loudly(tiny_shards, tmp_path, monkeypatch):
-    import train.engine as engine
-    monkeypatch.setattr(engine, "masked_mse", lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    from dataclasses import replace
+
+    nan = replace(TARGETS["pixel"], loss=lambda *a: torch.tensor(float("nan"), requires_grad=True))
+    monkeypatch.setitem(TARGETS, "pixel", nan)
     with pytest.raises(RuntimeError, match="non-finite"):
         train(tiny_config(tiny_shards, tmp_path), log=lambda s: None)
 
 
-@pytest.mark.parametrize("target", ["pixel", "mme"])
+@pytest.mark.parametrize("target", ["pixel", "mme", "mme_single"])
 def test_overfits_a_tiny_batch(tiny_shards, target):
     from train.data import ClipDataset, ClipSpec, make_loader
     from train.masks import get_mask
     from train.model import build_model
-    from train.targets import get_target, masked_mse
+    from train.targets import get_target
 
     torch.manual_seed(0)
     tgt = get_target(target)
@@ -62,16 +64,26 @@ def test_overfits_a_tiny_batch(tiny_shards, target):
     grid = (2, 2, 2)
     mask = get_mask("tube")(batch, grid, 0.5, torch.Generator().manual_seed(0))
     target_values, weight = tgt.build(batch, 2, 16)
-    model = build_model("vit_pico", grid, tgt.out_dim(2, 16, ds.traj_len))
+    model = build_model("vit_pico", grid, tgt.heads(2, 16, ds.traj_len))
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(80):
-        loss = masked_mse(model(batch["video"], mask), target_values, weight, mask)
+        loss = tgt.loss(model(batch["video"], mask), target_values, weight, mask)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+
+
+def test_an_mme_checkpoint_keeps_its_two_heads_for_evaluation(tiny_shards, tmp_path):
+    from train.evaluate import EvalConfig, load_encoder
+
+    train(tiny_config(tiny_shards, tmp_path, target="mme"), log=lambda s: None)
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT)
+    assert [h["name"] for h in ckpt["heads"]] == ["traj", "hog"] and "head.heads.hog.0.weight" in ckpt["model"]
+    mae, _, _ = load_encoder(EvalConfig(checkpoint=str(tmp_path / CHECKPOINT), shards=str(tiny_shards)))
+    assert set(mae.head.heads) == {"traj", "hog"}
 
 
 def test_demo_shards_follow_the_data_dir(monkeypatch, tmp_path):

@@ -59,3 +59,27 @@ def test_separable_positions_share_the_place_across_time():
     assert model.pos_embed.shape == (1, 8, 64) and model.decoder_pos_embed.shape == (1, 8, 32)
     with pytest.raises(KeyError, match="known: videomae, separable"):
         build_model("vit_pico", (2, 2, 2), 4, positions="learned")
+
+
+def test_two_heads_side_by_side_with_their_activations():
+    # MME's decoder heads (XinyuSun/MME pretrain/model.py): Linear(Dd, 512) -> GELU -> Linear -> act,
+    # concatenated in the target's order; one plain head stays a bare Linear (checkpoint keys unchanged)
+    from train.model import Head
+
+    torch.manual_seed(0)
+    heads = (Head("traj", 8, 512, "tanh"), Head("hog", 5, 512, "sigmoid"))
+    model = build_model("vit_pico", (1, 2, 2), heads)
+    assert model.out_dim == 13 and set(model.head.heads) == {"traj", "hog"}
+    traj = model.head.heads["traj"]
+    assert [type(m).__name__ for m in traj] == ["Linear", "GELU", "Linear", "Tanh"]
+    assert traj[0].in_features == 32 and traj[0].out_features == 512 and traj[2].out_features == 8
+    video = torch.randn(2, 3, 2, 32, 32) * 50                                 # drive the heads to saturation
+    mask = torch.tensor([[True, False, True, True], [False, True, True, True]])
+    with torch.no_grad():
+        out = model(video, mask)
+    assert out.shape == (2, 3, 13)
+    assert out[..., :8].abs().max() <= 1 and out[..., 8:].min() >= 0 and out[..., 8:].max() <= 1
+    # stored as dicts in a checkpoint, rebuilt to the same state-dict keys
+    again = build_model("vit_pico", (1, 2, 2), [h.to_dict() for h in heads])
+    assert again.state_dict().keys() == model.state_dict().keys()
+    assert "head.weight" in build_model("vit_pico", (1, 2, 2), 7).state_dict()

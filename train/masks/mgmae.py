@@ -1,7 +1,12 @@
 """Motion-guided masking of MGMAE (Huang et al. ICCV'23), following their public code.
 
-1. A visibility score map on the base frame (time slice of frame T//2): a mixture of
-   20 Gaussians with random centres and a std of 16 input pixels, on the 8 px cell grid.
+1. A visibility score map on the base frame (time slice of frame T//2), MGMAE's
+   `MixGaussianInitialMaskingGenerator` (`dataset/masking_generator.py`, default
+   `method='max'`): one Gaussian per visible token, centred on distinct random token
+   centres, `exp(-|p - c|^2 / patch^2)` (their `gaussian_2d` with `std_x = std_y =
+   patch_size` and no factor 2), combined by their **max** and divided by the map's max;
+   evaluated at the 8 px cell centres. Its top-k tokens are exactly the Gaussians' tokens:
+   the base slice's visible set is a uniform random set of tokens (docs/masks.md).
 2. The map is carried to the other slices by backward warping with `grid_sample`, one
    slice at a time, along the *camera-inclusive* optical flow (the stored compensated
    flow plus the homography's displacement, composed over the frames of a tubelet by
@@ -24,8 +29,6 @@ import torch.nn.functional as F
 from .common import hidden_per_slice, hide_lowest
 
 NEEDS: frozenset[str] = frozenset({"flow"})
-NUM_GAUSSIANS = 20
-STD_PX = 16.0
 INVERSION_STEPS = 3
 
 
@@ -68,13 +71,23 @@ def invert(flow: torch.Tensor, steps: int = INVERSION_STEPS) -> torch.Tensor:
     return back
 
 
-def initial_map(B: int, hc: int, wc: int, generator: torch.Generator, cell: int = 8) -> torch.Tensor:
-    """(B,1,Hc,Wc) mixture of Gaussians at cell centres; centres uniform over the frame."""
-    size = torch.tensor([wc * cell, hc * cell], dtype=torch.float32)
-    centres = torch.rand(B, NUM_GAUSSIANS, 2, generator=generator) * size      # (B,K,2) px
+def initial_map(B: int, grid: tuple[int, int], cells: tuple[int, int], num_visible: int,
+                generator: torch.Generator, cell: int = 8) -> torch.Tensor:
+    """(B,1,Hc,Wc) MGMAE's initial visibility map on the cell grid.
+
+    `num_visible` Gaussians per sample on distinct random token centres ((P-1)/2 + P j px,
+    P = token side in px, as their `rand_pos * patch_size + (patch_size - 1) / 2`), each
+    exp(-d^2 / P^2) (their `gaussian_2d`, std = patch_size, peak 1), max over Gaussians, / max.
+    """
+    (h, w), (hc, wc) = grid, cells
+    patch = cell * (hc // h)                                                     # token side, px
+    k = max(num_visible, 1)  # a slice with nothing visible still needs a map to warp (any map)
+    token = torch.rand(B, h * w, generator=generator).argsort(-1)[:, :k]           # (B,K) distinct
+    centres = torch.stack([token % w, token // w], -1).float() * patch + (patch - 1) / 2   # (B,K,2) px (x, y)
     p = cell_centres(hc, wc).reshape(1, 1, hc * wc, 2)
     d2 = ((p - centres[:, :, None]) ** 2).sum(-1)                                # (B,K,Hc*Wc)
-    return torch.exp(-d2 / (2 * STD_PX ** 2)).sum(1).reshape(B, 1, hc, wc)
+    score = torch.exp(-d2 / patch ** 2).amax(1)                                  # (B,Hc*Wc)
+    return (score / score.amax(-1, keepdim=True)).reshape(B, 1, hc, wc)
 
 
 def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch.Generator) -> torch.Tensor:
@@ -87,7 +100,8 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
     # slice-to-slice flows s -> s+1 (B,Hc,Wc,2), composed over the tau frames in between
     slice_flow = [compose(flow[:, s * tau:(s + 1) * tau]) for s in range(t - 1)]
 
-    init = initial_map(B, hc, wc, generator)
+    hidden = hidden_per_slice(grid, ratio)
+    init = initial_map(B, (h, w), (hc, wc), h * w - hidden, generator)
     maps = [None] * t
     maps[base] = init
     for s in range(base - 1, -1, -1):
@@ -99,4 +113,4 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
 
     score = F.avg_pool2d(torch.cat(maps, 1), hc // h).reshape(B, t, h * w)        # (B,t,h*w)
     score = score + 1e-6 * torch.rand(score.shape, generator=generator)
-    return hide_lowest(score, hidden_per_slice(grid, ratio)).reshape(B, t * h * w)
+    return hide_lowest(score, hidden).reshape(B, t * h * w)

@@ -6,6 +6,8 @@ import torch
 
 from shards.schema import CELL, HOG_BINS
 
+from .common import masked_mse, one_head
+
 NAME = "hog"
 NEEDS: frozenset[str] = frozenset({"hog"})
 NORMS = ("token",)             # per token over all its values
@@ -25,3 +27,7 @@ def build(batch: dict, tubelet: int, patch: int, normalize: bool = True,
     if normalize:
         x = (x - x.mean(-1, keepdim=True)) / (x.std(-1, keepdim=True) + 1e-6)
     return x, torch.ones_like(x)
+
+
+heads = one_head(out_dim)
+loss = masked_mse

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .common import masked_mse, one_head
+
 NAME = "pixel"
 NEEDS: frozenset[str] = frozenset()
 NORMS = ("channel",)           # per token, per colour channel over the cube's pixels (VideoMAE)
@@ -32,3 +34,7 @@ def build(batch: dict, tubelet: int, patch: int, normalize: bool = True,
         x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
     target = x.flatten(2)                                           # (B,N,P*C)
     return target, torch.ones_like(target)
+
+
+heads = one_head(out_dim)
+loss = masked_mse

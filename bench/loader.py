@@ -1,7 +1,8 @@
 """Trainer benchmark: clips/s of the shard loader against decoding the same clips, and step time.
+(Here, not in train/: it compares the loader with the decoders of preprocess/.)
 
-    python -m train.bench                      # demo shards (extracted first if missing)
-    python -m train.bench --shards PATH --decord-python /tmp/decord-venv/bin/python
+    python -m bench.loader                      # demo shards (extracted first if missing)
+    python -m bench.loader --shards PATH --decord-python /tmp/decord-venv/bin/python
 
 Loader, one worker (one core), the same random clips for every reader: the shard loader
 (`train.data.read_clip_at`: frames plus the motion arrays each method needs, crop, resize,
@@ -87,7 +88,7 @@ def step_time(model: str, frames: int, size: int, batch: int, target: str = "pix
     torch.manual_seed(0)
     grid = (frames // 2, size // 16, size // 16)
     t = get_target(target)
-    net = build_model(model, grid, t.out_dim(2, 16, 6))
+    net = build_model(model, grid, t.heads(2, 16, 6))
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     n = grid[0] * grid[1] * grid[2]
     video = torch.randn(batch, 3, frames, size, size)
@@ -108,7 +109,7 @@ def step_time(model: str, frames: int, size: int, batch: int, target: str = "pix
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m train.bench", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.loader", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shards", default=None, help="default: the demo shards (extracted if missing)")
     p.add_argument("--clips", type=int, default=40)
