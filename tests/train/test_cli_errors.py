@@ -17,6 +17,7 @@ from shards.cli import run_main
 from train import evaluate, export, pretrain, visualize
 from train.config import HELP, TrainConfig
 from train.masks import MASKS
+from train.targets import TARGETS
 
 MASK_CHOICES = ", ".join(repr(m) for m in MASKS)  # 'tube', 'random', 'mgm', ...
 
@@ -153,12 +154,12 @@ def test_pretrain_help_shows_the_library_defaults_and_choices_not_the_demo(capsy
     monkeypatch.setattr(pretrain, "DEMO_CONFIG", Path("/nonexistent/demo.yaml"))  # --help must not read it
     usage = help_text("pretrain", capsys)
     flags = options("pretrain")
-    assert "{" + ",".join(MASKS) + "}" in usage and "{pixel,hog,mme}" in usage and "{vit_pico,vit_tiny," in usage
+    assert "{" + ",".join(MASKS) + "}" in usage and "{" + ",".join(TARGETS) + "}" in usage and "{vit_pico,vit_tiny," in usage
     assert "(default: tube)" in flags["--mask"] and "(default: pixel)" in flags["--target"]
     assert "(default: vit_small)" in flags["--model"]
     assert "(default: 16)" in flags["--num-frames"] and "(default: 224)" in flags["--input-size"]
     assert "runs/<shards name>-<mask>-<target>-<model>" in flags["--out"]
-    assert "mme: points, token, motion" in flags["--target-norm"]
+    assert "mme: points, none; mme_single: points, token, motion" in flags["--target-norm"]
 
 
 def test_evaluate_usage_shows_export(capsys):
