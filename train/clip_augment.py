@@ -21,18 +21,21 @@ from timm.data.random_erasing import RandomErasing
 
 
 @contextmanager
-def seeded_global_rng(seed: int):
-    """Seed python's, numpy's and torch's global generators; restore their states on exit."""
+def seeded_global_rng(seed: int, with_torch: bool = False):
+    """Seed python's and numpy's (and torch's) global generators; restore their states on exit."""
     py, nps = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        random.seed(seed)
-        np.random.seed(seed)
+    torch_state = torch.get_rng_state() if with_torch else None
+    random.seed(seed)
+    np.random.seed(seed)
+    if with_torch:
         torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(nps)
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(nps)
+        if with_torch:
+            torch.set_rng_state(torch_state)
 
 
 @lru_cache(maxsize=8)
@@ -59,6 +62,6 @@ def erase_clip(video: torch.Tensor, probability: float, seed: int) -> torch.Tens
     filled with per-pixel normal noise (timm RandomErasing, mode 'pixel', one box)."""
     C, T, S, _ = video.shape
     eraser = RandomErasing(probability, mode="pixel", max_count=1, device="cpu")
-    with seeded_global_rng(seed):
+    with seeded_global_rng(seed, with_torch=True):   # the noise fill draws from torch
         eraser(video.reshape(C * T, S, S))   # a view: the box is cut in every frame in place
     return video

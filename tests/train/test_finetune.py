@@ -213,3 +213,26 @@ def test_finetune_with_the_papers_regularization_and_multi_view_testing(labelled
 def test_an_odd_batch_under_mixup_is_refused(labelled_shards):
     with pytest.raises(ValueError, match="even batch"):
         finetune("random", labelled_shards, model="vit_pico", mixup=0.8, **{**TINY, "batch_size": 3})
+
+
+@pytest.mark.parametrize("name", ["finetune_k400.yaml", "finetune_ssv2.yaml", "finetune_ucf101.yaml",
+                                  "finetune_demo.yaml"])
+def test_every_finetune_config_loads_and_runs_a_step(name, labelled_shards, tmp_path):
+    from dataclasses import asdict
+
+    from train.config import load_file
+    from train.evaluate import main, parse_args
+
+    values = load_file(name)
+    defaults = asdict(EvalConfig())
+    for key, value in values.items():  # yaml's 5e-4 is a string, 5.0e-4 a float: each value typed as its field
+        if defaults[key] is not None:
+            assert type(value) is type(defaults[key]) or isinstance(defaults[key], float) and type(value) is int, key
+    cfg = parse_args(["--checkpoint", "random", "--config", name])
+    assert cfg.finetune and cfg.mixup == 0.8 and cfg.cutmix == 1.0 and cfg.smoothing == 0.1 and cfg.randaug
+    out = tmp_path / "result.json"
+    result = main(["--checkpoint", "random", "--config", name, "--shards", str(labelled_shards), "--model", "vit_pico",
+                   "--num-frames", "4", "--sampling-rate", "2", "--input-size", "32", "--batch-size", "2",
+                   "--max-steps", "1", "--num-workers", "0", "--device", "cpu", "--out", str(out)])
+    check_metrics(result)
+    assert result["views_per_video"] == cfg.clips * cfg.test_crops and out.exists()
