@@ -64,7 +64,7 @@ from train.engine import Dist, init_distributed, load_checkpoint, resolve_device
 from train.finetune import check as check_finetune  # noqa: E402
 from train.finetune import train_classifier  # noqa: E402
 from train.model import VideoMAE, build_model  # noqa: E402
-from train.sampling import test_views  # noqa: E402
+from train.sampling import multi_views  # noqa: E402
 
 GEOMETRY = ("model", "num_frames", "sampling_rate", "input_size", "tubelet", "patch_size")
 
@@ -196,7 +196,7 @@ def load_encoder(cfg: EvalConfig) -> tuple[VideoMAE, EvalConfig, dict]:
 # ---- data -------------------------------------------------------------------------------------
 
 class Views(Dataset):
-    """Item i = view i % per_video of video i // per_video (`train.sampling.test_views`, clip-major:
+    """Item i = view i % per_video of video i // per_video (`train.sampling.multi_views`, clip-major:
     clips x crops): {"video", "item"}."""
 
     def __init__(self, path, ids: list[str], spec: ClipSpec, clips: int, crops: int = 1, tsn: bool = False):
@@ -215,7 +215,7 @@ class Views(Dataset):
         v, view = divmod(item, self.per_video)
         video = self._ds[self.ids[v]]
         a = video.attrs
-        views = test_views(int(a["num_frames"]), int(a["height"]), int(a["width"]), self.spec, self.clips,
+        views = multi_views(int(a["num_frames"]), int(a["height"]), int(a["width"]), self.spec, self.clips,
                            self.crops, self.tsn)
         idx, rate, box = views[view]
         clip = read_clip_at(video, self.spec, idx, rate, box)

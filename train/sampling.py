@@ -53,7 +53,7 @@ def spatial_crops(height: int, width: int, crops: int) -> list[tuple[int, int, i
     return [(s, 0, side) if width >= height else (0, s, side) for s in starts]
 
 
-def test_views(num_stored: int, height: int, width: int, spec: ClipSpec, clips: int, crops: int = 1,
+def multi_views(num_stored: int, height: int, width: int, spec: ClipSpec, clips: int, crops: int = 1,
                tsn: bool = False) -> list[tuple[np.ndarray, int, tuple[int, int, int]]]:
     """clips x crops deterministic views, clip-major: [(frame indices (T,), stride, (x0, y0, side))]."""
     if tsn:
