@@ -4,7 +4,7 @@
     python train/evaluate.py --checkpoint random --model vit_pico --num-frames 8 --sampling-rate 2 \\
         --input-size 64                                                          # random-init baseline
     python train/evaluate.py --checkpoint runs/demo/checkpoint.pt --finetune --epochs 10
-    python train/evaluate.py --checkpoint runs/demo/checkpoint.pt --config finetune_demo.yaml   # mixup, RandAugment, 2x3 views
+    python train/evaluate.py --checkpoint runs/demo/checkpoint.pt --config finetune_demo.yaml  # the papers' recipe
     python train/evaluate.py --checkpoint CKPT --shards data/shards/k400 --config finetune_k400.yaml
     python train/evaluate.py export --checkpoint runs/demo/checkpoint.pt --out encoder.pth   # train/export.py
     torchrun --nproc-per-node 8 train/evaluate.py --checkpoint CKPT --shards data/shards/k400 --finetune
@@ -85,7 +85,7 @@ class EvalConfig:
     patch_size: int | None = None
     clips: int = 2                  # temporal clips per video: probe training samples and test views (K400 5, SSv2 2)
     test_crops: int = 1             # spatial test views per clip along the long side (K400 / SSv2 3); 1 = centre
-    tsn: bool = False               # TSN segments (SSv2): one frame of each of num_frames segments, sampling_rate unused
+    tsn: bool = False               # TSN (SSv2): one frame from each of num_frames segments; no sampling_rate
     # linear probe
     probe_wd: float = 1e-3          # L2 penalty on the classifier weights (features are standardized)
     probe_iters: int = 200          # L-BFGS iterations
@@ -102,7 +102,7 @@ class EvalConfig:
     min_crop: float = 0.66          # training crops, as in pretraining
     flip: bool = True               # random horizontal flips of training clips; off where labels have a direction
     # the papers' fine-tuning regularization: off by default, on in train/configs/finetune_*.yaml
-    min_area: float = 0.0           # > 0: random resized crops, area in [min_area, 1], aspect [3/4, 4/3] (VideoMAE 0.08)
+    min_area: float = 0.0           # > 0: random resized crops, area [min_area, 1], aspect [3/4, 4/3] (VideoMAE 0.08)
     randaug: str = ""               # timm RandAugment policy, one draw per clip (VideoMAE 'rand-m7-n4-mstd0.5-inc1')
     reprob: float = 0.0             # random erasing probability, one box on every frame (VideoMAE 0.25)
     mixup: float = 0.0              # mixup alpha (VideoMAE 0.8); 0 = off
@@ -216,7 +216,7 @@ class Views(Dataset):
         video = self._ds[self.ids[v]]
         a = video.attrs
         views = multi_views(int(a["num_frames"]), int(a["height"]), int(a["width"]), self.spec, self.clips,
-                           self.crops, self.tsn)
+                            self.crops, self.tsn)
         idx, rate, box = views[view]
         clip = read_clip_at(video, self.spec, idx, rate, box)
         return {"video": torch.from_numpy(np.ascontiguousarray(clip["video"])), "item": torch.tensor(item)}
@@ -328,8 +328,8 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     if d.main:
         log(f"motion-mae evaluate ({cfg.mode}), world {d.world}, device {device}\n{cfg.describe()}")
         log(f"{cfg.model} from {info['checkpoint']}: {num_classes} classes, {len(train_ids)} train / "
-            f"{len(val_ids)} val videos ({train_skipped} / {val_skipped} unlabelled skipped), {cfg.clips} clips x {cfg.test_crops} crops "
-            f"per val video{' (TSN segments)' if cfg.tsn else ''}")
+            f"{len(val_ids)} val videos ({train_skipped} / {val_skipped} unlabelled skipped), "
+            f"{cfg.clips} clips x {cfg.test_crops} crops per val video{' (TSN segments)' if cfg.tsn else ''}")
     model = VideoClassifier(mae, num_classes).to(device)
     del mae
     seconds = {}

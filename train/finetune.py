@@ -180,8 +180,7 @@ def layer_groups(model: VideoClassifier, weight_decay: float, layer_decay: float
 
 def train_classifier(model: VideoClassifier, cfg: EvalConfig, ids: list[str], labels: dict[str, int],
                      device: torch.device, d: Dist, log) -> dict:
-    """Fine-tune `model` in place on random clips of `ids`; returns the loss summary."""
-    check(cfg)
+    """Fine-tune `model` in place on random clips of `ids` (options checked by `check`); returns the loss summary."""
     dataset = FinetuneClips(cfg.shards_path(), cfg, ids, labels)
     steps_per_epoch = max(1, len(dataset) // (cfg.batch_size * d.world))
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, round(cfg.epochs * steps_per_epoch))

@@ -54,7 +54,7 @@ def spatial_crops(height: int, width: int, crops: int) -> list[tuple[int, int, i
 
 
 def multi_views(num_stored: int, height: int, width: int, spec: ClipSpec, clips: int, crops: int = 1,
-               tsn: bool = False) -> list[tuple[np.ndarray, int, tuple[int, int, int]]]:
+                tsn: bool = False) -> list[tuple[np.ndarray, int, tuple[int, int, int]]]:
     """clips x crops deterministic views, clip-major: [(frame indices (T,), stride, (x0, y0, side))]."""
     if tsn:
         rate = max(1, num_stored // spec.num_frames)  # the mean gap; motion keys are not read in testing

@@ -236,3 +236,16 @@ def test_every_finetune_config_loads_and_runs_a_step(name, labelled_shards, tmp_
                    "--max-steps", "1", "--num-workers", "0", "--device", "cpu", "--out", str(out)])
     check_metrics(result)
     assert result["views_per_video"] == cfg.clips * cfg.test_crops and out.exists()
+
+
+def test_a_config_file_sets_defaults_that_flags_override(tmp_path, capsys):
+    from train.evaluate import parse_args
+
+    path = tmp_path / "ft.yaml"
+    path.write_text("finetune: true\nmixup: 0.5\nepochs: 7\n")
+    cfg = parse_args(["--checkpoint", "random", "--config", str(path), "--epochs", "3"])
+    assert cfg.finetune and cfg.mixup == 0.5 and cfg.epochs == 3 and cfg.cutmix == 0.0
+    path.write_text("mixupp: 0.5\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--checkpoint", "random", "--config", str(path)])
+    assert "unknown EvalConfig keys ['mixupp']" in capsys.readouterr().err
