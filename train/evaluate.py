@@ -4,30 +4,40 @@
     python train/evaluate.py --checkpoint random --model vit_pico --num-frames 8 --sampling-rate 2 \\
         --input-size 64                                                          # random-init baseline
     python train/evaluate.py --checkpoint runs/demo/checkpoint.pt --finetune --epochs 10
+    python train/evaluate.py --checkpoint runs/demo/checkpoint.pt --config finetune_demo.yaml  # the papers' recipe
+    python train/evaluate.py --checkpoint CKPT --shards data/shards/k400 --config finetune_k400.yaml
     python train/evaluate.py export --checkpoint runs/demo/checkpoint.pt --out encoder.pth   # train/export.py
     torchrun --nproc-per-node 8 train/evaluate.py --checkpoint CKPT --shards data/shards/k400 --finetune
 
-Both modes test the same way: `clips` temporal windows per video, spread evenly, each the
-centre square of the full short side, resized to the pretraining input size; a video's
-softmax scores are averaged over its clips; top-1 and top-5 on the val split.
+Both modes test the same way: `clips` temporal windows per video (spread evenly, or TSN
+segment offsets with `tsn`) x `test_crops` squares of the full short side along the long
+side (1 = the centre), resized to the pretraining input size; a video's softmax scores are
+averaged over its clips x test_crops views (VideoMAE: K400 5 x 3, SSv2 2 x 3); top-1 and
+top-5 on the val split.
 
 - **Linear probe.** The frozen encoder encodes every token (no mask); a clip's feature is the
   mean over tokens of the encoder output, standardized with the train split's mean and std
   (MAE's affine-free BatchNorm). A multinomial logistic regression with an L2 penalty
   (`probe_wd`) is fit by full-batch L-BFGS on the train clips, each clip one sample: a convex
   problem, so no learning rate to tune and the same answer on every run.
-- **Fine-tuning** (`--finetune`): VideoMAE's classification model on the pretrained encoder
-  (all tokens -> blocks -> norm -> mean -> LayerNorm -> linear head), trained end to end on
-  random clips with the pretraining augmentation (random crop, motion-consistent flip; `flip
-  False` where a mirror changes the class, e.g. left/right or clockwise on SSv2 and synthetic-motion),
-  AdamW, layer-wise lr decay, warmup + cosine, bf16 autocast on CUDA, DDP under torchrun.
+- **Fine-tuning** (`--finetune`, train/finetune.py): VideoMAE's classification model on the
+  pretrained encoder (all tokens -> blocks -> norm -> mean -> LayerNorm -> linear head), trained
+  end to end on random clips (`flip False` where a mirror changes the class, e.g. left/right or
+  clockwise on SSv2 and synthetic-motion), AdamW, layer-wise lr decay, drop path, warmup +
+  cosine, bf16 autocast on CUDA, DDP under torchrun. The papers' regularization (mixup,
+  cutmix, label smoothing, RandAugment and random erasing identical across frames, random
+  resized crops, repeated augmentation, TSN sampling) is off by default, so that short runs
+  and the study stay comparable, and one `--config train/configs/finetune_*.yaml` away
+  (docs/finetuning.md).
 
 Labels are the ones stored at extraction (`ds.labels()`); unlabelled videos are skipped and
 counted. `--checkpoint random` builds the encoder with random weights (the baseline), with
 the geometry given by flags (TrainConfig defaults otherwise). The shards are the ones the
 checkpoint was pretrained on (the demo set for "random") unless --shards names others. The
 result (metrics, per-video predictions, the config, the checkpoint, timings) is printed and
-written as JSON to --out. Errors are one line; --debug shows the traceback.
+written as JSON to --out. `--config FILE` (yaml/json of EvalConfig fields, e.g.
+train/configs/finetune_k400.yaml) sets defaults that flags override. Errors are one line;
+--debug shows the traceback.
 """
 from __future__ import annotations
 
@@ -44,18 +54,21 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 if __package__ in (None, ""):  # `python train/evaluate.py` as well as `python -m train.evaluate`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shards.cli import run_main  # noqa: E402
+from shards.cli import UsageError, run_main  # noqa: E402
 from train.cli import Parser  # noqa: E402
-from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, parse_bool, parse_optional, resolve_shards  # noqa: E402
-from train.data import ClipDataset, ClipSpec, Timer, eval_views, make_loader, read_clip_at  # noqa: E402
-from train.engine import Dist, init_distributed, load_checkpoint, lr_at, resolve_device  # noqa: E402
+from train.config import (DEMO_SHARDS, REPO_ROOT, TrainConfig, load_file, parse_bool, parse_optional,  # noqa: E402
+                          resolve_shards)
+from train.data import ClipSpec, read_clip_at  # noqa: E402
+from train.engine import Dist, init_distributed, load_checkpoint, resolve_device  # noqa: E402
+from train.finetune import check as check_finetune  # noqa: E402
+from train.finetune import train_classifier  # noqa: E402
 from train.model import VideoMAE, build_model  # noqa: E402
+from train.sampling import multi_views  # noqa: E402
 
 GEOMETRY = ("model", "num_frames", "sampling_rate", "input_size", "tubelet", "patch_size")
 
@@ -74,7 +87,9 @@ class EvalConfig:
     input_size: int | None = None
     tubelet: int | None = None
     patch_size: int | None = None
-    clips: int = 2                  # temporal clips per video: probe training samples and test views
+    clips: int = 2                  # temporal clips per video: probe training samples and test views (K400 5, SSv2 2)
+    test_crops: int = 1             # spatial test views per clip along the long side (K400 / SSv2 3); 1 = centre
+    tsn: bool = False               # TSN (SSv2): one frame from each of num_frames segments; no sampling_rate
     # linear probe
     probe_wd: float = 1e-3          # L2 penalty on the classifier weights (features are standardized)
     probe_iters: int = 200          # L-BFGS iterations
@@ -90,6 +105,16 @@ class EvalConfig:
     drop_path: float = 0.1
     min_crop: float = 0.66          # training crops, as in pretraining
     flip: bool = True               # random horizontal flips of training clips; off where labels have a direction
+    # the papers' fine-tuning regularization: off by default, on in train/configs/finetune_*.yaml
+    min_area: float = 0.0           # > 0: random resized crops, area [min_area, 1], aspect [3/4, 4/3] (VideoMAE 0.08)
+    randaug: str = ""               # timm RandAugment policy, one draw per clip (VideoMAE 'rand-m7-n4-mstd0.5-inc1')
+    reprob: float = 0.0             # random erasing probability, one box on every frame (VideoMAE 0.25)
+    mixup: float = 0.0              # mixup alpha (VideoMAE 0.8); 0 = off
+    cutmix: float = 0.0             # cutmix alpha (VideoMAE 1.0); 0 = off
+    mixup_prob: float = 1.0         # probability that a batch is mixed at all
+    mixup_switch_prob: float = 0.5  # probability of cutmix rather than mixup when both are on
+    smoothing: float = 0.0          # label smoothing (VideoMAE 0.1)
+    repeated_aug: int = 1           # clips of each video per batch (VideoMAE num_sample); lr scales with videos
     log_every: int = 10
     # runtime
     seed: int = 0
@@ -175,43 +200,33 @@ def load_encoder(cfg: EvalConfig) -> tuple[VideoMAE, EvalConfig, dict]:
 # ---- data -------------------------------------------------------------------------------------
 
 class Views(Dataset):
-    """Item i = clip i % clips of video i // clips (`train.data.eval_views`): {"video", "item"}."""
+    """Item i = view i % per_video of video i // per_video (`train.sampling.multi_views`, clip-major:
+    clips x crops): {"video", "item"}."""
 
-    def __init__(self, path, ids: list[str], spec: ClipSpec, clips: int):
-        self.path, self.ids, self.spec, self.clips = str(path), ids, spec, clips
+    def __init__(self, path, ids: list[str], spec: ClipSpec, clips: int, crops: int = 1, tsn: bool = False):
+        self.path, self.ids, self.spec, self.clips, self.crops, self.tsn = str(path), ids, spec, clips, crops, tsn
+        self.per_video = clips * crops
         self._ds = None  # opened per worker process
 
     def __len__(self) -> int:
-        return len(self.ids) * self.clips
+        return len(self.ids) * self.per_video
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         from shards import open_shards
 
         if self._ds is None:
             self._ds = open_shards(self.path)
-        v, c = divmod(item, self.clips)
+        v, view = divmod(item, self.per_video)
         video = self._ds[self.ids[v]]
         a = video.attrs
-        idx, rate, box = eval_views(int(a["num_frames"]), int(a["height"]), int(a["width"]), self.spec, self.clips)[c]
+        views = multi_views(int(a["num_frames"]), int(a["height"]), int(a["width"]), self.spec, self.clips,
+                            self.crops, self.tsn)
+        idx, rate, box = views[view]
         clip = read_clip_at(video, self.spec, idx, rate, box)
         return {"video": torch.from_numpy(np.ascontiguousarray(clip["video"])), "item": torch.tensor(item)}
 
     def __getstate__(self):
         return {**self.__dict__, "_ds": None}
-
-
-class LabelledClips(ClipDataset):
-    """Random training clips (`ClipDataset`) of the labelled videos, with their label."""
-
-    def __init__(self, path, spec: ClipSpec, seed: int, ids: list[str], labels: dict[str, int]):
-        super().__init__(path, spec, seed)
-        self.ids = list(ids)
-        self.labels = [labels[i] for i in self.ids]
-
-    def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
-        out = super().__getitem__(item)
-        out["label"] = torch.tensor(self.labels[item[1]])
-        return out
 
 
 def labelled(path: Path, split: str) -> tuple[list[str], dict[str, int], int]:
@@ -242,7 +257,7 @@ def class_names(path: Path, ids: list[str], labels: dict[str, int]) -> dict[int,
 
 @torch.no_grad()
 def run_views(fn, views: Views, cfg: EvalConfig, device: torch.device, d: Dist) -> torch.Tensor:
-    """fn(video batch) -> (B,K) over every view; returns (videos, clips, K) float32 on CPU, on every rank."""
+    """fn(video batch) -> (B,K) over every view; returns (videos, views, K) float32 on CPU, on every rank."""
     indices = list(range(d.rank, len(views), d.world))
     loader = DataLoader(torch.utils.data.Subset(views, indices), batch_size=cfg.batch_size,
                         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
@@ -262,7 +277,7 @@ def run_views(fn, views: Views, cfg: EvalConfig, device: torch.device, d: Dist) 
     values = torch.cat([p[1] for p in parts if p is not None])
     result = torch.empty(len(views), values.shape[1])
     result[items] = values
-    return result.view(len(views.ids), views.clips, -1)
+    return result.view(len(views.ids), views.per_video, -1)
 
 
 # ---- linear probe --------------------------------------------------------------------------
@@ -299,67 +314,6 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     return (scores.topk(k, dim=1).indices == labels[:, None]).any(1).sum().item() / len(labels)
 
 
-# ---- fine-tuning -----------------------------------------------------------------------------
-
-def layer_groups(model: VideoClassifier, weight_decay: float, layer_decay: float) -> list[dict]:
-    """AdamW groups with a per-layer lr scale (patch_embed = layer 0, block i = i + 1, the rest
-    depth + 1) and no weight decay on biases and norms."""
-    depth = len(model.blocks)
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        layer = 0 if name.startswith("patch_embed") else \
-            int(name.split(".")[1]) + 1 if name.startswith("blocks.") else depth + 1
-        decay = p.ndim > 1
-        g = groups.setdefault((layer, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0,
-                                               "lr_scale": layer_decay ** (depth + 1 - layer)})
-        g["params"].append(p)
-    return list(groups.values())
-
-
-def train_classifier(model: VideoClassifier, cfg: EvalConfig, ids: list[str], labels: dict[str, int],
-                     device: torch.device, d: Dist, log) -> dict:
-    dataset = LabelledClips(cfg.shards_path(), cfg.spec(train=True), cfg.seed, ids, labels)
-    steps_per_epoch = max(1, len(dataset) // (cfg.batch_size * d.world))
-    total = cfg.max_steps if cfg.max_steps > 0 else max(1, round(cfg.epochs * steps_per_epoch))
-    warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
-    peak = cfg.base_lr * cfg.batch_size * d.world / 256
-    optimizer = torch.optim.AdamW(layer_groups(model, cfg.weight_decay, cfg.layer_decay), lr=peak)
-    ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if d.world > 1 else model
-    loader = make_loader(dataset, cfg.batch_size, 0, cfg.seed, d.rank, d.world, cfg.num_workers,
-                         pin_memory=device.type == "cuda")
-    amp = cfg.amp and device.type == "cuda"
-    if d.main:
-        log(f"fine-tuning: {len(dataset)} videos, {total} steps ({steps_per_epoch}/epoch), warmup {warmup}, "
-            f"lr {peak:.3g}, layer decay {cfg.layer_decay}")
-    model.train()
-    timer, losses, batches = Timer(), [], iter(loader)
-    for step in range(total):
-        batch = next(batches)
-        data_time = timer.lap()
-        lr = lr_at(step, cfg, peak, warmup, total)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = ddp(batch["video"].to(device, non_blocking=True))                 # (B,classes)
-        loss = F.cross_entropy(logits.float(), batch["label"].to(device))
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss {loss.item()} at fine-tuning step {step}; stopping (lr {lr:.3g})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-        step_time = timer.lap()
-        if d.main and ((step + 1) % cfg.log_every == 0 or step + 1 == total):
-            log(f"step {step + 1}/{total} loss {np.mean(losses[-cfg.log_every:]):.4f} lr {lr:.2e} "
-                f"data {data_time * 1000:.0f} ms / step {(data_time + step_time) * 1000:.0f} ms")
-    model.eval()
-    return {"steps": total, "first_loss": losses[0], "last_loss": losses[-1],
-            "last_window_loss": float(np.mean(losses[-cfg.log_every:]))}  # the last logged value
-
-
 # ---- the two evaluations --------------------------------------------------------------------
 
 def evaluate(cfg: EvalConfig, log=print) -> dict:
@@ -367,6 +321,8 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     start = time.perf_counter()
     d = init_distributed(cfg.device)
     device = resolve_device(cfg.device, d)
+    if cfg.finetune:
+        check_finetune(cfg)
     mae, cfg, info = load_encoder(cfg)
     path = cfg.shards_path()
     train_ids, train_labels, train_skipped = labelled(path, cfg.train_split)
@@ -376,13 +332,14 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     if d.main:
         log(f"motion-mae evaluate ({cfg.mode}), world {d.world}, device {device}\n{cfg.describe()}")
         log(f"{cfg.model} from {info['checkpoint']}: {num_classes} classes, {len(train_ids)} train / "
-            f"{len(val_ids)} val videos ({train_skipped} / {val_skipped} unlabelled skipped), {cfg.clips} clips each")
+            f"{len(val_ids)} val videos ({train_skipped} / {val_skipped} unlabelled skipped), "
+            f"{cfg.clips} clips x {cfg.test_crops} crops per val video{' (TSN segments)' if cfg.tsn else ''}")
     model = VideoClassifier(mae, num_classes).to(device)
     del mae
     seconds = {}
     y_train = torch.tensor([train_labels[v] for v in train_ids])
     y_val = torch.tensor([val_labels[v] for v in val_ids])
-    val_views = Views(path, val_ids, cfg.spec(), cfg.clips)
+    val_views = Views(path, val_ids, cfg.spec(), cfg.clips, cfg.test_crops, cfg.tsn)
     extra = {}
 
     if cfg.finetune:
@@ -390,13 +347,14 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
         extra["finetune"] = train_classifier(model, cfg, train_ids, train_labels, device, d, log)
         seconds["finetune"] = time.perf_counter() - t
         t = time.perf_counter()
-        probs = run_views(lambda v: model(v).softmax(-1), val_views, cfg, device, d)     # (V,clips,C)
+        probs = run_views(lambda v: model(v).softmax(-1), val_views, cfg, device, d)     # (V,views,C)
         seconds["test"] = time.perf_counter() - t
     else:
         model.eval()
         t = time.perf_counter()
-        f_train = run_views(model.forward_features, Views(path, train_ids, cfg.spec(), cfg.clips), cfg, device, d)
-        f_val = run_views(model.forward_features, val_views, cfg, device, d)            # (V,clips,D)
+        train_views = Views(path, train_ids, cfg.spec(), cfg.clips, tsn=cfg.tsn)      # centre crops
+        f_train = run_views(model.forward_features, train_views, cfg, device, d)        # (V,clips,D)
+        f_val = run_views(model.forward_features, val_views, cfg, device, d)            # (V,views,D)
         seconds["features"] = time.perf_counter() - t
         t = time.perf_counter()
         D = f_train.shape[-1]
@@ -404,13 +362,13 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
         head = fit_linear(x_train, y_train.repeat_interleave(cfg.clips).to(device), num_classes, cfg.probe_wd,
                           cfg.probe_iters)
         with torch.no_grad():
-            probs = head(x_val).softmax(-1).view(len(val_ids), cfg.clips, -1).cpu()
+            probs = head(x_val).softmax(-1).view(len(val_ids), val_views.per_video, -1).cpu()
             train_probs = head(x_train).softmax(-1).view(len(train_ids), cfg.clips, -1).mean(1).cpu()
         seconds["fit"] = time.perf_counter() - t
         extra["probe_train_top1"] = topk_accuracy(train_probs, y_train, 1)
         extra["feature_dim"] = D
 
-    scores = probs.mean(1)                                                               # (V,C)
+    scores = probs.mean(1)                               # (V,C): the softmax averaged over the views
     seconds["total"] = time.perf_counter() - start
     result = {
         "mode": cfg.mode,
@@ -421,6 +379,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
         "class_names": {str(k): v for k, v in names.items()},
         "chance_top1": 1.0 / num_classes,
         "videos": {"train": len(train_ids), "val": len(val_ids)},
+        "views_per_video": val_views.per_video,
         "skipped_unlabelled": {"train": train_skipped, "val": val_skipped},
         **extra,
         **info,
@@ -455,7 +414,9 @@ EVAL_HELP = {
     "train_split": "split the probe / fine-tuning trains on",
     "val_split": "split tested on",
     "finetune": "fine-tune end to end instead of a linear probe (default: linear probe)",
-    "clips": "temporal clips per video: probe training samples and test views",
+    "clips": "temporal clips per video: probe training samples and test views (K400 5, SSv2 2)",
+    "test_crops": "spatial test views per clip along the long side (K400 / SSv2 3); 1 = the centre",
+    "tsn": "TSN sampling (SSv2): one frame from each of num_frames segments instead of a sampling rate",
     "probe_wd": "linear probe: L2 penalty on the classifier weights",
     "probe_iters": "linear probe: L-BFGS iterations",
     "epochs": "fine-tuning epochs (unless --max-steps)",
@@ -469,6 +430,16 @@ EVAL_HELP = {
     "drop_path": "fine-tuning stochastic depth",
     "min_crop": "fine-tuning random crops, smallest side / short side",
     "flip": "random horizontal flips of training clips (false where labels have a direction)",
+    "min_area": "> 0: random resized crops of area [min_area, 1], aspect [3/4, 4/3] (VideoMAE 0.08)",
+    "randaug": "timm RandAugment policy, one draw per clip for every frame (VideoMAE 'rand-m7-n4-mstd0.5-inc1'); "
+               "'' = off",
+    "reprob": "random erasing probability, one box on every frame (VideoMAE 0.25)",
+    "mixup": "mixup alpha (VideoMAE 0.8); 0 = off",
+    "cutmix": "cutmix alpha (VideoMAE 1.0); 0 = off",
+    "mixup_prob": "probability that a batch is mixed at all",
+    "mixup_switch_prob": "probability of cutmix rather than mixup when both are on",
+    "smoothing": "label smoothing (VideoMAE 0.1)",
+    "repeated_aug": "clips of each video per batch (VideoMAE's num_sample); lr scales with videos",
     "log_every": "fine-tuning steps between log lines",
     "seed": "seed of the head, clips and (for 'random') the encoder",
     "device": "auto = cuda when available, else cpu",
@@ -485,6 +456,9 @@ def build_parser() -> Parser:
     from train.model import MODELS
 
     parser = Parser(prog="evaluate.py", usage=USAGE, description=__doc__)
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="yaml/json of EvalConfig fields (train/configs/finetune_*.yaml); flags override it "
+                             "(default: none)")
     for f in fields(EvalConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(EvalConfig, f.name)
@@ -508,11 +482,20 @@ def build_parser() -> Parser:
 
 def parse_args(argv: list[str] | None) -> EvalConfig:
     """The command line as an EvalConfig, checked before any model or shard is loaded: the
-    checkpoint exists and is one, the shard set (given, or the checkpoint's) exists."""
+    checkpoint exists and is one, the shard set (given, or the checkpoint's) exists. A --config
+    file's values become the defaults, so that a flag on the command line wins."""
     from train.cli import check_device, existing_file, existing_shards
     from train.runs import read_checkpoint_head
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    config = parser.parse_known_args(argv)[0].config
+    if config:
+        values = load_file(config)
+        unknown = set(values) - {f.name for f in fields(EvalConfig)}
+        if unknown:
+            raise UsageError(f"--config {config}: unknown EvalConfig keys {sorted(unknown)}")
+        parser.set_defaults(**values)
+    args = parser.parse_args(argv)
     if args.checkpoint == "random":
         shards = args.shards or DEMO_SHARDS
     else:
