@@ -228,7 +228,7 @@ def test_every_finetune_config_loads_and_runs_a_step(name, labelled_shards, tmp_
     for key, value in values.items():  # yaml's 5e-4 is a string, 5.0e-4 a float: each value typed as its field
         if defaults[key] is not None:
             assert type(value) is type(defaults[key]) or isinstance(defaults[key], float) and type(value) is int, key
-    cfg = parse_args(["--checkpoint", "random", "--config", name])
+    cfg = parse_args(["--checkpoint", "random", "--config", name, "--shards", str(labelled_shards)])
     assert cfg.finetune and cfg.mixup == 0.8 and cfg.cutmix == 1.0 and cfg.smoothing == 0.1 and cfg.randaug
     out = tmp_path / "result.json"
     result = main(["--checkpoint", "random", "--config", name, "--shards", str(labelled_shards), "--model", "vit_pico",
@@ -238,14 +238,15 @@ def test_every_finetune_config_loads_and_runs_a_step(name, labelled_shards, tmp_
     assert result["views_per_video"] == cfg.clips * cfg.test_crops and out.exists()
 
 
-def test_a_config_file_sets_defaults_that_flags_override(tmp_path, capsys):
+def test_a_config_file_sets_defaults_that_flags_override(tmp_path, labelled_shards):
+    from shards.cli import UsageError
     from train.evaluate import parse_args
 
     path = tmp_path / "ft.yaml"
     path.write_text("finetune: true\nmixup: 0.5\nepochs: 7\n")
-    cfg = parse_args(["--checkpoint", "random", "--config", str(path), "--epochs", "3"])
+    shards = ["--shards", str(labelled_shards)]
+    cfg = parse_args(["--checkpoint", "random", "--config", str(path), "--epochs", "3", *shards])
     assert cfg.finetune and cfg.mixup == 0.5 and cfg.epochs == 3 and cfg.cutmix == 0.0
     path.write_text("mixupp: 0.5\n")
-    with pytest.raises(SystemExit):
-        parse_args(["--checkpoint", "random", "--config", str(path)])
-    assert "unknown EvalConfig keys ['mixupp']" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=r"unknown EvalConfig keys \['mixupp'\]"):
+        parse_args(["--checkpoint", "random", "--config", str(path), *shards])
