@@ -32,6 +32,7 @@ from preprocess.datasets.base import VideoItem  # noqa: E402
 from preprocess.errors import INTERNAL, ExtractionError  # noqa: E402
 from preprocess.manifest import build_manifest, read_manifest, video_entries, write_manifest  # noqa: E402
 from preprocess.progress import Progress  # noqa: E402
+from shards.cli import CliError  # noqa: E402
 
 NOT_ON_DISK = "not on disk"
 MAX_FAILURES_SHOWN = 20
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> ExtractConfig:
     g.add_argument("--format", default=d.format, choices=["zarr", "hdf5"])
     g.add_argument("--overwrite", action="store_true",
                    help="if --out holds a set extracted with other settings (or an older extractor), "
-                        "delete it and start over instead of stopping")
+                        "delete that set (only its own files: refused if --out holds anything else) and start over")
     g = p.add_argument_group("what is computed")
     g.add_argument("--short-side", type=int, default=d.short_side, help="resize short side to this (never upscale)")
     g.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: native)")
@@ -163,11 +164,11 @@ def _open_checked(cfg: ExtractConfig, out: str, log):
     if not cfg.overwrite:
         raise SystemExit(f"error: {out} was extracted with other settings ({diff}). "
                          f"Use another --out, the same settings, or --overwrite to delete it and start over.")
-    log(f"--overwrite: deleting {out}, extracted with other settings ({diff})")
-    import fsspec
+    from shards.writer import remove_set
 
-    fs, path = fsspec.core.url_to_fs(out)
-    fs.rm(path, recursive=True)
+    removed = remove_set(out, cfg.format)
+    log(f"--overwrite: deleted the shard set at {out} ({', '.join(removed)}), extracted with other "
+        f"settings ({diff})")
     return open_writer(out, format=cfg.format, config=cfg.to_dict())
 
 
@@ -301,11 +302,19 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch) -> dict:
 
     `task` is what a Dask task runs on a batch of videos (tests swap in a flaky one).
     """
-    from shards import open_shards
+    from shards.lock import writer_lock
 
     out = cfg.out_path()
     _check_runnable(cfg, out)
     listing = scan(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file, limit=cfg.limit)
+    with writer_lock(out, log=log) as lock:  # one run per shard set: a second one is refused
+        return _run_locked(cfg, listing, log, task, lock)
+
+
+def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock) -> dict:
+    from shards import open_shards
+
+    out = cfg.out_path()
     items = list(listing.items)
     writer = _open_checked(cfg, out, log)
     previous = read_manifest(out)
@@ -332,6 +341,9 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch) -> dict:
     elif batches:
         _on_dask(task, batches, cfg, writer, collect, log)
     progress.close()
+    if lock.lost:
+        raise CliError(f"{out}: another run took over the writer lock while this one ran (its heartbeat "
+                       f"could not be written for minutes); not finalizing. Re-run once it is done.")
     writer.finalize()
     summary = _summary(cfg, items, results, len(items) - len(todo), missing, time.perf_counter() - start)
 
@@ -402,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetRootError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except CliError as err:  # a locked or foreign --out: one line, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     return 1 if summary["failed"] else 0
 
 

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
+import fsspec
 import numpy as np
 
+from .cli import CliError
+from .lock import LOCK_NAME
 from .schema import (ARRAYS, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
                      encode)
 
@@ -183,6 +187,40 @@ class ShardWriter:
 
     def __repr__(self) -> str:
         return f"ShardWriter({self.path!r}, format={self.format!r})"
+
+
+# What a shard set owns at its root: all that `remove_set` may delete. A new top-level file of
+# a backend belongs here, or --overwrite refuses sets that hold it.
+OWNED = {"zarr": ("zarr.json", "videos", "failures"),
+         "hdf5": ("motion_mae.json", "videos", "failures")}
+OWNED_BY_ANY = ("manifest.json", LOCK_NAME)  # preprocess.manifest.MANIFEST, the writer lock
+# temporaries of atomic writes (manifest, hdf5 root attrs, lock heartbeat) a crash left behind
+OWNED_TMP = re.compile(r"^\.(manifest\.json|motion_mae\.json|\.motion_mae\.lock)\.[0-9a-f]+\.tmp$")
+
+
+class ForeignFiles(CliError):
+    """The directory of a shard set holds files the set does not own."""
+
+
+def remove_set(out: str, format: str, keep: tuple[str, ...] = (LOCK_NAME,)) -> list[str]:
+    """Delete the shard set at `out` (directory or fsspec URL): only what it owns (`OWNED`),
+    never the directory itself, and nothing at all when the directory holds anything else
+    (ForeignFiles: the user's videos or notes next to the set). Returns the names removed."""
+    fs, root = fsspec.core.url_to_fs(os.fspath(out))
+    root = root.rstrip("/")
+    if not fs.exists(root):
+        return []
+    owned = set(OWNED[format]) | set(OWNED_BY_ANY)
+    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+    foreign = [n for n in names if n not in owned and not OWNED_TMP.match(n)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ForeignFiles(f"--overwrite: {out} holds files that are not part of the {format} shard set "
+                           f"({shown}); deleted nothing. Move them away or choose another --out.")
+    removed = [n for n in names if n not in keep]
+    for name in removed:
+        fs.rm(f"{root}/{name}", recursive=True)
+    return removed
 
 
 def open_writer(path, format: str = "zarr", config: dict | None = None) -> ShardWriter:
