@@ -155,9 +155,17 @@ def _settings_diff(existing: dict | None, cfg: ExtractConfig) -> str:
 
 def _open_checked(cfg: ExtractConfig, out: str, log):
     """The writer for `out`, refusing (or with --overwrite, replacing) a set extracted otherwise."""
+    from shards.metadata import DamagedMetadata
     from shards.writer import open_writer
 
-    writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
+    try:
+        writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
+    except DamagedMetadata as err:
+        writer = _restore_root(cfg, out, err, log)
+    dropped = writer.drop_damaged_failures()
+    if dropped:
+        log(f"removed {len(dropped)} damaged failure records ({', '.join(dropped[:5])}); "
+            f"their videos are extracted again")
     diff = _settings_diff(writer.config(), cfg)
     if not diff:
         return writer
@@ -169,6 +177,28 @@ def _open_checked(cfg: ExtractConfig, out: str, log):
     removed = remove_set(out, cfg.format)
     log(f"--overwrite: deleted the shard set at {out} ({', '.join(removed)}), extracted with other "
         f"settings ({diff})")
+    return open_writer(out, format=cfg.format, config=cfg.to_dict())
+
+
+def _restore_root(cfg: ExtractConfig, out: str, err: Exception, log):
+    """The writer of a set whose root document is damaged: rebuilt from the config its
+    manifest records (the videos are kept), else with --overwrite a fresh set."""
+    from shards.metadata import DamagedMetadata
+    from shards.writer import open_writer, remove_set, restore_root
+
+    try:
+        manifest = read_manifest(out)
+    except DamagedMetadata:
+        manifest = None
+    if manifest and manifest.get("format") == cfg.format and manifest.get("config"):
+        log(f"{err}: rebuilding the root from {out}/manifest.json's config, keeping the videos")
+        restore_root(out, cfg.format, manifest["config"])
+    elif cfg.overwrite:
+        log(f"{err}: no readable manifest to rebuild it from; --overwrite: starting the set over")
+        remove_set(out, cfg.format)
+    else:
+        raise CliError(f"{err}. Its manifest.json cannot rebuild it either: re-run with --overwrite "
+                       f"to extract the set anew.")
     return open_writer(out, format=cfg.format, config=cfg.to_dict())
 
 
@@ -313,11 +343,16 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch) -> dict:
 
 def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock) -> dict:
     from shards import open_shards
+    from shards.metadata import DamagedMetadata
 
     out = cfg.out_path()
     items = list(listing.items)
     writer = _open_checked(cfg, out, log)
-    previous = read_manifest(out)
+    try:
+        previous = read_manifest(out)
+    except DamagedMetadata as err:  # rewritten at the end of this run; videos are measured anew
+        log(f"{err}: ignored, this run writes a new one")
+        previous = None
     done = writer.done_ids()
     todo = [it for it in items if it.video_id not in done]
     missing = _record_missing(writer, listing, done, cfg, log)

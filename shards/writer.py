@@ -158,6 +158,11 @@ class ShardWriter:
     def failed_ids(self) -> set[str]:
         return self._backend.failed_ids()
 
+    def drop_damaged_failures(self) -> list[str]:
+        """Delete failure records that are not valid JSON (a reader would refuse the set);
+        their videos are not committed, so the run redoes them. Returns their ids."""
+        return self._backend.drop_damaged_failures()
+
     def write_video(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict) -> int:
         """Validate, quantize (schema.encode) and commit one video; clears its failure record.
 
@@ -221,6 +226,22 @@ def remove_set(out: str, format: str, keep: tuple[str, ...] = (LOCK_NAME,)) -> l
     for name in removed:
         fs.rm(f"{root}/{name}", recursive=True)
     return removed
+
+
+def restore_root(out: str, format: str, config: dict) -> None:
+    """Rewrite a damaged root document (zarr.json / motion_mae.json) in place with the schema
+    info and `config`, keeping every video: committed videos carry their own attrs, and the
+    next `finalize` rebuilds the corpus index from them."""
+    from .hdf5_store import ROOT_FILE
+    from .metadata import zarr_group_json
+    from .schema import root_attrs
+
+    fs, root = fsspec.core.url_to_fs(os.fspath(out))
+    attrs = root_attrs(_jsonable(config))
+    if format == "zarr":
+        fs.pipe_file(f"{root.rstrip('/')}/zarr.json", zarr_group_json(attrs))
+    else:
+        fs.pipe_file(f"{root.rstrip('/')}/{ROOT_FILE}", json.dumps(attrs).encode())
 
 
 def open_writer(path, format: str = "zarr", config: dict | None = None) -> ShardWriter:
