@@ -25,6 +25,8 @@ from .data import ClipDataset, ClipSpec, Timer, make_loader
 from .masks import NEEDS as MASK_NEEDS
 from .masks import get_mask
 from .model import build_model
+from .skips import BATCH_KEY as SKIPPED
+from .skips import SkipLog
 from .targets import get_target, masked_mse
 
 CHECKPOINT = "checkpoint.pt"
@@ -173,7 +175,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     needs = MASK_NEEDS[cfg.mask] | target.needs
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
                     frozenset(needs))
-    dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split)
+    dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split, skip_damaged=cfg.max_skipped_videos > 0)
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
     out_dim = target.out_dim(cfg.tubelet, cfg.patch_size, dataset.traj_len)
     model = build_model(cfg.model, grid, out_dim, cfg.tubelet, cfg.patch_size, cfg.decoder_depth, cfg.drop_path)
@@ -210,6 +212,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     loader = make_loader(dataset, cfg.batch_size, step, cfg.seed, d.rank, d.world, cfg.num_workers,
                          pin_memory=device.type == "cuda")
     metrics = MetricsLog(out, d.main)
+    skips = SkipLog(out, cfg.max_skipped_videos, d.rank, log)
     summary = {"first_loss": None, "last_loss": None}
     timer, data_time, step_time, window, loss_sum = Timer(), 0.0, 0.0, 0, 0.0
 
@@ -218,6 +221,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     end = min(total, cfg.stop_at) if cfg.stop_at > 0 else total
     while step < end:
         batch = next(batches)
+        if SKIPPED in batch:
+            skips.record(batch.pop(SKIPPED), step)
         data_time += timer.lap()
         mask = mask_fn(batch, grid, cfg.ratio, mask_gen)                        # (B,N), on CPU
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
