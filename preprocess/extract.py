@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> ExtractConfig:
     g.add_argument("--split", default=None, help="only this split (e.g. train, val)")
     g.add_argument("--limit", type=int, default=None,
                    help="only the first N videos (annotated videos not on disk are then not recorded)")
+    g.add_argument("--allow-images", action="store_true",
+                   help="store a still image named like a video (a PNG renamed .mp4) as a one-frame video "
+                        "instead of recording it as a failure")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None,
                    help="shard set path or fsspec URL, e.g. s3://bucket/k400 (default: <data dir>/shards/<dataset>)")
@@ -357,6 +360,8 @@ def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock) -> dict:
     todo = [it for it in items if it.video_id not in done]
     missing = _record_missing(writer, listing, done, cfg, log)
     batches = [todo[i:i + cfg.shard_size] for i in range(0, len(todo), cfg.shard_size)]
+    for folder in listing.unreadable:  # os.walk would skip them without a word
+        log(f"warning: cannot read folder {folder}; its videos are not listed")
     log(f"motion-mae extract: {len(items)} videos in '{cfg.dataset}', {len(items) - len(todo)} already done, "
         f"{len(todo)} to do in {len(batches)} tasks -> {out} ({cfg.format})"
         + (f"; {missing} annotated videos not on disk" if missing else ""))
@@ -389,8 +394,9 @@ def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock) -> dict:
     videos = video_entries(out, done | entries.keys(), entries, previous)
     with open_shards(out) as ds:
         failures = ds.failures()
+    summary["unreadable_folders"] = list(listing.unreadable)
     run_info = {k: summary[k] for k in ("done", "skipped", "failed", "missing", "frames", "seconds",
-                                        "frames_per_s", "bytes_written", "stage_seconds")}
+                                        "frames_per_s", "bytes_written", "stage_seconds", "unreadable_folders")}
     manifest = build_manifest(out, cfg.format, cfg.to_dict(), videos, failures, run_info)
     summary.update(manifest=write_manifest(out, manifest), committed=len(videos),
                    bytes=manifest["counts"]["bytes"], failure_records=len(failures))
@@ -435,6 +441,8 @@ def _format_summary(s: dict) -> str:
         lines.append(f"failed:   {f['source']}  [{f['stage']}] {f['reason']}")
     if len(s["failures"]) > MAX_FAILURES_SHOWN:
         lines.append(f"failed:   ... and {len(s['failures']) - MAX_FAILURES_SHOWN} more (all in the manifest)")
+    for folder in s.get("unreadable_folders", []):
+        lines.append(f"warning:  cannot read folder {folder}; its videos are not listed")
     lines.append(f"manifest: {s['manifest']}")
     lines.append(f"read:     python -c \"from shards import open_shards; ds = open_shards('{s['out']}'); "
                  f"print(len(ds), ds.ids()[:3])\"")

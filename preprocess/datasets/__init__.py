@@ -93,8 +93,9 @@ def scan(name: str, root: str | Path | None = None, split: str | None = None,
     if not items:
         what = f"videos of split {split!r}" if split else "videos"
         raise DatasetRootError(f"{name}: found no {what} under {path} (from {source}); expected {adapter.layout}"
-                               + (f"; {len(missing)} annotated videos are not on disk" if missing else ""))
-    return Listing(tuple(items[:limit] if limit is not None else items), tuple(missing))
+                               + (f"; {len(missing)} annotated videos are not on disk" if missing else "")
+                               + (f"; could not read {', '.join(listing.unreadable[:3])}" if listing.unreadable else ""))
+    return Listing(tuple(items[:limit] if limit is not None else items), tuple(missing), listing.unreadable)
 
 
 def list_videos(name: str, root: str | Path | None = None, split: str | None = None,
