@@ -107,6 +107,11 @@ def extract_one(item: VideoItem, cfg: ExtractConfig, writer) -> dict:
 
     start, cpu = time.perf_counter(), time.process_time()
     base = {"id": item.video_id, "source": item.path}
+    committed = writer.committed(item.video_id)
+    if committed is not None:  # by an earlier attempt of this task whose worker died: never rewritten
+        attrs, nbytes = committed
+        return {**base, "status": "done", "frames": int(attrs["num_frames"]), "bytes": nbytes,
+                "seconds": time.perf_counter() - start, "cpu_seconds": 0.0, "timings": {}}
     try:
         arrays, attrs = extract_video(item.path, cfg)
         attrs.update({"video_id": item.video_id, "source": item.path, "label": item.label,

@@ -110,6 +110,13 @@ class Hdf5Writer:
     def failed_ids(self) -> set[str]:
         return set(_stem_list(self.fs, f"{self.root}/failures/*.json", ".json"))
 
+    def committed(self, video_id: str) -> tuple[dict, int] | None:
+        """(attrs, bytes) of a committed video (its .h5 exists: the rename is the commit)."""
+        path = f"{self.root}/videos/{video_id}.h5"
+        if not self.fs.exists(path):
+            return None
+        return _video_attrs(self.fs, path), int(self.fs.size(path))
+
     def drop_damaged_failures(self) -> list[str]:
         """Delete failure records that do not parse (their videos are redone by this run)."""
         dropped = []

@@ -158,6 +158,11 @@ class ShardWriter:
     def failed_ids(self) -> set[str]:
         return self._backend.failed_ids()
 
+    def committed(self, video_id: str) -> tuple[dict, int] | None:
+        """(attrs, bytes in the store) of `video_id` if it is committed, else None: one
+        metadata read, for a retried task to skip what its killed attempt already committed."""
+        return self._backend.committed(video_id)
+
     def drop_damaged_failures(self) -> list[str]:
         """Delete failure records that are not valid JSON (a reader would refuse the set);
         their videos are not committed, so the run redoes them. Returns their ids."""

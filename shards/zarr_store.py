@@ -163,6 +163,13 @@ class ZarrWriter:
     def failed_ids(self) -> set[str]:
         return set(failure_names(self.fs, self.fs_root))
 
+    def committed(self, video_id: str) -> tuple[dict, int] | None:
+        """(attrs, bytes) of a committed video, None if it is absent or half-written."""
+        attrs = self._attrs(video_id)
+        if attrs is None or attrs.get(COMMIT_ATTR) is not True:
+            return None
+        return attrs, int(self.fs.du(f"{self.fs_root.rstrip('/')}/videos/{video_id}", total=True))
+
     def drop_damaged_failures(self) -> list[str]:
         """Delete failure records that do not parse: their videos are not committed, so this
         run redoes them (or, gone from the corpus, they are simply forgotten)."""
