@@ -299,9 +299,10 @@ def test_in_process_crash_is_retried_then_recorded(corpus, tmp_path, monkeypatch
     assert ds.ids() == ["pan"]
     internal = {f["id"]: f for f in ds.failures()}["object"]
     assert internal["stage"] == "internal" and internal["reason"] == "KeyError: 'a bug'"
-    # batch [broken, pan, object]: attempt 1 stops at pan, the retry at object; then each
-    # video runs alone, object twice more (once + 1 retry)
-    assert calls["pan"] == 3 and calls["object"] == 1 + 2
+    # batch [broken, pan, object]: attempt 1 stops at pan, the retry commits pan and stops at
+    # object; then each video runs alone: pan is committed and not extracted again, object
+    # twice more (once + 1 retry)
+    assert calls["pan"] == 2 and calls["object"] == 1 + 2
 
 
 def flaky_batch(items, cfg):
