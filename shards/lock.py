@@ -6,6 +6,7 @@
 The lock is `<out>/.motion_mae.lock`, JSON {host, pid, started, heartbeat, token, command},
 created with an exclusive create (`open(..., "xb")`: O_EXCL on a local or NFS disk, a
 conditional PUT with If-None-Match on S3), so of two runs started together exactly one gets it.
+A store without exclusive create gets check + write + read back after `SETTLE_S`.
 The holder rewrites `heartbeat` every `HEARTBEAT_S` seconds from a daemon thread.
 
 A lock left by a run that died (kill -9, a pre-empted node) is taken over when
@@ -125,6 +126,15 @@ class WriterLock:
             return True
         except FileExistsError:
             return False
+        except (ValueError, NotImplementedError):  # a store without exclusive create
+            if self.fs.exists(self.path):
+                return False
+            # check, write, read back after a pause: two runs starting within SETTLE_S of
+            # each other may both write, and the one whose lock was overwritten backs off
+            self.fs.pipe_file(self.path, self._payload(time.time()))
+            time.sleep(SETTLE_S)
+            current = self._read()
+            return current is not None and current.token == self.holder.token
 
     def _read(self) -> Holder | None:
         try:

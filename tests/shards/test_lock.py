@@ -88,3 +88,21 @@ def test_heartbeat_moves(tmp_path):
         assert json.loads((tmp_path / LOCK_NAME).read_text())["heartbeat"] > first
         assert not lock.lost
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_store_without_exclusive_create(tmp_path, monkeypatch):
+    """Check, write, read back: still one holder, still the refusal naming it."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    real = LocalFileSystem.open
+
+    def no_x(self, path, mode="rb", *a, **kw):
+        if "x" in mode:
+            raise ValueError(f"mode {mode!r} not supported")
+        return real(self, path, mode, *a, **kw)
+
+    monkeypatch.setattr(LocalFileSystem, "open", no_x)
+    with writer_lock(str(tmp_path)) as lock:
+        with pytest.raises(SetLocked, match=f"pid {lock.holder.pid}"):
+            writer_lock(str(tmp_path))
+    assert not (tmp_path / LOCK_NAME).exists()
