@@ -59,6 +59,9 @@ def dying_batch(items, cfg):
 
             root = zarr.open_group(make_store(cfg.out_path(), read_only=False), mode="r+", use_consolidated=False)
             root.require_group("videos").create_group(VICTIM, attributes={"complete": False}, overwrite=True)
+            for done in results:  # what this attempt committed, to tell a rewrite later
+                stamp = Path(cfg.out_path()) / "videos" / done["id"] / "zarr.json"
+                Path(f"{cfg.out_path()}.{done['id']}.mtime").write_text(str(stamp.stat().st_mtime_ns))
             pidfile.write_text(str(os.getpid()))
             time.sleep(120)  # killed here
         results.append(extract_one(item, cfg, writer))
@@ -104,11 +107,11 @@ def test_local_cluster_worker_killed_mid_task(corpus, reference, tmp_path):
     # two videos per task: clip0 is committed by the killed attempt, the retry must not rewrite it
     cfg = ExtractConfig(dataset="folder", root=str(corpus), out=str(out), short_side=64, workers=2,
                         shard_size=2, retries=2)
-    clip0_commit = out / "videos" / "clip0" / "zarr.json"
     summary, pid = _run_killing(cfg)
     _same_as_reference(out, reference, summary)
-    # written once: the group committed by the killed attempt is the one in the set
-    assert clip0_commit.stat().st_mtime < (out / "videos" / VICTIM / "zarr.json").stat().st_mtime
+    # written once: clip0, committed by the killed attempt, was not rewritten by the retry
+    stamp = Path(f"{out}.clip0.mtime")
+    assert stamp.exists() and int(stamp.read_text()) == (out / "videos" / "clip0" / "zarr.json").stat().st_mtime_ns
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 
