@@ -9,7 +9,8 @@ from shards.paths import default_shards
 # Bump when the same settings start producing different arrays. 2: frames area-scaled by
 # swscale in the YUV -> RGB pass, DIS with 6 gradient-descent iterations, homography from at
 # most ~640 flow samples, Zarr written with zstd level 1 (docs/benchmarks.md). 3: mv keeps a
-# bi-predicted block's past estimate only (docs/design.md).
+# bi-predicted block's past estimate only (docs/design.md); videos with a display-matrix
+# rotation stored upright, their motion vectors turned with them.
 EXTRACTOR_REVISION = 3
 
 
@@ -21,6 +22,7 @@ class ExtractConfig:
     list_file: str | None = None
     split: str | None = None
     limit: int | None = None
+    allow_images: bool = False  # store a still image named like a video as a 1-frame video
     # where to write
     out: str | None = None
     format: str = "zarr"

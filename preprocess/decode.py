@@ -8,7 +8,10 @@ vector -> field arithmetic lives in `preprocess.motion_vectors`.
 """
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ import cv2
 import numpy as np
 
 from preprocess.errors import ExtractionError
-from preprocess.motion_vectors import drop_unused_lists, frame_field, recover_distances
+from preprocess.motion_vectors import drop_unused_lists, frame_field, recover_distances, rotate_vectors
 
 MV_STREAM = "stream"
 MV_TRANSCODED = "transcoded-h264"
@@ -98,7 +101,8 @@ def subsample_field(mv: np.ndarray, valid: np.ndarray, distance: np.ndarray,
 
 
 def decode_video(path: str | Path, short_side: int = 256, fps: float | None = None,
-                 max_ref_distance: int = 4, recover_distance: bool = True) -> DecodedVideo:
+                 max_ref_distance: int = 4, recover_distance: bool = True,
+                 allow_images: bool = False) -> DecodedVideo:
     """Decode a video file, resize it and extract its codec motion field.
 
     Frames are area-averaged by swscale (in the same pass as the YUV -> RGB conversion)
@@ -110,6 +114,8 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
     the native frames. With `recover_distance`, vectors pointing up to
     `max_ref_distance` frames away are normalized to one frame (see
     `motion_vectors.recover_distances`); otherwise every vector is read as spanning one.
+    A still image (a PNG or JPEG renamed .mp4) is refused unless `allow_images`, which
+    stores it as a one-frame video.
 
     Raises ExtractionError("open" | "decode" | "motion_vectors", reason).
     """
@@ -126,7 +132,11 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
     grey: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     all_intra = True  # every frame an I-frame (FFV1 marks them I but not key)
     saw_vectors = False
-    stored_hw = None
+    stored_hw = None  # in coded orientation, like source_hws
+    rotation, turns = 0, 0  # the display matrix's counterclockwise degrees, in quarter turns
+
+    def upright(hw: tuple[int, int]) -> tuple[int, int]:
+        return hw[::-1] if turns % 2 else hw
 
     def finish(t: int) -> None:
         vectors = pending.pop(t)
@@ -138,18 +148,26 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
         grey.pop(t - window, None)  # no later frame reaches back this far
         timings["ref_distance"] += time.perf_counter() - tic
         tic = time.perf_counter()
-        fields.append(frame_field(vectors, source_hws[t], stored_hw, distances))
+        # distances were matched in coded orientation; the field is painted upright
+        fields.append(frame_field(rotate_vectors(vectors, source_hws[t], turns), upright(source_hws[t]),
+                                  upright(stored_hw), distances))
         timings["motion_vectors"] += time.perf_counter() - tic
 
     with _open(path) as (container, stream):
         codec = stream.codec_context.name
+        if not allow_images and is_image(container.format.name):
+            raise ExtractionError("open", f"image, not a video ({codec} read by FFmpeg's "
+                                          f"{container.format.name} demuxer); --allow-images stores "
+                                          f"images as one-frame videos")
         native_rate = stream.average_rate or stream.guessed_rate
         for n, frame in _timed(_decode(container, stream, "decode"), timings, "decode"):
             tic = time.perf_counter()
             source_hw = (frame.height, frame.width)
             if stored_hw is None:
                 stored_hw = stored_size(source_hw, short_side)
-            frames.append(_stored_rgb(frame, stored_hw))  # grey and every pix_fmt -> 3 channels
+                rotation, turns = display_rotation(frame)
+            # grey and every pix_fmt -> 3 channels; upright as ffmpeg shows it by default
+            frames.append(np.rot90(_stored_rgb(frame, stored_hw), turns))
             times.append(frame.time)
             all_intra &= frame.pict_type == av.video.frame.PictureType.I
             timings["decode"] += time.perf_counter() - tic
@@ -176,7 +194,7 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
     for t in sorted(pending):
         finish(t)
 
-    stored = np.stack(frames)
+    stored = np.ascontiguousarray(np.stack(frames))
     if saw_vectors or codec in _MV_DECODERS:
         mv_source = MV_STREAM
     elif av.codec.Codec(codec, "r").intra_only or (all_intra and len(frames) > 1):
@@ -199,9 +217,11 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
         mv, valid, distance = subsample_field(mv, valid, distance, keep)
         out_fps = float(fps)
     h, w = stored.shape[1:3]
+    source_h, source_w = upright(source_hws[0])
     attrs = {
         "source": str(path), "fps": out_fps, "native_fps": native_fps,
-        "height": h, "width": w, "source_height": source_hws[0][0], "source_width": source_hws[0][1],
+        "height": h, "width": w, "source_height": source_h, "source_width": source_w,
+        "rotation": rotation,
         "num_frames": len(stored), "native_num_frames": len(frames), "codec": codec,
         "mv_source": mv_source, "max_ref_distance": max_ref_distance if window else 1,
         "timings": timings,
@@ -209,12 +229,39 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
     return DecodedVideo(stored, mv.astype(np.float32), valid, distance, attrs)
 
 
+def is_image(demuxer: str) -> bool:
+    """FFmpeg reads still images with `image2` (by file name) or a `<codec>_pipe` demuxer
+    (by content: png_pipe, jpeg_pipe, webp_pipe, ...); no video container is named so."""
+    return demuxer == "image2" or demuxer.endswith("_pipe")
+
+
+def display_rotation(frame: av.VideoFrame) -> tuple[int, int]:
+    """(degrees, quarter turns) the frame's display matrix rotates it counterclockwise.
+
+    FFmpeg's default (`-autorotate`) shows such a video upright: a phone held upright
+    codes landscape frames with a -90 degree matrix, shown rotated clockwise to portrait.
+    We store frames upright the same way (np.rot90 turns counterclockwise). Angles that
+    are not a multiple of 90 (never seen from cameras) go to the nearest quarter turn;
+    mirroring flags of the matrix are not applied (docs/reliability.md)."""
+    degrees = int(round(frame.rotation or 0))
+    return degrees, round(degrees / 90) % 4
+
+
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise ExtractionError("open", f"file not found: {path}")
-    if not path.is_file():
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ExtractionError("open", f"broken symlink: {path} -> {os.readlink(path)} does not exist") from None
+        raise ExtractionError("open", f"file not found: {path}") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ExtractionError("open", f"symlink loop: {path} leads back to itself through symlinks "
+                                          f"(-> {os.readlink(path)})") from None
+        raise ExtractionError("open", f"cannot open {path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
         raise ExtractionError("open", f"not a regular file: {path}")
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise ExtractionError("open", "empty file (0 bytes)")
 
 

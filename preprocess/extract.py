@@ -89,6 +89,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--limit", type=_count(0), default=None, metavar="N",
                    help="only the first N videos by path (annotated videos not on disk are then not recorded); "
                         "default: all")
+    g.add_argument("--allow-images", action="store_true",
+                   help="store a still image named like a video (a PNG renamed .mp4) as a one-frame video "
+                        "instead of recording it as a failure (default: a failure, 'image, not a video')")
     g = p.add_argument_group("output")
     g.add_argument("--out", default=None,
                    help="shard set: a directory or fsspec URL such as s3://bucket/k400 "
@@ -98,7 +101,8 @@ def build_parser() -> ArgumentParser:
                         "hdf5: one .h5 file per video, faster clip reads from local disk (docs/shards.md)")
     g.add_argument("--overwrite", action="store_true",
                    help="if --out holds a set extracted with other settings, from another dataset or root, "
-                        "or by an older extractor, delete it and start over instead of stopping")
+                        "or by an older extractor, delete that set (only its own files: refused if --out "
+                        "holds anything else) and start over instead of stopping")
     g.add_argument("--append", action="store_true",
                    help="add this dataset or root to a set at --out that holds another one (same settings "
                         "needed); a video whose id is already in the set is skipped as done")
@@ -157,6 +161,11 @@ def extract_one(item: VideoItem, cfg: ExtractConfig, writer) -> dict:
 
     start, cpu = time.perf_counter(), time.process_time()
     base = {"id": item.video_id, "source": item.path}
+    committed = writer.committed(item.video_id)
+    if committed is not None:  # by an earlier attempt of this task whose worker died: never rewritten
+        attrs, nbytes = committed
+        return {**base, "status": "done", "frames": int(attrs["num_frames"]), "bytes": nbytes,
+                "seconds": time.perf_counter() - start, "cpu_seconds": 0.0, "timings": {}}
     try:
         arrays, attrs = extract_video(item.path, cfg)
         attrs.update({"video_id": item.video_id, "source": item.path, "label": item.label,
@@ -224,17 +233,25 @@ def _source_diff(existing: dict | None, cfg: ExtractConfig) -> str:
 
 def _open_checked(cfg: ExtractConfig, out: str, log):
     """The writer for `out`, refusing (or with --overwrite, replacing) a set extracted otherwise
-    or from another dataset or root (which --append accepts)."""
+    or from another dataset or root (which --append accepts); a damaged root document or failure
+    record is repaired from what the set still holds."""
+    from shards.metadata import DamagedMetadata
     from shards.schema import SchemaVersionError
-    from shards.writer import open_writer
+    from shards.writer import open_writer, remove_set
 
     try:
         writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
+    except DamagedMetadata as err:
+        writer = _restore_root(cfg, out, err, log)
     except SchemaVersionError as err:  # its message says what to do
         raise CliError(str(err)) from err
     except ValueError as err:  # a set of the other format: the stores say which
         other = "hdf5" if cfg.format == "zarr" else "zarr"
         raise CliError(f"{err}: pass --format {other} to resume it, or use another --out") from err
+    dropped = writer.drop_damaged_failures()
+    if dropped:
+        log(f"removed {len(dropped)} damaged failure records ({', '.join(dropped[:5])}); "
+            f"their videos are extracted again")
     settings = _settings_diff(writer.config(), cfg)
     source = _source_diff(writer.config(), cfg)
     if source and cfg.append and not settings:
@@ -249,11 +266,30 @@ def _open_checked(cfg: ExtractConfig, out: str, log):
                 if settings else "Use another --out, --append to add these videos to it, or --overwrite "
                 "to delete it and start over")
         raise CliError(f"{out} was extracted {what}. {hint}.")
-    log(f"--overwrite: deleting {out}, extracted {what}")
-    import fsspec
+    removed = remove_set(out, cfg.format)
+    log(f"--overwrite: deleted the shard set at {out} ({', '.join(removed)}), extracted {what}")
+    return open_writer(out, format=cfg.format, config=cfg.to_dict())
 
-    fs, path = fsspec.core.url_to_fs(out)
-    fs.rm(path, recursive=True)
+
+def _restore_root(cfg: ExtractConfig, out: str, err: Exception, log):
+    """The writer of a set whose root document is damaged: rebuilt from the config its
+    manifest records (the videos are kept), else with --overwrite a fresh set."""
+    from shards.metadata import DamagedMetadata
+    from shards.writer import open_writer, remove_set, restore_root
+
+    try:
+        manifest = read_manifest(out)
+    except DamagedMetadata:
+        manifest = None
+    if manifest and manifest.get("format") == cfg.format and manifest.get("config"):
+        log(f"{err}: rebuilding the root from {out}/manifest.json's config, keeping the videos")
+        restore_root(out, cfg.format, manifest["config"])
+    elif cfg.overwrite:
+        log(f"{err}: no readable manifest to rebuild it from; --overwrite: starting the set over")
+        remove_set(out, cfg.format)
+    else:
+        raise CliError(f"{err}. Its manifest.json cannot rebuild it either: re-run with --overwrite "
+                       f"to extract the set anew.")
     return open_writer(out, format=cfg.format, config=cfg.to_dict())
 
 
@@ -469,21 +505,36 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch, counts: Count
     `task` is what a Dask task runs on a batch of videos (tests swap in a flaky one);
     `counts`, when given, is kept up to date as videos are committed.
     """
-    from shards import open_shards
+    from shards.lock import writer_lock
 
     counts = counts if counts is not None else Counts()
     out = counts.out = cfg.out_path()
     _check_runnable(cfg, out)
     listing = scan(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file, limit=cfg.limit)
     cfg = replace(cfg, root=str(listing.root))  # stored resolved: the next run is compared with it
+    with writer_lock(out, log=log) as lock:  # one run per shard set: a second one is refused
+        return _run_locked(cfg, listing, log, task, lock, counts)
+
+
+def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock, counts: Counts) -> dict:
+    from shards import open_shards
+    from shards.metadata import DamagedMetadata
+
+    out = cfg.out_path()
     items = list(listing.items)
     writer = _open_checked(cfg, out, log)
-    previous = read_manifest(out)
+    try:
+        previous = read_manifest(out)
+    except DamagedMetadata as err:  # rewritten at the end of this run; videos are measured anew
+        log(f"{err}: ignored, this run writes a new one")
+        previous = None
     done = writer.done_ids()
     counts.before = len(done)
     todo = [it for it in items if it.video_id not in done]
     missing = _record_missing(writer, listing, done, cfg, log)
     batches = [todo[i:i + cfg.shard_size] for i in range(0, len(todo), cfg.shard_size)]
+    for folder in listing.unreadable:  # os.walk would skip them without a word
+        log(f"warning: cannot read folder {folder}; its videos are not listed")
     log(f"motion-mae extract: {len(items)} videos in '{cfg.dataset}', {len(items) - len(todo)} already done, "
         f"{len(todo)} to do in {len(batches)} tasks -> {out} ({cfg.format})"
         + (f"; {missing} annotated videos not on disk" if missing else ""))
@@ -510,6 +561,9 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch, counts: Count
         counts.now = len(writer.done_ids()) - counts.before
         raise
     progress.close()
+    if lock.lost:
+        raise CliError(f"{out}: another run took over the writer lock while this one ran (its heartbeat "
+                       f"could not be written for minutes); not finalizing. Re-run once it is done.")
     writer.finalize()
     summary = _summary(cfg, items, results, len(items) - len(todo), missing, time.perf_counter() - start)
 
@@ -520,8 +574,9 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch, counts: Count
     videos = video_entries(out, done | entries.keys(), entries, previous)
     with open_shards(out) as ds:
         failures = ds.failures()
+    summary["unreadable_folders"] = list(listing.unreadable)
     run_info = {k: summary[k] for k in ("done", "skipped", "failed", "missing", "frames", "seconds",
-                                        "frames_per_s", "bytes_written", "stage_seconds")}
+                                        "frames_per_s", "bytes_written", "stage_seconds", "unreadable_folders")}
     manifest = build_manifest(out, cfg.format, cfg.to_dict(), videos, failures, run_info)
     summary.update(manifest=write_manifest(out, manifest), committed=len(videos),
                    bytes=manifest["counts"]["bytes"], failure_records=len(failures))
@@ -566,6 +621,8 @@ def _format_summary(s: dict) -> str:
         lines.append(f"failed:   {f['source']}  [{f['stage']}] {f['reason']}")
     if len(s["failures"]) > MAX_FAILURES_SHOWN:
         lines.append(f"failed:   ... and {len(s['failures']) - MAX_FAILURES_SHOWN} more (all in the manifest)")
+    for folder in s.get("unreadable_folders", []):
+        lines.append(f"warning:  cannot read folder {folder}; its videos are not listed")
     lines.append(f"manifest: {s['manifest']}")
     lines.append(f"read:     python -c \"from shards import open_shards; ds = open_shards('{s['out']}'); "
                  f"print(len(ds), ds.ids()[:3])\"")

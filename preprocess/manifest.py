@@ -35,7 +35,9 @@ def read_manifest(out: str) -> dict | None:
     fs, path = fsspec.core.url_to_fs(manifest_url(out))
     if not fs.exists(path):
         return None
-    return json.loads(fs.cat_file(path))
+    from shards.metadata import parse_json
+
+    return parse_json(fs.cat_file(path), manifest_url(out), "the manifest")
 
 
 def video_entries(out: str, done: set[str], new: dict[str, dict], previous: dict | None) -> dict[str, dict]:

@@ -40,6 +40,37 @@ def block_geometry(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return vectors["dst_x"].astype(np.int64) - w // 2, vectors["dst_y"].astype(np.int64) - h // 2, w, h
 
 
+def rotate_vectors(vectors: np.ndarray | None, source_hw: tuple[int, int],
+                   quarter_turns: int) -> np.ndarray | None:
+    """Side-data vectors of a (Hs, Ws) coded frame as seen after rotating the picture
+    counterclockwise by quarter_turns x 90 degrees (np.rot90's direction), the display
+    orientation of a rotated phone video. Blocks keep their pixels: a block covering
+    columns [x0, x0 + w) and rows [y0, y0 + h) covers, after one turn, columns [y0, y0 + h)
+    and rows [Ws - x0 - w, Ws - x0); a displacement (dx, dy) becomes (dy, -dx)."""
+    k = quarter_turns % 4
+    if k == 0 or vectors is None or len(vectors) == 0:
+        return vectors
+    hs, ws = source_hw
+    x0, y0, w, h = block_geometry(vectors)
+    mx, my = vectors["motion_x"].astype(np.int64), vectors["motion_y"].astype(np.int64)
+    sx, sy = vectors["src_x"].astype(np.int64), vectors["src_y"].astype(np.int64)
+    dx, dy = vectors["dst_x"].astype(np.int64), vectors["dst_y"].astype(np.int64)
+    if k == 1:
+        x0, y0, w, h = y0, ws - x0 - w, h, w
+        mx, my, sx, sy = my, -mx, sy, ws - sx
+    elif k == 2:
+        x0, y0 = ws - x0 - w, hs - y0 - h
+        mx, my, sx, sy = -mx, -my, ws - sx, hs - sy
+    else:
+        x0, y0, w, h = hs - y0 - h, x0, h, w
+        mx, my, sx, sy = -my, mx, hs - sy, sx
+    out = vectors.copy()
+    for name, values in (("w", w), ("h", h), ("dst_x", x0 + w // 2), ("dst_y", y0 + h // 2),
+                         ("src_x", sx), ("src_y", sy), ("motion_x", mx), ("motion_y", my)):
+        out[name] = values.astype(out.dtype[name])
+    return out
+
+
 def default_distances(vectors: np.ndarray) -> np.ndarray:
     """Signed reference offsets assuming the adjacent frame: -1 for list 0, +1 for list 1."""
     return np.where(vectors["source"] > 0, 1, -1).astype(np.int64)

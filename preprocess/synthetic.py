@@ -200,11 +200,12 @@ CODECS = {
 
 def encode(path: str | Path, frames: np.ndarray, codec: str = "h264", fps: int = 25,
            bframes: int = 0, refs: int = 1, crf: int = 12, gop: int = 250,
-           options: dict | None = None) -> Path:
+           options: dict | None = None, rotation: int = 0) -> Path:
     """Encode (T, H, W, 3) uint8 RGB frames into a real video file with PyAV.
 
     `bframes` and `refs` control the H.264 GOP structure (B-frames, multi-reference);
-    odd frame sizes are encoded as they are for codecs that allow it.
+    odd frame sizes are encoded as they are for codecs that allow it. `rotation` writes a
+    display matrix (counterclockwise degrees), as a phone does for a video shot upright.
     """
     encoder, suffix, pix_fmt = CODECS[codec]
     path = Path(path)
@@ -227,6 +228,8 @@ def encode(path: str | Path, frames: np.ndarray, codec: str = "h264", fps: int =
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
         stream.thread_count = 1
+        if rotation:
+            stream.set_display_rotation(rotation)
         for img in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             for packet in stream.encode(frame):

@@ -94,7 +94,7 @@ def extract_video(path: str, cfg: ExtractConfig) -> tuple[dict[str, np.ndarray],
     timings: dict[str, float] = {}
     with stage("decode", timings):
         decoded = decode_video(path, short_side=cfg.short_side, fps=cfg.fps,
-                               max_ref_distance=cfg.max_ref_distance)
+                               max_ref_distance=cfg.max_ref_distance, allow_images=cfg.allow_images)
     # decode_video reports its own split of decode / motion-vector / reference-distance time
     inner = dict(decoded.attrs.get("timings", {}))
     if inner:

@@ -22,6 +22,7 @@ import fsspec
 import h5py
 import numpy as np
 
+from .metadata import DamagedMetadata, parse_json
 from .schema import ARRAYS, COMMIT_ATTR, ROOT_KEY, root_attrs, root_version
 
 ROOT_FILE = "motion_mae.json"
@@ -80,7 +81,7 @@ class Hdf5Writer:
         self.fs, self.root = _fs(self.path)
         root_file = f"{self.root}/{ROOT_FILE}"
         if self.fs.exists(root_file):
-            attrs = json.loads(self.fs.cat_file(root_file))
+            attrs = parse_json(self.fs.cat_file(root_file), self.path, f"the root {ROOT_FILE}")
             root_version(attrs, self.path)
             update = merge_config(attrs, config, self.path)
             if attrs.get(INDEX_KEY) is not None:
@@ -108,6 +109,25 @@ class Hdf5Writer:
 
     def failed_ids(self) -> set[str]:
         return set(_stem_list(self.fs, f"{self.root}/failures/*.json", ".json"))
+
+    def committed(self, video_id: str) -> tuple[dict, int] | None:
+        """(attrs, bytes) of a committed video (its .h5 exists: the rename is the commit)."""
+        path = f"{self.root}/videos/{video_id}.h5"
+        if not self.fs.exists(path):
+            return None
+        return _video_attrs(self.fs, path), int(self.fs.size(path))
+
+    def drop_damaged_failures(self) -> list[str]:
+        """Delete failure records that do not parse (their videos are redone by this run)."""
+        dropped = []
+        for vid in sorted(self.failed_ids()):
+            path = f"{self.root}/failures/{vid}.json"
+            try:
+                parse_json(self.fs.cat_file(path), path, "failure record")
+            except DamagedMetadata:
+                self.fs.rm(path)
+                dropped.append(vid)
+        return dropped
 
     def write_video(self, video_id: str, stored: dict[str, np.ndarray], attrs: dict) -> int:
         final = f"{self.root}/videos/{video_id}.h5"
@@ -142,7 +162,7 @@ class Hdf5Writer:
         for tmp in self.fs.glob(f"{self.root}/videos/.*.tmp") + self.fs.glob(f"{self.root}/failures/.*.tmp"):
             self.fs.rm(tmp)  # leftovers of crashed writers; finalize runs after all writers
         root_file = f"{self.root}/{ROOT_FILE}"
-        attrs = json.loads(self.fs.cat_file(root_file))
+        attrs = parse_json(self.fs.cat_file(root_file), self.path, f"the root {ROOT_FILE}")
         # One attrs read per file not in the last index: the cost of a corpus index for a
         # format without a root group.
         index = incremental_index(attrs.pop(INDEX_BASE_KEY, None), self.done_ids(),
@@ -164,7 +184,7 @@ class Hdf5Reader:
         self._ids = _stem_list(self.fs, f"{self.root}/videos/*.h5", ".h5")
         root_file = f"{self.root}/{ROOT_FILE}"
         if self.fs.exists(root_file):
-            attrs = json.loads(self.fs.cat_file(root_file))
+            attrs = parse_json(self.fs.cat_file(root_file), self.path, f"the root {ROOT_FILE}")
         elif self._ids:  # every file carries the root attrs: a lone copied file still reads
             with self._open(self._ids[0]) as f:
                 attrs = json.loads(f.attrs[ROOT_KEY])
@@ -203,7 +223,9 @@ class Hdf5Reader:
     def failures(self) -> list[dict]:
         out = []
         for vid in _stem_list(self.fs, f"{self.root}/failures/*.json", ".json"):
-            out.append({**json.loads(self.fs.cat_file(f"{self.root}/failures/{vid}.json")), "id": vid})
+            path = f"{self.root}/failures/{vid}.json"
+            out.append({**parse_json(self.fs.cat_file(path), f"{self.path} failures/{vid}.json",
+                                     "the failure record"), "id": vid})
         return out
 
     def video_bytes(self, video_id: str) -> int:

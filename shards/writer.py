@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
+import fsspec
 import numpy as np
 
+from .cli import CliError
+from .lock import LOCK_NAME
 from .schema import (ARRAYS, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
                      encode)
 
@@ -154,6 +158,16 @@ class ShardWriter:
     def failed_ids(self) -> set[str]:
         return self._backend.failed_ids()
 
+    def committed(self, video_id: str) -> tuple[dict, int] | None:
+        """(attrs, bytes in the store) of `video_id` if it is committed, else None: one
+        metadata read, for a retried task to skip what its killed attempt already committed."""
+        return self._backend.committed(video_id)
+
+    def drop_damaged_failures(self) -> list[str]:
+        """Delete failure records that are not valid JSON (a reader would refuse the set);
+        their videos are not committed, so the run redoes them. Returns their ids."""
+        return self._backend.drop_damaged_failures()
+
     def write_video(self, video_id: str, arrays: dict[str, np.ndarray], attrs: dict) -> int:
         """Validate, quantize (schema.encode) and commit one video; clears its failure record.
 
@@ -183,6 +197,56 @@ class ShardWriter:
 
     def __repr__(self) -> str:
         return f"ShardWriter({self.path!r}, format={self.format!r})"
+
+
+# What a shard set owns at its root: all that `remove_set` may delete. A new top-level file of
+# a backend belongs here, or --overwrite refuses sets that hold it.
+OWNED = {"zarr": ("zarr.json", "videos", "failures"),
+         "hdf5": ("motion_mae.json", "videos", "failures")}
+OWNED_BY_ANY = ("manifest.json", LOCK_NAME)  # preprocess.manifest.MANIFEST, the writer lock
+# temporaries of atomic writes (manifest, hdf5 root attrs, lock heartbeat) a crash left behind
+OWNED_TMP = re.compile(r"^\.(manifest\.json|motion_mae\.json|\.motion_mae\.lock)\.[0-9a-f]+\.tmp$")
+
+
+class ForeignFiles(CliError):
+    """The directory of a shard set holds files the set does not own."""
+
+
+def remove_set(out: str, format: str, keep: tuple[str, ...] = (LOCK_NAME,)) -> list[str]:
+    """Delete the shard set at `out` (directory or fsspec URL): only what it owns (`OWNED`),
+    never the directory itself, and nothing at all when the directory holds anything else
+    (ForeignFiles: the user's videos or notes next to the set). Returns the names removed."""
+    fs, root = fsspec.core.url_to_fs(os.fspath(out))
+    root = root.rstrip("/")
+    if not fs.exists(root):
+        return []
+    owned = set(OWNED[format]) | set(OWNED_BY_ANY)
+    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+    foreign = [n for n in names if n not in owned and not OWNED_TMP.match(n)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ForeignFiles(f"--overwrite: {out} holds files that are not part of the {format} shard set "
+                           f"({shown}); deleted nothing. Move them away or choose another --out.")
+    removed = [n for n in names if n not in keep]
+    for name in removed:
+        fs.rm(f"{root}/{name}", recursive=True)
+    return removed
+
+
+def restore_root(out: str, format: str, config: dict) -> None:
+    """Rewrite a damaged root document (zarr.json / motion_mae.json) in place with the schema
+    info and `config`, keeping every video: committed videos carry their own attrs, and the
+    next `finalize` rebuilds the corpus index from them."""
+    from .hdf5_store import ROOT_FILE
+    from .metadata import zarr_group_json
+    from .schema import root_attrs
+
+    fs, root = fsspec.core.url_to_fs(os.fspath(out))
+    attrs = root_attrs(_jsonable(config))
+    if format == "zarr":
+        fs.pipe_file(f"{root.rstrip('/')}/zarr.json", zarr_group_json(attrs))
+    else:
+        fs.pipe_file(f"{root.rstrip('/')}/{ROOT_FILE}", json.dumps(attrs).encode())
 
 
 def open_writer(path, format: str = "zarr", config: dict | None = None) -> ShardWriter:

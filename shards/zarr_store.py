@@ -16,6 +16,7 @@ consolidation plus the id index gives the same one-read opens.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -25,6 +26,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from .metadata import damaged, parse_json
 from .schema import ARRAYS, COMMIT_ATTR, root_attrs, root_version
 
 # zstd inside Blosc with byte shuffle: shuffle groups the bytes of int16/float16/float32
@@ -56,6 +58,33 @@ def is_zarr_root(path: str) -> bool:
     return fs.exists(f"{root.rstrip('/')}/zarr.json")
 
 
+def open_root(store, path: str, mode: str):
+    """The root group; DamagedMetadata (one line) when its zarr.json does not parse."""
+    try:
+        return zarr.open_group(store, mode=mode, use_consolidated=False)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise damaged(path, "the root zarr.json", err) from err
+
+
+def failure_names(fs, fs_root: str) -> list[str]:
+    """Ids of the failure records, from a listing (no record read)."""
+    base = f"{fs_root.rstrip('/')}/failures"
+    if not fs.exists(base):
+        return []
+    names = (p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False))
+    return sorted(n for n in names if n != "zarr.json" and not n.startswith("."))
+
+
+def read_failure(fs, fs_root: str, path: str, name: str) -> dict | None:
+    """One failure record's attrs (None if it vanished); DamagedMetadata if it is garbage."""
+    try:
+        data = fs.cat_file(f"{fs_root.rstrip('/')}/failures/{name}/zarr.json")
+    except FileNotFoundError:
+        return None
+    doc = parse_json(data, f"{path} failures/{name}", "the failure record zarr.json")
+    return dict(doc.get("attributes") or {})
+
+
 def chunking(spec_frame_chunk: int, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(chunk shape, shard shape): chunks of frame_chunk frames x full other dims, one shard
     holding the whole array (a shard must be a whole number of chunks)."""
@@ -74,7 +103,7 @@ class ZarrWriter:
         self.path = os.fspath(path)
         self.store = make_store(self.path, read_only=False)
         if is_zarr_root(self.path):
-            root = zarr.open_group(self.store, mode="r+", use_consolidated=False)
+            root = open_root(self.store, self.path, "r+")
             attrs = dict(root.attrs)
             root_version(attrs, self.path)
             update = merge_config(attrs, config, self.path)
@@ -132,7 +161,28 @@ class ZarrWriter:
             return None
 
     def failed_ids(self) -> set[str]:
-        return set(self.failures.group_keys())
+        return set(failure_names(self.fs, self.fs_root))
+
+    def committed(self, video_id: str) -> tuple[dict, int] | None:
+        """(attrs, bytes) of a committed video, None if it is absent or half-written."""
+        attrs = self._attrs(video_id)
+        if attrs is None or attrs.get(COMMIT_ATTR) is not True:
+            return None
+        return attrs, int(self.fs.du(f"{self.fs_root.rstrip('/')}/videos/{video_id}", total=True))
+
+    def drop_damaged_failures(self) -> list[str]:
+        """Delete failure records that do not parse: their videos are not committed, so this
+        run redoes them (or, gone from the corpus, they are simply forgotten)."""
+        from .metadata import DamagedMetadata
+
+        dropped = []
+        for name in failure_names(self.fs, self.fs_root):
+            try:
+                read_failure(self.fs, self.fs_root, self.path, name)
+            except DamagedMetadata:
+                self.fs.rm(f"{self.fs_root.rstrip('/')}/failures/{name}", recursive=True)
+                dropped.append(name)
+        return dropped
 
     def write_video(self, video_id: str, stored: dict[str, np.ndarray], attrs: dict) -> int:
         # overwrite=True clears a half-written group left by a crashed attempt.
@@ -168,7 +218,7 @@ class ZarrReader:
     def __init__(self, path: str):
         self.path = os.fspath(path)
         self.store = make_store(self.path, read_only=True)
-        self.root = zarr.open_group(self.store, mode="r", use_consolidated=False)
+        self.root = open_root(self.store, self.path, "r")
         attrs = dict(self.root.attrs)
         root_version(attrs, self.path)
         index = attrs.pop(INDEX_KEY, None)
@@ -214,7 +264,9 @@ class ZarrReader:
         return raw.get_orthogonal_selection((sel,))
 
     def failures(self) -> list[dict]:
-        return [{**dict(g.attrs), "id": n} for n, g in sorted(self._groups(self._failures))]
+        fs, root = fsspec.core.url_to_fs(self.path)
+        records = ((n, read_failure(fs, root, self.path, n)) for n in failure_names(fs, root))
+        return [{**attrs, "id": n} for n, attrs in records if attrs is not None]
 
     def video_bytes(self, video_id: str) -> int:
         """Bytes of everything one video takes in the store (arrays and metadata)."""

@@ -78,6 +78,8 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 500           # steps; a final checkpoint is always written
     resume: str = ""                # checkpoint path, or "auto" = <out>/checkpoint.pt if present
+    max_skipped_videos: int = 20    # videos that fail to read mid-run are skipped and listed in
+                                    # <out>/skipped.jsonl up to this many, then the run stops; 0 = stop at once
 
     # ---- derived values -------------------------------------------------------------------
     @property

@@ -30,6 +30,7 @@ not depend on the worker that loads it, and a resumed run sees the same clips.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -42,6 +43,7 @@ from shards.schema import CELL, HOG_BINS
 from shards.tracks import along_trajectories, positions
 
 from .masks.mgmae import compose
+from .skips import BATCH_KEY, READ_ERRORS
 from .targets.pixel import MEAN, STD
 
 MOTION_KEYS = ("mv", "mv_valid", "flow", "homography", "hog", "traj", "traj_valid", "traj_hog")
@@ -253,13 +255,24 @@ def hflip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 # ---- dataset and loader ---------------------------------------------------------------------
 
+MAX_SUBSTITUTES = 16  # unreadable videos in a row before a sample gives up: the set is broken
+
+
+class ShardSetChanged(RuntimeError):
+    """A video listed at start is gone: the set was re-extracted under the run (never skipped)."""
+
+
 class ClipDataset(Dataset):
     """Items are (g, video index) pairs from `ClipSampler`; returns a dict of tensors."""
 
-    def __init__(self, path, spec: ClipSpec, seed: int = 0, split: str = ""):
+    def __init__(self, path, spec: ClipSpec, seed: int = 0, split: str = "", skip_damaged: bool = False):
         from shards import open_shards
 
         self.path, self.spec, self.seed = str(path), spec, seed
+        # serve the next readable video when one fails to read; items then carry what was
+        # skipped (train/skips.py records it and enforces the limit)
+        self.skip_damaged = skip_damaged
+        self._damaged: dict[str, str] = {}  # this worker's unreadable videos -> reason
         ds = open_shards(self.path)
         ids = ds.ids()
         self.ids = [i for i in ids if not split or ds[i].attrs.get("split") == split]
@@ -281,7 +294,26 @@ class ClipDataset(Dataset):
         g, index = item
         if self._ds is None:
             self._ds = open_shards(self.path)
-        rng = np.random.default_rng([self.seed, g])
+        if not self.skip_damaged:
+            return self._clip(g, index, np.random.default_rng([self.seed, g]))
+        skipped = []
+        for k in range(min(len(self.ids), MAX_SUBSTITUTES + 1)):
+            vid = self.ids[(index + k) % len(self.ids)]
+            if vid not in self._damaged:
+                try:  # substitute k > 0 draws from its own generator: still one clip per (g, k)
+                    clip = self._clip(g, (index + k) % len(self.ids),
+                                      np.random.default_rng([self.seed, g] + ([k] if k else [])))
+                    note = {BATCH_KEY: json.dumps(skipped)}
+                    return [{**c, **note} for c in clip] if isinstance(clip, list) else {**clip, **note}
+                except ShardSetChanged:
+                    raise
+                except READ_ERRORS as err:
+                    self._damaged[vid] = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            skipped.append({"video": vid, "reason": self._damaged[vid]})
+        raise RuntimeError(f"{self.path}: {len(skipped)} videos in a row failed to read "
+                           f"(first: {skipped[0]['video']}: {skipped[0]['reason']})")
+
+    def _clip(self, g: int, index: int, rng: np.random.Generator) -> dict[str, torch.Tensor] | list:
         video = self._video(self.ids[index])
         a = video.attrs
         idx, rate = frame_indices(int(a["num_frames"]), self.spec, rng)
@@ -302,7 +334,7 @@ class ClipDataset(Dataset):
             try:
                 self._videos[video_id] = self._ds[video_id]
             except KeyError as e:  # listed when the dataset was built, gone now
-                raise RuntimeError(f"{self.path} changed under the loader: video {video_id!r} was committed when "
+                raise ShardSetChanged(f"{self.path} changed under the loader: video {video_id!r} was committed when "
                                    f"training started and is not now ({e.args[0]}). Was the set re-extracted "
                                    f"(--overwrite) or edited during the run? Restart on a stable shard set.") from e
         return self._videos[video_id]

@@ -27,6 +27,8 @@ from .flops import hidden_tokens, peak_tflops, train_flops
 from .masks import NEEDS as MASK_NEEDS
 from .masks import get_mask
 from .runs import default_out
+from .skips import BATCH_KEY as SKIPPED
+from .skips import SkipLog
 from .targets import get_target
 
 CHECKPOINT = "checkpoint.pt"
@@ -189,7 +191,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     needs = MASK_NEEDS[cfg.mask] | target.needs
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
                     frozenset(needs), cfg.repeated_aug)
-    dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split)
+    dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split, skip_damaged=cfg.max_skipped_videos > 0)
     grid = cfg.grid
     heads = target.heads(cfg.tubelet, cfg.patch_size, dataset.traj_len)
     out_dim = sum(h.dim for h in heads)
@@ -238,6 +240,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     loader = make_loader(dataset, micro, step * accum, cfg.seed, d.rank, d.world, cfg.num_workers,
                          pin_memory=device.type == "cuda")
     metrics = MetricsLog(out, d.main)
+    skips = SkipLog(out, cfg.max_skipped_videos, d.rank, log)
     summary = {"first_loss": None, "last_loss": None, "flops_per_clip": flops_per_clip}
     timer, data_time, step_time, window, loss_sum = Timer(), 0.0, 0.0, 0, 0.0
 
@@ -252,6 +255,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         step_loss = 0.0
         for k in range(accum):
             batch = next(batches)
+            if SKIPPED in batch:
+                skips.record(batch.pop(SKIPPED), step)
             data_time += timer.lap()
             mask = mask_fn(batch, grid, cfg.ratio, mask_gen)                    # (B,N), on CPU
             batch = {key: v.to(device, non_blocking=True) for key, v in batch.items()}

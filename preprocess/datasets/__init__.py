@@ -95,10 +95,12 @@ def scan(name: str, root: str | Path | None = None, split: str | None = None,
         missing = [it for it in missing if it.split == split]
     if not items:
         what = f"videos of split {split!r}" if split else "videos"
+        unreadable = f"; could not read {', '.join(listing.unreadable[:3])}" if listing.unreadable else ""
         raise DatasetRootError(f"{name}: found no {what} under {path} (from {source}); expected {adapter.layout}"
                                + (f"; {len(missing)} annotated videos are not on disk" if missing else "")
-                               + f". Layouts: {LAYOUTS_DOC}")
-    return Listing(tuple(items[:limit] if limit is not None else items), tuple(missing), root=path)
+                               + unreadable + f". Layouts: {LAYOUTS_DOC}")
+    return Listing(tuple(items[:limit] if limit is not None else items), tuple(missing), listing.unreadable,
+                   root=path)
 
 
 def list_videos(name: str, root: str | Path | None = None, split: str | None = None,

@@ -36,6 +36,9 @@ class Listing:
 
     items: tuple[VideoItem, ...]
     missing: tuple[VideoItem, ...] = ()
+    # folders the scan could not read (permissions, I/O errors): "path: reason" lines that
+    # the extractor prints and keeps in the manifest, since their videos are not listed
+    unreadable: tuple[str, ...] = ()
     root: Path | None = None  # the absolute root the registry scanned (adapters leave it None)
 
 
@@ -80,15 +83,22 @@ class DatasetUsageError(ValueError):
 
 # ---------------------------------------------------------------------------------- files
 
-def walk_videos(folder: Path) -> list[Path]:
+def walk_videos(folder: Path, unreadable: list[str] | None = None) -> list[Path]:
     """Every video file under `folder`, recursively, sorted; follows symlinked folders once.
 
     Hidden files and folders are skipped: `._clip.mp4` AppleDouble files look like videos
-    but are not, and the demo writes its partial files into a hidden folder.
+    but are not, and the demo writes its partial files into a hidden folder. Folders that
+    cannot be read are appended to `unreadable` as "path: reason" (os.walk would skip
+    them silently).
     """
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+
+    def onerror(err: OSError) -> None:
+        if unreadable is not None:
+            unreadable.append(f"{err.filename}: {err.strerror or type(err).__name__}")
+
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=onerror):
         st = os.stat(dirpath)
         if (st.st_dev, st.st_ino) in seen:  # a symlink loop
             dirnames[:] = []

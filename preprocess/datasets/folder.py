@@ -16,11 +16,12 @@ def scan(root: Path, split: str | None, list_file: Path | None = None) -> Listin
     if split is not None and not (root / split).is_dir():
         raise DatasetRootError(f"folder: no split folder {root / split} (with --split {split}, videos are "
                                f"listed from <root>/{split}/)")
+    unreadable: list[str] = []
     items = [VideoItem(video_id=safe_id(path.stem), path=str(path), label=None,
                        label_name=path.parent.name if path.parent != root else None,
                        split=_top_folder(path, root) if split is not None else None)
-             for path in walk_videos(root)]
-    return Listing(tuple(items))
+             for path in walk_videos(root, unreadable)]
+    return Listing(tuple(items), unreadable=tuple(unreadable))
 
 
 def _top_folder(path: Path, root: Path) -> str | None:

@@ -87,7 +87,7 @@ def test_resume_refuses_a_set_from_another_extractor_revision(corpus, tmp_path, 
     # --overwrite deletes the old set and extracts anew; the next run resumes it as usual
     lines = []
     fresh = run(_cfg(corpus, out, workers=0, limit=2, overwrite=True), log=lines.append)
-    assert (fresh["done"], fresh["failed"]) == (1, 1) and any("--overwrite: deleting" in x for x in lines)
+    assert (fresh["done"], fresh["failed"]) == (1, 1) and any("--overwrite: deleted the shard set" in x for x in lines)
     assert open_shards(str(out)).ids() == ["pan"]
     again = run(_cfg(corpus, out, workers=0, limit=2, retries=0), log=lambda s: None)
     assert again["skipped"] == 1
@@ -298,9 +298,10 @@ def test_in_process_crash_is_retried_then_recorded(corpus, tmp_path, monkeypatch
     assert ds.ids() == ["pan"]
     internal = {f["id"]: f for f in ds.failures()}["object"]
     assert internal["stage"] == "internal" and internal["reason"] == "KeyError: 'a bug'"
-    # batch [broken, pan, object]: attempt 1 stops at pan, the retry at object; then each
-    # video runs alone, object twice more (once + 1 retry)
-    assert calls["pan"] == 3 and calls["object"] == 1 + 2
+    # batch [broken, pan, object]: attempt 1 stops at pan, the retry commits pan and stops at
+    # object; then each video runs alone: pan is committed and not extracted again, object
+    # twice more (once + 1 retry)
+    assert calls["pan"] == 2 and calls["object"] == 1 + 2
 
 
 def flaky_batch(items, cfg):
@@ -407,3 +408,39 @@ def test_resumed_driver_waits_for_orphans_on_a_shared_cluster(tmp_path):
         assert marker.exists() and "waiting for 1 tasks" in lines[0]
         wait_for_orphans(client, "extract-0123abcd-", lines.append, poll=0.05)  # none left: returns at once
         assert len(lines) == 1
+
+
+# ------------------------------------------------------------------ --overwrite, writer lock
+
+def test_overwrite_removes_only_what_the_set_owns(corpus, tmp_path, capsys):
+    from shards.writer import ForeignFiles
+
+    out = tmp_path / "s"
+    run(_cfg(corpus, out, workers=0, limit=2), log=_quiet)
+    (out / "notes.txt").write_text("my notes")
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(ForeignFiles, match=r"holds files that are not part of the zarr shard set \(notes.txt\)"):
+        run(_cfg(corpus, out, workers=0, limit=2, traj_len=4, overwrite=True), log=_quiet)
+    assert sorted(p.name for p in out.iterdir()) == before and open_shards(str(out)).ids() == ["pan"]
+    # through the CLI: one line, exit 1
+    code = main(["--dataset", "folder", "--root", str(corpus), "--out", str(out), "--workers", "0",
+                 "--limit", "2", "--traj-len", "4", "--overwrite"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "deleted nothing" in err[0]
+    (out / "notes.txt").unlink()
+    lines: list[str] = []
+    summary = run(_cfg(corpus, out, workers=0, limit=2, traj_len=4, overwrite=True), log=lines.append)
+    assert summary["done"] == 1 and open_shards(str(out))["pan"]["traj"].shape[3] == 4
+    assert "deleted the shard set" in lines[0] and "failures, manifest.json, videos, zarr.json" in lines[0]
+
+
+def test_a_second_writer_is_refused(corpus, tmp_path, capsys):
+    from shards.lock import writer_lock
+
+    out = tmp_path / "s"
+    with writer_lock(str(out)) as lock:
+        code = main(["--dataset", "folder", "--root", str(corpus), "--out", str(out), "--workers", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert f"pid {lock.holder.pid}, started " in err[0] and "being written by another run" in err[0]
+    assert not (out / "zarr.json").exists()  # refused before touching anything

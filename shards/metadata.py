@@ -1,0 +1,44 @@
+"""The JSON documents of a shard set (root attrs, failure records, manifest) read with one
+clear message when they are damaged, and the repairs an extraction re-run makes.
+
+A garbage root `zarr.json` used to surface as a json/zarr traceback, a garbage failure
+record made `ds.failures()` crash, a garbage `manifest.json` a UnicodeDecodeError on re-run.
+"""
+from __future__ import annotations
+
+import json
+
+from .cli import CliError
+
+# What a reader is told to do: the extraction re-run rewrites what the set owns.
+REPAIR = "re-run the extraction into this set to repair it (it rewrites what it owns)"
+
+
+class DamagedMetadata(CliError, ValueError):
+    """A JSON document of the shard set that does not parse (ValueError for callers that
+    already treat a root caught mid-write as one)."""
+
+
+def damaged(where: str, what: str, err: BaseException) -> DamagedMetadata:
+    if isinstance(err, UnicodeDecodeError):
+        reason = "binary data, not text"
+    else:
+        reason = f"{type(err).__name__}: {' '.join(str(err).split())[:120]}"
+    return DamagedMetadata(f"{where}: {what} is damaged (not valid JSON: {reason}); {REPAIR}")
+
+
+def parse_json(data: bytes | str, where: str, what: str) -> dict:
+    """A JSON object, or DamagedMetadata naming the file and what it holds."""
+    try:
+        doc = json.loads(data)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError both
+        raise damaged(where, what, err) from err
+    if not isinstance(doc, dict):
+        raise damaged(where, what, TypeError(f"a JSON {type(doc).__name__}, not an object"))
+    return doc
+
+
+def zarr_group_json(attrs: dict) -> bytes:
+    """The zarr v3 metadata document of a group with these attrs (to rewrite a damaged root
+    in place: zarr.open_group(mode="w") would delete every video under it)."""
+    return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attrs}).encode()
