@@ -258,6 +258,8 @@ HELP = {
     "compile": "torch.compile the model",
     "out": "run folder: config.json, metrics.jsonl, checkpoint.pt",
     "log_every": "steps between log lines",
+    "max_skipped_videos": "videos that fail to read mid-run are skipped and listed in <out>/skipped.jsonl; "
+                          "the run stops past this many (0 = stop at the first, docs/reliability.md)",
     "save_every": "steps between checkpoints (a final one is always written)",
     "resume": "continue from this checkpoint.pt, or 'auto' = <out>/checkpoint.pt when present; "
               "refused if its model, geometry or method differ",
