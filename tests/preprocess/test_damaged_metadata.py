@@ -75,8 +75,12 @@ def test_garbage_root_without_manifest_needs_overwrite(corpus, tmp_path, capsys)
     (out / "zarr.json").write_bytes(GARBAGE)
     (out / "manifest.json").unlink()
     args = ["--dataset", "folder", "--root", str(corpus), "--out", str(out), "--workers", "0", "--short-side", "64"]
-    assert main(args) == 1
+    from shards.cli import run_main
+
+    with pytest.raises(SystemExit) as exit_:
+        run_main(lambda: main(args), "extract.py")
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "root zarr.json is damaged" in err[0] and "--overwrite" in err[0]
+    assert exit_.value.code == 1 and len(err) == 1
+    assert "root zarr.json is damaged" in err[0] and "--overwrite" in err[0]
     assert main([*args, "--overwrite"]) == 1  # exit 1: bad.mp4 failed; the set is whole again
     assert open_shards(str(out)).ids() == ["good"]

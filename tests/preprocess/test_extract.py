@@ -412,6 +412,15 @@ def test_resumed_driver_waits_for_orphans_on_a_shared_cluster(tmp_path):
 
 # ------------------------------------------------------------------ --overwrite, writer lock
 
+def cli(argv: list[str]) -> int:
+    """extract.py's exit status as a user sees it (main under shards.cli.run_main)."""
+    from shards.cli import run_main
+
+    with pytest.raises(SystemExit) as exit_:
+        run_main(lambda: main(argv), "extract.py")
+    return exit_.value.code
+
+
 def test_overwrite_removes_only_what_the_set_owns(corpus, tmp_path, capsys):
     from shards.writer import ForeignFiles
 
@@ -423,8 +432,8 @@ def test_overwrite_removes_only_what_the_set_owns(corpus, tmp_path, capsys):
         run(_cfg(corpus, out, workers=0, limit=2, traj_len=4, overwrite=True), log=_quiet)
     assert sorted(p.name for p in out.iterdir()) == before and open_shards(str(out)).ids() == ["pan"]
     # through the CLI: one line, exit 1
-    code = main(["--dataset", "folder", "--root", str(corpus), "--out", str(out), "--workers", "0",
-                 "--limit", "2", "--traj-len", "4", "--overwrite"])
+    code = cli(["--dataset", "folder", "--root", str(corpus), "--out", str(out), "--workers", "0",
+                "--limit", "2", "--traj-len", "4", "--overwrite"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "deleted nothing" in err[0]
     (out / "notes.txt").unlink()
@@ -439,7 +448,7 @@ def test_a_second_writer_is_refused(corpus, tmp_path, capsys):
 
     out = tmp_path / "s"
     with writer_lock(str(out)) as lock:
-        code = main(["--dataset", "folder", "--root", str(corpus), "--out", str(out), "--workers", "0"])
+        code = cli(["--dataset", "folder", "--root", str(corpus), "--out", str(out), "--workers", "0"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert f"pid {lock.holder.pid}, started " in err[0] and "being written by another run" in err[0]
