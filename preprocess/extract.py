@@ -243,8 +243,13 @@ def _open_checked(cfg: ExtractConfig, out: str, log):
         writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
     except DamagedMetadata as err:
         writer = _restore_root(cfg, out, err, log)
-    except SchemaVersionError as err:  # its message says what to do
-        raise CliError(str(err)) from err
+    except SchemaVersionError as err:  # its message says what to do: re-extract with --overwrite
+        if not cfg.overwrite:
+            raise CliError(str(err)) from err
+        removed = remove_set(out, cfg.format)
+        log(f"--overwrite: deleted the shard set at {out} ({', '.join(removed)}), written by another "
+            f"shard schema ({err})")
+        return open_writer(out, format=cfg.format, config=cfg.to_dict())
     except ValueError as err:  # a set of the other format: the stores say which
         other = "hdf5" if cfg.format == "zarr" else "zarr"
         raise CliError(f"{err}: pass --format {other} to resume it, or use another --out") from err

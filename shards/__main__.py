@@ -1,6 +1,8 @@
 """Check and summarize a shard set.
 
-    python -m shards verify PATH          one line per problem, a summary; exit 1 on problems
+    python -m shards verify PATH [--workers N]   decode every array of every video; one line per
+                                                 problem (video / array / cause), a summary;
+                                                 exit 1 on problems
     python -m shards inspect PATH [ID]    corpus summary, or one video's attrs and arrays
 """
 from __future__ import annotations
@@ -12,51 +14,8 @@ import numpy as np
 
 from .cli import ArgumentParser, CliError, add_debug_flag, run_main
 from .reader import open_shards
-from .schema import (ARRAYS, COMMIT_ATTR, REQUIRED_VIDEO_ATTRS, SHAPE_ATTRS, SUPPORTED_VERSIONS,
-                     SchemaVersionError, dims_from_attrs)
-
-FRAMES_PER_READ = 64  # bounds memory when scanning long videos for non-finite values
-
-
-def video_problems(ds, video_id: str) -> list[str]:
-    """Everything wrong with one video, as one-line messages (empty: the video is good)."""
-    try:
-        v = ds.video(video_id, require_complete=False, fresh=True)
-    except SchemaVersionError as e:
-        return [str(e)]
-    except Exception as e:  # an unreadable video is a finding to report, not a crash
-        return [f"cannot open: {type(e).__name__}: {e}"]
-    problems = []
-    if v.attrs.get(COMMIT_ATTR) is not True:
-        problems.append("no commit marker: interrupted write; resume the extraction to redo it")
-    missing = [k for k in (*REQUIRED_VIDEO_ATTRS, *SHAPE_ATTRS) if k not in v.attrs]
-    if missing:
-        problems.append(f"attrs lack {missing}")
-    try:
-        dims = dims_from_attrs(v.attrs)
-    except (ValueError, TypeError):
-        dims = None
-    for name, spec in ARRAYS.items():
-        if name not in v:
-            problems.append(f"{name}: missing")
-            continue
-        arr = v[name]
-        if arr.stored_dtype != np.dtype(spec.stored_dtype):
-            problems.append(f"{name}: stored dtype {arr.stored_dtype}, schema {spec.stored_dtype}")
-        if dims is not None and arr.shape != spec.shape(dims):
-            problems.append(f"{name}: shape {arr.shape}, schema {spec.dims} -> {spec.shape(dims)}")
-            continue
-        if arr.dtype.kind == "f":
-            bad = 0
-            for t in range(0, len(arr), FRAMES_PER_READ):
-                bad += int(np.count_nonzero(~np.isfinite(arr[t:t + FRAMES_PER_READ])))
-            if bad:
-                problems.append(f"{name}: {bad} non-finite values")
-    extra = sorted(set(v._raws) - set(ARRAYS))
-    if extra:
-        problems.append(f"arrays not in the schema: {extra}")
-    return problems
-
+from .schema import ARRAYS, SUPPORTED_VERSIONS, SchemaVersionError
+from .verify import check_all
 
 PROG = "python -m shards"
 
@@ -69,14 +28,13 @@ def _open(path: str):
         raise CliError(str(e) if path in str(e) else f"{path}: {e}") from e
 
 
-def verify(path: str) -> int:
+def verify(path: str, workers: int = 1) -> int:
     with _open(path) as ds:
         n_problems, bad_videos = 0, 0
         all_ids = ds.all_ids()
-        for video_id in all_ids:
-            problems = video_problems(ds, video_id)
-            for p in problems:
-                print(f"{video_id}: {p}")
+        for video_id, problems in check_all(ds, all_ids, workers):
+            for array, cause in problems:
+                print(f"{video_id} / {array} / {cause}", flush=True)
             n_problems += len(problems)
             bad_videos += bool(problems)
         committed = set(ds.ids())
@@ -84,9 +42,13 @@ def verify(path: str) -> int:
         if stale:  # an index listing videos that are gone
             print(f"index lists {len(stale)} videos that do not exist, e.g. {sorted(stale)[:5]}")
             n_problems += len(stale)
-        failures = ds.failures()
+        try:
+            n_failures = len(ds.failures())
+        except Exception as e:  # a garbage failure record is a finding too
+            print(f"failures / - / unreadable failure records: {type(e).__name__}: {e}")
+            n_problems, n_failures = n_problems + 1, "?"
         print(f"{path}: {ds.format}, schema v{ds.attrs['motion_mae']['schema_version']}, "
-              f"{len(all_ids)} videos ({len(committed)} committed), {len(failures)} failures; "
+              f"{len(all_ids)} videos ({len(committed)} committed), {n_failures} failures; "
               f"{n_problems} problems in {bad_videos} videos")
     return 1 if n_problems else 0
 
@@ -152,6 +114,18 @@ def inspect(path: str, video_id: str | None) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
 PATH_HELP = "shard set: a directory or fsspec URL (zarr or hdf5, detected)"
 
 
@@ -159,11 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog=PROG, description=__doc__)
     add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{verify,inspect}")
-    p = sub.add_parser("verify", help="check every video against the schema; exit 1 on any problem",
+    p = sub.add_parser("verify", help="decode every array of every video, check it against the schema; "
+                                      "exit 1 on any problem",
                        description="Check every video of a shard set: schema version, commit marker,\n"
-                                   "arrays present, shapes, stored dtypes, finite values.\n"
-                                   "One line per problem, then a summary; exit 1 on any problem.")
+                                   "arrays present, shapes, stored dtypes, finite values, and a full\n"
+                                   "decode of every chunk (checksums: a missing, truncated or damaged\n"
+                                   "chunk is found). One line per problem as `video / array / cause`\n"
+                                   "('-': the video as a whole), then a summary; exit 1 on any problem.")
     p.add_argument("path", help=PATH_HELP)
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="processes checking videos in parallel (default 1); same output as serial")
     add_debug_flag(p)
     p = sub.add_parser("inspect", help="summarize the corpus, or one video",
                        description="Without ID: videos, failures by stage, the config, bytes on disk per array.\n"
@@ -174,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     add_debug_flag(p)
     args = parser.parse_args(argv)
     if args.command == "verify":
-        return verify(args.path)
+        return verify(args.path, args.workers)
     return inspect(args.path, args.video_id)
 
 

@@ -28,7 +28,9 @@ from .schema import ARRAYS, COMMIT_ATTR, ROOT_KEY, root_attrs, root_version
 ROOT_FILE = "motion_mae.json"
 INDEX_KEY = "index"
 # gzip 4 + shuffle: the best ratio h5py ships everywhere; lzf reads faster, compresses less.
-COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+# fletcher32 (schema 2): a checksum per chunk, so a flipped byte fails the read instead of
+# decoding to other numbers.
+COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True, "fletcher32": True}
 
 
 def _fs(path: str):

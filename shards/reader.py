@@ -16,6 +16,12 @@ from .schema import ARRAYS, COMMIT_ATTR, check_version, decode, dims_from_attrs
 from .writer import INDEX_ATTRS
 
 
+class ShardReadError(OSError):
+    """A stored array that cannot be read back as written (missing, truncated or damaged
+    chunk, checksum mismatch, a video file that no longer opens); the message names the
+    shard set, the video and the array."""
+
+
 def detect_format(path: str) -> str:
     from .hdf5_store import is_hdf5_root
     from .zarr_store import is_zarr_root
@@ -101,11 +107,17 @@ class ShardSet:
     def video(self, video_id: str, require_complete: bool = True, fresh: bool = False) -> "Video":
         """A video by id. For verify: require_complete=False also opens interrupted writes,
         fresh=True reads every node instead of trusting consolidated metadata."""
-        attrs, raws = self._backend.video(video_id, fresh=fresh)
+        try:
+            attrs, raws = self._backend.video(video_id, fresh=fresh)
+        except KeyError:
+            raise
+        except Exception as e:  # a truncated HDF5 file, a garbage zarr.json: name the video
+            raise ShardReadError(f"{self.path}: video {video_id!r}: cannot open: {type(e).__name__}: {str(e).rstrip('.')}. "
+                                 f"Re-extract this video (python -m shards verify lists every damaged one).") from e
         if require_complete and attrs.get(COMMIT_ATTR) is not True:
             raise KeyError(f"video {video_id!r} in {self.path} is not committed")
         check_version(attrs.get("schema_version"), f"{self.path} video {video_id!r}")
-        return Video(video_id, attrs, raws, self._backend.read)
+        return Video(video_id, attrs, raws, self._backend.read, where=self.path)
 
     def all_ids(self) -> list[str]:
         """Every video present, committed or not."""
@@ -145,17 +157,22 @@ class ShardSet:
 class Video:
     """One video: `attrs` and lazy arrays by schema name."""
 
-    def __init__(self, video_id: str, attrs: dict, raws: dict, read):
+    def __init__(self, video_id: str, attrs: dict, raws: dict, read, where: str = ""):
         self.id = video_id
         self.attrs = attrs
         self._raws = raws
         self._read = read
+        self.where = where  # the shard set's path, for error messages
 
     def keys(self) -> list[str]:
         return [n for n in ARRAYS if n in self._raws]
 
     def __contains__(self, name) -> bool:
         return name in self._raws
+
+    def stored_names(self) -> list[str]:
+        """Every array the store holds for this video, in the schema or not (for verify)."""
+        return list(self._raws)
 
     def __getitem__(self, name: str) -> "LazyArray":
         if name not in self._raws:
@@ -164,7 +181,20 @@ class Video:
         shape = None
         if name in ARRAYS and ARRAYS[name].transform == "jpeg":  # stored (T, bytes): decodes to (T, H, W, 3)
             shape = (raw.shape[0],) + ARRAYS[name].shape(dims_from_attrs(self.attrs))[1:]
-        return LazyArray(name, raw, self._read, shape)
+        return LazyArray(name, raw, self._read, shape, owner=self)
+
+    def read_stored(self, name: str, sel) -> np.ndarray:
+        """Stored values of frames `sel` (slice or sorted unique ints) of array `name`;
+        ShardReadError naming the video and the array when the store cannot deliver them."""
+        try:
+            return np.asarray(self._read(self._raws[name], sel))
+        except ShardReadError:
+            raise
+        except Exception as e:  # zarr, blosc, crc32c and h5py each raise their own types
+            raise ShardReadError(f"{self.where}: video {self.id!r} array {name!r}: cannot read "
+                                 f"frames {_describe(sel)}: {type(e).__name__}: {str(e).rstrip('.')}. The shard "
+                                 f"is damaged: re-extract this video (python -m shards verify "
+                                 f"lists every damaged one).") from e
 
     def __repr__(self) -> str:
         return f"Video({self.id!r}, T={self.attrs.get('num_frames')}, arrays={self.keys()})"
@@ -177,10 +207,12 @@ class LazyArray:
     is served by reading the selected frames (all other dims) and indexing the rest in numpy.
     """
 
-    def __init__(self, name: str, raw, read, shape: tuple[int, ...] | None = None):
+    def __init__(self, name: str, raw, read, shape: tuple[int, ...] | None = None,
+                 owner: Video | None = None):
         self.name = name
         self._raw = raw
         self._read = read
+        self._owner = owner
         self.shape: tuple[int, ...] = tuple(raw.shape) if shape is None else tuple(shape)
         self.dtype = np.dtype(ARRAYS[name].dtype) if name in ARRAYS else np.dtype(raw.dtype)
         self.stored_dtype = np.dtype(raw.dtype)
@@ -205,6 +237,8 @@ class LazyArray:
         count = len(range(*sel.indices(self.shape[0]))) if isinstance(sel, slice) else len(sel)
         if count == 0:
             return np.empty((0,) + tuple(self._raw.shape[1:]), self.stored_dtype)
+        if self._owner is not None:
+            return self._owner.read_stored(self.name, sel)
         return np.asarray(self._read(self._raw, sel))
 
     def _decode(self, stored: np.ndarray) -> np.ndarray:
@@ -212,7 +246,12 @@ class LazyArray:
             return stored
         if len(stored) == 0:
             return np.empty((0,) + self.shape[1:], self.dtype)
-        return decode(self.name, stored)
+        try:
+            return decode(self.name, stored)
+        except ValueError as e:  # a JPEG row that does not decode
+            owner = self._owner
+            raise ShardReadError(f"{owner.where if owner else ''}: video {owner.id if owner else '?'!r} "
+                                 f"array {self.name!r}: {e}") from e
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -260,6 +299,13 @@ class LazyArray:
 
     def __repr__(self) -> str:
         return f"LazyArray({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def _describe(sel) -> str:
+    if isinstance(sel, slice):
+        return f"{sel.start}:{sel.stop}" + (f":{sel.step}" if sel.step not in (None, 1) else "")
+    sel = np.asarray(sel)
+    return f"{sel[:4].tolist()}{'...' if len(sel) > 4 else ''}"
 
 
 def _evenly_spaced(idx: np.ndarray) -> bool:

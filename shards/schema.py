@@ -30,8 +30,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+# 2: every chunk carries a checksum (zarr crc32c, hdf5 fletcher32) and zarr writes every
+# chunk, even all zeros, so that a missing chunk file is an error, not fill values.
+# Version 1 sets are refused with the message to re-extract (docs/shards.md, "Versions").
+SCHEMA_VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 
 CELL = 8  # pixels per cell side: motion vectors, trajectories and HOG share this grid
 HOG_BINS = 9
@@ -189,6 +192,12 @@ class SchemaVersionError(ValueError):
 
 
 def check_version(version, where: str) -> None:
+    if version == 1:
+        raise SchemaVersionError(
+            f"{where}: shard schema version 1 (chunks without checksums; zarr may lack all-zero "
+            f"chunks, so a lost chunk file cannot be told from zeros) is not read by this "
+            f"motion-mae (supported: {', '.join(map(str, SUPPORTED_VERSIONS))}). Re-extract the "
+            f"corpus (preprocess/extract.py ... --overwrite), see docs/shards.md, 'Versions'.")
     if version not in SUPPORTED_VERSIONS:
         raise SchemaVersionError(
             f"{where}: shard schema version {version!r} is not supported by this motion-mae "

@@ -24,7 +24,7 @@ import warnings
 import fsspec
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from .metadata import damaged, parse_json
 from .schema import ARRAYS, COMMIT_ATTR, root_attrs, root_version
@@ -34,7 +34,33 @@ from .schema import ARRAYS, COMMIT_ATTR, root_attrs, root_version
 # the write of a 250-frame 340x256 video took 1.45 ms/frame of CPU against 1.8-2.2 at level 3,
 # for 1 % more bytes (8.71 vs 8.63 MB); lz4 was faster still (1.19) but 39 % bigger.
 COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+# Every chunk carries a crc32c of its compressed bytes (schema 2): flipped bits fail the read
+# instead of decompressing to other numbers (the shard index has its own crc32c in zarr's
+# sharding codec).
+CHECKSUM = Crc32cCodec()
+# Every chunk is written, even all fill value: a chunk file that is absent is then always
+# damage (ChunkCheckingStore), never an "empty" chunk that zarr would read back as zeros.
+ARRAY_CONFIG = {"write_empty_chunks": True}
 INDEX_KEY = "index"
+
+
+class MissingChunkError(FileNotFoundError):
+    """A chunk (shard file) of a stored array is absent from the store."""
+
+
+class ChunkCheckingStore(zarr.storage.WrapperStore):
+    """Reads that raise instead of returning "no such key" for chunk keys.
+
+    Writers store every chunk (ARRAY_CONFIG), so an absent `videos/<id>/<array>/c/...` key
+    means a deleted or lost file; zarr itself would return fill values (zeros) for it.
+    """
+
+    async def get(self, key, prototype, byte_range=None):
+        buf = await self._store.get(key, prototype, byte_range)
+        parts = key.split("/")
+        if buf is None and len(parts) > 4 and parts[0] == "videos" and parts[3] == "c":
+            raise MissingChunkError(f"video {parts[1]!r} array {parts[2]!r}: chunk file {key} is missing")
+        return buf
 
 
 def _quiet_consolidate(store, path: str = "") -> None:
@@ -56,6 +82,16 @@ def make_store(path: str, read_only: bool):
 def is_zarr_root(path: str) -> bool:
     fs, root = fsspec.core.url_to_fs(os.fspath(path))
     return fs.exists(f"{root.rstrip('/')}/zarr.json")
+
+
+def video_group_names(fs, fs_root: str) -> set[str]:
+    """Names of the video groups, from a listing (no metadata read per group, so a video
+    whose zarr.json is damaged is still listed, and reported by verify)."""
+    root = f"{fs_root.rstrip('/')}/videos"
+    if not fs.exists(root):
+        return set()
+    names = (p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+    return {n for n in names if n != "zarr.json" and not n.startswith(".")}
 
 
 def open_root(store, path: str, mode: str):
@@ -147,12 +183,7 @@ class ZarrWriter:
         return base, (names & known) | {n for n, a in fresh.items() if a.get(COMMIT_ATTR) is True}, fresh
 
     def _group_names(self) -> set[str]:
-        """Names of the video groups, from a listing (no metadata read per group)."""
-        root = f"{self.fs_root.rstrip('/')}/videos"
-        if not self.fs.exists(root):
-            return set()
-        names = (p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(root, detail=False))
-        return {n for n in names if n != "zarr.json" and not n.startswith(".")}
+        return video_group_names(self.fs, self.fs_root)
 
     def _attrs(self, name: str) -> dict | None:
         try:
@@ -191,7 +222,8 @@ class ZarrWriter:
         for name, data in stored.items():
             chunks, shards = chunking(ARRAYS[name].frame_chunk, data.shape)
             arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                     shards=shards, compressors=COMPRESSOR, fill_value=0)
+                                     shards=shards, compressors=[COMPRESSOR, CHECKSUM], fill_value=0,
+                                     config=ARRAY_CONFIG)
             if data.size:
                 arr[...] = data
         group.update_attributes({COMMIT_ATTR: True})  # the commit: everything above is on disk
@@ -217,7 +249,7 @@ class ZarrReader:
 
     def __init__(self, path: str):
         self.path = os.fspath(path)
-        self.store = make_store(self.path, read_only=True)
+        self.store = ChunkCheckingStore(make_store(self.path, read_only=True))
         self.root = open_root(self.store, self.path, "r")
         attrs = dict(self.root.attrs)
         root_version(attrs, self.path)
@@ -243,7 +275,8 @@ class ZarrReader:
 
     def all_ids(self) -> list[str]:
         """Every video group, committed or not (for verify)."""
-        return sorted(n for n, _ in self._groups(self._videos))
+        fs, root = fsspec.core.url_to_fs(self.path)
+        return sorted(video_group_names(fs, root))
 
     def video(self, video_id: str, fresh: bool = False) -> tuple[dict, dict]:
         """(attrs, {name: stored array}) of one video; KeyError if absent.

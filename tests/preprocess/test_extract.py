@@ -93,6 +93,22 @@ def test_resume_refuses_a_set_from_another_extractor_revision(corpus, tmp_path, 
     assert again["skipped"] == 1
 
 
+def test_a_set_of_schema_1_is_refused_then_replaced_with_overwrite(corpus, tmp_path):
+    """Schema 2 added chunk checksums: the refusal says to re-extract with --overwrite, which works."""
+    import zarr
+
+    out = tmp_path / "shards"
+    run(_cfg(corpus, out, workers=0, limit=2), log=lambda s: None)
+    root = zarr.open_group(str(out), mode="r+", use_consolidated=False)
+    root.update_attributes({"motion_mae": dict(root.attrs["motion_mae"], schema_version=1)})
+    with pytest.raises(CliError, match=r"version 1 \(chunks without checksums.*--overwrite"):
+        run(_cfg(corpus, out, workers=0, limit=2), log=lambda s: None)
+    lines = []
+    fresh = run(_cfg(corpus, out, workers=0, limit=2, overwrite=True), log=lines.append)
+    assert (fresh["done"], fresh["failed"]) == (1, 1) and any("another shard schema" in x for x in lines)
+    assert open_shards(str(out)).attrs["motion_mae"]["schema_version"] == 2
+
+
 def test_dask_two_workers_same_arrays(corpus, tmp_path):
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     run(_cfg(corpus, serial, workers=0), log=lambda s: None)

@@ -54,7 +54,7 @@ def test_verify_exit_codes(tmp_path, fmt, capsys):
     put_nan(path, fmt)
     assert main(["verify", str(path)]) == 1
     out = capsys.readouterr().out
-    assert "v1: " in out and "non-finite" in out and "1 problems in 1 videos" in out
+    assert "v1 / homography / 1 non-finite values" in out and "1 problems in 1 videos" in out
 
 
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
@@ -63,7 +63,7 @@ def test_verify_missing_array(tmp_path, fmt, capsys):
     good_set(path, fmt)
     drop_array(path, fmt)
     assert main(["verify", str(path)]) == 1
-    assert "v1: traj: missing" in capsys.readouterr().out
+    assert "v1 / traj / missing" in capsys.readouterr().out
 
 
 def test_verify_reports_uncommitted_video(tmp_path, capsys):
@@ -72,7 +72,7 @@ def test_verify_reports_uncommitted_video(tmp_path, capsys):
     zarr.open_group(str(path / "videos" / "v0"), mode="r+", use_consolidated=False
                     ).update_attributes({"complete": False})
     assert main(["verify", str(path)]) == 1
-    assert "v0: no commit marker" in capsys.readouterr().out
+    assert "v0 / - / no commit marker" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
@@ -96,6 +96,11 @@ def test_cli_subprocess(tmp_path):
     run = subprocess.run([sys.executable, "-m", "shards", "verify", str(path)], cwd=ROOT,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+    # spawned workers must import the checker (functions of __main__ do not unpickle in them)
+    par = subprocess.run([sys.executable, "-m", "shards", "verify", str(path), "--workers", "2"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert par.returncode == 0 and par.stdout == run.stdout, par.stdout + par.stderr
+    assert "0 problems in 0 videos" in par.stdout
     run = subprocess.run([sys.executable, "-m", "shards", "verify", str(tmp_path / "none")],
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 1 and "not a shard set" in run.stderr

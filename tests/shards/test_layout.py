@@ -40,10 +40,20 @@ def set_root_version(path, fmt, version):
 def test_unknown_schema_version_refused(tmp_path, fmt):
     write_one(tmp_path / "s", fmt).finalize()
     set_root_version(tmp_path / "s", fmt, 999)
-    with pytest.raises(SchemaVersionError, match=r"999.*supported: 1.*Re-extract"):
+    with pytest.raises(SchemaVersionError, match=r"999.*supported: 2.*Re-extract"):
         open_shards(tmp_path / "s")
     with pytest.raises(SchemaVersionError):
         open_writer(tmp_path / "s", format=fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_version_1_set_refused_with_the_reason_and_the_fix(tmp_path, fmt):
+    """Schema 1 wrote no chunk checksums (and zarr skipped all-zero chunks): refused, not
+    read without the integrity checks."""
+    write_one(tmp_path / "s", fmt).finalize()
+    set_root_version(tmp_path / "s", fmt, 1)
+    with pytest.raises(SchemaVersionError, match=r"version 1 \(chunks without checksums.*Re-extract"):
+        open_shards(tmp_path / "s")
 
 
 def test_not_a_shard_set(tmp_path):

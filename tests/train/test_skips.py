@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from shards import ShardReadError
 from train.engine import train
 
 from .test_engine import tiny_config
@@ -29,7 +30,9 @@ def test_damaged_video_is_skipped_and_recorded(tiny_shards, tmp_path):
     assert summary["step"] == 4  # 4 steps x 2 clips over 4 videos: pan came up and was replaced
     (record,) = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
     assert record["video"] == "pan" and 0 <= record["step"] < 4
-    assert record["reason"].startswith("ValueError: ") and "checksum" in record["reason"]
+    # the reader's error names the video and the array (shards.ShardReadError, schema 2)
+    assert record["reason"].startswith("ShardReadError: ") and "checksum" in record["reason"]
+    assert "video 'pan' array 'frames'" in record["reason"]
     assert any("skipped damaged video 'pan'" in x and "1 skipped, limit 3" in x for x in lines)
     # a resumed run does not record it twice
     train(tiny_config(shards, out, max_steps=8, max_skipped_videos=3, resume="auto"), log=lines.append)
@@ -45,5 +48,6 @@ def test_over_the_limit_stops_and_zero_is_the_read_error(tiny_shards, tmp_path):
     with pytest.raises(RuntimeError, match="2 damaged videos skipped, more than max_skipped_videos 1"):
         skips.record([json.dumps([{"video": "fast", "reason": "OSError: EIO"}])], step=3)
     shards = _damage(tiny_shards, tmp_path)
-    with pytest.raises(ValueError, match="checksum"):  # 0: the read error itself stops the run
+    # 0: the read error itself stops the run
+    with pytest.raises(ShardReadError, match="video 'pan' array 'frames'.*checksum"):
         train(tiny_config(shards, tmp_path / "b", max_steps=4, max_skipped_videos=0), log=lambda s: None)
