@@ -67,6 +67,7 @@ from train.data import ClipSpec, read_clip_at  # noqa: E402
 from train.engine import Dist, init_distributed, load_checkpoint, resolve_device  # noqa: E402
 from train.finetune import check as check_finetune  # noqa: E402
 from train.finetune import train_classifier  # noqa: E402
+from train.probe import fit_logistic, standardize  # noqa: E402
 from train.model import VideoMAE, build_model  # noqa: E402
 from train.sampling import multi_views  # noqa: E402
 
@@ -282,32 +283,6 @@ def run_views(fn, views: Views, cfg: EvalConfig, device: torch.device, d: Dist) 
 
 # ---- linear probe --------------------------------------------------------------------------
 
-def standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    """(M,D) features -> zero mean, unit variance per dimension, with the train statistics."""
-    mean, std = train.mean(0), train.std(0).clamp(min=1e-6)
-    return [(x - mean) / std for x in (train, *others)]
-
-
-def fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
-               iters: int = 200) -> nn.Linear:
-    """Multinomial logistic regression on x (M,D), labels y (M,): full-batch L-BFGS from zero,
-    loss = cross-entropy + weight_decay / 2 * |W|^2 (convex: one answer). Runs on x's device."""
-    head = nn.Linear(x.shape[1], num_classes).to(x.device)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iters, history_size=20,
-                            tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(head(x), y) + weight_decay / 2 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return head
-
-
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     """Fraction of rows of scores (V,C) whose label is among the k highest."""
     k = min(k, scores.shape[1])
@@ -359,7 +334,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
         t = time.perf_counter()
         D = f_train.shape[-1]
         x_train, x_val = (x.to(device) for x in standardize(f_train.reshape(-1, D), f_val.reshape(-1, D)))
-        head = fit_linear(x_train, y_train.repeat_interleave(cfg.clips).to(device), num_classes, cfg.probe_wd,
+        head = fit_logistic(x_train, y_train.repeat_interleave(cfg.clips).to(device), num_classes, cfg.probe_wd,
                           cfg.probe_iters)
         with torch.no_grad():
             probs = head(x_val).softmax(-1).view(len(val_ids), val_views.per_video, -1).cpu()

@@ -21,7 +21,9 @@ from tests.train.conftest import synthetic_video
 from train import evaluate
 from train.config import REPO_ROOT, TrainConfig
 from train.engine import CHECKPOINT, load_checkpoint, train
-from train.evaluate import VideoClassifier, finetune, fit_linear, linear_probe, standardize, topk_accuracy
+from train.evaluate import VideoClassifier, finetune, linear_probe, topk_accuracy
+from train.probe import fit_logistic as fit_linear
+from train.probe import standardize
 from train.export import export
 from train.finetune import layer_groups
 from train.model import MODELS, build_model
