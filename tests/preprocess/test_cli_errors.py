@@ -187,9 +187,9 @@ def _committed(out: Path) -> int:
 
 def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path):
     # enough work that Ctrl-C lands mid-run even when the first commit is seen late (a quiet machine
-    # finished 6 ten-frame videos before the poll saw the first)
+    # finished 6, then 16, short videos before the poll saw the first)
     root = tmp_path / "corpus"
-    n = 16
+    n = 48
     for i in range(n):
         scene = Scene(height=64, width=96, num_frames=24, bg_velocity=(1.0 + i % 6, 0.5), seed=20 + i)
         encode(root / f"clip{i}", render(scene), codec="h264")
