@@ -12,7 +12,6 @@ import json
 import math
 import os
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -53,7 +53,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 if __package__ in (None, ""):  # `python train/evaluate.py` as well as `python -m train.evaluate`

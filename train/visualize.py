@@ -44,7 +44,7 @@ from shards.cli import UsageError, run_main  # noqa: E402
 from shards.schema import CELL  # noqa: E402
 from shards.tracks import positions  # noqa: E402
 from train.cli import Parser  # noqa: E402
-from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, resolve_shards  # noqa: E402
+from train.config import DEMO_SHARDS, TrainConfig, resolve_shards  # noqa: E402
 from train.data import ClipDataset, ClipSpec, camera_inclusive  # noqa: E402
 from train.masks import MASKS, NEEDS  # noqa: E402
 from train.targets.pixel import MEAN, STD, patchify  # noqa: E402
