@@ -24,6 +24,7 @@ PAPERS = {
     "mgm_k400.yaml": ("mgm", "pixel", 0.9, 2048, 1, 800, 4, False, 1.2e-3, 8e-5),
     "mgm_k400_1600.yaml": ("mgm", "pixel", 0.9, 2048, 1, 1600, 4, False, 1.2e-3, 8e-5),
     "mgm_ssv2.yaml": ("mgm", "pixel", 0.9, 2048, 1, 800, 2, False, 1.2e-3, 8e-5),
+    "mgm_ssv2_400.yaml": ("mgm", "pixel", 0.9, 2048, 1, 400, 2, False, 1.2e-3, 8e-5),
     "mgm_ssv2_2400.yaml": ("mgm", "pixel", 0.9, 2048, 1, 2400, 2, False, 1.2e-3, 8e-5),
     "mgmae_k400.yaml": ("mgmae", "pixel", 0.9, 1536, 4, 200, 4, False, 1.5e-3, 1.5e-5),
     "mgmae_ssv2.yaml": ("mgmae", "pixel", 0.9, 1536, 4, 200, 2, False, 1.5e-3, 1.5e-5),
