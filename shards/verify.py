@@ -6,11 +6,13 @@ functions of `__main__` do not unpickle in a spawned child.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .reader import ShardReadError, open_shards
 from .schema import (ARRAYS, COMMIT_ATTR, REQUIRED_VIDEO_ATTRS, SHAPE_ATTRS, SchemaVersionError,
-                     dims_from_attrs)
+                     dims_from_attrs, frames_storage)
 
 FRAMES_PER_READ = 64  # bounds memory when decoding long videos
 
@@ -38,6 +40,9 @@ def video_problems(ds, video_id: str) -> list[tuple[str, str]]:
     except (ValueError, TypeError):
         dims = None
     for name, spec in ARRAYS.items():
+        if name == "frames" and frames_storage(v.attrs) == "none":
+            problems += source_problems(v)
+            continue
         if name not in v:
             problems.append((name, "missing"))
             continue
@@ -50,6 +55,13 @@ def video_problems(ds, video_id: str) -> list[tuple[str, str]]:
     if extra:
         problems.append(("-", f"arrays not in the schema: {extra}"))
     return problems
+
+
+def source_problems(v) -> list[tuple[str, str]]:
+    """A --frames none video: its source video must be where the reader looks for it."""
+    path = v.frames_source
+    return [] if os.path.isfile(path) else [("frames", f"source video missing: {path} (--frames none: "
+                                                       f"frames are decoded from it)")]
 
 
 def array_problems(arr, spec, dims) -> list[str]:
