@@ -11,7 +11,7 @@ here and imported by preprocess/decode.py. Decoding is single-threaded PyAV (one
 loader worker, as for the shards). A clip is read by one seek to the keyframe at or before its
 first frame and a forward decode; a later frame behind another keyframe seeks again. Native frame n is the n-th frame in presentation order,
 as extraction counts them; its timestamp comes from the container's packet index, read once
-per video (`FrameIndex`). Streams without timestamps on every packet, or whose packet count
+per video (`FrameIndex`). Unwanted non-reference frames (most B-frames) are not decoded. Streams without timestamps on every packet, or whose packet count
 differs from the frames extraction decoded, are decoded from the start instead of seeking.
 """
 from __future__ import annotations
@@ -154,6 +154,7 @@ def decode_native(path: str, index: FrameIndex, native: np.ndarray, hw: tuple[in
     container, stream = _open(path)
     with container:
         key_at = np.maximum.accumulate(np.where(index.keyframe, np.arange(len(index.pts)), 0))
+        wanted = set(index.pts[native].tolist())
         i, position = 0, -1  # next wanted; display index of the last decoded frame (-1: none)
         while i < len(native):
             start = int(key_at[native[i]])
@@ -162,7 +163,7 @@ def decode_native(path: str, index: FrameIndex, native: np.ndarray, hw: tuple[in
                     _sequential(path, native[i:], hw, turns, out[i:])
                     return out
                 position = -1
-            for frame in container.decode(stream):
+            for frame in _decoded(container, stream, wanted):
                 if frame.pts is None:
                     continue
                 n = int(np.searchsorted(index.pts, frame.pts))
@@ -180,6 +181,17 @@ def decode_native(path: str, index: FrameIndex, native: np.ndarray, hw: tuple[in
             else:
                 raise OSError(f"{path}: the decoder ended before native frame {int(native[i])}")
     return out
+
+
+def _decoded(container, stream, wanted: set[int]):
+    """Frames decoded from the container's position on. A packet whose frame is not wanted is
+    decoded only if other frames reference it: the decoder drops non-reference frames under
+    skip_frame NONREF, which by definition changes no other frame (bit-identical clips, ~20 %
+    less CPU on x264's B-frames: docs/benchmarks.md)."""
+    codec = stream.codec_context
+    for packet in container.demux(stream):
+        codec.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
+        yield from codec.decode(packet)
 
 
 def _seek(container, stream, pts: int) -> bool:
