@@ -85,9 +85,9 @@ def _one_line(e: BaseException) -> str:
 _worker_ds = None
 
 
-def _worker_init(path: str) -> None:
+def _worker_init(path: str, source_root: str | None = None) -> None:
     global _worker_ds
-    _worker_ds = open_shards(path)
+    _worker_ds = open_shards(path, source_root)
 
 
 def _worker_check(video_id: str) -> tuple[str, list[tuple[str, str]]]:
@@ -107,5 +107,5 @@ def check_all(ds, ids: list[str], workers: int):
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fork would copy open zarr/h5py handles and zarr's threads
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(ds.path,)) as pool:
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(ds.path, ds.source_root)) as pool:
         yield from pool.imap(_worker_check, ids, chunksize=max(1, min(64, len(ids) // (4 * workers))))

@@ -120,6 +120,10 @@ def test_moved_sources_are_found_under_source_root_and_a_missing_one_names_the_v
                 ns["rotated"]["frames"][0:4]
             assert isinstance(SourceMissing("x"), ShardReadError)
             assert any("source video missing" in why for _, why in video_problems(ns, "rotated"))
+        from shards.__main__ import main as shards_cli
+
+        assert shards_cli(["verify", str(moved / "set")]) == 1
+        assert shards_cli(["verify", str(moved / "set"), "--source-root", str(relocated), "--workers", "2"]) == 0
         with open_shards(moved / "set", source_root=relocated) as ns:
             assert ns["rotated"].frames_source == str(relocated / "sub" / "rotated.mp4")
             np.testing.assert_array_equal(ns["rotated"]["frames"][[0, 20]], expected)
@@ -146,3 +150,12 @@ def test_the_flag_and_a_resume_with_the_other_storage_is_refused(both, corpus):
     _, none_set = both
     with pytest.raises(CliError, match="frames: 'none' there vs 'jpeg' now"):
         _extract(corpus, none_set, "jpeg")
+
+
+def test_hdf5_sets_read_the_same_frames(both, corpus, tmp_path):
+    _, none_set = both
+    out = _extract(corpus, tmp_path / "h5", "none", format="hdf5")
+    with open_shards(out) as hs, open_shards(none_set) as zs:
+        assert hs.format == "hdf5" and hs.nbytes("bframes")["frames"] == 0
+        np.testing.assert_array_equal(hs["bframes"]["frames"][5:30:4], zs["bframes"]["frames"][5:30:4])
+        assert video_problems(hs, "rotated") == []
