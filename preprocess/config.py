@@ -26,6 +26,7 @@ class ExtractConfig:
     # where to write
     out: str | None = None
     format: str = "zarr"
+    frames: str = "jpeg"  # "none": store no frames, the reader decodes them from the source videos
     overwrite: bool = False  # replace a set at `out` extracted with other settings, dataset or root
     append: bool = False     # add this dataset / root to a set at `out` that holds another one
     # what to compute
@@ -72,5 +73,5 @@ class ExtractConfig:
         extracted by an older revision is not silently extended with differently computed videos.
         """
         keys = ("short_side", "fps", "max_ref_distance", "flow_method", "dis_preset", "dis_patch_stride",
-                "features", "compensation", "flow_stride", "traj_len")
+                "features", "compensation", "flow_stride", "traj_len", "frames")
         return {**{k: getattr(self, k) for k in keys}, "extractor": EXTRACTOR_REVISION}

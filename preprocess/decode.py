@@ -24,6 +24,8 @@ import numpy as np
 
 from preprocess.errors import ExtractionError
 from preprocess.motion_vectors import drop_unused_lists, frame_field, recover_distances, rotate_vectors
+# shared with the reader, which decodes the same frames from the source for `--frames none` sets
+from shards.source_frames import frame_times, keep_indices, quarter_turns, stored_rgb, stored_size  # noqa: F401
 
 MV_STREAM = "stream"
 MV_TRANSCODED = "transcoded-h264"
@@ -62,28 +64,6 @@ class DecodedVideo:
     mv_valid: np.ndarray
     mv_distance: np.ndarray
     attrs: dict
-
-
-def stored_size(source_hw: tuple[int, int], short_side: int) -> tuple[int, int]:
-    """(H, W) with the short side = short_side, the long side rounded half up; never upscales.
-
-    320x240 at short_side=128 -> 171x128 (170.67 rounds up): rounding keeps the aspect
-    ratio closest, odd sizes are fine since cells simply drop the last W % 8 columns.
-    """
-    hs, ws = source_hw
-    if min(hs, ws) <= short_side:
-        return hs, ws
-    s = short_side / min(hs, ws)
-    return (short_side, int(np.floor(ws * s + 0.5))) if hs <= ws else (int(np.floor(hs * s + 0.5)), short_side)
-
-
-def keep_indices(times: np.ndarray, fps: float) -> np.ndarray:
-    """Native frame indices nearest to the timestamps times[0] + j / fps (unique, ascending)."""
-    targets = times[0] + np.arange(0.0, times[-1] - times[0] + 0.5 / fps, 1.0 / fps)
-    right = np.clip(np.searchsorted(times, targets), 0, len(times) - 1)
-    left = np.maximum(right - 1, 0)
-    nearest = np.where(np.abs(times[left] - targets) <= np.abs(times[right] - targets), left, right)
-    return np.unique(nearest)
 
 
 def subsample_field(mv: np.ndarray, valid: np.ndarray, distance: np.ndarray,
@@ -125,6 +105,7 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
     window = max_ref_distance if recover_distance and max_ref_distance > 1 else 0
     frames: list[np.ndarray] = []
     times: list[float | None] = []
+    pts: list[int | None] = []
     fields: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     pending: dict[int, np.ndarray | None] = {}  # frame index -> vectors, waiting for future references
     source_hws: list[tuple[int, int]] = []
@@ -160,6 +141,7 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
                                           f"{container.format.name} demuxer); --allow-images stores "
                                           f"images as one-frame videos")
         native_rate = stream.average_rate or stream.guessed_rate
+        time_base = stream.time_base
         for n, frame in _timed(_decode(container, stream, "decode"), timings, "decode"):
             tic = time.perf_counter()
             source_hw = (frame.height, frame.width)
@@ -167,8 +149,9 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
                 stored_hw = stored_size(source_hw, short_side)
                 rotation, turns = display_rotation(frame)
             # grey and every pix_fmt -> 3 channels; upright as ffmpeg shows it by default
-            frames.append(np.rot90(_stored_rgb(frame, stored_hw), turns))
+            frames.append(np.rot90(stored_rgb(frame, stored_hw), turns))
             times.append(frame.time)
+            pts.append(frame.pts)
             all_intra &= frame.pict_type == av.video.frame.PictureType.I
             timings["decode"] += time.perf_counter() - tic
             tic = time.perf_counter()
@@ -209,10 +192,8 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
     native_fps = _native_fps(native_rate, times)
     out_fps = native_fps
     if fps is not None and 0 < fps < native_fps:
-        stamps = np.asarray([np.nan if x is None else x for x in times], np.float64)
-        if np.isnan(stamps).any():
-            stamps = np.arange(len(frames)) / native_fps
-        keep = keep_indices(stamps, fps)
+        # the reader of a --frames none set recomputes `keep` from the container's timestamps
+        keep = keep_indices(frame_times(pts, time_base, native_fps), fps)
         stored = stored[keep]
         mv, valid, distance = subsample_field(mv, valid, distance, keep)
         out_fps = float(fps)
@@ -244,7 +225,7 @@ def display_rotation(frame: av.VideoFrame) -> tuple[int, int]:
     are not a multiple of 90 (never seen from cameras) go to the nearest quarter turn;
     mirroring flags of the matrix are not applied (docs/reliability.md)."""
     degrees = int(round(frame.rotation or 0))
-    return degrees, round(degrees / 90) % 4
+    return degrees, quarter_turns(degrees)
 
 
 def _check_file(path: Path) -> None:
@@ -319,18 +300,6 @@ def _ffmpeg_reason(e: av.error.FFmpegError) -> str:
 # 8-bit pixel formats whose first plane is the luma (Y) of the frame, full or limited range
 _LUMA_FIRST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p",
                          "yuv440p", "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "gray"})
-
-
-def _stored_rgb(frame: av.VideoFrame, hw: tuple[int, int]) -> np.ndarray:
-    """(H, W, 3) uint8 RGB at the stored size: one swscale pass, area-averaged when shrinking.
-
-    Converting and scaling in one pass from the decoder's YUV costs 1.7 ms at 720p -> 455x256
-    against 6 ms for RGB at the source size + cv2.resize(INTER_AREA) (mean difference 1.2 grey
-    levels: swscale averages chroma at its own resolution; docs/benchmarks.md).
-    """
-    if (frame.height, frame.width) == hw:
-        return frame.to_ndarray(format="rgb24")
-    return frame.reformat(width=hw[1], height=hw[0], format="rgb24", interpolation="AREA").to_ndarray()
 
 
 def _source_luma(frame: av.VideoFrame) -> np.ndarray:

@@ -99,6 +99,10 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--format", default=d.format, choices=["zarr", "hdf5"],
                    help="zarr: one group per video, any fsspec store, concurrent writers; "
                         "hdf5: one .h5 file per video, faster clip reads from local disk (docs/shards.md)")
+    g.add_argument("--frames", default=d.frames, choices=["jpeg", "none"],
+                   help="jpeg: store the frames (JPEG q90, ~20 kB per 340x256 frame); none: store no frames, "
+                        "the reader decodes each clip from the source video, which must stay readable "
+                        "(open_shards(..., source_root=) / train --source-root if it moves; docs/shards.md)")
     g.add_argument("--overwrite", action="store_true",
                    help="if --out holds a set extracted with other settings, from another dataset or root, "
                         "or by an older extractor, delete that set (only its own files: refused if --out "
@@ -169,7 +173,10 @@ def extract_one(item: VideoItem, cfg: ExtractConfig, writer) -> dict:
     try:
         arrays, attrs = extract_video(item.path, cfg)
         attrs.update({"video_id": item.video_id, "source": item.path, "label": item.label,
-                      "label_name": item.label_name, "split": item.split})
+                      "label_name": item.label_name, "split": item.split,
+                      "source_relpath": source_relpath(item.path, cfg.root), "frames_storage": cfg.frames})
+        if cfg.frames == "none":
+            del arrays["frames"]
         write_time: dict[str, float] = {}
         with stage("write", write_time):
             nbytes = writer.write_video(item.video_id, arrays, attrs)
@@ -181,6 +188,16 @@ def extract_one(item: VideoItem, cfg: ExtractConfig, writer) -> dict:
     return {**base, "status": "done", "frames": int(attrs["num_frames"]), "bytes": nbytes,
             "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
             "timings": {**attrs["timings"], "write": round(write_time["write"], 4)}}
+
+
+def source_relpath(path: str, root: str | None) -> str:
+    """`path` relative to the corpus root (its file name when outside it): where a reader of a
+    --frames none set finds the video under another root (`open_shards(..., source_root=)`)."""
+    if root:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+        if not rel.startswith(os.pardir + os.sep) and rel != os.pardir:
+            return rel
+    return os.path.basename(path)
 
 
 def extract_batch(items: list[VideoItem], cfg: ExtractConfig) -> list[dict]:

@@ -20,16 +20,16 @@ from .verify import check_all
 PROG = "python -m shards"
 
 
-def _open(path: str):
+def _open(path: str, source_root: str | None = None):
     """The shard set, or CliError saying why it cannot be opened."""
     try:
-        return open_shards(path)
+        return open_shards(path, source_root)
     except (SchemaVersionError, FileNotFoundError, ValueError) as e:
         raise CliError(str(e) if path in str(e) else f"{path}: {e}") from e
 
 
-def verify(path: str, workers: int = 1) -> int:
-    with _open(path) as ds:
+def verify(path: str, workers: int = 1, source_root: str | None = None) -> int:
+    with _open(path, source_root) as ds:
         n_problems, bad_videos = 0, 0
         all_ids = ds.all_ids()
         for video_id, problems in check_all(ds, all_ids, workers):
@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path", help=PATH_HELP)
     p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                    help="processes checking videos in parallel (default 1); same output as serial")
+    p.add_argument("--source-root", default=None, metavar="DIR",
+                   help="a set extracted with --frames none: the folder its source videos moved to "
+                        "(default: where extraction found them); a missing source is a problem")
     add_debug_flag(p)
     p = sub.add_parser("inspect", help="summarize the corpus, or one video",
                        description="Without ID: videos, failures by stage, the config, bytes on disk per array.\n"
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     add_debug_flag(p)
     args = parser.parse_args(argv)
     if args.command == "verify":
-        return verify(args.path, args.workers)
+        return verify(args.path, args.workers, args.source_root)
     return inspect(args.path, args.video_id)
 
 

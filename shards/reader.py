@@ -4,6 +4,10 @@
         v = ds[ds.ids()[0]]
         clip = v["frames"][t:t + 16]                # (16, H, W, 3) uint8, reads 16 chunks
         traj = v["traj"][t:t + 16]                  # float32 px, dequantized
+
+A set extracted with `--frames none` stores no frames: `v["frames"]` decodes them from the
+source video (shards/source_frames.py); `open_shards(path, source_root=DIR)` finds the sources
+under DIR when they moved.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import os
 
 import numpy as np
 
-from .schema import ARRAYS, COMMIT_ATTR, check_version, decode, dims_from_attrs
+from .schema import ARRAYS, COMMIT_ATTR, check_version, decode, dims_from_attrs, frames_storage
 from .writer import INDEX_ATTRS
 
 
@@ -35,22 +39,30 @@ def detect_format(path: str) -> str:
         f"videos/*.h5 for hdf5). Write one with shards.open_writer or preprocess/extract.py.")
 
 
-def open_shards(path) -> "ShardSet":
-    """Open a shard set (directory or fsspec URL) for reading; checks the schema version."""
+def open_shards(path, source_root=None) -> "ShardSet":
+    """Open a shard set (directory or fsspec URL) for reading; checks the schema version.
+
+    source_root: where the source videos are now, for a set extracted with `--frames none`
+    (its frames are decoded from them); None: where extraction found them (attrs `source`).
+    """
     path = os.fspath(path)
     fmt = detect_format(path)
     if fmt == "zarr":
         from .zarr_store import ZarrReader as backend
     else:
         from .hdf5_store import Hdf5Reader as backend
-    return ShardSet(backend(path))
+    return ShardSet(backend(path), source_root=None if source_root is None else os.fspath(source_root))
 
 
 class ShardSet:
     """The committed videos of one shard set, by id."""
 
-    def __init__(self, backend):
+    def __init__(self, backend, source_root: str | None = None):
+        from collections import OrderedDict
+
         self._backend = backend
+        self.source_root = source_root or None
+        self._source_index: OrderedDict = OrderedDict()  # source path -> FrameIndex, shared by videos
         self.path = backend.path
         self.format = backend.format
         self.attrs: dict = backend.attrs
@@ -117,7 +129,12 @@ class ShardSet:
         if require_complete and attrs.get(COMMIT_ATTR) is not True:
             raise KeyError(f"video {video_id!r} in {self.path} is not committed")
         check_version(attrs.get("schema_version"), f"{self.path} video {video_id!r}")
-        return Video(video_id, attrs, raws, self._backend.read, where=self.path)
+        source = None
+        if frames_storage(attrs) == "none":
+            from .source_frames import SourceFrames
+
+            source = SourceFrames(video_id, attrs, self.source_root, self._source_index)
+        return Video(video_id, attrs, raws, self._backend.read, where=self.path, source=source)
 
     def all_ids(self) -> list[str]:
         """Every video present, committed or not."""
@@ -148,7 +165,7 @@ class ShardSet:
 
     def __reduce__(self):
         # DataLoader workers get a fresh handle (h5py/zarr handles do not cross processes).
-        return open_shards, (self.path,)
+        return open_shards, (self.path, self.source_root)
 
     def __repr__(self) -> str:
         return f"ShardSet({self.path!r}, format={self.format!r}, videos={len(self)})"
@@ -157,24 +174,38 @@ class ShardSet:
 class Video:
     """One video: `attrs` and lazy arrays by schema name."""
 
-    def __init__(self, video_id: str, attrs: dict, raws: dict, read, where: str = ""):
+    def __init__(self, video_id: str, attrs: dict, raws: dict, read, where: str = "", source=None):
         self.id = video_id
         self.attrs = attrs
         self._raws = raws
         self._read = read
         self.where = where  # the shard set's path, for error messages
+        self._source = source  # SourceFrames of a --frames none video: frames decoded from the video file
 
     def keys(self) -> list[str]:
-        return [n for n in ARRAYS if n in self._raws]
+        return [n for n in ARRAYS if n in self]
 
     def __contains__(self, name) -> bool:
-        return name in self._raws
+        return name in self._raws or (name == "frames" and self._source is not None)
+
+    @property
+    def frames_source(self) -> str | None:
+        """The video file a --frames none video decodes its frames from (None: frames stored)."""
+        return None if self._source is None else self._source.path
+
+    def read_frames(self, idx) -> np.ndarray:
+        """(n, H, W, 3) uint8 RGB of frames `idx` (sorted unique ints), whichever way the set
+        keeps them (stored JPEG or decoded from the source video): what derived arrays read."""
+        return self["frames"][np.asarray(idx, np.int64)]
 
     def stored_names(self) -> list[str]:
         """Every array the store holds for this video, in the schema or not (for verify)."""
         return list(self._raws)
 
     def __getitem__(self, name: str) -> "LazyArray":
+        if name == "frames" and self._source is not None:
+            shape = ARRAYS[name].shape(dims_from_attrs(self.attrs))
+            return SourceFramesArray(self._source, shape, owner=self)
         if name not in self._raws:
             raise KeyError(f"video {self.id!r} has no array {name!r} (has {self.keys()})")
         raw = self._raws[name]
@@ -299,6 +330,34 @@ class LazyArray:
 
     def __repr__(self) -> str:
         return f"LazyArray({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+class SourceFramesArray(LazyArray):
+    """`frames` of a --frames none video: the same shape, dtype and indexing as the stored
+    array, each read decoded from the source video (one seek per clip, single-threaded)."""
+
+    def __init__(self, source, shape: tuple[int, ...], owner: Video):
+        self.name = "frames"
+        self._source = source
+        self._owner = owner
+        self.shape = tuple(shape)
+        self.dtype = self.stored_dtype = np.dtype(np.uint8)
+
+    def _frames(self, sel) -> np.ndarray:
+        from .source_frames import SourceMissing
+
+        idx = np.arange(*sel.indices(self.shape[0])) if isinstance(sel, slice) else np.asarray(sel, np.int64)
+        try:
+            return self._source.read(idx)
+        except SourceMissing as e:
+            raise SourceMissing(f"{self._owner.where}: {e}") from None
+        except Exception as e:  # PyAV and the decoder raise their own types: name the video
+            raise ShardReadError(f"{self._owner.where}: video {self._owner.id!r} frames {_describe(idx)}: "
+                                 f"cannot decode them from its source {self._source.path}: "
+                                 f"{type(e).__name__}: {str(e).rstrip('.')}") from e
+
+    def _decode(self, stored: np.ndarray) -> np.ndarray:
+        return stored
 
 
 def _describe(sel) -> str:

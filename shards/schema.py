@@ -107,6 +107,26 @@ ARRAYS: dict[str, ArraySpec] = {
     ]
 }
 
+# How a video keeps its frames (video attr "frames_storage"; absent: "jpeg"): "jpeg" stores the
+# `frames` array; "none" stores no frames, and the reader decodes them from the source video
+# (`extract.py --frames none`, shards/source_frames.py; docs/shards.md).
+FRAMES_STORAGES = ("jpeg", "none")
+
+
+def frames_storage(attrs: dict) -> str:
+    """"jpeg" or "none" for a video's attrs (sets written before the attr existed: "jpeg")."""
+    storage = attrs.get("frames_storage", "jpeg")
+    if storage not in FRAMES_STORAGES:
+        raise ValueError(f"frames_storage {storage!r} is not one of {FRAMES_STORAGES}")
+    return storage
+
+
+def stored_arrays(attrs: dict) -> list[str]:
+    """Names of the arrays a video with these attrs stores (every schema array but `frames`
+    when its frames are decoded from the source)."""
+    return [n for n in ARRAYS if not (n == "frames" and frames_storage(attrs) == "none")]
+
+
 # Attributes every video carries (readers may rely on them).
 REQUIRED_VIDEO_ATTRS = (
     "source", "fps", "height", "width", "source_height", "source_width",

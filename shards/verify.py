@@ -6,11 +6,13 @@ functions of `__main__` do not unpickle in a spawned child.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .reader import ShardReadError, open_shards
 from .schema import (ARRAYS, COMMIT_ATTR, REQUIRED_VIDEO_ATTRS, SHAPE_ATTRS, SchemaVersionError,
-                     dims_from_attrs)
+                     dims_from_attrs, frames_storage)
 
 FRAMES_PER_READ = 64  # bounds memory when decoding long videos
 
@@ -38,6 +40,9 @@ def video_problems(ds, video_id: str) -> list[tuple[str, str]]:
     except (ValueError, TypeError):
         dims = None
     for name, spec in ARRAYS.items():
+        if name == "frames" and frames_storage(v.attrs) == "none":
+            problems += source_problems(v)
+            continue
         if name not in v:
             problems.append((name, "missing"))
             continue
@@ -50,6 +55,13 @@ def video_problems(ds, video_id: str) -> list[tuple[str, str]]:
     if extra:
         problems.append(("-", f"arrays not in the schema: {extra}"))
     return problems
+
+
+def source_problems(v) -> list[tuple[str, str]]:
+    """A --frames none video: its source video must be where the reader looks for it."""
+    path = v.frames_source
+    return [] if os.path.isfile(path) else [("frames", f"source video missing: {path} (--frames none: "
+                                                       f"frames are decoded from it)")]
 
 
 def array_problems(arr, spec, dims) -> list[str]:
@@ -73,9 +85,9 @@ def _one_line(e: BaseException) -> str:
 _worker_ds = None
 
 
-def _worker_init(path: str) -> None:
+def _worker_init(path: str, source_root: str | None = None) -> None:
     global _worker_ds
-    _worker_ds = open_shards(path)
+    _worker_ds = open_shards(path, source_root)
 
 
 def _worker_check(video_id: str) -> tuple[str, list[tuple[str, str]]]:
@@ -95,5 +107,5 @@ def check_all(ds, ids: list[str], workers: int):
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")  # fork would copy open zarr/h5py handles and zarr's threads
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(ds.path,)) as pool:
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(ds.path, ds.source_root)) as pool:
         yield from pool.imap(_worker_check, ids, chunksize=max(1, min(64, len(ids) // (4 * workers))))

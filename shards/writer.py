@@ -22,7 +22,7 @@ import numpy as np
 from .cli import CliError
 from .lock import LOCK_NAME
 from .schema import (ARRAYS, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
-                     encode)
+                     encode, stored_arrays)
 
 FORMATS = ("zarr", "hdf5")
 FAILURE_KEYS = ("source", "reason", "stage")
@@ -117,13 +117,16 @@ def prepare(arrays: dict[str, np.ndarray], attrs: dict) -> tuple[dict[str, np.nd
     missing_attrs = [k for k in (*REQUIRED_VIDEO_ATTRS, *SHAPE_ATTRS) if k not in attrs]
     if missing_attrs:
         raise ValueError(f"video attrs lack {missing_attrs}")
-    missing = sorted(set(ARRAYS) - set(arrays))
-    unknown = sorted(set(arrays) - set(ARRAYS))
+    names = stored_arrays(attrs)  # frames_storage "none": no frames array
+    missing = sorted(set(names) - set(arrays))
+    unknown = sorted(set(arrays) - set(names))
     if missing or unknown:
-        raise ValueError(f"arrays do not match the schema: missing {missing}, unknown {unknown}")
+        raise ValueError(f"arrays do not match the schema: missing {missing}, unknown {unknown}"
+                         f" (frames_storage {attrs.get('frames_storage', 'jpeg')!r})")
     dims = dims_from_attrs(attrs)
     stored = {}
-    for name, spec in ARRAYS.items():
+    for name in names:
+        spec = ARRAYS[name]
         values = np.asarray(arrays[name])
         want = spec.shape(dims)
         if values.shape != want:

@@ -63,6 +63,23 @@ def shard_meta(path: Path) -> dict[str, dict]:
         raise CliError(str(e)) from e
 
 
+def check_sources(path: Path, source_root: str = "") -> None:
+    """A set extracted with --frames none decodes frames from its videos: a missing one is a
+    CliError naming it and the flag, before the run starts (checked on the first video)."""
+    import os
+
+    from shards import open_shards
+
+    with open_shards(path, source_root or None) as ds:
+        ids = ds.ids()
+        source = ds[ids[0]].frames_source if ids else None
+    if source is not None and not os.path.isfile(source):
+        where = f"under --source-root {source_root}" if source_root else "where extraction found it"
+        raise CliError(f"{path}: video {ids[0]!r}: its source {source} is missing ({where}); the set was "
+                       f"extracted with --frames none and decodes frames from the videos: give "
+                       f"--source-root DIR, the folder the corpus moved to")
+
+
 def output_folder(path: str | Path, flag: str = "--out") -> Path:
     """`path` when it is a folder or does not exist yet; an existing file is a usage error."""
     p = Path(path).expanduser()

@@ -34,6 +34,7 @@ class TrainConfig:
     # data
     shards: str = DEMO_SHARDS       # shard set path (relative paths are relative to the repo root)
     split: str = ""                 # keep only videos whose attrs["split"] equals this ("" = all)
+    source_root: str = ""           # where the source videos of a --frames none set are now ("" = as extracted)
     num_frames: int = 16            # T input frames per clip
     sampling_rate: int = 4          # stored frames between consecutive input frames
     input_size: int = 224           # H = W of the network input, a multiple of the patch size
@@ -217,6 +218,8 @@ HELP = {
     "split": "train on the videos of this split only (train, val, ...: the dataset adapter's names); "
              "'' = every video. A set extracted without splits (folder, list) has none: it trains on "
              "all of it whatever --split says, and the run says so",
+    "source_root": "for a set extracted with --frames none (frames decoded from the source videos): the "
+                   "folder the corpus moved to, laid out as under the extraction's --root",
     "num_frames": "T input frames per clip",
     "sampling_rate": "stored frames between consecutive input frames",
     "input_size": "H = W of the network input in px, a multiple of --patch-size",
@@ -266,7 +269,7 @@ HELP = {
 }
 SHOWN_DEFAULTS = {  # where the field's default is a rule, not a value
     "shards": DEMO_SHARDS, "split": "'' (every video)", "mask_ratio": "none", "decoder_depth": "none",
-    "target_norm": "''", "resume": "'' (a new run)", "out": "runs/<shards name>-<mask>-<target>-<model>",
+    "target_norm": "''", "source_root": "'' (the paths recorded at extraction)", "resume": "'' (a new run)", "out": "runs/<shards name>-<mask>-<target>-<model>",
 }
 
 

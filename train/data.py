@@ -265,15 +265,17 @@ class ShardSetChanged(RuntimeError):
 class ClipDataset(Dataset):
     """Items are (g, video index) pairs from `ClipSampler`; returns a dict of tensors."""
 
-    def __init__(self, path, spec: ClipSpec, seed: int = 0, split: str = "", skip_damaged: bool = False):
+    def __init__(self, path, spec: ClipSpec, seed: int = 0, split: str = "", skip_damaged: bool = False,
+                 source_root: str | None = None):
         from shards import open_shards
 
         self.path, self.spec, self.seed = str(path), spec, seed
+        self.source_root = source_root  # a --frames none set's videos, when they moved
         # serve the next readable video when one fails to read; items then carry what was
         # skipped (train/skips.py records it and enforces the limit)
         self.skip_damaged = skip_damaged
         self._damaged: dict[str, str] = {}  # this worker's unreadable videos -> reason
-        ds = open_shards(self.path)
+        ds = open_shards(self.path, self.source_root)
         ids = ds.ids()
         self.ids = [i for i in ids if not split or ds[i].attrs.get("split") == split]
         if not self.ids:
@@ -293,7 +295,7 @@ class ClipDataset(Dataset):
 
         g, index = item
         if self._ds is None:
-            self._ds = open_shards(self.path)
+            self._ds = open_shards(self.path, self.source_root)
         if not self.skip_damaged:
             return self._clip(g, index, np.random.default_rng([self.seed, g]))
         skipped = []

@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # `python train/pretrain.py` as well as `python -
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shards.cli import CliError, run_main  # noqa: E402
-from train.cli import Parser, check_device, existing_shards, shard_meta  # noqa: E402
+from train.cli import Parser, check_device, check_sources, existing_shards, shard_meta  # noqa: E402
 from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, add_arguments, from_args, given  # noqa: E402
 from train.runs import default_out, prepare_run_folder  # noqa: E402
 
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         ensure_demo_shards(cfg)
     existing_shards(cfg.shards_path())
     cfg, data_note = resolve_split(cfg)
+    check_sources(cfg.shards_path(), cfg.source_root)
     run_note = prepare_run_folder(cfg, overwrite, remove=main_rank)
     for note in (run_note, data_note):
         if note and main_rank:

@@ -253,7 +253,7 @@ def test_every_extract_flag_has_help_and_its_default_once():
     config_fields = {f.name for f in fields(ExtractConfig)}
     assert {a.dest for a in flags} - {"debug"} == config_fields  # every setting is a flag
     choices = {a.dest: a.choices for a in flags if a.choices}
-    assert set(choices) == {"dataset", "format", "flow_method", "dis_preset", "features", "compensation"}
+    assert set(choices) == {"dataset", "format", "frames", "flow_method", "dis_preset", "features", "compensation"}
     usage = parser.format_help()
     assert "{zarr,hdf5}" in usage and "{ultrafast,fast,medium}" in usage
 
