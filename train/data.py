@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from shards.schema import CELL, HOG_BINS
 from shards.tracks import along_trajectories, positions
 
-from .masks.mgmae import compose
+from .pair_flow import camera_inclusive_cells, chain_pairs
 from .skips import BATCH_KEY, READ_ERRORS
 from .targets.pixel import MEAN, STD
 
@@ -94,29 +94,6 @@ def crop_homography(h: np.ndarray, x0: int, y0: int, scale: float) -> np.ndarray
     """Homographies (K,3,3) of stored px -> of input px: A H A^-1, x' = s (x - x0 + 0.5) - 0.5."""
     a = np.array([[scale, 0, scale * (0.5 - x0) - 0.5], [0, scale, scale * (0.5 - y0) - 0.5], [0, 0, 1]])
     return (a @ h.astype(np.float64) @ np.linalg.inv(a)).astype(np.float32)
-
-
-def grid_points(rows: int, cols: int, stride: int) -> np.ndarray:
-    """(rows, cols, 2) pixel (x, y) of grid points that stand for stride x stride blocks."""
-    ys, xs = np.mgrid[0:rows, 0:cols].astype(np.float64)
-    return np.stack([xs, ys], -1) * stride + (stride - 1) / 2
-
-
-def camera_inclusive(flow: np.ndarray, homography: np.ndarray, stride: int) -> np.ndarray:
-    """Stored compensated flow (K,h,w,2) + homography displacement (H p - p) -> (K,h,w,2) float64."""
-    K, h, w, _ = flow.shape
-    p = grid_points(h, w, stride)
-    ph = np.einsum("kab,hwb->khwa", homography.astype(np.float64), np.concatenate([p, np.ones((h, w, 1))], -1))
-    return flow + (ph[..., :2] / ph[..., 2:] - p)
-
-
-def camera_inclusive_cells(flow: np.ndarray, homography: np.ndarray, stride: int) -> np.ndarray:
-    """Stored compensated flow (K,h,w,2) + homography displacement -> (K,Hc,Wc,2) on the cell grid."""
-    K, h, w, _ = flow.shape
-    full = camera_inclusive(flow, homography, stride)
-    k = CELL // stride  # flow points per cell side (flow_stride divides the cell)
-    hc, wc = h // k, w // k
-    return full[:, :hc * k, :wc * k].reshape(K, hc, k, wc, k, 2).mean((2, 4)).astype(np.float32)
 
 
 # ---- one clip -------------------------------------------------------------------------------
@@ -186,21 +163,11 @@ def read_clip_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
 
 
 def clip_flow(video, idx: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
-    """Camera-inclusive flow and homography between consecutive clip frames."""
+    """Camera-inclusive flow and homography between consecutive clip frames (train/pair_flow.py)."""
     lo, hi = int(idx[0]), int(idx[-1])
-    T = len(idx)
-    flow = camera_inclusive_cells(video["flow"][lo:hi], video["homography"][lo:hi],
-                                  int(video.attrs["flow_stride"]))                  # (hi-lo,Hc,Wc,2)
-    homs = video["homography"][lo:hi].astype(np.float64)
-    hc, wc = flow.shape[1:3]
-    pair_flow = np.zeros((T - 1, hc, wc, 2), np.float32)
-    pair_hom = np.tile(np.eye(3), (T - 1, 1, 1))
-    for k in range(T - 1):
-        a, b = int(idx[k]) - lo, int(idx[k + 1]) - lo
-        if b > a:  # a repeated last frame (short video) did not move
-            pair_flow[k] = compose(torch.from_numpy(flow[None, a:b])).numpy()[0]
-            for u in range(a, b):
-                pair_hom[k] = homs[u] @ pair_hom[k]
+    homs = video["homography"][lo:hi]                                                # one read of each array
+    flow = camera_inclusive_cells(video["flow"][lo:hi], homs, int(video.attrs["flow_stride"]))  # (hi-lo,Hc,Wc,2)
+    pair_flow, pair_hom = chain_pairs(flow, homs, idx - lo)
     return {"flow": resample_cells(pair_flow, x0, y0, side, cells) * np.float32(scale),
             "homography": crop_homography(pair_hom, x0, y0, scale)}
 
