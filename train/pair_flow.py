@@ -19,6 +19,7 @@ reference the new results are compared with.
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -55,11 +56,11 @@ def camera_inclusive_cells(flow: np.ndarray, homography: np.ndarray, stride: int
     K, h, w, _ = flow.shape
     k = CELL // stride
     hc, wc = h // k, w // k
-    cells = np.zeros((K, hc, wc, 2), np.float32)
-    for dy in range(k):  # k*k strided adds: ~3x cheaper than a mean over two reshaped axes
-        for dx in range(k):
-            cells += flow[:, dy:hc * k:k, dx:wc * k:k]
-    cells *= np.float32(1 / (k * k))
+    # The K frames stacked into one tall image: one INTER_AREA call averages every k x k block
+    # exactly (an integer factor; hc*k rows per frame, so no block straddles two frames),
+    # ~6x cheaper than k*k strided numpy adds.
+    tall = np.ascontiguousarray(flow[:, :hc * k, :wc * k], dtype=np.float32).reshape(K * hc * k, wc * k, 2)
+    cells = cv2.resize(tall, (wc, K * hc), interpolation=cv2.INTER_AREA).reshape(K, hc, wc, 2)
     return cells + homography_displacement(homography, grid_points(hc, wc, CELL)).astype(np.float32)
 
 
