@@ -136,40 +136,56 @@ def eval_views(num_stored: int, height: int, width: int, spec: ClipSpec,
 def read_clip_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
                  box: tuple[int, int, int]) -> dict[str, np.ndarray]:
     """Read the clip of stored frames `idx` (T,) (stride `rate`) cropped to `box` = (x0, y0, side)."""
-    x0, y0, side = box
+    return read_clips_at(video, spec, idx, rate, [box])[0]
+
+
+def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
+                  boxes: list[tuple[int, int, int]]) -> list[dict[str, np.ndarray]]:
+    """The clips of stored frames `idx` (T,), one per crop box (repeated augmentation): frames,
+    motion vectors, HOG and the flow between clip frames are read, decoded and chained once,
+    then cropped per box (trajectories are read per box: `clip_trajectories`)."""
     S, cells = spec.input_size, spec.input_size // CELL
-    scale = S / side
     uniq, inv = np.unique(idx, return_inverse=True)
 
     def at_clip_frames(name: str) -> np.ndarray:
         return video[name][uniq][inv]
 
-    frames = at_clip_frames("frames")[:, y0:y0 + side, x0:x0 + side]
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    frames = np.stack([cv2.resize(f, (S, S), interpolation=interp) for f in frames])      # (T,S,S,3)
-    out = {"video": normalize(frames), "frame_step": np.int64(rate)}                         # (3,T,S,S)
-
     need = spec.needs
+    stored = {"frames": at_clip_frames("frames")}                                        # (T,H,W,3)
     if need & {"mv", "mv_valid"}:
-        out["mv"] = resample_cells(at_clip_frames("mv"), x0, y0, side, cells) * np.float32(scale)
-        out["mv_valid"] = resample_cells(at_clip_frames("mv_valid"), x0, y0, side, cells)
+        stored["mv"], stored["mv_valid"] = at_clip_frames("mv"), at_clip_frames("mv_valid")
     if "hog" in need:
-        out["hog"] = resample_cells(at_clip_frames("hog"), x0, y0, side, cells)
+        stored["hog"] = at_clip_frames("hog")
     if need & {"flow", "homography"}:
-        out.update(clip_flow(video, idx, x0, y0, side, cells, scale))
-    if need & {"traj", "traj_valid", "traj_hog"}:
-        out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale))
-    return out
+        stored["flow"], stored["homography"] = stored_pair_flow(video, idx)
+    clips = []
+    for x0, y0, side in boxes:
+        scale = S / side
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        frames = np.stack([cv2.resize(f[y0:y0 + side, x0:x0 + side], (S, S), interpolation=interp)
+                           for f in stored["frames"]])                                      # (T,S,S,3)
+        out = {"video": normalize(frames), "frame_step": np.int64(rate)}                     # (3,T,S,S)
+        if "mv" in stored:
+            out["mv"] = resample_cells(stored["mv"], x0, y0, side, cells) * np.float32(scale)
+            out["mv_valid"] = resample_cells(stored["mv_valid"], x0, y0, side, cells)
+        if "hog" in stored:
+            out["hog"] = resample_cells(stored["hog"], x0, y0, side, cells)
+        if "flow" in stored:
+            out["flow"] = resample_cells(stored["flow"], x0, y0, side, cells) * np.float32(scale)
+            out["homography"] = crop_homography(stored["homography"], x0, y0, scale)
+        if need & {"traj", "traj_valid", "traj_hog"}:
+            out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale))
+        clips.append(out)
+    return clips
 
 
-def clip_flow(video, idx: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
-    """Camera-inclusive flow and homography between consecutive clip frames (train/pair_flow.py)."""
+def stored_pair_flow(video, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-inclusive flow (T-1,Hc,Wc,2) on the stored cell grid and homographies (T-1,3,3)
+    between consecutive clip frames `idx` (train/pair_flow.py); not yet cropped."""
     lo, hi = int(idx[0]), int(idx[-1])
     homs = video["homography"][lo:hi]                                                # one read of each array
     flow = camera_inclusive_cells(video["flow"][lo:hi], homs, int(video.attrs["flow_stride"]))  # (hi-lo,Hc,Wc,2)
-    pair_flow, pair_hom = chain_pairs(flow, homs, idx - lo)
-    return {"flow": resample_cells(pair_flow, x0, y0, side, cells) * np.float32(scale),
-            "homography": crop_homography(pair_hom, x0, y0, scale)}
+    return chain_pairs(flow, homs, idx - lo)
 
 
 def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
@@ -284,14 +300,15 @@ class ClipDataset(Dataset):
         video = self._video(self.ids[index])
         a = video.attrs
         idx, rate = frame_indices(int(a["num_frames"]), self.spec, rng)
-        clips = []
         # Repeated augmentation as MGMAE's loader (VideoMAE v2 `num_sample`): one temporal
-        # window, `repeated_aug` spatial crops (and flips) of it.
-        for _ in range(self.spec.repeated_aug):
-            box = crop_box(int(a["height"]), int(a["width"]), self.spec, rng)
-            clip = read_clip_at(video, self.spec, idx, rate, box)
-            if self.spec.flip and rng.random() < 0.5:
-                clip = hflip(clip)
+        # window, `repeated_aug` spatial crops (and flips) of it, read once (read_clips_at).
+        boxes, flips = [], []
+        for _ in range(self.spec.repeated_aug):  # the draws in the order of one clip at a time
+            boxes.append(crop_box(int(a["height"]), int(a["width"]), self.spec, rng))
+            flips.append(self.spec.flip and rng.random() < 0.5)
+        clips = []
+        for clip, flip in zip(read_clips_at(video, self.spec, idx, rate, boxes), flips):
+            clip = hflip(clip) if flip else clip
             clips.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in clip.items()})
         return clips[0] if self.spec.repeated_aug == 1 else clips
 
