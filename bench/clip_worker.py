@@ -4,7 +4,8 @@
 
 Imports `shards` and `train` from CHECKOUT, so an older checkout is measured with its own
 loader; it uses only what every checkout since the loader rework has (`open_shards`,
-`train.data.ClipSpec / frame_indices / read_clip_at`, `train.masks.MASKS / NEEDS`,
+`train.data.ClipSpec / frame_indices / read_clip_at`
+(and `read_clips_at` where it exists), `train.masks.MASKS / NEEDS`,
 `train.targets.get_target`). One JSON command per line on stdin, one JSON answer per line
 on stdout; everything the libraries print goes to stderr.
 """
@@ -39,33 +40,43 @@ def plan(ds, clips: int, seed: int, num_frames: int, stride: int) -> list[dict]:
     return out
 
 
-def one_round(ds, videos: dict, clips: list[dict], methods: list[list[str]], size: int) -> dict:
-    """Every method over every clip, methods one after the other in the given order. Videos are
-    opened once and kept in `videos` (as a training worker does; opening costs ~5-10 ms).
-    -> {method: {"wall": [s per clip], "cpu": [s per clip], "mask_cpu": s per clip}}.
-    CPU time is the process's (zarr's and blosc's threads included): what the clip costs
-    one core, less sensitive to the other load on a shared machine than wall time."""
+def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: int) -> dict:
+    """Every method [name, mask, target, crops] over every clip, one method after the other in
+    the given order. Videos are opened once and kept in `videos` (as a training worker does;
+    opening costs ~5-10 ms). `crops` > 1 is repeated augmentation: that many crops of each
+    clip's frames (the same box: the cost is the same), read with `read_clips_at` where the
+    checkout has it, else one `read_clip_at` per crop (as its loader did); a clip's time is
+    the read's time / crops.
+    -> {name: {"wall": [s per clip], "cpu": [s per clip], "mask_cpu": s per clip}}.
+    CPU time is the process's (zarr's and blosc's threads included): what the clip costs one
+    core, less sensitive to the other load on a shared machine than wall time."""
     import numpy as np
     import torch
     from torch.utils.data import default_collate
 
-    from train.data import ClipSpec, read_clip_at
+    import train.data as data
     from train.masks import MASKS, NEEDS
     from train.targets import get_target
 
     out = {}
-    for mask, target in methods:
-        spec = ClipSpec(num_frames=len(clips[0]["idx"]), input_size=size, flip=False,
-                        needs=frozenset(NEEDS[mask] | get_target(target).needs))
+    for name, mask, target, crops in methods:
+        spec = data.ClipSpec(num_frames=len(clips[0]["idx"]), input_size=size, flip=False,
+                             needs=frozenset(NEEDS[mask] | get_target(target).needs))
         wall, cpu, read = [], [], []
         for c in clips:
             if c["id"] not in videos:
                 videos[c["id"]] = ds[c["id"]]
+            args = (videos[c["id"]], spec, np.asarray(c["idx"]), c["stride"])
             w0, c0 = time.perf_counter(), time.process_time()
-            clip = read_clip_at(videos[c["id"]], spec, np.asarray(c["idx"]), c["stride"], tuple(c["box"]))
-            cpu.append(time.process_time() - c0)
-            wall.append(time.perf_counter() - w0)
-            read.append(clip)
+            if crops == 1:
+                got = [data.read_clip_at(*args, tuple(c["box"]))]
+            elif hasattr(data, "read_clips_at"):
+                got = data.read_clips_at(*args, [tuple(c["box"])] * crops)
+            else:
+                got = [data.read_clip_at(*args, tuple(c["box"])) for _ in range(crops)]
+            cpu.append((time.process_time() - c0) / crops)
+            wall.append((time.perf_counter() - w0) / crops)
+            read += got
         batch = default_collate([{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in r.items()}
                                  for r in read[:MASK_BATCH]])
         T = batch["video"].shape[2]
@@ -73,8 +84,7 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list[str]], siz
         gen = torch.Generator().manual_seed(0)
         c0 = time.process_time()
         MASKS[mask](batch, grid, 0.9, gen)
-        out[f"{mask}+{target}"] = {"wall": wall, "cpu": cpu,
-                                   "mask_cpu": (time.process_time() - c0) / len(read[:MASK_BATCH])}
+        out[name] = {"wall": wall, "cpu": cpu, "mask_cpu": (time.process_time() - c0) / len(read[:MASK_BATCH])}
     return out
 
 
