@@ -22,8 +22,10 @@ tokens repeat a point: docs/design.md, "Crops whose side differs"); HOG magnitud
 rescaled.
 
 Flow between input frames spans `sampling_rate` stored frames: the camera-inclusive flows
-(stored compensated flow + homography displacement) of those frames are chained on the
-stored cell grid (exact up to bilinear lookup), the homographies multiplied.
+(stored compensated flow averaged per cell + homography displacement at the cell centre) of
+those frames are chained on the stored cell grid (exact up to bilinear lookup), the
+homographies multiplied (train/pair_flow.py). Repeated augmentation (`repeated_aug` crops of
+one window) reads and chains once and crops per box (`read_clips_at`).
 
 Randomness: sample number g draws from `np.random.default_rng([seed, g])`, so a clip does
 not depend on the worker that loads it, and a resumed run sees the same clips.
