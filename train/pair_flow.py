@@ -1,4 +1,4 @@
-"""Camera-inclusive flow between a clip's frames, from the stored per-frame arrays. Pure numpy/torch.
+"""Camera-inclusive flow between a clip's frames, from the stored per-frame arrays. Pure functions.
 
 The shards store, per stored frame t, the camera-compensated flow t -> t+1 on a grid of
 flow_stride px (K,h,w,2) and the homography t -> t+1 (K,3,3). A clip at stride r needs the
@@ -14,7 +14,7 @@ on-screen motion between its consecutive frames, i.e. r stored flows chained:
 
 Step 1 used to evaluate the homography at every flow point in float64 and average after
 (~4x the points, an einsum over a (K,h,w,3) stack), and step 2 ran one compose per pair:
-docs/benchmarks.md, "MGMAE's clip" has the times, and the test holds the old code as the
+docs/benchmarks.md, "Every method's clip side by side" has the times, and the test holds the old code as the
 reference the new results are compared with.
 """
 from __future__ import annotations
@@ -56,6 +56,8 @@ def camera_inclusive_cells(flow: np.ndarray, homography: np.ndarray, stride: int
     K, h, w, _ = flow.shape
     k = CELL // stride
     hc, wc = h // k, w // k
+    if K == 0:  # a one-frame video (an image): no flow, and cv2.resize refuses an empty image
+        return np.zeros((0, hc, wc, 2), np.float32)
     # The K frames stacked into one tall image: one INTER_AREA call averages every k x k block
     # exactly (an integer factor; hc*k rows per frame, so no block straddles two frames),
     # ~6x cheaper than k*k strided numpy adds.

@@ -78,3 +78,10 @@ def test_chained_pairs_equal_one_compose_per_pair(frames):
     assert np.abs(new_hom - old_hom).max() < 1e-9
     still = np.flatnonzero(np.diff(frames) == 0)
     assert (new_flow[still] == 0).all() and (new_hom[still] == np.eye(3)).all()
+
+
+def test_a_one_frame_video_has_no_flow_to_chain():
+    cells = camera_inclusive_cells(np.zeros((0, 64, 85, 2), np.float32), np.zeros((0, 3, 3), np.float32), STRIDE)
+    assert cells.shape == (0, 32, 42, 2)
+    flow, hom = chain_pairs(cells, np.zeros((0, 3, 3)), np.zeros(16, int))
+    assert flow.shape == (15, 32, 42, 2) and (flow == 0).all() and (hom == np.eye(3)).all()
