@@ -18,8 +18,9 @@ in the training loop's main process, not in the loader workers.
 
 Sides: each `--side NAME CHECKOUT SHARDS` runs in its own process that imports `shards` and
 `train` from CHECKOUT (bench/clip_worker.py), so an older checkout (`git worktree add
-/tmp/main main`, or `git archive main | tar -x -C /tmp/main`) is measured with its own loader on its own shard set; sides alternate round
-by round, so the machine's load falls on every side alike. The clip plan is drawn by the
+/tmp/main main`, or `git archive main | tar -x -C /tmp/main`) is measured with its own
+loader on its own shard set; sides alternate round by round, so the machine's load falls on
+every side alike. The clip plan is drawn by the
 first side and read by all (the sets must hold the same videos).
 
 The budget: an H100 in bf16 takes ~150 clips/s of ViT-B pretraining with ~10 cores per GPU,
