@@ -22,8 +22,10 @@ tokens repeat a point: docs/design.md, "Crops whose side differs"); HOG magnitud
 rescaled.
 
 Flow between input frames spans `sampling_rate` stored frames: the camera-inclusive flows
-(stored compensated flow + homography displacement) of those frames are chained on the
-stored cell grid (exact up to bilinear lookup), the homographies multiplied.
+(stored compensated flow averaged per cell + homography displacement at the cell centre) of
+those frames are chained on the stored cell grid (exact up to bilinear lookup), the
+homographies multiplied (train/pair_flow.py). Repeated augmentation (`repeated_aug` crops of
+one window) reads and chains once and crops per box (`read_clips_at`).
 
 Randomness: sample number g draws from `np.random.default_rng([seed, g])`, so a clip does
 not depend on the worker that loads it, and a resumed run sees the same clips.
@@ -42,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from shards.schema import CELL, HOG_BINS
 from shards.tracks import along_trajectories, positions
 
-from .masks.mgmae import compose
+from .pair_flow import camera_inclusive_cells, chain_pairs
 from .skips import BATCH_KEY, READ_ERRORS
 from .targets.pixel import MEAN, STD
 
@@ -96,29 +98,6 @@ def crop_homography(h: np.ndarray, x0: int, y0: int, scale: float) -> np.ndarray
     return (a @ h.astype(np.float64) @ np.linalg.inv(a)).astype(np.float32)
 
 
-def grid_points(rows: int, cols: int, stride: int) -> np.ndarray:
-    """(rows, cols, 2) pixel (x, y) of grid points that stand for stride x stride blocks."""
-    ys, xs = np.mgrid[0:rows, 0:cols].astype(np.float64)
-    return np.stack([xs, ys], -1) * stride + (stride - 1) / 2
-
-
-def camera_inclusive(flow: np.ndarray, homography: np.ndarray, stride: int) -> np.ndarray:
-    """Stored compensated flow (K,h,w,2) + homography displacement (H p - p) -> (K,h,w,2) float64."""
-    K, h, w, _ = flow.shape
-    p = grid_points(h, w, stride)
-    ph = np.einsum("kab,hwb->khwa", homography.astype(np.float64), np.concatenate([p, np.ones((h, w, 1))], -1))
-    return flow + (ph[..., :2] / ph[..., 2:] - p)
-
-
-def camera_inclusive_cells(flow: np.ndarray, homography: np.ndarray, stride: int) -> np.ndarray:
-    """Stored compensated flow (K,h,w,2) + homography displacement -> (K,Hc,Wc,2) on the cell grid."""
-    K, h, w, _ = flow.shape
-    full = camera_inclusive(flow, homography, stride)
-    k = CELL // stride  # flow points per cell side (flow_stride divides the cell)
-    hc, wc = h // k, w // k
-    return full[:, :hc * k, :wc * k].reshape(K, hc, k, wc, k, 2).mean((2, 4)).astype(np.float32)
-
-
 # ---- one clip -------------------------------------------------------------------------------
 
 # (3, 256) float32: the normalized value of every uint8 level per channel. A table lookup
@@ -159,50 +138,56 @@ def eval_views(num_stored: int, height: int, width: int, spec: ClipSpec,
 def read_clip_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
                  box: tuple[int, int, int]) -> dict[str, np.ndarray]:
     """Read the clip of stored frames `idx` (T,) (stride `rate`) cropped to `box` = (x0, y0, side)."""
-    x0, y0, side = box
+    return read_clips_at(video, spec, idx, rate, [box])[0]
+
+
+def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
+                  boxes: list[tuple[int, int, int]]) -> list[dict[str, np.ndarray]]:
+    """The clips of stored frames `idx` (T,), one per crop box (repeated augmentation): frames,
+    motion vectors, HOG and the flow between clip frames are read, decoded and chained once,
+    then cropped per box (trajectories are read per box: `clip_trajectories`)."""
     S, cells = spec.input_size, spec.input_size // CELL
-    scale = S / side
     uniq, inv = np.unique(idx, return_inverse=True)
 
     def at_clip_frames(name: str) -> np.ndarray:
         return video[name][uniq][inv]
 
-    frames = at_clip_frames("frames")[:, y0:y0 + side, x0:x0 + side]
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    frames = np.stack([cv2.resize(f, (S, S), interpolation=interp) for f in frames])      # (T,S,S,3)
-    out = {"video": normalize(frames), "frame_step": np.int64(rate)}                         # (3,T,S,S)
-
     need = spec.needs
+    stored = {"frames": at_clip_frames("frames")}                                        # (T,H,W,3)
     if need & {"mv", "mv_valid"}:
-        out["mv"] = resample_cells(at_clip_frames("mv"), x0, y0, side, cells) * np.float32(scale)
-        out["mv_valid"] = resample_cells(at_clip_frames("mv_valid"), x0, y0, side, cells)
+        stored["mv"], stored["mv_valid"] = at_clip_frames("mv"), at_clip_frames("mv_valid")
     if "hog" in need:
-        out["hog"] = resample_cells(at_clip_frames("hog"), x0, y0, side, cells)
+        stored["hog"] = at_clip_frames("hog")
     if need & {"flow", "homography"}:
-        out.update(clip_flow(video, idx, x0, y0, side, cells, scale))
-    if need & {"traj", "traj_valid", "traj_hog"}:
-        out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale))
-    return out
+        stored["flow"], stored["homography"] = stored_pair_flow(video, idx)
+    clips = []
+    for x0, y0, side in boxes:
+        scale = S / side
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        frames = np.stack([cv2.resize(f[y0:y0 + side, x0:x0 + side], (S, S), interpolation=interp)
+                           for f in stored["frames"]])                                      # (T,S,S,3)
+        out = {"video": normalize(frames), "frame_step": np.int64(rate)}                     # (3,T,S,S)
+        if "mv" in stored:
+            out["mv"] = resample_cells(stored["mv"], x0, y0, side, cells) * np.float32(scale)
+            out["mv_valid"] = resample_cells(stored["mv_valid"], x0, y0, side, cells)
+        if "hog" in stored:
+            out["hog"] = resample_cells(stored["hog"], x0, y0, side, cells)
+        if "flow" in stored:
+            out["flow"] = resample_cells(stored["flow"], x0, y0, side, cells) * np.float32(scale)
+            out["homography"] = crop_homography(stored["homography"], x0, y0, scale)
+        if need & {"traj", "traj_valid", "traj_hog"}:
+            out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale))
+        clips.append(out)
+    return clips
 
 
-def clip_flow(video, idx: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
-    """Camera-inclusive flow and homography between consecutive clip frames."""
+def stored_pair_flow(video, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-inclusive flow (T-1,Hc,Wc,2) on the stored cell grid and homographies (T-1,3,3)
+    between consecutive clip frames `idx` (train/pair_flow.py); not yet cropped."""
     lo, hi = int(idx[0]), int(idx[-1])
-    T = len(idx)
-    flow = camera_inclusive_cells(video["flow"][lo:hi], video["homography"][lo:hi],
-                                  int(video.attrs["flow_stride"]))                  # (hi-lo,Hc,Wc,2)
-    homs = video["homography"][lo:hi].astype(np.float64)
-    hc, wc = flow.shape[1:3]
-    pair_flow = np.zeros((T - 1, hc, wc, 2), np.float32)
-    pair_hom = np.tile(np.eye(3), (T - 1, 1, 1))
-    for k in range(T - 1):
-        a, b = int(idx[k]) - lo, int(idx[k + 1]) - lo
-        if b > a:  # a repeated last frame (short video) did not move
-            pair_flow[k] = compose(torch.from_numpy(flow[None, a:b])).numpy()[0]
-            for u in range(a, b):
-                pair_hom[k] = homs[u] @ pair_hom[k]
-    return {"flow": resample_cells(pair_flow, x0, y0, side, cells) * np.float32(scale),
-            "homography": crop_homography(pair_hom, x0, y0, scale)}
+    homs = video["homography"][lo:hi]                                                # one read of each array
+    flow = camera_inclusive_cells(video["flow"][lo:hi], homs, int(video.attrs["flow_stride"]))  # (hi-lo,Hc,Wc,2)
+    return chain_pairs(flow, homs, idx - lo)
 
 
 def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
@@ -319,14 +304,15 @@ class ClipDataset(Dataset):
         video = self._video(self.ids[index])
         a = video.attrs
         idx, rate = frame_indices(int(a["num_frames"]), self.spec, rng)
-        clips = []
         # Repeated augmentation as MGMAE's loader (VideoMAE v2 `num_sample`): one temporal
-        # window, `repeated_aug` spatial crops (and flips) of it.
-        for _ in range(self.spec.repeated_aug):
-            box = crop_box(int(a["height"]), int(a["width"]), self.spec, rng)
-            clip = read_clip_at(video, self.spec, idx, rate, box)
-            if self.spec.flip and rng.random() < 0.5:
-                clip = hflip(clip)
+        # window, `repeated_aug` spatial crops (and flips) of it, read once (read_clips_at).
+        boxes, flips = [], []
+        for _ in range(self.spec.repeated_aug):  # the draws in the order of one clip at a time
+            boxes.append(crop_box(int(a["height"]), int(a["width"]), self.spec, rng))
+            flips.append(self.spec.flip and rng.random() < 0.5)
+        clips = []
+        for clip, flip in zip(read_clips_at(video, self.spec, idx, rate, boxes), flips):
+            clip = hflip(clip) if flip else clip
             clips.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in clip.items()})
         return clips[0] if self.spec.repeated_aug == 1 else clips
 

@@ -45,8 +45,9 @@ from shards.schema import CELL  # noqa: E402
 from shards.tracks import positions  # noqa: E402
 from train.cli import Parser  # noqa: E402
 from train.config import DEMO_SHARDS, TrainConfig, resolve_shards  # noqa: E402
-from train.data import ClipDataset, ClipSpec, camera_inclusive  # noqa: E402
+from train.data import ClipDataset, ClipSpec  # noqa: E402
 from train.masks import MASKS, NEEDS  # noqa: E402
+from train.pair_flow import camera_inclusive  # noqa: E402
 from train.targets.pixel import MEAN, STD, patchify  # noqa: E402
 
 WHITE, YELLOW, GREY = (255, 255, 255), (255, 230, 0), (64, 64, 64)

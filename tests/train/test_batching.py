@@ -67,13 +67,13 @@ def test_repeated_augmentation_crops_one_window(tiny_shards, monkeypatch):
     """MGMAE's num_sample: a video read yields r clips of the same frames, each its own crop;
     the loader flattens them into one batch, a video's clips side by side."""
     calls = []
-    real = data.read_clip_at
+    real = data.read_clips_at
 
-    def spy(video, spec, idx, rate, box):
-        calls.append((tuple(idx), box))
-        return real(video, spec, idx, rate, box)
+    def spy(video, spec, idx, rate, boxes):
+        calls.extend((tuple(idx), box) for box in boxes)
+        return real(video, spec, idx, rate, boxes)
 
-    monkeypatch.setattr(data, "read_clip_at", spy)
+    monkeypatch.setattr(data, "read_clips_at", spy)
     spec = ClipSpec(num_frames=4, sampling_rate=2, input_size=32, min_crop=0.5, repeated_aug=4)
     ds = ClipDataset(tiny_shards, spec, seed=0)
     clips = ds[(0, 1)]

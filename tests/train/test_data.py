@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from shards import open_shards
-from train.data import (ClipDataset, ClipSampler, ClipSpec, hflip, make_loader, read_clip,
-                        resample_cells)
+from train.data import (ClipDataset, ClipSampler, ClipSpec, crop_box, frame_indices, hflip, make_loader,
+                        read_clip, read_clip_at, read_clips_at, resample_cells)
 from tests.train.conftest import FLOW_STRIDE, TRAJ_LEN, VIDEOS
 
 ALL = frozenset({"mv", "mv_valid", "flow", "homography", "hog", "traj", "traj_valid", "traj_hog"})
@@ -97,6 +97,32 @@ def test_batches_do_not_depend_on_workers(tiny_shards):
     assert set(a) == set(b)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_repeated_crops_read_once_equal_one_read_per_crop(tiny_shards):
+    # MGMAE's num_sample: arrays read and flow chained once, then cropped per box; the dataset
+    # draws boxes and flips in the order it drew them one clip at a time (same clips per seed)
+    spec = ClipSpec(num_frames=4, sampling_rate=3, input_size=32, min_crop=0.5, needs=ALL, repeated_aug=3)
+    ds = ClipDataset(tiny_shards, spec, seed=2)
+    with open_shards(tiny_shards) as s:
+        video = s["pan"]
+        rng = np.random.default_rng([2, 1])   # sample 1: flips False, True, True
+        idx, rate = frame_indices(int(video.attrs["num_frames"]), spec, rng)
+        expected = []
+        for _ in range(3):
+            box = crop_box(int(video.attrs["height"]), int(video.attrs["width"]), spec, rng)
+            clip = read_clip_at(video, spec, idx, rate, box)
+            expected.append(hflip(clip) if rng.random() < 0.5 else clip)
+        boxes = [crop_box(48, 64, spec, np.random.default_rng(k)) for k in range(3)]
+        together = read_clips_at(video, spec, idx, rate, boxes)
+        for box, clip in zip(boxes, together):
+            one = read_clip_at(video, spec, idx, rate, box)
+            assert set(clip) == set(one) and all(np.array_equal(clip[k], one[k]) for k in one)
+    got = ds[(1, ds.ids.index("pan"))]
+    assert len(got) == 3 and len({c["video"].sum().item() for c in got}) == 3
+    for clip, exp in zip(got, expected):
+        assert set(clip) == set(exp) and all(np.array_equal(clip[k].numpy(), np.ascontiguousarray(exp[k]))
+                                             for k in exp)
 
 
 def write_set(path, names):

@@ -1,0 +1,115 @@
+"""One side of `python -m bench.clips`: times clip reads with the code of one checkout.
+
+    python bench/clip_worker.py CHECKOUT SHARDS     (started by bench/clips.py, not by hand)
+
+Imports `shards` and `train` from CHECKOUT, so an older checkout is measured with its own
+loader; it uses only what every checkout since the loader rework has (`open_shards`,
+`train.data.ClipSpec / frame_indices / read_clip_at`
+(and `read_clips_at` where it exists), `train.masks.MASKS / NEEDS`,
+`train.targets.get_target`). One JSON command per line on stdin, one JSON answer per line
+on stdout; everything the libraries print goes to stderr.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+MASK_BATCH = 8  # clips per mask call when timing the mask (it runs per batch in the training loop)
+
+
+def plan(ds, clips: int, seed: int, num_frames: int, stride: int) -> list[dict]:
+    """`clips` random clips as training samples them (train.data.frame_indices), each read
+    as the centre square of the full short side (as bench.loader and evaluation views)."""
+    import numpy as np
+
+    from shards.schema import CELL
+    from train.data import ClipSpec, frame_indices
+
+    rng = np.random.default_rng(seed)
+    spec = ClipSpec(num_frames=num_frames, sampling_rate=stride)
+    ids, out = ds.ids(), []
+    for _ in range(clips):
+        vid = ids[int(rng.integers(len(ids)))]
+        a = ds[vid].attrs
+        idx, rate = frame_indices(int(a["num_frames"]), spec, rng)
+        h, w = int(a["height"]), int(a["width"])
+        side = min(h, w) // CELL * CELL
+        out.append({"id": vid, "idx": idx.tolist(), "stride": int(rate),
+                    "box": [(w - side) // 2 // CELL * CELL, (h - side) // 2 // CELL * CELL, side]})
+    return out
+
+
+def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: int) -> dict:
+    """Every method [name, mask, target, crops] over every clip, one method after the other in
+    the given order. Videos are opened once and kept in `videos` (as a training worker does;
+    opening costs ~5-10 ms). `crops` > 1 is repeated augmentation: that many crops of each
+    clip's frames (the same box: the cost is the same), read with `read_clips_at` where the
+    checkout has it, else one `read_clip_at` per crop (as its loader did); a clip's time is
+    the read's time / crops.
+    -> {name: {"wall": [s per clip], "cpu": [s per clip], "mask_cpu": s per clip}}.
+    CPU time is the process's (zarr's and blosc's threads included): what the clip costs one
+    core, less sensitive to the other load on a shared machine than wall time."""
+    import numpy as np
+    import torch
+    from torch.utils.data import default_collate
+
+    import train.data as data
+    from train.masks import MASKS, NEEDS
+    from train.targets import get_target
+
+    out = {}
+    for name, mask, target, crops in methods:
+        spec = data.ClipSpec(num_frames=len(clips[0]["idx"]), input_size=size, flip=False,
+                             needs=frozenset(NEEDS[mask] | get_target(target).needs))
+        wall, cpu, read = [], [], []
+        for c in clips:
+            if c["id"] not in videos:
+                videos[c["id"]] = ds[c["id"]]
+            args = (videos[c["id"]], spec, np.asarray(c["idx"]), c["stride"])
+            w0, c0 = time.perf_counter(), time.process_time()
+            if crops == 1:
+                got = [data.read_clip_at(*args, tuple(c["box"]))]
+            elif hasattr(data, "read_clips_at"):
+                got = data.read_clips_at(*args, [tuple(c["box"])] * crops)
+            else:
+                got = [data.read_clip_at(*args, tuple(c["box"])) for _ in range(crops)]
+            cpu.append((time.process_time() - c0) / crops)
+            wall.append((time.perf_counter() - w0) / crops)
+            read += got
+        batch = default_collate([{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in r.items()}
+                                 for r in read[:MASK_BATCH]])
+        T = batch["video"].shape[2]
+        grid = (T // spec.tubelet, size // 16, size // 16)
+        gen = torch.Generator().manual_seed(0)
+        c0 = time.process_time()
+        MASKS[mask](batch, grid, 0.9, gen)
+        out[name] = {"wall": wall, "cpu": cpu, "mask_cpu": (time.process_time() - c0) / len(read[:MASK_BATCH])}
+    return out
+
+
+def main() -> None:
+    checkout, path = sys.argv[1], sys.argv[2]
+    sys.path[0] = checkout                       # instead of this script's folder: that checkout's code
+    answer, sys.stdout = sys.stdout, sys.stderr
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    from shards import open_shards
+
+    with open_shards(path) as ds:
+        videos: dict = {}
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            if cmd["op"] == "plan":
+                reply = plan(ds, cmd["clips"], cmd["seed"], cmd["num_frames"], cmd["stride"])
+            else:
+                reply = one_round(ds, videos, cmd["clips"], cmd["methods"], cmd["size"])
+            answer.write(json.dumps(reply) + "\n")
+            answer.flush()
+
+
+if __name__ == "__main__":
+    main()

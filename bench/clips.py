@@ -1,0 +1,159 @@
+"""Every method's clip, side by side: ms per 16x224 clip on one core against the loader's budget.
+
+    python -m bench.clips --shards /work/data/k400like/schema2                # this checkout
+    python -m bench.clips --side before /tmp/main /work/data/k400like/schema2 \\
+                          --side after . /work/data/k400like/schema2 --json run.json
+    python -m bench.clips --from-json before.json after.json                  # reprint saved runs
+
+What is timed: `train.data.read_clip_at` (frames + the motion arrays the method's mask and
+target need, crop, resize, normalize) for VideoMAE (tube+pixel), MGM (mgm+pixel), MGMAE
+(mgmae+pixel; also as its K400 recipe reads, 4 crops per video read, ms per crop) and MME
+(tube+mme), on the same clips (training's frame sampling, the centre square of the full short
+side, as bench.loader). Single-threaded: torch and OpenCV one
+thread each. Methods run round-robin, `--rounds` rounds after one untimed warm-up round (it
+opens every video once, as a training worker does), the method order rotated each round;
+the table gives the median over rounds x clips of wall and CPU (process) ms per clip.
+The mask column: the method's mask on a batch of 8 of those clips, CPU ms per clip; it runs
+in the training loop's main process, not in the loader workers.
+
+Sides: each `--side NAME CHECKOUT SHARDS` runs in its own process that imports `shards` and
+`train` from CHECKOUT (bench/clip_worker.py), so an older checkout (`git worktree add
+/tmp/main main`, or `git archive main | tar -x -C /tmp/main`) is measured with its own
+loader on its own shard set; sides alternate round by round, so the machine's load falls on
+every side alike. The clip plan is drawn by the
+first side and read by all (the sets must hold the same videos).
+
+The budget: an H100 in bf16 takes ~150 clips/s of ViT-B pretraining with ~10 cores per GPU,
+so <= 66 ms per clip per core (docs/benchmarks.md; issue 15).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BUDGET_MS = 66.0
+# name -> (mask, target, crops per video read); MGMAE's K400 recipe takes 4 crops of each
+# video read (repeated_aug 4, train/configs/mgmae_k400.yaml), so it is timed both ways
+METHODS = {"VideoMAE": ("tube", "pixel", 1), "MGM": ("mgm", "pixel", 1), "MGMAE": ("mgmae", "pixel", 1),
+           "MGMAE x4 crops": ("mgmae", "pixel", 4), "MME": ("tube", "mme", 1)}
+WORKER = Path(__file__).resolve().with_name("clip_worker.py")
+
+
+class Side:
+    """A worker process reading clips with one checkout's code."""
+
+    def __init__(self, name: str, checkout: str, shards: str):
+        self.name, self.checkout, self.shards = name, str(Path(checkout).resolve()), shards
+        self.proc = subprocess.Popen([sys.executable, str(WORKER), self.checkout, shards], cwd=self.checkout,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def ask(self, **cmd):
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"side {self.name!r} ({self.checkout}) stopped: see its messages above")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def run(sides: list[tuple[str, str, str]], clips: int, rounds: int, seed: int = 0, num_frames: int = 16,
+        stride: int = 4, size: int = 224) -> dict:
+    """-> {"sides": {name: {"checkout", "shards", "methods": {method: {"wall_ms", "cpu_ms", "mask_cpu_ms"}}}}, ...}"""
+    workers = [Side(*s) for s in sides]
+    try:
+        plan = workers[0].ask(op="plan", clips=clips, seed=seed, num_frames=num_frames, stride=stride)
+        names = list(METHODS)
+        samples = {w.name: {m: {"wall": [], "cpu": [], "mask_cpu": []} for m in names} for w in workers}
+        for r in range(rounds + 1):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for w in (workers if r % 2 == 0 else workers[::-1]):
+                got = w.ask(op="round", clips=plan, methods=[[m, *METHODS[m]] for m in order], size=size)
+                if r == 0:
+                    continue  # warm-up: first opening of every video
+                for m in order:
+                    g = got[m]
+                    s = samples[w.name][m]
+                    s["wall"] += g["wall"]
+                    s["cpu"] += g["cpu"]
+                    s["mask_cpu"].append(g["mask_cpu"])
+    finally:
+        for w in workers:
+            w.close()
+
+    def ms(x: list[float]) -> float:
+        return round(1000 * float(np.median(x)), 1)
+
+    return {"machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+            "clips": clips, "rounds": rounds, "seed": seed, "clip": f"{num_frames}x{size}x{size}, stride {stride}",
+            "budget_ms": BUDGET_MS,
+            "sides": {w.name: {"checkout": w.checkout, "shards": w.shards,
+                               "methods": {m: {"wall_ms": ms(s["wall"]), "cpu_ms": ms(s["cpu"]),
+                                               "mask_cpu_ms": ms(s["mask_cpu"])}
+                                           for m, s in samples[w.name].items()}}
+                      for w in workers}}
+
+
+def table(result: dict) -> str:
+    """One Markdown table: a row per method, wall / CPU ms per side, the mask's CPU ms, the budget."""
+    sides = result["sides"]
+    head = ["method (mask+target)"] + [f"{n} wall ms" for n in sides] + [f"{n} CPU ms" for n in sides] \
+        + [f"{n} mask ms" for n in sides] + ["budget ms"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, (mask, target, _) in METHODS.items():
+        cells = [f"{m} ({mask}+{target})"]
+        for key in ("wall_ms", "cpu_ms", "mask_cpu_ms"):
+            for side in sides.values():
+                v = side["methods"].get(m, {}).get(key)
+                over = key != "mask_cpu_ms" and v is not None and v > result["budget_ms"]
+                cells.append("-" if v is None else f"**{v}**" if over else f"{v}")
+        cells.append(f"{result['budget_ms']:g}")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def merge(results: list[dict]) -> dict:
+    """Saved runs -> one result with every side (later files win on equal names)."""
+    out = dict(results[0])
+    out["sides"] = {n: s for r in results for n, s in r["sides"].items()}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.clips", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shards", help="shard set, read by this checkout (one side named 'this')")
+    p.add_argument("--side", nargs=3, action="append", metavar=("NAME", "CHECKOUT", "SHARDS"), default=[],
+                   help="a side to measure; repeat for side-by-side (interleaved round by round)")
+    p.add_argument("--clips", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the result here (reprint or merge with --from-json)")
+    p.add_argument("--from-json", nargs="+", metavar="FILE", help="print the table of saved runs, no timing")
+    a = p.parse_args(argv)
+    if a.from_json:
+        result = merge([json.loads(Path(f).read_text()) for f in a.from_json])
+    else:
+        sides = [tuple(s) for s in a.side] + ([("this", str(Path(__file__).resolve().parents[1]), a.shards)]
+                                              if a.shards else [])
+        if not sides:
+            p.error("give --shards SET or at least one --side NAME CHECKOUT SHARDS")
+        result = run(sides, a.clips, a.rounds, a.seed)
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=2))
+    print(f"{result['clip']} clips, {result['clips']} clips x {result['rounds']} rounds, medians; "
+          f"one torch / OpenCV thread; {result['machine']}")
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
