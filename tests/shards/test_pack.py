@@ -78,6 +78,7 @@ def test_pack_zarr_copies_every_stored_byte(tmp_path):
 def test_pack_hdf5_and_repack(tmp_path):
     """An HDF5 source is re-encoded into zarr chunks (same values); a packed set re-packs."""
     write_set(tmp_path / "h5", fmt="hdf5", n=3)
+    assert len(files_under(tmp_path / "h5" / "videos")) == 3  # one file per video
     pack(str(tmp_path / "h5"), str(tmp_path / "p1"), videos_per_file=3, log=lambda s: None)
     pack(str(tmp_path / "p1"), str(tmp_path / "p2"), videos_per_file=1, log=lambda s: None)
     assert len(list((tmp_path / "p2" / PACK_DIR).iterdir())) == 3
