@@ -24,6 +24,7 @@ import numpy as np
 
 from .packed_store import (FOOTER_MAGIC, FOOTER_TAIL, PACK_DIR, PACK_SUFFIX, PACK_VERSION, ROOT_FILE,
                            ROW_KEYS, PackDamaged, PackFile, _is_local, read_footer)
+from .cli import CliError
 from .reader import open_shards
 
 DEFAULT_VIDEOS_PER_FILE = 1000
@@ -139,14 +140,34 @@ def _finished(fs, path: str, video_ids: list[str], ds) -> dict[str, dict] | None
     return rows
 
 
+class ForeignDestination(CliError):
+    """DST holds files that are not a packed set's."""
+
+
+def check_destination(fs, root: str, dst: str) -> None:
+    """DST is absent, empty or a packed set (possibly half written): nothing else is touched."""
+    from .lock import LOCK_NAME
+
+    if not fs.exists(root):
+        return
+    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+    foreign = [n for n in names if n not in (ROOT_FILE, PACK_DIR, LOCK_NAME) and not n.startswith(f".{ROOT_FILE}.")]
+    if foreign:
+        raise ForeignDestination(f"pack: {dst} holds files that are not part of a packed set "
+                                 f"({', '.join(foreign[:5])}); wrote nothing. Choose an empty or new directory.")
+
+
 def pack(src: str, dst: str, videos_per_file: int = DEFAULT_VIDEOS_PER_FILE,
          log: Callable[[str], None] = print) -> dict:
     """Pack the committed videos of shard set `src` into `dst`; returns a summary."""
     if videos_per_file < 1:
         raise ValueError(f"videos_per_file must be >= 1, got {videos_per_file}")
+    from .lock import writer_lock
+
     fs, root = fsspec.core.url_to_fs(os.fspath(dst))
     root = root.rstrip("/")
-    with open_shards(src) as ds:
+    check_destination(fs, root, os.fspath(dst))
+    with writer_lock(dst), open_shards(src) as ds:
         ids = ds.ids()
         incomplete = sorted(set(ds.all_ids()) - set(ids))
         groups = [ids[i:i + videos_per_file] for i in range(0, len(ids), videos_per_file)]

@@ -161,3 +161,20 @@ def test_cli_pack(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["pack", str(src), str(tmp_path / "q"), "--videos-per-file", "0"])
     assert e.value.code == 2
+    # a destination holding anything else (here: the source set itself) is left alone
+    from shards.pack import ForeignDestination
+
+    with pytest.raises(ForeignDestination, match="holds files that are not part of a packed set"):
+        main(["pack", str(tmp_path / "p"), str(src)])
+    assert not (src / PACK_DIR).exists() and not (src / ROOT_FILE).exists()
+
+
+def test_a_second_pack_into_the_same_destination_is_refused(tmp_path):
+    from shards.lock import SetLocked, writer_lock
+
+    write_set(tmp_path / "src", n=1)
+    with writer_lock(tmp_path / "p"):
+        with pytest.raises(SetLocked):
+            pack(str(tmp_path / "src"), str(tmp_path / "p"), log=lambda s: None)
+    pack(str(tmp_path / "src"), str(tmp_path / "p"), log=lambda s: None)
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [ROOT_FILE, PACK_DIR]
