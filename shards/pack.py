@@ -22,9 +22,9 @@ from typing import Callable
 import fsspec
 import numpy as np
 
-from .packed_store import (FOOTER_MAGIC, FOOTER_TAIL, PACK_DIR, PACK_SUFFIX, PACK_VERSION, ROOT_FILE,
-                           ROW_KEYS, PackDamaged, PackFile, _is_local, read_footer)
 from .cli import CliError
+from .packed_store import (FOOTER_MAGIC, FOOTER_TAIL, PACK_DIR, PACK_SUFFIX, PACK_VERSION, ROOT_FILE,
+                           ROW_KEYS, PackDamaged, PackFile, is_local, read_footer)
 from .reader import open_shards
 
 DEFAULT_VIDEOS_PER_FILE = 1000
@@ -49,8 +49,8 @@ def _hdf5_as_zarr(ds, video_id: str) -> dict[str, bytes]:
     """One HDF5 video written as the zarr backend writes it (same chunks, codecs, checksums)."""
     import zarr
 
-    from .zarr_store import ARRAY_CONFIG, CHECKSUM, COMPRESSOR, _quiet_consolidate, chunking
     from .schema import ARRAYS
+    from .zarr_store import ARRAY_CONFIG, CHECKSUM, COMPRESSOR, _quiet_consolidate, chunking
 
     attrs, raws = ds._backend.video(video_id)
     mem: dict = {}
@@ -91,7 +91,7 @@ def layout_video(keys: dict[str, bytes], start: int) -> tuple[list[bytes], dict]
 
 def write_pack(fs, final: str, ds, video_ids: list[str], number: int) -> dict[str, dict]:
     """Write one pack file (temporary name, then a rename); returns {id: row}."""
-    local = _is_local(fs)
+    local = is_local(fs)
     parent = final.rsplit("/", 1)[0]
     name = final.rsplit("/", 1)[1]
     # a unique temporary name, never listed by readers (they read names from the root only)
@@ -215,7 +215,7 @@ def _put_root(fs, root: str, data: bytes) -> None:
     final = f"{root}/{ROOT_FILE}"
     tmp = f"{root}/.{ROOT_FILE}.{uuid.uuid4().hex}.tmp"
     fs.pipe_file(tmp, data)
-    if _is_local(fs):
+    if is_local(fs):
         os.replace(tmp, final)
     else:
         fs.mv(tmp, final)

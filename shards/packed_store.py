@@ -57,7 +57,7 @@ def is_packed_root(path: str) -> bool:
     return fs.exists(f"{root.rstrip('/')}/{ROOT_FILE}")
 
 
-def _is_local(fs) -> bool:
+def is_local(fs) -> bool:
     return "file" in fs.protocol or "local" in fs.protocol
 
 
@@ -67,7 +67,7 @@ class PackFile:
 
     def __init__(self, fs, path: str):
         self.fs, self.path = fs, path
-        self._local = _is_local(fs)
+        self._local = is_local(fs)
         self._fd: int | None = None
         self._pid = 0
 
@@ -129,7 +129,6 @@ class PackedVideoStore(Store):
     supports_writes = False
     supports_deletes = False
     supports_listing = True
-    supports_partial_writes = False
 
     def __init__(self, pack: PackFile, directory: dict[str, tuple[int, int]], cached: dict[str, bytes],
                  video_id: str):
