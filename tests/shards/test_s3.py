@@ -40,8 +40,8 @@ class Requests(logging.Handler):
     def count(self, start: int = 0) -> dict[str, int]:
         out: dict[str, int] = {}
         for line in self.lines[start:]:
-            # werkzeug colours some status codes (206 of ranged GETs) when it finds a terminal:
-            # '"\x1b[35m\x1b[1mGET /...' would otherwise not count
+            # werkzeug colours some status codes (206 of ranged GETs, 404 of HEADs that find
+            # nothing) on every POSIX system: '"\x1b[35m\x1b[1mGET /...' would not count
             line = re.sub(r"\x1b\[[0-9;]*m", "", line)
             for verb in ("GET", "PUT", "HEAD", "POST", "DELETE"):
                 if f'"{verb} ' in line:
@@ -209,8 +209,9 @@ def test_extract_lock_and_requests_of_a_clip_read(s3, small, tmp_path):
         assert clip["video"].shape == (3, 4, 32, 32)
     print(f"\nS3 requests: extraction of 2 videos {written}, open_shards {opened}, open a video {video_open}, "
           f"clip reads {costs}")
-    # measured 10 (4 HEAD, 6 GET) and 5 (1 HEAD, 4 GET): bounds that catch a listing per video
-    assert sum(opened.values()) <= 12 and sum(video_open.values()) <= 6
+    # measured 13 (7 HEAD, 6 GET) and 8 (4 HEAD, 4 GET), counting the lines werkzeug colours
+    # (404 HEADs, 206 GETs; uncounted before: 10 and 5): bounds that catch a listing per video
+    assert sum(opened.values()) <= 16 and sum(video_open.values()) <= 10
     for label, count in costs.items():  # ranged GETs of the arrays read (shard index + chunks), no listing
         assert set(count) <= {"GET", "HEAD"} and count.get("GET", 0) <= 40, (label, count)
 
