@@ -38,7 +38,9 @@ def video_keys(ds, video_id: str) -> dict[str, bytes]:
         fs, root = fsspec.core.url_to_fs(ds.path)
         base = f"{root.rstrip('/')}/videos/{video_id}/"
         paths = sorted(fs.find(base))
-        return dict(zip((p[len(base):] for p in paths), (fs.cat_file(p) for p in paths)))
+        # one batch: concurrent GETs on object stores (19 round trips per video otherwise)
+        data = fs.cat(paths, on_error="raise") if paths else {}
+        return {p[len(base):]: data[p] for p in paths}
     if ds.format == "packed":
         store = backend.store(video_id)
         return {key: store._read(key, None) for key in store._dir}

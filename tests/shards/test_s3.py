@@ -252,8 +252,8 @@ def test_pack_into_s3_verify_and_read_a_clip(s3, tmp_path):
 @pytest.mark.slow  # ~40 s against moto on a busy 2-core machine (uploads the unpacked set too)
 def test_packed_set_on_s3_reads_a_clip_in_as_many_requests(s3, tmp_path):
     """Objects and requests per clip read, the same videos unpacked and packed in the same
-    bucket (docs/benchmarks.md, "Packed sets")."""
-    from shards.pack import pack
+    bucket (docs/benchmarks.md, "Packed sets"); packing from the bucket gives the same bytes."""
+    from shards.pack import pack, video_keys
     from train.data import ClipSpec, read_clip
 
     from .test_pack import write_set
@@ -291,6 +291,9 @@ def test_packed_set_on_s3_reads_a_clip_in_as_many_requests(s3, tmp_path):
             for key in want:
                 np.testing.assert_array_equal(clip[key], want[key], err_msg=key)
     print(f"\nS3 objects {objects}; requests {counts}")
+    pack("s3://bucket/unpacked", str(tmp_path / "from_s3"), videos_per_file=4, log=lambda s: None)
+    with open_shards(tmp_path / "from_s3") as a, open_shards("s3://bucket/packed") as b:
+        assert a.ids() == b.ids() and all(video_keys(a, vid) == video_keys(b, vid) for vid in a.ids())
     assert sum(counts["packed", "open video"].values()) == 1  # its metadata range, one ranged GET
     for label in ("pixel", "mgm", "mgmae+mme"):  # the same ranged GETs of the same chunks, no HEAD
         assert counts["packed", label] == {"GET": counts["unpacked", label]["GET"]}, label
