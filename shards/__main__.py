@@ -4,7 +4,7 @@
                                                  problem (video / array / cause), a summary;
                                                  exit 1 on problems
     python -m shards inspect PATH [ID]    corpus summary, or one video's attrs and arrays
-    python -m shards pack SRC DST [--videos-per-file N]
+    python -m shards pack SRC DST [--videos-per-file N] [--workers N]
                                           a finished set into a few large files (docs/shards.md,
                                           "Packed sets"); resumable, DST opens with open_shards
 """
@@ -56,13 +56,13 @@ def verify(path: str, workers: int = 1) -> int:
     return 1 if n_problems else 0
 
 
-def pack_set(src: str, dst: str, videos_per_file: int) -> int:
+def pack_set(src: str, dst: str, videos_per_file: int, workers: int = 1) -> int:
     from .pack import pack
 
     if src.rstrip("/") == dst.rstrip("/"):
         raise CliError(f"pack: SRC and DST are the same path ({src}); pack into a new directory")
     _open(src).close()  # a one-line error for a path that is no shard set
-    summary = pack(src, dst, videos_per_file)
+    summary = pack(src, dst, videos_per_file, workers=workers)
     print(f"{dst}: {summary['videos']} videos in {summary['files']} pack files "
           f"({summary['written']} written, {summary['kept']} already packed) from a {summary['source_format']} set"
           + (f"; {len(summary['incomplete_skipped'])} uncommitted videos left out" if summary["incomplete_skipped"] else ""))
@@ -178,10 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dst", help="the packed set to write: a directory or fsspec URL")
     p.add_argument("--videos-per-file", type=_positive_int, default=DEFAULT_VIDEOS_PER_FILE, metavar="N",
                    help="videos per pack file")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="pack files written at once, in N processes (worth it on object stores)")
     add_debug_flag(p)
     args = parser.parse_args(argv)
     if args.command == "pack":
-        return pack_set(args.src, args.dst, args.videos_per_file)
+        return pack_set(args.src, args.dst, args.videos_per_file, args.workers)
     if args.command == "verify":
         return verify(args.path, args.workers)
     return inspect(args.path, args.video_id)

@@ -159,9 +159,20 @@ def check_destination(fs, root: str, dst: str) -> None:
                                  f"({', '.join(foreign[:5])}); wrote nothing. Choose an empty or new directory.")
 
 
+def _pack_job(src: str, dst: str, final: str, video_ids: list[str], number: int) -> dict[str, dict]:
+    """One pack file in a worker process, with its own handles on both sets."""
+    fs, _ = fsspec.core.url_to_fs(dst)
+    with open_shards(src) as ds:
+        return write_pack(fs, final, ds, video_ids, number)
+
+
 def pack(src: str, dst: str, videos_per_file: int = DEFAULT_VIDEOS_PER_FILE,
-         log: Callable[[str], None] = print) -> dict:
-    """Pack the committed videos of shard set `src` into `dst`; returns a summary."""
+         log: Callable[[str], None] = print, workers: int = 1) -> dict:
+    """Pack the committed videos of shard set `src` into `dst`; returns a summary.
+
+    `workers` > 1 writes that many pack files at once, in spawned processes (zarr's and
+    fsspec's threads and h5py handles do not survive a fork): on an object store a video
+    costs a few round trips, so one process leaves the network idle most of the time."""
     if videos_per_file < 1:
         raise ValueError(f"videos_per_file must be >= 1, got {videos_per_file}")
     from .lock import writer_lock
@@ -180,17 +191,17 @@ def pack(src: str, dst: str, videos_per_file: int = DEFAULT_VIDEOS_PER_FILE,
         for leftover in fs.glob(f"{root}/{PACK_DIR}/.*.tmp"):
             fs.rm(leftover)
         rows: dict[str, dict] = {}
-        kept = written = 0
+        todo = []
         for number, (name, group) in enumerate(zip(names, groups)):
-            final = f"{root}/{PACK_DIR}/{name}"
-            done = _finished(fs, final, group, ds)
+            done = _finished(fs, f"{root}/{PACK_DIR}/{name}", group, ds)
             if done is None:
-                done = write_pack(fs, final, ds, group, number)
-                written += 1
-                log(f"pack {number + 1}/{len(groups)} {name}: {len(group)} videos written")
+                todo.append((number, name, group))
             else:
-                kept += 1
                 log(f"pack {number + 1}/{len(groups)} {name}: {len(group)} videos already packed")
+                rows.update(done)
+        kept, written = len(groups) - len(todo), len(todo)
+        for number, name, group, done in _write_all(todo, fs, root, ds, src, dst, workers):
+            log(f"pack {number + 1}/{len(groups)} {name}: {len(group)} videos written")
             rows.update(done)
         stale = sorted(p for p in fs.glob(f"{root}/{PACK_DIR}/*{PACK_SUFFIX}") if p.rsplit("/", 1)[1] not in names)
         for path in stale:  # a re-pack with fewer files
@@ -210,6 +221,22 @@ def pack(src: str, dst: str, videos_per_file: int = DEFAULT_VIDEOS_PER_FILE,
         source_format = ds.format
     return {"videos": len(ids), "files": len(names), "written": written, "kept": kept,
             "incomplete_skipped": incomplete, "source_format": source_format}
+
+
+def _write_all(todo: list, fs, root: str, ds, src: str, dst: str, workers: int):
+    """Yield (number, name, ids, rows) as the pack files of `todo` are written."""
+    if workers <= 1 or len(todo) <= 1:
+        for number, name, group in todo:
+            yield number, name, group, write_pack(fs, f"{root}/{PACK_DIR}/{name}", ds, group, number)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+        jobs = {pool.submit(_pack_job, os.fspath(src), os.fspath(dst), f"{root}/{PACK_DIR}/{name}", group, number):
+                (number, name, group) for number, name, group in todo}
+        for job in as_completed(jobs):
+            yield (*jobs[job], job.result())
 
 
 def _put_root(fs, root: str, data: bytes) -> None:

@@ -178,3 +178,15 @@ def test_a_second_pack_into_the_same_destination_is_refused(tmp_path):
             pack(str(tmp_path / "src"), str(tmp_path / "p"), log=lambda s: None)
     pack(str(tmp_path / "src"), str(tmp_path / "p"), log=lambda s: None)
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [ROOT_FILE, PACK_DIR]
+
+
+def test_workers_write_the_same_packs(tmp_path):
+    src = tmp_path / "src"
+    write_set(src)
+    pack(str(src), str(tmp_path / "serial"), videos_per_file=2, log=lambda s: None)
+    lines: list[str] = []
+    summary = pack(str(src), str(tmp_path / "parallel"), videos_per_file=2, log=lines.append, workers=2)
+    assert summary["written"] == 3 and len(lines) == 3
+    for name in ("00000.mmpack", "00001.mmpack", "00002.mmpack"):
+        assert (tmp_path / "parallel" / PACK_DIR / name).read_bytes() == (tmp_path / "serial" / PACK_DIR / name).read_bytes()
+    assert (tmp_path / "parallel" / ROOT_FILE).read_bytes() == (tmp_path / "serial" / ROOT_FILE).read_bytes()
