@@ -138,6 +138,10 @@ class PackedVideoStore(Store):
     def __eq__(self, other: object) -> bool:
         return other is self
 
+    def drop_cached(self) -> None:
+        """Forget the metadata bytes read at open (later reads of them go to the file)."""
+        self._cached = {}
+
     def _read(self, key: str, byte_range: ByteRequest | None) -> bytes | None:
         entry = self._dir.get(key)
         if entry is None:
@@ -266,8 +270,13 @@ class PackedReader:
     def video(self, video_id: str, fresh: bool = False) -> tuple[dict, dict]:
         if video_id not in self._pos:
             raise KeyError(video_id)
-        group = zarr.open_group(self.store(video_id), mode="r", use_consolidated=False if fresh else None)
-        return dict(group.attrs), dict(group.arrays())
+        store = self.store(video_id)
+        group = zarr.open_group(store, mode="r", use_consolidated=False if fresh else None)
+        attrs, arrays = dict(group.attrs), dict(group.arrays())
+        # zarr has parsed the metadata: the loader keeps every video it opened (one per
+        # worker per video), so the raw documents would cost ~30 kB each for nothing
+        store.drop_cached()
+        return attrs, arrays
 
     @staticmethod
     def read(raw, sel):
