@@ -4,6 +4,9 @@
                                                  problem (video / array / cause), a summary;
                                                  exit 1 on problems
     python -m shards inspect PATH [ID]    corpus summary, or one video's attrs and arrays
+    python -m shards pack SRC DST [--videos-per-file N] [--workers N]
+                                          a finished set into a few large files (docs/shards.md,
+                                          "Packed sets"); resumable, DST opens with open_shards
 """
 from __future__ import annotations
 
@@ -51,6 +54,19 @@ def verify(path: str, workers: int = 1, source_root: str | None = None) -> int:
               f"{len(all_ids)} videos ({len(committed)} committed), {n_failures} failures; "
               f"{n_problems} problems in {bad_videos} videos")
     return 1 if n_problems else 0
+
+
+def pack_set(src: str, dst: str, videos_per_file: int, workers: int = 1) -> int:
+    from .pack import pack
+
+    if src.rstrip("/") == dst.rstrip("/"):
+        raise CliError(f"pack: SRC and DST are the same path ({src}); pack into a new directory")
+    _open(src).close()  # a one-line error for a path that is no shard set
+    summary = pack(src, dst, videos_per_file, workers=workers)
+    print(f"{dst}: {summary['videos']} videos in {summary['files']} pack files "
+          f"({summary['written']} written, {summary['kept']} already packed) from a {summary['source_format']} set"
+          + (f"; {len(summary['incomplete_skipped'])} uncommitted videos left out" if summary["incomplete_skipped"] else ""))
+    return 0
 
 
 def _human(n: float) -> str:
@@ -132,7 +148,7 @@ PATH_HELP = "shard set: a directory or fsspec URL (zarr or hdf5, detected)"
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog=PROG, description=__doc__)
     add_debug_flag(parser)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{verify,inspect}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{verify,inspect,pack}")
     p = sub.add_parser("verify", help="decode every array of every video, check it against the schema; "
                                       "exit 1 on any problem",
                        description="Check every video of a shard set: schema version, commit marker,\n"
@@ -154,7 +170,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path", help=PATH_HELP)
     p.add_argument("video_id", nargs="?", metavar="ID", help="one video's id (default: the whole corpus)")
     add_debug_flag(p)
+    from .pack import DEFAULT_VIDEOS_PER_FILE
+
+    p = sub.add_parser("pack", help="copy a finished set into a few large files (thousands of videos each)",
+                       description="Copy the committed videos of SRC (zarr, hdf5 or packed) into DST as a packed\n"
+                                   "set: pack files of N videos each plus one root document (docs/shards.md,\n"
+                                   "'Packed sets'). Zarr chunks are copied byte for byte (their checksums\n"
+                                   "too). Interrupted: run it again; finished pack files are kept.")
+    p.add_argument("src", help=PATH_HELP)
+    p.add_argument("dst", help="the packed set to write: a directory or fsspec URL")
+    p.add_argument("--videos-per-file", type=_positive_int, default=DEFAULT_VIDEOS_PER_FILE, metavar="N",
+                   help="videos per pack file")
+    p.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="pack files written at once, in N processes (worth it on object stores)")
+    add_debug_flag(p)
     args = parser.parse_args(argv)
+    if args.command == "pack":
+        return pack_set(args.src, args.dst, args.videos_per_file, args.workers)
     if args.command == "verify":
         return verify(args.path, args.workers, args.source_root)
     return inspect(args.path, args.video_id)

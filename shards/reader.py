@@ -28,15 +28,18 @@ class ShardReadError(OSError):
 
 def detect_format(path: str) -> str:
     from .hdf5_store import is_hdf5_root
+    from .packed_store import is_packed_root
     from .zarr_store import is_zarr_root
 
     if is_zarr_root(path):
         return "zarr"
+    if is_packed_root(path):  # before hdf5: its test lists videos/*.h5, a listing on S3
+        return "packed"
     if is_hdf5_root(path):
         return "hdf5"
     raise FileNotFoundError(
         f"{path}: not a shard set (no zarr.json at the root for zarr, no motion_mae.json or "
-        f"videos/*.h5 for hdf5). Write one with shards.open_writer or preprocess/extract.py.")
+        f"videos/*.h5 for hdf5, no motion_mae_pack.json for a packed set). Write one with shards.open_writer or preprocess/extract.py.")
 
 
 def open_shards(path, source_root=None) -> "ShardSet":
@@ -49,6 +52,8 @@ def open_shards(path, source_root=None) -> "ShardSet":
     fmt = detect_format(path)
     if fmt == "zarr":
         from .zarr_store import ZarrReader as backend
+    elif fmt == "packed":
+        from .packed_store import PackedReader as backend
     else:
         from .hdf5_store import Hdf5Reader as backend
     return ShardSet(backend(path), source_root=None if source_root is None else os.fspath(source_root))
