@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -240,6 +241,7 @@ def hflip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 # ---- dataset and loader ---------------------------------------------------------------------
 
+OPEN_VIDEOS = 1024  # videos a loader worker keeps open (ClipDataset._video)
 MAX_SUBSTITUTES = 16  # unreadable videos in a row before a sample gives up: the set is broken
 
 
@@ -261,8 +263,8 @@ class ClipDataset(Dataset):
         self.skip_damaged = skip_damaged
         self._damaged: dict[str, str] = {}  # this worker's unreadable videos -> reason
         ds = open_shards(self.path, self.source_root)
-        ids = ds.ids()
-        self.ids = [i for i in ids if not split or ds[i].attrs.get("split") == split]
+        # from the corpus index (one read), not each video's attrs (240k reads on K400)
+        self.ids = ds.ids(split) if split else ds.ids()
         if not self.ids:
             raise ValueError(f"{path}: no videos" + (f" with split {split!r}" if split else ""))
         first = ds[self.ids[0]].attrs
@@ -270,7 +272,7 @@ class ClipDataset(Dataset):
         self.hog_bins = HOG_BINS
         ds.close()
         self._ds = None  # opened per worker process
-        self._videos: dict = {}
+        self._videos: OrderedDict = OrderedDict()  # the most recently read OPEN_VIDEOS
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -317,8 +319,14 @@ class ClipDataset(Dataset):
         return clips[0] if self.spec.repeated_aug == 1 else clips
 
     def _video(self, video_id: str):
-        """Opened once per worker: opening reads the video's metadata (~10 ms on zarr)."""
-        if video_id not in self._videos:
+        """Kept open per worker: opening reads the video's metadata (~10 ms on zarr, one or
+        more requests on an object store). At most OPEN_VIDEOS stay open (least recently
+        read go first): each holds ~40 kB, so keeping all of K400 would cost a worker ~10 GB."""
+        if video_id in self._videos:
+            self._videos.move_to_end(video_id)
+        else:
+            while len(self._videos) >= OPEN_VIDEOS:
+                self._videos.popitem(last=False)
             try:
                 self._videos[video_id] = self._ds[video_id]
             except KeyError as e:  # listed when the dataset was built, gone now
@@ -328,7 +336,7 @@ class ClipDataset(Dataset):
         return self._videos[video_id]
 
     def __getstate__(self):
-        return {**self.__dict__, "_ds": None, "_videos": {}}
+        return {**self.__dict__, "_ds": None, "_videos": OrderedDict()}
 
 
 class ClipSampler(Sampler):

@@ -144,3 +144,21 @@ def test_a_set_rewritten_under_the_loader_is_a_clear_error(tmp_path):
     assert ds[(0, ds.ids.index("still"))]["video"].shape == (3, 4, 32, 32)
     with pytest.raises(RuntimeError, match="changed under the loader: video 'pan'"):
         ds[(0, ds.ids.index("pan"))]
+
+
+def test_open_videos_are_bounded_and_split_ids_come_from_the_index(tiny_shards, monkeypatch):
+    """A worker keeps at most OPEN_VIDEOS videos open (least recently read go first), and a
+    split's ids come from the corpus index, not from opening every video."""
+    import train.data as data
+
+    spec = ClipSpec(num_frames=4, sampling_rate=1, input_size=32)
+    assert ClipDataset(tiny_shards, spec, split="train").ids == sorted(VIDEOS)
+    with pytest.raises(ValueError, match="no videos with split 'val'"):
+        ClipDataset(tiny_shards, spec, split="val")
+    ds = ClipDataset(tiny_shards, spec)
+    monkeypatch.setattr(data, "OPEN_VIDEOS", 2)
+    for i in range(3):
+        ds[(i, i)]
+    assert list(ds._videos) == ds.ids[1:3]
+    ds[(3, 1)]  # read again: now the most recent
+    assert list(ds._videos) == [ds.ids[2], ds.ids[1]]
