@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import os
 import stat
 import time
@@ -117,28 +118,134 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
     A still image (a PNG or JPEG renamed .mp4) is refused unless `allow_images`, which
     stores it as a one-frame video.
 
-    Raises ExtractionError("open" | "decode" | "motion_vectors", reason).
+    The whole video is held in memory; `stream_video` gives the same frames and fields
+    one at a time. Raises ExtractionError("open" | "decode" | "motion_vectors", reason).
     """
-    path = Path(path)
-    timings = {"decode": 0.0, "motion_vectors": 0.0, "ref_distance": 0.0}
-    _check_file(path)
     window = max_ref_distance if recover_distance and max_ref_distance > 1 else 0
+    info: dict = {}
     frames: list[np.ndarray] = []
-    times: list[float | None] = []
     fields: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for rgb, field in _decode_frames(Path(path), short_side, window, allow_images, info):
+        frames.append(rgb)
+        fields.append(field)
+    timings = info["timings"]
+    stored = np.stack(frames)
+    del frames
+    codec = info["codec"]
+    if info["saw_vectors"] or codec in _MV_DECODERS:
+        mv_source = MV_STREAM
+    elif av.codec.Codec(codec, "r").intra_only or (info["all_intra"] and len(stored) > 1):
+        mv_source = MV_NONE
+    else:
+        tic = time.perf_counter()
+        fields = _transcoded_fields(stored)
+        timings["motion_vectors"] += time.perf_counter() - tic
+        mv_source = MV_TRANSCODED
+    mv, valid, distance = (np.stack(a) for a in zip(*fields))
+
+    native_fps = _native_fps(info["native_rate"], info["times"])
+    out_fps = native_fps
+    if fps is not None and 0 < fps < native_fps:
+        stamps = np.asarray([np.nan if x is None else x for x in info["times"]], np.float64)
+        if np.isnan(stamps).any():
+            stamps = np.arange(len(stored)) / native_fps
+        keep = keep_indices(stamps, fps)
+        stored = stored[keep]
+        mv, valid, distance = subsample_field(mv, valid, distance, keep)
+        out_fps = float(fps)
+    attrs = _video_attrs(path, info, num_frames=len(stored), fps=out_fps, native_fps=native_fps,
+                         mv_source=mv_source, max_ref_distance=max_ref_distance if window else 1)
+    return DecodedVideo(stored, mv.astype(np.float32), valid, distance, attrs)
+
+
+class FrameStream:
+    """The frames and motion field of `decode_video`, one stored frame at a time.
+
+    Iterating yields (rgb (H, W, 3) uint8, mv (Hc, Wc, 2) float32, mv_valid (Hc, Wc) bool,
+    mv_distance (Hc, Wc) uint8) per stored frame, the same values `decode_video` stacks;
+    `attrs` (decode_video's) is set once the iteration is exhausted. Only the frames the
+    reference-distance recovery looks back and ahead at (`max_ref_distance` each way) are
+    held, so memory does not grow with the video's length.
+
+    Two cases need the whole video and are decoded by `decode_video` first (`streamed` is
+    then False, memory grows with length as before): codecs whose decoder exports no vectors
+    (HEVC, VP9, ...: the H.264 transcode runs over every stored frame) and `fps` below the
+    native rate (the kept frames are chosen from every timestamp).
+    """
+
+    def __init__(self, path: str | Path, short_side: int = 256, fps: float | None = None,
+                 max_ref_distance: int = 4, recover_distance: bool = True, allow_images: bool = False):
+        self.path = Path(path)
+        self._args = (short_side, fps, max_ref_distance, recover_distance, allow_images)
+        self._window = max_ref_distance if recover_distance and max_ref_distance > 1 else 0
+        self.attrs: dict | None = None
+        self.streamed: bool | None = None
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        short_side, fps, max_ref_distance, recover_distance, allow_images = self._args
+        info: dict = {}
+        frames = _decode_frames(self.path, short_side, self._window, allow_images, info)
+        first = next(frames)  # opens the file: codec and rate are known now
+        rate = info["native_rate"]
+        self.streamed = info["codec"] in _MV_DECODERS and (fps is None or bool(rate and fps >= float(rate)))
+        if not self.streamed:
+            frames.close()
+            video = decode_video(self.path, *self._args)
+            for i in range(len(video.frames)):
+                yield video.frames[i], video.mv[i], video.mv_valid[i], video.mv_distance[i]
+            self.attrs = video.attrs
+            return
+        n = 0
+        for rgb, (mv, valid, distance) in itertools.chain([first], frames):
+            yield rgb, mv.astype(np.float32), valid, distance
+            n += 1
+        native_fps = _native_fps(rate, info["times"])
+        self.attrs = _video_attrs(self.path, info, num_frames=n, fps=native_fps, native_fps=native_fps,
+                                  mv_source=MV_STREAM, max_ref_distance=max_ref_distance if self._window else 1)
+
+
+def _video_attrs(path, info: dict, num_frames: int, fps: float, native_fps: float, mv_source: str,
+                 max_ref_distance: int) -> dict:
+    h, w = info["stored_hw"]
+    source_h, source_w = info["source_hw"]
+    return {
+        "source": str(path), "fps": fps, "native_fps": native_fps,
+        "height": h, "width": w, "source_height": source_h, "source_width": source_w,
+        "rotation": info["rotation"],
+        "num_frames": num_frames, "native_num_frames": len(info["times"]), "codec": info["codec"],
+        "mv_source": mv_source, "max_ref_distance": max_ref_distance,
+        "timings": info["timings"],
+    }
+
+
+def _decode_frames(path: Path, short_side: int, window: int, allow_images: bool, info: dict,
+                   ) -> Iterator[tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """(stored upright RGB frame, its (mv, valid, distance) field) per native frame, in order.
+
+    A frame's field is final once the `window` frames after it are decoded (vectors may
+    point that far ahead), so frames leave `window` frames behind the decoder. `info` gets
+    codec, native_rate and rotation when the file is open, and times, stored_hw,
+    source_hw (upright), saw_vectors, all_intra and timings as decoding goes on (complete
+    at the end).
+    """
+    timings = info["timings"] = {"decode": 0.0, "motion_vectors": 0.0, "ref_distance": 0.0}
+    _check_file(path)
+    rgb: dict[int, np.ndarray] = {}  # frames whose field waits for later frames
+    times: list[float | None] = []
+    info["times"] = times
     pending: dict[int, np.ndarray | None] = {}  # frame index -> vectors, waiting for future references
     source_hws: list[tuple[int, int]] = []
     # source-resolution grey frames still needed: uint8 (the block's own frame) and float32 (references)
     grey: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    all_intra = True  # every frame an I-frame (FFV1 marks them I but not key)
-    saw_vectors = False
+    info["all_intra"] = True  # every frame an I-frame (FFV1 marks them I but not key)
+    info["saw_vectors"] = False
     stored_hw = None  # in coded orientation, like source_hws
-    rotation, turns = 0, 0  # the display matrix's counterclockwise degrees, in quarter turns
+    turns = 0  # the display matrix's counterclockwise quarter turns
 
     def upright(hw: tuple[int, int]) -> tuple[int, int]:
         return hw[::-1] if turns % 2 else hw
 
-    def finish(t: int) -> None:
+    def finish(t: int):
         vectors = pending.pop(t)
         tic = time.perf_counter()
         distances = None
@@ -149,31 +256,33 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
         timings["ref_distance"] += time.perf_counter() - tic
         tic = time.perf_counter()
         # distances were matched in coded orientation; the field is painted upright
-        fields.append(frame_field(rotate_vectors(vectors, source_hws[t], turns), upright(source_hws[t]),
-                                  upright(stored_hw), distances))
+        field = frame_field(rotate_vectors(vectors, source_hws[t], turns), upright(source_hws[t]),
+                            upright(stored_hw), distances)
         timings["motion_vectors"] += time.perf_counter() - tic
+        return rgb.pop(t), field
 
     with _open(path) as (container, stream):
-        codec = stream.codec_context.name
+        codec = info["codec"] = stream.codec_context.name
         if not allow_images and is_image(container.format.name):
             raise ExtractionError("open", f"image, not a video ({codec} read by FFmpeg's "
                                           f"{container.format.name} demuxer); --allow-images stores "
                                           f"images as one-frame videos")
-        native_rate = stream.average_rate or stream.guessed_rate
+        info["native_rate"] = stream.average_rate or stream.guessed_rate
         for n, frame in _timed(_decode(container, stream, "decode"), timings, "decode"):
             tic = time.perf_counter()
             source_hw = (frame.height, frame.width)
             if stored_hw is None:
                 stored_hw = stored_size(source_hw, short_side)
-                rotation, turns = display_rotation(frame)
+                info["rotation"], turns = display_rotation(frame)
+                info["stored_hw"], info["source_hw"] = upright(stored_hw), upright(source_hw)
             # grey and every pix_fmt -> 3 channels; upright as ffmpeg shows it by default
-            frames.append(np.rot90(_stored_rgb(frame, stored_hw), turns))
+            rgb[n] = np.ascontiguousarray(np.rot90(_stored_rgb(frame, stored_hw), turns))
             times.append(frame.time)
-            all_intra &= frame.pict_type == av.video.frame.PictureType.I
+            info["all_intra"] &= frame.pict_type == av.video.frame.PictureType.I
             timings["decode"] += time.perf_counter() - tic
             tic = time.perf_counter()
             side = frame.side_data.get("MOTION_VECTORS")
-            saw_vectors |= side is not None
+            info["saw_vectors"] |= side is not None
             # FFmpeg's MPEG-4 part 2 decoder exports all-zero vectors on B-frames
             # (measured on a +1.5 px/frame pan): no vectors beat wrong ones.
             unusable = codec == "mpeg4" and frame.pict_type == av.video.frame.PictureType.B
@@ -188,45 +297,11 @@ def decode_video(path: str | Path, short_side: int = 256, fps: float | None = No
                 grey[n] = (g, g.astype(np.float32))
                 timings["ref_distance"] += time.perf_counter() - tic
             if n - window >= 0:
-                finish(n - window)
-    if not frames:
+                yield finish(n - window)
+    if not times:
         raise ExtractionError("decode", f"zero decodable frames in {codec} stream")
     for t in sorted(pending):
-        finish(t)
-
-    stored = np.ascontiguousarray(np.stack(frames))
-    if saw_vectors or codec in _MV_DECODERS:
-        mv_source = MV_STREAM
-    elif av.codec.Codec(codec, "r").intra_only or (all_intra and len(frames) > 1):
-        mv_source = MV_NONE
-    else:
-        tic = time.perf_counter()
-        fields = _transcoded_fields(stored)
-        timings["motion_vectors"] += time.perf_counter() - tic
-        mv_source = MV_TRANSCODED
-    mv, valid, distance = (np.stack(a) for a in zip(*fields))
-
-    native_fps = _native_fps(native_rate, times)
-    out_fps = native_fps
-    if fps is not None and 0 < fps < native_fps:
-        stamps = np.asarray([np.nan if x is None else x for x in times], np.float64)
-        if np.isnan(stamps).any():
-            stamps = np.arange(len(frames)) / native_fps
-        keep = keep_indices(stamps, fps)
-        stored = stored[keep]
-        mv, valid, distance = subsample_field(mv, valid, distance, keep)
-        out_fps = float(fps)
-    h, w = stored.shape[1:3]
-    source_h, source_w = upright(source_hws[0])
-    attrs = {
-        "source": str(path), "fps": out_fps, "native_fps": native_fps,
-        "height": h, "width": w, "source_height": source_h, "source_width": source_w,
-        "rotation": rotation,
-        "num_frames": len(stored), "native_num_frames": len(frames), "codec": codec,
-        "mv_source": mv_source, "max_ref_distance": max_ref_distance if window else 1,
-        "timings": timings,
-    }
-    return DecodedVideo(stored, mv.astype(np.float32), valid, distance, attrs)
+        yield finish(t)
 
 
 def is_image(demuxer: str) -> bool:

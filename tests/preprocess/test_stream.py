@@ -1,0 +1,163 @@
+"""Bounded-memory extraction: windows of frames give the arrays of the whole-video computation,
+and the shard writer's appends give the shards of `write_video`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import preprocess.video
+from preprocess.config import ExtractConfig
+from preprocess.decode import FrameStream, decode_video
+from preprocess.flow import downsample_frame, iter_warped_flow
+from preprocess.hog import cell_hog
+from preprocess.synthetic import MovingObject, Scene, encode, render
+from preprocess.trajectories import track
+from preprocess.video import extract_video, flow_config, to_gray
+from shards import open_shards
+from shards.schema import ARRAYS
+from shards.writer import open_writer
+
+OBJ = (MovingObject(20, (30, 24), (1.5, 0.5)),)
+# (frames, window): shorter than a window; several windows, the last short, frame counts
+# that are not a multiple of any chunk (mv 8, flow / traj / hog 4, homography 64); a window
+# shorter than the trajectories' look-ahead (L = 6)
+CASES = {"short": (5, 32), "windows": (37, 8), "tiny_windows": (13, 3)}
+
+
+def whole_video(path, cfg: ExtractConfig) -> dict[str, np.ndarray]:
+    """The arrays as the extractor computed them before windows: every frame decoded, flow
+    streamed over the whole video, tracked and HOG'd at once."""
+    decoded = decode_video(path, short_side=cfg.short_side, max_ref_distance=cfg.max_ref_distance)
+    gray = to_gray(decoded.frames)
+    n, height, width = gray.shape
+    flow = np.empty((max(n - 1, 0), height // cfg.flow_stride, width // cfg.flow_stride, 2), np.float32)
+    homography = np.empty((max(n - 1, 0), 3, 3), np.float32)
+    ok = np.zeros(max(n - 1, 0), bool)
+    full = np.empty((max(n - 1, 0), height, width, 2), np.float32)
+    for t, (comp, h, ok[t]) in enumerate(iter_warped_flow(gray, flow_config(cfg), decoded.mv, decoded.mv_valid)):
+        full[t], homography[t] = comp, h
+        downsample_frame(comp, cfg.flow_stride, flow[t])
+    traj, traj_valid = track(full, homography, cfg.traj_len)
+    return {"frames": decoded.frames, "mv": decoded.mv, "mv_valid": decoded.mv_valid, "flow": flow,
+            "homography": homography, "homography_ok": ok, "traj": traj, "traj_valid": traj_valid,
+            "hog": cell_hog(gray)}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    return {name: encode(root / name, render(Scene(height=72, width=100, num_frames=n, bg_velocity=(1.0, 0.5),
+                                                   objects=OBJ, seed=3)), codec="h264", bframes=2, refs=3)
+            for name, (n, _) in CASES.items()}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_windows_give_the_whole_video_arrays(name, videos, monkeypatch):
+    monkeypatch.setattr(preprocess.video, "WINDOW_FRAMES", CASES[name][1])
+    cfg = ExtractConfig()
+    arrays, attrs = extract_video(str(videos[name]), cfg)
+    want = whole_video(videos[name], cfg)
+    assert attrs["num_frames"] == CASES[name][0] == len(arrays["frames"])
+    assert set(arrays) == set(want) == set(ARRAYS)
+    for key in ARRAYS:
+        assert arrays[key].dtype == want[key].dtype and arrays[key].shape == want[key].shape, key
+        np.testing.assert_array_equal(arrays[key], want[key], err_msg=key)  # bit for bit
+
+
+def test_frame_stream_is_decode_video_one_frame_at_a_time(videos):
+    stream = FrameStream(videos["windows"])
+    items = list(stream)
+    video = decode_video(videos["windows"])
+    assert stream.streamed and stream.attrs == {**video.attrs, "timings": stream.attrs["timings"]}
+    for got, want in zip(zip(*items), (video.frames, video.mv, video.mv_valid, video.mv_distance)):
+        np.testing.assert_array_equal(np.stack(got), want)
+
+
+def _arrays(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays of the schema for an n-frame 40x56 video (values in the stored ranges)."""
+    rng = np.random.default_rng(seed)
+    attrs = {"source": "x.mp4", "fps": 25.0, "height": 40, "width": 56, "source_height": 40, "source_width": 56,
+             "num_frames": n, "codec": "h264", "traj_len": 3, "flow_stride": 4}
+    from shards.schema import dims_from_attrs
+
+    dims = dims_from_attrs(attrs)
+    out = {}
+    for name, spec in ARRAYS.items():
+        shape = spec.shape(dims)
+        if spec.dtype == "bool":
+            out[name] = rng.random(shape) < 0.5
+        elif spec.dtype == "uint8":
+            out[name] = rng.integers(0, 256, shape, np.uint8)
+        else:
+            out[name] = rng.normal(0, 3, shape).astype(np.float32)
+    out["hog"] = np.abs(out["hog"])
+    return out, attrs
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
+@pytest.mark.parametrize("n", [1, 70, 200])
+def test_appended_video_reads_as_written_whole(fmt, n, tmp_path):
+    """70 and 200 frames with 64-frame shards: streamed, the last shard partial; 1: one write."""
+    arrays, attrs = _arrays(n)
+    w = open_writer(tmp_path / "set", format=fmt, config={})
+    w.write_video("whole", arrays, attrs)
+    video = w.begin_video("streamed", {k: attrs[k] for k in ("height", "width", "traj_len", "flow_stride")},
+                          shard_frames=64)
+    rng = np.random.default_rng(1)
+    for name in ARRAYS:  # uneven blocks, arrays interleaved as the pipeline does
+        bounds = np.unique(np.r_[0, np.sort(rng.integers(0, len(arrays[name]) + 1, 5)), len(arrays[name])])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            video.append(name, arrays[name][a:b])
+    assert video.streaming == (n > 64)
+    assert "streamed" not in w.done_ids()  # not listed before the commit
+    video.commit(attrs)
+    w.finalize()
+    ds = open_shards(tmp_path / "set")
+    assert ds.ids() == ["streamed", "whole"]
+    whole, streamed = ds["whole"], ds["streamed"]
+    for name in ARRAYS:
+        np.testing.assert_array_equal(streamed[name][:], whole[name][:], err_msg=name)
+    assert streamed.attrs["num_frames"] == n and streamed.attrs["complete"] is True
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
+def test_interrupted_streamed_video_is_never_listed_and_is_redone(fmt, tmp_path):
+    from shards.verify import video_problems
+
+    arrays, attrs = _arrays(150)
+    shape_attrs = {k: attrs[k] for k in ("height", "width", "traj_len", "flow_stride")}
+    w = open_writer(tmp_path / "set", format=fmt, config={})
+    killed = w.begin_video("v", shape_attrs, shard_frames=64)
+    for name in ARRAYS:
+        killed.append(name, arrays[name][:100])  # shards on disk, no commit: a killed worker
+    assert killed.streaming and "v" not in w.done_ids()
+    if fmt == "zarr":
+        assert not open_shards(tmp_path / "set").ids()
+        assert video_problems(open_shards(tmp_path / "set"), "v")[0][1].startswith("no commit marker")
+    # the resumed run begins the video again over what the killed one left
+    w2 = open_writer(tmp_path / "set", format=fmt)
+    video = w2.begin_video("v", shape_attrs, shard_frames=64)
+    for name in ARRAYS:
+        video.append(name, arrays[name])
+    video.commit(attrs)
+    w2.finalize()
+    ds = open_shards(tmp_path / "set")
+    assert ds.ids() == ["v"] and video_problems(ds, "v") == []
+    np.testing.assert_array_equal(ds["v"]["traj_valid"][:], arrays["traj_valid"])
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
+def test_wrong_lengths_are_refused_and_aborted_video_leaves_nothing(fmt, tmp_path):
+    arrays, attrs = _arrays(100)
+    w = open_writer(tmp_path / "set", format=fmt, config={})
+    video = w.begin_video("v", {k: attrs[k] for k in ("height", "width", "traj_len", "flow_stride")},
+                          shard_frames=64)
+    for name in ARRAYS:
+        video.append(name, arrays[name][:-1] if name == "hog" else arrays[name])
+    with pytest.raises(ValueError, match="hog: 99 rows"):
+        video.commit(attrs)
+    video.abort()
+    with pytest.raises(ValueError, match="rows of shape"):
+        w.begin_video("u", {**attrs, "width": 64}).append("mv", arrays["mv"])
+    leftovers = sorted(p.name for p in (tmp_path / "set" / "videos").iterdir())
+    assert leftovers == ([] if fmt == "hdf5" else ["zarr.json"])
