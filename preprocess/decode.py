@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import itertools
+import math
 import os
 import stat
 import time
@@ -24,7 +25,8 @@ import cv2
 import numpy as np
 
 from preprocess.errors import ExtractionError
-from preprocess.motion_vectors import drop_unused_lists, frame_field, recover_distances, rotate_vectors
+from preprocess.motion_vectors import (drop_unused_lists, frame_field, mirror_vectors, recover_distances,
+                                      rotate_vectors)
 
 MV_STREAM = "stream"
 MV_TRANSCODED = "transcoded-h264"
@@ -211,7 +213,7 @@ def _video_attrs(path, info: dict, num_frames: int, fps: float, native_fps: floa
     return {
         "source": str(path), "fps": fps, "native_fps": native_fps,
         "height": h, "width": w, "source_height": source_h, "source_width": source_w,
-        "rotation": info["rotation"],
+        "rotation": info["rotation"], "display_transform": info["display_transform"],
         "num_frames": num_frames, "native_num_frames": len(info["times"]), "codec": info["codec"],
         "mv_source": mv_source, "max_ref_distance": max_ref_distance,
         "timings": info["timings"],
@@ -240,7 +242,7 @@ def _decode_frames(path: Path, short_side: int, window: int, allow_images: bool,
     info["all_intra"] = True  # every frame an I-frame (FFV1 marks them I but not key)
     info["saw_vectors"] = False
     stored_hw = None  # in coded orientation, like source_hws
-    turns = 0  # the display matrix's counterclockwise quarter turns
+    turns, mirror = 0, False  # display_transform: quarter turns, then a left-right mirror
 
     def upright(hw: tuple[int, int]) -> tuple[int, int]:
         return hw[::-1] if turns % 2 else hw
@@ -256,8 +258,10 @@ def _decode_frames(path: Path, short_side: int, window: int, allow_images: bool,
         timings["ref_distance"] += time.perf_counter() - tic
         tic = time.perf_counter()
         # distances were matched in coded orientation; the field is painted upright
-        field = frame_field(rotate_vectors(vectors, source_hws[t], turns), upright(source_hws[t]),
-                            upright(stored_hw), distances)
+        shown = rotate_vectors(vectors, source_hws[t], turns)
+        if mirror:
+            shown = mirror_vectors(shown, upright(source_hws[t]))
+        field = frame_field(shown, upright(source_hws[t]), upright(stored_hw), distances)
         timings["motion_vectors"] += time.perf_counter() - tic
         return rgb.pop(t), field
 
@@ -273,10 +277,10 @@ def _decode_frames(path: Path, short_side: int, window: int, allow_images: bool,
             source_hw = (frame.height, frame.width)
             if stored_hw is None:
                 stored_hw = stored_size(source_hw, short_side)
-                info["rotation"], turns = display_rotation(frame)
+                info["rotation"], info["display_transform"], turns, mirror = display_transform(frame)
                 info["stored_hw"], info["source_hw"] = upright(stored_hw), upright(source_hw)
             # grey and every pix_fmt -> 3 channels; upright as ffmpeg shows it by default
-            rgb[n] = np.ascontiguousarray(np.rot90(_stored_rgb(frame, stored_hw), turns))
+            rgb[n] = orient(_stored_rgb(frame, stored_hw), turns, mirror)
             times.append(frame.time)
             info["all_intra"] &= frame.pict_type == av.video.frame.PictureType.I
             timings["decode"] += time.perf_counter() - tic
@@ -310,16 +314,52 @@ def is_image(demuxer: str) -> bool:
     return demuxer == "image2" or demuxer.endswith("_pipe")
 
 
-def display_rotation(frame: av.VideoFrame) -> tuple[int, int]:
-    """(degrees, quarter turns) the frame's display matrix rotates it counterclockwise.
+# FFmpeg's transpose filter directions as (np.rot90 quarter turns, then a left-right mirror):
+# cclock_flip is the transpose proper (out[y, x] = in[x, y]), clock_flip the anti-transpose.
+_TRANSFORMS = {"transpose=clock": (3, False), "transpose=cclock": (1, False),
+               "transpose=cclock_flip": (3, True), "transpose=clock_flip": (1, True),
+               "hflip": (0, True), "vflip": (2, True)}
 
-    FFmpeg's default (`-autorotate`) shows such a video upright: a phone held upright
-    codes landscape frames with a -90 degree matrix, shown rotated clockwise to portrait.
-    We store frames upright the same way (np.rot90 turns counterclockwise). Angles that
-    are not a multiple of 90 (never seen from cameras) go to the nearest quarter turn;
-    mirroring flags of the matrix are not applied (docs/reliability.md)."""
+
+def display_transform(frame: av.VideoFrame) -> tuple[int, list[str], int, bool]:
+    """How FFmpeg shows the frame by default (`-autorotate`): (degrees, filters, quarter turns,
+    mirror). Stored frames are np.rot90(coded, turns), mirrored left-right when `mirror`.
+
+    degrees: the display matrix's counterclockwise rotation (0 without one). filters: what
+    FFmpeg's autorotate inserts for the matrix (fftools' `get_rotation` and its choice of
+    transpose / hflip / vflip): a phone held upright codes landscape frames with a -90 degree
+    matrix, shown rotated clockwise to portrait (["transpose=clock"]); a matrix with a mirror
+    (EXIF orientations 2, 4, 5, 7) adds the flip. Angles that are not a multiple of 90 (FFmpeg
+    rotates by the angle and fills the corners) go to the nearest quarter turn, unmirrored:
+    cameras write none (docs/reliability.md)."""
+    side = frame.side_data.get("DISPLAYMATRIX")
+    matrix = np.frombuffer(bytes(side), np.int32) if side is not None else None
+    if matrix is None or len(matrix) != 9:
+        return 0, [], 0, False
     degrees = int(round(frame.rotation or 0))
-    return degrees, round(degrees / 90) % 4
+    theta = -degrees  # FFmpeg's clockwise angle in [0, 360)
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        filters = ["transpose=cclock_flip" if matrix[3] > 0 else "transpose=clock"]
+    elif abs(theta - 180) < 1:
+        filters = ["hflip"] * bool(matrix[0] < 0) + ["vflip"] * bool(matrix[4] < 0)
+    elif abs(theta - 270) < 1:
+        filters = ["transpose=clock_flip" if matrix[3] < 0 else "transpose=cclock"]
+    elif abs(theta) > 1:
+        return degrees, [f"rotate={theta:g} (stored as the nearest quarter turn)"], round(degrees / 90) % 4, False
+    else:
+        filters = ["vflip"] * bool(matrix[4] < 0)
+    turns, mirror = 0, False
+    for name in filters:  # compose: rot90 then mirror, followed by rot90(k) then mirror(m)
+        k, m = _TRANSFORMS[name]
+        turns, mirror = (turns - k) % 4 if mirror else (turns + k) % 4, mirror != m
+    return degrees, filters, turns, mirror
+
+
+def orient(image: np.ndarray, turns: int, mirror: bool) -> np.ndarray:
+    """(H, W, ...) coded picture -> as displayed: np.rot90 by `turns`, then mirrored left-right."""
+    out = np.rot90(image, turns)
+    return np.ascontiguousarray(out[:, ::-1] if mirror else out)
 
 
 def _check_file(path: Path) -> None:
