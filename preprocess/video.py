@@ -61,10 +61,10 @@ WINDOW_FRAMES = 32
 
 @dataclass
 class Window:
-    """Frames start .. start + len(frames) - 1 of a video and what earlier stages derived.
+    """Frames start .. start + n - 1 of a video and what earlier stages derived.
 
-    frames (W, H, W, 3) uint8 RGB, gray (W, H, W) uint8, mv (W, Hc, Wc, 2) float32,
-    mv_valid (W, Hc, Wc) bool; last: no frame follows. Stages may leave data for the later
+    frames (n, H, W, 3) uint8 RGB, gray (n, H, W) uint8, mv (n, Hc, Wc, 2) float32,
+    mv_valid (n, Hc, Wc) bool; last: no frame follows. Stages may leave data for the later
     stages of the same window in `shared` (the flow stage: the full-resolution pairs)."""
 
     start: int
