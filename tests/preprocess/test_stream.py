@@ -163,6 +163,37 @@ def test_wrong_lengths_are_refused_and_aborted_video_leaves_nothing(fmt, tmp_pat
     assert leftovers == ([] if fmt == "hdf5" else ["zarr.json"])
 
 
+
+@pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
+def test_extract_streams_a_long_video_into_the_same_shards(fmt, tmp_path, monkeypatch):
+    """The CLI's path end to end: with 64-frame shards a 150-frame video is written while it is
+    decoded (windows of 8 frames); it reads back as the whole-video extraction, and a failed
+    video in the same run leaves a failure record and no half-written group."""
+    import shards.video_writer
+    from preprocess.extract import run
+
+    src = tmp_path / "src"
+    encode(src / "long", render(Scene(height=48, width=64, num_frames=150, bg_velocity=(1.0, 0.5), objects=OBJ,
+                                      seed=8)), codec="h264", bframes=2)
+    (src / "broken.mp4").write_bytes(b"not a video")
+    cfg = dict(dataset="folder", root=str(src), workers=0, format=fmt)
+    run(ExtractConfig(out=str(tmp_path / "whole"), **cfg), log=lambda _: None)
+    monkeypatch.setattr(shards.video_writer, "STREAM_SHARD_FRAMES", 64)
+    monkeypatch.setattr(preprocess.video, "WINDOW_FRAMES", 8)
+    summary = run(ExtractConfig(out=str(tmp_path / "streamed"), **cfg), log=lambda _: None)
+    assert (summary["done"], summary["failed"]) == (1, 1)
+    whole, streamed = open_shards(tmp_path / "whole"), open_shards(tmp_path / "streamed")
+    assert streamed.ids() == ["long"] and [f["id"] for f in streamed.failures()] == ["broken"]
+    for name in ARRAYS:
+        np.testing.assert_array_equal(streamed["long"][name][:], whole["long"][name][:], err_msg=name)
+    leftovers = {p.name for p in (tmp_path / "streamed" / "videos").iterdir()}
+    assert leftovers == ({"long.h5"} if fmt == "hdf5" else {"long", "zarr.json"})
+    if fmt == "zarr":  # 150 frames in 64-frame shards: three shard files per array
+        shard_files = [p for p in (tmp_path / "streamed" / "videos" / "long" / "mv").rglob("*") if p.is_file()
+                       and p.name != "zarr.json"]
+        assert len(shard_files) == 3
+
+
 @pytest.mark.slow
 def test_long_video_peak_rss_is_bounded(tmp_path):
     """A 70 s 256p video (2,100 frames) whose arrays held whole need ~1.2 GB (frames alone
