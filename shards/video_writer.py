@@ -107,7 +107,7 @@ class VideoWriter:
         if values.shape[1:] != want:
             raise ValueError(f"{name}: rows of shape {values.shape[1:]}, schema {spec.dims} with these "
                              f"attrs gives {want}")
-        _check_values(name, spec, values)
+        check_values(name, spec, values)
         if len(values):
             stored = np.ascontiguousarray(encode(name, values))
             if name in self._spools:
@@ -136,8 +136,8 @@ class VideoWriter:
                                  f"schema {spec.dims} with these attrs gives {want}")
         try:
             if not self.streaming:  # short video: one write in the layout of write_video
-                stored = {n: next(self._spools[n].blocks(len(self._spools[n]))) if n in self._spools
-                          else self._take(n, self._pending_rows[n]) for n in ARRAYS}
+                stored = {n: next(self._spools[n].blocks(max(1, len(self._spools[n]))), np.zeros((0, 0), np.uint8))
+                          if n in self._spools else self._take(n, self._pending_rows[n]) for n in ARRAYS}
                 nbytes = self._backend.write_video(self.video_id, stored, attrs)
             else:
                 for name in ARRAYS:
@@ -192,7 +192,8 @@ class VideoWriter:
         self._written[name] += len(stored)
 
 
-def _check_values(name: str, spec, values: np.ndarray) -> None:
+def check_values(name: str, spec, values: np.ndarray) -> None:
+    """Dtypes the schema needs (bool, uint8) and finite floats; ValueError naming the array."""
     if spec.dtype == "bool" and values.dtype != np.bool_:
         raise ValueError(f"{name}: dtype {values.dtype}, expected bool")
     if spec.dtype == "uint8" and values.dtype != np.uint8:

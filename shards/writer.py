@@ -24,7 +24,7 @@ from .lock import LOCK_NAME
 from .schema import (ARRAYS, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
                      encode)
 from . import video_writer
-from .video_writer import VideoWriter
+from .video_writer import VideoWriter, check_values
 
 FORMATS = ("zarr", "hdf5")
 FAILURE_KEYS = ("source", "reason", "stage")
@@ -137,12 +137,7 @@ def prepare(arrays: dict[str, np.ndarray], attrs: dict) -> tuple[dict[str, np.nd
         if values.shape != want:
             raise ValueError(f"{name}: shape {values.shape}, schema {spec.dims} with these attrs "
                              f"gives {want}")
-        if spec.dtype == "bool" and values.dtype != np.bool_:
-            raise ValueError(f"{name}: dtype {values.dtype}, expected bool")
-        if spec.dtype == "uint8" and values.dtype != np.uint8:
-            raise ValueError(f"{name}: dtype {values.dtype}, expected uint8")
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            raise ValueError(f"{name}: {np.count_nonzero(~np.isfinite(values))} non-finite values")
+        check_values(name, spec, values)
         stored[name] = np.ascontiguousarray(encode(name, values))
     return stored, attrs
 
