@@ -248,9 +248,11 @@ class WarpedFlow:
         self._keypoints: dict[int, object] = {}
 
     def _cached_keypoints(self, i: int, gray: np.ndarray):
-        # Frame t+1's keypoints are frame t's of the next pair; only the last two are kept.
+        # Frame t+1's keypoints are frame t's of the next pair; only frames i - 1 and i are
+        # kept (dropping only i - 2 kept every frame of an isolated fallback: 12 kB each, a
+        # leak on a long video).
         if i not in self._keypoints:
-            self._keypoints.pop(i - 2, None)
+            self._keypoints = {k: v for k, v in self._keypoints.items() if k == i - 1}
             self._keypoints[i] = _keypoints(gray, self.cfg)
         return self._keypoints[i]
 
