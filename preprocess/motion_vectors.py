@@ -69,7 +69,6 @@ def rotate_vectors(vectors: np.ndarray | None, source_hw: tuple[int, int],
     x0, y0, w, h = block_geometry(vectors)
     mx, my = vectors["motion_x"].astype(np.int64), vectors["motion_y"].astype(np.int64)
     sx, sy = vectors["src_x"].astype(np.int64), vectors["src_y"].astype(np.int64)
-    dx, dy = vectors["dst_x"].astype(np.int64), vectors["dst_y"].astype(np.int64)
     if k == 1:
         x0, y0, w, h = y0, ws - x0 - w, h, w
         mx, my, sx, sy = my, -mx, sy, ws - sx
