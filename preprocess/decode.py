@@ -14,6 +14,7 @@ import itertools
 import math
 import os
 import stat
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,10 +170,11 @@ class FrameStream:
     reference-distance recovery looks back and ahead at (`max_ref_distance` each way) are
     held, so memory does not grow with the video's length.
 
-    Two cases need the whole video and are decoded by `decode_video` first (`streamed` is
-    then False, memory grows with length as before): codecs whose decoder exports no vectors
-    (HEVC, VP9, ...: the H.264 transcode runs over every stored frame) and `fps` below the
-    native rate (the kept frames are chosen from every timestamp).
+    Codecs whose decoder exports no vectors (HEVC, VP9, ...) are decoded twice: once to
+    re-encode the stored frames to H.264 in a local temporary file, once beside that file's
+    vectors. `fps` below the native rate needs the whole video (the kept frames are chosen
+    from every timestamp): `decode_video` decodes it first, `streamed` is then False and
+    memory grows with length as before.
     """
 
     def __init__(self, path: str | Path, short_side: int = 256, fps: float | None = None,
@@ -188,8 +190,8 @@ class FrameStream:
         info: dict = {}
         frames = _decode_frames(self.path, short_side, self._window, allow_images, info)
         first = next(frames)  # opens the file: codec and rate are known now
-        rate = info["native_rate"]
-        self.streamed = info["codec"] in _MV_DECODERS and (fps is None or bool(rate and fps >= float(rate)))
+        rate, codec = info["native_rate"], info["codec"]
+        self.streamed = fps is None or bool(rate and fps >= float(rate))
         if not self.streamed:
             frames.close()
             video = decode_video(self.path, *self._args)
@@ -197,13 +199,57 @@ class FrameStream:
                 yield video.frames[i], video.mv[i], video.mv_valid[i], video.mv_distance[i]
             self.attrs = video.attrs
             return
+        mv_source = MV_STREAM if codec in _MV_DECODERS else MV_NONE if av.codec.Codec(codec, "r").intra_only else None
+        if mv_source is None:  # a decoder without vectors: transcode in a first pass (`_two_passes`)
+            frames.close()
+            info = {}
+            frames, mv_source = self._two_passes(info)
+        else:
+            frames = itertools.chain([first], frames)
         n = 0
-        for rgb, (mv, valid, distance) in itertools.chain([first], frames):
+        for rgb, (mv, valid, distance) in frames:
             yield rgb, mv.astype(np.float32), valid, distance
             n += 1
         native_fps = _native_fps(rate, info["times"])
         self.attrs = _video_attrs(self.path, info, num_frames=n, fps=native_fps, native_fps=native_fps,
-                                  mv_source=MV_STREAM, max_ref_distance=max_ref_distance if self._window else 1)
+                                  mv_source=mv_source, max_ref_distance=max_ref_distance if self._window else 1)
+
+    def _two_passes(self, info: dict):
+        """(frames with their fields, mv_source) for a codec whose decoder exports no vectors,
+        as `decode_video` gives them, in bounded memory: a first pass re-encodes the stored
+        frames to H.264 in a local temporary file, a second decodes the source again beside
+        that file's vectors. All-intra streams (and decoders that export vectors after all)
+        take the second pass alone, as decode_video decides."""
+        short_side, _, _, _, allow_images = self._args
+        probe: dict = {}
+        tmp = tempfile.NamedTemporaryFile(suffix=".mkv")
+        frames = (rgb for rgb, _ in _decode_frames(self.path, short_side, 0, allow_images, probe))
+        first = next(frames)
+        tic = time.perf_counter()
+        count = _encode_h264(itertools.chain([first], frames), first.shape[:2], tmp.name)
+        encode_seconds = time.perf_counter() - tic - probe["timings"]["decode"]
+        if probe["saw_vectors"]:
+            tmp.close()
+            return _decode_frames(self.path, short_side, self._window, allow_images, info), MV_STREAM
+        if probe["all_intra"] and count > 1:
+            tmp.close()
+            return _decode_frames(self.path, short_side, self._window, allow_images, info), MV_NONE
+
+        def paired():
+            with tmp:
+                fields = _h264_fields(tmp.name, first.shape[:2])
+                for rgb, _ in _decode_frames(self.path, short_side, 0, allow_images, info):
+                    tic = time.perf_counter()
+                    field = next(fields, None)
+                    info["timings"]["motion_vectors"] += time.perf_counter() - tic
+                    if field is None:
+                        raise ExtractionError("motion_vectors", f"H.264 transcode gave fewer frames than the "
+                                                                f"{count} decoded")
+                    yield rgb, field
+                info["timings"]["motion_vectors"] += encode_seconds
+                info["timings"]["decode"] += probe["timings"]["decode"]
+
+        return paired(), MV_TRANSCODED
 
 
 def _video_attrs(path, info: dict, num_frames: int, fps: float, native_fps: float, mv_source: str,
@@ -473,33 +519,47 @@ def _native_fps(rate, times: list[float | None]) -> float:
 
 
 def _transcoded_fields(stored: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per-frame fields from an in-memory H.264 re-encode of the stored frames.
+    """Per-frame fields from an in-memory H.264 re-encode of the stored frames."""
+    t, h, w = stored.shape[:3]
+    buf = io.BytesIO()
+    _encode_h264(iter(stored), (h, w), buf)
+    buf.seek(0)
+    fields = list(_h264_fields(buf, (h, w)))
+    if len(fields) != t:
+        raise ExtractionError("motion_vectors", f"H.264 transcode gave {len(fields)} frames, expected {t}")
+    return fields
+
+
+def _encode_h264(frames: Iterator[np.ndarray], hw: tuple[int, int], out) -> int:
+    """Encode (H, W, 3) RGB frames with TRANSCODE_OPTIONS into `out` (a file path or BytesIO,
+    matroska); returns the number of frames.
 
     libx264 needs even sizes: frames are edge-padded right/bottom, and the padding is
     never painted because the vectors are read in the unpadded stored pixel space.
     """
-    t, h, w = stored.shape[:3]
-    padded = np.pad(stored, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    buf = io.BytesIO()
+    h, w = hw
+    n = 0
     try:
-        with av.open(buf, "w", format="matroska") as out:
-            st = out.add_stream("libx264", rate=25, options=TRANSCODE_OPTIONS)
-            st.width, st.height, st.pix_fmt = padded.shape[2], padded.shape[1], "yuv420p"
+        with av.open(out if isinstance(out, io.BytesIO) else str(out), "w", format="matroska") as container:
+            st = container.add_stream("libx264", rate=25, options=TRANSCODE_OPTIONS)
+            st.width, st.height, st.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
             st.thread_count = 1
-            for img in padded:
-                for packet in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    out.mux(packet)
+            for img in frames:
+                padded = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                for packet in st.encode(av.VideoFrame.from_ndarray(padded, format="rgb24")):
+                    container.mux(packet)
+                n += 1
             for packet in st.encode():
-                out.mux(packet)
+                container.mux(packet)
     except av.error.FFmpegError as e:
         raise ExtractionError("motion_vectors", f"H.264 transcode failed: {_ffmpeg_reason(e)}") from e
-    buf.seek(0)
-    fields = []
-    with _open(buf) as (container, stream):
+    return n
+
+
+def _h264_fields(source, hw: tuple[int, int]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The (mv, valid, distance) field of each frame of an `_encode_h264` transcode."""
+    with _open(source) as (container, stream):
         for _, frame in _decode(container, stream, "motion_vectors"):
             side = frame.side_data.get("MOTION_VECTORS")
             vectors = None if side is None else side.to_ndarray()
-            fields.append(frame_field(vectors, (h, w), (h, w)))  # one reference, one frame back
-    if len(fields) != t:
-        raise ExtractionError("motion_vectors", f"H.264 transcode gave {len(fields)} frames, expected {t}")
-    return fields
+            yield frame_field(vectors, hw, hw)  # one reference, one frame back

@@ -73,6 +73,31 @@ def test_frame_stream_is_decode_video_one_frame_at_a_time(videos):
         np.testing.assert_array_equal(np.stack(got), want)
 
 
+
+# codecs without exported vectors: two passes (transcode, then decode beside it), an odd
+# stored size (padded for x264), a one-frame HEVC video, intra-only codecs (no transcode)
+CODEC_CASES = {"hevc": ("hevc", 72, 100, 12, None), "vp9_odd": ("vp9", 100, 138, 10, 75),
+               "hevc_one": ("hevc", 64, 80, 1, None), "mjpeg": ("mjpeg", 64, 80, 6, None),
+               "ffv1": ("ffv1", 64, 80, 6, None)}
+
+
+@pytest.mark.parametrize("name", sorted(CODEC_CASES))
+def test_frame_stream_of_codecs_without_vectors_is_decode_video(name, tmp_path):
+    codec, height, width, n, short_side = CODEC_CASES[name]
+    path = encode(tmp_path / name, render(Scene(height=height, width=width, num_frames=n, bg_velocity=(2.0, 1.0),
+                                                objects=OBJ, seed=9)), codec=codec)
+    kw = {"short_side": short_side} if short_side else {}
+    stream = FrameStream(path, **kw)
+    items = list(stream)
+    video = decode_video(path, **kw)
+    assert stream.streamed and stream.attrs == {**video.attrs, "timings": stream.attrs["timings"]}
+    assert video.attrs["mv_source"] == ("transcoded-h264" if codec in ("hevc", "vp9") else "none: intra-only codec")
+    for got, want in zip(zip(*items), (video.frames, video.mv, video.mv_valid, video.mv_distance)):
+        np.testing.assert_array_equal(np.stack(got), want)
+    if video.attrs["mv_source"] == "transcoded-h264" and n > 1:
+        assert video.mv_valid[1:].any()  # the transcode's vectors, not an empty field
+
+
 def _arrays(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
     """Arrays of the schema for an n-frame 40x56 video (values in the stored ranges)."""
     rng = np.random.default_rng(seed)
