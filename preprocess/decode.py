@@ -172,9 +172,8 @@ class FrameStream:
 
     Codecs whose decoder exports no vectors (HEVC, VP9, ...) are decoded twice: once to
     re-encode the stored frames to H.264 in a local temporary file, once beside that file's
-    vectors. `fps` below the native rate needs the whole video (the kept frames are chosen
-    from every timestamp): `decode_video` decodes it first, `streamed` is then False and
-    memory grows with length as before.
+    vectors. `fps` below the native rate chooses the kept frames from every timestamp: a
+    decode-only first pass reads them.
     """
 
     def __init__(self, path: str | Path, short_side: int = 256, fps: float | None = None,
@@ -183,7 +182,6 @@ class FrameStream:
         self._args = (short_side, fps, max_ref_distance, recover_distance, allow_images)
         self._window = max_ref_distance if recover_distance and max_ref_distance > 1 else 0
         self.attrs: dict | None = None
-        self.streamed: bool | None = None
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         short_side, fps, max_ref_distance, recover_distance, allow_images = self._args
@@ -191,14 +189,9 @@ class FrameStream:
         frames = _decode_frames(self.path, short_side, self._window, allow_images, info)
         first = next(frames)  # opens the file: codec and rate are known now
         rate, codec = info["native_rate"], info["codec"]
-        self.streamed = fps is None or bool(rate and fps >= float(rate))
-        if not self.streamed:
-            frames.close()
-            video = decode_video(self.path, *self._args)
-            for i in range(len(video.frames)):
-                yield video.frames[i], video.mv[i], video.mv_valid[i], video.mv_distance[i]
-            self.attrs = video.attrs
-            return
+        keep = None
+        if fps is not None and 0 < fps and not (rate and fps >= float(rate)):
+            keep = self._kept_frames(rate, fps)  # None: fps is not below the native rate after all
         mv_source = MV_STREAM if codec in _MV_DECODERS else MV_NONE if av.codec.Codec(codec, "r").intra_only else None
         if mv_source is None:  # a decoder without vectors: transcode in a first pass (`_two_passes`)
             frames.close()
@@ -207,12 +200,34 @@ class FrameStream:
         else:
             frames = itertools.chain([first], frames)
         n = 0
-        for rgb, (mv, valid, distance) in frames:
-            yield rgb, mv.astype(np.float32), valid, distance
-            n += 1
+        if keep is None:
+            for rgb, (mv, valid, distance) in frames:
+                yield rgb, mv.astype(np.float32), valid, distance
+                n += 1
+        else:
+            for rgb, mv, valid, distance in _subsampled(frames, keep):
+                yield rgb, mv, valid, distance
+                n += 1
         native_fps = _native_fps(rate, info["times"])
-        self.attrs = _video_attrs(self.path, info, num_frames=n, fps=native_fps, native_fps=native_fps,
-                                  mv_source=mv_source, max_ref_distance=max_ref_distance if self._window else 1)
+        self.attrs = _video_attrs(self.path, info, num_frames=n, fps=native_fps if keep is None else float(fps),
+                                  native_fps=native_fps, mv_source=mv_source,
+                                  max_ref_distance=max_ref_distance if self._window else 1)
+
+    def _kept_frames(self, rate, fps: float) -> np.ndarray | None:
+        """The native frames `decode_video` keeps at `fps` (None when fps is not below the
+        native rate), from the timestamps of a decode-only first pass (no conversion: a few
+        per cent of the extraction's time)."""
+        times = []
+        with _open(self.path) as (container, stream):
+            for _, frame in _decode(container, stream, "decode"):
+                times.append(frame.time)
+        native_fps = _native_fps(rate, times)
+        if not fps < native_fps:
+            return None
+        stamps = np.asarray([np.nan if x is None else x for x in times], np.float64)
+        if np.isnan(stamps).any():
+            stamps = np.arange(len(times)) / native_fps
+        return keep_indices(stamps, fps)
 
     def _two_passes(self, info: dict):
         """(frames with their fields, mv_source) for a codec whose decoder exports no vectors,
@@ -250,6 +265,21 @@ class FrameStream:
                 info["timings"]["decode"] += probe["timings"]["decode"]
 
         return paired(), MV_TRANSCODED
+
+
+def _subsampled(frames, keep: np.ndarray):
+    """The kept native frames with `subsample_field`'s fields, one at a time."""
+    kept = iter(keep)
+    target, previous = next(kept, None), None
+    for n, (rgb, (mv, valid, distance)) in enumerate(frames):
+        if n != target:
+            continue
+        if previous is None:  # its predecessor is no longer in the video
+            mv, valid, distance = np.zeros_like(mv, np.float32), np.zeros_like(valid), np.zeros_like(distance)
+        else:
+            mv = (mv * np.float32(n - previous)).astype(np.float32)
+        yield rgb, mv, valid, distance
+        previous, target = n, next(kept, None)
 
 
 def _video_attrs(path, info: dict, num_frames: int, fps: float, native_fps: float, mv_source: str,

@@ -68,7 +68,7 @@ def test_frame_stream_is_decode_video_one_frame_at_a_time(videos):
     stream = FrameStream(videos["windows"])
     items = list(stream)
     video = decode_video(videos["windows"])
-    assert stream.streamed and stream.attrs == {**video.attrs, "timings": stream.attrs["timings"]}
+    assert stream.attrs == {**video.attrs, "timings": stream.attrs["timings"]}
     for got, want in zip(zip(*items), (video.frames, video.mv, video.mv_valid, video.mv_distance)):
         np.testing.assert_array_equal(np.stack(got), want)
 
@@ -90,12 +90,28 @@ def test_frame_stream_of_codecs_without_vectors_is_decode_video(name, tmp_path):
     stream = FrameStream(path, **kw)
     items = list(stream)
     video = decode_video(path, **kw)
-    assert stream.streamed and stream.attrs == {**video.attrs, "timings": stream.attrs["timings"]}
+    assert stream.attrs == {**video.attrs, "timings": stream.attrs["timings"]}
     assert video.attrs["mv_source"] == ("transcoded-h264" if codec in ("hevc", "vp9") else "none: intra-only codec")
     for got, want in zip(zip(*items), (video.frames, video.mv, video.mv_valid, video.mv_distance)):
         np.testing.assert_array_equal(np.stack(got), want)
     if video.attrs["mv_source"] == "transcoded-h264" and n > 1:
         assert video.mv_valid[1:].any()  # the transcode's vectors, not an empty field
+
+
+
+@pytest.mark.parametrize("codec,fps", [("h264", 12.5), ("h264", 10.0), ("h264", 30.0), ("vp9", 12.5)])
+def test_frame_stream_at_a_lower_fps_is_decode_video(codec, fps, tmp_path):
+    """--fps below the native 25: the kept frames come from a timestamp-only first pass, their
+    fields scaled by the native frames they span, as decode_video's subsample_field does."""
+    path = encode(tmp_path / codec, render(Scene(height=64, width=80, num_frames=23, bg_velocity=(2.0, 1.0),
+                                                 objects=OBJ, seed=10)), codec=codec, bframes=2 if codec == "h264" else 0)
+    stream = FrameStream(path, fps=fps)
+    items = list(stream)
+    video = decode_video(path, fps=fps)
+    assert stream.attrs == {**video.attrs, "timings": stream.attrs["timings"]}
+    assert video.attrs["num_frames"] == {12.5: 12, 10.0: 10, 30.0: 23}[fps] == len(items)
+    for got, want in zip(zip(*items), (video.frames, video.mv, video.mv_valid, video.mv_distance)):
+        np.testing.assert_array_equal(np.stack(got), want)
 
 
 def _arrays(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
