@@ -10,8 +10,9 @@ from shards.paths import default_shards
 # swscale in the YUV -> RGB pass, DIS with 6 gradient-descent iterations, homography from at
 # most ~640 flow samples, Zarr written with zstd level 1 (docs/benchmarks.md). 3: mv keeps a
 # bi-predicted block's past estimate only (docs/design.md); videos with a display-matrix
-# rotation stored upright, their motion vectors turned with them.
-EXTRACTOR_REVISION = 3
+# rotation stored upright, their motion vectors turned with them. 4: a display matrix with a
+# mirror applied as FFmpeg does (an hflip matrix was stored turned by 180 degrees).
+EXTRACTOR_REVISION = 4
 
 
 @dataclass(frozen=True)

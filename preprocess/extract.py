@@ -161,7 +161,7 @@ def parse_args(argv: list[str] | None = None) -> ExtractConfig:
 
 def extract_one(item: VideoItem, cfg: ExtractConfig, writer) -> dict:
     """One video -> its own group in the shard set, or a failure record. A small status dict."""
-    from preprocess.video import extract_video, stage
+    from preprocess.video import extract_video_into, stage
 
     start, cpu = time.perf_counter(), time.process_time()
     base = {"id": item.video_id, "source": item.path}
@@ -170,24 +170,27 @@ def extract_one(item: VideoItem, cfg: ExtractConfig, writer) -> dict:
         attrs, nbytes = committed
         return {**base, "status": "done", "frames": int(attrs["num_frames"]), "bytes": nbytes,
                 "seconds": time.perf_counter() - start, "cpu_seconds": 0.0, "timings": {}}
+    video = writer.begin_video(item.video_id)
     try:
-        arrays, attrs = extract_video(item.path, cfg)
+        # each window of frames is written as soon as it is computed (bounded memory)
+        attrs = extract_video_into(item.path, cfg, video)
         attrs.update({"video_id": item.video_id, "source": item.path, "label": item.label,
                       "label_name": item.label_name, "split": item.split,
-                      "source_relpath": source_relpath(item.path, cfg.root), "frames_storage": cfg.frames})
-        if cfg.frames == "none":
-            del arrays["frames"]
-        write_time: dict[str, float] = {}
-        with stage("write", write_time):
-            nbytes = writer.write_video(item.video_id, arrays, attrs)
+                      "source_relpath": source_relpath(item.path, cfg.root)})
+        with stage("write"):  # arrays or attrs the schema refuses, a store that refuses the write
+            nbytes = video.commit(attrs)
     except ExtractionError as err:
+        video.abort()
         record = err.record(item.path)
         writer.write_failure(item.video_id, record)
         return {**base, **record, "status": "failed", "seconds": time.perf_counter() - start}
+    except BaseException:
+        video.abort()
+        raise
     # CPU seconds next to wall seconds: on a shared machine only the former measures our work
     return {**base, "status": "done", "frames": int(attrs["num_frames"]), "bytes": nbytes,
             "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
-            "timings": {**attrs["timings"], "write": round(write_time["write"], 4)}}
+            "timings": {**attrs["timings"], "write": round(video.seconds, 4)}}
 
 
 def source_relpath(path: str, root: str | None) -> str:

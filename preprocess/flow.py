@@ -230,6 +230,65 @@ def displacement_field(h: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
+class WarpedFlow:
+    """Camera-compensated flow of consecutive frame pairs fed one at a time (`iter_warped_flow`
+    over frames that arrive as a stream: the extractor's windows never hold the whole video).
+
+    `pair(t, g0, g1, mv1, mv_valid1)` must see t = 0, 1, ... with g0 the g1 of the previous
+    call; it returns what `iter_warped_flow` yields for pair t. `timings` gets "flow" and
+    "homography" seconds added.
+    """
+
+    def __init__(self, cfg: FlowConfig = FlowConfig(), timings: dict[str, float] | None = None):
+        self.cfg = cfg
+        self.timings = {} if timings is None else timings
+        self.timings.setdefault("flow", 0.0)
+        self.timings.setdefault("homography", 0.0)
+        self._algo = flow_algorithm(cfg)
+        self._keypoints: dict[int, object] = {}
+
+    def _cached_keypoints(self, i: int, gray: np.ndarray):
+        # Frame t+1's keypoints are frame t's of the next pair; only frames i - 1 and i are
+        # kept (dropping only i - 2 kept every frame of an isolated fallback: 12 kB each, a
+        # leak on a long video).
+        if i not in self._keypoints:
+            self._keypoints = {k: v for k, v in self._keypoints.items() if k == i - 1}
+            self._keypoints[i] = _keypoints(gray, self.cfg)
+        return self._keypoints[i]
+
+    def pair(self, t: int, g0: np.ndarray, g1: np.ndarray, mv1: np.ndarray | None = None,
+             mv_valid1: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(compensated flow (H, W, 2) float32 clipped, homography (3, 3) float64 t -> t+1, ok).
+
+        mv1, mv_valid1: the codec's vectors of frame t+1 (the motion t -> t+1), or None."""
+        cfg, timings = self.cfg, self.timings
+        height, width = g0.shape
+        s = time.perf_counter()
+        raw = forward_flow(g0, g1, cfg, self._algo)
+        timings["flow"] += time.perf_counter() - s
+
+        s = time.perf_counter()
+        h, ok, _ = _homography(g0, raw, lambda: (self._cached_keypoints(t, g0), self._cached_keypoints(t + 1, g1)),
+                               cfg, mv1, mv_valid1)
+        if not ok:
+            comp = raw
+        elif cfg.compensation == "subtract":
+            comp = np.subtract(raw, displacement_field(h, height, width), out=raw)
+        else:
+            # g1 resampled at H p: frame t+1 seen from frame t's camera.
+            g1w = cv2.warpPerspective(g1, h, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                      borderMode=cv2.BORDER_REPLICATE)
+            timings["homography"] += time.perf_counter() - s
+            s = time.perf_counter()
+            comp = forward_flow(g0, g1w, cfg, self._algo)
+            timings["flow"] += time.perf_counter() - s
+            s = time.perf_counter()
+        # np.minimum / np.maximum: np.clip's argument checks cost as much as the work here
+        np.maximum(np.minimum(comp, cfg.clip, out=comp), -cfg.clip, out=comp)
+        timings["homography"] += time.perf_counter() - s
+        return comp, h, ok
+
+
 def iter_warped_flow(frames_gray: np.ndarray, cfg: FlowConfig = FlowConfig(),
                      mv: np.ndarray | None = None, mv_valid: np.ndarray | None = None,
                      timings: dict[str, float] | None = None,
@@ -246,47 +305,10 @@ def iter_warped_flow(frames_gray: np.ndarray, cfg: FlowConfig = FlowConfig(),
         raise ValueError(f"frames_gray must be (T, H, W) uint8, got {frames_gray.shape} {frames_gray.dtype}")
     if mv is not None and (mv_valid is None or len(mv) != len(frames_gray)):
         raise ValueError("mv needs mv_valid and one entry per frame")
-    timings = {} if timings is None else timings
-    timings.setdefault("flow", 0.0)
-    timings.setdefault("homography", 0.0)
-    n, height, width = frames_gray.shape
-    cache: dict[int, object] = {}
-    algo = flow_algorithm(cfg)
-
-    def keypoints(i: int):
-        # Frame t+1's keypoints are frame t's of the next pair; only the last two are kept.
-        if i not in cache:
-            cache.pop(i - 2, None)
-            cache[i] = _keypoints(frames_gray[i], cfg)
-        return cache[i]
-
-    for t in range(n - 1):
-        g0, g1 = frames_gray[t], frames_gray[t + 1]
-        s = time.perf_counter()
-        raw = forward_flow(g0, g1, cfg, algo)
-        timings["flow"] += time.perf_counter() - s
-
-        s = time.perf_counter()
-        h, ok, _ = _homography(g0, raw, lambda t=t: (keypoints(t), keypoints(t + 1)), cfg,
-                               None if mv is None else mv[t + 1],
-                               None if mv_valid is None else mv_valid[t + 1])
-        if not ok:
-            comp = raw
-        elif cfg.compensation == "subtract":
-            comp = np.subtract(raw, displacement_field(h, height, width), out=raw)
-        else:
-            # g1 resampled at H p: frame t+1 seen from frame t's camera.
-            g1w = cv2.warpPerspective(g1, h, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                      borderMode=cv2.BORDER_REPLICATE)
-            timings["homography"] += time.perf_counter() - s
-            s = time.perf_counter()
-            comp = forward_flow(g0, g1w, cfg, algo)
-            timings["flow"] += time.perf_counter() - s
-            s = time.perf_counter()
-        # np.minimum / np.maximum: np.clip's argument checks cost as much as the work here
-        np.maximum(np.minimum(comp, cfg.clip, out=comp), -cfg.clip, out=comp)
-        timings["homography"] += time.perf_counter() - s
-        yield comp, h, ok
+    stepper = WarpedFlow(cfg, timings)
+    for t in range(len(frames_gray) - 1):
+        yield stepper.pair(t, frames_gray[t], frames_gray[t + 1], None if mv is None else mv[t + 1],
+                           None if mv_valid is None else mv_valid[t + 1])
 
 
 def warped_flow(frames_gray: np.ndarray, cfg: FlowConfig = FlowConfig(),

@@ -40,6 +40,21 @@ def block_geometry(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return vectors["dst_x"].astype(np.int64) - w // 2, vectors["dst_y"].astype(np.int64) - h // 2, w, h
 
 
+def mirror_vectors(vectors: np.ndarray | None, hw: tuple[int, int]) -> np.ndarray | None:
+    """Side-data vectors of an (H, W) picture as seen after mirroring it left-right (an
+    hflip): a block covering columns [x0, x0 + w) covers [W - x0 - w, W - x0); a
+    displacement (dx, dy) becomes (-dx, dy)."""
+    if vectors is None or len(vectors) == 0:
+        return vectors
+    ws = hw[1]
+    x0, _, w, _ = block_geometry(vectors)
+    out = vectors.copy()
+    for name, values in (("dst_x", ws - x0 - w + w // 2), ("src_x", ws - vectors["src_x"].astype(np.int64)),
+                         ("motion_x", -vectors["motion_x"].astype(np.int64))):
+        out[name] = values.astype(out.dtype[name])
+    return out
+
+
 def rotate_vectors(vectors: np.ndarray | None, source_hw: tuple[int, int],
                    quarter_turns: int) -> np.ndarray | None:
     """Side-data vectors of a (Hs, Ws) coded frame as seen after rotating the picture
@@ -54,7 +69,6 @@ def rotate_vectors(vectors: np.ndarray | None, source_hw: tuple[int, int],
     x0, y0, w, h = block_geometry(vectors)
     mx, my = vectors["motion_x"].astype(np.int64), vectors["motion_y"].astype(np.int64)
     sx, sy = vectors["src_x"].astype(np.int64), vectors["src_y"].astype(np.int64)
-    dx, dy = vectors["dst_x"].astype(np.int64), vectors["dst_y"].astype(np.int64)
     if k == 1:
         x0, y0, w, h = y0, ws - x0 - w, h, w
         mx, my, sx, sy = my, -mx, sy, ws - sx

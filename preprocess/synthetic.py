@@ -18,8 +18,10 @@ self-similar like real video, so masked pixels are predictable from visible ones
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import av
 import cv2
@@ -198,10 +200,11 @@ CODECS = {
 }
 
 
-def encode(path: str | Path, frames: np.ndarray, codec: str = "h264", fps: int = 25,
+def encode(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], codec: str = "h264", fps: int = 25,
            bframes: int = 0, refs: int = 1, crf: int = 12, gop: int = 250,
            options: dict | None = None, rotation: int = 0) -> Path:
-    """Encode (T, H, W, 3) uint8 RGB frames into a real video file with PyAV.
+    """Encode (T, H, W, 3) uint8 RGB frames (or an iterable of (H, W, 3) frames, for videos too
+    long to hold) into a real video file with PyAV.
 
     `bframes` and `refs` control the H.264 GOP structure (B-frames, multi-reference);
     odd frame sizes are encoded as they are for codecs that allow it. `rotation` writes a
@@ -223,9 +226,14 @@ def encode(path: str | Path, frames: np.ndarray, codec: str = "h264", fps: int =
     elif codec == "mpeg4":
         opts.update({"b": "4M", "bf": str(bframes)})  # qscale is not an AVOption here
     opts.update(options or {})
+    if isinstance(frames, np.ndarray):
+        height, width = frames.shape[1:3]
+    else:
+        first = next(iter(frames))
+        frames, (height, width) = itertools.chain([first], frames), first.shape[:2]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(encoder, rate=fps, options=opts)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.width, stream.height = width, height
         stream.pix_fmt = pix_fmt
         stream.thread_count = 1
         if rotation:

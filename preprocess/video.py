@@ -1,25 +1,30 @@
-"""One video -> the dict of arrays and attrs of the shard schema, composing the stages.
+"""One video -> the arrays and attrs of the shard schema, composing the stages window by window.
 
-`compute_arrays` is pure (decoded frames and vectors in, arrays out); `extract_video`
-adds the decode at the edge. Every stage runs under `stage(name)`, so whatever goes
-wrong inside it becomes an ExtractionError naming that stage: a failure record, not a
-crashed run.
+The video is decoded in windows of `WINDOW_FRAMES` frames (`FrameStream`); each window
+goes through the list of `window_stages` (pure: arrays in, arrays out, with the little
+state that crosses a window boundary: the flow's previous frame, the trajectories' L - 1
+unfinished start frames) and its arrays go to a `Sink` (the shard writer) before the next
+window is decoded, so memory does not grow with the video's length. Dropping a computed
+array is deleting its stage from the list. Every stage runs under `stage(name)`, so
+whatever goes wrong inside it becomes an ExtractionError naming that stage: a failure
+record, not a crashed run.
 """
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
 
 import cv2
 import numpy as np
 
 from preprocess.config import ExtractConfig
-from preprocess.decode import DecodedVideo, decode_video
+from preprocess.decode import FrameStream
 from preprocess.errors import ExtractionError
-from preprocess.flow import FlowConfig, downsample_frame, iter_warped_flow
+from preprocess.flow import FlowConfig, WarpedFlow, downsample_frame
 from preprocess.hog import cell_hog
-from preprocess.trajectories import Tracker
+from preprocess.trajectories import RollingTracker
 
 
 @contextmanager
@@ -49,64 +54,203 @@ def to_gray(frames: np.ndarray) -> np.ndarray:
         np.zeros(frames.shape[:3], np.uint8)
 
 
-def compute_arrays(decoded: DecodedVideo, cfg: ExtractConfig,
-                   timings: dict[str, float]) -> dict[str, np.ndarray]:
-    """Decoded frames + codec vectors -> every array of the schema (reader dtypes and units).
+# Frames decoded and computed together. Memory holds one window of frames and of
+# full-resolution compensated flow (~30 MB at 456x256), whatever the video's length.
+WINDOW_FRAMES = 32
 
-    Flow is streamed pair by pair into the tracker and the downsampled store, so only one
-    full-resolution flow field is alive at a time.
-    """
-    with stage("flow", timings):
-        gray = to_gray(decoded.frames)
-        n, height, width = gray.shape
-        pairs = iter_warped_flow(gray, flow_config(cfg), mv=decoded.mv, mv_valid=decoded.mv_valid)
-        stride = cfg.flow_stride
-        flow_small = np.empty((max(n - 1, 0), height // stride, width // stride, 2), np.float32)
-        homography = np.empty((max(n - 1, 0), 3, 3), np.float32)
-        ok = np.zeros(max(n - 1, 0), bool)
-    with stage("trajectories", timings):
-        tracker = Tracker(n, height, width, cfg.traj_len)
-    for t in range(n - 1):
-        with stage("flow", timings):
-            comp, h, ok[t] = next(pairs)
-            homography[t] = h
-            downsample_frame(comp, stride, flow_small[t])
-        with stage("trajectories", timings):
+
+@dataclass
+class Window:
+    """Frames start .. start + n - 1 of a video and what earlier stages derived.
+
+    frames (n, H, W, 3) uint8 RGB, gray (n, H, W) uint8, mv (n, Hc, Wc, 2) float32,
+    mv_valid (n, Hc, Wc) bool; last: no frame follows. Stages may leave data for the later
+    stages of the same window in `shared` (the flow stage: the full-resolution pairs)."""
+
+    start: int
+    frames: np.ndarray
+    gray: np.ndarray
+    mv: np.ndarray
+    mv_valid: np.ndarray
+    last: bool
+    shared: dict = field(default_factory=dict)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.frames)
+
+
+class Sink(Protocol):
+    """Where a video's arrays go as they are computed (shards.video_writer.VideoWriter, or
+    `Collect` in memory). `start` gets the shape attrs before the first `append`."""
+
+    def start(self, attrs: dict) -> None: ...
+
+    def append(self, name: str, rows: np.ndarray) -> None: ...
+
+
+def decoded_arrays(win: Window) -> dict[str, np.ndarray]:
+    """frames, mv and mv_valid as decoded."""
+    return {"frames": win.frames, "mv": win.mv, "mv_valid": win.mv_valid}
+
+
+class FlowStage:
+    """Compensated flow and camera homography of the pairs t -> t+1 whose frame t+1 has arrived:
+    the first frame of a window closes the last pair of the window before. Leaves the pairs
+    (t, full-resolution compensated flow, stored float32 homography) in shared["pairs"]."""
+
+    name = "flow"
+
+    def __init__(self, cfg: ExtractConfig):
+        self.stride = cfg.flow_stride
+        self.flow = WarpedFlow(flow_config(cfg))
+        self.previous: np.ndarray | None = None  # last grey frame of the window before
+        self.fallbacks = 0
+
+    def __call__(self, win: Window) -> dict[str, np.ndarray]:
+        height, width = win.gray.shape[1:]
+        gray = win.gray if self.previous is None else np.concatenate([self.previous[None], win.gray])
+        first = win.start - (len(gray) - len(win.gray))  # frame index of gray[0]
+        pairs = len(gray) - 1
+        flow_small = np.empty((pairs, height // self.stride, width // self.stride, 2), np.float32)
+        homography = np.empty((pairs, 3, 3), np.float32)
+        ok = np.zeros(pairs, bool)
+        win.shared["pairs"] = []
+        for i in range(pairs):
+            t = first + i
+            k = t + 1 - win.start  # frame t+1 within the window
+            comp, h, ok[i] = self.flow.pair(t, gray[i], gray[i + 1], win.mv[k], win.mv_valid[k])
+            homography[i] = h
+            downsample_frame(comp, self.stride, flow_small[i])
             # the stored (float32) homography, so that `positions` on the shards retraces the tracks
-            tracker.step(t, comp, homography[t])
-    with stage("hog", timings):
-        hog = cell_hog(gray)
-    return {
-        "frames": decoded.frames,
-        "mv": decoded.mv,
-        "mv_valid": decoded.mv_valid,
-        "flow": flow_small,
-        "homography": homography,
-        "homography_ok": ok,
-        "traj": tracker.traj,
-        "traj_valid": tracker.valid,
-        "hog": hog,
-    }
+            win.shared["pairs"].append((t, comp, homography[i]))
+        self.previous = win.gray[-1]
+        self.fallbacks += int((~ok).sum())
+        return {"flow": flow_small, "homography": homography, "homography_ok": ok}
 
 
-def extract_video(path: str, cfg: ExtractConfig) -> tuple[dict[str, np.ndarray], dict]:
-    """Decode one file and compute its arrays; raises ExtractionError on bad input."""
+class TrajectoryStage:
+    """Dense trajectories of every start frame whose `traj_len` steps are done (or cut by the
+    end of the video): they lag the flow by L - 1 frames (`RollingTracker`)."""
+
+    name = "trajectories"
+
+    def __init__(self, cfg: ExtractConfig):
+        self.traj_len = cfg.traj_len
+        self.tracker: RollingTracker | None = None
+
+    def __call__(self, win: Window) -> dict[str, np.ndarray]:
+        if self.tracker is None:
+            self.tracker = RollingTracker(*win.gray.shape[1:], self.traj_len)
+        done = [self.tracker.step(t, comp, h) for t, comp, h in win.shared["pairs"]]
+        if win.last:
+            done.append(self.tracker.finish(win.end))
+        if not done:
+            hc, wc = self.tracker.hc, self.tracker.wc
+            return {"traj": np.zeros((0, hc, wc, self.traj_len, 2), np.float32),
+                    "traj_valid": np.zeros((0, hc, wc, self.traj_len), bool)}
+        return {"traj": np.concatenate([d[0] for d in done]), "traj_valid": np.concatenate([d[1] for d in done])}
+
+
+class HogStage:
+    """Cell histograms of oriented gradients of each frame."""
+
+    name = "hog"
+
+    def __call__(self, win: Window) -> dict[str, np.ndarray]:
+        return {"hog": cell_hog(win.gray)}
+
+
+def window_stages(cfg: ExtractConfig) -> list:
+    """The per-window stages, in order (a stage reads what earlier ones left in `shared`).
+    Each returns arrays of the schema for frames (or pairs) it has finished, in time order."""
+    return [FlowStage(cfg), TrajectoryStage(cfg), HogStage()]
+
+
+def windows(stream: FrameStream, size: int, timings: dict[str, float]) -> Iterator[Window]:
+    """The decoded frames of `stream` in windows of `size` (the last one shorter)."""
+    items = iter(stream)
+    batch: list = []
+    start = 0
+    while True:
+        with stage("decode", None):  # decode errors become ExtractionError("decode")
+            item = next(items, None)
+        if item is not None and len(batch) < size:
+            batch.append(item)
+            continue
+        if batch:
+            frames = np.stack([b[0] for b in batch])
+            with stage("flow", timings):
+                gray = to_gray(frames)
+            yield Window(start, frames, gray, np.stack([b[1] for b in batch]), np.stack([b[2] for b in batch]),
+                         last=item is None)
+            start += len(batch)
+        if item is None:
+            return
+        batch = [item]
+
+
+def extract_video_into(path: str, cfg: ExtractConfig, sink: Sink) -> dict:
+    """Decode one file in windows of frames and hand each window's arrays to `sink` as soon as
+    they are computed; returns the video's attrs. Raises ExtractionError on bad input.
+
+    Peak memory is a window (plus the stages' look-behind: one grey frame for the flow, L
+    start frames for the trajectories), not the video: the same arrays as computing the whole
+    video at once, for videos of any length (tests/preprocess/test_stream.py)."""
     timings: dict[str, float] = {}
-    with stage("decode", timings):
-        decoded = decode_video(path, short_side=cfg.short_side, fps=cfg.fps,
-                               max_ref_distance=cfg.max_ref_distance, allow_images=cfg.allow_images)
-    # decode_video reports its own split of decode / motion-vector / reference-distance time
-    inner = dict(decoded.attrs.get("timings", {}))
-    if inner:
-        timings["decode"] = 0.0
-        for key, seconds in inner.items():
-            timings[key] = timings.get(key, 0.0) + seconds
-    arrays = compute_arrays(decoded, cfg, timings)
-    attrs = {k: v for k, v in decoded.attrs.items() if k != "timings"}
+    stream = FrameStream(path, short_side=cfg.short_side, fps=cfg.fps,
+                         max_ref_distance=cfg.max_ref_distance, allow_images=cfg.allow_images)
+    stages = window_stages(cfg)
+    started = False
+    for win in windows(stream, WINDOW_FRAMES, timings):
+        if not started:
+            with stage("write", timings):
+                sink.start({"height": win.frames.shape[1], "width": win.frames.shape[2],
+                            "traj_len": cfg.traj_len, "flow_stride": cfg.flow_stride,
+                            "frames_storage": cfg.frames})
+            started = True
+        outputs = decoded_arrays(win)
+        for st in stages:
+            with stage(st.name, timings):
+                outputs.update(st(win))
+        with stage("write", timings):
+            for name, rows in outputs.items():
+                if not (name == "frames" and cfg.frames == "none"):  # decoded from the source when read
+                    sink.append(name, rows)
+    # FrameStream reports its own split of decode / motion-vector / reference-distance time
+    for key, seconds in stream.attrs.pop("timings").items():
+        timings[key] = timings.get(key, 0.0) + seconds
+    attrs = dict(stream.attrs)
+    flow = next(st for st in stages if isinstance(st, FlowStage))
     attrs.update({
         "traj_len": cfg.traj_len,
         "flow_stride": cfg.flow_stride,
-        "homography_fallbacks": int((~arrays["homography_ok"]).sum()),
-        "timings": {k: round(v, 4) for k, v in timings.items()},
+        "frames_storage": cfg.frames,
+        "homography_fallbacks": flow.fallbacks,
+        "timings": {k: round(v, 4) for k, v in timings.items() if k != "write"},
     })
-    return arrays, attrs
+    return attrs
+
+
+class Collect:
+    """A `Sink` that keeps every array in memory (`extract_video`)."""
+
+    def __init__(self):
+        self.blocks: dict[str, list[np.ndarray]] = {}
+
+    def start(self, attrs: dict) -> None:
+        pass
+
+    def append(self, name: str, rows: np.ndarray) -> None:
+        self.blocks.setdefault(name, []).append(rows)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(blocks) for name, blocks in self.blocks.items()}
+
+
+def extract_video(path: str, cfg: ExtractConfig) -> tuple[dict[str, np.ndarray], dict]:
+    """Decode one file and compute its arrays, all held in memory; raises ExtractionError on bad
+    input. The extractor streams them into the shards instead (`extract_video_into`)."""
+    sink = Collect()
+    attrs = extract_video_into(path, cfg, sink)
+    return sink.arrays(), attrs

@@ -102,6 +102,7 @@ class Hdf5Writer:
         self.attrs = {k: v for k, v in attrs.items() if k not in (INDEX_KEY, INDEX_BASE_KEY)}
         for sub in ("videos", "failures"):
             self.fs.makedirs(f"{self.root}/{sub}", exist_ok=True)
+        self._streams: dict[str, tuple[h5py.File, str]] = {}  # videos begun, not committed
 
     def config(self) -> dict:
         return self.attrs.get("config") or {}
@@ -132,18 +133,57 @@ class Hdf5Writer:
         return dropped
 
     def write_video(self, video_id: str, stored: dict[str, np.ndarray], attrs: dict) -> int:
-        final = f"{self.root}/videos/{video_id}.h5"
+        f, tmp = self._tmp_file(video_id)
+        try:
+            for name, data in stored.items():
+                f.create_dataset(name, data=data, **_dataset_kwargs(name, data.shape))
+        except BaseException:
+            f.close()
+            os.unlink(tmp)
+            raise
+        return self._commit(video_id, f, tmp, attrs)
+
+    # A video written as it is computed (shards.video_writer): begin, rows, commit or abort.
+
+    def begin_video(self, video_id: str, attrs: dict) -> None:
+        self._streams[video_id] = self._tmp_file(video_id)
+
+    def write_rows(self, video_id: str, name: str, start: int, rows: np.ndarray, shard_frames: int) -> None:
+        """Rows start .. start + len(rows) - 1 of dataset `name`, which grows to end there."""
+        f, _ = self._streams[video_id]
+        if name not in f:
+            rest = rows.shape[1:]
+            f.create_dataset(name, shape=(0,) + rest, maxshape=(None,) + rest, dtype=rows.dtype,
+                             chunks=(ARRAYS[name].frame_chunk,) + rest, **COMPRESSION)
+        f[name].resize(start + len(rows), axis=0)
+        if rows.size:
+            f[name][start:start + len(rows)] = rows
+
+    def commit_video(self, video_id: str, attrs: dict) -> int:
+        return self._commit(video_id, *self._streams.pop(video_id), attrs)
+
+    def abort_video(self, video_id: str) -> None:
+        stream = self._streams.pop(video_id, None)
+        if stream is not None:
+            stream[0].close()
+            os.unlink(stream[1])
+
+    def _tmp_file(self, video_id: str) -> tuple[h5py.File, str]:
+        """A new HDF5 file under a temporary name no reader lists (local: next to the set)."""
         local_dir = f"{self.root}/videos" if _is_local(self.fs) else None
         fd, tmp = tempfile.mkstemp(prefix=f".{video_id}.", suffix=".tmp", dir=local_dir)
         os.close(fd)
+        return h5py.File(tmp, "w"), tmp
+
+    def _commit(self, video_id: str, f: h5py.File, tmp: str, attrs: dict) -> int:
+        """Attrs with the commit marker, then the rename to <id>.h5 (the commit)."""
+        final = f"{self.root}/videos/{video_id}.h5"
         try:
-            with h5py.File(tmp, "w") as f:
-                for name, data in stored.items():
-                    f.create_dataset(name, data=data, **_dataset_kwargs(name, data.shape))
+            with f:
                 f.attrs[ROOT_KEY] = json.dumps(self.attrs)
                 f.attrs["attrs"] = json.dumps({**attrs, COMMIT_ATTR: True})
             nbytes = os.path.getsize(tmp)
-            if local_dir is not None:
+            if _is_local(self.fs):
                 os.replace(tmp, final)  # the commit
             else:
                 _put_atomic(self.fs, None, final, local_file=tmp)

@@ -4,7 +4,7 @@ Such a set stores no frames array; `video["frames"][idx]` decodes the clip from 
 recorded in the video's attrs (`source`), and must return exactly what extraction would have
 stored before the JPEG step: the same native frames (the fps resampling of `keep_indices`), the
 same swscale area scaling to the stored size in the YUV -> RGB pass (`stored_rgb`), the same
-upright turn (attrs `rotation`).
+upright turn and mirror (attrs `display_transform`, else `rotation`; `orientation`).
 
 The frame geometry (`keep_indices`, `stored_size`, `stored_rgb`, `quarter_turns`) is defined
 here and imported by preprocess/decode.py. Decoding is single-threaded PyAV (one core per
@@ -75,6 +75,38 @@ def quarter_turns(rotation_degrees) -> int:
     return round(int(round(rotation_degrees or 0)) / 90) % 4
 
 
+# FFmpeg's transpose filter directions as (np.rot90 quarter turns, then a left-right mirror):
+# cclock_flip is the transpose proper (out[y, x] = in[x, y]), clock_flip the anti-transpose.
+TRANSFORMS = {"transpose=clock": (3, False), "transpose=cclock": (1, False),
+              "transpose=cclock_flip": (3, True), "transpose=clock_flip": (1, True),
+              "hflip": (0, True), "vflip": (2, True)}
+
+
+def compose(filters: list[str]) -> tuple[int, bool]:
+    """(quarter turns, mirror) of FFmpeg's autorotate filters applied in order (see TRANSFORMS)."""
+    turns, mirror = 0, False
+    for name in filters:  # compose: rot90 then mirror, followed by rot90(k) then mirror(m)
+        k, m = TRANSFORMS[name]
+        turns, mirror = (turns - k) % 4 if mirror else (turns + k) % 4, mirror != m
+    return turns, mirror
+
+
+def orientation(attrs: dict) -> tuple[int, bool]:
+    """(quarter turns, mirror) that took a video's coded frames to its stored ones: from attrs
+    `display_transform` (the filters), or `rotation` alone where the filters are not quarter
+    turns and flips (a `rotate=` angle, stored as the nearest quarter turn) or not recorded."""
+    filters = attrs.get("display_transform")
+    if not isinstance(filters, list) or any(f not in TRANSFORMS for f in filters):
+        return quarter_turns(attrs.get("rotation")), False
+    return compose(filters)
+
+
+def orient(image: np.ndarray, turns: int, mirror: bool) -> np.ndarray:
+    """(H, W, ...) coded picture -> as displayed: np.rot90 by `turns`, then mirrored left-right."""
+    out = np.rot90(image, turns)
+    return np.ascontiguousarray(out[:, ::-1] if mirror else out)
+
+
 # ---- read-time decoding ---------------------------------------------------------------------
 
 class SourceMissing(ShardReadError, FileNotFoundError):
@@ -141,7 +173,7 @@ def build_index(path: str, native_num_frames: int | None) -> FrameIndex:
 
 
 def decode_native(path: str, index: FrameIndex, native: np.ndarray, hw: tuple[int, int],
-                  turns: int) -> np.ndarray:
+                  turns: int, mirror: bool = False) -> np.ndarray:
     """(n, H, W, 3) uint8 RGB of native frames `native` (sorted unique), scaled to `hw` (coded
     orientation) then turned upright by `turns` quarter turns."""
     out_hw = hw[::-1] if turns % 2 else hw
@@ -149,7 +181,7 @@ def decode_native(path: str, index: FrameIndex, native: np.ndarray, hw: tuple[in
     if not len(native):
         return out
     if not index.seekable:
-        _sequential(path, native, hw, turns, out)
+        _sequential(path, native, hw, turns, mirror, out)
         return out
     container, stream = _open(path)
     with container:
@@ -160,7 +192,7 @@ def decode_native(path: str, index: FrameIndex, native: np.ndarray, hw: tuple[in
             start = int(key_at[native[i]])
             if position < start or position >= native[i]:
                 if not _seek(container, stream, int(index.pts[start])):
-                    _sequential(path, native[i:], hw, turns, out[i:])
+                    _sequential(path, native[i:], hw, turns, mirror, out[i:])
                     return out
                 position = -1
             for frame in _decoded(container, stream, wanted):
@@ -170,11 +202,11 @@ def decode_native(path: str, index: FrameIndex, native: np.ndarray, hw: tuple[in
                 if n >= len(index.pts) or index.pts[n] != frame.pts:
                     continue
                 if position == -1 and n > native[i]:  # the seek landed after the frame: go from the start
-                    _sequential(path, native[i:], hw, turns, out[i:])
+                    _sequential(path, native[i:], hw, turns, mirror, out[i:])
                     return out
                 position = n
                 if n == native[i]:
-                    out[i] = np.rot90(stored_rgb(frame, hw), turns)
+                    out[i] = orient(stored_rgb(frame, hw), turns, mirror)
                     i += 1
                     if i == len(native) or key_at[native[i]] > n:
                         break  # done, or a keyframe closer than here: seek to it
@@ -202,7 +234,7 @@ def _seek(container, stream, pts: int) -> bool:
         return False
 
 
-def _sequential(path: str, native: np.ndarray, hw, turns: int, out: np.ndarray) -> None:
+def _sequential(path: str, native: np.ndarray, hw, turns: int, mirror: bool, out: np.ndarray) -> None:
     """Decode from the first frame, counting frames as extraction does: streams the index
     cannot seek in (no timestamps), or a seek that landed past the frame."""
     container, stream = _open(path)
@@ -210,7 +242,7 @@ def _sequential(path: str, native: np.ndarray, hw, turns: int, out: np.ndarray) 
         i = 0
         for n, frame in enumerate(container.decode(stream)):
             if n == native[i]:
-                out[i] = np.rot90(stored_rgb(frame, hw), turns)
+                out[i] = orient(stored_rgb(frame, hw), turns, mirror)
                 i += 1
                 if i == len(native):
                     return
@@ -241,7 +273,7 @@ class SourceFrames:
         self.video_id = video_id
         self.attrs = attrs
         self.path = resolve_source(attrs, source_root)
-        self.turns = quarter_turns(attrs.get("rotation"))
+        self.turns, self.mirror = orientation(attrs)
         h, w = int(attrs["height"]), int(attrs["width"])
         self.hw = (w, h) if self.turns % 2 else (h, w)  # coded orientation, before the turn
         self._cache = cache if cache is not None else OrderedDict()
@@ -268,7 +300,7 @@ class SourceFrames:
         index = self.index()
         mapping = index.native_of_stored(self.attrs)
         native = np.asarray(stored, np.int64) if mapping is None else mapping[np.asarray(stored, np.int64)]
-        return decode_native(self.path, index, native, self.hw, self.turns)
+        return decode_native(self.path, index, native, self.hw, self.turns, self.mirror)
 
 
 def resolve_source(attrs: dict, source_root: str | None) -> str:

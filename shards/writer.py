@@ -23,6 +23,8 @@ from .cli import CliError
 from .lock import LOCK_NAME
 from .schema import (ARRAYS, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
                      encode, stored_arrays)
+from . import video_writer
+from .video_writer import VideoWriter, check_values
 
 FORMATS = ("zarr", "hdf5")
 FAILURE_KEYS = ("source", "reason", "stage")
@@ -110,13 +112,19 @@ def check_video_id(video_id: str) -> None:
                          f"without '/' or '\\' that does not start with '.'")
 
 
-def prepare(arrays: dict[str, np.ndarray], attrs: dict) -> tuple[dict[str, np.ndarray], dict]:
-    """Validate reader-dtype arrays against the schema and quantize them to stored dtypes."""
+def check_attrs(attrs: dict) -> dict:
+    """Video attrs as stored: plain JSON types, the schema version, every required key."""
     attrs = _jsonable(dict(attrs))
     attrs["schema_version"] = SCHEMA_VERSION
     missing_attrs = [k for k in (*REQUIRED_VIDEO_ATTRS, *SHAPE_ATTRS) if k not in attrs]
     if missing_attrs:
         raise ValueError(f"video attrs lack {missing_attrs}")
+    return attrs
+
+
+def prepare(arrays: dict[str, np.ndarray], attrs: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """Validate reader-dtype arrays against the schema and quantize them to stored dtypes."""
+    attrs = check_attrs(attrs)
     names = stored_arrays(attrs)  # frames_storage "none": no frames array
     missing = sorted(set(names) - set(arrays))
     unknown = sorted(set(arrays) - set(names))
@@ -132,12 +140,7 @@ def prepare(arrays: dict[str, np.ndarray], attrs: dict) -> tuple[dict[str, np.nd
         if values.shape != want:
             raise ValueError(f"{name}: shape {values.shape}, schema {spec.dims} with these attrs "
                              f"gives {want}")
-        if spec.dtype == "bool" and values.dtype != np.bool_:
-            raise ValueError(f"{name}: dtype {values.dtype}, expected bool")
-        if spec.dtype == "uint8" and values.dtype != np.uint8:
-            raise ValueError(f"{name}: dtype {values.dtype}, expected uint8")
-        if values.dtype.kind == "f" and not np.isfinite(values).all():
-            raise ValueError(f"{name}: {np.count_nonzero(~np.isfinite(values))} non-finite values")
+        check_values(name, spec, values)
         stored[name] = np.ascontiguousarray(encode(name, values))
     return stored, attrs
 
@@ -178,6 +181,19 @@ class ShardWriter:
         check_video_id(video_id)
         stored, attrs = prepare(arrays, attrs)
         return self._backend.write_video(video_id, stored, attrs)
+
+    def begin_video(self, video_id: str, attrs: dict | None = None,
+                    shard_frames: int | None = None) -> VideoWriter:
+        """A video to write while it is computed (shards/video_writer.py): `append` rows per
+        array, then `commit(attrs)`; the same checks, quantization and commit guarantees as
+        `write_video`. `attrs` (height, width, traj_len, flow_stride) may instead be given
+        later with `start`."""
+        check_video_id(video_id)
+        video = VideoWriter(self._backend, video_id, check_attrs,
+                            video_writer.STREAM_SHARD_FRAMES if shard_frames is None else shard_frames)
+        if attrs is not None:
+            video.start(attrs)
+        return video
 
     def write_failure(self, video_id: str, record: dict) -> None:
         """Record why a video could not be extracted: {source, reason, stage}."""

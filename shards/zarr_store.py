@@ -28,6 +28,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from .metadata import damaged, parse_json
 from .schema import ARRAYS, COMMIT_ATTR, root_attrs, root_version
+from .video_writer import shard_layout
 
 # zstd inside Blosc with byte shuffle: shuffle groups the bytes of int16/float16/float32
 # values, which compresses them ~1.5x better; it is a no-op for 1-byte dtypes. Level 1:
@@ -161,6 +162,7 @@ class ZarrWriter:
         self.fs, self.fs_root = fsspec.core.url_to_fs(self.path)
         self.videos = root.require_group("videos")
         self.failures = root.require_group("failures")
+        self._streams: dict[str, tuple] = {}  # videos begun, not committed: (group, {name: array})
 
     def config(self) -> dict:
         return zarr.open_group(self.store, mode="r", use_consolidated=False).attrs.get("config") or {}
@@ -226,7 +228,40 @@ class ZarrWriter:
                                      config=ARRAY_CONFIG)
             if data.size:
                 arr[...] = data
-        group.update_attributes({COMMIT_ATTR: True})  # the commit: everything above is on disk
+        return self._commit(video_id, group, {COMMIT_ATTR: True})  # everything above is on disk
+
+    # A video written as it is computed (shards.video_writer): begin, rows, commit or abort.
+
+    def begin_video(self, video_id: str, attrs: dict) -> None:
+        self._streams[video_id] = (self.videos.create_group(
+            video_id, attributes={**attrs, COMMIT_ATTR: False}, overwrite=True), {})
+
+    def write_rows(self, video_id: str, name: str, start: int, rows: np.ndarray, shard_frames: int) -> None:
+        """Rows start .. start + len(rows) - 1 of array `name`; the array grows to end there.
+        Each call covers whole shards (but the last), so no shard file is read back."""
+        group, arrays = self._streams[video_id]
+        end = (start + len(rows),) + rows.shape[1:]
+        if name not in arrays:
+            chunks, shards = shard_layout(ARRAYS[name].frame_chunk, shard_frames, rows.shape[1:])
+            arrays[name] = group.create_array(name, shape=end, dtype=rows.dtype, chunks=chunks, shards=shards,
+                                              compressors=[COMPRESSOR, CHECKSUM], fill_value=0,
+                                              config=ARRAY_CONFIG)
+        else:
+            arrays[name].resize(end)
+        if rows.size:
+            arrays[name][start:end[0]] = rows
+
+    def commit_video(self, video_id: str, attrs: dict) -> int:
+        group, _ = self._streams.pop(video_id)
+        # the final attrs and the marker in one zarr.json write, after every chunk
+        return self._commit(video_id, group, {**attrs, COMMIT_ATTR: True})
+
+    def abort_video(self, video_id: str) -> None:
+        if self._streams.pop(video_id, None) is not None and video_id in self.videos:
+            del self.videos[video_id]
+
+    def _commit(self, video_id: str, group, attrs: dict) -> int:
+        group.update_attributes(attrs)  # the commit
         _quiet_consolidate(self.store, f"videos/{video_id}")
         if video_id in self.failures:
             del self.failures[video_id]

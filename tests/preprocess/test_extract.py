@@ -294,19 +294,19 @@ def test_bad_files_through_the_cli(bad_corpus, tmp_path, capsys):
 def test_in_process_crash_is_retried_then_recorded(corpus, tmp_path, monkeypatch):
     import preprocess.video
 
-    real = preprocess.video.extract_video
+    real = preprocess.video.extract_video_into
     calls: dict[str, int] = {}
 
-    def flaky(path, cfg):
+    def flaky(path, cfg, sink):
         name = Path(path).stem
         calls[name] = calls.get(name, 0) + 1
         if name == "pan" and calls[name] == 1:
             raise OSError("stale NFS file handle")  # transient: the retry succeeds
         if name == "object":
             raise KeyError("a bug")  # every attempt: an 'internal' failure, the run goes on
-        return real(path, cfg)
+        return real(path, cfg, sink)
 
-    monkeypatch.setattr(preprocess.video, "extract_video", flaky)
+    monkeypatch.setattr(preprocess.video, "extract_video_into", flaky)
     out = tmp_path / "s"
     summary = run(_cfg(corpus, out, workers=0, retries=1, shard_size=3), log=_quiet)
     assert (summary["done"], summary["failed"]) == (1, 2)

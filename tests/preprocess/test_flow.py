@@ -180,3 +180,15 @@ def test_measure_speed_and_bias(tmp_path, capsys):
             print("\n" + "\n".join(lines))
     finally:
         cv2.setNumThreads(threads)
+
+
+def test_keypoints_of_isolated_fallbacks_are_not_kept():
+    """Only frames t and t+1 keep their keypoints: a long video with fallbacks here and there
+    must not accumulate them (12 kB per frame with ORB's 300 points)."""
+    from preprocess.flow import WarpedFlow
+
+    gray = (np.random.default_rng(0).random((64, 80)) * 255).astype(np.uint8)
+    wf = WarpedFlow(FlowConfig())
+    for i in (0, 1, 5, 6, 9, 10):  # pairs 0, 5 and 9 fell back to keypoints
+        wf._cached_keypoints(i, gray)
+    assert sorted(wf._keypoints) == [9, 10]

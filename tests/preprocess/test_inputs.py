@@ -25,6 +25,8 @@ def rotated(tmp_path_factory):
 def test_rotated_video_is_stored_upright(rotated, degrees, turns):
     plain, rot = rotated[0], rotated[degrees]
     assert rot.attrs["rotation"] == (-180 if degrees == 180 else degrees) and plain.attrs["rotation"] == 0
+    assert rot.attrs["display_transform"] == {1: ["transpose=cclock"], 2: ["hflip", "vflip"],
+                                              3: ["transpose=clock"]}[turns]
     np.testing.assert_array_equal(rot.frames, np.rot90(plain.frames, turns, axes=(1, 2)))
     assert (rot.attrs["height"], rot.attrs["width"]) == ((64, 48) if turns % 2 else (48, 64))
     assert (rot.attrs["source_height"], rot.attrs["source_width"]) == (rot.attrs["height"], rot.attrs["width"])
@@ -40,6 +42,46 @@ def test_rotated_video_is_stored_upright(rotated, degrees, turns):
     if degrees == 90:
         moving = rot.mv[rot.mv_valid & (np.abs(rot.mv).sum(-1) > 1)]
         assert abs(np.median(moving[:, 1]) + 3.0) < 0.5 and abs(np.median(moving[:, 0])) < 0.5
+
+
+# A display matrix with a mirror (EXIF orientations 2, 4, 5, 7), written into the mp4's track
+# header by hand: PyAV only writes rotations. FFmpeg's autorotate applies these filters; the
+# pixel maps are the filters' definitions (libavfilter vf_transpose, hflip, vflip) and the
+# vector maps follow, so neither side uses the extractor's own orientation code.
+MIRRORS = {  # name: ((a, b, c, d) of the matrix, FFmpeg's filters, frame map, (dx, dy) map)
+    "hflip": ((-1, 0, 0, 1), ["hflip"], lambda f: f[:, :, ::-1], lambda dx, dy: (-dx, dy)),
+    "vflip": ((1, 0, 0, -1), ["vflip"], lambda f: f[:, ::-1], lambda dx, dy: (dx, -dy)),
+    "transpose": ((0, 1, 1, 0), ["transpose=cclock_flip"], lambda f: f.transpose(0, 2, 1, 3),
+                  lambda dx, dy: (dy, dx)),
+    "antitranspose": ((0, -1, -1, 0), ["transpose=clock_flip"], lambda f: f[:, ::-1, ::-1].transpose(0, 2, 1, 3),
+                      lambda dx, dy: (-dy, -dx)),
+}
+
+
+def with_display_matrix(src, dst, abcd):
+    """A copy of the mp4 `src` whose track header holds the matrix [[a, b, 0], [c, d, 0], [0, 0, 1]]."""
+    import struct
+
+    identity = struct.pack(">9i", 1 << 16, 0, 0, 0, 1 << 16, 0, 0, 0, 1 << 30)
+    data = src.read_bytes()
+    at = data.index(identity, data.index(b"tkhd"))
+    a, b, c, d = (v << 16 for v in abcd)
+    dst.write_bytes(data[:at] + struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 1 << 30) + data[at + 36:])
+    return dst
+
+
+@pytest.mark.parametrize("name", sorted(MIRRORS))
+def test_mirrored_video_is_stored_as_ffmpeg_shows_it(name, tmp_path):
+    matrix, filters, frame_map, vector_map = MIRRORS[name]
+    src = encode(tmp_path / "plain", render(SCENE), codec="h264", bframes=2)
+    plain = decode_video(src, short_side=256)
+    shown = decode_video(with_display_matrix(src, tmp_path / f"{name}.mp4", matrix), short_side=256)
+    assert shown.attrs["display_transform"] == filters and plain.attrs["display_transform"] == []
+    np.testing.assert_array_equal(shown.frames, frame_map(plain.frames))
+    np.testing.assert_array_equal(shown.mv_valid, frame_map(plain.mv_valid[..., None])[..., 0])
+    np.testing.assert_array_equal(shown.mv_distance, frame_map(plain.mv_distance[..., None])[..., 0])
+    mv = frame_map(plain.mv)
+    np.testing.assert_allclose(shown.mv, np.stack(vector_map(mv[..., 0], mv[..., 1]), -1), atol=1e-6)
 
 
 # ------------------------------------------------------------------ files that are not videos

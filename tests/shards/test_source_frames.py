@@ -159,3 +159,23 @@ def test_hdf5_sets_read_the_same_frames(both, corpus, tmp_path):
         assert hs.format == "hdf5" and hs.nbytes("bframes")["frames"] == 0
         np.testing.assert_array_equal(hs["bframes"]["frames"][5:30:4], zs["bframes"]["frames"][5:30:4])
         assert video_problems(hs, "rotated") == []
+
+
+@pytest.mark.parametrize("name", ["hflip", "antitranspose"])
+def test_mirrored_sources_read_as_extraction_stored_them(name, tmp_path):
+    """A display matrix with a mirror (applied as FFmpeg's autorotate does at extraction) is
+    applied the same way when a --frames none set decodes the source."""
+    from tests.preprocess.test_inputs import MIRRORS, with_display_matrix
+
+    root = tmp_path / "src"
+    root.mkdir()
+    plain = encode(tmp_path / "plain", render(SCENE), codec="h264", bframes=2, gop=12)
+    with_display_matrix(plain, root / f"{name}.mp4", MIRRORS[name][0])
+    cfg = ExtractConfig(dataset="folder", root=str(root), out=str(tmp_path / "none"), short_side=64,
+                        workers=0, frames="none")
+    assert run(cfg, log=lambda s: None)["done"] == 1
+    expected = decode_video(str(root / f"{name}.mp4"), short_side=64).frames
+    with open_shards(tmp_path / "none") as ds:
+        v = ds[name]
+        assert v.attrs["display_transform"] == MIRRORS[name][1]
+        np.testing.assert_array_equal(v["frames"][[0, 13, 39]], expected[[0, 13, 39]])
