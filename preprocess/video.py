@@ -18,8 +18,6 @@ from preprocess.config import ExtractConfig
 from preprocess.decode import DecodedVideo, decode_video
 from preprocess.errors import ExtractionError
 from preprocess.flow import FlowConfig, downsample_frame, iter_warped_flow
-from preprocess.hog import cell_hog
-from preprocess.trajectories import Tracker
 
 
 @contextmanager
@@ -51,10 +49,12 @@ def to_gray(frames: np.ndarray) -> np.ndarray:
 
 def compute_arrays(decoded: DecodedVideo, cfg: ExtractConfig,
                    timings: dict[str, float]) -> dict[str, np.ndarray]:
-    """Decoded frames + codec vectors -> every array of the schema (reader dtypes and units).
+    """Decoded frames + codec vectors -> every stored array of the schema (reader dtypes and
+    units). Trajectories and HOG are not computed here: shard schema 3 derives them when read,
+    from the stored flow and frames (shards/derived.py).
 
-    Flow is streamed pair by pair into the tracker and the downsampled store, so only one
-    full-resolution flow field is alive at a time.
+    Flow is streamed pair by pair into the downsampled store, so only one full-resolution
+    flow field is alive at a time.
     """
     with stage("flow", timings):
         gray = to_gray(decoded.frames)
@@ -64,18 +64,11 @@ def compute_arrays(decoded: DecodedVideo, cfg: ExtractConfig,
         flow_small = np.empty((max(n - 1, 0), height // stride, width // stride, 2), np.float32)
         homography = np.empty((max(n - 1, 0), 3, 3), np.float32)
         ok = np.zeros(max(n - 1, 0), bool)
-    with stage("trajectories", timings):
-        tracker = Tracker(n, height, width, cfg.traj_len)
     for t in range(n - 1):
         with stage("flow", timings):
             comp, h, ok[t] = next(pairs)
             homography[t] = h
             downsample_frame(comp, stride, flow_small[t])
-        with stage("trajectories", timings):
-            # the stored (float32) homography, so that `positions` on the shards retraces the tracks
-            tracker.step(t, comp, homography[t])
-    with stage("hog", timings):
-        hog = cell_hog(gray)
     return {
         "frames": decoded.frames,
         "mv": decoded.mv,
@@ -83,9 +76,6 @@ def compute_arrays(decoded: DecodedVideo, cfg: ExtractConfig,
         "flow": flow_small,
         "homography": homography,
         "homography_ok": ok,
-        "traj": tracker.traj,
-        "traj_valid": tracker.valid,
-        "hog": hog,
     }
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .cli import CliError
 from .lock import LOCK_NAME
-from .schema import (ARRAYS, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
+from .schema import (ARRAYS, DERIVED, REQUIRED_VIDEO_ATTRS, STORED, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
                      encode)
 
 FORMATS = ("zarr", "hdf5")
@@ -111,19 +111,25 @@ def check_video_id(video_id: str) -> None:
 
 
 def prepare(arrays: dict[str, np.ndarray], attrs: dict) -> tuple[dict[str, np.ndarray], dict]:
-    """Validate reader-dtype arrays against the schema and quantize them to stored dtypes."""
+    """Validate reader-dtype arrays against the schema and quantize them to stored dtypes.
+
+    Only stored arrays are taken: a derived one (schema 3: traj, traj_valid, hog) is computed
+    when read, and passing it is an error rather than a silent drop."""
     attrs = _jsonable(dict(attrs))
     attrs["schema_version"] = SCHEMA_VERSION
     missing_attrs = [k for k in (*REQUIRED_VIDEO_ATTRS, *SHAPE_ATTRS) if k not in attrs]
     if missing_attrs:
         raise ValueError(f"video attrs lack {missing_attrs}")
-    missing = sorted(set(ARRAYS) - set(arrays))
-    unknown = sorted(set(arrays) - set(ARRAYS))
+    missing = sorted(set(STORED) - set(arrays))
+    unknown = sorted(set(arrays) - set(STORED))
     if missing or unknown:
-        raise ValueError(f"arrays do not match the schema: missing {missing}, unknown {unknown}")
+        derived = sorted(set(unknown) & set(DERIVED))
+        raise ValueError(f"arrays do not match the schema: missing {missing}, unknown {unknown}"
+                         + (f" ({derived} are derived when read, never stored)" if derived else ""))
     dims = dims_from_attrs(attrs)
     stored = {}
-    for name, spec in ARRAYS.items():
+    for name in STORED:
+        spec = ARRAYS[name]
         values = np.asarray(arrays[name])
         want = spec.shape(dims)
         if values.shape != want:

@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from shards.schema import CELL, HOG_BINS
-from shards.tracks import along_trajectories, positions
+from shards.tracks import bilinear_sample, reached
 
 from .masks.mgmae import compose
 from .skips import BATCH_KEY, READ_ERRORS
@@ -167,7 +167,9 @@ def read_clip_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
     def at_clip_frames(name: str) -> np.ndarray:
         return video[name][uniq][inv]
 
-    frames = at_clip_frames("frames")[:, y0:y0 + side, x0:x0 + side]
+    full = at_clip_frames("frames")
+    inv_first = np.unique(inv, return_index=True)[1]  # one clip frame per stored frame
+    frames = full[:, y0:y0 + side, x0:x0 + side]
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     frames = np.stack([cv2.resize(f, (S, S), interpolation=interp) for f in frames])      # (T,S,S,3)
     out = {"video": normalize(frames), "frame_step": np.int64(rate)}                         # (3,T,S,S)
@@ -181,7 +183,9 @@ def read_clip_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
     if need & {"flow", "homography"}:
         out.update(clip_flow(video, idx, x0, y0, side, cells, scale))
     if need & {"traj", "traj_valid", "traj_hog"}:
-        out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale))
+        # the clip's frames, already decoded: their luma for the HOG along the trajectories
+        gray = {int(t): cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for t, f in zip(uniq, full[inv_first])}
+        out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale, gray))
     return out
 
 
@@ -205,24 +209,49 @@ def clip_flow(video, idx: np.ndarray, x0: int, y0: int, side: int, cells: int, s
             "homography": crop_homography(pair_hom, x0, y0, scale)}
 
 
-def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
-    """Trajectories (steps, validity, HOG along them) of the points starting at `starts`."""
+def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float,
+                      gray: dict[int, np.ndarray] | None = None) -> dict:
+    """Trajectories (steps, validity, HOG along them) of the points starting at `starts`.
+
+    Only what the clip uses is computed: the points of the crop's cells that `resample_cells`
+    picks (`Video.tracks` on a box of cells, one vectorized pass for all starts) and the HOG of
+    the frames they visit on the cells they visit (`Video.hog_box`), since shard schema 3
+    derives both when read. `gray`: frame index -> (H, W) luma the caller already has (the
+    clip's own frames: their HOG then needs no second read and decode).
+    """
     n_stored = int(video.attrs["num_frames"])
     traj_len = int(video.attrs["traj_len"])
-    # One read per array for the whole clip: step l of a point born in frame s reads frame s + l.
-    lo, hi = int(starts.min()), min(int(starts.max()) + traj_len, n_stored)
-    tr_all, va_all = video["traj"][lo:hi], video["traj_valid"][lo:hi]
-    hom_all, hog_all = video["homography"][lo:hi], video["hog"][lo:hi]
-    traj, valid, hog = [], [], []
-    for s in map(int, starts):
-        a, e = s - lo, min(s + traj_len, n_stored) - lo
-        tr, va = tr_all[a:a + 1], va_all[a:a + 1]
-        pos = positions(tr, va, hom_all[a:e])
-        hog.append(along_trajectories(hog_all[a:e], pos, va)[0])
-        traj.append(tr[0])
-        valid.append(va[0])
-    cut = lambda g: resample_cells(np.stack(g), x0, y0, side, cells)
-    return {"traj": cut(traj) * np.float32(scale), "traj_valid": cut(valid), "traj_hog": cut(hog)}
+    hc, wc = int(video.attrs["height"]) // CELL, int(video.attrs["width"]) // CELL
+    src = ((np.arange(cells) + 0.5) * (side // CELL) / cells).astype(int)   # resample_cells' pick
+    rows, cols = y0 // CELL + src, x0 // CELL + src
+    box_r, box_c = (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
+    ustarts, inv = np.unique(starts, return_inverse=True)
+    traj, valid, pos = video.tracks(ustarts, box_r, box_c)           # (S,r,c,L,2) (S,r,c,L) (S,r,c,L+1,2)
+    # Frame of step l of start s: s + l (the last frame when a short video ends first).
+    frame_of = np.minimum(ustarts[:, None] + np.arange(traj_len), n_stored - 1)   # (S, L)
+    frames = np.unique(frame_of)
+    # Cell-grid coordinates of the positions, and the box of cells their bilinear lookups read.
+    grid = (pos[..., :traj_len, :].astype(np.float64) - (CELL - 1) / 2) / CELL     # (S,r,c,L,2)
+    lo = np.floor(np.clip(grid, 0, None).min((0, 1, 2, 3))).astype(int)
+    hi = np.minimum(np.floor(grid.max((0, 1, 2, 3))).astype(int) + 2, (wc, hc))
+    lo = np.minimum(lo, hi - 1)
+    hog_r, hog_c = (int(lo[1]), int(hi[1])), (int(lo[0]), int(hi[0]))
+    known = gray or {}
+    have = np.array([f in known for f in frames.tolist()], bool)
+    hog = np.empty((len(frames), hog_r[1] - hog_r[0], hog_c[1] - hog_c[0], HOG_BINS), np.float32)
+    if have.any():
+        hog[have] = video.hog_box(frames[have], hog_r, hog_c, np.stack([known[f] for f in frames[have].tolist()]))
+    if (~have).any():
+        hog[~have] = video.hog_box(frames[~have], hog_r, hog_c)
+    seen = reached(valid)
+    traj_hog = np.zeros(valid.shape + (HOG_BINS,), np.float32)
+    box_grid = grid - np.array([hog_c[0], hog_r[0]], np.float64)
+    for l in range(traj_len):
+        k = np.searchsorted(frames, frame_of[:, l])
+        sample = bilinear_sample(hog, k, box_grid[..., l, :])
+        traj_hog[..., l, :] = np.where(seen[..., l, None], sample, 0)
+    pick = lambda g: g[inv][:, rows - box_r[0]][:, :, cols - box_c[0]]  # noqa: E731
+    return {"traj": pick(traj) * np.float32(scale), "traj_valid": pick(valid), "traj_hog": pick(traj_hog)}
 
 
 # ---- augmentation ---------------------------------------------------------------------------
