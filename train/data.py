@@ -169,7 +169,8 @@ def read_clip_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
 
     need = spec.needs
     gray: dict[int, np.ndarray] = {}
-    if need & {"traj", "traj_valid", "traj_hog"} and hasattr(video, "frames_and_gray"):
+    if need & {"traj", "traj_valid", "traj_hog"} and hasattr(video, "frames_and_gray") \
+            and video.specs["hog"].derived:  # a schema-2 set stores its hog: no frames to add
         # the frames the trajectories visit besides the clip's own, read with them, in grey
         n_stored, traj_len = int(video.attrs["num_frames"]), int(video.attrs["traj_len"])
         visited = np.unique(np.minimum(idx[::spec.tubelet, None] + np.arange(traj_len), n_stored - 1))
