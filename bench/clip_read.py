@@ -1,4 +1,4 @@
-"""Clip-read time per method on shard sets side by side: `python -m train.bench_clip_read SET [SET ...]`.
+"""Clip-read time per method on shard sets side by side: `python -m bench.clip_read SET [SET ...]`.
 
 One core, the training clip (16 frames at stride 4, 224 px), the same videos, frame starts
 and crops for every set, rounds interleaved (set A, set B, set A, ...) so that a busy
