@@ -2,8 +2,7 @@
 
 The video is decoded in windows of `WINDOW_FRAMES` frames (`FrameStream`); each window
 goes through the list of `window_stages` (pure: arrays in, arrays out, with the little
-state that crosses a window boundary: the flow's previous frame, the trajectories' L - 1
-unfinished start frames) and its arrays go to a `Sink` (the shard writer) before the next
+state that crosses a window boundary: the flow's previous frame) and its arrays go to a `Sink` (the shard writer) before the next
 window is decoded, so memory does not grow with the video's length. Dropping a computed
 array is deleting its stage from the list. Every stage runs under `stage(name)`, so
 whatever goes wrong inside it becomes an ExtractionError naming that stage: a failure
@@ -23,8 +22,6 @@ from preprocess.config import ExtractConfig
 from preprocess.decode import FrameStream
 from preprocess.errors import ExtractionError
 from preprocess.flow import FlowConfig, WarpedFlow, downsample_frame
-from preprocess.hog import cell_hog
-from preprocess.trajectories import RollingTracker
 
 
 @contextmanager
@@ -65,7 +62,7 @@ class Window:
 
     frames (n, H, W, 3) uint8 RGB, gray (n, H, W) uint8, mv (n, Hc, Wc, 2) float32,
     mv_valid (n, Hc, Wc) bool; last: no frame follows. Stages may leave data for the later
-    stages of the same window in `shared` (the flow stage: the full-resolution pairs)."""
+    stages of the same window in `shared`."""
 
     start: int
     frames: np.ndarray
@@ -96,8 +93,7 @@ def decoded_arrays(win: Window) -> dict[str, np.ndarray]:
 
 class FlowStage:
     """Compensated flow and camera homography of the pairs t -> t+1 whose frame t+1 has arrived:
-    the first frame of a window closes the last pair of the window before. Leaves the pairs
-    (t, full-resolution compensated flow, stored float32 homography) in shared["pairs"]."""
+    the first frame of a window closes the last pair of the window before."""
 
     name = "flow"
 
@@ -115,56 +111,21 @@ class FlowStage:
         flow_small = np.empty((pairs, height // self.stride, width // self.stride, 2), np.float32)
         homography = np.empty((pairs, 3, 3), np.float32)
         ok = np.zeros(pairs, bool)
-        win.shared["pairs"] = []
         for i in range(pairs):
             t = first + i
             k = t + 1 - win.start  # frame t+1 within the window
             comp, h, ok[i] = self.flow.pair(t, gray[i], gray[i + 1], win.mv[k], win.mv_valid[k])
             homography[i] = h
             downsample_frame(comp, self.stride, flow_small[i])
-            # the stored (float32) homography, so that `positions` on the shards retraces the tracks
-            win.shared["pairs"].append((t, comp, homography[i]))
         self.previous = win.gray[-1]
         self.fallbacks += int((~ok).sum())
         return {"flow": flow_small, "homography": homography, "homography_ok": ok}
 
 
-class TrajectoryStage:
-    """Dense trajectories of every start frame whose `traj_len` steps are done (or cut by the
-    end of the video): they lag the flow by L - 1 frames (`RollingTracker`)."""
-
-    name = "trajectories"
-
-    def __init__(self, cfg: ExtractConfig):
-        self.traj_len = cfg.traj_len
-        self.tracker: RollingTracker | None = None
-
-    def __call__(self, win: Window) -> dict[str, np.ndarray]:
-        if self.tracker is None:
-            self.tracker = RollingTracker(*win.gray.shape[1:], self.traj_len)
-        done = [self.tracker.step(t, comp, h) for t, comp, h in win.shared["pairs"]]
-        if win.last:
-            done.append(self.tracker.finish(win.end))
-        if not done:
-            hc, wc = self.tracker.hc, self.tracker.wc
-            return {"traj": np.zeros((0, hc, wc, self.traj_len, 2), np.float32),
-                    "traj_valid": np.zeros((0, hc, wc, self.traj_len), bool)}
-        return {"traj": np.concatenate([d[0] for d in done]), "traj_valid": np.concatenate([d[1] for d in done])}
-
-
-class HogStage:
-    """Cell histograms of oriented gradients of each frame."""
-
-    name = "hog"
-
-    def __call__(self, win: Window) -> dict[str, np.ndarray]:
-        return {"hog": cell_hog(win.gray)}
-
-
 def window_stages(cfg: ExtractConfig) -> list:
     """The per-window stages, in order (a stage reads what earlier ones left in `shared`).
     Each returns arrays of the schema for frames (or pairs) it has finished, in time order."""
-    return [FlowStage(cfg), TrajectoryStage(cfg), HogStage()]
+    return [FlowStage(cfg)]  # schema 3: trajectories and HOG are derived when read (shards/derived.py)
 
 
 def windows(stream: FrameStream, size: int, timings: dict[str, float]) -> Iterator[Window]:
@@ -194,8 +155,7 @@ def extract_video_into(path: str, cfg: ExtractConfig, sink: Sink) -> dict:
     """Decode one file in windows of frames and hand each window's arrays to `sink` as soon as
     they are computed; returns the video's attrs. Raises ExtractionError on bad input.
 
-    Peak memory is a window (plus the stages' look-behind: one grey frame for the flow, L
-    start frames for the trajectories), not the video: the same arrays as computing the whole
+    Peak memory is a window (plus the stages' look-behind: one grey frame for the flow), not the video: the same arrays as computing the whole
     video at once, for videos of any length (tests/preprocess/test_stream.py)."""
     timings: dict[str, float] = {}
     stream = FrameStream(path, short_side=cfg.short_side, fps=cfg.fps,

@@ -84,7 +84,7 @@ class Hdf5Writer:
         root_file = f"{self.root}/{ROOT_FILE}"
         if self.fs.exists(root_file):
             attrs = parse_json(self.fs.cat_file(root_file), self.path, f"the root {ROOT_FILE}")
-            root_version(attrs, self.path)
+            root_version(attrs, self.path, writing=True)
             update = merge_config(attrs, config, self.path)
             if attrs.get(INDEX_KEY) is not None:
                 # new writes would make the index stale; kept as the next finalize's base

@@ -52,7 +52,7 @@ def _hdf5_as_zarr(ds, video_id: str) -> dict[str, bytes]:
     import zarr
 
     from .schema import ARRAYS
-    from .zarr_store import ARRAY_CONFIG, CHECKSUM, COMPRESSOR, _quiet_consolidate, chunking
+    from .zarr_store import ARRAY_CONFIG, _quiet_consolidate, chunking, codecs_for
 
     attrs, raws = ds._backend.video(video_id)
     mem: dict = {}
@@ -63,7 +63,7 @@ def _hdf5_as_zarr(ds, video_id: str) -> dict[str, bytes]:
         frame_chunk = ARRAYS[name].frame_chunk if name in ARRAYS else 1
         chunks, shards = chunking(frame_chunk, data.shape)
         arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, shards=shards,
-                                 compressors=[COMPRESSOR, CHECKSUM], fill_value=0, config=ARRAY_CONFIG)
+                                 compressors=codecs_for(name), fill_value=0, config=ARRAY_CONFIG)
         if data.size:
             arr[...] = data
     _quiet_consolidate(store)

@@ -3,11 +3,13 @@
     with open_shards("out/shards") as ds:          # zarr or hdf5, detected
         v = ds[ds.ids()[0]]
         clip = v["frames"][t:t + 16]                # (16, H, W, 3) uint8, reads 16 chunks
-        traj = v["traj"][t:t + 16]                  # float32 px, dequantized
+        traj = v["traj"][t:t + 16]                  # float32 px, tracked on the stored flow
+        hog = v["hog"][t:t + 16]                    # float32, of the stored frames' luma
 
-A set extracted with `--frames none` stores no frames: `v["frames"]` decodes them from the
-source video (shards/source_frames.py); `open_shards(path, source_root=DIR)` finds the sources
-under DIR when they moved.
+traj, traj_valid and hog are derived when read (schema 3, shards/derived.py); a schema-2 set's
+stored ones are read as stored. A set extracted with `--frames none` stores no frames:
+`v["frames"]` decodes them from the source video (shards/source_frames.py);
+`open_shards(path, source_root=DIR)` finds the sources under DIR when they moved.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import os
 
 import numpy as np
 
-from .schema import ARRAYS, COMMIT_ATTR, check_version, decode, dims_from_attrs, frames_storage
+from .schema import ARRAYS, COMMIT_ATTR, arrays_for, check_version, decode, dims_from_attrs, frames_storage
 from .writer import INDEX_ATTRS
 
 
@@ -177,7 +179,7 @@ class ShardSet:
 
 
 class Video:
-    """One video: `attrs` and lazy arrays by schema name."""
+    """One video: `attrs` and lazy arrays by schema name (stored or derived)."""
 
     def __init__(self, video_id: str, attrs: dict, raws: dict, read, where: str = "", source=None):
         self.id = video_id
@@ -186,12 +188,22 @@ class Video:
         self._read = read
         self.where = where  # the shard set's path, for error messages
         self._source = source  # SourceFrames of a --frames none video: frames decoded from the video file
+        self.specs = arrays_for(attrs.get("schema_version"))
+        self._tracks = None
+
+    def _has(self, name) -> bool:
+        if name == "frames" and self._source is not None:
+            return True
+        spec = self.specs.get(name)
+        if spec is not None and spec.derived:
+            return all(self._has(src) for src in spec.source)
+        return name in self._raws
 
     def keys(self) -> list[str]:
-        return [n for n in ARRAYS if n in self]
+        return [n for n in self.specs if self._has(n)]
 
     def __contains__(self, name) -> bool:
-        return name in self._raws or (name == "frames" and self._source is not None)
+        return self._has(name)
 
     @property
     def frames_source(self) -> str | None:
@@ -211,12 +223,15 @@ class Video:
         if name == "frames" and self._source is not None:
             shape = ARRAYS[name].shape(dims_from_attrs(self.attrs))
             return SourceFramesArray(self._source, shape, owner=self)
-        if name not in self._raws:
+        if not self._has(name):
             raise KeyError(f"video {self.id!r} has no array {name!r} (has {self.keys()})")
+        spec = self.specs.get(name)
+        if spec is not None and spec.derived:
+            return DerivedArray(name, self)
         raw = self._raws[name]
         shape = None
-        if name in ARRAYS and ARRAYS[name].transform == "jpeg":  # stored (T, bytes): decodes to (T, H, W, 3)
-            shape = (raw.shape[0],) + ARRAYS[name].shape(dims_from_attrs(self.attrs))[1:]
+        if spec is not None and spec.transform == "jpeg":  # stored (T, bytes): decodes to (T, H, W, 3)
+            shape = (raw.shape[0],) + spec.shape(dims_from_attrs(self.attrs))[1:]
         return LazyArray(name, raw, self._read, shape, owner=self)
 
     def read_stored(self, name: str, sel) -> np.ndarray:
@@ -232,8 +247,110 @@ class Video:
                                  f"is damaged: re-extract this video (python -m shards verify "
                                  f"lists every damaged one).") from e
 
+    # ---- what derived arrays are computed from -------------------------------------------
+
+    def gray(self, idx: np.ndarray) -> np.ndarray:
+        """(n, H, W) uint8 luma of frames idx (sorted unique ints): the input of the derived
+        `hog`. Stored JPEG frames are decoded grey (their Y plane); any other frames source
+        (`self["frames"]`) is converted from RGB."""
+        from .derived import decode_gray
+
+        idx = np.asarray(idx, np.intp)
+        spec = self.specs["frames"]
+        if "frames" not in self._raws or spec.transform != "jpeg":
+            rgb = self["frames"][idx]
+            return np.stack([cv2_gray(f) for f in rgb]) if len(rgb) else np.zeros(rgb.shape[:3], np.uint8)
+        rows = self["frames"]._frames(idx)
+        try:
+            return decode_gray(rows)
+        except ValueError as e:
+            raise ShardReadError(f"{self.where}: video {self.id!r} array 'frames': {e}") from e
+
+    def frames_and_gray(self, color: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(len(color), H, W, 3) RGB of frames `color` and (len(gray), H, W) luma of frames
+        `gray` (each sorted unique ints) in one read of the frames source: a clip needs its own
+        frames in colour and, for the HOG along its trajectories, the frames between them in
+        grey only. Stored JPEG: one read of the union (each zarr read pays per call and per
+        chunk), each frame decoded once, in colour or grey (the Y plane, ~25 % cheaper)."""
+        from .derived import decode_gray
+
+        color, gray = np.asarray(color, np.intp), np.asarray(gray, np.intp)
+        if "frames" not in self._raws or self.specs["frames"].transform != "jpeg" or not len(gray):
+            rgb = self["frames"][np.union1d(color, gray)]
+            union = np.union1d(color, gray)
+            g = np.stack([cv2_gray(f) for f in rgb[np.searchsorted(union, gray)]]) if len(gray) else \
+                np.zeros((0,) + rgb.shape[1:3], np.uint8)
+            return rgb[np.searchsorted(union, color)], g
+        union = np.union1d(color, gray)
+        lazy = self["frames"]
+        rows = lazy._frames(union)
+        try:
+            rgb = lazy._decode(rows[np.searchsorted(union, color)])
+            return rgb, decode_gray(rows[np.searchsorted(union, gray)])
+        except ValueError as e:
+            raise ShardReadError(f"{self.where}: video {self.id!r} array 'frames': {e}") from e
+
+    def hog_box(self, idx: np.ndarray, rows: tuple[int, int], cols: tuple[int, int],
+                gray: np.ndarray | None = None) -> np.ndarray:
+        """`self["hog"][idx][:, r0:r1, c0:c1]` computing only those cells (a clip's crop);
+        `gray` (len(idx), H, W): the frames' luma when the caller has it already."""
+        from .derived import cell_hog_box
+
+        if not self.specs["hog"].derived:
+            return self["hog"][idx][:, rows[0]:rows[1], cols[0]:cols[1]]
+        return cell_hog_box(self.gray(idx) if gray is None else gray, rows, cols)
+
+    def tracks(self, starts: np.ndarray, rows: tuple[int, int] | None = None,
+               cols: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(traj, traj_valid, positions) of the points starting at frames `starts` (sorted
+        unique ints) on cells rows x cols (default all): `shards.derived.track` on the stored
+        flow. A loader asks for traj and traj_valid of the same starts: the last result is kept."""
+        from .derived import track
+
+        key = (tuple(int(s) for s in starts), rows, cols)
+        if self._tracks is not None and self._tracks[0] == key:
+            return self._tracks[1]
+        a = self.attrs
+        n, traj_len, height, width = (int(a[k]) for k in ("num_frames", "traj_len", "height", "width"))
+        starts = np.asarray(key[0], np.intp)
+        if not self.specs["traj"].derived:  # a schema-2 set: stored steps, positions rebuilt
+            from .tracks import positions
+
+            traj, valid = self["traj"][starts], self["traj_valid"][starts]
+            hom = self["homography"][:] if len(starts) else np.zeros((0, 3, 3), np.float32)
+            pos = np.concatenate([positions(traj[k:k + 1], valid[k:k + 1], hom[s:s + traj_len])
+                                  for k, s in enumerate(starts)]) if len(starts) else \
+                np.zeros(traj.shape[:-2] + (traj_len + 1, 2), np.float32)
+            r = rows or (0, traj.shape[1])
+            c = cols or (0, traj.shape[2])
+            box = (slice(None), slice(*r), slice(*c))
+            out = traj[box], valid[box], pos[box]
+        else:
+            lo = int(starts.min()) if len(starts) else 0
+            hi = min(int(starts.max()) + traj_len, n - 1) if len(starts) else 0
+            flow = self["flow"][lo:hi] if hi > lo else np.zeros((0, 1, 1, 2), np.float32)
+            hom = self["homography"][lo:hi] if hi > lo else np.zeros((0, 3, 3), np.float32)
+            out = track(flow, hom, lo, starts, n, height, width, traj_len, int(a["flow_stride"]), rows, cols)
+        self._tracks = (key, out)
+        return out
+
+    def derive(self, name: str, idx: np.ndarray) -> np.ndarray:
+        """Values of derived array `name` at frames idx (sorted unique ints)."""
+        if name == "hog":
+            from .derived import cell_hog
+
+            return cell_hog(self.gray(idx))
+        traj, valid, _ = self.tracks(idx)
+        return traj if name == "traj" else valid
+
     def __repr__(self) -> str:
         return f"Video({self.id!r}, T={self.attrs.get('num_frames')}, arrays={self.keys()})"
+
+
+def cv2_gray(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
 class LazyArray:
@@ -249,8 +366,9 @@ class LazyArray:
         self._raw = raw
         self._read = read
         self._owner = owner
+        self.spec = (owner.specs if owner is not None else ARRAYS).get(name)
         self.shape: tuple[int, ...] = tuple(raw.shape) if shape is None else tuple(shape)
-        self.dtype = np.dtype(ARRAYS[name].dtype) if name in ARRAYS else np.dtype(raw.dtype)
+        self.dtype = np.dtype(self.spec.dtype) if self.spec is not None else np.dtype(raw.dtype)
         self.stored_dtype = np.dtype(raw.dtype)
 
     @property
@@ -266,24 +384,29 @@ class LazyArray:
 
     def _frames(self, sel) -> np.ndarray:
         """Stored values of frames `sel`: a positive-step slice or sorted unique int array."""
+        pick = None
         if not isinstance(sel, slice) and len(sel) and _evenly_spaced(sel):
             # A clip at a fixed stride: a strided slice is ~6x cheaper than a point selection in zarr.
             step = int(sel[1] - sel[0]) if len(sel) > 1 else 1
             sel = slice(int(sel[0]), int(sel[-1]) + 1, step)
+        elif not isinstance(sel, slice) and len(sel) and 2 * len(sel) >= int(sel[-1]) - int(sel[0]) + 1:
+            # Dense but irregular (the frames trajectories visit): one range read and a pick cost
+            # ~half of zarr's point selection, though it reads up to twice the chunks.
+            sel, pick = slice(int(sel[0]), int(sel[-1]) + 1), np.asarray(sel) - int(sel[0])
         count = len(range(*sel.indices(self.shape[0]))) if isinstance(sel, slice) else len(sel)
         if count == 0:
             return np.empty((0,) + tuple(self._raw.shape[1:]), self.stored_dtype)
-        if self._owner is not None:
-            return self._owner.read_stored(self.name, sel)
-        return np.asarray(self._read(self._raw, sel))
+        out = self._owner.read_stored(self.name, sel) if self._owner is not None else \
+            np.asarray(self._read(self._raw, sel))
+        return out if pick is None else out[pick]
 
     def _decode(self, stored: np.ndarray) -> np.ndarray:
-        if self.name not in ARRAYS:
+        if self.spec is None:
             return stored
         if len(stored) == 0:
             return np.empty((0,) + self.shape[1:], self.dtype)
         try:
-            return decode(self.name, stored)
+            return decode(self.name, stored, self.spec)
         except ValueError as e:  # a JPEG row that does not decode
             owner = self._owner
             raise ShardReadError(f"{owner.where if owner else ''}: video {owner.id if owner else '?'!r} "
@@ -363,6 +486,27 @@ class SourceFramesArray(LazyArray):
 
     def _decode(self, stored: np.ndarray) -> np.ndarray:
         return stored
+
+
+class DerivedArray(LazyArray):
+    """A derived array (schema transform "derived") seen like a stored one: indexing computes
+    the selected frames from the stored arrays they derive from (`Video.derive`)."""
+
+    def __init__(self, name: str, video: Video):
+        self.name = name
+        self._owner = video
+        self.spec = video.specs[name]
+        self.shape = self.spec.shape(dims_from_attrs(video.attrs))
+        self.dtype = self.stored_dtype = np.dtype(self.spec.dtype)
+
+    def _frames(self, sel) -> np.ndarray:
+        idx = np.arange(*sel.indices(self.shape[0])) if isinstance(sel, slice) else np.asarray(sel, np.intp)
+        if len(idx) == 0:
+            return np.empty((0,) + tuple(self.shape[1:]), self.dtype)
+        return self._owner.derive(self.name, idx)
+
+    def _decode(self, values: np.ndarray) -> np.ndarray:
+        return values
 
 
 def _describe(sel) -> str:

@@ -26,15 +26,18 @@ Conventions (also written into every shard set's attrs under "conventions"):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 # 2: every chunk carries a checksum (zarr crc32c, hdf5 fletcher32) and zarr writes every
 # chunk, even all zeros, so that a missing chunk file is an error, not fill values.
-# Version 1 sets are refused with the message to re-extract (docs/shards.md, "Versions").
-SCHEMA_VERSION = 2
-SUPPORTED_VERSIONS = (2,)
+# 3: traj, traj_valid and hog are no longer stored but derived when read (shards/derived.py),
+# flow is stored in 1/4 px steps (was 1/6). Version 2 sets are still read as they are (their
+# stored traj / hog are used: ARRAYS_V2); version 1 sets are refused with the message to
+# re-extract (docs/shards.md, "Versions").
+SCHEMA_VERSION = 3
+SUPPORTED_VERSIONS = (2, 3)
 
 CELL = 8  # pixels per cell side: motion vectors, trajectories and HOG share this grid
 HOG_BINS = 9
@@ -74,8 +77,14 @@ class ArraySpec:
     frame_chunk: int = 1  # frames per chunk along T: a clip read touches only its frames
     # how stored values map to reader values: "linear" (value = stored * scale),
     # "sqrt" (value = (stored * scale) ** 2: finer steps where values are small),
-    # "jpeg" (one JPEG per frame, zero-padded to a common length along the last axis)
+    # "jpeg" (one JPEG per frame, zero-padded to a common length along the last axis),
+    # "derived" (not stored: computed when read from the arrays in `source`, shards/derived.py)
     transform: str = "linear"
+    source: tuple[str, ...] = ()
+
+    @property
+    def derived(self) -> bool:
+        return self.transform == "derived"
 
     def shape(self, dims: dict[str, int]) -> tuple[int, ...]:
         return tuple(dims[d] if isinstance(d, str) and d in dims else int(d) for d in self.dims)
@@ -91,21 +100,45 @@ ARRAYS: dict[str, ArraySpec] = {
                   "codec motion vectors, per frame of reference distance", 8),
         ArraySpec("mv_valid", ("T", "Hc", "Wc"), "bool", "bool", 1.0, "",
                   "cell covered by an inter-predicted block", 8),
-        ArraySpec("flow", ("T-1", "h", "w", 2), "float32", "int8", 1 / 6, "px",
+        ArraySpec("flow", ("T-1", "h", "w", 2), "float32", "int8", 1 / 4, "px",
                   "camera-compensated forward flow, clipped to +-20 px", 4),
         ArraySpec("homography", ("T-1", 3, 3), "float32", "float32", 1.0, "",
                   "camera motion frame t -> t+1 (pixel coordinates)", 64),
         ArraySpec("homography_ok", ("T-1",), "bool", "bool", 1.0, "",
                   "False where too few matches: identity used", 64),
-        ArraySpec("traj", ("T", "Hc", "Wc", "L", 2), "float32", "int8", 1 / 6, "px",
-                  "camera-compensated per-step trajectory deltas", 4),
-        ArraySpec("traj_valid", ("T", "Hc", "Wc", "L"), "bool", "bool", 1.0, "",
-                  "step inside the frame and the video", 4),
-        ArraySpec("hog", ("T", "Hc", "Wc", HOG_BINS), "float32", "uint8", 1 / 16,
-                  "grey levels per pixel", "per-cell orientation histograms, sqrt-quantized "
-                  "(0 to 254, relative step ~1/(16 sqrt(v)))", 4, transform="sqrt"),
+        ArraySpec("traj", ("T", "Hc", "Wc", "L", 2), "float32", "-", 1.0, "px",
+                  "camera-compensated per-step trajectory deltas, tracked on the stored flow "
+                  "when read", transform="derived", source=("flow", "homography")),
+        ArraySpec("traj_valid", ("T", "Hc", "Wc", "L"), "bool", "-", 1.0, "",
+                  "step inside the frame and the video", transform="derived",
+                  source=("flow", "homography")),
+        ArraySpec("hog", ("T", "Hc", "Wc", HOG_BINS), "float32", "-", 1.0, "grey levels per pixel",
+                  "per-cell orientation histograms of the stored frames' luma, computed when read",
+                  transform="derived", source=("frames",)),
     ]
 }
+
+STORED = tuple(n for n, s in ARRAYS.items() if not s.derived)
+DERIVED = tuple(n for n, s in ARRAYS.items() if s.derived)
+
+# Schema 2 stored traj / traj_valid / hog and flow in 1/6 px steps: how its sets are read.
+ARRAYS_V2: dict[str, ArraySpec] = {
+    **ARRAYS,
+    "flow": replace(ARRAYS["flow"], scale=1 / 6),
+    "traj": ArraySpec("traj", ("T", "Hc", "Wc", "L", 2), "float32", "int8", 1 / 6, "px",
+                      "camera-compensated per-step trajectory deltas", 4),
+    "traj_valid": ArraySpec("traj_valid", ("T", "Hc", "Wc", "L"), "bool", "bool", 1.0, "",
+                            "step inside the frame and the video", 4),
+    "hog": ArraySpec("hog", ("T", "Hc", "Wc", HOG_BINS), "float32", "uint8", 1 / 16,
+                     "grey levels per pixel", "per-cell orientation histograms, sqrt-quantized "
+                     "(0 to 254, relative step ~1/(16 sqrt(v)))", 4, transform="sqrt"),
+}
+
+
+def arrays_for(version) -> dict[str, ArraySpec]:
+    """The array specs a set of schema `version` was written with (a supported version)."""
+    return ARRAYS_V2 if version == 2 else ARRAYS
+
 
 # How a video keeps its frames (video attr "frames_storage"; absent: "jpeg"): "jpeg" stores the
 # `frames` array; "none" stores no frames, and the reader decodes them from the source video
@@ -122,9 +155,9 @@ def frames_storage(attrs: dict) -> str:
 
 
 def stored_arrays(attrs: dict) -> list[str]:
-    """Names of the arrays a video with these attrs stores (every schema array but `frames`
-    when its frames are decoded from the source)."""
-    return [n for n in ARRAYS if not (n == "frames" and frames_storage(attrs) == "none")]
+    """Names of the arrays a schema-3 video with these attrs stores (STORED, but not
+    `frames` when its frames are decoded from the source)."""
+    return [n for n in STORED if not (n == "frames" and frames_storage(attrs) == "none")]
 
 
 # Attributes every video carries (readers may rely on them).
@@ -149,9 +182,12 @@ def dims_for(num_frames: int, height: int, width: int, traj_len: int, flow_strid
     }
 
 
-def encode(name: str, values: np.ndarray) -> np.ndarray:
-    """Quantize an array to its stored form (round to nearest, saturate)."""
-    spec = ARRAYS[name]
+def encode(name: str, values: np.ndarray, spec: ArraySpec | None = None) -> np.ndarray:
+    """Quantize an array to its stored form (round to nearest, saturate); `spec` defaults to
+    this version's."""
+    spec = spec or ARRAYS[name]
+    if spec.derived:
+        raise ValueError(f"{name} is derived when read from {spec.source}, never stored")
     if spec.transform == "jpeg":
         return _jpeg_encode(np.asarray(values))
     if spec.stored_dtype == spec.dtype or spec.stored_dtype in ("bool", "float16", "float32"):
@@ -163,9 +199,10 @@ def encode(name: str, values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(v / spec.scale), info.min, info.max).astype(spec.stored_dtype)
 
 
-def decode(name: str, stored: np.ndarray) -> np.ndarray:
-    """Dequantize a stored array to the dtype and units the reader returns."""
-    spec = ARRAYS[name]
+def decode(name: str, stored: np.ndarray, spec: ArraySpec | None = None) -> np.ndarray:
+    """Dequantize a stored array to the dtype and units the reader returns; `spec` defaults to
+    this version's (`arrays_for(version)[name]` reads an older set)."""
+    spec = spec or ARRAYS[name]
     out = np.asarray(stored)
     if spec.transform == "jpeg":
         return _jpeg_decode(out)
@@ -237,7 +274,8 @@ class SchemaInfo:
     conventions: dict = field(default_factory=lambda: dict(CONVENTIONS))
     arrays: dict = field(default_factory=lambda: {
         n: {"dims": list(map(str, s.dims)), "dtype": s.dtype, "stored_dtype": s.stored_dtype,
-            "scale": s.scale, "transform": s.transform, "units": s.units, "doc": s.doc}
+            "scale": s.scale, "transform": s.transform, "source": list(s.source), "units": s.units,
+            "doc": s.doc}
         for n, s in ARRAYS.items()
     })
 
@@ -263,8 +301,10 @@ def root_attrs(config: dict | None = None) -> dict:
     return {ROOT_KEY: asdict(SchemaInfo()), "config": dict(config or {})}
 
 
-def root_version(attrs: dict, where: str) -> int:
-    """The schema version recorded in root attrs; SchemaVersionError if absent or unknown."""
+def root_version(attrs: dict, where: str, writing: bool = False) -> int:
+    """The schema version recorded in root attrs; SchemaVersionError if absent or unknown, or
+    (`writing`: a writer reopening the set) not this version: a version-2 set is read, but
+    videos of version 3 are not added to it (one set, one version of the arrays)."""
     info = attrs.get(ROOT_KEY)
     if not isinstance(info, dict) or "schema_version" not in info:
         raise SchemaVersionError(
@@ -272,4 +312,10 @@ def root_version(attrs: dict, where: str) -> int:
             f"set, or one written before versioning. Re-extract the corpus with this motion-mae."
         )
     check_version(info["schema_version"], where)
+    if writing and info["schema_version"] != SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{where}: shard schema version {info['schema_version']} is read by this motion-mae but "
+            f"not written: it writes version {SCHEMA_VERSION} (traj and hog derived when read, "
+            f"docs/shards.md 'Versions'). Extract into a new directory, or re-extract this one "
+            f"(preprocess/extract.py ... --overwrite).")
     return info["schema_version"]

@@ -92,7 +92,7 @@ def reached(valid: np.ndarray) -> np.ndarray:
 def along_trajectories(hog: np.ndarray, positions: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(T, Hc, Wc, L, 9) float32 HOG sampled along trajectories (MME's trajectory-aligned HOG).
 
-    hog: (T, Hc, Wc, 9) from `preprocess.hog.cell_hog`; positions: (S, Hc, Wc, L+1, 2) from
+    hog: (T, Hc, Wc, 9) from `shards.derived.cell_hog`; positions: (S, Hc, Wc, L+1, 2) from
     `positions` for the points starting in the first S <= T frames of `hog` (S = T for a
     whole video; a loader passes S = 1 with the L frames that point visits); valid:
     (S, Hc, Wc, L). Step l of the point starting in frame t reads the histogram of frame

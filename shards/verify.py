@@ -20,8 +20,9 @@ FRAMES_PER_READ = 64  # bounds memory when decoding long videos
 def video_problems(ds, video_id: str) -> list[tuple[str, str]]:
     """Everything wrong with one video as (array, cause) pairs ("-" for the video as a
     whole); empty: the video is good. Decodes every stored frame of every array (JPEG
-    frames and booleans too, so every chunk's checksum is checked) and never raises: a
-    damaged video is a finding."""
+    frames and booleans too, so every chunk's checksum is checked), computes every derived
+    array (schema 3: traj, traj_valid, hog) from its sources, and never raises: a damaged
+    video is a finding."""
     try:
         v = ds.video(video_id, require_complete=False, fresh=True)
     except SchemaVersionError as e:
@@ -39,16 +40,20 @@ def video_problems(ds, video_id: str) -> list[tuple[str, str]]:
         dims = dims_from_attrs(v.attrs)
     except (ValueError, TypeError):
         dims = None
-    for name, spec in ARRAYS.items():
+    for name, spec in v.specs.items():
         if name == "frames" and frames_storage(v.attrs) == "none":
             problems += source_problems(v)
             continue
         if name not in v:
-            problems.append((name, "missing"))
+            lost = [s for s in spec.source if s not in v.stored_names()]
+            problems.append((name, f"cannot be derived: {lost} missing" if spec.derived else "missing"))
             continue
         try:
             problems += [(name, p) for p in array_problems(v[name], spec, dims)]
         except Exception as e:  # damaged chunks: checksum, truncation, missing file, bad JPEG
+            if spec.derived:  # the message names the damaged source array
+                problems.append((name, f"cannot be derived: {type(e).__name__}: {_one_line(e)}"))
+                continue
             cause = e.__cause__ if isinstance(e, ShardReadError) and e.__cause__ is not None else e
             problems.append((name, f"unreadable: {type(cause).__name__}: {_one_line(cause)}"))
     extra = sorted(set(v.stored_names()) - set(ARRAYS))
@@ -65,8 +70,9 @@ def source_problems(v) -> list[tuple[str, str]]:
 
 
 def array_problems(arr, spec, dims) -> list[str]:
-    """Dtype, shape and a full decode of one stored array (raises on unreadable chunks)."""
-    if arr.stored_dtype != np.dtype(spec.stored_dtype):
+    """Dtype, shape and a full decode of one stored array, or the computation of a derived
+    one (raises on unreadable chunks)."""
+    if not spec.derived and arr.stored_dtype != np.dtype(spec.stored_dtype):
         return [f"stored dtype {arr.stored_dtype}, schema {spec.stored_dtype}"]
     if dims is not None and arr.shape != spec.shape(dims):
         return [f"shape {arr.shape}, schema {spec.dims} -> {spec.shape(dims)}"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from .cli import CliError
 from .lock import LOCK_NAME
-from .schema import (ARRAYS, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
+from .schema import (ARRAYS, DERIVED, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
                      encode, stored_arrays)
 from . import video_writer
 from .video_writer import VideoWriter, check_values
@@ -123,14 +123,19 @@ def check_attrs(attrs: dict) -> dict:
 
 
 def prepare(arrays: dict[str, np.ndarray], attrs: dict) -> tuple[dict[str, np.ndarray], dict]:
-    """Validate reader-dtype arrays against the schema and quantize them to stored dtypes."""
+    """Validate reader-dtype arrays against the schema and quantize them to stored dtypes.
+
+    Only stored arrays are taken: a derived one (schema 3: traj, traj_valid, hog) is computed
+    when read, and passing it is an error rather than a silent drop."""
     attrs = check_attrs(attrs)
     names = stored_arrays(attrs)  # frames_storage "none": no frames array
     missing = sorted(set(names) - set(arrays))
     unknown = sorted(set(arrays) - set(names))
     if missing or unknown:
+        derived = sorted(set(unknown) & set(DERIVED))
         raise ValueError(f"arrays do not match the schema: missing {missing}, unknown {unknown}"
-                         f" (frames_storage {attrs.get('frames_storage', 'jpeg')!r})")
+                         f" (frames_storage {attrs.get('frames_storage', 'jpeg')!r})"
+                         + (f" ({derived} are derived when read, never stored)" if derived else ""))
     dims = dims_from_attrs(attrs)
     stored = {}
     for name in names:

@@ -33,12 +33,22 @@ from .video_writer import shard_layout
 # zstd inside Blosc with byte shuffle: shuffle groups the bytes of int16/float16/float32
 # values, which compresses them ~1.5x better; it is a no-op for 1-byte dtypes. Level 1:
 # the write of a 250-frame 340x256 video took 1.45 ms/frame of CPU against 1.8-2.2 at level 3,
-# for 1 % more bytes (8.71 vs 8.63 MB); lz4 was faster still (1.19) but 39 % bigger.
-COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+# for 1 % more bytes (8.71 vs 8.63 MB); lz4 was faster still (1.19) but 39 % bigger. That was
+# with hog and traj stored; frames are JPEG (nothing left to squeeze) and keep level 1. The
+# motion arrays of schema 3 are a small part of the write: level 5 makes flow 9 % and mv 16 %
+# smaller than level 1 on the K400-like corpus; level 9 gains another 8 % for ~60 ms/frame
+# (docs/benchmarks.md).
+FRAMES_COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+COMPRESSOR = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 # Every chunk carries a crc32c of its compressed bytes (schema 2): flipped bits fail the read
 # instead of decompressing to other numbers (the shard index has its own crc32c in zarr's
 # sharding codec).
 CHECKSUM = Crc32cCodec()
+
+
+def codecs_for(name: str) -> list:
+    """The compressors (and checksum) of array `name`: every writer path uses these."""
+    return [FRAMES_COMPRESSOR if name == "frames" else COMPRESSOR, CHECKSUM]
 # Every chunk is written, even all fill value: a chunk file that is absent is then always
 # damage (ChunkCheckingStore), never an "empty" chunk that zarr would read back as zeros.
 ARRAY_CONFIG = {"write_empty_chunks": True}
@@ -142,7 +152,7 @@ class ZarrWriter:
         if is_zarr_root(self.path):
             root = open_root(self.store, self.path, "r+")
             attrs = dict(root.attrs)
-            root_version(attrs, self.path)
+            root_version(attrs, self.path, writing=True)
             update = merge_config(attrs, config, self.path)
             if attrs.get(INDEX_KEY) is not None:
                 # New writes would make the index stale. Checked for a value, not the key, so
@@ -224,7 +234,8 @@ class ZarrWriter:
         for name, data in stored.items():
             chunks, shards = chunking(ARRAYS[name].frame_chunk, data.shape)
             arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                     shards=shards, compressors=[COMPRESSOR, CHECKSUM], fill_value=0,
+                                     shards=shards, fill_value=0,
+                                     compressors=codecs_for(name),
                                      config=ARRAY_CONFIG)
             if data.size:
                 arr[...] = data
@@ -244,7 +255,7 @@ class ZarrWriter:
         if name not in arrays:
             chunks, shards = shard_layout(ARRAYS[name].frame_chunk, shard_frames, rows.shape[1:])
             arrays[name] = group.create_array(name, shape=end, dtype=rows.dtype, chunks=chunks, shards=shards,
-                                              compressors=[COMPRESSOR, CHECKSUM], fill_value=0,
+                                              compressors=codecs_for(name), fill_value=0,
                                               config=ARRAY_CONFIG)
         else:
             arrays[name].resize(end)

@@ -43,7 +43,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from shards.schema import CELL, HOG_BINS
-from shards.tracks import along_trajectories, positions
+from shards.tracks import bilinear_sample, reached
 
 from .pair_flow import camera_inclusive_cells, chain_pairs
 from .skips import BATCH_KEY, READ_ERRORS
@@ -145,8 +145,9 @@ def read_clip_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
 def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
                   boxes: list[tuple[int, int, int]]) -> list[dict[str, np.ndarray]]:
     """The clips of stored frames `idx` (T,), one per crop box (repeated augmentation): frames,
-    motion vectors, HOG and the flow between clip frames are read, decoded and chained once,
-    then cropped per box (trajectories are read per box: `clip_trajectories`)."""
+    motion vectors and the flow between clip frames are read, decoded and chained once, then
+    cropped per box; HOG and trajectories are computed per box, only on the cells it keeps
+    (`clip_hog`, `clip_trajectories`: shard schema 3 derives both when read)."""
     S, cells = spec.input_size, spec.input_size // CELL
     uniq, inv = np.unique(idx, return_inverse=True)
 
@@ -154,11 +155,26 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
         return video[name][uniq][inv]
 
     need = spec.needs
-    stored = {"frames": at_clip_frames("frames")}                                        # (T,H,W,3)
+    tracks = need & {"traj", "traj_valid", "traj_hog"}
+    gray: dict[int, np.ndarray] = {}
+    if tracks and hasattr(video, "frames_and_gray") and video.specs["hog"].derived:
+        # the frames the trajectories visit besides the clip's own, read with them, in grey
+        # (a schema-2 set stores its hog: no frames to add)
+        n_stored, traj_len = int(video.attrs["num_frames"]), int(video.attrs["traj_len"])
+        visited = np.unique(np.minimum(idx[::spec.tubelet, None] + np.arange(traj_len), n_stored - 1))
+        extra = np.setdiff1d(visited, uniq)
+        rgb, grey = video.frames_and_gray(uniq, extra)
+        gray = dict(zip(extra.tolist(), grey))
+        full = rgb[inv]
+    else:
+        full = at_clip_frames("frames")                                                  # (T,H,W,3)
+    if tracks or "hog" in need:
+        # the clip's frames, already decoded: their luma (for HOG) costs one colour conversion
+        first = np.unique(inv, return_index=True)[1]  # one clip position per stored frame
+        gray.update({int(t): cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for t, f in zip(uniq, full[first])})
+    stored = {"frames": full}
     if need & {"mv", "mv_valid"}:
         stored["mv"], stored["mv_valid"] = at_clip_frames("mv"), at_clip_frames("mv_valid")
-    if "hog" in need:
-        stored["hog"] = at_clip_frames("hog")
     if need & {"flow", "homography"}:
         stored["flow"], stored["homography"] = stored_pair_flow(video, idx)
     clips = []
@@ -171,13 +187,13 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
         if "mv" in stored:
             out["mv"] = resample_cells(stored["mv"], x0, y0, side, cells) * np.float32(scale)
             out["mv_valid"] = resample_cells(stored["mv_valid"], x0, y0, side, cells)
-        if "hog" in stored:
-            out["hog"] = resample_cells(stored["hog"], x0, y0, side, cells)
+        if "hog" in need:
+            out["hog"] = clip_hog(video, uniq, gray, x0, y0, side, cells)[inv]
         if "flow" in stored:
             out["flow"] = resample_cells(stored["flow"], x0, y0, side, cells) * np.float32(scale)
             out["homography"] = crop_homography(stored["homography"], x0, y0, scale)
-        if need & {"traj", "traj_valid", "traj_hog"}:
-            out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale))
+        if tracks:
+            out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale, gray))
         clips.append(out)
     return clips
 
@@ -191,24 +207,62 @@ def stored_pair_flow(video, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return chain_pairs(flow, homs, idx - lo)
 
 
-def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float) -> dict:
-    """Trajectories (steps, validity, HOG along them) of the points starting at `starts`."""
+def clip_hog(video, frames: np.ndarray, gray: dict[int, np.ndarray], x0: int, y0: int, side: int,
+             cells: int) -> np.ndarray:
+    """(len(frames), cells, cells, 9) HOG of the crop's cells, resampled like every grid; only
+    the cells `resample_cells` picks are computed, from the luma in `gray` (frame -> (H, W))."""
+    src = ((np.arange(cells) + 0.5) * (side // CELL) / cells).astype(int)
+    rows, cols = y0 // CELL + src, x0 // CELL + src
+    box_r, box_c = (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
+    if not hasattr(video, "hog_box"):  # an in-memory stand-in
+        return resample_cells(video["hog"][frames], x0, y0, side, cells)
+    hog = video.hog_box(frames, box_r, box_c, np.stack([gray[int(t)] for t in frames]))
+    return hog[:, rows - box_r[0]][:, :, cols - box_c[0]]
+
+
+def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float,
+                      gray: dict[int, np.ndarray] | None = None) -> dict:
+    """Trajectories (steps, validity, HOG along them) of the points starting at `starts`.
+
+    Only what the clip uses is computed: the points of the crop's cells that `resample_cells`
+    picks (`Video.tracks` on a box of cells, one vectorized pass for all starts) and the HOG of
+    the frames they visit on the cells they visit (`Video.hog_box`), since shard schema 3
+    derives both when read. `gray`: frame index -> (H, W) luma the caller already has (the
+    clip's own frames: their HOG then needs no second read and decode).
+    """
     n_stored = int(video.attrs["num_frames"])
     traj_len = int(video.attrs["traj_len"])
-    # One read per array for the whole clip: step l of a point born in frame s reads frame s + l.
-    lo, hi = int(starts.min()), min(int(starts.max()) + traj_len, n_stored)
-    tr_all, va_all = video["traj"][lo:hi], video["traj_valid"][lo:hi]
-    hom_all, hog_all = video["homography"][lo:hi], video["hog"][lo:hi]
-    traj, valid, hog = [], [], []
-    for s in map(int, starts):
-        a, e = s - lo, min(s + traj_len, n_stored) - lo
-        tr, va = tr_all[a:a + 1], va_all[a:a + 1]
-        pos = positions(tr, va, hom_all[a:e])
-        hog.append(along_trajectories(hog_all[a:e], pos, va)[0])
-        traj.append(tr[0])
-        valid.append(va[0])
-    cut = lambda g: resample_cells(np.stack(g), x0, y0, side, cells)
-    return {"traj": cut(traj) * np.float32(scale), "traj_valid": cut(valid), "traj_hog": cut(hog)}
+    hc, wc = int(video.attrs["height"]) // CELL, int(video.attrs["width"]) // CELL
+    src = ((np.arange(cells) + 0.5) * (side // CELL) / cells).astype(int)   # resample_cells' pick
+    rows, cols = y0 // CELL + src, x0 // CELL + src
+    box_r, box_c = (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
+    ustarts, inv = np.unique(starts, return_inverse=True)
+    traj, valid, pos = video.tracks(ustarts, box_r, box_c)           # (S,r,c,L,2) (S,r,c,L) (S,r,c,L+1,2)
+    # Frame of step l of start s: s + l (the last frame when a short video ends first).
+    frame_of = np.minimum(ustarts[:, None] + np.arange(traj_len), n_stored - 1)   # (S, L)
+    frames = np.unique(frame_of)
+    # Cell-grid coordinates of the positions, and the box of cells their bilinear lookups read.
+    grid = (pos[..., :traj_len, :].astype(np.float64) - (CELL - 1) / 2) / CELL     # (S,r,c,L,2)
+    lo = np.floor(np.clip(grid, 0, None).min((0, 1, 2, 3))).astype(int)
+    hi = np.minimum(np.floor(grid.max((0, 1, 2, 3))).astype(int) + 2, (wc, hc))
+    lo = np.minimum(lo, hi - 1)
+    hog_r, hog_c = (int(lo[1]), int(hi[1])), (int(lo[0]), int(hi[0]))
+    known = gray or {}
+    have = np.array([f in known for f in frames.tolist()], bool)
+    hog = np.empty((len(frames), hog_r[1] - hog_r[0], hog_c[1] - hog_c[0], HOG_BINS), np.float32)
+    if have.any():
+        hog[have] = video.hog_box(frames[have], hog_r, hog_c, np.stack([known[f] for f in frames[have].tolist()]))
+    if (~have).any():
+        hog[~have] = video.hog_box(frames[~have], hog_r, hog_c)
+    seen = reached(valid)
+    traj_hog = np.zeros(valid.shape + (HOG_BINS,), np.float32)
+    box_grid = grid - np.array([hog_c[0], hog_r[0]], np.float64)
+    for l in range(traj_len):
+        k = np.searchsorted(frames, frame_of[:, l])
+        sample = bilinear_sample(hog, k, box_grid[..., l, :])
+        traj_hog[..., l, :] = np.where(seen[..., l, None], sample, 0)
+    pick = lambda g: g[inv][:, rows - box_r[0]][:, :, cols - box_c[0]]  # noqa: E731
+    return {"traj": pick(traj) * np.float32(scale), "traj_valid": pick(valid), "traj_hog": pick(traj_hog)}
 
 
 # ---- augmentation ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from preprocess.config import ExtractConfig
 from preprocess.extract import main, run
 from preprocess.synthetic import MovingObject, Scene, encode, render
 from shards import open_shards
+from shards.schema import SCHEMA_VERSION
 from shards.cli import CliError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,7 +107,7 @@ def test_a_set_of_schema_1_is_refused_then_replaced_with_overwrite(corpus, tmp_p
     lines = []
     fresh = run(_cfg(corpus, out, workers=0, limit=2, overwrite=True), log=lines.append)
     assert (fresh["done"], fresh["failed"]) == (1, 1) and any("another shard schema" in x for x in lines)
-    assert open_shards(str(out)).attrs["motion_mae"]["schema_version"] == 2
+    assert open_shards(str(out)).attrs["motion_mae"]["schema_version"] == SCHEMA_VERSION
 
 
 def test_dask_two_workers_same_arrays(corpus, tmp_path):

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from preprocess.hog import cell_hog
+from shards.derived import cell_hog
 from preprocess.trajectories import track
 from shards.schema import HOG_BINS
 from shards.tracks import along_trajectories, positions, reached

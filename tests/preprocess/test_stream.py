@@ -9,38 +9,32 @@ import preprocess.video
 from preprocess.config import ExtractConfig
 from preprocess.decode import FrameStream, decode_video
 from preprocess.flow import downsample_frame, iter_warped_flow
-from preprocess.hog import cell_hog
 from preprocess.synthetic import MovingObject, Scene, encode, render
-from preprocess.trajectories import track
 from preprocess.video import extract_video, flow_config, to_gray
 from shards import open_shards
-from shards.schema import ARRAYS
+from shards.schema import ARRAYS, STORED
 from shards.writer import open_writer
 
 OBJ = (MovingObject(20, (30, 24), (1.5, 0.5)),)
 # (frames, window): shorter than a window; several windows, the last short, frame counts
-# that are not a multiple of any chunk (mv 8, flow / traj / hog 4, homography 64); a window
-# shorter than the trajectories' look-ahead (L = 6)
+# that are not a multiple of any chunk (mv 8, flow 4, homography 64); a window of 3 frames
 CASES = {"short": (5, 32), "windows": (37, 8), "tiny_windows": (13, 3)}
 
 
 def whole_video(path, cfg: ExtractConfig) -> dict[str, np.ndarray]:
     """The arrays as the extractor computed them before windows: every frame decoded, flow
-    streamed over the whole video, tracked and HOG'd at once."""
+    streamed over the whole video (schema 3 stores no trajectories or HOG)."""
     decoded = decode_video(path, short_side=cfg.short_side, max_ref_distance=cfg.max_ref_distance)
     gray = to_gray(decoded.frames)
     n, height, width = gray.shape
     flow = np.empty((max(n - 1, 0), height // cfg.flow_stride, width // cfg.flow_stride, 2), np.float32)
     homography = np.empty((max(n - 1, 0), 3, 3), np.float32)
     ok = np.zeros(max(n - 1, 0), bool)
-    full = np.empty((max(n - 1, 0), height, width, 2), np.float32)
     for t, (comp, h, ok[t]) in enumerate(iter_warped_flow(gray, flow_config(cfg), decoded.mv, decoded.mv_valid)):
-        full[t], homography[t] = comp, h
+        homography[t] = h
         downsample_frame(comp, cfg.flow_stride, flow[t])
-    traj, traj_valid = track(full, homography, cfg.traj_len)
     return {"frames": decoded.frames, "mv": decoded.mv, "mv_valid": decoded.mv_valid, "flow": flow,
-            "homography": homography, "homography_ok": ok, "traj": traj, "traj_valid": traj_valid,
-            "hog": cell_hog(gray)}
+            "homography": homography, "homography_ok": ok}
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +52,8 @@ def test_windows_give_the_whole_video_arrays(name, videos, monkeypatch):
     arrays, attrs = extract_video(str(videos[name]), cfg)
     want = whole_video(videos[name], cfg)
     assert attrs["num_frames"] == CASES[name][0] == len(arrays["frames"])
-    assert set(arrays) == set(want) == set(ARRAYS)
-    for key in ARRAYS:
+    assert set(arrays) == set(want) == set(STORED)
+    for key in STORED:
         assert arrays[key].dtype == want[key].dtype and arrays[key].shape == want[key].shape, key
         np.testing.assert_array_equal(arrays[key], want[key], err_msg=key)  # bit for bit
 
@@ -123,7 +117,8 @@ def _arrays(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
 
     dims = dims_from_attrs(attrs)
     out = {}
-    for name, spec in ARRAYS.items():
+    for name in STORED:
+        spec = ARRAYS[name]
         shape = spec.shape(dims)
         if spec.dtype == "bool":
             out[name] = rng.random(shape) < 0.5
@@ -131,7 +126,6 @@ def _arrays(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict]:
             out[name] = rng.integers(0, 256, shape, np.uint8)
         else:
             out[name] = rng.normal(0, 3, shape).astype(np.float32)
-    out["hog"] = np.abs(out["hog"])
     return out, attrs
 
 
@@ -145,7 +139,7 @@ def test_appended_video_reads_as_written_whole(fmt, n, tmp_path):
     video = w.begin_video("streamed", {k: attrs[k] for k in ("height", "width", "traj_len", "flow_stride")},
                           shard_frames=64)
     rng = np.random.default_rng(1)
-    for name in ARRAYS:  # uneven blocks, arrays interleaved as the pipeline does
+    for name in STORED:  # uneven blocks, arrays interleaved as the pipeline does
         bounds = np.unique(np.r_[0, np.sort(rng.integers(0, len(arrays[name]) + 1, 5)), len(arrays[name])])
         for a, b in zip(bounds[:-1], bounds[1:]):
             video.append(name, arrays[name][a:b])
@@ -156,7 +150,7 @@ def test_appended_video_reads_as_written_whole(fmt, n, tmp_path):
     ds = open_shards(tmp_path / "set")
     assert ds.ids() == ["streamed", "whole"]
     whole, streamed = ds["whole"], ds["streamed"]
-    for name in ARRAYS:
+    for name in STORED:
         np.testing.assert_array_equal(streamed[name][:], whole[name][:], err_msg=name)
     assert streamed.attrs["num_frames"] == n and streamed.attrs["complete"] is True
 
@@ -169,7 +163,7 @@ def test_interrupted_streamed_video_is_never_listed_and_is_redone(fmt, tmp_path)
     shape_attrs = {k: attrs[k] for k in ("height", "width", "traj_len", "flow_stride")}
     w = open_writer(tmp_path / "set", format=fmt, config={})
     killed = w.begin_video("v", shape_attrs, shard_frames=64)
-    for name in ARRAYS:
+    for name in STORED:
         killed.append(name, arrays[name][:100])  # shards on disk, no commit: a killed worker
     assert killed.streaming and "v" not in w.done_ids()
     if fmt == "zarr":
@@ -178,13 +172,13 @@ def test_interrupted_streamed_video_is_never_listed_and_is_redone(fmt, tmp_path)
     # the resumed run begins the video again over what the killed one left
     w2 = open_writer(tmp_path / "set", format=fmt)
     video = w2.begin_video("v", shape_attrs, shard_frames=64)
-    for name in ARRAYS:
+    for name in STORED:
         video.append(name, arrays[name])
     video.commit(attrs)
     w2.finalize()
     ds = open_shards(tmp_path / "set")
     assert ds.ids() == ["v"] and video_problems(ds, "v") == []
-    np.testing.assert_array_equal(ds["v"]["traj_valid"][:], arrays["traj_valid"])
+    np.testing.assert_array_equal(ds["v"]["homography_ok"][:], arrays["homography_ok"])
 
 
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
@@ -193,9 +187,9 @@ def test_wrong_lengths_are_refused_and_aborted_video_leaves_nothing(fmt, tmp_pat
     w = open_writer(tmp_path / "set", format=fmt, config={})
     video = w.begin_video("v", {k: attrs[k] for k in ("height", "width", "traj_len", "flow_stride")},
                           shard_frames=64)
-    for name in ARRAYS:
-        video.append(name, arrays[name][:-1] if name == "hog" else arrays[name])
-    with pytest.raises(ValueError, match="hog: 99 rows"):
+    for name in STORED:
+        video.append(name, arrays[name][:-1] if name == "flow" else arrays[name])
+    with pytest.raises(ValueError, match="flow: 98 rows"):
         video.commit(attrs)
     video.abort()
     with pytest.raises(ValueError, match="rows of shape"):
@@ -225,7 +219,7 @@ def test_extract_streams_a_long_video_into_the_same_shards(fmt, tmp_path, monkey
     assert (summary["done"], summary["failed"]) == (1, 1)
     whole, streamed = open_shards(tmp_path / "whole"), open_shards(tmp_path / "streamed")
     assert streamed.ids() == ["long"] and [f["id"] for f in streamed.failures()] == ["broken"]
-    for name in ARRAYS:
+    for name in STORED:
         np.testing.assert_array_equal(streamed["long"][name][:], whole["long"][name][:], err_msg=name)
     leftovers = {p.name for p in (tmp_path / "streamed" / "videos").iterdir()}
     assert leftovers == ({"long.h5"} if fmt == "hdf5" else {"long", "zarr.json"})

@@ -37,6 +37,8 @@ def make_arrays(attrs: dict, seed: int = 0, frames: np.ndarray | None = None) ->
                     attrs["flow_stride"])
     out = {}
     for name, spec in ARRAYS.items():
+        if spec.derived:  # computed when read, never written
+            continue
         shape = spec.shape(dims)
         if spec.dtype == "bool":
             out[name] = rng.random(shape) < 0.7

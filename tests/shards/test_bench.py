@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 import pytest
 
 from preprocess.synthetic import MovingObject, Scene, render
 from shards import ARRAYS, open_shards, open_writer
-from shards.schema import CELL, HOG_BINS, dims_for
+from shards.schema import STORED, dims_for
 
 from .helpers import video_attrs
 
@@ -42,25 +41,12 @@ def realistic_arrays(seed: int) -> tuple[dict, dict]:
     obj_v = np.array([1.5, 0.5], np.float32)  # compensated object motion ~ object - camera
     flow = noise((d["T-1"], d["h"], d["w"], 2), 0.2)
     flow[masks[:-1, ::STRIDE, ::STRIDE][:, :d["h"], :d["w"]]] += obj_v
-    cell_mask = masks[:, ::CELL, ::CELL][:, :d["Hc"], :d["Wc"]]
-    traj = noise((T, d["Hc"], d["Wc"], L, 2), 0.2)
-    traj[cell_mask] += obj_v
     mv = np.round(noise((T, d["Hc"], d["Wc"], 2), 0.3) * 4) / 4 + np.float32([1.5, 0.5])
-    grey = frames.mean(-1).astype(np.float32)
-    hog = np.zeros((T, d["Hc"], d["Wc"], HOG_BINS), np.float32)
-    for t in range(T):
-        gx, gy = cv2.Sobel(grey[t], cv2.CV_32F, 1, 0), cv2.Sobel(grey[t], cv2.CV_32F, 0, 1)
-        mag, ang = np.hypot(gx, gy), np.degrees(np.arctan2(gy, gx)) % 180
-        b = np.minimum((ang // 20).astype(int), HOG_BINS - 1)
-        for k in range(HOG_BINS):
-            m = np.where(b == k, mag, 0)[:d["Hc"] * CELL, :d["Wc"] * CELL]
-            hog[t, ..., k] = m.reshape(d["Hc"], CELL, d["Wc"], CELL).mean((1, 3))
     h = np.tile(np.eye(3, dtype=np.float32), (T - 1, 1, 1))
     h[:, 0, 2], h[:, 1, 2] = 1.5, 0.5
     arrays = {"frames": frames, "mv": mv, "mv_valid": rng.random(mv.shape[:3]) < 0.9,
               "flow": np.clip(flow, -20, 20), "homography": h,
-              "homography_ok": np.ones(T - 1, bool), "traj": np.clip(traj, -20, 20),
-              "traj_valid": rng.random(traj.shape[:4]) < 0.95, "hog": hog}
+              "homography_ok": np.ones(T - 1, bool)}
     return arrays, attrs
 
 
@@ -79,20 +65,21 @@ def test_bytes_and_clip_reads(tmp_path):
         w.finalize()
         with open_shards(path) as ds:
             nbytes = {n: sum(ds.nbytes(f"v{i}")[n] for i in range(len(videos))) / (T * len(videos))
-                      for n in ARRAYS}
+                      for n in STORED}
             for video_id, t in clips[:5]:  # warm-up: imports, page cache
-                [ds[f"v{video_id}"][n][t:t + 16] for n in ARRAYS]
+                [ds[f"v{video_id}"][n][t:t + 16] for n in STORED]
             t0 = time.perf_counter()
             for video_id, t in clips:
                 v = ds[f"v{video_id}"]
-                clip = {n: v[n][t:t + 16] for n in ARRAYS}
+                clip = {n: v[n][t:t + 16] for n in STORED}
                 assert clip["frames"].shape == (16, H, W, 3)
             read_ms = (time.perf_counter() - t0) / len(clips) * 1e3
         report[fmt] = (nbytes, read_ms, write_s)
     print(f"\n{T}-frame {W}x{H} videos, L={L}, flow_stride={STRIDE}: bytes on disk per frame")
     print(f"{'array':<14}{'raw (stored dtype)':>20}{'zarr':>10}{'hdf5':>10}")
     dims = dims_for(T, H, W, L, STRIDE)
-    for n, spec in ARRAYS.items():
+    for n in STORED:
+        spec = ARRAYS[n]
         raw = np.prod(spec.shape(dims)) * np.dtype(spec.stored_dtype).itemsize / T
         print(f"{n:<14}{raw:>20.0f}{report['zarr'][0][n]:>10.0f}{report['hdf5'][0][n]:>10.0f}")
     for fmt in ("zarr", "hdf5"):

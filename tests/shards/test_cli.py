@@ -39,10 +39,10 @@ def put_nan(path, fmt):
 
 def drop_array(path, fmt):
     if fmt == "zarr":
-        shutil.rmtree(path / "videos" / "v1" / "traj")  # the consolidated metadata still names it
+        shutil.rmtree(path / "videos" / "v1" / "flow")  # the consolidated metadata still names it
     else:
         with h5py.File(path / "videos" / "v1.h5", "r+") as f:
-            del f["traj"]
+            del f["flow"]
 
 
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
@@ -63,7 +63,9 @@ def test_verify_missing_array(tmp_path, fmt, capsys):
     good_set(path, fmt)
     drop_array(path, fmt)
     assert main(["verify", str(path)]) == 1
-    assert "v1 / traj / missing" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "v1 / flow / missing" in out
+    assert "v1 / traj / cannot be derived: ['flow'] missing" in out  # derived from it
 
 
 def test_verify_reports_uncommitted_video(tmp_path, capsys):

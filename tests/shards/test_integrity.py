@@ -63,8 +63,10 @@ def damage(path: Path, fmt: str, array: str, how: str) -> None:
         file.write_bytes(bytes(data))
 
 
-CASES = [(fmt, array, how) for fmt in ("zarr", "hdf5") for array in ("frames", "mv", "mv_valid")
+CASES = [(fmt, array, how) for fmt in ("zarr", "hdf5") for array in ("frames", "mv", "mv_valid", "flow")
          for how in ("delete", "truncate", "flip")]
+# schema 3: what each stored array's damage also breaks (verify computes derived arrays)
+DERIVED_FROM = {"frames": ("hog",), "flow": ("traj", "traj_valid")}
 
 
 @pytest.mark.parametrize("fmt, array, how", CASES)
@@ -79,7 +81,13 @@ def test_damage_is_reported_and_never_decodes(tmp_path, fmt, array, how, capsys)
     bad = [line for line in out.splitlines() if line.startswith("v1 / ")]
     assert bad, out
     whole_file = fmt == "hdf5" and how == "truncate"  # the file no longer opens
-    assert all(line.startswith("v1 / -" if whole_file else f"v1 / {array} / ") for line in bad), out
+    if whole_file:
+        assert all(line.startswith("v1 / -") for line in bad), out
+    else:
+        names = {line.split(" / ")[1] for line in bad}
+        assert names == {array, *DERIVED_FROM.get(array, ())}, out
+        # a derived array's line names the stored array that broke it
+        assert all(f"array '{array}'" in line for line in bad if line.split(" / ")[1] != array), out
     assert not any(line.startswith("v0 / ") for line in out.splitlines()), out
     assert "problems in 1 videos" in out
     with pytest.raises(ShardReadError) as err:

@@ -72,12 +72,12 @@ def test_interrupted_write_is_not_listed_and_is_redone(tmp_path, fmt, monkeypatc
     target = (zarr.Group, "create_array") if fmt == "zarr" else (h5py.Group, "create_dataset")
     original = getattr(*target)
 
-    def dies_on_traj(self, name, *args, **kwargs):
-        if name == "traj":
+    def dies_on_flow(self, name, *args, **kwargs):
+        if name == "flow":
             raise crash
         return original(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(*target, dies_on_traj)
+    monkeypatch.setattr(*target, dies_on_flow)
     with pytest.raises(RuntimeError):
         write_one(path, fmt, "half")
     monkeypatch.setattr(*target, original)

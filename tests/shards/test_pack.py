@@ -155,7 +155,7 @@ def test_cli_pack(tmp_path, capsys):
     assert main(["pack", str(src), str(tmp_path / "p"), "--videos-per-file", "2"]) == 0
     assert "3 videos in 2 pack files (2 written, 0 already packed) from a zarr set" in capsys.readouterr().out
     assert main(["verify", str(tmp_path / "p")]) == 0
-    assert "packed, schema v2, 3 videos (3 committed), 1 failures; 0 problems" in capsys.readouterr().out
+    assert "packed, schema v3, 3 videos (3 committed), 1 failures; 0 problems" in capsys.readouterr().out
     assert main(["inspect", str(tmp_path / "p")]) == 0
     assert "format: packed" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:

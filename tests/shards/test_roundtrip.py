@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from shards import ARRAYS, open_shards, open_writer
-from shards.schema import SCHEMA_VERSION
+from shards.schema import DERIVED, SCHEMA_VERSION, STORED, dims_from_attrs
 
 from .helpers import make_arrays, video_attrs
 
@@ -53,11 +53,16 @@ def test_roundtrip(tmp_path, fmt, size):
         assert v.attrs["schema_version"] == SCHEMA_VERSION and v.attrs["complete"] is True
         assert v.attrs["note"] == {"nested": [1, 2]}
         assert v.keys() == list(ARRAYS)
-        for name in ARRAYS:
+        for name in STORED:
             lazy = v[name]
             assert lazy.shape == arrays[name].shape and len(lazy) == arrays[name].shape[0]
             assert lazy.dtype == np.dtype(ARRAYS[name].dtype)
             assert_close(name, np.asarray(lazy), arrays[name])
+        dims = dims_from_attrs(v.attrs)
+        for name in DERIVED:  # computed when read: values in tests/shards/test_derived.py
+            got = v[name][:]
+            assert got.shape == v[name].shape == ARRAYS[name].shape(dims), name
+            assert got.dtype == np.dtype(ARRAYS[name].dtype), name
     if size["num_frames"] == 1:
         assert arrays["flow"].shape[0] == 0 and arrays["homography"].shape == (0, 3, 3)
 
@@ -119,8 +124,9 @@ def test_validation_refuses_bad_input(tmp_path, fmt):
     attrs = video_attrs()
     good = make_arrays(attrs)
     for bad, match in [
-        ({k: v for k, v in good.items() if k != "hog"}, "missing"),
-        ({**good, "extra": good["hog"]}, "unknown"),
+        ({k: v for k, v in good.items() if k != "flow"}, "missing"),
+        ({**good, "extra": good["flow"]}, "unknown"),
+        ({**good, "hog": np.zeros((9, 8, 10, 9), np.float32)}, r"\['hog'\] are derived when read"),
         ({**good, "flow": good["flow"][:-1]}, "flow: shape"),
         ({**good, "mv_valid": good["mv_valid"].astype(np.uint8)}, "expected bool"),
         ({**good, "homography": np.where(np.eye(3, dtype=bool), np.nan, good["homography"])}, "non-finite"),

@@ -3,14 +3,15 @@
 Each video: a textured background panned by the camera at `pan` px/frame, plus a bright
 16 px square moving at `velocity` px/frame on screen (camera-inclusive). mv holds the
 on-screen motion, flow the camera-compensated one (object motion minus pan on the square,
-0 elsewhere), homography the pan, traj the compensated steps of every cell's point.
+0 elsewhere), homography the pan. traj / traj_valid / hog are derived when read (schema 3):
+the steps tracked on that flow, the HOG of the frames.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from shards.schema import CELL, HOG_BINS
+from shards.schema import CELL
 from shards.writer import open_writer
 
 H, W, T, TRAJ_LEN, FLOW_STRIDE = 48, 64, 20, 3, 4
@@ -45,14 +46,9 @@ def synthetic_video(pan, velocity, seed: int = 0) -> tuple[dict, dict]:
     flow = np.stack([np.where(inside(fine, corner[t])[..., None], vel - pan, 0) for t in range(T - 1)])
     hom = np.tile(np.eye(3, dtype=np.float32), (T - 1, 1, 1))
     hom[:, :2, 2] = pan
-    traj = np.broadcast_to(np.where(on[..., None, None], vel - pan, 0), (T, hc, wc, TRAJ_LEN, 2)).copy()
-    valid = np.ones((T, hc, wc, TRAJ_LEN), bool)
-    valid[T - TRAJ_LEN:] &= (np.arange(T - TRAJ_LEN, T)[:, None] + np.arange(TRAJ_LEN) < T - 1)[:, None, None]
-    hog = rng.random((T, hc, wc, HOG_BINS)).astype(np.float32)
     arrays = {
         "frames": frames, "mv": mv, "mv_valid": np.ones((T, hc, wc), bool),
         "flow": flow.astype(np.float32), "homography": hom, "homography_ok": np.ones(T - 1, bool),
-        "traj": traj.astype(np.float32), "traj_valid": valid, "hog": hog,
     }
     arrays["mv_valid"][0] = False
     attrs = {"source": "synthetic", "fps": 25.0, "height": H, "width": W, "source_height": H,

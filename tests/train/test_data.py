@@ -67,7 +67,7 @@ def test_flip_mirrors_motion_and_hog(tiny_shards):
 
 def test_flip_bins_match_hog_of_the_mirrored_image():
     import cv2
-    from preprocess.hog import cell_hog
+    from shards.derived import cell_hog
     img = cv2.GaussianBlur(np.random.default_rng(0).standard_normal((32, 32)).astype(np.float32), (0, 0), 2) * 50 + 128
     hog, hog_of_mirror = cell_hog(img), cell_hog(np.ascontiguousarray(img[:, ::-1]))
     clip = {"video": np.zeros((3, 1, 32, 32), np.float32), "hog": hog}
@@ -162,3 +162,35 @@ def test_open_videos_are_bounded_and_split_ids_come_from_the_index(tiny_shards, 
     assert list(ds._videos) == ds.ids[1:3]
     ds[(3, 1)]  # read again: now the most recent
     assert list(ds._videos) == [ds.ids[2], ds.ids[1]]
+
+
+@pytest.mark.parametrize("vid, size, min_crop", [("pan", 32, 0.66), ("slow", 48, 1.0), ("fast", 24, 0.5)])
+def test_clip_trajectories_are_the_whole_video_arrays_cut(tiny_shards, vid, size, min_crop):
+    """The loader tracks only the points of the crop and computes HOG only on the cells they
+    visit (shard schema 3 derives both when read); what it returns is the whole-video arrays
+    (`v["traj"]`, `v["hog"]` sampled along the positions) cut and resampled like every grid."""
+    from shards.tracks import along_trajectories, positions
+    from train.data import crop_box, frame_indices, read_clip_at
+
+    spec = ClipSpec(num_frames=4, sampling_rate=2, input_size=size, min_crop=min_crop, needs=ALL)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        with open_shards(tiny_shards) as ds:
+            v = ds[vid]
+            idx, rate = frame_indices(int(v.attrs["num_frames"]), spec, rng)
+            box = crop_box(int(v.attrs["height"]), int(v.attrs["width"]), spec, rng)
+            c = read_clip_at(v, spec, idx, rate, box)
+            starts, n = idx[::spec.tubelet], int(v.attrs["num_frames"])
+            traj, valid, hom, hog = v["traj"][starts], v["traj_valid"][starts], v["homography"][:], v["hog"][:]
+        ref_hog = np.concatenate([
+            along_trajectories(hog[s:min(s + TRAJ_LEN, n)], positions(traj[k:k + 1], valid[k:k + 1], hom[s:]),
+                               valid[k:k + 1]) for k, s in enumerate(starts)])
+        x0, y0, side = box
+        cut = lambda g: resample_cells(g, x0, y0, side, size // 8)  # noqa: E731
+        np.testing.assert_allclose(c["traj"], cut(traj) * np.float32(size / side), atol=1e-5)
+        np.testing.assert_array_equal(c["traj_valid"], cut(valid))
+        # the clip's own frames give their luma from the decoded RGB (no second decode), the
+        # other visited frames the JPEG's Y plane: the two differ by rounding only
+        want = cut(ref_hog)
+        err = np.abs(c["traj_hog"] - want)
+        assert err.mean() <= 0.01 * want.mean() and err.max() <= 0.1 * want.max(), seed

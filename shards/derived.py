@@ -1,0 +1,149 @@
+"""Arrays computed when read instead of stored (schema 3): `hog` from the frames' luma,
+`traj` / `traj_valid` from the stored flow and homographies.
+
+Stored, they were 7 of the 9.4 bytes of motion data per source byte on the K400-like corpus
+(hog 3.8, traj 3.2: docs/benchmarks.md). Both are cheap functions of arrays the shards hold
+anyway, and a clip needs them only at a few frames and on the cells of its crop:
+
+- `cell_hog_box`: the HOG of `schema.CONVENTIONS["hog"]` of a box of cells of grey frames
+  (the extractor computed it until schema 2, in preprocess/hog.py), all frames in one pass: each frame is cut with a one-pixel margin
+  (what the 3x3 Sobel reads; replicated where the frame ends, as BORDER_REPLICATE), and one
+  `np.bincount` over (cell, bin) labels weighted by the magnitude sums each cell's bins.
+  Frame by frame: stacking a clip's frames for single calls was slower (the working set
+  leaves the cache), and 9 masked `cv2.resize(INTER_AREA)` passes (one per bin) 3.5x slower.
+- `track`: one point per cell centre (of a box of cells) of each start frame, all starts in
+  one vectorized pass: the stored (block-mean, quantized) compensated flow is looked up
+  bilinearly between flow-grid points, then the homography: p_{l+1} = H_{t+l}(p_l + d_l),
+  the convention of `schema.CONVENTIONS["traj"]`. The extractor's tracker used the
+  full-resolution median-filtered flow; the difference is measured in docs/design.md.
+Pure functions of numpy arrays; the reader (`shards.reader.Video`) feeds them.
+
+HOG, the appearance half of MME's target (ANCHORS "MME"): 9 unsigned orientation bins,
+3x3 Sobel gradients, 8x8 px cells on the same grid as the trajectories, no block
+normalization. MME's public code computes the Sobel gradients with a conv layer whose
+bias was left random (untrained); here they come from `cv2.Sobel`, with no bias.
+Units: the 3x3 Sobel kernel weighs the central difference by 1 + 2 + 1 = 4 and spans two
+pixels, so it returns 8x the slope of a linear ramp; it is divided by 8 so that magnitudes
+are grey levels per pixel (a ramp rising by s grey levels per pixel has magnitude s). A
+cell's bin b holds the sum of the magnitudes of its pixels whose orientation
+atan2(gy, gx) mod 180 deg (y pointing down) falls in [20 b, 20 b + 20), divided by 64: the
+mean per pixel of the cell. So a vertical edge (gradient along x) is in bin 0 (or bin 8 when
+gy is a hair negative: 179.9 deg), a 45 deg gradient (down-right) in bin 2, a horizontal
+edge (gradient along y) in bin 4.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .schema import CELL, HOG_BINS
+from .tracks import apply_homography, bilinear_sample
+
+_SOBEL_GAIN = 8.0  # 3x3 Sobel response to a unit ramp: magnitudes become grey levels per pixel
+# 20-degree sector of [0, 360) -> unsigned bin (sector 18, an angle of exactly 360, is bin 0),
+# as a 256-entry table for cv2.LUT: ~10x faster than numpy's fancy indexing or np.take.
+_SECTOR_TO_BIN = np.array([*range(HOG_BINS), *range(HOG_BINS)] + [0] * (256 - 2 * HOG_BINS), np.uint8)
+
+
+def cell_hog(gray: np.ndarray) -> np.ndarray:
+    """(T, Hc, Wc, 9) float32 cell histograms of (T, H, W) or (H, W) grey frames (uint8 or
+    float, 0-255). A single (H, W) frame gives (1, Hc, Wc, 9). Trailing rows / columns that do
+    not fill a cell are dropped (the cell grid is aligned with the top-left corner)."""
+    gray = gray[None] if gray.ndim == 2 else gray
+    if gray.ndim != 3:
+        raise ValueError(f"gray must be (T, H, W) or (H, W), got {gray.shape}")
+    _, height, width = gray.shape
+    return cell_hog_box(gray, (0, height // CELL), (0, width // CELL))
+
+
+def cell_hog_box(gray: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """`cell_hog(gray)[:, r0:r1, c0:c1]`, computed from those cells' pixels only (plus the
+    one-pixel margin the Sobel reads): (T, r1 - r0, c1 - c0, 9) float32."""
+    n, height, width = gray.shape
+    (r0, r1), (c0, c1) = rows, cols
+    hc, wc = max(r1 - r0, 0), max(c1 - c0, 0)
+    if n == 0 or hc == 0 or wc == 0:
+        return np.zeros((n, hc, wc, HOG_BINS), np.float32)
+    y0, y1, x0, x1 = CELL * r0, CELL * r1, CELL * c0, CELL * c1
+    # the margin the frame has; where it ends, a replicated one (the whole frame's BORDER_REPLICATE)
+    top, bottom, left, right = min(1, y0), min(1, height - y1), min(1, x0), min(1, width - x1)
+    inner = (slice(1, -1), slice(1, -1))
+    # (cell index) * 9 of every pixel of the box: adding the bin gives the bincount label
+    label_base = ((np.arange(CELL * hc) // CELL)[:, None] * wc + (np.arange(CELL * wc) // CELL)[None, :]) * HOG_BINS
+    out = np.empty((n, hc * wc * HOG_BINS), np.float32)
+    for t in range(n):
+        cut = np.ascontiguousarray(gray[t, y0 - top:y1 + bottom, x0 - left:x1 + right])
+        if cut.dtype not in (np.uint8, np.float32):
+            cut = cut.astype(np.float32)
+        if (top, bottom, left, right) != (1, 1, 1, 1):
+            cut = cv2.copyMakeBorder(cut, 1 - top, 1 - bottom, 1 - left, 1 - right, cv2.BORDER_REPLICATE)
+        gx = np.ascontiguousarray(cv2.Sobel(cut, cv2.CV_32F, 1, 0, ksize=3)[inner])
+        gy = np.ascontiguousarray(cv2.Sobel(cut, cv2.CV_32F, 0, 1, ksize=3)[inner])
+        # cartToPolar's angle is atan2(gy, gx) in [0, 360) degrees, accurate to ~0.3 deg.
+        mag, ang = cv2.cartToPolar(gx, gy, angleInDegrees=True)
+        # a table lookup of the 20-degree sector is 4x faster than mod 180 then divide
+        bins = cv2.LUT((ang * np.float32(1 / 20)).astype(np.uint8), _SECTOR_TO_BIN)
+        out[t] = np.bincount((label_base + bins).ravel(), weights=mag.ravel(), minlength=out.shape[1])
+    out *= np.float32(1 / (_SOBEL_GAIN * CELL * CELL))
+    return out.reshape(n, hc, wc, HOG_BINS)
+
+
+def decode_gray(rows: np.ndarray) -> np.ndarray:
+    """(n, N) stored JPEG rows (schema "jpeg") -> (n, H, W) uint8 luma, decoded grey: JPEG's Y
+    is BT.601 luma, what cv2's RGB2GRAY computes from the decoded RGB up to rounding, and
+    decoding it alone skips chroma upsampling and colour conversion (~25 % of a decode)."""
+    out = None
+    for i, row in enumerate(rows):
+        g = cv2.imdecode(row, cv2.IMREAD_GRAYSCALE)
+        if g is None:
+            raise ValueError(f"stored frame {i} of the selection is not a decodable JPEG")
+        if out is None:
+            out = np.empty((len(rows),) + g.shape, np.uint8)
+        out[i] = g
+    return out if out is not None else np.zeros((0, 0, 0), np.uint8)
+
+
+def track(flow: np.ndarray, homography: np.ndarray, first: int, starts: np.ndarray, num_frames: int,
+          height: int, width: int, traj_len: int, flow_stride: int,
+          rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None,
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trajectories of the cell-centre points of frames `starts` (S,), on cells rows x cols
+    (default: all).
+
+    flow (K, h, w, 2) px and homography (K, 3, 3) hold stored pairs first .. first + K - 1,
+    which must cover every pair s + l < num_frames - 1 the starts use. Returns traj
+    (S, Hc', Wc', L, 2) float32, valid (S, Hc', Wc', L) bool and positions (S, Hc', Wc', L+1, 2)
+    float32 (p_0 the cell centre; after an invalid step a point stays where it was, as
+    `shards.tracks.positions` rebuilds them). A step is invalid (and 0) once the point has
+    left [0, W-1] x [0, H-1] or frame s + l + 1 does not exist.
+    """
+    r0, r1 = rows if rows is not None else (0, height // CELL)
+    c0, c1 = cols if cols is not None else (0, width // CELL)
+    s = np.asarray(starts, np.intp)
+    shape = (len(s), r1 - r0, c1 - c0)
+    traj = np.zeros(shape + (traj_len, 2), np.float32)
+    valid = np.zeros(shape + (traj_len,), bool)
+    pos = np.empty(shape + (traj_len + 1, 2), np.float32)
+    half = (CELL - 1) / 2
+    ys, xs = np.mgrid[r0:r1, c0:c1].astype(np.float64)
+    p = np.broadcast_to(np.stack([CELL * xs + half, CELL * ys + half], -1), shape + (2,)).copy()
+    pos[..., 0, :] = p
+    if len(s) == 0 or len(flow) == 0:
+        pos[...] = p[..., None, :]
+        return traj, valid, pos
+    alive = np.ones(shape, bool)
+    field = np.asarray(flow, np.float32)  # float64 weights: exact enough, no copy of the window
+    grid_half = (flow_stride - 1) / 2  # flow point (a, b) stands for the block centred there
+    for l in range(traj_len):
+        pair = s + l
+        exists = pair < num_frames - 1
+        k = np.clip(pair - first, 0, len(flow) - 1)
+        d = bilinear_sample(field, k, (p - grid_half) / flow_stride)
+        nxt = apply_homography(homography[k], p + d)
+        alive &= (exists[:, None, None] & (nxt[..., 0] >= 0) & (nxt[..., 0] <= width - 1)
+                  & (nxt[..., 1] >= 0) & (nxt[..., 1] <= height - 1))
+        traj[..., l, :] = np.where(alive[..., None], d, 0)
+        valid[..., l] = alive
+        np.copyto(p, nxt, where=alive[..., None])
+        pos[..., l + 1, :] = p
+    return traj, valid, pos
