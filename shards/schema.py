@@ -207,8 +207,13 @@ def decode(name: str, stored: np.ndarray, spec: ArraySpec | None = None) -> np.n
     if spec.transform == "jpeg":
         return _jpeg_decode(out)
     if spec.scale != 1.0:
-        v = out.astype(np.float32) * np.float32(spec.scale)
-        return (v * v if spec.transform == "sqrt" else v).astype(spec.dtype)
+        # in place: the same float32 products without two more temporaries (a clip's
+        # 62-frame flow read spent 8 of its 11 ms here)
+        v = out.astype(np.float32)
+        v *= np.float32(spec.scale)
+        if spec.transform == "sqrt":
+            v *= v
+        return v.astype(spec.dtype, copy=False)
     return out.astype(spec.dtype, copy=False)
 
 
