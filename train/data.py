@@ -150,9 +150,11 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
     (`clip_hog`, `clip_trajectories`: shard schema 3 derives both when read)."""
     S, cells = spec.input_size, spec.input_size // CELL
     uniq, inv = np.unique(idx, return_inverse=True)
+    # clip frames are distinct unless a short video repeats its last one: then no copy by `inv`
+    distinct = len(uniq) == len(idx)
 
     def at_clip_frames(name: str) -> np.ndarray:
-        return video[name][uniq][inv]
+        return video[name][uniq] if distinct else video[name][uniq][inv]
 
     need = spec.needs
     tracks = need & {"traj", "traj_valid", "traj_hog"}
@@ -165,13 +167,13 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
         extra = np.setdiff1d(visited, uniq)
         rgb, grey = video.frames_and_gray(uniq, extra)
         gray = dict(zip(extra.tolist(), grey))
-        full = rgb[inv]
+        full = rgb if distinct else rgb[inv]
     else:
         full = at_clip_frames("frames")                                                  # (T,H,W,3)
     if tracks or "hog" in need:
         # the clip's frames, already decoded: their luma (for HOG) costs one colour conversion
         first = np.unique(inv, return_index=True)[1]  # one clip position per stored frame
-        gray.update({int(t): cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for t, f in zip(uniq, full[first])})
+        gray.update({int(t): cv2.cvtColor(full[k], cv2.COLOR_RGB2GRAY) for t, k in zip(uniq.tolist(), first)})
     stored = {"frames": full}
     if need & {"mv", "mv_valid"}:
         stored["mv"], stored["mv_valid"] = at_clip_frames("mv"), at_clip_frames("mv_valid")
