@@ -194,3 +194,13 @@ def test_clip_trajectories_are_the_whole_video_arrays_cut(tiny_shards, vid, size
         want = cut(ref_hog)
         err = np.abs(c["traj_hog"] - want)
         assert err.mean() <= 0.01 * want.mean() and err.max() <= 0.1 * want.max(), seed
+
+
+def test_normalize_is_the_imagenet_formula_channel_first():
+    from train.data import normalize
+    from train.targets.pixel import MEAN, STD
+
+    frames = np.random.default_rng(5).integers(0, 256, (3, 16, 24, 3), np.uint8)
+    want = ((frames.astype(np.float32) / 255 - np.float32(MEAN)) / np.float32(STD)).transpose(3, 0, 1, 2)
+    np.testing.assert_array_equal(normalize(frames), want)
+    assert normalize(frames[:0]).shape == (3, 0, 16, 24)
