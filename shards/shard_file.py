@@ -66,10 +66,12 @@ def read_frames(raw, frames: np.ndarray) -> np.ndarray | None:
     tail_bytes = 16 * chunks_per_shard + 4
     shard_of = frames // per_shard
     for k in np.unique(shard_of).tolist():
-        pos = np.flatnonzero(shard_of == k)
-        local = frames[pos] - k * per_shard
+        # frames are sorted: each shard's, and each chunk's, are a contiguous run of `out`
+        p0, p1 = np.searchsorted(shard_of, [k, k + 1])
+        local = frames[p0:p1] - k * per_shard
         chunk_of = local // per_chunk
         needed = np.unique(chunk_of)
+        runs = np.searchsorted(chunk_of, np.append(needed, needed[-1] + 1)).tolist()
         try:
             with open(os.path.join(folder, "c", str(k), *("0" * len(frame_shape))), "rb") as f:
                 f.seek(-tail_bytes, os.SEEK_END)
@@ -84,12 +86,12 @@ def read_frames(raw, frames: np.ndarray) -> np.ndarray | None:
                 buf = np.frombuffer(f.read(end - first), np.uint8)
         except FileNotFoundError:
             return None
-        for c, (offset, nbytes) in zip(needed.tolist(), index.tolist()):
+        for j, (c, (offset, nbytes)) in enumerate(zip(needed.tolist(), index.tolist())):
             body = buf[offset - first:offset - first + nbytes - 4]
             stored = int(buf[offset - first + nbytes - 4:offset - first + nbytes].view("<u4")[0])
             if google_crc32c.value(body) != stored:
                 raise ValueError(f"{folder} shard {k} chunk {c}: stored and computed checksum do not match")
             values = np.frombuffer(blosc.decompress(body), dtype).reshape((-1,) + frame_shape)
-            here = chunk_of == c
-            out[pos[here]] = values[local[here] - c * per_chunk]
+            a, b = runs[j], runs[j + 1]
+            out[p0 + a:p0 + b] = values[0] if per_chunk == 1 else values[local[a:b] - c * per_chunk]
     return out if dtype.isnative else out.astype(dtype.newbyteorder("="))
