@@ -18,11 +18,12 @@ import os
 
 import numpy as np
 
+from .cli import CliError
 from .schema import ARRAYS, COMMIT_ATTR, arrays_for, check_version, decode, dims_from_attrs, frames_storage
 from .writer import INDEX_ATTRS
 
 
-class ShardReadError(OSError):
+class ShardReadError(CliError, OSError):
     """A stored array that cannot be read back as written (missing, truncated or damaged
     chunk, checksum mismatch, a video file that no longer opens); the message names the
     shard set, the video and the array."""

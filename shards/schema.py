@@ -30,6 +30,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .cli import CliError
+
 # 2: every chunk carries a checksum (zarr crc32c, hdf5 fletcher32) and zarr writes every
 # chunk, even all zeros, so that a missing chunk file is an error, not fill values.
 # 3: traj, traj_valid and hog are no longer stored but derived when read (shards/derived.py),
@@ -249,7 +251,7 @@ def _jpeg_decode(rows: np.ndarray) -> np.ndarray:
     return out if out is not None else np.zeros((0, 0, 0, 3), np.uint8)
 
 
-class SchemaVersionError(ValueError):
+class SchemaVersionError(CliError, ValueError):
     """A shard set written by a schema this code does not know."""
 
 

@@ -34,3 +34,21 @@ def test_version_and_conventions_documented():
     assert f"Schema version: **{SCHEMA_VERSION}**" in DOC
     for key in CONVENTIONS:
         assert f"**{key.replace('_', ' ')}**" in DOC, key
+
+
+def test_an_unknown_version_is_one_line_from_every_cli(tmp_path, capsys):
+    """SchemaVersionError is a CliError: the CLIs print its message, not a bug report."""
+    import pytest
+
+    from shards.__main__ import main
+    from shards.cli import run_main
+
+    root = tmp_path / "set"
+    root.mkdir()
+    (root / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": '
+                                    '{"motion_mae": {"schema_version": 99}}}')
+    with pytest.raises(SystemExit) as exit_:
+        run_main(lambda: main(["inspect", str(root)]), "shards")
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 1 and err.count("\n") == 0
+    assert "schema version 99 is not supported" in err and "--debug" not in err

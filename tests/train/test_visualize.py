@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from preprocess.hog import cell_hog
+from shards.derived import cell_hog
 from train import visualize
 from train.config import TrainConfig
 from train.engine import CHECKPOINT, train
