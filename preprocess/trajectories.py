@@ -103,69 +103,6 @@ def _move(q: np.ndarray, live: np.ndarray, filtered: np.ndarray, homography: np.
     return d, live
 
 
-class RollingTracker:
-    """`Tracker` for a video of unknown length that keeps only the last `traj_len` start frames.
-
-    `step(f, flow_f, homography_f)` for f = 0, 1, ... returns the trajectories that step f
-    completed (start frame f - L + 1); `finish(num_frames)` returns those of the start frames
-    the video ended before (their last steps invalid, as in `track`). Both return
-    (traj (S, Hc, Wc, L, 2) float32, valid (S, Hc, Wc, L) bool) for consecutive start
-    frames, so concatenating every return gives `track`'s arrays while memory stays at
-    L start frames however long the video is.
-    """
-
-    def __init__(self, height: int, width: int, traj_len: int = 6, median: int = 3):
-        _check_median(median)
-        self.height, self.width, self.traj_len, self.median = height, width, traj_len, median
-        self.hc, self.wc = height // CELL, width // CELL
-        self._centres = cell_centres(self.hc, self.wc)
-        # rows: start frames first .. next - 1
-        self._p = np.zeros((0, self.hc, self.wc, 2))
-        self._alive = np.zeros((0, self.hc, self.wc), bool)
-        self.traj = np.zeros((0, self.hc, self.wc, traj_len, 2), np.float32)
-        self.valid = np.zeros((0, self.hc, self.wc, traj_len), bool)
-        self._first = self._next = 0
-        self._field = np.empty((height, width, 2), np.float32)
-        self._zero = np.zeros(traj_len, np.intp)
-
-    def _add_rows(self, count: int) -> None:
-        self._p = np.concatenate([self._p, np.broadcast_to(self._centres, (count, self.hc, self.wc, 2))])
-        self._alive = np.concatenate([self._alive, np.ones((count, self.hc, self.wc), bool)])
-        self.traj = np.concatenate([self.traj, np.zeros((count, self.hc, self.wc, self.traj_len, 2), np.float32)])
-        self.valid = np.concatenate([self.valid, np.zeros((count, self.hc, self.wc, self.traj_len), bool)])
-
-    def _pop_rows(self, count: int) -> tuple[np.ndarray, np.ndarray]:
-        out = self.traj[:count], self.valid[:count]
-        self._p, self._alive = self._p[count:], self._alive[count:]
-        self.traj, self.valid = self.traj[count:], self.valid[count:]
-        self._first += count
-        return out
-
-    def step(self, f: int, flow: np.ndarray, homography: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Move the points of start frames f - L + 1 .. f; returns the completed start frame, if any."""
-        if f != self._next:
-            raise ValueError(f"RollingTracker.step expects frame {self._next}, got {f}")
-        if flow.shape != (self.height, self.width, 2):
-            raise ValueError(f"flow must be ({self.height}, {self.width}, 2), got {flow.shape}")
-        self._next += 1
-        self._add_rows(1)
-        filtered = _median_frame(flow, self.median, self._field)
-        d, live = _move(self._p, self._alive, filtered, homography, self._zero)
-        steps = f - np.arange(self._first, f + 1)
-        rows = np.arange(len(steps))
-        self.traj[rows, :, :, steps] = np.where(live[..., None], d, 0)
-        self.valid[rows, :, :, steps] = live
-        return self._pop_rows(max(0, f + 1 - self.traj_len - self._first + 1))
-
-    def finish(self, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-        """The start frames not yet returned, up to the last frame num_frames - 1 (never stepped)."""
-        if num_frames != self._next + 1:
-            raise ValueError(f"{self._next} flow frames were stepped: the video has {self._next + 1} frames, "
-                             f"not {num_frames}")
-        self._add_rows(1)
-        return self._pop_rows(len(self.traj))
-
-
 def track(flow: np.ndarray, homography: np.ndarray, traj_len: int = 6, median: int = 3,
           ) -> tuple[np.ndarray, np.ndarray]:
     """Track one point per 8x8 cell from every frame through `traj_len` steps.
