@@ -89,18 +89,10 @@ def cell_hog_box(gray: np.ndarray, rows: tuple[int, int], cols: tuple[int, int])
 
 
 def decode_gray(rows: np.ndarray) -> np.ndarray:
-    """(n, N) stored JPEG rows (schema "jpeg") -> (n, H, W) uint8 luma, decoded grey: JPEG's Y
-    is BT.601 luma, what cv2's RGB2GRAY computes from the decoded RGB up to rounding, and
-    decoding it alone skips chroma upsampling and colour conversion (~25 % of a decode)."""
-    out = None
-    for i, row in enumerate(rows):
-        g = cv2.imdecode(row, cv2.IMREAD_GRAYSCALE)
-        if g is None:
-            raise ValueError(f"stored frame {i} of the selection is not a decodable JPEG")
-        if out is None:
-            out = np.empty((len(rows),) + g.shape, np.uint8)
-        out[i] = g
-    return out if out is not None else np.zeros((0, 0, 0), np.uint8)
+    """(n, N) stored JPEG rows (schema "jpeg") -> (n, H, W) uint8 luma, decoded grey."""
+    from .schema import _jpeg_decode
+
+    return _jpeg_decode(rows, gray=True)
 
 
 def track(flow: np.ndarray, homography: np.ndarray, first: int, starts: np.ndarray, num_frames: int,
