@@ -103,24 +103,23 @@ def test_writer_lock_on_s3(s3):
     assert "is gone" in lines[0]
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("small")
-    for i in range(2):
-        scene = Scene(height=32, width=48, num_frames=8, bg_velocity=(1.0 + i, 0.5), seed=40 + i,
-                      objects=(MovingObject(8, (8, 8), (1.5, -1.0)),))
+def _clips(root: Path, count: int, height: int, width: int, frames: int, seed: int, side: int) -> Path:
+    """`count` H.264 clips of a pan (faster in each) and one object of `side` px."""
+    for i in range(count):
+        scene = Scene(height=height, width=width, num_frames=frames, bg_velocity=(1.0 + i, 0.5), seed=seed + i,
+                      objects=(MovingObject(side, (side, side), (1.5, -1.0)),))
         encode(root / f"clip{i}", render(scene), codec="h264")
     return root
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    return _clips(tmp_path_factory.mktemp("small"), 2, 32, 48, 8, seed=40, side=8)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(8):
-        scene = Scene(height=96, width=128, num_frames=16, bg_velocity=(1.0 + i, 0.5), seed=30 + i,
-                      objects=(MovingObject(16, (16, 16), (1.5, -1.0)),))
-        encode(root / f"clip{i}", render(scene), codec="h264")
-    return root
+    return _clips(tmp_path_factory.mktemp("corpus"), 8, 96, 128, 16, seed=30, side=16)
 
 
 def _ids_now(url: str, fs) -> list[str]:
