@@ -41,7 +41,7 @@ def plan(ds, clips: int, seed: int, num_frames: int, stride: int) -> list[dict]:
 
 
 def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: int) -> dict:
-    """Every method [name, mask, target, crops] over every clip, one method after the other in
+    """Every method [name, mask, target, crops, traj_len] over every clip, one method after the other in
     the given order. Videos are opened once and kept in `videos` (as a training worker does;
     opening costs ~5-10 ms). `crops` > 1 is repeated augmentation: that many crops of each
     clip's frames (the same box: the cost is the same), read with `read_clips_at` where the
@@ -59,9 +59,13 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
     from train.targets import get_target
 
     out = {}
-    for name, mask, target, crops in methods:
+    for name, mask, target, crops, *rest in methods:
+        traj_len = rest[0] if rest else 0
+        extra = {"traj_len": traj_len} if traj_len else {}
+        if extra and "traj_len" not in data.ClipSpec.__dataclass_fields__:
+            continue  # a checkout whose loader reads the shards' trajectory length only
         spec = data.ClipSpec(num_frames=len(clips[0]["idx"]), input_size=size, flip=False,
-                             needs=frozenset(NEEDS[mask] | get_target(target).needs))
+                             needs=frozenset(NEEDS[mask] | get_target(target).needs), **extra)
         wall, cpu, read = [], [], []
         for c in clips:
             if c["id"] not in videos:

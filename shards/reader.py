@@ -302,22 +302,30 @@ class Video:
         return cell_hog_box(self.gray(idx) if gray is None else gray, rows, cols)
 
     def tracks(self, starts: np.ndarray, rows: tuple[int, int] | None = None,
-               cols: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               cols: tuple[int, int] | None = None, traj_len: int = 0,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(traj, traj_valid, positions) of the points starting at frames `starts` (sorted
         unique ints) on cells rows x cols (default all): `shards.derived.track` on the stored
-        flow. A loader asks for traj and traj_valid of the same starts: the last result is kept."""
+        flow. `traj_len` steps (0 = attrs["traj_len"]): schema 3 tracks any length; a schema-2
+        set stores attrs["traj_len"] steps, so a shorter length is its stored steps cut, and a
+        longer one a ValueError. A loader asks for traj and traj_valid of the same starts: the
+        last result is kept."""
         from .derived import track
 
-        key = (tuple(int(s) for s in starts), rows, cols)
+        a = self.attrs
+        n, stored_len, height, width = (int(a[k]) for k in ("num_frames", "traj_len", "height", "width"))
+        traj_len = int(traj_len) or stored_len
+        key = (tuple(int(s) for s in starts), rows, cols, traj_len)
         if self._tracks is not None and self._tracks[0] == key:
             return self._tracks[1]
-        a = self.attrs
-        n, traj_len, height, width = (int(a[k]) for k in ("num_frames", "traj_len", "height", "width"))
         starts = np.asarray(key[0], np.intp)
         if not self.specs["traj"].derived:  # a schema-2 set: stored steps, positions rebuilt
             from .tracks import positions
 
-            traj, valid = self["traj"][starts], self["traj_valid"][starts]
+            if traj_len > stored_len:
+                raise ValueError(f"{self.where}: video {self.id!r} stores {stored_len} trajectory steps, "
+                                 f"{traj_len} asked")
+            traj, valid = self["traj"][starts][..., :traj_len, :], self["traj_valid"][starts][..., :traj_len]
             hom = self["homography"][:] if len(starts) else np.zeros((0, 3, 3), np.float32)
             pos = np.concatenate([positions(traj[k:k + 1], valid[k:k + 1], hom[s:s + traj_len])
                                   for k, s in enumerate(starts)]) if len(starts) else \

@@ -48,6 +48,7 @@ class TrainConfig:
     mask_ratio: float | None = None  # None = the method's default (0.9; 0.7 with target mme)
     norm_target: bool = True        # per-token target normalization (VideoMAE / MME patch norm)
     target_norm: str = ""           # which one: a train.targets norms name, "" = the target's default
+    traj_len: int = 0               # MME: trajectory steps per point; 0 = the shards' (attrs traj_len)
     # model
     model: str = "vit_small"        # train.model.MODELS key
     tubelet: int = 2                # frames per token
@@ -233,6 +234,8 @@ HELP = {
     "mask_ratio": "fraction of tokens hidden, in [0, 1); none = the method's (0.9; 0.7 with target mme)",
     "norm_target": "per-token target normalization (VideoMAE's normlize_target, MME's patch norm)",
     "target_norm": "which per-token normalization ('' = the target's first)",
+    "traj_len": "target mme: trajectory steps per point (MME's K400 script 4, its paper 6); 0 = the "
+                "shards' traj_len. Schema-3 shards track any length when read",
     "model": "encoder size",
     "tubelet": "frames per token",
     "patch_size": "pixels per token side, a multiple of the 8 px cell",

@@ -62,6 +62,25 @@ class ClipSpec:
     flip: bool = True
     needs: frozenset[str] = frozenset()
     repeated_aug: int = 1   # clips per video read: the same frames, each its own crop and flip (MGMAE)
+    traj_len: int = 0       # steps per trajectory (MME); 0 = the shards' attrs["traj_len"]
+
+
+def clip_traj_len(video, spec: ClipSpec) -> int:
+    """Trajectory steps a clip of `video` carries: `spec.traj_len`, else the shards' own.
+
+    Shard schema 3 derives trajectories when read, from flow stored for every frame pair, so
+    any length can be tracked (MME's K400 script trains L = 4 where its paper says 6); a
+    schema-2 set stores `traj_len` steps and can only be cut shorter."""
+    stored = int(video.attrs["traj_len"])
+    if not spec.traj_len:
+        return stored
+    if spec.traj_len < 0:
+        raise ValueError(f"traj_len must be >= 0, got {spec.traj_len}")
+    if spec.traj_len > stored and not video.specs["traj"].derived:
+        raise ValueError(f"traj_len {spec.traj_len}: this shard set stores {stored} steps per trajectory "
+                         f"(schema {video.attrs.get('schema_version', '?')}); re-extract it, or train with "
+                         f"traj_len <= {stored}")
+    return spec.traj_len
 
 
 # ---- geometry -------------------------------------------------------------------------------
@@ -168,7 +187,7 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
     if tracks and hasattr(video, "frames_and_gray") and video.specs["hog"].derived:
         # the frames the trajectories visit besides the clip's own, read with them, in grey
         # (a schema-2 set stores its hog: no frames to add)
-        n_stored, traj_len = int(video.attrs["num_frames"]), int(video.attrs["traj_len"])
+        n_stored, traj_len = int(video.attrs["num_frames"]), clip_traj_len(video, spec)
         visited = np.unique(np.minimum(idx[::spec.tubelet, None] + np.arange(traj_len), n_stored - 1))
         extra = np.setdiff1d(visited, uniq)
         rgb, grey = video.frames_and_gray(uniq, extra)
@@ -201,7 +220,8 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
             out["flow"] = resample_cells(stored["flow"], x0, y0, side, cells) * np.float32(scale)
             out["homography"] = crop_homography(stored["homography"], x0, y0, scale)
         if tracks:
-            out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale, gray))
+            out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale, gray,
+                                         clip_traj_len(video, spec)))
         clips.append(out)
     return clips
 
@@ -229,23 +249,24 @@ def clip_hog(video, frames: np.ndarray, gray: dict[int, np.ndarray], x0: int, y0
 
 
 def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float,
-                      gray: dict[int, np.ndarray] | None = None) -> dict:
+                      gray: dict[int, np.ndarray] | None = None, traj_len: int = 0) -> dict:
     """Trajectories (steps, validity, HOG along them) of the points starting at `starts`.
 
     Only what the clip uses is computed: the points of the crop's cells that `resample_cells`
     picks (`Video.tracks` on a box of cells, one vectorized pass for all starts) and the HOG of
     the frames they visit on the cells they visit (`Video.hog_box`), since shard schema 3
     derives both when read. `gray`: frame index -> (H, W) luma the caller already has (the
-    clip's own frames: their HOG then needs no second read and decode).
+    clip's own frames: their HOG then needs no second read and decode). `traj_len`: steps per
+    trajectory (0 = the shards' own, `clip_traj_len`).
     """
     n_stored = int(video.attrs["num_frames"])
-    traj_len = int(video.attrs["traj_len"])
+    traj_len = traj_len or int(video.attrs["traj_len"])
     hc, wc = int(video.attrs["height"]) // CELL, int(video.attrs["width"]) // CELL
     src = ((np.arange(cells) + 0.5) * (side // CELL) / cells).astype(int)   # resample_cells' pick
     rows, cols = y0 // CELL + src, x0 // CELL + src
     box_r, box_c = (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
     ustarts, inv = np.unique(starts, return_inverse=True)
-    traj, valid, pos = video.tracks(ustarts, box_r, box_c)           # (S,r,c,L,2) (S,r,c,L) (S,r,c,L+1,2)
+    traj, valid, pos = video.tracks(ustarts, box_r, box_c, traj_len)         # (S,r,c,L,2) (S,r,c,L) (S,r,c,L+1,2)
     # Frame of step l of start s: s + l (the last frame when a short video ends first).
     frame_of = np.minimum(ustarts[:, None] + np.arange(traj_len), n_stored - 1)   # (S, L)
     frames = np.unique(frame_of)
@@ -329,8 +350,8 @@ class ClipDataset(Dataset):
         self.ids = ds.ids(split) if split else ds.ids()
         if not self.ids:
             raise ValueError(f"{path}: no videos" + (f" with split {split!r}" if split else ""))
-        first = ds[self.ids[0]].attrs
-        self.traj_len = int(first.get("traj_len", 0))
+        first = ds[self.ids[0]]
+        self.traj_len = clip_traj_len(first, spec) if "traj_len" in first.attrs else 0
         self.hog_bins = HOG_BINS
         ds.close()
         self._ds = None  # opened per worker process

@@ -189,7 +189,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     norm = target.norm(cfg.target_norm)
     needs = MASK_NEEDS[cfg.mask] | target.needs
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
-                    frozenset(needs), cfg.repeated_aug)
+                    frozenset(needs), cfg.repeated_aug, cfg.traj_len)
     dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split, skip_damaged=cfg.max_skipped_videos > 0,
                           source_root=cfg.source_root or None)
     grid = cfg.grid

@@ -63,7 +63,7 @@ def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, wa
     """Median seconds of one training step on random input, and the numbers derived from it."""
     torch.manual_seed(0)
     grid = cfg.grid
-    traj_len = TRAJ_LEN if cfg.target.startswith("mme") else 0
+    traj_len = (cfg.traj_len or TRAJ_LEN) if cfg.target.startswith("mme") else 0
     heads = get_target(cfg.target).heads(cfg.tubelet, cfg.patch_size, traj_len)
     out_dim = sum(h.dim for h in heads)
     model = cfg.build_model(heads, drop_path=0.0).to(device)
@@ -115,7 +115,7 @@ def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batche
     """Clips/s of the recipe's loader plus its mask in the main process, after the first batch."""
     mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
-                    frozenset(MASK_NEEDS[cfg.mask] | target.needs), cfg.repeated_aug)
+                    frozenset(MASK_NEEDS[cfg.mask] | target.needs), cfg.repeated_aug, cfg.traj_len)
     dataset = ClipDataset(shards, spec, seed=0)
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
     loader = iter(make_loader(dataset, batch, num_workers=workers))

@@ -41,7 +41,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
     norm = target.norm(cfg.target_norm)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
-                    frozenset(MASK_NEEDS[cfg.mask] | target.needs))
+                    frozenset(MASK_NEEDS[cfg.mask] | target.needs), traj_len=cfg.traj_len)
     dataset = ClipDataset(path, spec, seed, split)
     grid = cfg.grid
     model = cfg.build_model(ckpt.get("heads") or int(ckpt["out_dim"]))

@@ -261,7 +261,8 @@ def motion_figures(video, start: int, count: int, step: int = 2, arrow_scale: fl
 def clip_of(shards: Path, vid: str, cfg: TrainConfig, sample: int) -> dict[str, torch.Tensor]:
     """The clip `train/data.py` gives for global sample `sample` of this video (no flip), batched (B=1)."""
     needs = frozenset().union(*NEEDS.values())
-    spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False, needs)
+    spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False, needs,
+                    traj_len=cfg.traj_len)
     dataset = ClipDataset(shards, spec, cfg.seed)
     clip = dataset[(sample, dataset.ids.index(vid))]
     return {k: v[None] for k, v in clip.items()}

@@ -166,6 +166,11 @@ def test_a_schema2_set_is_read_as_stored(tmp_path):
     np.testing.assert_array_equal(v["hog"][2:6], stored("hog", hog)[2:6])
     np.testing.assert_array_equal(v["flow"][:], stored("flow", arrays["flow"]))
     assert np.abs(v["flow"][:] - arrays["flow"]).max() <= 1 / 12 + 1e-6  # its half step, not 1/8
+    t2, valid2, _ = v.tracks(np.array([1, 5]), traj_len=2)  # a shorter length: the stored steps cut
+    np.testing.assert_array_equal(t2, stored("traj", traj)[[1, 5]][..., :2, :])
+    np.testing.assert_array_equal(valid2, valid[[1, 5]][..., :2])
+    with pytest.raises(ValueError, match="stores 4 trajectory steps, 7 asked"):
+        v.tracks(np.array([1]), traj_len=7)
     box = v.hog_box(np.array([2, 3]), (1, 4), (2, 5))
     np.testing.assert_array_equal(box, stored("hog", hog)[2:4, 1:4, 2:5])
     with pytest.raises(SchemaVersionError, match="read by this motion-mae but not written"):

@@ -196,6 +196,29 @@ def test_clip_trajectories_are_the_whole_video_arrays_cut(tiny_shards, vid, size
         assert err.mean() <= 0.01 * want.mean() and err.max() <= 0.1 * want.max(), seed
 
 
+def test_a_shorter_traj_len_is_the_first_steps_of_the_stored_one(tiny_shards):
+    """`ClipSpec.traj_len` (MME's K400 script trains L = 4 on any shards): tracking is causal,
+    so the clip's L = 2 trajectories are the first 2 steps of its full-length ones, the HOG
+    along them too; a longer length than stored tracks further (schema 3); heads follow."""
+    from train.data import read_clip_at
+
+    full_spec = ClipSpec(num_frames=4, sampling_rate=2, input_size=32, min_crop=1.0, flip=False, needs=ALL)
+    with open_shards(tiny_shards) as ds:
+        v = ds["pan"]
+        idx, box = np.array([0, 2, 4, 6]), (0, 0, 32)
+        full = read_clip_at(v, full_spec, idx, 2, box)
+        short = read_clip_at(v, ClipSpec(**{**full_spec.__dict__, "traj_len": 2}), idx, 2, box)
+        longer = read_clip_at(v, ClipSpec(**{**full_spec.__dict__, "traj_len": TRAJ_LEN + 2}), idx, 2, box)
+    assert short["traj"].shape == (2, 4, 4, 2, 2) and short["traj_hog"].shape == (2, 4, 4, 2, 9)
+    np.testing.assert_array_equal(short["traj"], full["traj"][..., :2, :])
+    np.testing.assert_array_equal(short["traj_valid"], full["traj_valid"][..., :2])
+    np.testing.assert_allclose(short["traj_hog"], full["traj_hog"][..., :2, :], rtol=1e-6, atol=1e-6)
+    assert longer["traj"].shape[-2] == TRAJ_LEN + 2
+    np.testing.assert_array_equal(longer["traj"][..., :TRAJ_LEN, :], full["traj"])
+    ds = ClipDataset(tiny_shards, ClipSpec(num_frames=4, sampling_rate=2, input_size=32, traj_len=3), seed=0)
+    assert ds.traj_len == 3
+
+
 def test_normalize_is_the_imagenet_formula_channel_first():
     from train.data import normalize
     from train.targets.pixel import MEAN, STD
