@@ -84,6 +84,8 @@ def run(sides: list[tuple[str, str, str]], clips: int, rounds: int, seed: int = 
                 if r == 0:
                     continue  # warm-up: first opening of every video
                 for m in order:
+                    if m not in got:
+                        continue  # a method this side's checkout cannot read (e.g. no trainer traj_len)
                     g = got[m]
                     s = samples[w.name][m]
                     s["wall"] += g["wall"]
@@ -93,8 +95,8 @@ def run(sides: list[tuple[str, str, str]], clips: int, rounds: int, seed: int = 
         for w in workers:
             w.close()
 
-    def ms(x: list[float]) -> float:
-        return round(1000 * float(np.median(x)), 1)
+    def ms(x: list[float]) -> float | None:
+        return round(1000 * float(np.median(x)), 1) if x else None
 
     return {"machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
             "clips": clips, "rounds": rounds, "seed": seed, "clip": f"{num_frames}x{size}x{size}, stride {stride}",
