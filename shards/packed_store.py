@@ -36,7 +36,7 @@ from zarr.core.buffer import Buffer, BufferPrototype
 
 from .metadata import parse_json
 from .schema import ARRAYS, root_version
-from .zarr_store import MissingChunkError
+from .zarr_store import MissingChunkError, ZarrReader
 
 ROOT_FILE = "motion_mae_pack.json"
 PACK_DIR = "packs"
@@ -280,9 +280,9 @@ class PackedReader:
 
     @staticmethod
     def read(raw, sel):
-        if isinstance(sel, slice):
-            return raw[sel]
-        return raw.get_orthogonal_selection((sel,))
+        """As `ZarrReader.read`: a local pack's shard bytes are read straight from the pack file
+        (`shard_file`), anything else through zarr."""
+        return ZarrReader.read(raw, sel)
 
     def failures(self) -> list[dict]:
         return [{**rec, "id": vid} for vid, rec in sorted(self._failures.items())]

@@ -9,6 +9,8 @@ reading the byte range once and decoding here cost ~1 ms, the same bytes
 project writes it (`zarr_store.codecs_for`, `video_writer.shard_layout`): shards and inner
 chunks split the time axis only, the index (offset, nbytes) uint64 little-endian per inner
 chunk at the end of the file followed by its crc32c, each chunk Bytes -> Blosc -> crc32c.
+The same bytes are read from a local packed set (`shards pack` copies each shard file byte
+for byte into a pack file: `PackedVideoStore` knows its offset and length there).
 Anything else (a remote store, another codec chain, an absent file or empty chunk, which
 zarr reports or fills its own way) returns None, and the caller reads through zarr.
 """
@@ -26,9 +28,50 @@ from zarr.storage import LocalStore
 _EMPTY = np.uint64(2 ** 64 - 1)  # an index entry of a chunk that was never written
 
 
-def layout(raw) -> tuple[str, int, int, np.dtype] | None:
-    """(array directory, frames per shard, frames per inner chunk, little-endian dtype) of a
-    zarr array this module can read, else None."""
+class _ShardFile:
+    """Ranged reads of one local shard file (path), or of its bytes in a local pack file."""
+
+    def __init__(self, path: str | None = None, pack=None, offset: int = 0, length: int = 0):
+        self.path, self.pack, self.offset, self.length = path, pack, offset, length
+
+    def tail(self, n: int) -> bytes:
+        """The shard's last n bytes (its index and the index's checksum)."""
+        if self.pack is not None:
+            return self.pack.read(self.offset + max(self.length - n, 0), min(n, self.length))
+        with open(self.path, "rb") as f:
+            f.seek(-n, os.SEEK_END)
+            return f.read(n)
+
+    def range(self, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of the shard."""
+        if self.pack is not None:
+            return self.pack.read(self.offset + start, min(stop, self.length) - start)
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            return f.read(stop - start)
+
+
+def _local_pack(store):
+    """The PackedVideoStore of a local pack file, else None (imported late: no cycle)."""
+    from .packed_store import PackedVideoStore
+
+    return store if isinstance(store, PackedVideoStore) and store._pack._local else None
+
+
+def shard_source(raw, folder: str | None, key_prefix: str, k: int, ndim: int) -> _ShardFile | None:
+    """Where shard k of `raw` lies: its local file, its range in a local pack, or None (absent)."""
+    tail = ("c", str(k), *("0" * ndim))
+    if folder is not None:
+        path = os.path.join(folder, *tail)
+        return _ShardFile(path=path) if os.path.exists(path) else None
+    store = _local_pack(raw.store_path.store)
+    entry = store._dir.get("/".join((key_prefix, *tail)))
+    return None if entry is None else _ShardFile(pack=store._pack, offset=entry[0], length=entry[1])
+
+
+def layout(raw) -> tuple[str | None, int, int, np.dtype] | None:
+    """(array directory, None for a local pack; frames per shard, frames per inner chunk,
+    little-endian dtype) of a zarr array this module can read, else None."""
     codecs = raw.metadata.codecs
     if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
         return None
@@ -42,12 +85,17 @@ def layout(raw) -> tuple[str, int, int, np.dtype] | None:
     outer = tuple(raw.metadata.chunk_grid.chunk_shape)
     if tuple(outer[1:]) != tuple(raw.shape[1:]) or tuple(shard.chunk_shape[1:]) != tuple(raw.shape[1:]):
         return None
+    if getattr(raw.metadata.chunk_key_encoding, "separator", None) != "/":
+        return None
     store = raw.store_path.store
     store = getattr(store, "_store", store)  # ChunkCheckingStore wraps the LocalStore
-    if not isinstance(store, LocalStore) or getattr(raw.metadata.chunk_key_encoding, "separator", None) != "/":
+    if isinstance(store, LocalStore):
+        folder = os.path.join(str(store.root), raw.store_path.path)
+    elif _local_pack(store) is not None:
+        folder = None
+    else:
         return None
-    return (os.path.join(str(store.root), raw.store_path.path), int(outer[0]), int(shard.chunk_shape[0]),
-            np.dtype(raw.dtype).newbyteorder("<"))
+    return folder, int(outer[0]), int(shard.chunk_shape[0]), np.dtype(raw.dtype).newbyteorder("<")
 
 
 def read_frames(raw, frames: np.ndarray) -> np.ndarray | None:
@@ -72,25 +120,28 @@ def read_frames(raw, frames: np.ndarray) -> np.ndarray | None:
         chunk_of = local // per_chunk
         needed = np.unique(chunk_of)
         runs = np.searchsorted(chunk_of, np.append(needed, needed[-1] + 1)).tolist()
+        source = shard_source(raw, folder, raw.store_path.path, k, len(frame_shape))
+        if source is None:
+            return None
+        where = folder or f"{raw.store_path.path} in {source.pack.path}"
         try:
-            with open(os.path.join(folder, "c", str(k), *("0" * len(frame_shape))), "rb") as f:
-                f.seek(-tail_bytes, os.SEEK_END)
-                tail = f.read(tail_bytes)
-                if google_crc32c.value(tail[:-4]) != int.from_bytes(tail[-4:], "little"):
-                    raise ValueError(f"{folder} shard {k}: the shard index fails its checksum")
-                index = np.frombuffer(tail[:-4], "<u8").reshape(-1, 2)[needed]
-                if (index == _EMPTY).any():
-                    return None
-                first, end = int(index[:, 0].min()), int((index[:, 0] + index[:, 1]).max())
-                f.seek(first)
-                buf = np.frombuffer(f.read(end - first), np.uint8)
+            tail = source.tail(tail_bytes)
+            if len(tail) != tail_bytes or google_crc32c.value(tail[:-4]) != int.from_bytes(tail[-4:], "little"):
+                raise ValueError(f"{where} shard {k}: the shard index fails its checksum")
+            index = np.frombuffer(tail[:-4], "<u8").reshape(-1, 2)[needed]
+            if (index == _EMPTY).any():
+                return None
+            first, end = int(index[:, 0].min()), int((index[:, 0] + index[:, 1]).max())
+            buf = np.frombuffer(source.range(first, end), np.uint8)
         except FileNotFoundError:
             return None
+        if len(buf) != end - first:
+            raise ValueError(f"{where} shard {k}: {end - first - len(buf)} bytes short (a truncated file)")
         for j, (c, (offset, nbytes)) in enumerate(zip(needed.tolist(), index.tolist())):
             body = buf[offset - first:offset - first + nbytes - 4]
             stored = int(buf[offset - first + nbytes - 4:offset - first + nbytes].view("<u4")[0])
             if google_crc32c.value(body) != stored:
-                raise ValueError(f"{folder} shard {k} chunk {c}: stored and computed checksum do not match")
+                raise ValueError(f"{where} shard {k} chunk {c}: stored and computed checksum do not match")
             values = np.frombuffer(blosc.decompress(body), dtype).reshape((-1,) + frame_shape)
             a, b = runs[j], runs[j + 1]
             out[p0 + a:p0 + b] = values[0] if per_chunk == 1 else values[local[a:b] - c * per_chunk]

@@ -190,3 +190,33 @@ def test_workers_write_the_same_packs(tmp_path):
     for name in ("00000.mmpack", "00001.mmpack", "00002.mmpack"):
         assert (tmp_path / "parallel" / PACK_DIR / name).read_bytes() == (tmp_path / "serial" / PACK_DIR / name).read_bytes()
     assert (tmp_path / "parallel" / ROOT_FILE).read_bytes() == (tmp_path / "serial" / ROOT_FILE).read_bytes()
+
+
+def test_a_local_pack_is_read_straight_from_its_file(tmp_path):
+    """A local packed set's shards are read by `shard_file` at their offsets in the pack file
+    (the loader's direct read, not zarr's per-chunk pipeline): the same values as the
+    source, and a flipped byte inside a chunk fails its crc32c as in an unpacked set."""
+    from shards.shard_file import layout, read_frames
+
+    write_set(tmp_path / "src")
+    pack(str(tmp_path / "src"), str(tmp_path / "p"), videos_per_file=2, log=lambda s: None)
+    src, packed = open_shards(tmp_path / "src"), open_shards(tmp_path / "p")
+    for vid in packed.ids():
+        for name, raw in packed[vid]._raws.items():
+            if layout(raw) is None:
+                continue
+            assert layout(raw)[0] is None  # the pack, not a folder
+            idx = np.arange(0, raw.shape[0], 2)
+            got = read_frames(raw, idx)
+            assert got is not None, (vid, name)
+            np.testing.assert_array_equal(got, src[vid]._raws[name][idx], err_msg=f"{vid}/{name}")
+    raw = packed["v1"]._raws["mv"]
+    store = raw.store_path.store
+    offset, length = store._dir["mv/c/0/0/0/0"]
+    packfile = Path(store._pack.path)
+    data = bytearray(packfile.read_bytes())
+    data[offset + 10] ^= 0xFF  # inside the first chunk (the index is at the end)
+    packfile.write_bytes(bytes(data))
+    fresh = open_shards(tmp_path / "p")
+    with pytest.raises(ValueError, match="checksum"):
+        read_frames(fresh["v1"]._raws["mv"], np.arange(2))
