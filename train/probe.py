@@ -11,6 +11,10 @@ Pooling (`POOLS`, the probe's `--probe-pool`), from encoder tokens (B, N, D) in 
   strong penalty.
 Every pooling is deterministic; with the penalty chosen by cross-validation on the train videos
 (folds by video, never by clip) the probe has no free knob and no seed.
+
+`fit_probe` is the whole probe on given features (standardize, choose the penalty, fit, score);
+`video_metrics` turns per-video scores into top-1 / top-k with a bootstrap interval over videos.
+`train/evaluate.py` computes the features once and calls both for every pooling.
 """
 from __future__ import annotations
 
@@ -42,6 +46,12 @@ def pool(tokens: torch.Tensor, grid: tuple[int, int, int], how: str) -> torch.Te
     if how not in POOLS:
         raise KeyError(f"unknown probe pooling {how!r}; known: {', '.join(POOLS)}")
     return POOLS[how](tokens, grid)
+
+
+def pool_dims(pools: list[str], grid: tuple[int, int, int], dim: int) -> list[int]:
+    """The feature width K of each pooling of (B, N, D=dim) tokens on `grid`."""
+    tokens = torch.zeros(1, grid[0] * grid[1] * grid[2], dim)
+    return [pool(tokens, grid, how).shape[1] for how in pools]
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float,
@@ -94,6 +104,55 @@ def choose_weight_decay(x: torch.Tensor, y: torch.Tensor, groups: np.ndarray, nu
         scores[wd] = float(np.mean(losses))
     best = min(scores, key=lambda wd: (scores[wd], -wd))  # ties: the stronger penalty
     return best, scores
+
+
+# The L2 penalties cross-validation chooses from (features standardized, loss = mean cross-entropy
+# + wd / 2 |W|^2): from nearly unpenalized to strong enough that a 1000-dim probe on a few
+# thousand clips cannot memorize them. A decade apart: finer steps change the top-1 less than
+# the bootstrap interval's width (docs/results.md).
+WD_GRID: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+def parse_weight_decay(value) -> str | float:
+    """The probe's `probe_wd`: "cv" (choose by cross-validation) or a penalty >= 0."""
+    if isinstance(value, str) and value.strip().lower() == "cv":
+        return "cv"
+    wd = float(value)
+    if not wd >= 0:
+        raise ValueError(f"probe_wd must be 'cv' or a number >= 0, got {value!r}")
+    return wd
+
+
+def fit_probe(x_train: torch.Tensor, y_train: torch.Tensor, groups: np.ndarray, x_val: torch.Tensor,
+              num_classes: int, weight_decay: str | float = "cv", candidates: tuple[float, ...] = WD_GRID,
+              folds: int = 5, iters: int = 200) -> dict:
+    """The linear probe on given clip features: train clips x_train (M, K) with labels (M,) and their
+    videos `groups` (M,), val views x_val (..., K). Standardizes with the train statistics, takes
+    `weight_decay` or (for "cv") the one of `candidates` with the best cross-validated log-loss,
+    fits on all train clips. Returns {"val_probs" (..., C), "train_probs" (M, C), "weight_decay",
+    "cv_loss" ({penalty: log-loss} or None)}; runs on x_train's device."""
+    cv_loss = None
+    if parse_weight_decay(weight_decay) == "cv":
+        weight_decay, cv_loss = choose_weight_decay(x_train, y_train, groups, num_classes, candidates, folds, iters)
+    a, b = standardize(x_train, x_val.reshape(-1, x_val.shape[-1]))
+    head = fit_logistic(a, y_train, num_classes, float(weight_decay), iters)
+    with torch.no_grad():
+        val_probs = head(b).softmax(-1).reshape(*x_val.shape[:-1], num_classes)
+        train_probs = head(a).softmax(-1)
+    return {"val_probs": val_probs, "train_probs": train_probs, "weight_decay": float(weight_decay),
+            "cv_loss": cv_loss}
+
+
+def video_metrics(scores: torch.Tensor, labels: torch.Tensor, k: int = 5, resamples: int = 2000) -> dict:
+    """Per-video scores (V, C) and labels (V,) -> top-1, top-k (k capped at C) and a 95 % percentile
+    bootstrap interval of top-1 over the V videos (fixed resampling seed: the same scores give the
+    same interval)."""
+    k = min(k, scores.shape[1])
+    correct = (scores.argmax(1) == labels).numpy()
+    topk = (scores.topk(k, dim=1).indices == labels[:, None]).any(1).numpy()
+    lo, hi = bootstrap_interval(correct, resamples)
+    return {"top1": float(correct.mean()), "top5": float(topk.mean()), "top1_ci95": [lo, hi],
+            "videos": int(len(labels))}
 
 
 def bootstrap_interval(correct: np.ndarray, resamples: int = 2000, level: float = 0.95,
