@@ -281,7 +281,7 @@ def test_the_study_drives_the_extraction_cli(data_dir, tmp_path):
     """train/ imports nothing from preprocess/: the study runs the extraction CLI as a subprocess,
     with the synthetic corpus's documented environment variables; an unknown look fails there, loudly."""
     from preprocess.datasets.synthetic_motion import ENV
-    from train.study import SYNTH_ENV, extract
+    from train.study_stages import SYNTH_ENV, extract
 
     assert SYNTH_ENV == ENV
     cfg = StudyConfig(style="plaid", per_class=1, frames=8, size=32, out=str(tmp_path / "study"))
