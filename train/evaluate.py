@@ -447,7 +447,7 @@ EVAL_HELP = {
     "probe_wd_grid": "linear probe: comma-separated penalties 'cv' chooses from",
     "probe_folds": "linear probe: cross-validation folds",
     "probe_iters": "linear probe: L-BFGS iterations",
-    "probe_bootstrap": "linear probe: bootstrap resamples of the val videos (95 % interval of top-1)",
+    "probe_bootstrap": "linear probe: bootstrap resamples of the val videos (the 95 %% interval of top-1)",
     "epochs": "fine-tuning epochs (unless --max-steps)",
     "max_steps": "> 0: fine-tune this many steps (overrides --epochs)",
     "batch_size": "clips per step and process, also for encoding",

@@ -3,7 +3,7 @@ pretraining learn (held-out loss against predicting 0), and what does a layout-p
 probe see, against random init and paired method against method.
 
     python train/study.py                                   # the default study (train/configs/study.yaml)
-    python train/study.py --tiny --out /tmp/study           # the CI version, < 1 min
+    python train/study.py --tiny --out /tmp/study           # the CI version: 25-100 s on the busy shared machine
     python train/study.py --seeds 0,1 --methods tube+pixel,mgm+pixel --steps 300 --out runs/study300
     python train/study.py --device cuda --num-workers 8 --batch-size 32 --steps 1000   # on a GPU: the same
                                                             # study, only the budget and the loader change
