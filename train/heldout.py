@@ -30,12 +30,15 @@ from train.targets import get_target  # noqa: E402
 
 @torch.no_grad()
 def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val", clips: int = 256,
-                 batch_size: int = 32, seed: int = 0) -> dict:
+                 batch_size: int = 32, seed: int = 0, device: str = "cpu") -> dict:
     """Mean masked loss (the target's own, as in training) of the checkpoint's model and of predicting 0
     over `clips` clips of `split`.
 
-    The clip geometry, mask and target are the pretraining run's; flips are off. Returns
-    {"loss", "predict0", "ratio", "clips", "split", "step"}."""
+    The clip geometry, mask and target are the pretraining run's; flips are off; masks and
+    targets are made on the CPU, the model runs on `device` ("auto" = cuda when there is one).
+    Returns {"loss", "predict0", "ratio", "clips", "split", "step"}."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = TrainConfig.from_dict(ckpt["config"])
     path = Path(shards) if shards else resolve_shards(cfg.shards)
     mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
@@ -46,7 +49,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     grid = cfg.grid
     model = cfg.build_model(ckpt.get("heads") or int(ckpt["out_dim"]))
     model.load_state_dict(ckpt["model"])
-    model.eval()
+    model.to(device).eval()
     loss_sum = zero_sum = 0.0
     for start in range(0, clips, batch_size):
         items = [(g, g % len(dataset)) for g in range(start, min(clips, start + batch_size))]
@@ -56,7 +59,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
                                   torch.Generator().manual_seed(seed * 1_000_003 + g))
                           for i, (g, _) in enumerate(items)])                         # (B,N)
         tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)
-        pred = model(batch["video"], mask)                                           # (B,Nm,C)
+        pred = model(batch["video"].to(device), mask.to(device)).float().cpu()       # (B,Nm,C)
         for i in range(len(items)):  # the mean over clips of each clip's loss
             one = (tgt[i:i + 1], weight[i:i + 1], mask[i:i + 1])
             loss_sum += target.loss(pred[i:i + 1], *one).item()

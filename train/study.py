@@ -1,39 +1,52 @@
-"""Reproduce, at small scale: every method, one small ViT, one budget, several seeds, a linear probe
-and fine-tuning.
+"""Reproduce, at small scale: every method, one small ViT, one budget, several seeds; does
+pretraining learn (held-out loss against predicting 0), and what does a layout-preserving linear
+probe see, against random init and paired method against method.
 
-    python train/study.py                                   # the default study: 3 seeds, ~2 h on 2 CPU cores
-    python train/study.py --tiny --out /tmp/study           # the CI version, < 1 min
+    python train/study.py                                   # the default study (train/configs/study.yaml)
+    python train/study.py --tiny --out /tmp/study           # the CI version: 25-100 s on the busy shared machine
     python train/study.py --seeds 0,1 --methods tube+pixel,mgm+pixel --steps 300 --out runs/study300
+    python train/study.py --device cuda --num-workers 8 --batch-size 32 --steps 1000   # on a GPU: the same
+                                                            # study, only the budget and the loader change
+
+On a GPU the study runs unchanged except for the budget: `--device` (auto picks cuda when there
+is one; the default), `--batch-size`, `--steps`, `--num-workers` and `--finetune-steps` set what a
+GPU run needs, or the same fields in study.yaml. The probes' L-BFGS fits run on the same device.
 
 The data flow, each stage skipped where its output exists (a killed study resumes):
 
-1. **extract** the synthetic-motion corpus (`preprocess/extract.py`; finished videos are skipped);
+1. **extract** the synthetic-motion corpus (`preprocess/extract.py`, a subprocess; finished
+   videos are skipped);
 2. **pretrain** every method (`mask+target`) for every seed with one `TrainConfig`
    (`train/configs/study.yaml`); each run stops at every checkpoint fraction of the budget
    (`stop_at`, the schedule fixed by `max_steps`), copies `checkpoint.pt` to `ckpt_<step>.pt`,
    and resumes from it (exact resume: the same clips and masks as one uninterrupted run);
-3. **probe** every kept checkpoint, and a random-init encoder of the same geometry per seed,
-   with `train.evaluate.linear_probe` on the val split;
-4. **fine-tune** (when `finetune` is set) the last checkpoint of every run, and the random-init
-   encoder per seed, with `train.evaluate.finetune` for the same number of steps: VideoMAE's
-   main protocol, and the one that shows a small MAE's pretraining where a linear probe does not;
-5. **report**: `<out>/results.json`, a markdown report (`docs/results.md` for the default study)
-   whose generated part sits between two markers (text outside them is kept), and two plots:
-   probe accuracy against pretraining epochs per method, and the pretraining loss.
+3. **held-out loss** of the last checkpoint of every run (`train/heldout.py`): its masked loss on
+   `heldout_clips` val clips (fixed seed: the same clips and masks for every run of a method)
+   against predicting 0; the gate is `<= gate` (0.8) x predict-0 on every seed;
+4. **probe** every kept checkpoint, and a random-init encoder of the same geometry per seed,
+   with `train.evaluate.linear_probe` on the val split: the layout-preserving pool
+   (`probe_pool`) and the token mean, L2 by cross-validation on the train split, a 95 %
+   bootstrap interval over val videos each;
+5. **fine-tune** (only with `finetune.max_steps > 0`; off by default) the last checkpoint of
+   every run and the random-init encoder per seed for the same number of steps; reported only
+   where its std over seeds is below `finetune_max_std` (earlier studies: bimodal);
+6. **report**: `<out>/results.json`, a markdown report (`docs/results.md` for the default study)
+   whose generated part sits between two markers (text outside them is kept), and plots:
+   probe top-1 against pretraining steps (both pools), per-seed dots, the pretraining loss;
+   the paired test of MGM's mask against the tube (`PAIRS`), and the wall time per stage.
 
 Layout of `--out` (default runs/study): `<method>/seed<k>/` (checkpoint.pt, ckpt_<step>.pt,
-train_<step>.json, probe_<step>.json, finetune_<step>.json, metrics.jsonl),
-`random/seed<k>/{probe,finetune}.json`, `extract.json`, `results.json`.
+train_<step>.json, probe_<step>.json, heldout_<step>.json, finetune_<step>.json, metrics.jsonl),
+`random/seed<k>/{probe,finetune}.json`, `extract.json`, `study.json`, `results.json`.
 
-The report and plots are pure functions of `results.json` in `train/study_report.py`.
+Here: the settings (`StudyConfig`), the order of the stages, collecting their results, the
+CLI. The stages themselves: `train/study_stages.py`; the report and plots, pure functions of
+`results.json`: `train/study_report.py`; the statistics: `train/study_stats.py`.
 """
 from __future__ import annotations
 
 import json
-import math
-import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -44,13 +57,15 @@ if __package__ in (None, ""):  # `python train/study.py` as well as `python -m t
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from shards.cli import UsageError, run_main  # noqa: E402
 from shards.paths import data_dir  # noqa: E402
 from train.cli import Parser  # noqa: E402
 from train.config import REPO_ROOT, TrainConfig, load_file  # noqa: E402
-from train.study_report import format_finetuned, format_mean_std, machine, mean_std, write_report  # noqa: E402
+from train.study_stages import (Progress, write_json, extract, finetune, heldout, pretrain, probe,  # noqa: E402
+                                random_geometry)
+from train.study_report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
+from train.study_stats import gate, mean_std, paired, stable, unpaired_se  # noqa: E402
 
 DEFAULT_CONFIG = REPO_ROOT / "train" / "configs" / "study.yaml"
 DEFAULT_OUT = "runs/study"
@@ -64,13 +79,17 @@ METHODS = {
     "tube+mme": "MME",
     "mgm+mme": "MGM mask + MME target (no paper)",
 }
+# The paired tests: (a, b) = "does a's mask beat b's, everything else equal" (the hypothesis the
+# last study raised: MGM's motion-guided mask > VideoMAE's tube), run where both are in the study.
+PAIRS = (("mgm+pixel", "tube+pixel"), ("mgm+mme", "tube+mme"))
 
 # --tiny: the CI version. Every stage runs, on 16 videos of 16 frames at 64 px, in well under a minute.
 TINY = {
-    "methods": ("tube+pixel", "mgm+mme"), "seeds": (0,), "steps": 4, "checkpoints": (0.5, 1.0),
-    "per_class": 2, "frames": 16, "size": 64, "extract_workers": 0, "probe_batch": 8,
-    "train": {"num_frames": 4, "sampling_rate": 2, "batch_size": 4, "num_workers": 0, "warmup_steps": 1,
-              "log_every": 2},
+    "methods": ("tube+pixel", "mgm+pixel", "tube+mme"), "seeds": (0, 1), "steps": 4, "checkpoints": (0.5, 1.0),
+    "per_class": 2, "frames": 16, "size": 64, "extract_workers": 0, "probe_batch": 8, "probe_wd": 0.1,
+    "heldout_clips": 8,
+    "train": {"num_frames": 4, "sampling_rate": 2, "input_size": 32, "batch_size": 4, "num_workers": 0,
+              "warmup_steps": 1, "log_every": 2, "device": "cpu"},
     "finetune": {"max_steps": 2, "batch_size": 4, "warmup_epochs": 0.0, "log_every": 1},
 }
 
@@ -78,22 +97,28 @@ TINY = {
 @dataclass(frozen=True)
 class StudyConfig:
     methods: tuple[str, ...] = tuple(METHODS)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 600                        # pretraining steps per run
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    steps: int = 1000                       # pretraining steps per run
     checkpoints: tuple[float, ...] = (0.25, 0.5, 1.0)  # fractions of `steps` kept and probed
-    per_class: int = 64                     # synthetic-motion videos per class (1 in 4 is val)
+    per_class: int = 512                    # synthetic-motion videos per class (1 in 4 is val: 1024 val videos)
     frames: int = 32                        # stored frames per video
-    size: int = 112                         # stored side, px
-    style: str = "noise"                    # synthetic-motion look: noise | structured | natural (preprocess.synthetic.STYLES)
+    size: int = 64                          # stored side, px
+    style: str = "natural"                  # synthetic-motion look: noise | structured | natural (preprocess.synthetic.STYLES)
     extract_workers: int = 2                # 0 = extract in this process
     probe_clips: int = 2
     probe_batch: int = 32
+    probe_pool: str = "quadrants"           # train.probe.POOLS key of the main probe; the token mean is fit as well
+    probe_wd: str | float = "cv"            # "cv" = the probe's L2 chosen by cross-validation on the train split
+    probe_folds: int = 5
+    heldout_clips: int = 256                # val clips of the held-out loss (the gate)
+    gate: float = 0.8                       # held-out loss / predict-0 at or below this on every seed = PASS
+    finetune_max_std: float = 0.05          # fine-tuned top-1 reported only where its std over seeds is below
     root: str = ""                          # corpus folder; "" = <data dir>/synthetic-motion[-<frames>f-<size>px]
     shards: str = ""                        # shard set; "" = <data dir>/shards/<corpus name>
     out: str = DEFAULT_OUT
     report: str = ""                        # markdown report; "" = docs/results.md (default out) or <out>/results.md
     train: dict = field(default_factory=dict)  # TrainConfig fields shared by every run
-    finetune: dict = field(default_factory=dict)  # EvalConfig fields of the fine-tuning stage; {} = no such stage
+    finetune: dict = field(default_factory=dict)  # EvalConfig fields of fine-tuning; off unless max_steps > 0
 
     def validate(self) -> "StudyConfig":
         unknown = [m for m in self.methods if m not in METHODS]
@@ -107,12 +132,22 @@ class StudyConfig:
         self.base_train()  # refuses unknown TrainConfig keys early
         from train.evaluate import EvalConfig
 
+        from train.probe import POOLS, parse_weight_decay
+
         unknown = set(self.finetune) - {f.name for f in fields(EvalConfig)}
         if unknown:
             raise ValueError(f"unknown fine-tuning keys {sorted(unknown)}; EvalConfig fields are expected")
-        if self.finetune and self.finetune.get("max_steps", 0) < 1:
-            raise ValueError("finetune needs max_steps >= 1: every encoder gets the same number of steps")
+        if self.probe_pool not in POOLS:
+            raise ValueError(f"unknown probe_pool {self.probe_pool!r}; known: {', '.join(POOLS)}")
+        parse_weight_decay(self.probe_wd)
+        if self.heldout_clips < 1:
+            raise ValueError(f"need heldout_clips >= 1, got {self.heldout_clips}")
         return self
+
+    @property
+    def finetunes(self) -> bool:
+        """Whether the fine-tuning stage runs: `finetune.max_steps` > 0 (every encoder gets that many steps)."""
+        return int(self.finetune.get("max_steps", 0) or 0) > 0
 
     # ---- derived paths and values ----------------------------------------------------------
     def _look(self) -> str:
@@ -177,235 +212,7 @@ class StudyConfig:
         return "\n".join(f"  {k:<{width}} {v}" for k, v in self.to_dict().items())
 
 
-# ---- progress -----------------------------------------------------------------------------
-
-class Progress:
-    """One line per unit of work: elapsed, done/total pretraining steps and probes, ETA from the pace so far."""
-
-    def __init__(self, train_steps: int, probes: int, log=print, finetunes: int = 0):
-        self.total = {"train": train_steps, "probe": probes, "finetune": finetunes}
-        self.count = {kind: 0 for kind in self.total}
-        self.log = log
-        self.start = time.perf_counter()
-        self.work_seconds = {kind: 0.0 for kind in self.total}   # time of the work done in this process
-        self.work_units = {kind: 0 for kind in self.total}
-
-    def done(self, kind: str, units: int, seconds: float | None) -> None:
-        """`units` steps, probes or fine-tunes finished; `seconds` None = skipped (found on disk)."""
-        self.count[kind] += units
-        if seconds is not None:
-            self.work_seconds[kind] += seconds
-            self.work_units[kind] += units
-
-    def line(self, what: str) -> None:
-        eta = 0.0
-        for kind, total in self.total.items():
-            left = total - self.count[kind]
-            if left and self.work_units[kind]:
-                eta += left * self.work_seconds[kind] / self.work_units[kind]
-            elif left:
-                eta = math.nan
-        tune = (f", fine-tunes {self.count['finetune']}/{self.total['finetune']}" if self.total["finetune"] else "")
-        self.log(f"[study {_hms(time.perf_counter() - self.start)} | "
-                 f"steps {self.count['train']}/{self.total['train']}, "
-                 f"probes {self.count['probe']}/{self.total['probe']}{tune} | ETA {_hms(eta)}] {what}")
-
-
-def _hms(seconds: float) -> str:
-    if seconds != seconds:
-        return "?"
-    s = int(seconds)
-    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-# ---- stage 1: extract ---------------------------------------------------------------------------
-
-# The synthetic-motion corpus reads its size and look from these environment variables
-# (documented in preprocess/datasets/synthetic_motion.py): part of the extraction CLI's
-# interface, like its flags. The study drives the CLI as a subprocess; train/ imports nothing
-# from preprocess/.
-SYNTH_ENV = {"per_class": "MOTION_MAE_SYNTH_PER_CLASS", "frames": "MOTION_MAE_SYNTH_FRAMES",
-             "size": "MOTION_MAE_SYNTH_SIZE", "style": "MOTION_MAE_SYNTH_STYLE", "seed": "MOTION_MAE_SYNTH_SEED"}
-EXTRACT_CLI = REPO_ROOT / "preprocess" / "extract.py"
-
-
-def synth_env(cfg: StudyConfig) -> dict[str, str]:
-    """The environment of the extraction subprocess: this study's corpus size and look."""
-    values = {"per_class": str(cfg.per_class), "frames": str(cfg.frames), "size": str(cfg.size),
-              "style": cfg.style, "seed": "0"}  # one corpus: the generator's default seed
-    return {**os.environ, **{SYNTH_ENV[k]: v for k, v in values.items()}}
-
-
-def extract(cfg: StudyConfig, log) -> dict:
-    """Generate and extract the corpus with the extraction CLI (finished videos skipped); counts
-    and seconds of the run that did the work (kept in <out>/extract.json, so a resumed study does
-    not report 0 s). The counts come from the manifest the CLI writes at the end of every run."""
-    shards = cfg.shards_path()
-    manifest_path = shards / "manifest.json"
-    before = manifest_path.read_text() if manifest_path.exists() else None
-    command = [sys.executable, str(EXTRACT_CLI), "--dataset", "synthetic-motion", "--root", str(cfg.root_path()),
-               "--out", str(shards), "--workers", str(cfg.extract_workers)]
-    start = time.perf_counter()
-    tail: list[str] = []
-    with subprocess.Popen(command, env=synth_env(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as proc:
-        for line in proc.stdout:
-            log(line.rstrip("\n"))
-            tail = (tail + [line.rstrip("\n")])[-20:]
-    after = manifest_path.read_text() if manifest_path.exists() else None
-    # exit 1 with a fresh manifest = some videos failed (recorded): go on; anything else stops here
-    if after is None or (proc.returncode != 0 and after == before):
-        raise RuntimeError(f"extraction failed (exit {proc.returncode}): {shlex.join(command)}\n" + "\n".join(tail))
-    run = json.loads(after)["run"]
-    if run["failed"]:
-        log(f"WARNING: {run['failed']} videos failed to extract; the study goes on without them "
-            f"(records in {manifest_path})")
-    record = {"videos": run["done"] + run["skipped"] + run["failed"], "done": run["done"], "skipped": run["skipped"],
-              "failed": run["failed"], "seconds": round(time.perf_counter() - start, 2)}
-    path = cfg.out_path() / "extract.json"
-    if record["done"] or not path.exists():  # keep the seconds of the run that did the work
-        path.write_text(json.dumps(record, indent=2))
-    return json.loads(path.read_text())
-
-
-# ---- stage 2: pretrain ----------------------------------------------------------------------
-
-def snapshot(checkpoint: Path, dest: Path) -> None:
-    """Copy the model part of a checkpoint (what the probe reads), without the optimizer state."""
-    from train.engine import load_checkpoint
-
-    ckpt = load_checkpoint(checkpoint)
-    keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scaler", "rng")}
-    tmp = dest.with_suffix(".tmp")
-    torch.save(keep, tmp)
-    os.replace(tmp, dest)
-
-
-def pretrain(cfg: StudyConfig, method: str, seed: int, progress: Progress, log) -> None:
-    """Train `method` for `seed` up to every stop; a stop whose ckpt_<step>.pt exists is skipped."""
-    from train.engine import CHECKPOINT, load_checkpoint, train
-
-    run_cfg = cfg.run_config(method, seed)
-    out = Path(run_cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    previous = 0
-    for stop in cfg.stops():
-        ckpt = out / f"ckpt_{stop}.pt"
-        if ckpt.exists():
-            progress.done("train", stop - previous, None)
-            previous = stop
-            continue
-        if (out / CHECKPOINT).exists():
-            at = int(load_checkpoint(out / CHECKPOINT)["step"])
-            if at > stop:
-                raise RuntimeError(f"{out / CHECKPOINT} is at step {at}, past the missing {ckpt.name}; "
-                                   f"delete {out} to rerun {method} seed {seed}")
-        progress.line(f"pretrain {method} seed {seed}: steps {previous} -> {stop} of {cfg.steps}")
-        start = time.perf_counter()
-        summary = train(replace(run_cfg, stop_at=stop), log=_quiet(log))
-        seconds = time.perf_counter() - start
-        # the record first: ckpt_<stop>.pt marks the stop done, and collect() reads both
-        (out / f"train_{stop}.json").write_text(json.dumps({**summary, "seconds": round(seconds, 2)}, indent=2))
-        snapshot(out / CHECKPOINT, ckpt)
-        progress.done("train", stop - previous, seconds)
-        previous = stop
-
-
-def _quiet(log):
-    """The engine's log without the config it prints at every (re)start: the study prints it once."""
-    def emit(message: str) -> None:
-        if message.startswith("motion-mae pretrain"):
-            return
-        log("    " + message)
-    return emit
-
-
-# ---- stage 3: probe -------------------------------------------------------------------------
-
-def probe(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, what: str, log, **geometry) -> None:
-    """Linear probe of `checkpoint` ("random" with `geometry`) into `dest`, unless it exists."""
-    from train.evaluate import linear_probe
-
-    if dest.exists():
-        progress.done("probe", 1, None)
-        return
-    progress.line(f"probe {what}")
-    start = time.perf_counter()
-    result = linear_probe(checkpoint, str(cfg.shards_path()), clips=cfg.probe_clips, batch_size=cfg.probe_batch,
-                          num_workers=cfg.base_train().num_workers, device=cfg.base_train().device, **geometry)
-    _write_json(dest, result)
-    progress.done("probe", 1, time.perf_counter() - start)
-    log(f"    top-1 {result['top1']:.3f}, top-{result['top5_k']} {result['top5']:.3f} "
-        f"(chance {result['chance_top1']:.3f}), {result['seconds']['total']:.1f} s")
-
-
-def _write_json(dest: Path, result: dict) -> None:
-    """`result` as JSON at `dest`, atomically: a killed study never leaves half a result that counts as done."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, dest)
-
-
-def finetune(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, what: str, log, **options) -> None:
-    """Fine-tune `checkpoint` ("random" with its geometry in `options`) end to end into `dest`, unless it
-    exists; `options` (the seed, the geometry) go over `cfg.finetune_options()`."""
-    from train.evaluate import finetune as run_finetune
-
-    if dest.exists():
-        progress.done("finetune", 1, None)
-        return
-    progress.line(f"fine-tune {what}")
-    start = time.perf_counter()
-    result = run_finetune(checkpoint, str(cfg.shards_path()), **{**cfg.finetune_options(), **options})
-    _write_json(dest, result)
-    progress.done("finetune", 1, time.perf_counter() - start)
-    log(f"    fine-tuned top-1 {result['top1']:.3f}, top-{result['top5_k']} {result['top5']:.3f} "
-        f"(train loss {result['finetune']['first_loss']:.3f} -> {result['finetune']['last_window_loss']:.3f}), "
-        f"{result['seconds']['total']:.1f} s")
-
-
-def random_geometry(cfg: StudyConfig, seed: int) -> dict:
-    base = cfg.base_train()
-    return {"model": base.model, "num_frames": base.num_frames, "sampling_rate": base.sampling_rate,
-            "input_size": base.input_size, "tubelet": base.tubelet, "patch_size": base.patch_size, "seed": seed}
-
-
 # ---- stage 4: aggregate and report -------------------------------------------------------------
-
-def zero_loss(cfg: StudyConfig, method: str, batches: int = 10) -> float:
-    """The loss of predicting 0 for every hidden token: 0 is the mean of a per-token normalized
-    target, so this is what a model that learned nothing about the target scores (for `mme`, whose
-    HOG part is not normalized, only its trajectory part: there it is an upper reference). Measured
-    on the first `batches` batches of the first seed's run (same clips, same masks)."""
-    from train.data import ClipDataset, ClipSpec, make_loader
-    from train.masks import NEEDS, get_mask
-    from train.targets import get_target
-
-    run = cfg.run_config(method, cfg.seeds[0])
-    target, mask_fn = get_target(run.target), get_mask(run.mask)
-    spec = ClipSpec(run.num_frames, run.sampling_rate, run.input_size, run.tubelet, run.min_crop, run.flip,
-                    frozenset(NEEDS[run.mask] | target.needs))
-    loader = make_loader(ClipDataset(run.shards_path(), spec, run.seed, run.split), run.batch_size, 0, run.seed,
-                         num_workers=0)
-    grid = (run.num_frames // run.tubelet, run.input_size // run.patch_size, run.input_size // run.patch_size)
-    generator = torch.Generator().manual_seed(run.seed * 1000)   # the engine's mask generator
-    losses = []
-    for _, batch in zip(range(batches), loader):
-        mask = mask_fn(batch, grid, run.ratio, generator)                                    # (B,N)
-        tgt, weight = target.build(batch, run.tubelet, run.patch_size, run.norm_target,
-                                   target.norm(run.target_norm))                             # (B,N,C)
-        pred = torch.zeros(mask.shape[0], int(mask[0].sum()), tgt.shape[-1])               # (B,Nm,C)
-        losses.append(target.loss(pred, tgt, weight, mask).item())
-    return float(np.mean(losses))
-
-
-def cached_zero_loss(cfg: StudyConfig, method: str) -> float:
-    path = cfg.out_path() / method / "zero_loss.json"
-    if not path.exists():
-        path.write_text(json.dumps({"loss": zero_loss(cfg, method)}))
-    return json.loads(path.read_text())["loss"]
-
 
 def _loss_curve(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
@@ -418,40 +225,59 @@ def _loss_curve(run_dir: Path) -> list[dict]:
     return [rows[s] for s in sorted(rows)]
 
 
+def _probe_rows(results: list[dict]) -> dict:
+    """Probe results of one checkpoint over seeds -> per pool: top-1 over seeds (mean, std, t
+    interval), the mean bootstrap-over-videos interval, each seed's chosen L2."""
+    rows = {}
+    for how in results[0]["probes"]:
+        ps = [r["probes"][how] for r in results]
+        rows[how] = {"top1": mean_std([p["top1"] for p in ps]), "top5": mean_std([p["top5"] for p in ps]),
+                     "videos_ci95": [float(np.mean([p["top1_ci95"][0] for p in ps])),
+                                     float(np.mean([p["top1_ci95"][1] for p in ps]))],
+                     "videos_halfwidth": float(np.mean([(p["top1_ci95"][1] - p["top1_ci95"][0]) / 2 for p in ps])),
+                     "weight_decay": [p["weight_decay"] for p in ps]}
+    return rows
+
+
 def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
-    """Everything the runs and probes left on disk -> the study's results dict (JSON-ready)."""
+    """Everything the runs, probes and held-out losses left on disk -> the study's results dict (JSON-ready)."""
     base = cfg.base_train()
     stops = cfg.stops()
     n_train = None
     methods = {}
-    seconds = {"extract": extract_record.get("seconds", 0.0), "pretrain": 0.0, "probe": 0.0}
-    if cfg.finetune:
+    seconds = {"extract": extract_record.get("seconds", 0.0), "pretrain": 0.0, "heldout": 0.0, "probe": 0.0}
+    if cfg.finetunes:
         seconds["finetune"] = 0.0
 
     def finetuned(paths: list[Path]) -> dict | None:
-        """Mean top-1 / top-5 and train loss of the fine-tuning results at `paths` (None: no such stage)."""
-        if not cfg.finetune:
+        """Top-1 / top-5 over seeds and train loss of the fine-tuning results at `paths`, and whether
+        the top-1 is stable enough over seeds to be reported (None: no such stage)."""
+        if not cfg.finetunes:
             return None
         rs = [json.loads(x.read_text()) for x in paths]
         seconds["finetune"] += sum(r["seconds"]["total"] for r in rs)
-        return {"top1": mean_std([r["top1"] for r in rs]), "top5": mean_std([r["top5"] for r in rs]),
+        top1 = mean_std([r["top1"] for r in rs])
+        return {"top1": top1, "top5": mean_std([r["top5"] for r in rs]),
                 "last_loss": mean_std([r["finetune"]["last_window_loss"] for r in rs]),
-                "steps": rs[0]["finetune"]["steps"]}
+                "steps": rs[0]["finetune"]["steps"], "stable": stable(top1["std"], top1["n"], cfg.finetune_max_std)}
 
     for method in cfg.methods:
-        per_stop = {s: {"top1": [], "top5": []} for s in stops}
-        losses, run_seconds = [], []
+        probes = {s: [] for s in stops}
+        losses, run_seconds, held = [], [], []
         for seed in cfg.seeds:
             run = cfg.run_dir(method, seed)
             total = 0.0
             for s in stops:
                 p = json.loads((run / f"probe_{s}.json").read_text())
-                per_stop[s]["top1"].append(p["top1"])
-                per_stop[s]["top5"].append(p["top5"])
+                p["seed"] = seed
+                probes[s].append(p)
                 n_train = p["videos"]["train"]
                 seconds["probe"] += p["seconds"]["total"]
                 total += json.loads((run / f"train_{s}.json").read_text())["seconds"]
             run_seconds.append(total)
+            h = json.loads((run / f"heldout_{cfg.steps}.json").read_text())
+            seconds["heldout"] += h["seconds"]
+            held.append({"seed": seed, **{k: h[k] for k in ("loss", "predict0", "ratio", "clips")}})
             curve = _loss_curve(run)
             if curve:
                 losses.append({"seed": seed, "first": curve[0]["loss"], "last": curve[-1]["loss"],
@@ -462,23 +288,40 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
         methods[method] = {
             "paper": METHODS[method], "mask": mask, "target": target,
             "mask_ratio": cfg.run_config(method, cfg.seeds[0]).ratio,
-            "checkpoints": [{"step": s, "top1": mean_std(per_stop[s]["top1"]), "top5": mean_std(per_stop[s]["top5"])}
-                            for s in stops],
-            "loss": losses, "zero_loss": cached_zero_loss(cfg, method), "pretrain_seconds": mean_std(run_seconds),
+            "checkpoints": [{"step": s, "probes": _probe_rows(probes[s]),
+                             "per_seed": {str(p["seed"]): {how: x["top1"] for how, x in p["probes"].items()}
+                                          for p in probes[s]}} for s in stops],
+            "heldout": {"per_seed": held, "ratio": mean_std([h["ratio"] for h in held]),
+                        "predict0": mean_std([h["predict0"] for h in held]),
+                        "gate": gate([h["ratio"] for h in held], cfg.gate)},
+            "loss": losses, "pretrain_seconds": mean_std(run_seconds),
             "finetune": finetuned([cfg.run_dir(method, seed) / f"finetune_{cfg.steps}.json" for seed in cfg.seeds]),
         }
-    randoms = [json.loads((cfg.out_path() / "random" / f"seed{seed}" / "probe.json").read_text())
+    randoms = [{**json.loads((cfg.out_path() / "random" / f"seed{seed}" / "probe.json").read_text()), "seed": seed}
                for seed in cfg.seeds]
     seconds["probe"] += sum(r["seconds"]["total"] for r in randoms)
     first = randoms[0]
-    for rows in methods.values():
-        for c in rows["checkpoints"]:
+    pools = list(first["probes"])
+    random_rows = _probe_rows(randoms)
+    for m in methods.values():
+        for c in m["checkpoints"]:
             c["clips_seen"] = c["step"] * base.batch_size
             c["epochs"] = round(c["clips_seen"] / n_train, 3)
+        last = m["checkpoints"][-1]
+        m["vs_random"] = {how: unpaired_se([v[how] for v in last["per_seed"].values()],
+                                           random_rows[how]["top1"]["values"]) for how in pools}
+    comparisons = []
+    for a, b in PAIRS:
+        if a in methods and b in methods:
+            for c_a, c_b in zip(methods[a]["checkpoints"], methods[b]["checkpoints"]):
+                comparisons.append({"a": a, "b": b, "step": c_a["step"], "epochs": c_a["epochs"], **{
+                    how: paired({k: v[how] for k, v in c_a["per_seed"].items()},
+                                {k: v[how] for k, v in c_b["per_seed"].items()}) for how in pools}})
     return {
         "command": command,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         "machine": machine(),
+        "device": str(first.get("device", base.device)),
         "study": cfg.to_dict(),
         "train_config": {k: v for k, v in base.to_dict().items() if k not in ("mask", "target", "seed", "out")},
         "corpus": {"name": cfg.corpus_name(), "shards": str(cfg.shards_path()), "train_videos": n_train,
@@ -487,11 +330,17 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
         "budget": {"steps": cfg.steps, "batch_size": base.batch_size, "clips_seen": cfg.steps * base.batch_size,
                    "epochs": round(cfg.steps * base.batch_size / n_train, 2), "seeds": len(cfg.seeds)},
         "chance_top1": first["chance_top1"], "top5_k": first["top5_k"],
-        "random_init": {"top1": mean_std([r["top1"] for r in randoms]),
-                        "top5": mean_std([r["top5"] for r in randoms]),
+        "pools": pools,
+        "probe": {"clips": cfg.probe_clips, "folds": cfg.probe_folds, "weight_decay": cfg.probe_wd,
+                  "grid": first["config"]["probe_wd_grid"], "bootstrap": first["config"]["probe_bootstrap"]},
+        "random_init": {"probes": random_rows,
+                        "per_seed": {str(r["seed"]): {how: x["top1"] for how, x in r["probes"].items()}
+                                     for r in randoms},
                         "finetune": finetuned([cfg.out_path() / "random" / f"seed{seed}" / "finetune.json"
                                                for seed in cfg.seeds])},
         "methods": methods,
+        "comparisons": comparisons,
+        "gate": cfg.gate,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "wall_minutes": round(sum(seconds.values()) / 60, 1),
     }
@@ -499,8 +348,9 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
 
 # ---- the study ------------------------------------------------------------------------------
 
-# settings a resumed study may change: which runs, where the report goes, how fast it extracts and probes
-RESUMABLE = ("methods", "seeds", "out", "report", "extract_workers", "probe_batch")
+# settings a resumed study may change: which runs, where the report goes, how fast it extracts and
+# probes, and the report's thresholds (they change no number on disk)
+RESUMABLE = ("methods", "seeds", "out", "report", "extract_workers", "probe_batch", "gate", "finetune_max_std")
 
 
 def check_same_study(cfg: StudyConfig, record: Path) -> None:
@@ -526,44 +376,60 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
     check_same_study(cfg, out / "study.json")
     (out / "study.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
+    wall_start = time.perf_counter()
     extract_record = extract(cfg, log)
     stops = cfg.stops()
-    progress = Progress(len(cfg.seeds) * len(cfg.methods) * cfg.steps,
-                        len(cfg.seeds) * (len(cfg.methods) * len(stops) + 1), log,
-                        len(cfg.seeds) * (len(cfg.methods) + 1) if cfg.finetune else 0)
+    runs = len(cfg.seeds) * len(cfg.methods)
+    progress = Progress({"train": runs * cfg.steps, "heldout": runs,
+                         "probe": len(cfg.seeds) * (len(cfg.methods) * len(stops) + 1),
+                         "finetune": len(cfg.seeds) * (len(cfg.methods) + 1) if cfg.finetunes else 0}, log)
     # seed-major: a study stopped early still has every method at the first seeds
     for seed in cfg.seeds:
         random_dir = out / "random" / f"seed{seed}"
         probe(cfg, "random", random_dir / "probe.json", progress, f"random init seed {seed}",
               log, **random_geometry(cfg, seed))
-        if cfg.finetune:
+        if cfg.finetunes:
             finetune(cfg, "random", random_dir / "finetune.json", progress, f"random init seed {seed}", log,
                      **random_geometry(cfg, seed))
         for method in cfg.methods:
             pretrain(cfg, method, seed, progress, log)
             run = cfg.run_dir(method, seed)
+            heldout(cfg, run / f"ckpt_{cfg.steps}.pt", run / f"heldout_{cfg.steps}.json", progress,
+                    f"{method} seed {seed} step {cfg.steps}", log)
             for stop in stops:
                 probe(cfg, str(run / f"ckpt_{stop}.pt"), run / f"probe_{stop}.json", progress,
                       f"{method} seed {seed} step {stop}", log)
-            if cfg.finetune:
+            if cfg.finetunes:
                 finetune(cfg, str(run / f"ckpt_{cfg.steps}.pt"), run / f"finetune_{cfg.steps}.json", progress,
                          f"{method} seed {seed} step {cfg.steps}", log, seed=seed)
-    progress.line("all runs and probes done")
+    progress.line("all runs, held-out losses and probes done")
 
     results = collect(cfg, extract_record, command)
-    _write_json(out / "results.json", results)
+    results["this_run_minutes"] = round((time.perf_counter() - wall_start) / 60, 1)
+    write_json(out / "results.json", results)
     write_report(results, cfg.report_path())
     log(f"results: {out / 'results.json'}, report: {cfg.report_path()}")
-
-    def tuned(m: dict) -> str:
-        return f", fine-tuned {format_finetuned(m['finetune'])}" if m.get("finetune") else ""
-
-    for name, m in results["methods"].items():
-        log(f"  {name:<12} probe top-1 {format_mean_std(m['checkpoints'][-1]['top1'])}{tuned(m)}")
-    r = results["random_init"]
-    log(f"  {'random init':<12} probe top-1 {format_mean_std(r['top1'])}{tuned(r)}   "
-        f"chance {results['chance_top1']:.3f}")
+    for line in summary_lines(results):
+        log(line)
     return results
+
+
+def summary_lines(results: dict) -> list[str]:
+    """The study's result in a few log lines: per method the probes at the last checkpoint and the gate."""
+    main, *rest = results["pools"]
+
+    def probes(rows: dict) -> str:
+        return ", ".join(f"{how} {format_mean_std(rows[how]['top1'])}" for how in results["pools"])
+
+    lines = []
+    for name, m in results["methods"].items():
+        g = m["heldout"]["gate"]
+        tuned = f", fine-tuned {format_finetuned(m['finetune'])}" if m.get("finetune") else ""
+        lines.append(f"  {name:<12} probe top-1 {probes(m['checkpoints'][-1]['probes'])}; held-out/predict-0 "
+                     f"{g['mean']:.3f} (worst {g['worst']:.3f}) {g['verdict']}{tuned}")
+    r = results["random_init"]
+    lines.append(f"  {'random init':<12} probe top-1 {probes(r['probes'])}   chance {results['chance_top1']:.3f}")
+    return lines
 
 
 def _list(kind):
@@ -575,15 +441,23 @@ def _list(kind):
 def parse_args(argv: list[str] | None) -> StudyConfig:
     p = Parser(prog="study.py", description=__doc__)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="study yaml (default train/configs/study.yaml)")
-    p.add_argument("--tiny", action="store_true", help="the CI version: 2 videos per class, 1 seed, 2 methods, 4 steps")
+    p.add_argument("--tiny", action="store_true",
+                   help="the CI version: 2 videos per class, 2 seeds, 3 methods, 4 steps")
     p.add_argument("--methods", type=_list(str), help=f"comma-separated mask+target: {','.join(METHODS)}")
-    p.add_argument("--seeds", type=_list(int), help="comma-separated, e.g. 0,1,2")
+    p.add_argument("--seeds", type=_list(int), help="comma-separated, e.g. 0,1,2,3,4")
     p.add_argument("--steps", type=int, help="pretraining steps per run (the budget)")
     p.add_argument("--finetune-steps", type=int, help="fine-tuning steps per encoder; 0 = no fine-tuning stage")
     p.add_argument("--checkpoints", type=_list(float), help="fractions of the budget probed, e.g. 0.25,0.5,1")
     p.add_argument("--model", help="train.model.MODELS key (vit_pico, vit_tiny, ...)")
+    p.add_argument("--device", help="auto | cpu | cuda: pretraining, held-out losses, probes, fine-tuning")
+    p.add_argument("--batch-size", type=int, help="pretraining clips per step")
+    p.add_argument("--base-lr", type=float, help="pretraining lr = base_lr x batch / 256")
+    p.add_argument("--num-workers", type=int, help="data loader processes of every stage")
     p.add_argument("--per-class", type=int, help="synthetic-motion videos per class")
     p.add_argument("--style", help="synthetic-motion look: noise | structured | natural")
+    p.add_argument("--probe-pool", help="the main probe's pooling (train.probe.POOLS); the token mean is fit too")
+    p.add_argument("--probe-wd", help="the probes' L2 penalty: cv (cross-validation on the train split) or a number")
+    p.add_argument("--heldout-clips", type=int, help="val clips of the held-out loss (the gate)")
     p.add_argument("--root", help="corpus folder")
     p.add_argument("--shards", help="shard set path")
     p.add_argument("--out", help=f"study folder (default {DEFAULT_OUT})")
@@ -595,16 +469,20 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
     if a.tiny:
         values.update({k: v for k, v in TINY.items() if k not in ("train", "finetune")})
         values["train"].update(TINY["train"])
-        if values["finetune"]:  # the study's options, a few steps
+        if int(values["finetune"].get("max_steps", 0) or 0) > 0:  # the study's options, a few steps
             values["finetune"].update(TINY["finetune"])
         values["out"] = "runs/study_tiny"
-    for name in ("methods", "seeds", "steps", "checkpoints", "per_class", "style", "root", "shards", "out", "report"):
+    for name in ("methods", "seeds", "steps", "checkpoints", "per_class", "style", "probe_pool", "probe_wd",
+                 "heldout_clips", "root", "shards", "out", "report"):
         if getattr(a, name) is not None:
             values[name] = getattr(a, name)
-    if a.model is not None:
-        values["train"]["model"] = a.model
+    for name in ("model", "device", "batch_size", "base_lr", "num_workers"):
+        if getattr(a, name) is not None:
+            values["train"][name] = getattr(a, name)
     if a.finetune_steps is not None:
-        values["finetune"] = {**values["finetune"], "max_steps": a.finetune_steps} if a.finetune_steps > 0 else {}
+        values["finetune"] = {**values["finetune"], "max_steps": a.finetune_steps}
+        if a.tiny and a.finetune_steps > 0:
+            values["finetune"].update({k: v for k, v in TINY["finetune"].items() if k != "max_steps"})
     known = {f.name for f in fields(StudyConfig)}
     unknown = set(values) - known
     if unknown:

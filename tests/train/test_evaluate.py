@@ -81,19 +81,44 @@ def check_metrics(result: dict) -> None:
 def test_random_init_probe_runs_end_to_end(labelled_shards):
     result = linear_probe("random", labelled_shards, model="vit_pico", **TINY)
     check_metrics(result)
-    assert result["mode"] == "linear" and result["checkpoint"] == "random" and result["feature_dim"] == 64
+    assert result["mode"] == "linear" and result["checkpoint"] == "random"
+    # the default probe: quadrants of each time slice (grid 2 x 4 x 4 -> 2 x 4 x 64), L2 by
+    # cross-validation; the token mean fit on the same features as the second probe
+    assert result["probe_pool"] == "quadrants" and result["feature_dim"] == 2 * 4 * 64
+    assert result["probes"].keys() == {"quadrants", "mean"} and result["probes"]["mean"]["feature_dim"] == 64
+    for p in result["probes"].values():
+        assert p["weight_decay"] in evaluate.WD_GRID and set(p["cv_loss"]) == {f"{x:g}" for x in evaluate.WD_GRID}
+        lo, hi = p["top1_ci95"]
+        assert lo <= p["top1"] <= hi and p["videos"] == 4
+    assert result["top1"] == result["probes"]["quadrants"]["top1"]
+
+
+def test_probe_pool_and_fixed_penalty_from_the_cli(labelled_shards, tmp_path):
+    out = tmp_path / "probe.json"
+    flags = ["--checkpoint", "random", "--shards", str(labelled_shards), "--model", "vit_pico", "--num-frames", "4",
+             "--sampling-rate", "2", "--input-size", "32", "--num-workers", "0", "--device", "cpu"]
+    result = evaluate.main([*flags, "--probe-pool", "time", "--probe-wd", "0.01", "--out", str(out)])
+    assert result["probes"].keys() == {"time", "mean"} and result["feature_dim"] == 2 * 64
+    assert all(p["weight_decay"] == 0.01 and p["cv_loss"] is None for p in result["probes"].values())
+    again = evaluate.main([*flags, "--probe-pool", "time", "--probe-wd", "0.01", "--out", str(out)])
+    assert again["probes"] == result["probes"] and again["predictions"] == result["predictions"]   # no seed luck
+    with pytest.raises(Exception, match="probe-wd"):
+        evaluate.main([*flags, "--probe-wd", "often"])
 
 
 def test_probe_separates_classes_with_an_informative_feature(labelled_shards, monkeypatch):
     # The encoder replaced by a feature that is trivially informative of motion (mean |frame
     # difference|): the probe's pipeline (views, labels, standardization, fit, clip averaging)
     # must then classify every val video; a misaligned label or view would fall to chance.
-    def motion_energy(self, video):                                    # (B,3,T,S,S) -> (B,1)
-        return (video[:, :, 1:] - video[:, :, :-1]).abs().mean((1, 2, 3, 4))[:, None]
+    # The same energy on every token, so every pooling carries it.
+    def motion_energy(self, video):                                    # (B,3,T,S,S) -> (B,N,1)
+        energy = (video[:, :, 1:] - video[:, :, :-1]).abs().mean((1, 2, 3, 4))
+        return energy[:, None, None].expand(-1, self.pos_embed.shape[1], 1)
 
-    monkeypatch.setattr(VideoClassifier, "forward_features", motion_energy)
+    monkeypatch.setattr(VideoClassifier, "forward_tokens", motion_energy)
     result = linear_probe("random", labelled_shards, model="vit_pico", **TINY)
     assert result["top1"] == 1.0 and result["probe_train_top1"] == 1.0
+    assert result["probes"]["mean"]["top1"] == 1.0 and result["probes"]["quadrants"]["feature_dim"] == 2 * 4
 
 
 def test_fit_linear_and_metrics():

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from train.probe import POOLS, bootstrap_interval, choose_weight_decay, fit_logistic, pool
+from train.probe import (POOLS, bootstrap_interval, choose_weight_decay, fit_logistic, fit_probe, parse_weight_decay,
+                         pool, video_metrics)
 
 
 def test_poolings_keep_what_they_say():
@@ -55,3 +56,46 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_videos():
     assert lo < 0.5 < hi and lo2 < 0.5 < hi2
     assert (hi2 - lo2) < 0.35 * (hi - lo)                  # sqrt(20) ~ 4.5x narrower
     assert abs((hi2 - lo2) - 2 * 1.96 * 0.5 / np.sqrt(1000)) < 0.01
+
+
+def test_fit_probe_chooses_a_sane_penalty_and_is_deterministic():
+    # 3 classes, 90 train videos x 2 clips that share their video's noise, 20 dimensions of which 2
+    # carry the class: the unpenalized end of the grid fits each video's noise (which cross-validation
+    # by video exposes), the strong end shrinks the signal away; the choice is interior
+    rng = np.random.default_rng(2)
+    videos, k = 90, 20
+    y_video = np.arange(videos) % 3
+    centre = rng.standard_normal((videos, k))
+    def clips(y, base):
+        x = base[:, None] + 0.3 * rng.standard_normal((len(y), 2, k))
+        x[..., 0] += 3.0 * (y == 1)[:, None]
+        x[..., 1] += 3.0 * (y == 2)[:, None]
+        return torch.from_numpy(x).float()
+    x_train = clips(y_video, centre)                                    # (V,2,K)
+    y_val = np.arange(300) % 3
+    x_val = clips(y_val, rng.standard_normal((300, k)))
+    y_clips = torch.from_numpy(np.repeat(y_video, 2))
+    groups = np.repeat(np.arange(videos), 2)
+    fit = fit_probe(x_train.reshape(-1, k), y_clips, groups, x_val, 3)
+    assert fit["weight_decay"] == 1e-2 and fit["val_probs"].shape == (300, 2, 3)
+    assert fit["cv_loss"][1e-2] == pytest.approx(0.433, abs=0.01)            # ln 3 = 1.099 at chance
+    assert fit["cv_loss"][1e-4] > 0.8 and fit["cv_loss"][1.0] > 0.8
+    m = video_metrics(fit["val_probs"].mean(1), torch.from_numpy(y_val), k=2)
+    assert m["top1"] == pytest.approx(0.85, abs=0.01) and m["top1_ci95"][0] <= m["top1"] <= m["top1_ci95"][1] and m["top5"] >= m["top1"]
+    again = fit_probe(x_train.reshape(-1, k), y_clips, groups, x_val, 3)
+    assert torch.equal(again["val_probs"], fit["val_probs"]) and again["cv_loss"] == fit["cv_loss"]
+    fixed = fit_probe(x_train.reshape(-1, k), y_clips, groups, x_val, 3, weight_decay=0.5)
+    assert fixed["weight_decay"] == 0.5 and fixed["cv_loss"] is None
+
+
+def test_video_metrics_interval_over_videos():
+    scores = torch.eye(4).repeat(25, 1)                                # 100 videos, 4 classes
+    labels = torch.arange(4).repeat(25)
+    labels[:30] = (labels[:30] + 1) % 4                                # 30 wrong
+    m = video_metrics(scores, labels, k=5)
+    assert m["top1"] == pytest.approx(0.7) and m["top5"] == 1.0 and m["videos"] == 100
+    lo, hi = m["top1_ci95"]
+    assert 0.60 < lo < 0.7 < hi < 0.80                                 # ~ 0.7 +- 1.96 * sqrt(0.21 / 100)
+    with pytest.raises(ValueError, match="'cv' or a number"):
+        parse_weight_decay("-1")
+    assert parse_weight_decay("CV") == "cv" and parse_weight_decay("0.1") == 0.1

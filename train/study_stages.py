@@ -1,0 +1,253 @@
+"""The study's stages (`train/study.py` orchestrates them): extract the corpus, pretrain a method
+for a seed up to every kept checkpoint, the held-out loss, the probes, fine-tuning; and the
+progress line across them. Each stage skips its work where its output exists on disk and writes
+its result atomically, so that a killed study resumes. `cfg` is a `train.study.StudyConfig`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from train.config import REPO_ROOT
+
+if TYPE_CHECKING:
+    from train.study import StudyConfig
+
+
+# ---- progress -----------------------------------------------------------------------------
+
+class Progress:
+    """One line per unit of work: elapsed, done/total of every stage (pretraining steps, held-out
+    losses, probes, fine-tunes), the rate of each stage so far, and an ETA from those rates."""
+
+    NAMES = {"train": "steps", "heldout": "held-out", "probe": "probes", "finetune": "fine-tunes"}
+
+    def __init__(self, totals: dict[str, int], log=print):
+        self.total = {kind: n for kind, n in totals.items() if n}
+        self.count = {kind: 0 for kind in self.total}
+        self.log = log
+        self.start = time.perf_counter()
+        self.work_seconds = {kind: 0.0 for kind in self.total}   # time of the work done in this process
+        self.work_units = {kind: 0 for kind in self.total}
+
+    def done(self, kind: str, units: int, seconds: float | None) -> None:
+        """`units` steps, probes, ... finished; `seconds` None = skipped (found on disk)."""
+        self.count[kind] += units
+        if seconds is not None:
+            self.work_seconds[kind] += seconds
+            self.work_units[kind] += units
+
+    def eta(self) -> float:
+        """Seconds left at each stage's pace so far; nan while a stage with work left has no pace yet."""
+        eta = 0.0
+        for kind, total in self.total.items():
+            left = total - self.count[kind]
+            if left and self.work_units[kind]:
+                eta += left * self.work_seconds[kind] / self.work_units[kind]
+            elif left:
+                return math.nan
+        return eta
+
+    def line(self, what: str) -> None:
+        parts = []
+        for kind, total in self.total.items():
+            rate = (f" @ {self.work_units[kind] / self.work_seconds[kind]:.2g}/s"
+                    if self.work_units[kind] and self.work_seconds[kind] > 0 else "")
+            parts.append(f"{self.NAMES[kind]} {self.count[kind]}/{total}{rate}")
+        self.log(f"[study {_hms(time.perf_counter() - self.start)} | {', '.join(parts)} | "
+                 f"ETA {_hms(self.eta())}] {what}")
+
+
+def _hms(seconds: float) -> str:
+    if seconds != seconds:
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+# ---- stage 1: extract ---------------------------------------------------------------------------
+
+# The synthetic-motion corpus reads its size and look from these environment variables
+# (documented in preprocess/datasets/synthetic_motion.py): part of the extraction CLI's
+# interface, like its flags. The study drives the CLI as a subprocess; train/ imports nothing
+# from preprocess/.
+SYNTH_ENV = {"per_class": "MOTION_MAE_SYNTH_PER_CLASS", "frames": "MOTION_MAE_SYNTH_FRAMES",
+             "size": "MOTION_MAE_SYNTH_SIZE", "style": "MOTION_MAE_SYNTH_STYLE", "seed": "MOTION_MAE_SYNTH_SEED"}
+EXTRACT_CLI = REPO_ROOT / "preprocess" / "extract.py"
+
+
+def synth_env(cfg: StudyConfig) -> dict[str, str]:
+    """The environment of the extraction subprocess: this study's corpus size and look."""
+    values = {"per_class": str(cfg.per_class), "frames": str(cfg.frames), "size": str(cfg.size),
+              "style": cfg.style, "seed": "0"}  # one corpus: the generator's default seed
+    return {**os.environ, **{SYNTH_ENV[k]: v for k, v in values.items()}}
+
+
+def extract(cfg: StudyConfig, log) -> dict:
+    """Generate and extract the corpus with the extraction CLI (finished videos skipped); counts
+    and seconds of the run that did the work (kept in <out>/extract.json, so a resumed study does
+    not report 0 s). The counts come from the manifest the CLI writes at the end of every run."""
+    shards = cfg.shards_path()
+    manifest_path = shards / "manifest.json"
+    before = manifest_path.read_text() if manifest_path.exists() else None
+    command = [sys.executable, str(EXTRACT_CLI), "--dataset", "synthetic-motion", "--root", str(cfg.root_path()),
+               "--out", str(shards), "--workers", str(cfg.extract_workers)]
+    start = time.perf_counter()
+    tail: list[str] = []
+    with subprocess.Popen(command, env=synth_env(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        for line in proc.stdout:
+            log(line.rstrip("\n"))
+            tail = (tail + [line.rstrip("\n")])[-20:]
+    after = manifest_path.read_text() if manifest_path.exists() else None
+    # exit 1 with a fresh manifest = some videos failed (recorded): go on; anything else stops here
+    if after is None or (proc.returncode != 0 and after == before):
+        raise RuntimeError(f"extraction failed (exit {proc.returncode}): {shlex.join(command)}\n" + "\n".join(tail))
+    run = json.loads(after)["run"]
+    if run["failed"]:
+        log(f"WARNING: {run['failed']} videos failed to extract; the study goes on without them "
+            f"(records in {manifest_path})")
+    record = {"videos": run["done"] + run["skipped"] + run["failed"], "done": run["done"], "skipped": run["skipped"],
+              "failed": run["failed"], "seconds": round(time.perf_counter() - start, 2)}
+    path = cfg.out_path() / "extract.json"
+    if record["done"] or not path.exists():  # keep the seconds of the run that did the work
+        path.write_text(json.dumps(record, indent=2))
+    return json.loads(path.read_text())
+
+
+# ---- stage 2: pretrain ----------------------------------------------------------------------
+
+def snapshot(checkpoint: Path, dest: Path) -> None:
+    """Copy the model part of a checkpoint (what the probe reads), without the optimizer state."""
+    from train.engine import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scaler", "rng")}
+    tmp = dest.with_suffix(".tmp")
+    torch.save(keep, tmp)
+    os.replace(tmp, dest)
+
+
+def pretrain(cfg: StudyConfig, method: str, seed: int, progress: Progress, log) -> None:
+    """Train `method` for `seed` up to every stop; a stop whose ckpt_<step>.pt exists is skipped."""
+    from train.engine import CHECKPOINT, load_checkpoint, train
+
+    run_cfg = cfg.run_config(method, seed)
+    out = Path(run_cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    previous = 0
+    for stop in cfg.stops():
+        ckpt = out / f"ckpt_{stop}.pt"
+        if ckpt.exists():
+            progress.done("train", stop - previous, None)
+            previous = stop
+            continue
+        if (out / CHECKPOINT).exists():
+            at = int(load_checkpoint(out / CHECKPOINT)["step"])
+            if at > stop:
+                raise RuntimeError(f"{out / CHECKPOINT} is at step {at}, past the missing {ckpt.name}; "
+                                   f"delete {out} to rerun {method} seed {seed}")
+        progress.line(f"pretrain {method} seed {seed}: steps {previous} -> {stop} of {cfg.steps}")
+        start = time.perf_counter()
+        summary = train(replace(run_cfg, stop_at=stop), log=_quiet(log))
+        seconds = time.perf_counter() - start
+        # the record first: ckpt_<stop>.pt marks the stop done, and collect() reads both
+        (out / f"train_{stop}.json").write_text(json.dumps({**summary, "seconds": round(seconds, 2)}, indent=2))
+        snapshot(out / CHECKPOINT, ckpt)
+        progress.done("train", stop - previous, seconds)
+        previous = stop
+
+
+def _quiet(log):
+    """The engine's log without the config it prints at every (re)start: the study prints it once."""
+    def emit(message: str) -> None:
+        if message.startswith("motion-mae pretrain"):
+            return
+        log("    " + message)
+    return emit
+
+
+# ---- stage 3: probe -------------------------------------------------------------------------
+
+def probe(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, what: str, log, **geometry) -> None:
+    """Linear probes of `checkpoint` ("random" with `geometry`) into `dest`, unless it exists: the
+    layout pool and the token mean on features computed once."""
+    from train.evaluate import linear_probe
+
+    if dest.exists():
+        progress.done("probe", 1, None)
+        return
+    progress.line(f"probe {what}")
+    start = time.perf_counter()
+    base = cfg.base_train()
+    result = linear_probe(checkpoint, str(cfg.shards_path()), clips=cfg.probe_clips, batch_size=cfg.probe_batch,
+                          num_workers=base.num_workers, device=base.device, probe_pool=cfg.probe_pool,
+                          probe_wd=cfg.probe_wd, probe_folds=cfg.probe_folds, **geometry)
+    result.pop("predictions")  # per-video predictions: ~1000 lines per probe, not read by the report
+    write_json(dest, result)
+    progress.done("probe", 1, time.perf_counter() - start)
+    log("    " + ", ".join(f"{how} top-1 {p['top1']:.3f} [{p['top1_ci95'][0]:.3f}, {p['top1_ci95'][1]:.3f}] "
+                           f"L2 {p['weight_decay']:g}" for how, p in result["probes"].items())
+        + f" (chance {result['chance_top1']:.3f}), {result['seconds']['total']:.1f} s")
+
+
+def heldout(cfg: StudyConfig, checkpoint: Path, dest: Path, progress: Progress, what: str, log) -> None:
+    """The held-out masked loss of `checkpoint` against predicting 0 into `dest`, unless it exists:
+    `heldout_clips` val clips, seed 0 (the same clips and masks for every seed of a method)."""
+    from train.engine import load_checkpoint
+    from train.heldout import heldout_loss
+
+    if dest.exists():
+        progress.done("heldout", 1, None)
+        return
+    progress.line(f"held-out loss {what}")
+    start = time.perf_counter()
+    result = heldout_loss(load_checkpoint(checkpoint), cfg.shards_path(), "val", cfg.heldout_clips,
+                          cfg.probe_batch, seed=0, device=cfg.base_train().device)
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    write_json(dest, result)
+    progress.done("heldout", 1, result["seconds"])
+    log(f"    held-out loss {result['loss']:.4f} / predict-0 {result['predict0']:.4f} = {result['ratio']:.3f} "
+        f"({'PASS' if result['ratio'] <= cfg.gate else 'FAIL'} against {cfg.gate}), {result['seconds']:.1f} s")
+
+
+def write_json(dest: Path, result: dict) -> None:
+    """`result` as JSON at `dest`, atomically: a killed study never leaves half a result that counts as done."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, dest)
+
+
+def finetune(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, what: str, log, **options) -> None:
+    """Fine-tune `checkpoint` ("random" with its geometry in `options`) end to end into `dest`, unless it
+    exists; `options` (the seed, the geometry) go over `cfg.finetune_options()`."""
+    from train.evaluate import finetune as run_finetune
+
+    if dest.exists():
+        progress.done("finetune", 1, None)
+        return
+    progress.line(f"fine-tune {what}")
+    start = time.perf_counter()
+    result = run_finetune(checkpoint, str(cfg.shards_path()), **{**cfg.finetune_options(), **options})
+    write_json(dest, result)
+    progress.done("finetune", 1, time.perf_counter() - start)
+    log(f"    fine-tuned top-1 {result['top1']:.3f}, top-{result['top5_k']} {result['top5']:.3f} "
+        f"(train loss {result['finetune']['first_loss']:.3f} -> {result['finetune']['last_window_loss']:.3f}), "
+        f"{result['seconds']['total']:.1f} s")
+
+
+def random_geometry(cfg: StudyConfig, seed: int) -> dict:
+    base = cfg.base_train()
+    return {"model": base.model, "num_frames": base.num_frames, "sampling_rate": base.sampling_rate,
+            "input_size": base.input_size, "tubelet": base.tubelet, "patch_size": base.patch_size, "seed": seed}
