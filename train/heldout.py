@@ -36,7 +36,11 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
 
     The clip geometry, mask and target are the pretraining run's; flips are off; masks and
     targets are made on the CPU, the model runs on `device` ("auto" = cuda when there is one).
-    Returns {"loss", "predict0", "ratio", "clips", "split", "step"}."""
+    Returns {"loss", "predict0", "ratio", "predict_mean", "ratio_mean", "clips", "split", "step"}:
+    `predict_mean` is the loss of the best constant per target channel (fit on these clips), the
+    trivial baseline for a target that is not centred (MME's HOG part: non-negative, not
+    normalized per token), and `ratio_mean` = loss / predict_mean. For per-token normalized
+    targets the two baselines agree (the best constant is ~0)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = TrainConfig.from_dict(ckpt["config"])
@@ -51,6 +55,10 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     loss_sum = zero_sum = 0.0
+    # the best constant prediction (one value per target channel, fit on these very clips): the
+    # loss is quadratic in a constant c, mean over clips of sum_k (a_k c_k^2 - 2 b_k c_k) + L(0),
+    # so its gradients at c = 0 and c = 1 give a and b, and the minimum is L(0) - sum_k b_k^2 / a_k
+    grad0_sum = grad1_sum = None
     for start in range(0, clips, batch_size):
         items = [(g, g % len(dataset)) for g in range(start, min(clips, start + batch_size))]
         batch = default_collate([dataset[item] for item in items])
@@ -64,9 +72,26 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
             one = (tgt[i:i + 1], weight[i:i + 1], mask[i:i + 1])
             loss_sum += target.loss(pred[i:i + 1], *one).item()
             zero_sum += target.loss(torch.zeros_like(pred[i:i + 1]), *one).item()
+            g0, g1 = (constant_grad(target.loss, value, pred.shape[1:], one) for value in (0.0, 1.0))
+            grad0_sum = g0 if grad0_sum is None else grad0_sum + g0
+            grad1_sum = g1 if grad1_sum is None else grad1_sum + g1
     loss, zero = loss_sum / clips, zero_sum / clips
-    return {"loss": loss, "predict0": zero, "ratio": loss / zero, "clips": clips, "split": split,
+    a, b = (grad1_sum - grad0_sum) / (2 * clips), -grad0_sum / (2 * clips)
+    fit = a > 0
+    best = zero - float((b[fit] ** 2 / a[fit]).sum())
+    return {"loss": loss, "predict0": zero, "ratio": loss / zero, "predict_mean": best,
+            "ratio_mean": loss / best if best > 0 else float("inf"), "clips": clips, "split": split,
             "step": int(ckpt["step"])}
+
+
+def constant_grad(loss_fn, value: float, shape: torch.Size, args: tuple) -> torch.Tensor:
+    """d loss / d c (C,) at the constant prediction c = value for every hidden token of one clip
+    (pred shape (1, Nm, C)); the loss is a weighted squared error, so two of these give its
+    quadratic coefficients per channel."""
+    with torch.enable_grad():
+        c = torch.full((shape[-1],), value, requires_grad=True)
+        loss_fn(c.expand(1, *shape), *args).backward()
+    return c.grad.double()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -87,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = heldout_loss(load_checkpoint(args.checkpoint), args.shards, args.split, args.clips,
                           args.batch_size, args.seed)
     print(f"step {result['step']}: held-out loss {result['loss']:.4f}, predict-0 {result['predict0']:.4f}, "
-          f"ratio {result['ratio']:.3f} ({result['clips']} clips of split {result['split']!r})")
+          f"ratio {result['ratio']:.3f}; best constant {result['predict_mean']:.4f}, ratio "
+          f"{result['ratio_mean']:.3f} ({result['clips']} clips of split {result['split']!r})")
     return result
 
 

@@ -277,7 +277,11 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
             run_seconds.append(total)
             h = json.loads((run / f"heldout_{cfg.steps}.json").read_text())
             seconds["heldout"] += h["seconds"]
-            held.append({"seed": seed, **{k: h[k] for k in ("loss", "predict0", "ratio", "clips")}})
+            # the gate's baseline: the best constant per target channel (predict-0 for per-token
+            # normalized targets; for MME's HOG part, not centred, the HOG's mean)
+            held.append({"seed": seed, **{k: h[k] for k in ("loss", "predict0", "clips")},
+                         "predict_mean": h.get("predict_mean", h["predict0"]),
+                         "ratio": h.get("ratio_mean", h["ratio"])})
             curve = _loss_curve(run)
             if curve:
                 losses.append({"seed": seed, "first": curve[0]["loss"], "last": curve[-1]["loss"],
@@ -293,6 +297,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                                           for p in probes[s]}} for s in stops],
             "heldout": {"per_seed": held, "ratio": mean_std([h["ratio"] for h in held]),
                         "predict0": mean_std([h["predict0"] for h in held]),
+                        "predict_mean": mean_std([h["predict_mean"] for h in held]),
                         "gate": gate([h["ratio"] for h in held], cfg.gate)},
             "loss": losses, "pretrain_seconds": mean_std(run_seconds),
             "finetune": finetuned([cfg.run_dir(method, seed) / f"finetune_{cfg.steps}.json" for seed in cfg.seeds]),

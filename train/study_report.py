@@ -205,20 +205,24 @@ def report_section(results: dict, images: dict[str, str]) -> str:
         f"**Probe**: linear (L-BFGS logistic regression), frozen encoder, {probe['clips']} clips per video, "
         f"features pooled by **{main}** (the main column) and by the token mean, L2 {wd}; "
         f"deterministic: no seed.  ",
-        f"**Gate**: held-out masked loss / predict-0 of each run's last checkpoint on {study['heldout_clips']} val "
-        f"clips (fixed seed: the same clips and masks for every run); PASS when every seed's ratio is "
-        f"<= {results['gate']}.",
+        f"**Gate**: held-out masked loss / the best constant prediction's loss of each run's last checkpoint "
+        f"on {study['heldout_clips']} val clips (fixed seed: the same clips and masks for every run); PASS "
+        f"when every seed's ratio is <= {results['gate']}. For per-token normalized targets (pixel, MME's "
+        "trajectories) the best constant is ~0, the issue's predict-0; MME's HOG part is not centred, "
+        "so predicting its mean is the baseline to beat there (`train/heldout.py`).",
         "",
-        "### Does pretraining learn? (held-out loss / predict-0)",
+        "### Does pretraining learn? (held-out loss / best constant)",
         "",
-        "| method | paper | mask ratio | predict-0 loss | ratio, mean over seeds [95 % interval] | worst seed "
-        f"| gate (<= {results['gate']}) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | paper | mask ratio | predict-0 loss | best-constant loss | ratio, mean over seeds "
+        f"[95 % interval] | worst seed | gate (<= {results['gate']}) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in results["methods"].items():
         h = m["heldout"]
+        best = h.get("predict_mean", h["predict0"])
         lines.append(row(f"`{name}`", m["paper"], m["mask_ratio"], f"{h['predict0']['mean']:.3f}",
-                         format_interval(h["ratio"]), f"{h['gate']['worst']:.3f}", f"**{h['gate']['verdict']}**"))
+                         f"{best['mean']:.3f}", format_interval(h["ratio"]), f"{h['gate']['worst']:.3f}",
+                         f"**{h['gate']['verdict']}**"))
     lines += [
         "",
         "### Linear probe top-1 (val)",

@@ -202,7 +202,7 @@ def probe(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, wha
 
 
 def heldout(cfg: StudyConfig, checkpoint: Path, dest: Path, progress: Progress, what: str, log) -> None:
-    """The held-out masked loss of `checkpoint` against predicting 0 into `dest`, unless it exists:
+    """The held-out masked loss of `checkpoint` against predicting 0 and the best constant into `dest`, unless it exists:
     `heldout_clips` val clips, seed 0 (the same clips and masks for every seed of a method)."""
     from train.engine import load_checkpoint
     from train.heldout import heldout_loss
@@ -217,8 +217,9 @@ def heldout(cfg: StudyConfig, checkpoint: Path, dest: Path, progress: Progress, 
     result["seconds"] = round(time.perf_counter() - start, 2)
     write_json(dest, result)
     progress.done("heldout", 1, result["seconds"])
-    log(f"    held-out loss {result['loss']:.4f} / predict-0 {result['predict0']:.4f} = {result['ratio']:.3f} "
-        f"({'PASS' if result['ratio'] <= cfg.gate else 'FAIL'} against {cfg.gate}), {result['seconds']:.1f} s")
+    log(f"    held-out loss {result['loss']:.4f} / best constant {result['predict_mean']:.4f} = "
+        f"{result['ratio_mean']:.3f} ({'PASS' if result['ratio_mean'] <= cfg.gate else 'FAIL'} against {cfg.gate}; "
+        f"predict-0 {result['predict0']:.4f}), {result['seconds']:.1f} s")
 
 
 def write_json(dest: Path, result: dict) -> None:

@@ -16,5 +16,38 @@ def test_heldout_loss_compares_with_predicting_zero(tiny_shards, tmp_path, targe
     assert a["ratio"] == pytest.approx(a["loss"] / a["predict0"])
     # the same clips and masks whatever the batching: the numbers agree
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["predict0"] == pytest.approx(b["predict0"], rel=1e-5)
+    assert a["predict_mean"] <= a["predict0"] + 1e-9  # the best constant is no worse than 0
+    assert a["ratio_mean"] == pytest.approx(a["loss"] / a["predict_mean"])
     if target == "pixel":  # normalized pixels: predicting 0 costs about their unit variance
         assert 0.8 < a["predict0"] < 1.2
+
+
+def test_best_constant_is_the_quadratic_minimum():
+    """`predict_mean` comes from two gradients of the loss at constant predictions: it equals
+    the loss evaluated at the minimizing constant, found here by brute force on made-up
+    tokens, for both losses the targets use (weighted mean, and sum per token)."""
+    import torch
+
+    from train.heldout import constant_grad
+    from train.targets.common import masked_mse, token_sum
+
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(1, 10, 3, generator=gen) * torch.tensor([1.0, 5.0, 0.1]) + torch.tensor([0.5, -2.0, 0.05])
+    weight = torch.rand(1, 10, 3, generator=gen)
+    mask = torch.zeros(1, 10, dtype=torch.bool)
+    mask[0, [1, 3, 4, 8]] = True
+    args = (target, weight, mask)
+    for loss_fn in (masked_mse, token_sum):
+        g0 = constant_grad(loss_fn, 0.0, torch.Size([4, 3]), args)
+        g1 = constant_grad(loss_fn, 1.0, torch.Size([4, 3]), args)
+        a, b = (g1 - g0) / 2, -g0 / 2
+        zero = loss_fn(torch.zeros(1, 4, 3), *args).item()
+        best = zero - float((b ** 2 / a).sum())
+        c = (b / a).float()
+        at_c = loss_fn(c.expand(1, 4, 3), *args).item()
+        assert best == pytest.approx(at_c, rel=1e-5)
+        # the weighted mean of the hidden tokens per channel is that constant
+        w, t = weight[mask], target[mask]
+        torch.testing.assert_close(c, (w * t).sum(0) / w.sum(0), rtol=1e-5, atol=1e-6)
+        assert at_c < zero and all(loss_fn((c + d).expand(1, 4, 3), *args).item() > at_c
+                                   for d in (torch.tensor([0.01, 0, 0]), torch.tensor([0, -0.05, 0])))

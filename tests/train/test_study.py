@@ -207,7 +207,7 @@ def made_up_results() -> dict:
             "paper": study.METHODS[name], "mask": name.split("+")[0], "target": "pixel", "mask_ratio": 0.9,
             "checkpoints": [{"step": 1000, "epochs": 10.4, "clips_seen": 32000, "probes": rows(values),
                              "per_seed": per_seed}],
-            "heldout": {"per_seed": [], "ratio": mean_std(ratios), "predict0": mean_std([1.0] * 5),
+            "heldout": {"per_seed": [], "ratio": mean_std(ratios), "predict0": mean_std([1.0] * 5), "predict_mean": mean_std([0.99] * 5),
                         "gate": gate(ratios)},
             "loss": [], "finetune": None,
             "vs_random": {how: unpaired_se(values, random) for how in ("quadrants", "mean")}}
@@ -240,8 +240,8 @@ def test_report_renders_made_up_results(tmp_path):
     results = made_up_results()
     text = report_section(results, {"probe": "p.png", "seeds": "s.png", "loss": "l.png"})
     # ratio 0.732 ± 2.776 x 0.0327 / sqrt 5; one seed at 0.85 fails MGM although its mean passes
-    assert "| `tube+pixel` | VideoMAE | 0.9 | 1.000 | 0.732 [0.691, 0.773] | 0.780 | **PASS** |" in text
-    assert "| `mgm+pixel` | MGM | 0.9 | 1.000 | 0.752 [0.674, 0.830] | 0.850 | **FAIL** |" in text
+    assert "| `tube+pixel` | VideoMAE | 0.9 | 1.000 | 0.990 | 0.732 [0.691, 0.773] | 0.780 | **PASS** |" in text
+    assert "| `mgm+pixel` | MGM | 0.9 | 1.000 | 0.990 | 0.752 [0.674, 0.830] | 0.850 | **FAIL** |" in text
     # the probe table: mean [t interval over seeds] ± bootstrap half-width, and the distance from
     # random init: (0.412 - 0.200) / sqrt((0.00067 + 0.00025) / 5) = 15.6 SE
     assert "| `tube+pixel` (VideoMAE) | 0.412 [0.380, 0.444] ± 0.030 |" in text
