@@ -78,10 +78,10 @@ from train.engine import Dist, init_distributed, load_checkpoint, resolve_device
 from train.finetune import check as check_finetune  # noqa: E402
 from train.finetune import train_classifier  # noqa: E402
 from train.probe import POOLS, WD_GRID, fit_probe, parse_weight_decay, pool, pool_dims, video_metrics  # noqa: E402
-from train.model import VideoMAE, build_model  # noqa: E402
+from train.model import POSITIONS, VideoMAE, build_model  # noqa: E402
 from train.sampling import multi_views  # noqa: E402
 
-GEOMETRY = ("model", "num_frames", "sampling_rate", "input_size", "tubelet", "patch_size")
+GEOMETRY = ("model", "num_frames", "sampling_rate", "input_size", "tubelet", "patch_size", "positions")
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ class EvalConfig:
     input_size: int | None = None
     tubelet: int | None = None
     patch_size: int | None = None
+    positions: str | None = None    # the position table (train.model.POSITIONS): a random encoder's must match
     clips: int = 2                  # temporal clips per video: probe training samples and test views (K400 5, SSv2 2)
     test_crops: int = 1             # spatial test views per clip along the long side (K400 / SSv2 3); 1 = centre
     tsn: bool = False               # TSN (SSv2): one frame from each of num_frames segments; no sampling_rate
@@ -209,7 +210,7 @@ def load_encoder(cfg: EvalConfig) -> tuple[VideoMAE, EvalConfig, dict]:
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
     torch.manual_seed(cfg.seed)
     mae = build_model(cfg.model, grid, out_dim, cfg.tubelet, cfg.patch_size, base.decoder_depth,
-                      cfg.drop_path if cfg.finetune else 0.0, base.positions, base.decoder_dim)
+                      cfg.drop_path if cfg.finetune else 0.0, cfg.positions, base.decoder_dim)
     if state is not None:
         mae.load_state_dict(state)
     return mae, cfg, info
@@ -492,8 +493,9 @@ def build_parser() -> Parser:
         flag = "--" + f.name.replace("_", "-")
         default = getattr(EvalConfig, f.name)
         if f.name in GEOMETRY:
-            extra = dict(choices=list(MODELS), metavar="{" + ",".join(MODELS) + "}") if f.name == "model" else {}
-            parser.add_argument(flag, type=parse_optional(str if f.name == "model" else int), default=None,
+            names = {"model": list(MODELS), "positions": list(POSITIONS)}.get(f.name)
+            extra = dict(choices=names, metavar="{" + ",".join(names) + "}") if names else {}
+            parser.add_argument(flag, type=parse_optional(str if names else int), default=None,
                                 help="encoder and clip geometry (default: the checkpoint's; "
                                      f"TrainConfig's {getattr(TrainConfig, f.name)} for 'random')", **extra)
         elif f.name == "finetune":

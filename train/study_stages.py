@@ -251,4 +251,5 @@ def finetune(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, 
 def random_geometry(cfg: StudyConfig, seed: int) -> dict:
     base = cfg.base_train()
     return {"model": base.model, "num_frames": base.num_frames, "sampling_rate": base.sampling_rate,
-            "input_size": base.input_size, "tubelet": base.tubelet, "patch_size": base.patch_size, "seed": seed}
+            "input_size": base.input_size, "tubelet": base.tubelet, "patch_size": base.patch_size,
+            "positions": base.positions, "seed": seed}

@@ -289,3 +289,17 @@ def test_export_loads_into_a_reference_vit(checkpoint, tmp_path, layout):
 def test_export_subcommand_of_evaluate(checkpoint, tmp_path):
     evaluate.main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "enc.pth")])
     assert (tmp_path / "enc.pth").stat().st_size > 0 and (tmp_path / "enc.json").exists()
+
+
+def test_a_random_encoder_takes_the_position_table_asked_for():
+    """The random-init baseline of a study whose runs use the separable table must use it too:
+    `positions` is part of the geometry (the checkpoint's, or the flag's for 'random')."""
+    from train.evaluate import EvalConfig, load_encoder
+
+    for table in ("videomae", "separable"):
+        mae, cfg, _ = load_encoder(EvalConfig(checkpoint="random", model="vit_pico", num_frames=4,
+                                              input_size=32, patch_size=8, positions=table))
+        from train.model import POSITIONS
+
+        assert cfg.positions == table
+        torch.testing.assert_close(mae.pos_embed, POSITIONS[table](mae.grid, mae.pos_embed.shape[-1]))
