@@ -124,7 +124,7 @@ def test_defaults_are_the_issues_study():
     assert yaml.seeds == cfg.seeds and yaml.style == "natural" and not yaml.finetunes
     t = yaml.base_train()
     assert (t.model, t.num_frames, t.input_size, t.patch_size, t.sampling_rate, t.positions) == \
-        ("vit_pico", 8, 32, 8, 4, "separable")
+        ("vit_pico", 8, 64, 8, 4, "separable")
     assert (t.batch_size, t.base_lr, t.warmup_steps, t.num_workers, t.device) == (32, 0.008, 50, 2, "auto")
     assert yaml.steps == 1000
     # what a GPU run changes, from the command line
