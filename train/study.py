@@ -176,6 +176,10 @@ class StudyConfig:
         p = Path(self.out)
         return p if p.is_absolute() else REPO_ROOT / p
 
+    def view_cache_path(self) -> Path:
+        """Where the probes' views are decoded once and read by every later probe (train/view_cache.py)."""
+        return self.out_path() / "view_cache"
+
     def report_path(self) -> Path:
         if self.report:
             return Path(self.report)
