@@ -3,6 +3,7 @@
     python train/evaluate.py --checkpoint runs/demo/checkpoint.pt                # linear probe, the checkpoint's shards
     python train/evaluate.py --checkpoint random --model vit_pico --num-frames 8 --sampling-rate 2 \\
         --input-size 64                                                          # random-init baseline
+    python train/evaluate.py --checkpoint CKPT --view-cache runs/view_cache     # decode the views once, reuse
     python train/evaluate.py --checkpoint runs/demo/checkpoint.pt --finetune --epochs 10
     python train/evaluate.py --checkpoint runs/demo/checkpoint.pt --config finetune_demo.yaml  # the papers' recipe
     python train/evaluate.py --checkpoint CKPT --shards data/shards/k400 --config finetune_k400.yaml
@@ -47,7 +48,10 @@ the geometry given by flags (TrainConfig defaults otherwise). The shards are the
 checkpoint was pretrained on (the demo set for "random") unless --shards names others. The
 result (metrics, per-video predictions, the config, the checkpoint, timings) is printed and
 written as JSON to --out. `--config FILE` (yaml/json of EvalConfig fields, e.g.
-train/configs/finetune_k400.yaml) sets defaults that flags override. Errors are one line;
+train/configs/finetune_k400.yaml) sets defaults that flags override. `--view-cache DIR` keeps a
+uint8 copy of the test views (train/view_cache.py): the first evaluation of a shard set, split
+and clip geometry decodes them into DIR, every later one reads them back (the same clips bit for
+bit; a cache of changed shards is rebuilt); the study uses it for all its probes. Errors are one line;
 --debug shows the traceback.
 """
 from __future__ import annotations
@@ -64,7 +68,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 if __package__ in (None, ""):  # `python train/evaluate.py` as well as `python -m train.evaluate`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,13 +77,14 @@ from shards.cli import UsageError, run_main  # noqa: E402
 from train.cli import Parser  # noqa: E402
 from train.config import (DEMO_SHARDS, REPO_ROOT, TrainConfig, load_file, parse_bool, parse_optional,  # noqa: E402
                           resolve_shards)
-from train.data import ClipSpec, read_clip_at  # noqa: E402
+from train.data import ClipSpec  # noqa: E402
 from train.engine import Dist, init_distributed, load_checkpoint, resolve_device  # noqa: E402
 from train.finetune import check as check_finetune  # noqa: E402
 from train.finetune import train_classifier  # noqa: E402
-from train.probe import POOLS, WD_GRID, fit_probe, parse_weight_decay, pool, pool_dims, video_metrics  # noqa: E402
+from train.probe import (POOLS, WD_GRID, cpu_threads, fit_probe, parse_weight_decay, pool, pool_dims,  # noqa: E402
+                         video_metrics)
 from train.model import POSITIONS, VideoMAE, build_model  # noqa: E402
-from train.sampling import multi_views  # noqa: E402
+from train.view_cache import CachedViews, Views, cached_views  # noqa: E402
 
 GEOMETRY = ("model", "num_frames", "sampling_rate", "input_size", "tubelet", "patch_size", "positions")
 
@@ -137,6 +142,7 @@ class EvalConfig:
     device: str = "auto"            # auto = cuda if available else cpu
     amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
     num_workers: int = 2
+    view_cache: str = ""            # folder of uint8 copies of the test views, decoded once (train/view_cache.py)
     out: str = ""                   # result JSON; "" = next to the checkpoint (runs/eval/ for "random")
 
     @property
@@ -218,36 +224,6 @@ def load_encoder(cfg: EvalConfig) -> tuple[VideoMAE, EvalConfig, dict]:
 
 # ---- data -------------------------------------------------------------------------------------
 
-class Views(Dataset):
-    """Item i = view i % per_video of video i // per_video (`train.sampling.multi_views`, clip-major:
-    clips x crops): {"video", "item"}."""
-
-    def __init__(self, path, ids: list[str], spec: ClipSpec, clips: int, crops: int = 1, tsn: bool = False):
-        self.path, self.ids, self.spec, self.clips, self.crops, self.tsn = str(path), ids, spec, clips, crops, tsn
-        self.per_video = clips * crops
-        self._ds = None  # opened per worker process
-
-    def __len__(self) -> int:
-        return len(self.ids) * self.per_video
-
-    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        from shards import open_shards
-
-        if self._ds is None:
-            self._ds = open_shards(self.path)
-        v, view = divmod(item, self.per_video)
-        video = self._ds[self.ids[v]]
-        a = video.attrs
-        views = multi_views(int(a["num_frames"]), int(a["height"]), int(a["width"]), self.spec, self.clips,
-                            self.crops, self.tsn)
-        idx, rate, box = views[view]
-        clip = read_clip_at(video, self.spec, idx, rate, box)
-        return {"video": torch.from_numpy(np.ascontiguousarray(clip["video"])), "item": torch.tensor(item)}
-
-    def __getstate__(self):
-        return {**self.__dict__, "_ds": None}
-
-
 def labelled(path: Path, split: str) -> tuple[list[str], dict[str, int], int]:
     """Ids of the split's labelled videos, id -> label, and how many unlabelled were skipped."""
     from shards import open_shards
@@ -274,12 +250,30 @@ def class_names(path: Path, ids: list[str], labels: dict[str, int]) -> dict[int,
 
 # ---- running the encoder over views ------------------------------------------------------------
 
+def split_views(cfg: EvalConfig, path: Path, split: str, ids: list[str], crops: int, d: Dist,
+                log) -> Views | CachedViews:
+    """The deterministic views of `ids`: from the shards, or with `view_cache` from its uint8 copy
+    (decoded on first use; under torchrun rank 0 decodes while the others wait)."""
+    if not cfg.view_cache:
+        return Views(path, ids, cfg.spec(), cfg.clips, crops, cfg.tsn)
+    make = dict(root=Path(cfg.view_cache), path=path, split=split, ids=ids, spec=cfg.spec(), clips=cfg.clips,
+                crops=crops, tsn=cfg.tsn, batch_size=cfg.batch_size, num_workers=cfg.num_workers, log=log)
+    if d.world == 1:
+        return cached_views(**make)
+    if d.main:
+        cached_views(**make)
+    dist.barrier()
+    return cached_views(**make, build=False)
+
+
 @torch.no_grad()
 def run_views(fn, views: Views, cfg: EvalConfig, device: torch.device, d: Dist) -> torch.Tensor:
     """fn(video batch) -> (B,K) over every view; returns (videos, views, K) float32 on CPU, on every rank."""
     indices = list(range(d.rank, len(views), d.world))
+    # cached views are a memmap read and a table lookup: worker processes would cost more than they save
+    workers = 0 if isinstance(views, CachedViews) else cfg.num_workers
     loader = DataLoader(torch.utils.data.Subset(views, indices), batch_size=cfg.batch_size,
-                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+                        num_workers=workers, pin_memory=device.type == "cuda")
     amp = cfg.amp and device.type == "cuda"
     items, values = [], []
     for batch in loader:
@@ -340,7 +334,11 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     seconds = {}
     y_train = torch.tensor([train_labels[v] for v in train_ids])
     y_val = torch.tensor([val_labels[v] for v in val_ids])
-    val_views = Views(path, val_ids, cfg.spec(), cfg.clips, cfg.test_crops, cfg.tsn)
+    t = time.perf_counter()
+    main_log = log if d.main else (lambda s: None)
+    val_views = split_views(cfg, path, cfg.val_split, val_ids, cfg.test_crops, d, main_log)
+    train_views = None if cfg.finetune else split_views(cfg, path, cfg.train_split, train_ids, 1, d, main_log)
+    seconds["views"] = time.perf_counter() - t   # with a view cache: its check, or its one decode; else ~0
     extra = {}
 
     if cfg.finetune:
@@ -360,9 +358,12 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
             return torch.cat([pool(tokens, grid, how) for how in pools], dim=1)      # (B, sum K)
 
         t = time.perf_counter()
-        train_views = Views(path, train_ids, cfg.spec(), cfg.clips, tsn=cfg.tsn)      # centre crops
-        f_train = run_views(features, train_views, cfg, device, d)                   # (V,clips,sum K)
-        f_val = run_views(features, val_views, cfg, device, d)                       # (V,views,sum K)
+        # one intra-op thread on the CPU, as the fits: a vit_pico batch on 2 threads of the busy 2-core
+        # machine took 11-12 ms a clip against 0.9 (32 px) and 4.1 (64 px) on one (the loader's
+        # workers, if any, use the other core)
+        with cpu_threads(1, device):
+            f_train = run_views(features, train_views, cfg, device, d)               # (V,clips,sum K): centre crops
+            f_val = run_views(features, val_views, cfg, device, d)                   # (V,views,sum K)
         seconds["features"] = time.perf_counter() - t
         t = time.perf_counter()
         groups = np.repeat(np.arange(len(train_ids)), cfg.clips)                     # the video of each clip
@@ -475,6 +476,8 @@ EVAL_HELP = {
     "device": "auto = cuda when available, else cpu",
     "amp": "bf16 autocast on CUDA (ignored on CPU)",
     "num_workers": "data loader processes",
+    "view_cache": "folder of uint8 copies of the test views, decoded once per shard set, split and clip geometry "
+                  "and reused by every later evaluation (checked against the shards; '' = off)",
     "out": "result JSON (default: eval_linear.json / eval_finetune.json next to the checkpoint; "
            "runs/eval/random_<model>_<mode>.json for 'random')",
 }

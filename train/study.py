@@ -37,7 +37,12 @@ The data flow, each stage skipped where its output exists (a killed study resume
 
 Layout of `--out` (default runs/study): `<method>/seed<k>/` (checkpoint.pt, ckpt_<step>.pt,
 train_<step>.json, probe_<step>.json, heldout_<step>.json, finetune_<step>.json, metrics.jsonl),
-`random/seed<k>/{probe,finetune}.json`, `extract.json`, `study.json`, `results.json`.
+`random/seed<k>/{probe,finetune}.json`, `view_cache/` (the probes' views as uint8, decoded by the
+first probe, read by the rest: train/view_cache.py), `extract.json`, `study.json`, `results.json`.
+
+How long (docs/results.md, busy shared 2-core machine): the default study ~4.3-8 h at 64 px input,
+pretraining 2.1-5.8 h of it (25 runs x 5-14 min), the 80 probes ~1.6 h from the view cache (30 s
+features + ~40 s fits each; ~3.6 h when every probe decoded its own clips), extraction ~33 min once.
 
 Here: the settings (`StudyConfig`), the order of the stages, collecting their results, the
 CLI. The stages themselves: `train/study_stages.py`; the report and plots, pure functions of
@@ -175,6 +180,10 @@ class StudyConfig:
     def out_path(self) -> Path:
         p = Path(self.out)
         return p if p.is_absolute() else REPO_ROOT / p
+
+    def view_cache_path(self) -> Path:
+        """Where the probes' views are decoded once and read by every later probe (train/view_cache.py)."""
+        return self.out_path() / "view_cache"
 
     def report_path(self) -> Path:
         if self.report:

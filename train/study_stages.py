@@ -181,7 +181,9 @@ def _quiet(log):
 
 def probe(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, what: str, log, **geometry) -> None:
     """Linear probes of `checkpoint` ("random" with `geometry`) into `dest`, unless it exists: the
-    layout pool and the token mean on features computed once."""
+    layout pool and the token mean on features computed once. Every probe reads its views from
+    `<out>/view_cache` (train/view_cache.py): the study's first probe decodes them, the rest
+    (every checkpoint and random init of the same geometry) read the same uint8 copy."""
     from train.evaluate import linear_probe
 
     if dest.exists():
@@ -192,13 +194,15 @@ def probe(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, wha
     base = cfg.base_train()
     result = linear_probe(checkpoint, str(cfg.shards_path()), clips=cfg.probe_clips, batch_size=cfg.probe_batch,
                           num_workers=base.num_workers, device=base.device, probe_pool=cfg.probe_pool,
-                          probe_wd=cfg.probe_wd, probe_folds=cfg.probe_folds, **geometry)
+                          probe_wd=cfg.probe_wd, probe_folds=cfg.probe_folds,
+                          view_cache=str(cfg.view_cache_path()), **geometry)
     result.pop("predictions")  # per-video predictions: ~1000 lines per probe, not read by the report
     write_json(dest, result)
     progress.done("probe", 1, time.perf_counter() - start)
     log("    " + ", ".join(f"{how} top-1 {p['top1']:.3f} [{p['top1_ci95'][0]:.3f}, {p['top1_ci95'][1]:.3f}] "
                            f"L2 {p['weight_decay']:g}" for how, p in result["probes"].items())
-        + f" (chance {result['chance_top1']:.3f}), {result['seconds']['total']:.1f} s")
+        + f" (chance {result['chance_top1']:.3f}), {result['seconds']['total']:.1f} s "
+          f"(views {result['seconds']['views']:.1f} s)")
 
 
 def heldout(cfg: StudyConfig, checkpoint: Path, dest: Path, progress: Progress, what: str, log) -> None:

@@ -57,6 +57,12 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
                                                                            ("mgm+pixel", "tube+pixel", 4)]
     assert all(c["quadrants"]["n"] == 2 for c in saved["comparisons"])
     assert set(saved["seconds"]) == {"extract", "pretrain", "heldout", "probe", "finetune"}
+    # every probe (random init included) read its views from one cache: train and val, decoded once
+    caches = sorted(p.name.split("_")[0] for p in (out / "view_cache").iterdir())
+    assert caches == ["train", "val"] and all((p / "key.json").is_file() for p in (out / "view_cache").iterdir())
+    probes = sorted(out.rglob("probe*.json"))
+    assert len(probes) == 3 * 2 * 2 + 2
+    assert {json.loads(p.read_text())["config"]["view_cache"] for p in probes} == {str(out / "view_cache")}
     # the fine-tuning stage, switched on: every run's last checkpoint and random init
     tuned = [m["finetune"] for m in saved["methods"].values()] + [saved["random_init"]["finetune"]]
     assert all(f["steps"] == 2 and f["top1"]["n"] == 2 and isinstance(f["stable"], bool) for f in tuned)
