@@ -23,32 +23,41 @@ import numpy as np
 from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.storage import LocalStore
 
 _EMPTY = np.uint64(2 ** 64 - 1)  # an index entry of a chunk that was never written
 
 
 class _ShardFile:
-    """Ranged reads of one local shard file (path), or of its bytes in a local pack file."""
+    """Ranged reads of one shard: its local file, opened once (`with`), or its key in a local
+    pack, read by the pack's own store (`PackedVideoStore._read`: offsets, bounds, short reads)."""
 
-    def __init__(self, path: str | None = None, pack=None, offset: int = 0, length: int = 0):
-        self.path, self.pack, self.offset, self.length = path, pack, offset, length
+    def __init__(self, path: str | None = None, store=None, key: str = ""):
+        self.path, self.store, self.key, self._f = path, store, key, None
+
+    def __enter__(self) -> "_ShardFile":
+        if self.path is not None:
+            self._f = open(self.path, "rb")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._f is not None:
+            self._f.close()
 
     def tail(self, n: int) -> bytes:
         """The shard's last n bytes (its index and the index's checksum)."""
-        if self.pack is not None:
-            return self.pack.read(self.offset + max(self.length - n, 0), min(n, self.length))
-        with open(self.path, "rb") as f:
-            f.seek(-n, os.SEEK_END)
-            return f.read(n)
+        if self.store is not None:
+            return self.store._read(self.key, SuffixByteRequest(n))
+        self._f.seek(-n, os.SEEK_END)
+        return self._f.read(n)
 
     def range(self, start: int, stop: int) -> bytes:
         """Bytes [start, stop) of the shard."""
-        if self.pack is not None:
-            return self.pack.read(self.offset + start, min(stop, self.length) - start)
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            return f.read(stop - start)
+        if self.store is not None:
+            return self.store._read(self.key, RangeByteRequest(start, stop))
+        self._f.seek(start)
+        return self._f.read(stop - start)
 
 
 def _local_pack(store):
@@ -58,15 +67,15 @@ def _local_pack(store):
     return store if isinstance(store, PackedVideoStore) and store._pack._local else None
 
 
-def shard_source(raw, folder: str | None, key_prefix: str, k: int, ndim: int) -> _ShardFile | None:
-    """Where shard k of `raw` lies: its local file, its range in a local pack, or None (absent)."""
-    tail = ("c", str(k), *("0" * ndim))
+def shard_source(raw, folder: str | None, k: int) -> _ShardFile | None:
+    """Where shard k of `raw` lies: its local file (absent: FileNotFoundError when opened), its
+    key in a local pack, or None (not in the pack)."""
+    tail = ("c", str(k), *("0" * (len(raw.shape) - 1)))
     if folder is not None:
-        path = os.path.join(folder, *tail)
-        return _ShardFile(path=path) if os.path.exists(path) else None
+        return _ShardFile(path=os.path.join(folder, *tail))
     store = _local_pack(raw.store_path.store)
-    entry = store._dir.get("/".join((key_prefix, *tail)))
-    return None if entry is None else _ShardFile(pack=store._pack, offset=entry[0], length=entry[1])
+    key = "/".join((raw.store_path.path, *tail))
+    return _ShardFile(store=store, key=key) if key in store._dir else None
 
 
 def layout(raw) -> tuple[str | None, int, int, np.dtype] | None:
@@ -120,19 +129,20 @@ def read_frames(raw, frames: np.ndarray) -> np.ndarray | None:
         chunk_of = local // per_chunk
         needed = np.unique(chunk_of)
         runs = np.searchsorted(chunk_of, np.append(needed, needed[-1] + 1)).tolist()
-        source = shard_source(raw, folder, raw.store_path.path, k, len(frame_shape))
+        source = shard_source(raw, folder, k)
         if source is None:
             return None
-        where = folder or f"{raw.store_path.path} in {source.pack.path}"
+        where = folder or f"{raw.store_path.path} in {source.store._pack.path}"
         try:
-            tail = source.tail(tail_bytes)
-            if len(tail) != tail_bytes or google_crc32c.value(tail[:-4]) != int.from_bytes(tail[-4:], "little"):
-                raise ValueError(f"{where} shard {k}: the shard index fails its checksum")
-            index = np.frombuffer(tail[:-4], "<u8").reshape(-1, 2)[needed]
-            if (index == _EMPTY).any():
-                return None
-            first, end = int(index[:, 0].min()), int((index[:, 0] + index[:, 1]).max())
-            buf = np.frombuffer(source.range(first, end), np.uint8)
+            with source:
+                tail = source.tail(tail_bytes)
+                if len(tail) != tail_bytes or google_crc32c.value(tail[:-4]) != int.from_bytes(tail[-4:], "little"):
+                    raise ValueError(f"{where} shard {k}: the shard index fails its checksum")
+                index = np.frombuffer(tail[:-4], "<u8").reshape(-1, 2)[needed]
+                if (index == _EMPTY).any():
+                    return None
+                first, end = int(index[:, 0].min()), int((index[:, 0] + index[:, 1]).max())
+                buf = np.frombuffer(source.range(first, end), np.uint8)
         except FileNotFoundError:
             return None
         if len(buf) != end - first:
