@@ -183,11 +183,12 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
 
     need = spec.needs
     tracks = need & {"traj", "traj_valid", "traj_hog"}
+    traj_len = clip_traj_len(video, spec) if tracks else 0
     gray: dict[int, np.ndarray] = {}
     if tracks and hasattr(video, "frames_and_gray") and video.specs["hog"].derived:
         # the frames the trajectories visit besides the clip's own, read with them, in grey
         # (a schema-2 set stores its hog: no frames to add)
-        n_stored, traj_len = int(video.attrs["num_frames"]), clip_traj_len(video, spec)
+        n_stored = int(video.attrs["num_frames"])
         visited = np.unique(np.minimum(idx[::spec.tubelet, None] + np.arange(traj_len), n_stored - 1))
         extra = np.setdiff1d(visited, uniq)
         rgb, grey = video.frames_and_gray(uniq, extra)
@@ -220,8 +221,7 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
             out["flow"] = resample_cells(stored["flow"], x0, y0, side, cells) * np.float32(scale)
             out["homography"] = crop_homography(stored["homography"], x0, y0, scale)
         if tracks:
-            out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale, gray,
-                                         clip_traj_len(video, spec)))
+            out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale, gray, traj_len))
         clips.append(out)
     return clips
 

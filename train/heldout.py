@@ -40,8 +40,8 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     `predict_mean` is the loss of the best constant per target channel (cross-fitted over two
     folds of videos, `best_constant`), the trivial baseline for a target that is not centred
     (MME's HOG part: non-negative, not normalized per token), and `ratio_mean` = loss /
-    predict_mean. For per-token normalized
-    targets the two baselines agree (the best constant is ~0)."""
+    predict_mean. For per-token normalized targets the two baselines agree (the best constant
+    is ~0)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = TrainConfig.from_dict(ckpt["config"])
@@ -73,10 +73,10 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
         for i in range(len(items)):  # the mean over clips of each clip's loss
             one = (tgt[i:i + 1], weight[i:i + 1], mask[i:i + 1])
             loss_sum += target.loss(pred[i:i + 1], *one).item()
-            zero_sum += target.loss(torch.zeros_like(pred[i:i + 1]), *one).item()
+            z0 = target.loss(torch.zeros_like(pred[i:i + 1]), *one).item()
+            zero_sum += z0
             g0, g1 = (constant_grad(target.loss, value, pred.shape[1:], one) for value in (0.0, 1.0))
-            quads.append((items[i][1], target.loss(torch.zeros_like(pred[i:i + 1]), *one).item(),
-                          (g1 - g0) / 2, -g0 / 2))
+            quads.append((items[i][1], z0, (g1 - g0) / 2, -g0 / 2))
     loss, zero = loss_sum / clips, zero_sum / clips
     best = best_constant(quads)
     return {"loss": loss, "predict0": zero, "ratio": loss / zero, "predict_mean": best,
