@@ -34,6 +34,7 @@ from zarr.abc.store import (ByteRequest, OffsetByteRequest, RangeByteRequest, St
                             SuffixByteRequest)
 from zarr.core.buffer import Buffer, BufferPrototype
 
+from .lazy_group import open_video
 from .metadata import parse_json
 from .schema import ARRAYS, root_version
 from .zarr_store import MissingChunkError, ZarrReader
@@ -271,6 +272,11 @@ class PackedReader:
         if video_id not in self._pos:
             raise KeyError(video_id)
         store = self.store(video_id)
+        doc = store._cached.get("zarr.json")
+        opened = open_video(doc, store, "") if doc is not None and not fresh else None
+        if opened is not None:  # as ZarrReader.video: arrays built when first read (`lazy_group`)
+            store.drop_cached()
+            return opened
         group = zarr.open_group(store, mode="r", use_consolidated=False if fresh else None)
         attrs, arrays = dict(group.attrs), dict(group.arrays())
         # zarr has parsed the metadata: the loader keeps every video it opened (one per

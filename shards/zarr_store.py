@@ -26,6 +26,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
+from .lazy_group import open_video
 from .metadata import damaged, parse_json
 from .schema import ARRAYS, COMMIT_ATTR, root_attrs, root_version
 from .shard_file import read_frames
@@ -297,6 +298,8 @@ class ZarrReader:
     def __init__(self, path: str):
         self.path = os.fspath(path)
         self.store = ChunkCheckingStore(make_store(self.path, read_only=True))
+        self.fs, fs_root = fsspec.core.url_to_fs(self.path)
+        self._fs_root = fs_root.rstrip("/")
         self.root = open_root(self.store, self.path, "r")
         attrs = dict(self.root.attrs)
         root_version(attrs, self.path)
@@ -328,7 +331,17 @@ class ZarrReader:
     def video(self, video_id: str, fresh: bool = False) -> tuple[dict, dict]:
         """(attrs, {name: stored array}) of one video; KeyError if absent.
 
-        fresh=True ignores the consolidated metadata and reads every node (verify)."""
+        fresh=True ignores the consolidated metadata and reads every node (verify). Otherwise
+        a committed video is opened from its zarr.json alone, its arrays built when first read
+        (`lazy_group`: ~0.6 ms against ~6 ms for zarr.open_group)."""
+        if not fresh:
+            try:
+                data = self.fs.cat_file(f"{self._fs_root}/videos/{video_id}/zarr.json")
+            except FileNotFoundError as e:
+                raise KeyError(video_id) from e
+            opened = open_video(data, self.store, f"videos/{video_id}")
+            if opened is not None:
+                return opened
         try:
             group = zarr.open_group(self.store, path=f"videos/{video_id}", mode="r",
                                     use_consolidated=False if fresh else None)
