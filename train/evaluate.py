@@ -109,7 +109,8 @@ class EvalConfig:
     tsn: bool = False               # TSN (SSv2): one frame from each of num_frames segments; no sampling_rate
     # linear probe (train/probe.py)
     probe_pool: str = "quadrants"   # train.probe.POOLS key of the main probe; the token mean is always fit too
-    probe_wd: str | float = "cv"    # L2 penalty on the classifier weights (features standardized); "cv" = chosen
+    probe_wd: str | float | dict = "cv"  # L2 penalty on the classifier weights (features standardized); "cv" = chosen
+                                    # by cross-validation; or {pool: penalty or "cv"} (the study: a run's earlier checkpoints)
     probe_wd_grid: tuple[float, ...] = WD_GRID  # the penalties cross-validation chooses from
     probe_folds: int = 5            # cross-validation folds (by video) on the train split
     probe_iters: int = 200          # L-BFGS iterations
@@ -305,8 +306,16 @@ def probe_pools(cfg: EvalConfig) -> list[str]:
     """The poolings one probe run fits: the main one, then the token mean (VideoMAE's) unless it is the main one."""
     if cfg.probe_pool not in POOLS:
         raise ValueError(f"unknown probe_pool {cfg.probe_pool!r}; known: {', '.join(POOLS)}")
-    parse_weight_decay(cfg.probe_wd)
-    return [cfg.probe_pool] + ([] if cfg.probe_pool == "mean" else ["mean"])
+    pools = [cfg.probe_pool] + ([] if cfg.probe_pool == "mean" else ["mean"])
+    for how in pools:
+        pool_weight_decay(cfg.probe_wd, how)
+    return pools
+
+
+def pool_weight_decay(probe_wd, how: str) -> str | float:
+    """The L2 penalty (or "cv") of pool `how`: `probe_wd` itself, or its entry when it is {pool: penalty}
+    (a pool it does not name is cross-validated)."""
+    return parse_weight_decay(probe_wd.get(how, "cv") if isinstance(probe_wd, dict) else probe_wd)
 
 
 # ---- the two evaluations --------------------------------------------------------------------
@@ -375,7 +384,8 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
             x_train = f_train[..., start_dim:start_dim + dim].reshape(-1, dim).to(device)
             x_val = f_val[..., start_dim:start_dim + dim].to(device)
             start_dim += dim
-            fit = fit_probe(x_train, y_clips, groups, x_val, num_classes, cfg.probe_wd, tuple(cfg.probe_wd_grid),
+            fit = fit_probe(x_train, y_clips, groups, x_val, num_classes, pool_weight_decay(cfg.probe_wd, how),
+                            tuple(cfg.probe_wd_grid),
                             cfg.probe_folds, cfg.probe_iters)
             train_probs = fit["train_probs"].view(len(train_ids), cfg.clips, -1).mean(1).cpu()
             val_probs = fit["val_probs"].cpu()                                         # (V,views,C)

@@ -67,8 +67,8 @@ from shards.cli import UsageError, run_main  # noqa: E402
 from shards.paths import data_dir  # noqa: E402
 from train.cli import Parser  # noqa: E402
 from train.config import REPO_ROOT, TrainConfig, load_file  # noqa: E402
-from train.study_stages import (Progress, write_json, extract, finetune, heldout, pretrain, probe,  # noqa: E402
-                                random_geometry)
+from train.study_stages import (ProbeJob, Progress, add_probe_wall, probe_walls, write_json, extract, finetune, heldout,  # noqa: E402
+                                pretrain, probes, random_geometry)
 from train.study_report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
 from train.study_stats import gate, mean_std, paired, stable, unpaired_se  # noqa: E402
 
@@ -92,6 +92,7 @@ PAIRS = (("mgm+pixel", "tube+pixel"), ("mgm+mme", "tube+mme"))
 TINY = {
     "methods": ("tube+pixel", "mgm+pixel", "tube+mme"), "seeds": (0, 1), "steps": 4, "checkpoints": (0.5, 1.0),
     "per_class": 2, "frames": 16, "size": 64, "extract_workers": 0, "probe_batch": 8, "probe_wd": 0.1,
+    "probe_workers": 1,
     "heldout_clips": 8,
     "train": {"num_frames": 4, "sampling_rate": 2, "input_size": 32, "batch_size": 4, "num_workers": 0,
               "warmup_steps": 1, "log_every": 2, "device": "cpu"},
@@ -115,6 +116,7 @@ class StudyConfig:
     probe_pool: str = "quadrants"           # train.probe.POOLS key of the main probe; the token mean is fit as well
     probe_wd: str | float = "cv"            # "cv" = the probe's L2 chosen by cross-validation on the train split
     probe_folds: int = 5
+    probe_workers: int = 2                  # probes run side by side on the CPU (processes, one thread each)
     heldout_clips: int = 256                # val clips of the held-out loss (the gate)
     gate: float = 0.8                       # held-out loss / predict-0 at or below this on every seed = PASS
     finetune_max_std: float = 0.05          # fine-tuned top-1 reported only where its std over seeds is below
@@ -270,6 +272,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                 "last_loss": mean_std([r["finetune"]["last_window_loss"] for r in rs]),
                 "steps": rs[0]["finetune"]["steps"], "stable": stable(top1["std"], top1["n"], cfg.finetune_max_std)}
 
+    probe_sum = dict.fromkeys(cfg.seeds, 0.0)  # each probe's own time, per seed
     for method in cfg.methods:
         probes = {s: [] for s in stops}
         losses, run_seconds, held = [], [], []
@@ -281,7 +284,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                 p["seed"] = seed
                 probes[s].append(p)
                 n_train = p["videos"]["train"]
-                seconds["probe"] += p["seconds"]["total"]
+                probe_sum[seed] += p["seconds"]["total"]
                 total += json.loads((run / f"train_{s}.json").read_text())["seconds"]
             run_seconds.append(total)
             h = json.loads((run / f"heldout_{cfg.steps}.json").read_text())
@@ -313,7 +316,11 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
         }
     randoms = [{**json.loads((cfg.out_path() / "random" / f"seed{seed}" / "probe.json").read_text()), "seed": seed}
                for seed in cfg.seeds]
-    seconds["probe"] += sum(r["seconds"]["total"] for r in randoms)
+    for r in randoms:
+        probe_sum[r["seed"]] += r["seconds"]["total"]
+    # wall time: probes run side by side overlap (probe_wall.json); a seed probed before it existed, their sum
+    walls = probe_walls(cfg.out_path())
+    seconds["probe"] = sum(walls.get(str(seed), probe_sum[seed]) for seed in cfg.seeds)
     first = randoms[0]
     pools = list(first["probes"])
     random_rows = _probe_rows(randoms)
@@ -364,7 +371,8 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
 
 # settings a resumed study may change: which runs, where the report goes, how fast it extracts and
 # probes, and the report's thresholds (they change no number on disk)
-RESUMABLE = ("methods", "seeds", "out", "report", "extract_workers", "probe_batch", "gate", "finetune_max_std")
+RESUMABLE = ("methods", "seeds", "out", "report", "extract_workers", "probe_batch", "probe_workers", "gate",
+             "finetune_max_std")
 
 
 def check_same_study(cfg: StudyConfig, record: Path) -> None:
@@ -400,8 +408,6 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
     # seed-major: a study stopped early still has every method at the first seeds
     for seed in cfg.seeds:
         random_dir = out / "random" / f"seed{seed}"
-        probe(cfg, "random", random_dir / "probe.json", progress, f"random init seed {seed}",
-              log, **random_geometry(cfg, seed))
         if cfg.finetunes:
             finetune(cfg, "random", random_dir / "finetune.json", progress, f"random init seed {seed}", log,
                      **random_geometry(cfg, seed))
@@ -410,12 +416,26 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
             run = cfg.run_dir(method, seed)
             heldout(cfg, run / f"ckpt_{cfg.steps}.pt", run / f"heldout_{cfg.steps}.json", progress,
                     f"{method} seed {seed} step {cfg.steps}", log)
-            for stop in stops:
-                probe(cfg, str(run / f"ckpt_{stop}.pt"), run / f"probe_{stop}.json", progress,
-                      f"{method} seed {seed} step {stop}", log)
             if cfg.finetunes:
                 finetune(cfg, str(run / f"ckpt_{cfg.steps}.pt"), run / f"finetune_{cfg.steps}.json", progress,
                          f"{method} seed {seed} step {cfg.steps}", log, seed=seed)
+        # the seed's probes: random init and every run's last checkpoint first, L2 by cross-validation;
+        # then each run's earlier checkpoints with the L2 its last one chose (one probe along a run's
+        # curve, and the cross-validation, most of a probe's CPU time, once per run)
+        wall = probes(cfg, [ProbeJob("random", random_dir / "probe.json", f"random init seed {seed}", cfg.probe_wd,
+                                     random_geometry(cfg, seed))]
+                      + [ProbeJob(str(cfg.run_dir(m, seed) / f"ckpt_{cfg.steps}.pt"),
+                                  cfg.run_dir(m, seed) / f"probe_{cfg.steps}.json", f"{m} seed {seed} step {cfg.steps}",
+                                  cfg.probe_wd, {}) for m in cfg.methods], progress, log)
+        later = []
+        for m in cfg.methods:
+            run = cfg.run_dir(m, seed)
+            chosen = {how: p["weight_decay"]
+                      for how, p in json.loads((run / f"probe_{cfg.steps}.json").read_text())["probes"].items()}
+            later += [ProbeJob(str(run / f"ckpt_{stop}.pt"), run / f"probe_{stop}.json", f"{m} seed {seed} step {stop}",
+                               chosen, {}) for stop in stops if stop != cfg.steps]
+        wall += probes(cfg, later, progress, log)
+        add_probe_wall(out, seed, wall)
     progress.line("all runs, held-out losses and probes done")
 
     results = collect(cfg, extract_record, command)
@@ -471,6 +491,7 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
     p.add_argument("--style", help="synthetic-motion look: noise | structured | natural")
     p.add_argument("--probe-pool", help="the main probe's pooling (train.probe.POOLS); the token mean is fit too")
     p.add_argument("--probe-wd", help="the probes' L2 penalty: cv (cross-validation on the train split) or a number")
+    p.add_argument("--probe-workers", type=int, help="probes run side by side on the CPU (processes, one thread each)")
     p.add_argument("--heldout-clips", type=int, help="val clips of the held-out loss (the gate)")
     p.add_argument("--root", help="corpus folder")
     p.add_argument("--shards", help="shard set path")
@@ -487,7 +508,7 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
             values["finetune"].update(TINY["finetune"])
         values["out"] = "runs/study_tiny"
     for name in ("methods", "seeds", "steps", "checkpoints", "per_class", "style", "probe_pool", "probe_wd",
-                 "heldout_clips", "root", "shards", "out", "report"):
+                 "probe_workers", "heldout_clips", "root", "shards", "out", "report"):
         if getattr(a, name) is not None:
             values[name] = getattr(a, name)
     for name in ("model", "device", "batch_size", "base_lr", "num_workers"):

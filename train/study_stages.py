@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
@@ -179,30 +179,114 @@ def _quiet(log):
 
 # ---- stage 3: probe -------------------------------------------------------------------------
 
-def probe(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, what: str, log, **geometry) -> None:
-    """Linear probes of `checkpoint` ("random" with `geometry`) into `dest`, unless it exists: the
-    layout pool and the token mean on features computed once. Every probe reads its views from
-    `<out>/view_cache` (train/view_cache.py): the study's first probe decodes them, the rest
-    (every checkpoint and random init of the same geometry) read the same uint8 copy."""
+class ProbeJob(NamedTuple):
+    """One linear probe of the study: `checkpoint` ("random" with `geometry`) into `dest`, with
+    `probe_wd` ("cv", a penalty, or {pool: penalty}) for its L2."""
+    checkpoint: str
+    dest: Path
+    what: str
+    probe_wd: object
+    geometry: dict
+
+
+def run_probe(options: dict, job: ProbeJob) -> dict:
+    """Run one probe and write its JSON (a worker process's whole task): returns the result. Every
+    probe reads its views from `options["view_cache"]` (train/view_cache.py): the study's first
+    probe decodes them, the rest (every checkpoint and random init of the same geometry) read the
+    same uint8 copy."""
     from train.evaluate import linear_probe
 
-    if dest.exists():
-        progress.done("probe", 1, None)
-        return
-    progress.line(f"probe {what}")
     start = time.perf_counter()
-    base = cfg.base_train()
-    result = linear_probe(checkpoint, str(cfg.shards_path()), clips=cfg.probe_clips, batch_size=cfg.probe_batch,
-                          num_workers=base.num_workers, device=base.device, probe_pool=cfg.probe_pool,
-                          probe_wd=cfg.probe_wd, probe_folds=cfg.probe_folds,
-                          view_cache=str(cfg.view_cache_path()), **geometry)
+    result = linear_probe(job.checkpoint, **options, probe_wd=job.probe_wd, **job.geometry)
     result.pop("predictions")  # per-video predictions: ~1000 lines per probe, not read by the report
-    write_json(dest, result)
-    progress.done("probe", 1, time.perf_counter() - start)
-    log("    " + ", ".join(f"{how} top-1 {p['top1']:.3f} [{p['top1_ci95'][0]:.3f}, {p['top1_ci95'][1]:.3f}] "
-                           f"L2 {p['weight_decay']:g}" for how, p in result["probes"].items())
-        + f" (chance {result['chance_top1']:.3f}), {result['seconds']['total']:.1f} s "
-          f"(views {result['seconds']['views']:.1f} s)")
+    result["seconds"]["job"] = round(time.perf_counter() - start, 2)
+    write_json(job.dest, result)
+    return result
+
+
+def probe_options(cfg: StudyConfig, parallel: bool) -> dict:
+    base = cfg.base_train()
+    # probes run side by side each read the view cache in their own process: no loader workers
+    return {"shards": str(cfg.shards_path()), "clips": cfg.probe_clips, "batch_size": cfg.probe_batch,
+            "num_workers": 0 if parallel else base.num_workers, "device": base.device,
+            "probe_pool": cfg.probe_pool, "probe_folds": cfg.probe_folds, "view_cache": str(cfg.view_cache_path())}
+
+
+def _probe_line(result: dict) -> str:
+    return ("    " + ", ".join(f"{how} top-1 {p['top1']:.3f} [{p['top1_ci95'][0]:.3f}, {p['top1_ci95'][1]:.3f}] "
+                               f"L2 {p['weight_decay']:g}" for how, p in result["probes"].items())
+            + f" (chance {result['chance_top1']:.3f}), {result['seconds']['total']:.1f} s "
+              f"(views {result['seconds']['views']:.1f} s)")
+
+
+def probes(cfg: StudyConfig, jobs: list[ProbeJob], progress: Progress, log) -> float:
+    """Run the `jobs` whose output does not exist, `cfg.probe_workers` at a time (spawned processes,
+    one CPU thread each, on the CPU; one at a time in this process on a GPU or with 1 worker).
+    The view cache is made by the first job alone before any run side by side. Returns the wall
+    seconds spent (what the report counts: side-by-side probes overlap)."""
+    todo = []
+    for job in jobs:
+        if job.dest.exists():
+            progress.done("probe", 1, None)
+        else:
+            todo.append(job)
+    if not todo:
+        return 0.0
+    start = time.perf_counter()
+    workers = cfg.probe_workers if torch.device(_device(cfg)).type == "cpu" else 1
+    if workers <= 1 or len(todo) == 1 or not cfg.view_cache_path().exists():
+        first, todo = (todo, []) if workers <= 1 else (todo[:1], todo[1:])
+        for job in first:
+            progress.line(f"probe {job.what}")
+            t = time.perf_counter()
+            log(_probe_line(run_probe(probe_options(cfg, False), job)))
+            progress.done("probe", 1, time.perf_counter() - t)
+    if todo:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        options = probe_options(cfg, True)
+        progress.line(f"probe {len(todo)} checkpoints, {workers} at a time: " + "; ".join(j.what for j in todo))
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread) as pool:
+            t = time.perf_counter()
+            futures = {pool.submit(run_probe, options, job): job for job in todo}
+            for future in as_completed(futures):
+                result = future.result()
+                # the pool's pace: wall time per probe finished, not the job's own (jobs overlap)
+                now = time.perf_counter()
+                progress.done("probe", 1, now - t)
+                t = now
+                progress.line(f"probed {futures[future].what}")
+                log(_probe_line(result))
+    return time.perf_counter() - start
+
+
+PROBE_WALL = "probe_wall.json"
+
+
+def add_probe_wall(out: Path, seed: int, seconds: float) -> None:
+    """Add `seconds` to seed `seed`'s probe wall time in `<out>/probe_wall.json` (probes run side by
+    side overlap: the report counts this, not the sum of their own times)."""
+    if seconds <= 0:
+        return
+    walls = probe_walls(out)
+    walls[str(seed)] = round(walls.get(str(seed), 0.0) + seconds, 2)
+    write_json(out / PROBE_WALL, walls)
+
+
+def probe_walls(out: Path) -> dict[str, float]:
+    path = out / PROBE_WALL
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _device(cfg: StudyConfig) -> str:
+    name = cfg.base_train().device
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def heldout(cfg: StudyConfig, checkpoint: Path, dest: Path, progress: Progress, what: str, log) -> None:
