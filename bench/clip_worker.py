@@ -16,6 +16,7 @@ import sys
 import time
 
 MASK_BATCH = 8  # clips per mask call when timing the mask (it runs per batch in the training loop)
+OPEN = "_open"  # the key of a round's answer holding the times of the videos it opened first
 
 
 def plan(ds, clips: int, seed: int, num_frames: int, stride: int) -> list[dict]:
@@ -47,7 +48,9 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
     clip's frames (the same box: the cost is the same), read with `read_clips_at` where the
     checkout has it, else one `read_clip_at` per crop (as its loader did); a clip's time is
     the read's time / crops.
-    -> {name: {"wall": [s per clip], "cpu": [s per clip], "mask_cpu": s per clip}}.
+    -> {name: {"wall": [s per clip], "cpu": [s per clip], "mask_cpu": s per clip}}, and under
+    OPEN {"wall": [s], "cpu": [s]} per video opened in this round (a training loader that keeps
+    1024 videos open per worker reopens one for most clips of a large corpus).
     CPU time is the process's (zarr's and blosc's threads included): what the clip costs one
     core, less sensitive to the other load on a shared machine than wall time."""
     import numpy as np
@@ -58,7 +61,7 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
     from train.masks import MASKS, NEEDS
     from train.targets import get_target
 
-    out = {}
+    out, opens = {}, []
     for name, mask, target, crops, *rest in methods:
         traj_len = rest[0] if rest else 0
         extra = {"traj_len": traj_len} if traj_len else {}
@@ -68,8 +71,10 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
                              needs=frozenset(NEEDS[mask] | get_target(target).needs), **extra)
         wall, cpu, read = [], [], []
         for c in clips:
-            if c["id"] not in videos:
+            if c["id"] not in videos:  # the first open of a video (the warm-up round): timed on its own
+                w0, c0 = time.perf_counter(), time.process_time()
                 videos[c["id"]] = ds[c["id"]]
+                opens.append((time.perf_counter() - w0, time.process_time() - c0))
             args = (videos[c["id"]], spec, np.asarray(c["idx"]), c["stride"])
             w0, c0 = time.perf_counter(), time.process_time()
             if crops == 1:
@@ -89,6 +94,8 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
         c0 = time.process_time()
         MASKS[mask](batch, grid, 0.9, gen)
         out[name] = {"wall": wall, "cpu": cpu, "mask_cpu": (time.process_time() - c0) / len(read[:MASK_BATCH])}
+    if opens:
+        out[OPEN] = {"wall": [w for w, _ in opens], "cpu": [c for _, c in opens]}
     return out
 
 

@@ -27,8 +27,9 @@ def test_two_sides_time_every_method_on_the_same_clips(tiny, tmp_path, capsys):
         assert set(side["methods"]) == set(clips.METHODS)
         for m in side["methods"].values():
             assert 0 < m["wall_ms"] < 5000 and 0 < m["cpu_ms"] < 5000 and m["mask_cpu_ms"] >= 0
+        assert side["open"]["videos"] >= 1 and 0 < side["open"]["wall_ms"] < 5000   # each video's first open
     table = clips.table(result)
-    assert table.count("\n") == 1 + len(clips.METHODS)
+    assert table.count("\n") == 1 + len(clips.METHODS) + 2 and "\n\nOpening a video" in table
     assert "| MGMAE (mgmae+pixel) |" in table and table.splitlines()[0].endswith("| budget ms |")
     saved = tmp_path / "run.json"
     saved.write_text(json.dumps(result))
