@@ -67,8 +67,8 @@ from shards.cli import UsageError, run_main  # noqa: E402
 from shards.paths import data_dir  # noqa: E402
 from train.cli import Parser  # noqa: E402
 from train.config import REPO_ROOT, TrainConfig, load_file  # noqa: E402
-from train.study_stages import (ProbeJob, Progress, add_probe_wall, probe_walls, write_json, extract, finetune, heldout,  # noqa: E402
-                                pretrain, probes, random_geometry)
+from train.study_stages import (ProbeJob, Progress, add_wall, stage_walls, write_json, extract, finetune,  # noqa: E402
+                                heldout, pretrain_runs, probes, random_geometry)
 from train.study_report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
 from train.study_stats import gate, mean_std, paired, stable, unpaired_se  # noqa: E402
 
@@ -92,7 +92,7 @@ PAIRS = (("mgm+pixel", "tube+pixel"), ("mgm+mme", "tube+mme"))
 TINY = {
     "methods": ("tube+pixel", "mgm+pixel", "tube+mme"), "seeds": (0, 1), "steps": 4, "checkpoints": (0.5, 1.0),
     "per_class": 2, "frames": 16, "size": 64, "extract_workers": 0, "probe_batch": 8, "probe_wd": 0.1,
-    "probe_workers": 1,
+    "probe_workers": 1, "parallel_runs": 1,
     "heldout_clips": 8,
     "train": {"num_frames": 4, "sampling_rate": 2, "input_size": 32, "batch_size": 4, "num_workers": 0,
               "warmup_steps": 1, "log_every": 2, "device": "cpu"},
@@ -117,6 +117,7 @@ class StudyConfig:
     probe_wd: str | float = "cv"            # "cv" = the probe's L2 chosen by cross-validation on the train split
     probe_folds: int = 5
     probe_workers: int = 2                  # probes run side by side on the CPU (processes, one thread each)
+    parallel_runs: int = 2                  # pretraining runs side by side on the CPU (processes, one thread each)
     heldout_clips: int = 256                # val clips of the held-out loss (the gate)
     gate: float = 0.8                       # held-out loss / predict-0 at or below this on every seed = PASS
     finetune_max_std: float = 0.05          # fine-tuned top-1 reported only where its std over seeds is below
@@ -273,6 +274,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                 "steps": rs[0]["finetune"]["steps"], "stable": stable(top1["std"], top1["n"], cfg.finetune_max_std)}
 
     probe_sum = dict.fromkeys(cfg.seeds, 0.0)  # each probe's own time, per seed
+    pretrain_sum = dict.fromkeys(cfg.seeds, 0.0)  # each run's own time, per seed
     for method in cfg.methods:
         probes = {s: [] for s in stops}
         losses, run_seconds, held = [], [], []
@@ -287,6 +289,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                 probe_sum[seed] += p["seconds"]["total"]
                 total += json.loads((run / f"train_{s}.json").read_text())["seconds"]
             run_seconds.append(total)
+            pretrain_sum[seed] += total
             h = json.loads((run / f"heldout_{cfg.steps}.json").read_text())
             seconds["heldout"] += h["seconds"]
             # the gate's baseline: the best constant per target channel (predict-0 for per-token
@@ -299,7 +302,6 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                 losses.append({"seed": seed, "first": curve[0]["loss"], "last": curve[-1]["loss"],
                                "min": min(r["loss"] for r in curve),
                                "curve": [[r["step"], round(r["loss"], 5)] for r in curve]})
-        seconds["pretrain"] += sum(run_seconds)
         mask, target = method.split("+")
         methods[method] = {
             "paper": METHODS[method], "mask": mask, "target": target,
@@ -318,9 +320,10 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                for seed in cfg.seeds]
     for r in randoms:
         probe_sum[r["seed"]] += r["seconds"]["total"]
-    # wall time: probes run side by side overlap (probe_wall.json); a seed probed before it existed, their sum
-    walls = probe_walls(cfg.out_path())
-    seconds["probe"] = sum(walls.get(str(seed), probe_sum[seed]) for seed in cfg.seeds)
+    # wall time: runs and probes side by side overlap (walls.json); where a seed has no record, their sum
+    walls = stage_walls(cfg.out_path())
+    seconds["probe"] = sum(walls.get("probe", {}).get(str(seed), probe_sum[seed]) for seed in cfg.seeds)
+    seconds["pretrain"] = sum(walls.get("pretrain", {}).get(str(seed), pretrain_sum[seed]) for seed in cfg.seeds)
     first = randoms[0]
     pools = list(first["probes"])
     random_rows = _probe_rows(randoms)
@@ -371,8 +374,8 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
 
 # settings a resumed study may change: which runs, where the report goes, how fast it extracts and
 # probes, and the report's thresholds (they change no number on disk)
-RESUMABLE = ("methods", "seeds", "out", "report", "extract_workers", "probe_batch", "probe_workers", "gate",
-             "finetune_max_std")
+RESUMABLE = ("methods", "seeds", "out", "report", "extract_workers", "probe_batch", "probe_workers", "parallel_runs",
+             "gate", "finetune_max_std")
 
 
 def check_same_study(cfg: StudyConfig, record: Path) -> None:
@@ -411,8 +414,8 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
         if cfg.finetunes:
             finetune(cfg, "random", random_dir / "finetune.json", progress, f"random init seed {seed}", log,
                      **random_geometry(cfg, seed))
+        add_wall(out, "pretrain", seed, pretrain_runs(cfg, list(cfg.methods), seed, progress, log))
         for method in cfg.methods:
-            pretrain(cfg, method, seed, progress, log)
             run = cfg.run_dir(method, seed)
             heldout(cfg, run / f"ckpt_{cfg.steps}.pt", run / f"heldout_{cfg.steps}.json", progress,
                     f"{method} seed {seed} step {cfg.steps}", log)
@@ -435,7 +438,7 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
             later += [ProbeJob(str(run / f"ckpt_{stop}.pt"), run / f"probe_{stop}.json", f"{m} seed {seed} step {stop}",
                                chosen, {}) for stop in stops if stop != cfg.steps]
         wall += probes(cfg, later, progress, log)
-        add_probe_wall(out, seed, wall)
+        add_wall(out, "probe", seed, wall)
     progress.line("all runs, held-out losses and probes done")
 
     results = collect(cfg, extract_record, command)
@@ -492,6 +495,8 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
     p.add_argument("--probe-pool", help="the main probe's pooling (train.probe.POOLS); the token mean is fit too")
     p.add_argument("--probe-wd", help="the probes' L2 penalty: cv (cross-validation on the train split) or a number")
     p.add_argument("--probe-workers", type=int, help="probes run side by side on the CPU (processes, one thread each)")
+    p.add_argument("--parallel-runs", type=int,
+                   help="pretraining runs side by side on the CPU (processes, one thread, no loader workers each)")
     p.add_argument("--heldout-clips", type=int, help="val clips of the held-out loss (the gate)")
     p.add_argument("--root", help="corpus folder")
     p.add_argument("--shards", help="shard set path")
@@ -508,7 +513,7 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
             values["finetune"].update(TINY["finetune"])
         values["out"] = "runs/study_tiny"
     for name in ("methods", "seeds", "steps", "checkpoints", "per_class", "style", "probe_pool", "probe_wd",
-                 "probe_workers", "heldout_clips", "root", "shards", "out", "report"):
+                 "probe_workers", "parallel_runs", "heldout_clips", "root", "shards", "out", "report"):
         if getattr(a, name) is not None:
             values[name] = getattr(a, name)
     for name in ("model", "device", "batch_size", "base_lr", "num_workers"):

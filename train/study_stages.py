@@ -168,6 +168,60 @@ def pretrain(cfg: StudyConfig, method: str, seed: int, progress: Progress, log) 
         previous = stop
 
 
+def pretrain_runs(cfg: StudyConfig, methods: list[str], seed: int, progress: Progress, log) -> float:
+    """Pretrain every method of `methods` for `seed` (`pretrain`), `cfg.parallel_runs` at a time on
+    the CPU: spawned processes with one intra-op thread and no loader workers each, every run
+    logging to `<run>/pretrain.log` (the clips and masks are drawn per (seed, step), so a run is
+    the same in either mode). One at a time in this process on a GPU or with parallel_runs 1.
+    Returns the wall seconds spent."""
+    todo = [m for m in methods if not all((cfg.run_dir(m, seed) / f"ckpt_{s}.pt").exists() for s in cfg.stops())]
+    for m in methods:
+        if m not in todo:
+            pretrain(cfg, m, seed, progress, log)  # only records the steps as done
+    if not todo:
+        return 0.0
+    start = time.perf_counter()
+    workers = cfg.parallel_runs if _device(cfg) == "cpu" else 1
+    if workers <= 1 or len(todo) == 1:
+        for m in todo:
+            pretrain(cfg, m, seed, progress, log)
+        return time.perf_counter() - start
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    progress.line(f"pretrain {len(todo)} runs of seed {seed}, {workers} at a time (logs: <run>/pretrain.log): "
+                  + ", ".join(todo))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_one_thread) as pool:
+        t = time.perf_counter()
+        futures = {pool.submit(_pretrain_job, cfg, m, seed): m for m in todo}
+        for future in as_completed(futures):
+            m = futures[future]
+            summary = future.result()
+            now = time.perf_counter()
+            progress.done("train", cfg.steps, now - t)  # the pool's pace: wall time per run finished
+            t = now
+            progress.line(f"pretrained {m} seed {seed}: loss {summary['first_loss']:.4f} -> "
+                          f"{summary['last_loss']:.4f}")
+    return time.perf_counter() - start
+
+
+def _pretrain_job(cfg: StudyConfig, method: str, seed: int) -> dict:
+    """A spawned worker's whole task: `pretrain` with no loader workers, logging to the run's file.
+    Returns the last segment's summary (loss first and last)."""
+    run = cfg.run_dir(method, seed)
+    run.mkdir(parents=True, exist_ok=True)
+    solo = replace(cfg, train={**cfg.train, "num_workers": 0})
+    with open(run / "pretrain.log", "a") as f:
+        def log(message: str) -> None:
+            f.write(message + "\n")
+            f.flush()
+        pretrain(solo, method, seed, Progress({"train": cfg.steps}, log), log)
+    last = json.loads((run / f"train_{cfg.steps}.json").read_text())
+    first = json.loads((run / f"train_{cfg.stops()[0]}.json").read_text())
+    return {"first_loss": first.get("first_loss") or math.nan, "last_loss": last.get("last_loss") or math.nan}
+
+
 def _quiet(log):
     """The engine's log without the config it prints at every (re)start: the study prints it once."""
     def emit(message: str) -> None:
@@ -262,21 +316,24 @@ def probes(cfg: StudyConfig, jobs: list[ProbeJob], progress: Progress, log) -> f
     return time.perf_counter() - start
 
 
-PROBE_WALL = "probe_wall.json"
+WALLS = "walls.json"
 
 
-def add_probe_wall(out: Path, seed: int, seconds: float) -> None:
-    """Add `seconds` to seed `seed`'s probe wall time in `<out>/probe_wall.json` (probes run side by
-    side overlap: the report counts this, not the sum of their own times)."""
+def add_wall(out: Path, stage: str, seed: int, seconds: float) -> None:
+    """Add `seconds` to the wall time of `stage` ("pretrain", "probe") for seed `seed` in
+    `<out>/walls.json`: jobs run side by side overlap, so the report counts this, not the sum of
+    their own times."""
     if seconds <= 0:
         return
-    walls = probe_walls(out)
-    walls[str(seed)] = round(walls.get(str(seed), 0.0) + seconds, 2)
-    write_json(out / PROBE_WALL, walls)
+    walls = stage_walls(out)
+    per_seed = walls.setdefault(stage, {})
+    per_seed[str(seed)] = round(per_seed.get(str(seed), 0.0) + seconds, 2)
+    write_json(out / WALLS, walls)
 
 
-def probe_walls(out: Path) -> dict[str, float]:
-    path = out / PROBE_WALL
+def stage_walls(out: Path) -> dict[str, dict[str, float]]:
+    """{stage: {seed: wall seconds}} recorded by `add_wall` ({} before any)."""
+    path = out / WALLS
     return json.loads(path.read_text()) if path.exists() else {}
 
 
