@@ -25,7 +25,7 @@ import torch
 
 from preprocess.bench_scale import clip_plan, decode_clip_pyav, decord_seconds
 from shards import open_shards
-from train.data import ClipSpec, read_clip_at
+from train.data import RESIZE, ClipSpec, read_clip_at
 from train.masks import NEEDS as MASK_NEEDS
 from train.model import build_model
 from train.targets import get_target
@@ -46,7 +46,7 @@ def _median_ms(seconds: list[float], plan: list[dict]) -> dict[str, float]:
 def crop_resize(frames: np.ndarray, box: tuple[int, int, int], size: int) -> np.ndarray:
     """The loader's geometry applied to decoded frames: square crop, resize, normalize."""
     x0, y0, side = box
-    out = np.stack([cv2.resize(f[y0:y0 + side, x0:x0 + side], (size, size), interpolation=cv2.INTER_AREA)
+    out = np.stack([cv2.resize(f[y0:y0 + side, x0:x0 + side], (size, size), interpolation=RESIZE)
                     for f in frames])
     return out.astype(np.float32) / 255
 

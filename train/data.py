@@ -52,6 +52,14 @@ from .targets.pixel import MEAN, STD
 MOTION_KEYS = ("mv", "mv_valid", "flow", "homography", "hog", "traj", "traj_valid", "traj_hog")
 
 
+# Bilinear for every crop, up or down (the papers' fine-tuning and evaluation resize, torch's
+# bilinear without antialiasing). INTER_AREA for downscaling cost 1.29 ms a 256 -> 224 px frame
+# against 0.11 (~19 ms of a 16-frame clip, every method) and sits 0.28-0.45 grey levels from
+# PIL's antialiased bilinear of VideoMAE's pretraining crop, INTER_LINEAR 0.47-0.78: both far
+# inside the 2.7-3.1 the frames' JPEG storage already costs (docs/design.md, "Resizing crops").
+RESIZE = cv2.INTER_LINEAR
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     num_frames: int = 16
@@ -208,8 +216,7 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
     clips = []
     for x0, y0, side in boxes:
         scale = S / side
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        frames = np.stack([cv2.resize(f[y0:y0 + side, x0:x0 + side], (S, S), interpolation=interp)
+        frames = np.stack([cv2.resize(f[y0:y0 + side, x0:x0 + side], (S, S), interpolation=RESIZE)
                            for f in stored["frames"]])                                      # (T,S,S,3)
         out = {"video": normalize(frames), "frame_step": np.int64(rate)}                     # (3,T,S,S)
         if "mv" in stored:

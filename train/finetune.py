@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from .clip_augment import erase_clip, randaugment_clip
-from .data import ClipDataset, ClipSampler, Timer, crop_box, frame_indices, normalize, seed_worker
+from .data import RESIZE, ClipDataset, ClipSampler, Timer, crop_box, frame_indices, normalize, seed_worker
 from .engine import Dist, lr_at
 from .sampling import Box, random_resized_box, tsn_indices
 
@@ -62,8 +62,7 @@ def read_frames(video, idx: np.ndarray, box: Box, size: int) -> np.ndarray:
     x0, y0, w, h = box
     uniq, inv = np.unique(idx, return_inverse=True)
     frames = video["frames"][uniq][inv][:, y0:y0 + h, x0:x0 + w]
-    interp = cv2.INTER_AREA if min(w, h) > size else cv2.INTER_LINEAR  # as train.data.read_clip_at
-    return np.stack([cv2.resize(f, (size, size), interpolation=interp) for f in frames])
+    return np.stack([cv2.resize(f, (size, size), interpolation=RESIZE) for f in frames])  # as train.data
 
 
 class FinetuneClips(ClipDataset):

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from train.data import ClipSpec, normalize, read_clip_at
 from train.sampling import multi_views
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: crops resized bilinear at every scale (train.data.RESIZE); 1 used INTER_AREA down
 # (3, 256): the float value of every uint8 level per channel, from the reader's own normalize
 _LEVELS = normalize(np.tile(np.arange(256, dtype=np.uint8)[None, None, :, None], (1, 1, 1, 3)))[:, 0, 0]
 
