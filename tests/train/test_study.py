@@ -129,6 +129,13 @@ def test_every_method_shares_the_config_but_its_mask_and_target():
         assert {k: v for k, v in run.to_dict().items() if k not in ("mask", "target", "out")} == shared
 
 
+def test_longest_runs_start_first():
+    from train.study_stages import run_cost
+
+    assert sorted(METHODS, key=run_cost, reverse=True) == ["mgm+mme", "tube+mme", "mgmae+pixel", "mgm+pixel",
+                                                           "tube+pixel"]
+
+
 def test_config_errors_are_loud():
     with pytest.raises(ValueError, match="unknown methods"):
         StudyConfig(methods=("tube+hog+x",)).validate()
