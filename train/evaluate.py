@@ -21,8 +21,9 @@ top-5 on the val split.
   std (MAE's affine-free BatchNorm), and a multinomial logistic regression with an L2 penalty is
   fit by full-batch L-BFGS on the train clips, each clip one sample: a convex problem, so no
   learning rate and the same answer on every run. The penalty (`probe_wd cv`, the default) is
-  the one of `probe_wd_grid` with the best log-loss in `probe_folds`-fold cross-validation on
-  the train split, folds by video: no knob tuned on val and no seed. The default pooling is
+  chosen from `probe_wd_grid` by `probe_folds`-fold cross-validation on the train split, folds
+  by video: the lowest log-loss among the penalties within one standard error of the best
+  top-1 (`train.probe.choose_weight_decay`); no knob tuned on val and no seed. The default pooling is
   **"quadrants"** (the mean over each time slice's 2 x 2 spatial quadrants, concatenated):
   VideoMAE's token mean cannot tell motions apart whose token features average out over the
   clip (left vs right is a matter of *when* the object is where; clockwise vs anticlockwise
@@ -393,6 +394,8 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
                            "weight_decay": fit["weight_decay"],
                            "cv_loss": None if fit["cv_loss"] is None else
                            {f"{k:g}": round(v, 5) for k, v in fit["cv_loss"].items()},
+                           "cv_top1": None if fit["cv_top1"] is None else
+                           {f"{k:g}": round(v, 5) for k, v in fit["cv_top1"].items()},
                            "train_top1": topk_accuracy(train_probs, y_train, 1), "feature_dim": dim,
                            "probs": val_probs}
         seconds["fit"] = time.perf_counter() - t
