@@ -40,9 +40,10 @@ train_<step>.json, probe_<step>.json, heldout_<step>.json, finetune_<step>.json,
 `random/seed<k>/{probe,finetune}.json`, `view_cache/` (the probes' views as uint8, decoded by the
 first probe, read by the rest: train/view_cache.py), `extract.json`, `study.json`, `results.json`.
 
-How long (docs/results.md, busy shared 2-core machine): the default study ~4.3-8 h at 64 px input,
-pretraining 2.1-5.8 h of it (25 runs x 5-14 min), the 80 probes ~1.6 h from the view cache (30 s
-features + ~40 s fits each; ~3.6 h when every probe decoded its own clips), extraction ~33 min once.
+How long (docs/results.md, "How long it takes", 2 cores): one seed measured at 45 min (five runs
+two at a time, 37 min; 16 probes two at a time, 8 min), so ~3.3-3.5 h for the default 5 seeds
+with the corpus extracted; extraction ~33 min once. `parallel_runs` and `probe_workers` set how
+many runs and probes go side by side on the CPU (one thread each); on a GPU, one at a time.
 
 Here: the settings (`StudyConfig`), the order of the stages, collecting their results, the
 CLI. The stages themselves: `train/study_stages.py`; the report and plots, pure functions of
