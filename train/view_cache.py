@@ -26,6 +26,7 @@ so a killed build never leaves one that counts as done.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -156,9 +157,26 @@ def cached_views(root: Path, path: Path, split: str, ids: list[str], spec: ClipS
         return CachedViews(folder, list(ids), per_video)
     if not build:
         raise FileNotFoundError(f"{folder}: no view cache matching the shards (the building rank failed?)")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # one builder at a time per cache root (a lock on the folder itself, no lock file): processes
+    # probing side by side (the study) that find a view set stale or missing would otherwise each
+    # replace it while the other reads it
+    lock = os.open(folder.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if read_key(folder) == key:  # built by another process while this one waited
+            return CachedViews(folder, list(ids), per_video)
+        return _build(folder, key, path, ids, spec, clips, crops, tsn, batch_size, num_workers, log)
+    finally:
+        os.close(lock)  # releases the lock
+
+
+def _build(folder: Path, key: dict, path: Path, ids: list[str], spec: ClipSpec, clips: int, crops: int, tsn: bool,
+           batch_size: int, num_workers: int, log) -> CachedViews:
+    """Decode the views into `folder` (a temporary folder renamed into place; a stale one removed)."""
+    per_video = clips * crops
     start = time.perf_counter()
     views = Views(path, list(ids), spec, clips, crops, tsn)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:

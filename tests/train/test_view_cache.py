@@ -107,3 +107,21 @@ def test_to_levels_inverts_the_table_and_refuses_other_values():
     off[0, 0, 0, 0] += 1e-3
     with pytest.raises(ValueError, match="not normalized uint8 levels"):
         to_levels(off)
+
+
+def test_builders_side_by_side_wait_for_one_another(tiny_shards, tmp_path):
+    """Two probes at once (the study's probe_workers) finding the cache stale: one rebuilds it under a
+    lock, the other waits and reads that copy; neither reads a folder the other removes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = ids_of(tiny_shards)
+    logs = []
+    first = build(tmp_path, tiny_shards, ids, logs)
+    key = json.loads((first.folder / "key.json").read_text())
+    (first.folder / "key.json").write_text(json.dumps({**key, "version": -1}))   # stale
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda _: build(tmp_path, tiny_shards, ids, logs), range(2)))
+    assert len(logs) == 2                                                  # the first build + one rebuild
+    direct = Views(tiny_shards, ids, SPEC, 2, 1, False)
+    for cached in got:
+        assert all(torch.equal(cached[i]["video"], direct[i]["video"]) for i in range(len(direct)))
