@@ -73,9 +73,8 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
         for i in range(len(items)):  # the mean over clips of each clip's loss
             one = (tgt[i:i + 1], weight[i:i + 1], mask[i:i + 1])
             loss_sum += target.loss(pred[i:i + 1], *one).item()
-            z0 = target.loss(torch.zeros_like(pred[i:i + 1]), *one).item()
-            zero_sum += z0
-            g0, g1 = (constant_grad(target.loss, value, pred.shape[1:], one) for value in (0.0, 1.0))
+            (z0, g0), (_, g1) = (constant_grad(target.loss, value, pred.shape[1:], one) for value in (0.0, 1.0))
+            zero_sum += z0  # the loss of predicting 0: the constant 0's
             quads.append((items[i][1], z0, (g1 - g0) / 2, -g0 / 2))
     loss, zero = loss_sum / clips, zero_sum / clips
     best = best_constant(quads)
@@ -102,14 +101,15 @@ def best_constant(quads: list[tuple[int, float, torch.Tensor, torch.Tensor]], fo
     return total / len(quads)
 
 
-def constant_grad(loss_fn, value: float, shape: torch.Size, args: tuple) -> torch.Tensor:
-    """d loss / d c (C,) at the constant prediction c = value for every hidden token of one clip
-    (pred shape (1, Nm, C)); the loss is a weighted squared error, so two of these give its
-    quadratic coefficients per channel."""
+def constant_grad(loss_fn, value: float, shape: torch.Size, args: tuple) -> tuple[float, torch.Tensor]:
+    """(loss, d loss / d c (C,)) at the constant prediction c = value for every hidden token of one
+    clip (pred shape (1, Nm, C)); the loss is a weighted squared error, so two of these give its
+    quadratic coefficients per channel, and the one at 0 is the loss of predicting 0."""
     with torch.enable_grad():
         c = torch.full((shape[-1],), value, requires_grad=True)
-        loss_fn(c.expand(1, *shape), *args).backward()
-    return c.grad.double()
+        loss = loss_fn(c.expand(1, *shape), *args)
+        loss.backward()
+    return loss.item(), c.grad.double()
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -38,10 +38,11 @@ def test_best_constant_is_the_quadratic_minimum():
     mask[0, [1, 3, 4, 8]] = True
     args = (target, weight, mask)
     for loss_fn in (masked_mse, token_sum):
-        g0 = constant_grad(loss_fn, 0.0, torch.Size([4, 3]), args)
-        g1 = constant_grad(loss_fn, 1.0, torch.Size([4, 3]), args)
+        l0, g0 = constant_grad(loss_fn, 0.0, torch.Size([4, 3]), args)
+        _, g1 = constant_grad(loss_fn, 1.0, torch.Size([4, 3]), args)
         a, b = (g1 - g0) / 2, -g0 / 2
         zero = loss_fn(torch.zeros(1, 4, 3), *args).item()
+        assert l0 == zero                                     # the loss at the constant 0 is predict-0's
         best = zero - float((b ** 2 / a).sum())
         c = (b / a).float()
         at_c = loss_fn(c.expand(1, 4, 3), *args).item()
