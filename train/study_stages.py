@@ -181,31 +181,39 @@ def pretrain_runs(cfg: StudyConfig, methods: list[str], seed: int, progress: Pro
     if not todo:
         return 0.0
     start = time.perf_counter()
-    workers = cfg.parallel_runs if _device(cfg) == "cpu" else 1
+    workers = _cpu_workers(cfg, cfg.parallel_runs)
     if workers <= 1 or len(todo) == 1:
         for m in todo:
             pretrain(cfg, m, seed, progress, log)
         return time.perf_counter() - start
+    progress.line(f"pretrain {len(todo)} runs of seed {seed}, {workers} at a time (logs: <run>/pretrain.log): "
+                  + ", ".join(todo))
+    # the longest runs first (loader cost: MME's tracks > MGMAE's flow > MGM's vectors > pixels),
+    # so the last run left alone on the cores is a short one
+    order = sorted(todo, key=run_cost, reverse=True)
+    for m, summary, seconds in side_by_side(workers, _pretrain_job, [(m, (cfg, m, seed)) for m in order]):
+        progress.done("train", cfg.steps, seconds)
+        progress.line(f"pretrained {m} seed {seed}: loss {summary['first_loss']:.4f} -> "
+                      f"{summary['last_loss']:.4f}")
+    return time.perf_counter() - start
+
+
+def side_by_side(workers: int, fn, jobs: list[tuple]):
+    """Run `fn(*args)` for every (key, args) of `jobs` in `workers` spawned processes with one
+    intra-op thread each; yield (key, result, wall seconds since the previous job finished: the
+    pool's pace, not the job's own time, since jobs overlap) as jobs finish."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    progress.line(f"pretrain {len(todo)} runs of seed {seed}, {workers} at a time (logs: <run>/pretrain.log): "
-                  + ", ".join(todo))
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_one_thread) as pool:
         t = time.perf_counter()
-        # the longest runs first (loader cost: MME's tracks > MGMAE's flow > MGM's vectors > pixels),
-        # so the last run left alone on the cores is a short one
-        futures = {pool.submit(_pretrain_job, cfg, m, seed): m for m in sorted(todo, key=run_cost, reverse=True)}
+        futures = {pool.submit(fn, *args): key for key, args in jobs}
         for future in as_completed(futures):
-            m = futures[future]
-            summary = future.result()
+            result = future.result()
             now = time.perf_counter()
-            progress.done("train", cfg.steps, now - t)  # the pool's pace: wall time per run finished
+            yield futures[future], result, now - t
             t = now
-            progress.line(f"pretrained {m} seed {seed}: loss {summary['first_loss']:.4f} -> "
-                          f"{summary['last_loss']:.4f}")
-    return time.perf_counter() - start
 
 
 def run_cost(method: str) -> int:
@@ -260,10 +268,8 @@ def run_probe(options: dict, job: ProbeJob) -> dict:
     same uint8 copy."""
     from train.evaluate import linear_probe
 
-    start = time.perf_counter()
     result = linear_probe(job.checkpoint, **options, probe_wd=job.probe_wd, **job.geometry)
     result.pop("predictions")  # per-video predictions: ~1000 lines per probe, not read by the report
-    result["seconds"]["job"] = round(time.perf_counter() - start, 2)
     write_json(job.dest, result)
     return result
 
@@ -286,8 +292,9 @@ def _probe_line(result: dict) -> str:
 def probes(cfg: StudyConfig, jobs: list[ProbeJob], progress: Progress, log) -> float:
     """Run the `jobs` whose output does not exist, `cfg.probe_workers` at a time (spawned processes,
     one CPU thread each, on the CPU; one at a time in this process on a GPU or with 1 worker).
-    The view cache is made by the first job alone before any run side by side. Returns the wall
-    seconds spent (what the report counts: side-by-side probes overlap)."""
+    Probes that find the view cache missing or stale take turns building it (`cached_views` holds
+    a lock): one decodes, the others read its copy. Returns the wall seconds spent (what the
+    report counts: side-by-side probes overlap)."""
     todo = []
     for job in jobs:
         if job.dest.exists():
@@ -297,32 +304,20 @@ def probes(cfg: StudyConfig, jobs: list[ProbeJob], progress: Progress, log) -> f
     if not todo:
         return 0.0
     start = time.perf_counter()
-    workers = cfg.probe_workers if torch.device(_device(cfg)).type == "cpu" else 1
-    if workers <= 1 or len(todo) == 1 or not cfg.view_cache_path().exists():
-        first, todo = (todo, []) if workers <= 1 else (todo[:1], todo[1:])
-        for job in first:
+    workers = _cpu_workers(cfg, cfg.probe_workers)
+    if workers <= 1 or len(todo) == 1:
+        for job in todo:
             progress.line(f"probe {job.what}")
             t = time.perf_counter()
             log(_probe_line(run_probe(probe_options(cfg, False), job)))
             progress.done("probe", 1, time.perf_counter() - t)
-    if todo:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        options = probe_options(cfg, True)
-        progress.line(f"probe {len(todo)} checkpoints, {workers} at a time: " + "; ".join(j.what for j in todo))
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_one_thread) as pool:
-            t = time.perf_counter()
-            futures = {pool.submit(run_probe, options, job): job for job in todo}
-            for future in as_completed(futures):
-                result = future.result()
-                # the pool's pace: wall time per probe finished, not the job's own (jobs overlap)
-                now = time.perf_counter()
-                progress.done("probe", 1, now - t)
-                t = now
-                progress.line(f"probed {futures[future].what}")
-                log(_probe_line(result))
+        return time.perf_counter() - start
+    progress.line(f"probe {len(todo)} checkpoints, {workers} at a time: " + "; ".join(j.what for j in todo))
+    options = probe_options(cfg, True)
+    for job, result, seconds in side_by_side(workers, run_probe, [(job, (options, job)) for job in todo]):
+        progress.done("probe", 1, seconds)
+        progress.line(f"probed {job.what}")
+        log(_probe_line(result))
     return time.perf_counter() - start
 
 
@@ -351,9 +346,11 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _device(cfg: StudyConfig) -> str:
+def _cpu_workers(cfg: StudyConfig, workers: int) -> int:
+    """`workers` when the study runs on the CPU, else 1 (a GPU takes one job at a time)."""
     name = cfg.base_train().device
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    name = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    return workers if torch.device(name).type == "cpu" else 1
 
 
 def heldout(cfg: StudyConfig, checkpoint: Path, dest: Path, progress: Progress, what: str, log) -> None:
