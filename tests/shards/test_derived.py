@@ -123,6 +123,30 @@ def test_hog_of_a_box_is_the_box_of_the_hog(rows, cols):
     np.testing.assert_allclose(cell_hog_box(gray, rows, cols), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("rows, cols", [((0, 8), (0, 10)), ((2, 5), (3, 7)), ((7, 8), (9, 10))])
+def test_uint8_gradients_are_the_float_sobel(rows, cols):
+    """Grey uint8 frames take cv2.spatialGradient's int16 Sobel: bit for bit the float Sobel."""
+    from shards.derived import cell_hog_box
+
+    rng = np.random.default_rng(2)
+    gray = rng.integers(0, 256, (3, 64, 80), dtype=np.uint8)
+    gray[1] = cv2.GaussianBlur(gray[1], (0, 0), 2.0)
+    np.testing.assert_array_equal(cell_hog_box(gray, rows, cols), cell_hog_box(gray.astype(np.float32), rows, cols))
+
+
+@pytest.mark.parametrize("rows, cols", [((0, 8), (0, 10)), ((2, 5), (3, 7)), ((7, 8), (9, 10))])
+def test_frames_stacked_in_groups_give_each_frames_own_hog(rows, cols, monkeypatch):
+    """cell_hog_box stacks small frames for single calls: the same numbers as frame by frame."""
+    import shards.derived as derived
+
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (9, 64, 80), dtype=np.uint8)
+    grouped = derived.cell_hog_box(gray, rows, cols)
+    monkeypatch.setattr(derived, "STACK_PIXELS", 1)  # one frame per group
+    np.testing.assert_array_equal(grouped, derived.cell_hog_box(gray, rows, cols))
+    np.testing.assert_array_equal(grouped[4:5], derived.cell_hog_box(gray[4:5], rows, cols))
+
+
 def as_schema2(path, video_id: str, arrays: dict, traj, valid, hog) -> None:
     """Turn a freshly written HDF5 set into what schema 2 wrote: traj / traj_valid / hog stored,
     flow in 1/6 px steps, version 2 in the root and video attrs."""
