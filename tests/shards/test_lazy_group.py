@@ -44,6 +44,18 @@ def test_lazy_arrays_match_zarr_open_group(tmp_path):
         assert set(other._raws._built) == {"mv"}
 
 
+def test_videos_of_one_shape_share_parsed_metadata_and_keep_their_values(tmp_path):
+    path = tmp_path / "s"
+    write_set(path)
+    arrays = [make_arrays(video_attrs(num_frames=10), seed=i) for i in range(2)]
+    with open_shards(path) as ds:
+        a, b = ds["v0"]._raws["mv"], ds["v1"]._raws["mv"]
+        assert a.metadata is b.metadata  # parsed once (shards.lazy_group.parsed_metadata)
+        for i, arr in enumerate((a, b)):
+            np.testing.assert_array_equal(arr[:], zarr.open_group(str(path / "videos" / f"v{i}"), mode="r")["mv"][:])
+        assert not np.array_equal(a[:], b[:]) and not np.array_equal(arrays[0]["mv"], arrays[1]["mv"])
+
+
 def test_packed_set_opens_lazily_with_the_same_values(tmp_path):
     src, dst = tmp_path / "s", tmp_path / "p"
     write_set(src)
