@@ -68,8 +68,9 @@ from shards.cli import UsageError, run_main  # noqa: E402
 from shards.paths import data_dir  # noqa: E402
 from train.cli import Parser  # noqa: E402
 from train.config import REPO_ROOT, TrainConfig, load_file  # noqa: E402
-from train.study_stages import (ProbeJob, Progress, add_wall, stage_walls, write_json, extract, finetune,  # noqa: E402
-                                heldout, pretrain_runs, probes, random_geometry)
+from train.study_pool import run_chains  # noqa: E402
+from train.study_stages import (Progress, _cpu_workers, add_wall, extract, seed_chains, stage_walls,  # noqa: E402
+                                write_json)
 from train.study_report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
 from train.study_stats import gate, mean_std, paired, stable, unpaired_se  # noqa: E402
 
@@ -276,6 +277,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
 
     probe_sum = dict.fromkeys(cfg.seeds, 0.0)  # each probe's own time, per seed
     pretrain_sum = dict.fromkeys(cfg.seeds, 0.0)  # each run's own time, per seed
+    heldout_sum = dict.fromkeys(cfg.seeds, 0.0)
     for method in cfg.methods:
         probes = {s: [] for s in stops}
         losses, run_seconds, held = [], [], []
@@ -292,7 +294,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
             run_seconds.append(total)
             pretrain_sum[seed] += total
             h = json.loads((run / f"heldout_{cfg.steps}.json").read_text())
-            seconds["heldout"] += h["seconds"]
+            heldout_sum[seed] += h["seconds"]
             # the gate's baseline: the best constant per target channel (predict-0 for per-token
             # normalized targets; for MME's HOG part, not centred, the HOG's mean)
             held.append({"seed": seed, **{k: h[k] for k in ("loss", "predict0", "clips")},
@@ -321,10 +323,14 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                for seed in cfg.seeds]
     for r in randoms:
         probe_sum[r["seed"]] += r["seconds"]["total"]
-    # wall time: runs and probes side by side overlap (walls.json); where a seed has no record, their sum
+    # wall time: jobs side by side overlap, so each stage counts its share of the pool's wall time
+    # (walls.json, train/study_pool.py); where a seed has no record, the jobs' own times summed
     walls = stage_walls(cfg.out_path())
     seconds["probe"] = sum(walls.get("probe", {}).get(str(seed), probe_sum[seed]) for seed in cfg.seeds)
     seconds["pretrain"] = sum(walls.get("pretrain", {}).get(str(seed), pretrain_sum[seed]) for seed in cfg.seeds)
+    seconds["heldout"] = sum(walls.get("heldout", {}).get(str(seed), heldout_sum[seed]) for seed in cfg.seeds)
+    if cfg.finetunes and set(walls.get("finetune", {})) >= {str(seed) for seed in cfg.seeds}:
+        seconds["finetune"] = sum(walls["finetune"][str(seed)] for seed in cfg.seeds)
     first = randoms[0]
     pools = list(first["probes"])
     random_rows = _probe_rows(randoms)
@@ -409,37 +415,13 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
     progress = Progress({"train": runs * cfg.steps, "heldout": runs,
                          "probe": len(cfg.seeds) * (len(cfg.methods) * len(stops) + 1),
                          "finetune": len(cfg.seeds) * (len(cfg.methods) + 1) if cfg.finetunes else 0}, log)
-    # seed-major: a study stopped early still has every method at the first seeds
-    for seed in cfg.seeds:
-        random_dir = out / "random" / f"seed{seed}"
-        if cfg.finetunes:
-            finetune(cfg, "random", random_dir / "finetune.json", progress, f"random init seed {seed}", log,
-                     **random_geometry(cfg, seed))
-        add_wall(out, "pretrain", seed, pretrain_runs(cfg, list(cfg.methods), seed, progress, log))
-        for method in cfg.methods:
-            run = cfg.run_dir(method, seed)
-            heldout(cfg, run / f"ckpt_{cfg.steps}.pt", run / f"heldout_{cfg.steps}.json", progress,
-                    f"{method} seed {seed} step {cfg.steps}", log)
-            if cfg.finetunes:
-                finetune(cfg, str(run / f"ckpt_{cfg.steps}.pt"), run / f"finetune_{cfg.steps}.json", progress,
-                         f"{method} seed {seed} step {cfg.steps}", log, seed=seed)
-        # the seed's probes: random init and every run's last checkpoint first, L2 by cross-validation;
-        # then each run's earlier checkpoints with the L2 its last one chose (one probe along a run's
-        # curve, and the cross-validation, most of a probe's CPU time, once per run)
-        wall = probes(cfg, [ProbeJob("random", random_dir / "probe.json", f"random init seed {seed}", cfg.probe_wd,
-                                     random_geometry(cfg, seed))]
-                      + [ProbeJob(str(cfg.run_dir(m, seed) / f"ckpt_{cfg.steps}.pt"),
-                                  cfg.run_dir(m, seed) / f"probe_{cfg.steps}.json", f"{m} seed {seed} step {cfg.steps}",
-                                  cfg.probe_wd, {}) for m in cfg.methods], progress, log)
-        later = []
-        for m in cfg.methods:
-            run = cfg.run_dir(m, seed)
-            chosen = {how: p["weight_decay"]
-                      for how, p in json.loads((run / f"probe_{cfg.steps}.json").read_text())["probes"].items()}
-            later += [ProbeJob(str(run / f"ckpt_{stop}.pt"), run / f"probe_{stop}.json", f"{m} seed {seed} step {stop}",
-                               chosen, {}) for stop in stops if stop != cfg.steps]
-        wall += probes(cfg, later, progress, log)
-        add_wall(out, "probe", seed, wall)
+    # every run, held-out loss, probe and fine-tune of every seed in one pool (train/study_pool.py),
+    # seed-major: a study stopped early still has every method at its first seeds
+    workers = _cpu_workers(cfg, max(cfg.parallel_runs, cfg.probe_workers))
+    if workers > 1:
+        progress.line(f"{workers} jobs at a time (one thread each; a run logs to <run>/pretrain.log)")
+    chains = [c for seed in cfg.seeds for c in seed_chains(cfg, seed, progress, log, workers)]
+    run_chains(chains, workers, progress, lambda stage, seed, seconds: add_wall(out, stage, seed, seconds))
     progress.line("all runs, held-out losses and probes done")
 
     results = collect(cfg, extract_record, command)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from train.config import REPO_ROOT
+from train.study_pool import Chain, Job
 
 if TYPE_CHECKING:
     from train.study import StudyConfig
@@ -168,54 +169,6 @@ def pretrain(cfg: StudyConfig, method: str, seed: int, progress: Progress, log) 
         previous = stop
 
 
-def pretrain_runs(cfg: StudyConfig, methods: list[str], seed: int, progress: Progress, log) -> float:
-    """Pretrain every method of `methods` for `seed` (`pretrain`), `cfg.parallel_runs` at a time on
-    the CPU: spawned processes with one intra-op thread and no loader workers each, every run
-    logging to `<run>/pretrain.log` (the clips and masks are drawn per (seed, step), so a run is
-    the same in either mode). One at a time in this process on a GPU or with parallel_runs 1.
-    Returns the wall seconds spent."""
-    todo = [m for m in methods if not all((cfg.run_dir(m, seed) / f"ckpt_{s}.pt").exists() for s in cfg.stops())]
-    for m in methods:
-        if m not in todo:
-            pretrain(cfg, m, seed, progress, log)  # only records the steps as done
-    if not todo:
-        return 0.0
-    start = time.perf_counter()
-    workers = _cpu_workers(cfg, cfg.parallel_runs)
-    if workers <= 1 or len(todo) == 1:
-        for m in todo:
-            pretrain(cfg, m, seed, progress, log)
-        return time.perf_counter() - start
-    progress.line(f"pretrain {len(todo)} runs of seed {seed}, {workers} at a time (logs: <run>/pretrain.log): "
-                  + ", ".join(todo))
-    # the longest runs first (loader cost: MME's tracks > MGMAE's flow > MGM's vectors > pixels),
-    # so the last run left alone on the cores is a short one
-    order = sorted(todo, key=run_cost, reverse=True)
-    for m, summary, seconds in side_by_side(workers, _pretrain_job, [(m, (cfg, m, seed)) for m in order]):
-        progress.done("train", cfg.steps, seconds)
-        progress.line(f"pretrained {m} seed {seed}: loss {summary['first_loss']:.4f} -> "
-                      f"{summary['last_loss']:.4f}")
-    return time.perf_counter() - start
-
-
-def side_by_side(workers: int, fn, jobs: list[tuple]):
-    """Run `fn(*args)` for every (key, args) of `jobs` in `workers` spawned processes with one
-    intra-op thread each; yield (key, result, wall seconds since the previous job finished: the
-    pool's pace, not the job's own time, since jobs overlap) as jobs finish."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_one_thread) as pool:
-        t = time.perf_counter()
-        futures = {pool.submit(fn, *args): key for key, args in jobs}
-        for future in as_completed(futures):
-            result = future.result()
-            now = time.perf_counter()
-            yield futures[future], result, now - t
-            t = now
-
-
 def run_cost(method: str) -> int:
     """A rank of how long a run of `method` takes on the CPU, for the order runs start in: the
     loader's work per clip (measured at the study's regime: MME's target ~15-20 ms a clip, MGMAE's
@@ -224,9 +177,9 @@ def run_cost(method: str) -> int:
     return 3 * (target == "mme") + {"mgmae": 2, "mgm": 1}.get(mask, 0)
 
 
-def _pretrain_job(cfg: StudyConfig, method: str, seed: int) -> dict:
-    """A spawned worker's whole task: `pretrain` with no loader workers, logging to the run's file.
-    Returns the last segment's summary (loss first and last)."""
+def pretrain_job(cfg: StudyConfig, method: str, seed: int) -> dict:
+    """A worker process's whole task (train/study_pool.py): `pretrain` with no loader workers,
+    logging to `<run>/pretrain.log`. Returns the loss of its first and last stop."""
     run = cfg.run_dir(method, seed)
     run.mkdir(parents=True, exist_ok=True)
     solo = replace(cfg, train={**cfg.train, "num_workers": 0})
@@ -282,43 +235,11 @@ def probe_options(cfg: StudyConfig, parallel: bool) -> dict:
             "probe_pool": cfg.probe_pool, "probe_folds": cfg.probe_folds, "view_cache": str(cfg.view_cache_path())}
 
 
-def _probe_line(result: dict) -> str:
+def probe_line(result: dict) -> str:
     return ("    " + ", ".join(f"{how} top-1 {p['top1']:.3f} [{p['top1_ci95'][0]:.3f}, {p['top1_ci95'][1]:.3f}] "
                                f"L2 {p['weight_decay']:g}" for how, p in result["probes"].items())
             + f" (chance {result['chance_top1']:.3f}), {result['seconds']['total']:.1f} s "
               f"(views {result['seconds']['views']:.1f} s)")
-
-
-def probes(cfg: StudyConfig, jobs: list[ProbeJob], progress: Progress, log) -> float:
-    """Run the `jobs` whose output does not exist, `cfg.probe_workers` at a time (spawned processes,
-    one CPU thread each, on the CPU; one at a time in this process on a GPU or with 1 worker).
-    Probes that find the view cache missing or stale take turns building it (`cached_views` holds
-    a lock): one decodes, the others read its copy. Returns the wall seconds spent (what the
-    report counts: side-by-side probes overlap)."""
-    todo = []
-    for job in jobs:
-        if job.dest.exists():
-            progress.done("probe", 1, None)
-        else:
-            todo.append(job)
-    if not todo:
-        return 0.0
-    start = time.perf_counter()
-    workers = _cpu_workers(cfg, cfg.probe_workers)
-    if workers <= 1 or len(todo) == 1:
-        for job in todo:
-            progress.line(f"probe {job.what}")
-            t = time.perf_counter()
-            log(_probe_line(run_probe(probe_options(cfg, False), job)))
-            progress.done("probe", 1, time.perf_counter() - t)
-        return time.perf_counter() - start
-    progress.line(f"probe {len(todo)} checkpoints, {workers} at a time: " + "; ".join(j.what for j in todo))
-    options = probe_options(cfg, True)
-    for job, result, seconds in side_by_side(workers, run_probe, [(job, (options, job)) for job in todo]):
-        progress.done("probe", 1, seconds)
-        progress.line(f"probed {job.what}")
-        log(_probe_line(result))
-    return time.perf_counter() - start
 
 
 WALLS = "walls.json"
@@ -342,10 +263,6 @@ def stage_walls(out: Path) -> dict[str, dict[str, float]]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def _cpu_workers(cfg: StudyConfig, workers: int) -> int:
     """`workers` when the study runs on the CPU, else 1 (a GPU takes one job at a time)."""
     name = cfg.base_train().device
@@ -353,25 +270,24 @@ def _cpu_workers(cfg: StudyConfig, workers: int) -> int:
     return workers if torch.device(name).type == "cpu" else 1
 
 
-def heldout(cfg: StudyConfig, checkpoint: Path, dest: Path, progress: Progress, what: str, log) -> None:
-    """The held-out masked loss of `checkpoint` against predicting 0 and the best constant into `dest`, unless it exists:
-    `heldout_clips` val clips, seed 0 (the same clips and masks for every seed of a method)."""
+def heldout_job(cfg: StudyConfig, checkpoint: str | Path, dest: Path) -> dict:
+    """The held-out masked loss of `checkpoint` against predicting 0 and the best constant, written
+    to `dest`: `heldout_clips` val clips, seed 0 (the same clips and masks for every seed of a method)."""
     from train.engine import load_checkpoint
     from train.heldout import heldout_loss
 
-    if dest.exists():
-        progress.done("heldout", 1, None)
-        return
-    progress.line(f"held-out loss {what}")
     start = time.perf_counter()
     result = heldout_loss(load_checkpoint(checkpoint), cfg.shards_path(), "val", cfg.heldout_clips,
                           cfg.probe_batch, seed=0, device=cfg.base_train().device)
     result["seconds"] = round(time.perf_counter() - start, 2)
     write_json(dest, result)
-    progress.done("heldout", 1, result["seconds"])
-    log(f"    held-out loss {result['loss']:.4f} / best constant {result['predict_mean']:.4f} = "
-        f"{result['ratio_mean']:.3f} ({'PASS' if result['ratio_mean'] <= cfg.gate else 'FAIL'} against {cfg.gate}; "
-        f"predict-0 {result['predict0']:.4f}), {result['seconds']:.1f} s")
+    return result
+
+
+def heldout_line(cfg: StudyConfig, result: dict) -> str:
+    return (f"    held-out loss {result['loss']:.4f} / best constant {result['predict_mean']:.4f} = "
+            f"{result['ratio_mean']:.3f} ({'PASS' if result['ratio_mean'] <= cfg.gate else 'FAIL'} against {cfg.gate}; "
+            f"predict-0 {result['predict0']:.4f}), {result['seconds']:.1f} s")
 
 
 def write_json(dest: Path, result: dict) -> None:
@@ -382,22 +298,20 @@ def write_json(dest: Path, result: dict) -> None:
     os.replace(tmp, dest)
 
 
-def finetune(cfg: StudyConfig, checkpoint: str, dest: Path, progress: Progress, what: str, log, **options) -> None:
-    """Fine-tune `checkpoint` ("random" with its geometry in `options`) end to end into `dest`, unless it
-    exists; `options` (the seed, the geometry) go over `cfg.finetune_options()`."""
+def finetune_job(cfg: StudyConfig, checkpoint: str, dest: Path, options: dict) -> dict:
+    """Fine-tune `checkpoint` ("random" with its geometry in `options`) end to end into `dest`;
+    `options` (the seed, the geometry, the loader workers) go over `cfg.finetune_options()`."""
     from train.evaluate import finetune as run_finetune
 
-    if dest.exists():
-        progress.done("finetune", 1, None)
-        return
-    progress.line(f"fine-tune {what}")
-    start = time.perf_counter()
     result = run_finetune(checkpoint, str(cfg.shards_path()), **{**cfg.finetune_options(), **options})
     write_json(dest, result)
-    progress.done("finetune", 1, time.perf_counter() - start)
-    log(f"    fine-tuned top-1 {result['top1']:.3f}, top-{result['top5_k']} {result['top5']:.3f} "
-        f"(train loss {result['finetune']['first_loss']:.3f} -> {result['finetune']['last_window_loss']:.3f}), "
-        f"{result['seconds']['total']:.1f} s")
+    return result
+
+
+def finetune_line(result: dict) -> str:
+    return (f"    fine-tuned top-1 {result['top1']:.3f}, top-{result['top5_k']} {result['top5']:.3f} "
+            f"(train loss {result['finetune']['first_loss']:.3f} -> {result['finetune']['last_window_loss']:.3f}), "
+            f"{result['seconds']['total']:.1f} s")
 
 
 def random_geometry(cfg: StudyConfig, seed: int) -> dict:
@@ -405,3 +319,85 @@ def random_geometry(cfg: StudyConfig, seed: int) -> dict:
     return {"model": base.model, "num_frames": base.num_frames, "sampling_rate": base.sampling_rate,
             "input_size": base.input_size, "tubelet": base.tubelet, "patch_size": base.patch_size,
             "positions": base.positions, "seed": seed}
+
+
+# ---- the jobs of one seed, in steps (train/study_pool.py runs them) ----------------------------
+
+def seed_chains(cfg: StudyConfig, seed: int, progress: Progress, log, workers: int) -> list[Chain]:
+    """The chains of `seed` in priority order: each method's run (longest first; `run_cost`), then
+    random init. A run's chain: pretrain; then its held-out loss, its last checkpoint's probe (L2
+    by cross-validation) and fine-tune side by side; then its earlier checkpoints' probes with the
+    L2 the last one chose, per pool (one probe along a run's curve, and the cross-validation, most
+    of a probe's CPU time, once per run). Work whose output exists is counted done, not redone.
+    `workers` > 1: the jobs run in one-thread worker processes (no loader workers)."""
+    parallel = workers > 1
+    options = probe_options(cfg, parallel)
+
+    def todo(stage: str, dest: Path, units: int = 1) -> bool:
+        if dest.exists():
+            progress.done(stage, units, None)
+            return False
+        return True
+
+    def probe(checkpoint: str, dest: Path, what: str, probe_wd, geometry: dict) -> Job:
+        job = ProbeJob(checkpoint, dest, what, probe_wd, geometry)
+        return Job(f"probe {what}", "probe", seed, 1, run_probe, (options, job),
+                   done=lambda r, w=what: log(f"probed {w}\n{probe_line(r)}"))
+
+    def finetune(checkpoint: str, dest: Path, what: str, extra: dict) -> Job:
+        extra = {**extra, **({"num_workers": 0} if parallel else {})}
+        return Job(f"fine-tune {what}", "finetune", seed, 1, finetune_job, (cfg, checkpoint, dest, extra),
+                   done=lambda r, w=what: log(f"fine-tuned {w}\n{finetune_line(r)}"))
+
+    def run_chain(m: str) -> Chain:
+        run = cfg.run_dir(m, seed)
+        last = run / f"ckpt_{cfg.steps}.pt"
+
+        def train() -> list[Job]:
+            left = [s for s in cfg.stops() if not (run / f"ckpt_{s}.pt").exists()]
+            units = cfg.steps - (max(set(cfg.stops()) - set(left)) if len(left) < len(cfg.stops()) else 0)
+            progress.done("train", cfg.steps - units, None)
+            if not left:
+                return []
+            local = lambda: pretrain(cfg, m, seed, Progress({"train": cfg.steps}, log), log)  # noqa: E731
+            return [Job(f"pretrain {m} seed {seed}", "train", seed, units, pretrain_job, (cfg, m, seed), local=local,
+                        done=lambda r: log(f"pretrained {m} seed {seed}" + (
+                            f": loss {r['first_loss']:.4f} -> {r['last_loss']:.4f}" if r else "")))]
+
+        def after() -> list[Job]:
+            what = f"{m} seed {seed} step {cfg.steps}"
+            jobs = []
+            dest = run / f"heldout_{cfg.steps}.json"
+            if todo("heldout", dest):
+                jobs.append(Job(f"held-out loss {what}", "heldout", seed, 1, heldout_job, (cfg, last, dest),
+                                done=lambda r: log(f"held-out loss {what}\n{heldout_line(cfg, r)}")))
+            if todo("probe", run / f"probe_{cfg.steps}.json"):
+                jobs.append(probe(str(last), run / f"probe_{cfg.steps}.json", what, cfg.probe_wd, {}))
+            if cfg.finetunes and todo("finetune", run / f"finetune_{cfg.steps}.json"):
+                jobs.append(finetune(str(last), run / f"finetune_{cfg.steps}.json", what, {"seed": seed}))
+            return jobs
+
+        def earlier() -> list[Job]:
+            chosen = {how: p["weight_decay"]
+                      for how, p in json.loads((run / f"probe_{cfg.steps}.json").read_text())["probes"].items()}
+            return [probe(str(run / f"ckpt_{stop}.pt"), run / f"probe_{stop}.json", f"{m} seed {seed} step {stop}",
+                          chosen, {})
+                    for stop in cfg.stops() if stop != cfg.steps and todo("probe", run / f"probe_{stop}.json")]
+
+        return Chain([train, after, earlier])
+
+    def random_chain() -> Chain:
+        here = cfg.out_path() / "random" / f"seed{seed}"
+        what = f"random init seed {seed}"
+
+        def jobs() -> list[Job]:
+            out = []
+            if cfg.finetunes and todo("finetune", here / "finetune.json"):
+                out.append(finetune("random", here / "finetune.json", what, random_geometry(cfg, seed)))
+            if todo("probe", here / "probe.json"):
+                out.append(probe("random", here / "probe.json", what, cfg.probe_wd, random_geometry(cfg, seed)))
+            return out
+
+        return Chain([jobs])
+
+    return [run_chain(m) for m in sorted(cfg.methods, key=run_cost, reverse=True)] + [random_chain()]

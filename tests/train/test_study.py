@@ -68,7 +68,7 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
         assert json.loads((run / "probe_2.json").read_text())["config"]["probe_wd"] == \
             {how: p["weight_decay"] for how, p in last["probes"].items()}
     walls = json.loads((out / "walls.json").read_text())   # wall time per stage and seed (jobs may overlap)
-    assert set(walls) == {"pretrain", "probe"} and all(set(w) == {"0", "1"} for w in walls.values())
+    assert set(walls) == {"pretrain", "heldout", "probe", "finetune"} and all(set(w) == {"0", "1"} for w in walls.values())
     assert {json.loads(p.read_text())["config"]["view_cache"] for p in probes} == {str(out / "view_cache")}
     # the fine-tuning stage, switched on: every run's last checkpoint and random init
     tuned = [m["finetune"] for m in saved["methods"].values()] + [saved["random_init"]["finetune"]]
