@@ -10,9 +10,10 @@ numbers do not depend on the order (tests/train/test_study.py redoes a seed side
 
 A `Chain` is one piece of work in steps (a run: pretrain; then its held-out loss, last probe and
 fine-tune side by side; then its earlier probes); each step is made when the previous step's
-jobs are all done, from what they wrote. Chains are listed in priority order (seed-major: a
-study stopped early still has every method at its first seeds); a free core takes the first
-job any chain has ready.
+jobs are all done, from what they wrote. A free core takes a ready job of the first seed that
+has one (seed-major: a study stopped early still has every method at its first seeds), a
+pretraining run before anything else of that seed (the longest jobs first: the study ends on
+short probes, not on a run alone on one core), else in the order the chains are listed.
 
 Wall time per stage and seed (`walls.json`, what the report counts): the pool's wall time,
 each interval shared equally among the jobs running in it. Their sum is the pool's wall time.
@@ -109,11 +110,13 @@ def run_chains(chains: list[Chain], workers: int, progress, record: Callable[[st
     chains = [c for c in chains if not c.over]
 
     def next_job() -> tuple[Chain, Job] | None:
-        for chain in chains:
-            job = chain.take()
-            if job is not None:
-                return chain, job
-        return None
+        # the first seed with work ready; in it pretraining before the rest (the longest jobs
+        # first, so the tail of the study is short probes), then the chains' order
+        ready = [(c.ready[0].seed, c.ready[0].stage != "train", i) for i, c in enumerate(chains) if c.ready]
+        if not ready:
+            return None
+        chain = chains[min(ready)[2]]
+        return chain, chain.take()
 
     def finish(chain: Chain, job: Job, result, seconds: float) -> None:
         walls.stop(job)

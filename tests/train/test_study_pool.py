@@ -46,6 +46,16 @@ def test_steps_in_order_each_made_after_the_previous_and_chains_by_priority():
     assert all(chain.over for chain in chains)
 
 
+def test_a_seeds_pretraining_goes_before_its_probes_and_before_the_next_seed():
+    order = []
+    chains = [Chain([lambda: [local_job("a1", order, "train")], lambda: [local_job("a-probe", order)]]),
+              Chain([lambda: [local_job("r-probe", order)]]),
+              Chain([lambda: [local_job("b1", order, "train")], lambda: [local_job("b-probe", order)]]),
+              Chain([lambda: [local_job("next seed", order, "train", seed=1)]])]
+    run_chains(chains, 1, FakeProgress(), lambda *a: None)
+    assert order == ["a1", "b1", "a-probe", "r-probe", "b-probe", "next seed"]
+
+
 def test_a_chain_with_nothing_to_do_is_over_at_once():
     chain = Chain([lambda: [], lambda: []])
     assert chain.over and chain.take() is None
