@@ -42,8 +42,10 @@ first probe, read by the rest: train/view_cache.py), `extract.json`, `study.json
 
 How long (docs/results.md, "How long it takes", 2 cores): one seed measured at 45 min (five runs
 two at a time, 37 min; 16 probes two at a time, 8 min), so ~3.3-3.5 h for the default 5 seeds
-with the corpus extracted; extraction ~33 min once. `parallel_runs` and `probe_workers` set how
-many runs and probes go side by side on the CPU (one thread each); on a GPU, one at a time.
+with the corpus extracted; extraction ~33 min once. Since stop 14 every run, held-out loss and
+probe of every seed goes through one pool of max(`parallel_runs`, `probe_workers`) one-thread
+processes on the CPU, each job as soon as what it reads is on disk (train/study_pool.py); on a
+GPU, one at a time in this process.
 
 Here: the settings (`StudyConfig`), the order of the stages, collecting their results, the
 CLI. The stages themselves: `train/study_stages.py`; the report and plots, pure functions of
