@@ -42,6 +42,8 @@ from torch.utils.data import DataLoader, Dataset
 from train.data import ClipSpec, normalize, read_clip_at
 from train.sampling import multi_views
 
+MANIFEST = "manifest.json"  # preprocess.manifest.MANIFEST: the extraction's record, not read by training
+ROOT_METADATA = "zarr.json"  # a zarr set's root group: its index of videos, rewritten by every finalize
 CACHE_VERSION = 2  # 2: crops resized bilinear at every scale (train.data.RESIZE); 1 used INTER_AREA down
 # (3, 256): the float value of every uint8 level per channel, from the reader's own normalize
 _LEVELS = normalize(np.tile(np.arange(256, dtype=np.uint8)[None, None, :, None], (1, 1, 1, 3)))[:, 0, 0]
@@ -108,18 +110,29 @@ def to_levels(video: np.ndarray) -> np.ndarray:
 
 
 def shard_signature(path: Path) -> str:
-    """A hash of the shard set's top-level entries (name, size, modification time).
+    """A hash of the shard set's top-level entries: the root metadata (zarr.json) by content, the
+    other entries by name, size and modification time; the manifest (the record of the last
+    extraction run, which training never reads) left out.
 
     Not a walk of every file: the 512-video natural set has 6660 files in 12291 folders and its
     walk took 0.7 s on the busy machine, so ~5-6 s for the study's 4096 videos, twice a probe. Every write through `shards.writer` ends in
-    `finalize`, which rewrites the root metadata (zarr.json; an HDF5 or packed set's shard files
-    are top-level files themselves), so a re-extracted or extended set changes it; a chunk
-    edited by hand outside the writer would not."""
+    `finalize`, which rewrites the root metadata (zarr.json, with the index of every video; an
+    HDF5 or packed set's shard files are top-level files themselves), so a re-extracted or
+    extended set changes it; a chunk edited by hand outside the writer would not. By content, not
+    time: an extraction run that finds every video done (the study runs one at every start)
+    rewrites the same zarr.json and a new manifest, and the cache stays valid (by time, every
+    restart of the study decoded its views again, ~70 s per split)."""
     path = Path(path)
     entries = []
     for entry in sorted(os.scandir(path), key=lambda e: e.name) if path.is_dir() else [path]:
+        name = Path(entry).name
+        if path.is_dir() and name == MANIFEST:
+            continue
+        if path.is_dir() and name == ROOT_METADATA:
+            entries.append(f"{name}\t{hashlib.sha256(Path(entry).read_bytes()).hexdigest()}")
+            continue
         st = os.stat(entry)
-        entries.append(f"{Path(entry).name}\t{st.st_size if Path(entry).is_file() else -1}\t{st.st_mtime_ns}")
+        entries.append(f"{name}\t{st.st_size if Path(entry).is_file() else -1}\t{st.st_mtime_ns}")
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()
 
 

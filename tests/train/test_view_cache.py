@@ -85,12 +85,22 @@ def test_stale_cache_is_rebuilt(tiny_shards, tmp_path_factory):
     assert build(root, shards, ids[:3], logs).folder == folder and len(logs) == 3   # fewer videos asked for
     assert len(build(root, shards, ids[:3], logs)) == 3 * 2 and len(logs) == 3
 
-    stored = np.load(folder / "views.npy")      # the shards change under the cache (a writer's finalize)
+    # an extraction run with nothing to do rewrites the same root metadata and a new manifest: kept
     target = shards / "zarr.json"
+    text = target.read_text()
+    target.write_text(text)
     st = os.stat(target)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    (shards / "manifest.json").write_text(json.dumps({"run": {"done": 0}}))  # module-scoped fixture: ours
+    assert len(build(root, shards, ids[:3], logs)) == 6 and len(logs) == 3
+
+    stored = np.load(folder / "views.npy")      # the shards change under the cache (a writer's finalize)
+    doc = json.loads(text)
+    doc["attributes"]["edited"] = True
+    target.write_text(json.dumps(doc))
     assert len(build(root, shards, ids[:3], logs)) == 6 and len(logs) == 4
     assert np.array_equal(np.load(folder / "views.npy"), stored)   # same bytes: only the signature moved
+    target.write_text(text)
 
     (folder / "key.json").unlink()                                 # a folder without its key (killed mid-way)
     build(root, shards, ids[:3], logs)
