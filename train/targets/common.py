@@ -12,7 +12,8 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, m
     """Weighted mean squared error over the hidden tokens' values (VideoMAE, MAE).
 
     pred (B,Nm,C) for the hidden tokens; target, weight (B,N,C); mask (B,N) True = hidden."""
-    return ((pred.flatten(0, 1) - target[mask]) ** 2 * weight[mask]).sum() / weight[mask].sum().clamp(min=1)
+    w = weight[mask]  # gathered once: (B*Nm, C), the hidden tokens' weights
+    return ((pred.flatten(0, 1) - target[mask]) ** 2 * w).sum() / w.sum().clamp(min=1)
 
 
 def token_sum(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
