@@ -79,17 +79,24 @@ def cell_hog_box(gray: np.ndarray, rows: tuple[int, int], cols: tuple[int, int])
     cuts = gray[:, y0 - top:y1 + bottom, x0 - left:x1 + right]
     if cuts.dtype not in (np.uint8, np.float32):
         cuts = cuts.astype(np.float32)
-    pad = ((0, 0), (1 - top, 1 - bottom), (1 - left, 1 - right))
+    margins = (1 - top, 1 - bottom, 1 - left, 1 - right)
     # Frames in groups of ~STACK_PIXELS, stacked one above the other with their margins, so that
     # each OpenCV / numpy call covers several small frames (a 64 px clip's 40 frames in 6 groups
     # instead of 40 rounds of ~8 calls); at 224 px a group is one frame (larger stacks left the
     # cache and were slower). A frame's inner pixels read only its own rows: the same values.
-    group = max(1, STACK_PIXELS // ((bh + 2) * (bw + 2)))
+    group = min(n, max(1, STACK_PIXELS // ((bh + 2) * (bw + 2))))
+    bases = label_base + (np.arange(group) * per_frame)[:, None, None]                  # (group, bh, bw)
+    labels = np.empty(bases.shape, np.intp)
+    block = np.empty((group, bh + 2, bw + 2), cuts.dtype) if any(margins) else None
     for g0 in range(0, n, group):
-        block = np.pad(cuts[g0:g0 + group], pad, mode="edge") if any(map(any, pad)) \
-            else np.ascontiguousarray(cuts[g0:g0 + group])                              # (m, bh+2, bw+2)
-        m = len(block)
-        tall = block.reshape(m * (bh + 2), bw + 2)
+        m = min(group, n - g0)
+        if block is None:
+            src = np.ascontiguousarray(cuts[g0:g0 + m])
+        else:  # the replicated margin where the frame ends (the whole frame's BORDER_REPLICATE)
+            for k in range(m):
+                cv2.copyMakeBorder(cuts[g0 + k], *margins, cv2.BORDER_REPLICATE, dst=block[k])
+            src = block[:m]
+        tall = src.reshape(m * (bh + 2), bw + 2)
         if tall.dtype == np.uint8:
             # the same 3x3 Sobel in exact int16 (|g| <= 4 x 255), one pass for both: ~1/3 of
             # a frame's HOG faster than two float Sobels, bit-identical once converted
@@ -101,8 +108,8 @@ def cell_hog_box(gray: np.ndarray, rows: tuple[int, int], cols: tuple[int, int])
         mag, ang = cv2.cartToPolar(gx, gy, angleInDegrees=True)
         # a table lookup of the 20-degree sector is 4x faster than mod 180 then divide
         bins = cv2.LUT((ang * np.float32(1 / 20)).astype(np.uint8), _SECTOR_TO_BIN).reshape(m, bh, bw)
-        labels = label_base + (np.arange(m) * per_frame)[:, None, None] + bins
-        out[g0:g0 + m] = np.bincount(labels.ravel(), weights=mag.ravel(), minlength=m * per_frame).reshape(m, per_frame)
+        np.add(bases[:m], bins, out=labels[:m])
+        out[g0:g0 + m] = np.bincount(labels[:m].ravel(), weights=mag.ravel(), minlength=m * per_frame).reshape(m, per_frame)
     out *= np.float32(1 / (_SOBEL_GAIN * CELL * CELL))
     return out.reshape(n, hc, wc, HOG_BINS)
 
