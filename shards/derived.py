@@ -60,10 +60,12 @@ def cell_hog(gray: np.ndarray) -> np.ndarray:
     return cell_hog_box(gray, (0, height // CELL), (0, width // CELL))
 
 
-def cell_hog_box(gray: np.ndarray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+def cell_hog_box(gray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
     """`cell_hog(gray)[:, r0:r1, c0:c1]`, computed from those cells' pixels only (plus the
-    one-pixel margin the Sobel reads): (T, r1 - r0, c1 - c0, 9) float32."""
-    n, height, width = gray.shape
+    one-pixel margin the Sobel reads): (T, r1 - r0, c1 - c0, 9) float32. `gray`: (T, H, W), or
+    a sequence of T (H, W) frames (a loader's frames as it decoded them: no stacked copy)."""
+    n = len(gray)
+    height, width = gray[0].shape if n else (0, 0)
     (r0, r1), (c0, c1) = rows, cols
     hc, wc = max(r1 - r0, 0), max(c1 - c0, 0)
     if n == 0 or hc == 0 or wc == 0:
@@ -76,9 +78,9 @@ def cell_hog_box(gray: np.ndarray, rows: tuple[int, int], cols: tuple[int, int])
     label_base = ((np.arange(bh) // CELL)[:, None] * wc + (np.arange(bw) // CELL)[None, :]) * HOG_BINS
     per_frame = hc * wc * HOG_BINS
     out = np.empty((n, per_frame), np.float32)
-    cuts = gray[:, y0 - top:y1 + bottom, x0 - left:x1 + right]
-    if cuts.dtype not in (np.uint8, np.float32):
-        cuts = cuts.astype(np.float32)
+    cuts = [f[y0 - top:y1 + bottom, x0 - left:x1 + right] for f in gray]
+    if cuts[0].dtype not in (np.uint8, np.float32):
+        cuts = [c.astype(np.float32) for c in cuts]
     margins = (1 - top, 1 - bottom, 1 - left, 1 - right)
     # Frames in groups of ~STACK_PIXELS, stacked one above the other with their margins, so that
     # each OpenCV / numpy call covers several small frames (a 64 px clip's 40 frames in 6 groups
@@ -87,16 +89,15 @@ def cell_hog_box(gray: np.ndarray, rows: tuple[int, int], cols: tuple[int, int])
     group = min(n, max(1, STACK_PIXELS // ((bh + 2) * (bw + 2))))
     bases = label_base + (np.arange(group) * per_frame)[:, None, None]                  # (group, bh, bw)
     labels = np.empty(bases.shape, np.intp)
-    block = np.empty((group, bh + 2, bw + 2), cuts.dtype) if any(margins) else None
+    block = np.empty((group, bh + 2, bw + 2), cuts[0].dtype)
     for g0 in range(0, n, group):
         m = min(group, n - g0)
-        if block is None:
-            src = np.ascontiguousarray(cuts[g0:g0 + m])
-        else:  # the replicated margin where the frame ends (the whole frame's BORDER_REPLICATE)
-            for k in range(m):
+        for k in range(m):
+            if any(margins):  # the replicated margin where the frame ends (the whole frame's BORDER_REPLICATE)
                 cv2.copyMakeBorder(cuts[g0 + k], *margins, cv2.BORDER_REPLICATE, dst=block[k])
-            src = block[:m]
-        tall = src.reshape(m * (bh + 2), bw + 2)
+            else:
+                block[k] = cuts[g0 + k]
+        tall = block[:m].reshape(m * (bh + 2), bw + 2)
         if tall.dtype == np.uint8:
             # the same 3x3 Sobel in exact int16 (|g| <= 4 x 255), one pass for both: ~1/3 of
             # a frame's HOG faster than two float Sobels, bit-identical once converted

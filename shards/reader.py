@@ -294,7 +294,7 @@ class Video:
     def hog_box(self, idx: np.ndarray, rows: tuple[int, int], cols: tuple[int, int],
                 gray: np.ndarray | None = None) -> np.ndarray:
         """`self["hog"][idx][:, r0:r1, c0:c1]` computing only those cells (a clip's crop);
-        `gray` (len(idx), H, W): the frames' luma when the caller has it already."""
+        `gray` (len(idx), H, W), or a list of (H, W): the frames' luma when the caller has it already."""
         from .derived import cell_hog_box
 
         if not self.specs["hog"].derived:

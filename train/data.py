@@ -251,7 +251,7 @@ def clip_hog(video, frames: np.ndarray, gray: dict[int, np.ndarray], x0: int, y0
     box_r, box_c = (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
     if not hasattr(video, "hog_box"):  # an in-memory stand-in
         return resample_cells(video["hog"][frames], x0, y0, side, cells)
-    hog = video.hog_box(frames, box_r, box_c, np.stack([gray[int(t)] for t in frames]))
+    hog = video.hog_box(frames, box_r, box_c, [gray[int(t)] for t in frames])
     return hog[:, rows - box_r[0]][:, :, cols - box_c[0]]
 
 
@@ -287,7 +287,7 @@ def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, ce
     have = np.array([f in known for f in frames.tolist()], bool)
     hog = np.empty((len(frames), hog_r[1] - hog_r[0], hog_c[1] - hog_c[0], HOG_BINS), np.float32)
     if have.any():
-        hog[have] = video.hog_box(frames[have], hog_r, hog_c, np.stack([known[f] for f in frames[have].tolist()]))
+        hog[have] = video.hog_box(frames[have], hog_r, hog_c, [known[f] for f in frames[have].tolist()])
     if (~have).any():
         hog[~have] = video.hog_box(frames[~have], hog_r, hog_c)
     seen = reached(valid)
