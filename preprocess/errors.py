@@ -1,7 +1,10 @@
 """Failures are data: one exception type that carries the stage and a one-line reason."""
 from __future__ import annotations
 
-STAGES = ("open", "decode", "motion_vectors", "flow", "trajectories", "hog", "write")
+# Since shard schema 3 the extractor neither tracks points nor computes HOG (both derived when
+# read: shards/derived.py), so "trajectories" and "hog" are no longer stages; failure records
+# of older runs may still name them.
+STAGES = ("open", "decode", "motion_vectors", "flow", "write")
 # The stage of a failure record for a task that crashed (a bug, a killed worker) even after
 # its retries: not bad input, so never raised as an ExtractionError.
 INTERNAL = "internal"
