@@ -75,7 +75,7 @@ if __package__ in (None, ""):  # `python train/evaluate.py` as well as `python -
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shards.cli import UsageError, run_main  # noqa: E402
-from train.cli import Parser  # noqa: E402
+from train.cli import Parser, check_sources  # noqa: E402
 from train.config import (DEMO_SHARDS, REPO_ROOT, TrainConfig, load_file, parse_bool, parse_optional,  # noqa: E402
                           resolve_shards)
 from train.data import ClipSpec  # noqa: E402
@@ -145,6 +145,7 @@ class EvalConfig:
     amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
     num_workers: int = 2
     view_cache: str = ""            # folder of uint8 copies of the test views, decoded once (train/view_cache.py)
+    source_root: str = ""           # where the source videos of a --frames none set are now ("" = as extracted)
     out: str = ""                   # result JSON; "" = next to the checkpoint (runs/eval/ for "random")
 
     @property
@@ -257,9 +258,10 @@ def split_views(cfg: EvalConfig, path: Path, split: str, ids: list[str], crops: 
     """The deterministic views of `ids`: from the shards, or with `view_cache` from its uint8 copy
     (decoded on first use; under torchrun rank 0 decodes while the others wait)."""
     if not cfg.view_cache:
-        return Views(path, ids, cfg.spec(), cfg.clips, crops, cfg.tsn)
+        return Views(path, ids, cfg.spec(), cfg.clips, crops, cfg.tsn, cfg.source_root or None)
     make = dict(root=Path(cfg.view_cache), path=path, split=split, ids=ids, spec=cfg.spec(), clips=cfg.clips,
-                crops=crops, tsn=cfg.tsn, batch_size=cfg.batch_size, num_workers=cfg.num_workers, log=log)
+                crops=crops, tsn=cfg.tsn, batch_size=cfg.batch_size, num_workers=cfg.num_workers, log=log,
+                source_root=cfg.source_root or None)
     if d.world == 1:
         return cached_views(**make)
     if d.main:
@@ -491,6 +493,8 @@ EVAL_HELP = {
     "num_workers": "data loader processes",
     "view_cache": "folder of uint8 copies of the test views, decoded once per shard set, split and clip geometry "
                   "and reused by every later evaluation (checked against the shards; '' = off)",
+    "source_root": "for a set extracted with --frames none (frames decoded from the source videos): the folder "
+                   "the corpus moved to ('' = the paths recorded at extraction)",
     "out": "result JSON (default: eval_linear.json / eval_finetune.json next to the checkpoint; "
            "runs/eval/random_<model>_<mode>.json for 'random')",
 }
@@ -572,6 +576,7 @@ def main(argv: list[str] | None = None) -> dict:
         from train.export import main as export_main
         return export_main(argv[1:])
     cfg = parse_args(argv)
+    check_sources(cfg.shards_path(), cfg.source_root)
     result = evaluate(cfg, log=lambda s: print(s, flush=True))
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun every rank has the result; one writes it
         return result

@@ -69,7 +69,7 @@ class FinetuneClips(ClipDataset):
     """Augmented training clips of labelled videos: items (g, video index) -> {"video" (3,T,S,S), "label"}."""
 
     def __init__(self, path, cfg: EvalConfig, ids: list[str], labels: dict[str, int]):
-        super().__init__(path, cfg.spec(train=True), cfg.seed)
+        super().__init__(path, cfg.spec(train=True), cfg.seed, source_root=cfg.source_root or None)
         self.cfg = cfg
         self.ids = list(ids)
         self.labels = [labels[i] for i in self.ids]
@@ -79,7 +79,7 @@ class FinetuneClips(ClipDataset):
 
         g, index = item
         if self._ds is None:
-            self._ds = open_shards(self.path)
+            self._ds = open_shards(self.path, self.source_root)
         cfg, spec = self.cfg, self.spec
         rng = np.random.default_rng([self.seed, g])
         video = self._video(self.ids[index])

@@ -30,7 +30,7 @@ from train.targets import get_target  # noqa: E402
 
 @torch.no_grad()
 def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val", clips: int = 256,
-                 batch_size: int = 32, seed: int = 0, device: str = "cpu") -> dict:
+                 batch_size: int = 32, seed: int = 0, device: str = "cpu", source_root: str | None = None) -> dict:
     """Mean masked loss (the target's own, as in training) of the checkpoint's model and of predicting 0
     over `clips` clips of `split`.
 
@@ -41,7 +41,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     folds of videos, `best_constant`), the trivial baseline for a target that is not centred
     (MME's HOG part: non-negative, not normalized per token), and `ratio_mean` = loss /
     predict_mean. For per-token normalized targets the two baselines agree (the best constant
-    is ~0)."""
+    is ~0). `source_root`: where a --frames none set's videos are now (None = as extracted)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = TrainConfig.from_dict(ckpt["config"])
@@ -50,7 +50,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     norm = target.norm(cfg.target_norm)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
                     frozenset(MASK_NEEDS[cfg.mask] | target.needs), traj_len=cfg.traj_len)
-    dataset = ClipDataset(path, spec, seed, split)
+    dataset = ClipDataset(path, spec, seed, split, source_root=source_root)
     grid = cfg.grid
     model = cfg.build_model(ckpt.get("heads") or int(ckpt["out_dim"]))
     model.load_state_dict(ckpt["model"])
@@ -114,6 +114,7 @@ def constant_grad(loss_fn, value: float, shape: torch.Size, args: tuple) -> tupl
 
 def main(argv: list[str] | None = None) -> dict:
     from shards.cli import CliError, add_debug_flag
+    from train.cli import check_sources
     from train.engine import load_checkpoint
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,12 +124,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--clips", type=int, default=256, help="clips to average over (default: 256)")
     p.add_argument("--batch-size", type=int, default=32, help="clips per forward pass (default: 32)")
     p.add_argument("--seed", type=int, default=0, help="picks the clips, crops and masks (default: 0)")
+    p.add_argument("--source-root", default="", help="for a set extracted with --frames none: the folder its "
+                   "source videos moved to (default: the paths recorded at extraction)")
     add_debug_flag(p)
     args = p.parse_args(argv)
     if not Path(args.checkpoint).is_file():
         raise CliError(f"no checkpoint at {args.checkpoint}")
-    result = heldout_loss(load_checkpoint(args.checkpoint), args.shards, args.split, args.clips,
-                          args.batch_size, args.seed)
+    ckpt = load_checkpoint(args.checkpoint)
+    check_sources(Path(args.shards) if args.shards else resolve_shards(ckpt["config"]["shards"]), args.source_root)
+    result = heldout_loss(ckpt, args.shards, args.split, args.clips, args.batch_size, args.seed,
+                          source_root=args.source_root or None)
     print(f"step {result['step']}: held-out loss {result['loss']:.4f}, predict-0 {result['predict0']:.4f}, "
           f"ratio {result['ratio']:.3f}; best constant {result['predict_mean']:.4f}, ratio "
           f"{result['ratio_mean']:.3f} ({result['clips']} clips of split {result['split']!r})")

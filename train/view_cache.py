@@ -53,8 +53,10 @@ class Views(Dataset):
     """Item i = view i % per_video of video i // per_video (`train.sampling.multi_views`, clip-major:
     clips x crops): {"video" (3,T,S,S) float32, "item"}, read and decoded from the shards."""
 
-    def __init__(self, path, ids: list[str], spec: ClipSpec, clips: int, crops: int = 1, tsn: bool = False):
+    def __init__(self, path, ids: list[str], spec: ClipSpec, clips: int, crops: int = 1, tsn: bool = False,
+                 source_root: str | None = None):
         self.path, self.ids, self.spec, self.clips, self.crops, self.tsn = str(path), ids, spec, clips, crops, tsn
+        self.source_root = source_root  # a --frames none set's videos, when they moved
         self.per_video = clips * crops
         self._ds = None  # opened per worker process
 
@@ -65,7 +67,7 @@ class Views(Dataset):
         from shards import open_shards
 
         if self._ds is None:
-            self._ds = open_shards(self.path)
+            self._ds = open_shards(self.path, self.source_root)
         v, view = divmod(item, self.per_video)
         video = self._ds[self.ids[v]]
         a = video.attrs
@@ -159,7 +161,7 @@ def read_key(folder: Path) -> dict | None:
 
 def cached_views(root: Path, path: Path, split: str, ids: list[str], spec: ClipSpec, clips: int, crops: int = 1,
                  tsn: bool = False, batch_size: int = 32, num_workers: int = 0, log=lambda s: None,
-                 build: bool = True) -> CachedViews:
+                 build: bool = True, source_root: str | None = None) -> CachedViews:
     """The views of `Views(path, ids, spec, clips, crops, tsn)` from the cache under `root`: reused
     when its key matches, else (`build`) decoded once into it; `build` False waits for another
     process (a torchrun rank) to finish it."""
@@ -189,7 +191,7 @@ def _build(folder: Path, key: dict, path: Path, ids: list[str], spec: ClipSpec, 
     """Decode the views into `folder` (a temporary folder renamed into place; a stale one removed)."""
     per_video = clips * crops
     start = time.perf_counter()
-    views = Views(path, list(ids), spec, clips, crops, tsn)
+    views = Views(path, list(ids), spec, clips, crops, tsn, source_root)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:

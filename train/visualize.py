@@ -258,12 +258,13 @@ def motion_figures(video, start: int, count: int, step: int = 2, arrow_scale: fl
     return figs
 
 
-def clip_of(shards: Path, vid: str, cfg: TrainConfig, sample: int) -> dict[str, torch.Tensor]:
+def clip_of(shards: Path, vid: str, cfg: TrainConfig, sample: int,
+            source_root: str | None = None) -> dict[str, torch.Tensor]:
     """The clip `train/data.py` gives for global sample `sample` of this video (no flip), batched (B=1)."""
     needs = frozenset().union(*NEEDS.values())
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False, needs,
                     traj_len=cfg.traj_len)
-    dataset = ClipDataset(shards, spec, cfg.seed)
+    dataset = ClipDataset(shards, spec, cfg.seed, source_root=source_root)
     clip = dataset[(sample, dataset.ids.index(vid))]
     return {k: v[None] for k, v in clip.items()}
 
@@ -340,6 +341,8 @@ def build_parser() -> Parser:
     add("--colors", type=int, default=0, help="palette size of PNGs and GIFs (0: RGB PNG, 256-colour GIF; "
         "64 makes the small files of docs/images) (default: 0)")
     add("--sample", type=int, default=0, help="global sample number of the loader's clip (default: 0)")
+    add("--source-root", default="", help="for a set extracted with --frames none: the folder its source videos "
+        "moved to (default: the paths recorded at extraction)")
     geometry = TrainConfig()
     for flag, kind, default in (("--num-frames", int, geometry.num_frames), ("--sampling-rate", int, 2),
                                 ("--input-size", int, geometry.input_size), ("--min-crop", float, geometry.min_crop),
@@ -349,10 +352,11 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
-    from train.cli import existing_file, existing_shards, output_folder, shard_meta
+    from train.cli import check_sources, existing_file, existing_shards, output_folder, shard_meta
 
     args = build_parser().parse_args(argv)
     shards = existing_shards(resolve_shards(args.shards))
+    check_sources(shards, args.source_root)
     out = output_folder(args.out)
     if args.checkpoint:
         existing_file(args.checkpoint, "--checkpoint", "a train/pretrain.py checkpoint.pt")
@@ -383,11 +387,11 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
 
     from shards import open_shards
 
-    with open_shards(shards) as ds:
+    with open_shards(shards, args.source_root or None) as ds:
         figs = motion_figures(ds[vid], args.start, args.frames, args.step, args.arrow_scale, args.zoom)
     for name, frames in figs.items():
         write(name, frames[len(frames) // 2], frames)
-    batch = clip_of(shards, vid, cfg, args.sample)
+    batch = clip_of(shards, vid, cfg, args.sample, args.source_root or None)
     write("masks", *mask_figures(batch, cfg, args.tile))
     if ckpt is not None and cfg.target == "pixel":
         grid, frames, mse = reconstruction_figures(batch, ckpt, cfg, args.tile)

@@ -49,6 +49,27 @@ def test_moved_sources_train_with_source_root_and_fail_clearly_without(none_set,
         with pytest.raises(CliError, match="where extraction found it"):
             check_sources(shards)
         summary = train(tiny_config(shards, tmp_path / "run", source_root=str(moved)), log=lambda s: None)
+        # the evaluation's views, the held-out loss and the pictures read the moved videos the same way
+        from shards import open_shards
+        from train.data import ClipSpec
+        from train.engine import load_checkpoint
+        from train.heldout import heldout_loss
+        from train.view_cache import Views
+        from train.visualize import main as visualize
+
+        with open_shards(shards) as ds:
+            ids = ds.ids()
+        view = Views(shards, ids, ClipSpec(num_frames=4, sampling_rate=2, input_size=32, tubelet=2), 1,
+                     source_root=str(moved))[0]
+        assert view["video"].shape == (3, 4, 32, 32)
+        ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+        held = heldout_loss(ckpt, shards, "", 2, 2, source_root=str(moved))
+        assert held["clips"] == 2 and held["loss"] > 0
+        with pytest.raises(CliError, match="--source-root"):
+            visualize(["--shards", str(shards), "--out", str(tmp_path / "pics")])
+        paths = visualize(["--shards", str(shards), "--out", str(tmp_path / "pics"), "--source-root", str(moved),
+                           "--frames", "4", "--num-frames", "4", "--input-size", "32"])
+        assert paths
     finally:
         away.rename(root)
     assert summary["step"] == 1
