@@ -181,13 +181,13 @@ def cached_views(root: Path, path: Path, split: str, ids: list[str], spec: ClipS
         fcntl.flock(lock, fcntl.LOCK_EX)
         if read_key(folder) == key:  # built by another process while this one waited
             return CachedViews(folder, list(ids), per_video)
-        return _build(folder, key, path, ids, spec, clips, crops, tsn, batch_size, num_workers, log)
+        return _build(folder, key, path, ids, spec, clips, crops, tsn, batch_size, num_workers, log, source_root)
     finally:
         os.close(lock)  # releases the lock
 
 
 def _build(folder: Path, key: dict, path: Path, ids: list[str], spec: ClipSpec, clips: int, crops: int, tsn: bool,
-           batch_size: int, num_workers: int, log) -> CachedViews:
+           batch_size: int, num_workers: int, log, source_root: str | None = None) -> CachedViews:
     """Decode the views into `folder` (a temporary folder renamed into place; a stale one removed)."""
     per_video = clips * crops
     start = time.perf_counter()

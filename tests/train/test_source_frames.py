@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 
 from preprocess.config import ExtractConfig
 from preprocess.extract import run
@@ -62,6 +63,10 @@ def test_moved_sources_train_with_source_root_and_fail_clearly_without(none_set,
         view = Views(shards, ids, ClipSpec(num_frames=4, sampling_rate=2, input_size=32, tubelet=2), 1,
                      source_root=str(moved))[0]
         assert view["video"].shape == (3, 4, 32, 32)
+        from train.view_cache import cached_views
+        cached = cached_views(tmp_path / "cache", shards, "", ids, ClipSpec(num_frames=4, sampling_rate=2, input_size=32,
+                                                                           tubelet=2), 1, source_root=str(moved))
+        assert torch.equal(cached[0]["video"], view["video"])
         ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
         held = heldout_loss(ckpt, shards, "", 2, 2, source_root=str(moved))
         assert held["clips"] == 2 and held["loss"] > 0
