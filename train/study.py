@@ -40,9 +40,9 @@ train_<step>.json, probe_<step>.json, heldout_<step>.json, finetune_<step>.json,
 `random/seed<k>/{probe,finetune}.json`, `view_cache/` (the probes' views as uint8, decoded by the
 first probe, read by the rest: train/view_cache.py), `extract.json`, `study.json`, `results.json`.
 
-How long (docs/results.md, "How long it takes", 2 cores): one seed measured at 45 min (five runs
-two at a time, 37 min; 16 probes two at a time, 8 min), so ~3.3-3.5 h for the default 5 seeds
-with the corpus extracted; extraction ~33 min once. Since stop 14 every run, held-out loss and
+How long (docs/results.md, "How long it takes", 2 cores): a seed measured at 40 min in one pool
+on a busy machine (35 without pauses: five runs 30 min, 16 probes 10), so ~2.8-3.3 h for the
+default 5 seeds with the corpus extracted; extraction ~33 min once. Since stop 14 every run, held-out loss and
 probe of every seed goes through one pool of max(`parallel_runs`, `probe_workers`) one-thread
 processes on the CPU, each job as soon as what it reads is on disk (train/study_pool.py); on a
 GPU, one at a time in this process.
