@@ -42,10 +42,10 @@ first probe, read by the rest: train/view_cache.py), `extract.json`, `study.json
 
 How long (docs/results.md, "How long it takes", 2 cores): a seed measured at 40 min in one pool
 on a busy machine (35 without pauses: five runs 30 min, 16 probes 10), so ~2.8-3.3 h for the
-default 5 seeds with the corpus extracted; extraction ~33 min once. Since stop 14 every run, held-out loss and
-probe of every seed goes through one pool of max(`parallel_runs`, `probe_workers`) one-thread
-processes on the CPU, each job as soon as what it reads is on disk (train/study_pool.py); on a
-GPU, one at a time in this process.
+default 5 seeds with the corpus extracted; extraction ~33 min once. Since stop 14 every run,
+held-out loss and probe of every seed goes through one pool of max(`parallel_runs`,
+`probe_workers`) one-thread processes on the CPU, each job as soon as what it reads is on disk
+(train/study_pool.py); on a GPU, one at a time in this process.
 
 Here: the settings (`StudyConfig`), the order of the stages, collecting their results, the
 CLI. The stages themselves: `train/study_stages.py`; the report and plots, pure functions of
@@ -71,7 +71,7 @@ from shards.paths import data_dir  # noqa: E402
 from train.cli import Parser  # noqa: E402
 from train.config import REPO_ROOT, TrainConfig, load_file  # noqa: E402
 from train.study_pool import run_chains  # noqa: E402
-from train.study_stages import (Progress, _cpu_workers, add_wall, extract, seed_chains, stage_walls,  # noqa: E402
+from train.study_stages import (Progress, add_wall, cpu_workers, extract, seed_chains, stage_walls,  # noqa: E402
                                 write_json)
 from train.study_report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
 from train.study_stats import gate, mean_std, paired, stable, unpaired_se  # noqa: E402
@@ -419,7 +419,7 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
                          "finetune": len(cfg.seeds) * (len(cfg.methods) + 1) if cfg.finetunes else 0}, log)
     # every run, held-out loss, probe and fine-tune of every seed in one pool (train/study_pool.py),
     # seed-major: a study stopped early still has every method at its first seeds
-    workers = _cpu_workers(cfg, max(cfg.parallel_runs, cfg.probe_workers))
+    workers = cpu_workers(cfg, max(cfg.parallel_runs, cfg.probe_workers))
     if workers > 1:
         progress.line(f"{workers} jobs at a time (one thread each; a run logs to <run>/pretrain.log)")
     chains = [c for seed in cfg.seeds for c in seed_chains(cfg, seed, progress, log, workers)]

@@ -263,7 +263,7 @@ def stage_walls(out: Path) -> dict[str, dict[str, float]]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _cpu_workers(cfg: StudyConfig, workers: int) -> int:
+def cpu_workers(cfg: StudyConfig, workers: int) -> int:
     """`workers` when the study runs on the CPU, else 1 (a GPU takes one job at a time)."""
     name = cfg.base_train().device
     name = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
