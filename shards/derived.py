@@ -94,7 +94,9 @@ def cell_hog_box(gray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarr
         m = min(group, n - g0)
         for k in range(m):
             if any(margins):  # the replicated margin where the frame ends (the whole frame's BORDER_REPLICATE)
-                cv2.copyMakeBorder(cuts[g0 + k], *margins, cv2.BORDER_REPLICATE, dst=block[k])
+                made = cv2.copyMakeBorder(cuts[g0 + k], *margins, cv2.BORDER_REPLICATE, dst=block[k])
+                if not np.shares_memory(made, block):  # OpenCV allocated its own output after all
+                    block[k] = made
             else:
                 block[k] = cuts[g0 + k]
         tall = block[:m].reshape(m * (bh + 2), bw + 2)
