@@ -41,7 +41,7 @@ train_<step>.json, probe_<step>.json, heldout_<step>.json, finetune_<step>.json,
 first probe, read by the rest: train/view_cache.py), `extract.json`, `study.json`, `results.json`.
 
 How long (docs/results.md, "How long it takes", 2 cores): a seed measured at 40 min in one pool
-on a busy machine (35 without pauses: five runs 30 min, 16 probes 10), so ~2.8-3.3 h for the
+on a busy machine (35 without pauses: five runs 30 min, 16 probes 10), so ~2.9-3.5 h for the
 default 5 seeds with the corpus extracted; extraction ~33 min once. Since stop 14 every run,
 held-out loss and probe of every seed goes through one pool of max(`parallel_runs`,
 `probe_workers`) one-thread processes on the CPU, each job as soon as what it reads is on disk
