@@ -45,7 +45,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = TrainConfig.from_dict(ckpt["config"])
-    path = Path(shards) if shards else resolve_shards(cfg.shards)
+    path = heldout_shards(ckpt, shards)
     mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
     norm = target.norm(cfg.target_norm)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
@@ -81,6 +81,11 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     return {"loss": loss, "predict0": zero, "ratio": loss / zero, "predict_mean": best,
             "ratio_mean": loss / best if best > 0 else float("inf"), "clips": clips, "split": split,
             "step": int(ckpt["step"])}
+
+
+def heldout_shards(ckpt: dict, shards: str | Path | None = None) -> Path:
+    """The shard set a held-out loss reads: `shards`, else the one the checkpoint trained on."""
+    return Path(shards) if shards else resolve_shards(TrainConfig.from_dict(ckpt["config"]).shards)
 
 
 def best_constant(quads: list[tuple[int, float, torch.Tensor, torch.Tensor]], folds: int = 2) -> float:
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not Path(args.checkpoint).is_file():
         raise CliError(f"no checkpoint at {args.checkpoint}")
     ckpt = load_checkpoint(args.checkpoint)
-    check_sources(Path(args.shards) if args.shards else resolve_shards(ckpt["config"]["shards"]), args.source_root)
+    check_sources(heldout_shards(ckpt, args.shards), args.source_root)
     result = heldout_loss(ckpt, args.shards, args.split, args.clips, args.batch_size, args.seed,
                           source_root=args.source_root or None)
     print(f"step {result['step']}: held-out loss {result['loss']:.4f}, predict-0 {result['predict0']:.4f}, "

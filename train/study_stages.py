@@ -355,7 +355,7 @@ def seed_chains(cfg: StudyConfig, seed: int, progress: Progress, log, workers: i
 
         def train() -> list[Job]:
             left = [s for s in cfg.stops() if not (run / f"ckpt_{s}.pt").exists()]
-            units = cfg.steps - (max(set(cfg.stops()) - set(left)) if len(left) < len(cfg.stops()) else 0)
+            units = cfg.steps - max((s for s in cfg.stops() if s not in left), default=0)
             progress.done("train", cfg.steps - units, None)
             if not left:
                 return []
