@@ -78,16 +78,17 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-class _Walls:
+class Walls:
     """Wall seconds per (walls stage, seed): every interval shared among the jobs running in it."""
 
-    def __init__(self):
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
         self.seconds: dict[tuple[str, int], float] = defaultdict(float)
         self.running: list[Job] = []
-        self.t = time.perf_counter()
+        self.t = clock()
 
     def tick(self) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         for job in self.running:
             self.seconds[(WALL_STAGE[job.stage], job.seed)] += (now - self.t) / len(self.running)
         self.t = now
@@ -106,7 +107,7 @@ def run_chains(chains: list[Chain], workers: int, progress, record: Callable[[st
     each (in this process, one at a time, when `workers` <= 1). After each job, `record(walls
     stage, seed, seconds)` gets the wall time spent since the last call (so a killed study keeps
     what it recorded)."""
-    walls = _Walls()
+    walls = Walls()
     chains = [c for c in chains if not c.over]
 
     def next_job() -> tuple[Chain, Job] | None:
