@@ -127,9 +127,11 @@ def decode_gray(rows: np.ndarray) -> np.ndarray:
 def track(flow: np.ndarray, homography: np.ndarray, first: int, starts: np.ndarray, num_frames: int,
           height: int, width: int, traj_len: int, flow_stride: int,
           rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None,
+          cells: tuple[np.ndarray, np.ndarray] | None = None,
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Trajectories of the cell-centre points of frames `starts` (S,), on cells rows x cols
-    (default: all).
+    (default: all), or with `cells` = (row indices, column indices) on their outer product
+    only (a loader's resampled grid: the same points' tracks, each independent of the others).
 
     flow (K, h, w, 2) px and homography (K, 3, 3) hold stored pairs first .. first + K - 1,
     which must cover every pair s + l < num_frames - 1 the starts use. Returns traj
@@ -138,15 +140,17 @@ def track(flow: np.ndarray, homography: np.ndarray, first: int, starts: np.ndarr
     `shards.tracks.positions` rebuilds them). A step is invalid (and 0) once the point has
     left [0, W-1] x [0, H-1] or frame s + l + 1 does not exist.
     """
-    r0, r1 = rows if rows is not None else (0, height // CELL)
-    c0, c1 = cols if cols is not None else (0, width // CELL)
+    if cells is None:
+        r0, r1 = rows if rows is not None else (0, height // CELL)
+        c0, c1 = cols if cols is not None else (0, width // CELL)
+        cells = (np.arange(r0, r1), np.arange(c0, c1))
     s = np.asarray(starts, np.intp)
-    shape = (len(s), r1 - r0, c1 - c0)
+    shape = (len(s), len(cells[0]), len(cells[1]))
     traj = np.zeros(shape + (traj_len, 2), np.float32)
     valid = np.zeros(shape + (traj_len,), bool)
     pos = np.empty(shape + (traj_len + 1, 2), np.float32)
     half = (CELL - 1) / 2
-    ys, xs = np.mgrid[r0:r1, c0:c1].astype(np.float64)
+    ys, xs = np.meshgrid(np.asarray(cells[0], np.float64), np.asarray(cells[1], np.float64), indexing="ij")
     p = np.broadcast_to(np.stack([CELL * xs + half, CELL * ys + half], -1), shape + (2,)).copy()
     pos[..., 0, :] = p
     if len(s) == 0 or len(flow) == 0:

@@ -303,10 +303,11 @@ class Video:
 
     def tracks(self, starts: np.ndarray, rows: tuple[int, int] | None = None,
                cols: tuple[int, int] | None = None, traj_len: int = 0,
+               cells: tuple[np.ndarray, np.ndarray] | None = None,
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(traj, traj_valid, positions) of the points starting at frames `starts` (sorted
-        unique ints) on cells rows x cols (default all): `shards.derived.track` on the stored
-        flow. `traj_len` steps (0 = attrs["traj_len"]): schema 3 tracks any length; a schema-2
+        unique ints) on cells rows x cols (default all), or on the outer product of `cells` =
+        (row indices, column indices): `shards.derived.track` on the stored flow. `traj_len` steps (0 = attrs["traj_len"]): schema 3 tracks any length; a schema-2
         set stores attrs["traj_len"] steps, so a shorter length is its stored steps cut, and a
         longer one a ValueError. A loader asks for traj and traj_valid of the same starts: the
         last result is kept."""
@@ -315,7 +316,10 @@ class Video:
         a = self.attrs
         n, stored_len, height, width = (int(a[k]) for k in ("num_frames", "traj_len", "height", "width"))
         traj_len = int(traj_len) or stored_len
-        key = (tuple(int(s) for s in starts), rows, cols, traj_len)
+        if cells is not None:
+            cells = tuple(np.asarray(c, np.intp) for c in cells)
+        key = (tuple(int(s) for s in starts), rows, cols, traj_len,
+               None if cells is None else tuple(tuple(c.tolist()) for c in cells))
         if self._tracks is not None and self._tracks[0] == key:
             return self._tracks[1]
         starts = np.asarray(key[0], np.intp)
@@ -330,16 +334,19 @@ class Video:
             pos = np.concatenate([positions(traj[k:k + 1], valid[k:k + 1], hom[s:s + traj_len])
                                   for k, s in enumerate(starts)]) if len(starts) else \
                 np.zeros(traj.shape[:-2] + (traj_len + 1, 2), np.float32)
-            r = rows or (0, traj.shape[1])
-            c = cols or (0, traj.shape[2])
-            box = (slice(None), slice(*r), slice(*c))
-            out = traj[box], valid[box], pos[box]
+            if cells is not None:
+                out = tuple(a[:, cells[0]][:, :, cells[1]] for a in (traj, valid, pos))
+            else:
+                r = rows or (0, traj.shape[1])
+                c = cols or (0, traj.shape[2])
+                box = (slice(None), slice(*r), slice(*c))
+                out = traj[box], valid[box], pos[box]
         else:
             lo = int(starts.min()) if len(starts) else 0
             hi = min(int(starts.max()) + traj_len, n - 1) if len(starts) else 0
             flow = self["flow"][lo:hi] if hi > lo else np.zeros((0, 1, 1, 2), np.float32)
             hom = self["homography"][lo:hi] if hi > lo else np.zeros((0, 3, 3), np.float32)
-            out = track(flow, hom, lo, starts, n, height, width, traj_len, int(a["flow_stride"]), rows, cols)
+            out = track(flow, hom, lo, starts, n, height, width, traj_len, int(a["flow_stride"]), rows, cols, cells)
         self._tracks = (key, out)
         return out
 

@@ -83,6 +83,11 @@ def test_track_uniform_flow_with_a_pan():
     np.testing.assert_array_equal(box, traj[:, 1:3, 2:5])
     np.testing.assert_array_equal(box_valid, valid[:, 1:3, 2:5])
     np.testing.assert_array_equal(box_pos, pos[:, 1:3, 2:5])
+    # a loader's resampled grid (`cells`): the picked points' tracks, bit for bit
+    r, c = np.array([0, 2, 3]), np.array([1, 2, 6, 7])
+    got = track(flow, hom, 0, starts, T, H, W, L, stride, cells=(r, c))
+    for g, want in zip(got, (traj, valid, pos)):
+        np.testing.assert_array_equal(g, want[:, r][:, :, c])
 
 
 @pytest.mark.parametrize("fmt", ["zarr", "hdf5"])
@@ -193,6 +198,10 @@ def test_a_schema2_set_is_read_as_stored(tmp_path):
     t2, valid2, _ = v.tracks(np.array([1, 5]), traj_len=2)  # a shorter length: the stored steps cut
     np.testing.assert_array_equal(t2, stored("traj", traj)[[1, 5]][..., :2, :])
     np.testing.assert_array_equal(valid2, valid[[1, 5]][..., :2])
+    r, c = np.array([1, 2, 5]), np.array([0, 3])
+    t3, valid3, _ = v.tracks(np.array([1, 5]), traj_len=2, cells=(r, c))  # picked cells of the stored steps
+    np.testing.assert_array_equal(t3, t2[:, r][:, :, c])
+    np.testing.assert_array_equal(valid3, valid2[:, r][:, :, c])
     with pytest.raises(ValueError, match="stores 4 trajectory steps, 7 asked"):
         v.tracks(np.array([1]), traj_len=7)
     box = v.hog_box(np.array([2, 3]), (1, 4), (2, 5))
@@ -217,3 +226,7 @@ def test_bilinear_sample_equals_the_fancy_index_formula():
     want = ((flat[i00] * (1 - fx) + flat[i00 + 1] * fx) * (1 - fy)
             + (flat[i00 + 9] * (1 - fx) + flat[i00 + 10] * fx) * fy)
     np.testing.assert_array_equal(bilinear_sample(field, frame, p), want)
+    # float32 weights and sums (the loader's HOG along tracks): within float32 rounding
+    fast = bilinear_sample(field, frame, p, np.float32)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, want, rtol=1e-6, atol=1e-6)
