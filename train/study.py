@@ -20,9 +20,11 @@ The data flow, each stage skipped where its output exists (a killed study resume
    (`train/configs/study.yaml`); each run stops at every checkpoint fraction of the budget
    (`stop_at`, the schedule fixed by `max_steps`), copies `checkpoint.pt` to `ckpt_<step>.pt`,
    and resumes from it (exact resume: the same clips and masks as one uninterrupted run);
-3. **held-out loss** of the last checkpoint of every run (`train/heldout.py`): its masked loss on
-   `heldout_clips` val clips (fixed seed: the same clips and masks for every run of a method)
-   against predicting 0; the gate is `<= gate` (0.8) x predict-0 on every seed;
+3. **held-out loss** of every kept checkpoint of every run (`train/heldout.py`): its masked loss
+   on `heldout_clips` val clips (fixed seed: the same clips and masks for every run of a method)
+   against the best constant (predict-0 for normalized targets); the gate is `<= gate` (0.8) of
+   it at the last checkpoint on every seed, and the ratio's fall along the run, extrapolated on
+   ln(steps), says roughly what budget the gate would need;
 4. **probe** every kept checkpoint, and a random-init encoder of the same geometry per seed,
    with `train.evaluate.linear_probe` on the val split: the layout-preserving pool
    (`probe_pool`) and the token mean, L2 by cross-validation on the train split, a 95 %
@@ -74,7 +76,7 @@ from train.study_pool import run_chains  # noqa: E402
 from train.study_stages import (Progress, add_wall, cpu_workers, extract, seed_chains, stage_walls,  # noqa: E402
                                 write_json)
 from train.study_report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
-from train.study_stats import gate, mean_std, paired, stable, unpaired_se  # noqa: E402
+from train.study_stats import gate, mean_std, paired, stable, steps_to_reach, unpaired_se  # noqa: E402
 
 DEFAULT_CONFIG = REPO_ROOT / "train" / "configs" / "study.yaml"
 DEFAULT_OUT = "runs/study"
@@ -255,6 +257,12 @@ def _probe_rows(results: list[dict]) -> dict:
     return rows
 
 
+def _ratio(heldout: dict) -> float:
+    """The gate's ratio of a heldout_<step>.json: against the best constant (against predict-0
+    in files from before the best constant was recorded)."""
+    return heldout.get("ratio_mean", heldout["ratio"])
+
+
 def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
     """Everything the runs, probes and held-out losses left on disk -> the study's results dict (JSON-ready)."""
     base = cfg.base_train()
@@ -295,18 +303,25 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                 total += json.loads((run / f"train_{s}.json").read_text())["seconds"]
             run_seconds.append(total)
             pretrain_sum[seed] += total
+            heldout_sum[seed] += sum(json.loads((run / f"heldout_{s}.json").read_text())["seconds"]
+                                     for s in stops if (run / f"heldout_{s}.json").exists())
             h = json.loads((run / f"heldout_{cfg.steps}.json").read_text())
-            heldout_sum[seed] += h["seconds"]
             # the gate's baseline: the best constant per target channel (predict-0 for per-token
             # normalized targets; for MME's HOG part, not centred, the HOG's mean)
             held.append({"seed": seed, **{k: h[k] for k in ("loss", "predict0", "clips")},
                          "predict_mean": h.get("predict_mean", h["predict0"]),
-                         "ratio": h.get("ratio_mean", h["ratio"])})
+                         "ratio": _ratio(h)})
             curve = _loss_curve(run)
             if curve:
                 losses.append({"seed": seed, "first": curve[0]["loss"], "last": curve[-1]["loss"],
                                "min": min(r["loss"] for r in curve),
                                "curve": [[r["step"], round(r["loss"], 5)] for r in curve]})
+        # the ratio at every checkpoint, where every seed has it (a study from before stop 15: the last only)
+        by_step = {}
+        for s in stops:
+            files = [cfg.run_dir(method, seed) / f"heldout_{s}.json" for seed in cfg.seeds]
+            if all(f.exists() for f in files):
+                by_step[str(s)] = mean_std([_ratio(json.loads(f.read_text())) for f in files])
         mask, target = method.split("+")
         methods[method] = {
             "paper": METHODS[method], "mask": mask, "target": target,
@@ -315,6 +330,8 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                              "per_seed": {str(p["seed"]): {how: x["top1"] for how, x in p["probes"].items()}
                                           for p in probes[s]}} for s in stops],
             "heldout": {"per_seed": held, "ratio": mean_std([h["ratio"] for h in held]),
+                        "by_step": by_step, "gate_steps": steps_to_reach(
+                            [int(s) for s in by_step], [r["mean"] for r in by_step.values()], cfg.gate),
                         "predict0": mean_std([h["predict0"] for h in held]),
                         "predict_mean": mean_std([h["predict_mean"] for h in held]),
                         "gate": gate([h["ratio"] for h in held], cfg.gate)},
@@ -414,7 +431,7 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
     extract_record = extract(cfg, log)
     stops = cfg.stops()
     runs = len(cfg.seeds) * len(cfg.methods)
-    progress = Progress({"train": runs * cfg.steps, "heldout": runs,
+    progress = Progress({"train": runs * cfg.steps, "heldout": runs * len(stops),
                          "probe": len(cfg.seeds) * (len(cfg.methods) * len(stops) + 1),
                          "finetune": len(cfg.seeds) * (len(cfg.methods) + 1) if cfg.finetunes else 0}, log)
     # every run, held-out loss, probe and fine-tune of every seed in one pool (train/study_pool.py),

@@ -223,6 +223,23 @@ def report_section(results: dict, images: dict[str, str]) -> str:
         lines.append(row(f"`{name}`", m["paper"], m["mask_ratio"], f"{h['predict0']['mean']:.3f}",
                          f"{best['mean']:.3f}", format_interval(h["ratio"]), f"{h['gate']['worst']:.3f}",
                          f"**{h['gate']['verdict']}**"))
+    curves = {name: m["heldout"] for name, m in results["methods"].items() if len(m["heldout"].get("by_step", {})) > 1}
+    if curves:
+        steps = list(next(iter(curves.values()))["by_step"])
+        lines += [
+            "",
+            f"Along the runs (mean over seeds), and the steps at which a line of the ratio against "
+            f"ln(steps) through these points reaches {results['gate']}: a rough extrapolation of the "
+            "budget the gate would need at this batch size (a curve that bends either way moves it by "
+            "orders of magnitude).",
+            "",
+            row("method", *(f"ratio at {s} steps" for s in steps), f"steps to {results['gate']} (extrapolated)"),
+            "|---|" + "---|" * (len(steps) + 1),
+        ]
+        for name, h in curves.items():
+            reach = h.get("gate_steps")
+            lines.append(row(f"`{name}`", *(f"{h['by_step'][s]['mean']:.3f}" for s in steps),
+                             "never (not falling)" if reach is None else f"~{reach:.1e}"))
     lines += [
         "",
         "### Linear probe top-1 (val)",

@@ -328,7 +328,7 @@ def seed_chains(cfg: StudyConfig, seed: int, progress: Progress, log, workers: i
     random init. A run's chain: pretrain; then its held-out loss, its last checkpoint's probe (L2
     by cross-validation) and fine-tune side by side; then its earlier checkpoints' probes with the
     L2 the last one chose, per pool (one probe along a run's curve, and the cross-validation, most
-    of a probe's CPU time, once per run). Work whose output exists is counted done, not redone.
+    of a probe's CPU time, once per run), and their held-out losses. Work whose output exists is counted done, not redone.
     `workers` > 1: the jobs run in one-thread worker processes (no loader workers)."""
     parallel = workers > 1
     options = probe_options(cfg, parallel)
@@ -380,9 +380,16 @@ def seed_chains(cfg: StudyConfig, seed: int, progress: Progress, log, workers: i
         def earlier() -> list[Job]:
             chosen = {how: p["weight_decay"]
                       for how, p in json.loads((run / f"probe_{cfg.steps}.json").read_text())["probes"].items()}
-            return [probe(str(run / f"ckpt_{stop}.pt"), run / f"probe_{stop}.json", f"{m} seed {seed} step {stop}",
-                          chosen, {})
-                    for stop in cfg.stops() if stop != cfg.steps and todo("probe", run / f"probe_{stop}.json")]
+            jobs = []
+            for stop in cfg.stops()[:-1]:
+                what, ckpt = f"{m} seed {seed} step {stop}", run / f"ckpt_{stop}.pt"
+                if todo("probe", run / f"probe_{stop}.json"):
+                    jobs.append(probe(str(ckpt), run / f"probe_{stop}.json", what, chosen, {}))
+                # the held-out loss along the run too (a few seconds): how fast the gate's ratio falls
+                if todo("heldout", dest := run / f"heldout_{stop}.json"):
+                    jobs.append(Job(f"held-out loss {what}", "heldout", seed, 1, heldout_job, (cfg, ckpt, dest),
+                                    done=lambda r, w=what: log(f"held-out loss {w}\n{heldout_line(cfg, r)}")))
+            return jobs
 
         return Chain([train, after, earlier])
 

@@ -95,6 +95,18 @@ def gate(ratios: list[float], threshold: float = 0.8) -> dict:
             "verdict": "PASS" if worst <= threshold else "FAIL"}
 
 
+def steps_to_reach(steps: list[int], ratios: list[float], target: float) -> float | None:
+    """Pretraining steps at which the least-squares line of the held-out ratio against ln(steps)
+    reaches `target`: a rough extrapolation of the budget the gate needs (a curve bending either
+    way moves it by orders of magnitude). None with fewer than 2 points or a line that does not fall."""
+    if len(steps) < 2:
+        return None
+    slope, intercept = np.polyfit(np.log(np.asarray(steps, float)), np.asarray(ratios, float), 1)
+    if slope >= 0:
+        return None
+    return float(math.exp((target - intercept) / slope))
+
+
 def stable(std: float, n: int, threshold: float) -> bool:
     """Whether a fine-tuned top-1 is reported: at least 2 seeds and a std over them below `threshold`."""
     return n > 1 and std < threshold

@@ -9,7 +9,7 @@ import pytest
 from train import study
 from train.study import METHODS, StudyConfig
 from train.study_report import BEGIN, END, FINETUNE_PLOT_NAME, LOSS_PLOT_NAME, PLOT_NAME, SEEDS_PLOT_NAME
-from train.study_stats import gate, mean_std, noise_words, paired, stable, t975, unpaired_se
+from train.study_stats import gate, mean_std, noise_words, paired, stable, steps_to_reach, t975, unpaired_se
 
 
 @pytest.fixture
@@ -47,6 +47,7 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
                 assert p["weight_decay"] == [0.1, 0.1]          # --tiny: a fixed L2, no cross-validation
         h = m["heldout"]
         assert [x["seed"] for x in h["per_seed"]] == [0, 1] and all(x["clips"] == 8 for x in h["per_seed"])
+        assert list(h["by_step"]) == ["2", "4"] and h["by_step"]["4"] == h["ratio"]   # the ratio along the run
         assert h["gate"]["verdict"] == ("PASS" if h["gate"]["worst"] <= 0.8 else "FAIL")
         assert m["loss"] and all(x["first"] > 0 for x in m["loss"])
     # the held-out loss of 4 steps is not below predicting 0: the gate says so
@@ -78,6 +79,7 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
     text = report.read_text()
     assert BEGIN in text and END in text and all(f"`{m}`" in text for m in study.TINY["methods"])
     assert "random init" in text and saved["command"] in text and "**FAIL**" in text
+    assert "| ratio at 2 steps | ratio at 4 steps | steps to 0.8 (extrapolated) |" in text
     assert "`mgm+pixel` - `tube+pixel`" in text and "### Fine-tuning" in text
     for name in (PLOT_NAME, SEEDS_PLOT_NAME, LOSS_PLOT_NAME, FINETUNE_PLOT_NAME):
         assert (out / "images" / name).stat().st_size > 1000 and f"images/{name}" in text
@@ -222,6 +224,15 @@ def test_gate_verdict_and_stability():
     v = unpaired_se([0.30, 0.32, 0.34], [0.20, 0.22, 0.24])
     assert v["diff"] == pytest.approx(0.10) and v["se"] == pytest.approx((2 * 0.0004 / 3) ** 0.5)
     assert v["z"] == pytest.approx(0.10 / (2 * 0.0004 / 3) ** 0.5)
+
+
+def test_steps_to_reach_extrapolates_on_log_steps():
+    # ratio = 1.0 - 0.02 ln(steps / 250): 0.8 at 250 e^10 steps
+    steps = [250, 500, 1000]
+    ratios = [1.0 - 0.02 * np.log(s / 250) for s in steps]
+    assert steps_to_reach(steps, ratios, 0.8) == pytest.approx(250 * np.exp(10), rel=1e-6)
+    assert steps_to_reach(steps, [0.9, 0.9, 0.91], 0.8) is None     # not falling: never
+    assert steps_to_reach([1000], [0.9], 0.8) is None                  # one point: no line
 
 
 
