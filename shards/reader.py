@@ -307,9 +307,10 @@ class Video:
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(traj, traj_valid, positions) of the points starting at frames `starts` (sorted
         unique ints) on cells rows x cols (default all), or on the outer product of `cells` =
-        (row indices, column indices): `shards.derived.track` on the stored flow. `traj_len` steps (0 = attrs["traj_len"]): schema 3 tracks any length; a schema-2
-        set stores attrs["traj_len"] steps, so a shorter length is its stored steps cut, and a
-        longer one a ValueError. A loader asks for traj and traj_valid of the same starts: the
+        (row indices, column indices): `shards.derived.track` on the stored flow. `traj_len`
+        steps (0 = attrs["traj_len"]): schema 3 tracks any length; a schema-2 set stores
+        attrs["traj_len"] steps, so a shorter length is its stored steps cut, and a longer one a
+        ValueError. A loader asks for traj and traj_valid of the same starts: the
         last result is kept."""
         from .derived import track
 

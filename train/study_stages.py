@@ -328,7 +328,8 @@ def seed_chains(cfg: StudyConfig, seed: int, progress: Progress, log, workers: i
     random init. A run's chain: pretrain; then its held-out loss, its last checkpoint's probe (L2
     by cross-validation) and fine-tune side by side; then its earlier checkpoints' probes with the
     L2 the last one chose, per pool (one probe along a run's curve, and the cross-validation, most
-    of a probe's CPU time, once per run), and their held-out losses. Work whose output exists is counted done, not redone.
+    of a probe's CPU time, once per run), and their held-out losses. Work whose output exists is
+    counted done, not redone.
     `workers` > 1: the jobs run in one-thread worker processes (no loader workers)."""
     parallel = workers > 1
     options = probe_options(cfg, parallel)
