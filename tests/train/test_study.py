@@ -88,8 +88,8 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
     # around the generated section (the discussion) survives
     report.write_text(text + "\n## Discussion\n\nwritten by hand\n")
     before = outputs(out)
-    # 3 methods x 2 seeds x (2 stops x (ckpt + probe) + held-out + fine-tune) + 2 x random (probe + fine-tune)
-    assert len(before) == 3 * 2 * (2 * 2 + 2) + 2 * 2
+    # 3 methods x 2 seeds x (2 stops x (ckpt + probe + held-out) + fine-tune) + 2 x random (probe + fine-tune)
+    assert len(before) == 3 * 2 * (2 * 3 + 1) + 2 * 2
     study.main(["--tiny", "--out", str(out), "--finetune-steps", "2"])
     assert outputs(out) == before
     again = report.read_text()
