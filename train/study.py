@@ -42,12 +42,12 @@ train_<step>.json, probe_<step>.json, heldout_<step>.json, finetune_<step>.json,
 `random/seed<k>/{probe,finetune}.json`, `view_cache/` (the probes' views as uint8, decoded by the
 first probe, read by the rest: train/view_cache.py), `extract.json`, `study.json`, `results.json`.
 
-How long (docs/results.md, "How long it takes", 2 cores): a seed measured at 40 min in one pool
-on a busy machine (35 without pauses: five runs 30 min, 16 probes 10), so ~2.9-3.5 h for the
-default 5 seeds with the corpus extracted; extraction ~33 min once. Since stop 14 every run,
-held-out loss and probe of every seed goes through one pool of max(`parallel_runs`,
-`probe_workers`) one-thread processes on the CPU, each job as soon as what it reads is on disk
-(train/study_pool.py); on a GPU, one at a time in this process.
+How long (docs/results.md, "How long it takes", 2 cores): a seed measured at 30.5 min in one pool
+on a quiet machine (five runs 23.6 min, 16 probes 6.7; 40-43 min on a busy one) and the corpus's
+extraction at ~14 min with 2 workers, so ~2.8 h for the default 5 seeds from nothing. Since
+stop 14 every run, held-out loss and probe of every seed goes through one pool of
+max(`parallel_runs`, `probe_workers`) one-thread processes on the CPU, each job as soon as what
+it reads is on disk (train/study_pool.py); on a GPU, one at a time in this process.
 
 Here: the settings (`StudyConfig`), the order of the stages, collecting their results, the
 CLI. The stages themselves: `train/study_stages.py`; the report and plots, pure functions of
@@ -290,6 +290,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
     heldout_sum = dict.fromkeys(cfg.seeds, 0.0)
     for method in cfg.methods:
         probes = {s: [] for s in stops}
+        ratios = {s: [] for s in stops}  # the gate's ratio at each checkpoint, per seed that has it
         losses, run_seconds, held = [], [], []
         for seed in cfg.seeds:
             run = cfg.run_dir(method, seed)
@@ -303,9 +304,12 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                 total += json.loads((run / f"train_{s}.json").read_text())["seconds"]
             run_seconds.append(total)
             pretrain_sum[seed] += total
-            heldout_sum[seed] += sum(json.loads((run / f"heldout_{s}.json").read_text())["seconds"]
-                                     for s in stops if (run / f"heldout_{s}.json").exists())
-            h = json.loads((run / f"heldout_{cfg.steps}.json").read_text())
+            heldouts = {s: json.loads((run / f"heldout_{s}.json").read_text())
+                        for s in stops if s == cfg.steps or (run / f"heldout_{s}.json").exists()}
+            for s, x in heldouts.items():
+                heldout_sum[seed] += x["seconds"]
+                ratios[s].append(_ratio(x))
+            h = heldouts[cfg.steps]
             # the gate's baseline: the best constant per target channel (predict-0 for per-token
             # normalized targets; for MME's HOG part, not centred, the HOG's mean)
             held.append({"seed": seed, **{k: h[k] for k in ("loss", "predict0", "clips")},
@@ -317,11 +321,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                                "min": min(r["loss"] for r in curve),
                                "curve": [[r["step"], round(r["loss"], 5)] for r in curve]})
         # the ratio at every checkpoint, where every seed has it (a study from before stop 15: the last only)
-        by_step = {}
-        for s in stops:
-            files = [cfg.run_dir(method, seed) / f"heldout_{s}.json" for seed in cfg.seeds]
-            if all(f.exists() for f in files):
-                by_step[str(s)] = mean_std([_ratio(json.loads(f.read_text())) for f in files])
+        by_step = {str(s): mean_std(r) for s, r in ratios.items() if len(r) == len(cfg.seeds)}
         mask, target = method.split("+")
         methods[method] = {
             "paper": METHODS[method], "mask": mask, "target": target,

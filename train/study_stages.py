@@ -345,6 +345,10 @@ def seed_chains(cfg: StudyConfig, seed: int, progress: Progress, log, workers: i
         return Job(f"probe {what}", "probe", seed, 1, run_probe, (options, job),
                    done=lambda r, w=what: log(f"probed {w}\n{probe_line(r)}"))
 
+    def heldout(checkpoint: Path, dest: Path, what: str) -> Job:
+        return Job(f"held-out loss {what}", "heldout", seed, 1, heldout_job, (cfg, checkpoint, dest),
+                   done=lambda r, w=what: log(f"held-out loss {w}\n{heldout_line(cfg, r)}"))
+
     def finetune(checkpoint: str, dest: Path, what: str, extra: dict) -> Job:
         extra = {**extra, **({"num_workers": 0} if parallel else {})}
         return Job(f"fine-tune {what}", "finetune", seed, 1, finetune_job, (cfg, checkpoint, dest, extra),
@@ -368,10 +372,8 @@ def seed_chains(cfg: StudyConfig, seed: int, progress: Progress, log, workers: i
         def after() -> list[Job]:
             what = f"{m} seed {seed} step {cfg.steps}"
             jobs = []
-            dest = run / f"heldout_{cfg.steps}.json"
-            if todo("heldout", dest):
-                jobs.append(Job(f"held-out loss {what}", "heldout", seed, 1, heldout_job, (cfg, last, dest),
-                                done=lambda r: log(f"held-out loss {what}\n{heldout_line(cfg, r)}")))
+            if todo("heldout", dest := run / f"heldout_{cfg.steps}.json"):
+                jobs.append(heldout(last, dest, what))
             if todo("probe", run / f"probe_{cfg.steps}.json"):
                 jobs.append(probe(str(last), run / f"probe_{cfg.steps}.json", what, cfg.probe_wd, {}))
             if cfg.finetunes and todo("finetune", run / f"finetune_{cfg.steps}.json"):
@@ -388,8 +390,7 @@ def seed_chains(cfg: StudyConfig, seed: int, progress: Progress, log, workers: i
                     jobs.append(probe(str(ckpt), run / f"probe_{stop}.json", what, chosen, {}))
                 # the held-out loss along the run too (a few seconds): how fast the gate's ratio falls
                 if todo("heldout", dest := run / f"heldout_{stop}.json"):
-                    jobs.append(Job(f"held-out loss {what}", "heldout", seed, 1, heldout_job, (cfg, ckpt, dest),
-                                    done=lambda r, w=what: log(f"held-out loss {w}\n{heldout_line(cfg, r)}")))
+                    jobs.append(heldout(ckpt, dest, what))
             return jobs
 
         return Chain([train, after, earlier])
