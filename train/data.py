@@ -28,7 +28,11 @@ homographies multiplied (train/pair_flow.py). Repeated augmentation (`repeated_a
 one window) reads and chains once and crops per box (`read_clips_at`).
 
 Randomness: sample number g draws from `np.random.default_rng([seed, g])`, so a clip does
-not depend on the worker that loads it, and a resumed run sees the same clips.
+not depend on the worker that loads it, and a resumed run sees the same clips. The masks are
+made with the batch, in the worker that collates it (`MaskCollate`), from a generator of the
+run's seed and the batch's first sample number: the trainer's main process only moves batches
+to the device (computed there, MGM's and MGMAE's masks were the loading bottleneck on a GPU:
+docs/benchmarks.md, "The first GPU run").
 """
 from __future__ import annotations
 
@@ -45,10 +49,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from shards.schema import CELL, HOG_BINS
 from shards.tracks import bilinear_sample, reached
 
+from .masks import batch_generator, get_mask
 from .pair_flow import camera_inclusive_cells, chain_pairs
 from .skips import BATCH_KEY, READ_ERRORS
 from .targets.pixel import MEAN, STD
 
+SAMPLE = "sample"  # a clip's global sample number, while it travels to the collate (MaskCollate)
 MOTION_KEYS = ("mv", "mv_valid", "flow", "homography", "hog", "traj", "traj_valid", "traj_hog")
 
 
@@ -473,19 +479,60 @@ def collate_repeats(items: list[list[dict]]) -> dict[str, torch.Tensor]:
     return default_collate([clip for clips in items for clip in clips])
 
 
+@dataclass(frozen=True)
+class MaskCollate:
+    """Collate a batch and make its masks (`batch["mask"]`, (B,N) bool) in the loader's worker.
+
+    One generator per batch, `batch_generator(seed, g)` with g the batch's first global sample
+    number, so the masks depend on the run's seed and the step alone (not on the worker, the
+    number of workers or a resume). Batched: a mask call per batch costs MGM 1.4 and MGMAE 1.2
+    ms a 16x224 clip on one core, against 4.4 and 7.7 called clip by clip."""
+    mask: str
+    grid: tuple[int, int, int]
+    ratio: float
+    seed: int
+    repeats: int = 1
+
+    def __call__(self, items: list) -> dict[str, torch.Tensor]:
+        batch = collate_repeats(items) if self.repeats > 1 else default_collate(items)
+        first = int(batch.pop(SAMPLE)[0])
+        batch["mask"] = get_mask(self.mask)(batch, self.grid, self.ratio, batch_generator(self.seed, first))
+        return batch
+
+
+class _Tagged(Dataset):
+    """The clips of `dataset`, each carrying its global sample number to the collate."""
+
+    def __init__(self, dataset: ClipDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        clip = self.dataset[item]
+        tag = {SAMPLE: torch.tensor(item[0])}
+        return [{**c, **tag} for c in clip] if isinstance(clip, list) else {**clip, **tag}
+
+
 def make_loader(dataset: ClipDataset, batch_size: int, start_step: int = 0, seed: int = 0, rank: int = 0,
-                world: int = 1, num_workers: int = 2, pin_memory: bool = False) -> DataLoader:
+                world: int = 1, num_workers: int = 2, pin_memory: bool = False,
+                masks: MaskCollate | None = None) -> DataLoader:
     """Batches of `batch_size` clips (batch_size / repeated_aug video reads); start_step
-    counts batches already consumed by this rank."""
+    counts batches already consumed by this rank. With `masks`, every batch also holds its
+    masks (`batch["mask"]`), made in the worker that collates it."""
     repeats = getattr(dataset.spec, "repeated_aug", 1)
     if batch_size % repeats:
         raise ValueError(f"batch of {batch_size} clips is not whole videos of repeated_aug {repeats} clips")
     videos = batch_size // repeats
     sampler = ClipSampler(len(dataset), seed, start_step * videos, rank, world)
+    collate = collate_repeats if repeats > 1 else None
+    if masks is not None:
+        dataset, collate = _Tagged(dataset), masks
     return DataLoader(dataset, batch_size=videos, sampler=sampler, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=True, worker_init_fn=seed_worker,
-                      collate_fn=collate_repeats if repeats > 1 else None,
-                      prefetch_factor=4 if num_workers > 0 else None, persistent_workers=num_workers > 0)
+                      collate_fn=collate, prefetch_factor=4 if num_workers > 0 else None,
+                      persistent_workers=num_workers > 0)
 
 
 class Timer:

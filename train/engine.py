@@ -2,8 +2,9 @@
 
 Checkpoints hold tensors and plain python values only, so they load with
 `torch.load(weights_only=True)`: model, optimizer, scaler, step, config, and the RNG
-states (torch CPU/CUDA, numpy, python, the mask generator). The data position is the step:
-`train/data.py` derives every clip from (seed, global sample number).
+states (torch CPU/CUDA, numpy, python). The data position is the step: `train/data.py` derives
+every clip from (seed, global sample number), and every batch's masks from (seed, its first
+sample number), made in the loader's workers (`MaskCollate`).
 """
 from __future__ import annotations
 
@@ -22,10 +23,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from .config import TrainConfig
-from .data import ClipDataset, ClipSpec, Timer, make_loader
+from .data import ClipDataset, ClipSpec, MaskCollate, Timer, make_loader
 from .flops import hidden_tokens, peak_tflops, train_flops
 from .masks import NEEDS as MASK_NEEDS
-from .masks import get_mask
 from .runs import default_out
 from .skips import BATCH_KEY as SKIPPED
 from .skips import SkipLog
@@ -93,12 +93,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def rng_state(mask_gen: torch.Generator) -> dict:
+def rng_state() -> dict:
     state = {
         "torch": torch.get_rng_state(),
         "numpy": _numpy_state(),
         "python": _python_state(),
-        "mask": mask_gen.get_state(),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -116,22 +115,23 @@ def _python_state() -> list:
     return [version, list(internal), gauss]
 
 
-def set_rng_state(state: dict, mask_gen: torch.Generator) -> None:
+def set_rng_state(state: dict) -> None:
+    """Restore a checkpoint's RNG states. A checkpoint from before the loader made the masks also
+    holds the main process's mask generator ("mask"): not needed any more, ignored."""
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    mask_gen.set_state(state["mask"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, model, optimizer, scaler, step: int, cfg: TrainConfig, mask_gen, extra: dict) -> None:
+def save_checkpoint(path: Path, model, optimizer, scaler, step: int, cfg: TrainConfig, extra: dict) -> None:
     state = {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(), "step": step, "config": cfg.to_dict(),
-        "rng": rng_state(mask_gen), **extra,
+        "rng": rng_state(), **extra,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -186,7 +186,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     torch.manual_seed(cfg.seed + d.rank)
     np.random.seed(cfg.seed + d.rank)
     random.seed(cfg.seed + d.rank)
-    mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
+    target = get_target(cfg.target)
     norm = target.norm(cfg.target_norm)
     needs = MASK_NEEDS[cfg.mask] | target.needs
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
@@ -202,7 +202,6 @@ def train(cfg: TrainConfig, log=print) -> dict:
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr, betas=cfg.betas)
     amp = autocast_enabled(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for fp16 swaps
-    mask_gen = torch.Generator().manual_seed(cfg.seed * 1000 + d.rank)
 
     # The config states the global batch; this process runs `accum` micro-batches of `micro` clips.
     micro, accum = cfg.micro_batches(d.world)
@@ -221,7 +220,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"], mask_gen)
+        set_rng_state(ckpt["rng"])
         step = int(ckpt["step"])
         if d.main:
             log(f"resumed from {resume} at step {step}")
@@ -239,7 +238,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
             + f"; {flops_per_clip / 1e9:.1f} GFLOPs per clip (fwd+bwd, analytic); autocast bf16 {amp}; "
             f"compile {cfg.compile}; device {device_name}" + (f", peak {peak:.0f} TFLOP/s bf16" if peak else ""))
     loader = make_loader(dataset, micro, step * accum, cfg.seed, d.rank, d.world, cfg.num_workers,
-                         pin_memory=device.type == "cuda")
+                         pin_memory=device.type == "cuda",
+                         masks=MaskCollate(cfg.mask, grid, cfg.ratio, cfg.seed, cfg.repeated_aug))
     metrics = MetricsLog(out, d.main)
     skips = SkipLog(out, cfg.max_skipped_videos, d.rank, log)
     summary = {"first_loss": None, "last_loss": None, "flops_per_clip": flops_per_clip}
@@ -265,9 +265,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
             if SKIPPED in batch:
                 skips.record(batch.pop(SKIPPED), step)
             data_time += timer.lap()
-            mask = mask_fn(batch, grid, cfg.ratio, mask_gen)                    # (B,N), on CPU
             batch = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
-            mask = mask.to(device)
+            mask = batch.pop("mask")                                            # (B,N), made by the loader
             with torch.no_grad():
                 tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)  # (B,N,C)
             # DDP all-reduces gradients on the last micro-batch only
@@ -314,7 +313,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             data_time = step_time = loss_sum = 0.0
             window = 0
         if d.main and (step % cfg.save_every == 0 or step == end):
-            save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, step, cfg, mask_gen,
+            save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, step, cfg,
                             {"traj_len": dataset.traj_len, "out_dim": out_dim, "heads": [h.to_dict() for h in heads]})
     metrics.close()
     gc.unfreeze()

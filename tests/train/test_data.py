@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from shards import open_shards
-from train.data import (ClipDataset, ClipSampler, ClipSpec, crop_box, frame_indices, hflip, make_loader,
-                        read_clip, read_clip_at, read_clips_at, resample_cells)
+from train.data import (ClipDataset, ClipSampler, ClipSpec, MaskCollate, crop_box, frame_indices, hflip,
+                        make_loader, read_clip, read_clip_at, read_clips_at, resample_cells)
+from train.masks import batch_generator, get_mask
 from tests.train.conftest import FLOW_STRIDE, TRAJ_LEN, VIDEOS
 
 ALL = frozenset({"mv", "mv_valid", "flow", "homography", "hog", "traj", "traj_valid", "traj_hog"})
@@ -97,6 +98,30 @@ def test_batches_do_not_depend_on_workers(tiny_shards):
     assert set(a) == set(b)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("mask, repeats", [("tube", 1), ("mgm", 1), ("mgmae", 1), ("mgmae", 2)])
+def test_masks_are_made_with_the_batch_from_its_first_sample(tiny_shards, mask, repeats):
+    # the loader's workers make the masks (the trainer's main process only moves batches): one
+    # generator per batch from (seed, its first global sample), so the masks depend on neither
+    # the worker count nor a resume, and equal the strategy called on the collated batch
+    spec = ClipSpec(num_frames=4, sampling_rate=2, input_size=32, needs=ALL, repeated_aug=repeats)
+    ds = ClipDataset(tiny_shards, spec, seed=5)
+    grid, ratio, batch = (2, 4, 4), 0.75, 2 * repeats
+    masks = MaskCollate(mask, grid, ratio, seed=5, repeats=repeats)
+    fresh = iter(make_loader(ds, batch, seed=5, num_workers=0, masks=masks))
+    steps = [next(fresh) for _ in range(3)]
+    resumed = next(iter(make_loader(ds, batch, start_step=2, seed=5, num_workers=2, masks=masks)))
+    plain = next(iter(make_loader(ds, batch, start_step=2, seed=5, num_workers=0)))
+    assert set(resumed) == set(plain) | {"mask"}
+    for k in resumed:
+        assert torch.equal(resumed[k], steps[2][k]), k
+    first = 2 * batch // repeats           # step 2's first global sample (one rank)
+    expected = get_mask(mask)(plain, grid, ratio, batch_generator(5, first))
+    assert torch.equal(resumed["mask"], expected)
+    assert resumed["mask"].shape == (batch, 32) and resumed["mask"].dtype == torch.bool
+    assert (resumed["mask"].reshape(batch, 2, 16).sum(-1) == 12).all()   # round(0.75 * 16) per slice
+    assert not torch.equal(steps[0]["mask"], steps[1]["mask"]) or mask != "tube"
 
 
 def test_repeated_crops_read_once_equal_one_read_per_crop(tiny_shards):

@@ -41,6 +41,17 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tiny_shards, tmp_path):
     assert a["config"]["mask"] == "mgmae" and isinstance(a["config"], dict)
 
 
+def test_a_checkpoint_from_before_the_loader_made_the_masks_resumes(tiny_shards, tmp_path):
+    # checkpoints written before stop 16 also hold the main process's mask generator: ignored
+    kw = dict(mask="mgm", target="pixel", max_steps=4, warmup_steps=1, seed=1)
+    train(tiny_config(tiny_shards, tmp_path, stop_at=2, **kw), log=lambda s: None)
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT)
+    assert "mask" not in ckpt["rng"]
+    ckpt["rng"]["mask"] = torch.Generator().manual_seed(0).get_state()
+    torch.save(ckpt, tmp_path / CHECKPOINT)
+    assert train(tiny_config(tiny_shards, tmp_path, resume="auto", **kw), log=lambda s: None)["step"] == 4
+
+
 def test_non_finite_loss_stops_loudly(tiny_shards, tmp_path, monkeypatch):
     from dataclasses import replace
 

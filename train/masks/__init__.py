@@ -4,8 +4,10 @@
 
 `batch` is the collated dict of `train/data.py` (only the keys in the strategy's `NEEDS`
 are read), `grid` = (t, h, w) tokens, N = t*h*w in (t, h, w) row-major order, `ratio` the
-fraction hidden, `generator` a CPU torch.Generator (the only source of randomness, so a
-resumed run draws the same masks). Every strategy hides exactly the same number of tokens
+fraction hidden, `generator` a CPU torch.Generator (the only source of randomness). In
+training the loader's workers make the masks, one generator per batch drawn from the run's
+seed and the batch's first sample number (`batch_generator`, `train/data.py` MaskCollate),
+so a batch's masks do not depend on the worker that made it, and a resumed run draws the same. Every strategy hides exactly the same number of tokens
 in every sample (the encoder batches the visible tokens): `random` hides round(ratio*N),
 the others round(ratio*h*w) in every time slice. See docs/masks.md.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
+import numpy as np
 import torch
 
 from . import mgm, mgm_anchor, mgmae, random, tube
@@ -32,3 +35,11 @@ def get_mask(name: str) -> MaskFn:
     if name not in MASKS:
         raise KeyError(f"unknown mask {name!r}; known: {', '.join(MASKS)}")
     return MASKS[name]
+
+
+MASK_STREAM = 13  # keeps the masks' draws apart from the clips' (np.random.default_rng([seed, g]))
+
+
+def batch_generator(seed: int, first_sample: int) -> torch.Generator:
+    """The generator of the masks of the batch whose first clip is global sample `first_sample`."""
+    return torch.Generator().manual_seed(int(np.random.default_rng([seed, first_sample, MASK_STREAM]).integers(2 ** 62)))
