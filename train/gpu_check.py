@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -137,7 +138,10 @@ def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batche
         mask_seconds = time.perf_counter() - t
     finally:
         torch.set_num_threads(threads)
-    return {"workers": workers, "clips_per_s": round(batches * batch / seconds, 1),
+    rate = batches * batch / seconds
+    # what a clip costs one loader process (the main process itself with workers=0)
+    return {"workers": workers, "clips_per_s": round(rate, 1),
+            "ms_per_clip_per_worker": round(1000 * max(1, workers) / rate, 1),
             "mask_ms_per_batch": round(1000 * mask_seconds, 1)}
 
 
@@ -152,13 +156,16 @@ def check(methods: list[str], device: torch.device, shards: Path, workers: int, 
         per_gpu = -(-(batch or METHODS[name][1]) // r) * r   # whole videos under repeated augmentation
         step = step_time(cfg, per_gpu, device, steps, warmup, compile_model)
         load = loader_rate(cfg, shards, per_gpu, workers, loader_batches)
+        # workers this GPU would need at this per-clip cost (if the machine has the cores)
+        needed = math.ceil(step["clips_per_s"] * load["ms_per_clip_per_worker"] / 1000)
         results[name] = {"recipe": METHODS[name][0], "step": step, "loader": load,
-                         "keeps_up": load["clips_per_s"] >= step["clips_per_s"]}
+                         "keeps_up": load["clips_per_s"] >= step["clips_per_s"], "workers_to_keep_up": needed}
         mfu = f"{step['mfu']:.1%}" if step["mfu"] is not None else "n/a"
         log(f"{name:9s} batch {per_gpu:3d}: {step['ms_per_step']:8.1f} ms/step {step['clips_per_s']:7.1f} clips/s "
             f"{step['tflops']:7.2f} TFLOP/s MFU {mfu:>6s} | loader {load['clips_per_s']:7.1f} clips/s "
-            f"({workers} workers; the mask alone {load['mask_ms_per_batch']:.0f} ms/batch on a thread) -> "
-            + ("keeps up" if results[name]["keeps_up"] else "LOADER-BOUND"))
+            f"({workers} workers, {load['ms_per_clip_per_worker']:.0f} ms a clip each; the mask alone "
+            f"{load['mask_ms_per_batch']:.0f} ms/batch on a thread) -> "
+            + ("keeps up" if results[name]["keeps_up"] else f"LOADER-BOUND: ~{needed} workers would keep up"))
     return results
 
 

@@ -1,5 +1,8 @@
 """train/gpu_check.py runs end to end on CPU with a tiny override, so the first GPU run is not its first run."""
 import json
+import math
+
+import pytest
 
 from train.gpu_check import METHODS, main
 
@@ -14,5 +17,9 @@ def test_gpu_check_runs_on_cpu_with_a_tiny_model(tiny_shards, tmp_path, capsys):
     for name, r in summary["methods"].items():
         assert r["step"]["ms_per_step"] > 0 and r["loader"]["clips_per_s"] > 0 and r["step"]["mfu"] is None
         assert isinstance(r["keeps_up"], bool) and name in printed
+        # one process loads (workers 0): its ms a clip is the inverse of the rate
+        load = r["loader"]
+        assert load["ms_per_clip_per_worker"] == pytest.approx(1000 / load["clips_per_s"], rel=0.01, abs=0.06)  # both rounded
+        assert r["workers_to_keep_up"] == math.ceil(r["step"]["clips_per_s"] * load["ms_per_clip_per_worker"] / 1000)
     assert summary["methods"]["mgmae"]["step"]["batch"] == 4      # 2 rounded up to whole videos of 4 crops
     assert summary["methods"]["mme"]["step"]["gflops_per_clip"] > 0
