@@ -51,15 +51,20 @@ value from it, and asking for other frames / size / seed in that folder is an er
 From Python, `generate(root, SynthConfig(...))` writes a corpus of any size.
 
 Generation is idempotent like the demo corpus: only missing files are written, each
-through a hidden partial folder and an atomic rename.
+through a hidden partial folder and an atomic rename. A large missing corpus is written by
+several processes (`MOTION_MAE_SYNTH_WORKERS`, default every core; one per 64 missing videos
+at most): the same files, since each video depends only on its parameters (the study's 4096
+videos at 64 px: 30 s on 16 cores, against ~100-160 s on one).
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
+import multiprocessing
 import os
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -73,6 +78,8 @@ log = logging.getLogger(__name__)
 CLASSES = ("translate_right", "translate_left", "translate_up", "translate_down",
            "rotate_cw", "rotate_ccw", "circle", "zigzag")
 PARAMS_FILE = "generation.json"
+WORKERS_ENV = "MOTION_MAE_SYNTH_WORKERS"  # processes generating a missing corpus (default: every core)
+MIN_PER_WORKER = 64  # missing videos per extra process: a spawned one starts in ~2 s, a video takes 25-40 ms
 GENERATOR_VERSION = 1  # bump when a video's content for given parameters changes
 ENV = {"per_class": "MOTION_MAE_SYNTH_PER_CLASS", "frames": "MOTION_MAE_SYNTH_FRAMES",
        "size": "MOTION_MAE_SYNTH_SIZE", "seed": "MOTION_MAE_SYNTH_SEED", "style": "MOTION_MAE_SYNTH_STYLE"}
@@ -268,8 +275,9 @@ def _write_params(root: Path, cfg: SynthConfig) -> None:
     os.replace(f.name, root / PARAMS_FILE)
 
 
-def generate(root: str | Path, cfg: SynthConfig) -> None:
-    """Write whichever videos of `cfg` are missing from `root` and record the parameters.
+def generate(root: str | Path, cfg: SynthConfig, workers: int = 1) -> None:
+    """Write whichever videos of `cfg` are missing from `root` and record the parameters; with
+    `workers` > 1 in as many processes (at most one per MIN_PER_WORKER missing videos).
 
     Refuses a folder generated with other content parameters, or holding videos but no record.
     """
@@ -287,18 +295,42 @@ def generate(root: str | Path, cfg: SynthConfig) -> None:
     root.mkdir(parents=True, exist_ok=True)
     if old is None or old.per_class < cfg.per_class:  # first, so an interrupted run resumes with the same content
         _write_params(root, cfg)
-    todo = [v for v in videos(cfg) if not (root / v.relpath).is_file()]
+    todo = [(label, i) for label in range(len(CLASSES)) for i in range(cfg.per_class)
+            if not (root / video(cfg, label, i).relpath).is_file()]
     if not todo:
         return
-    log.info("synthetic-motion: writing %d videos into %s (%s)", len(todo), root, cfg)
+    workers = max(1, min(workers, len(todo) // MIN_PER_WORKER))
+    log.info("synthetic-motion: writing %d videos into %s (%s), %d process(es)", len(todo), root, cfg, workers)
+    if workers == 1:
+        _write(root, cfg, todo)
+        return
+    # every video is a function of (cfg, label, index): the same files whichever process writes them
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_write, [root] * workers, [cfg] * workers, [todo[k::workers] for k in range(workers)]))
+
+
+def _write(root: Path, cfg: SynthConfig, todo: list[tuple[int, int]]) -> None:
+    """Write videos (label, index) of `cfg`, each through a hidden partial folder and an atomic rename."""
     with tempfile.TemporaryDirectory(dir=root, prefix=".partial-") as partial:
-        for v in todo:
+        for label, index in todo:
+            v = video(cfg, label, index)
             (root / v.label_name).mkdir(exist_ok=True)
             os.replace(v.clip.write(partial), root / v.relpath)
 
 
 def prepare(root: Path) -> None:
-    generate(root, requested(root))
+    generate(root, requested(root), workers=_workers())
+
+
+def _workers() -> int:
+    """Processes that generate a missing corpus: MOTION_MAE_SYNTH_WORKERS, else every core."""
+    text = os.environ.get(WORKERS_ENV, "").strip()
+    if not text:
+        return os.cpu_count() or 1
+    try:
+        return max(1, int(text))
+    except ValueError:
+        raise ValueError(f"{WORKERS_ENV} must be an integer, got {text!r}") from None
 
 
 def scan(root: Path, split: str | None = None, list_file: Path | None = None) -> Listing:

@@ -119,6 +119,23 @@ def test_regenerates_only_missing_files_and_grows_in_place(tmp_path, monkeypatch
     assert len(list_videos(NAME, root=tmp_path)) == 24
 
 
+def test_several_processes_write_the_same_files(tmp_path, monkeypatch):
+    # a large missing corpus is written by several processes (one per MIN_PER_WORKER videos at
+    # most): each video depends only on its parameters, so the files are byte for byte the same
+    monkeypatch.setattr(sm, "MIN_PER_WORKER", 4)
+    small = replace(TINY, per_class=2, frames=4, height=32, width=32)
+    sm.generate(tmp_path / "one", small)
+    sm.generate(tmp_path / "two", small, workers=2)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.mp4"))
+    assert len(files) == 16 and files == sorted(p.relative_to(tmp_path / "two")
+                                                for p in (tmp_path / "two").rglob("*.mp4"))
+    assert all((tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes() for f in files)
+    assert not [p for p in (tmp_path / "two").iterdir() if p.name.startswith(".partial-")]
+    monkeypatch.setenv(sm.WORKERS_ENV, "many")
+    with pytest.raises(ValueError, match="MOTION_MAE_SYNTH_WORKERS must be an integer"):
+        sm.prepare(tmp_path / "two")
+
+
 def test_other_content_parameters_are_refused(tmp_path, monkeypatch):
     sm.generate(tmp_path, replace(TINY, frames=4, height=32, width=32, per_class=1))
     monkeypatch.setenv("MOTION_MAE_SYNTH_FRAMES", "8")
