@@ -13,8 +13,9 @@ side, as bench.loader). Single-threaded: torch and OpenCV one
 thread each. Methods run round-robin, `--rounds` rounds after one untimed warm-up round (it
 opens every video once, as a training worker does), the method order rotated each round;
 the table gives the median over rounds x clips of wall and CPU (process) ms per clip.
-The mask column: the method's mask on a batch of 8 of those clips, CPU ms per clip; it runs
-in the training loop's main process, not in the loader workers.
+The mask column: the method's mask on a batch of 8 of those clips, CPU ms per clip. Since
+stop 16 it runs in the loader's workers with the batch (`train.data.MaskCollate`), so what a
+worker spends on a clip is the read plus the mask (the budget column compares the read alone).
 
 Sides: each `--side NAME CHECKOUT SHARDS` runs in its own process that imports `shards` and
 `train` from CHECKOUT (bench/clip_worker.py), so an older checkout (`git worktree add
