@@ -396,8 +396,7 @@ class ClipDataset(Dataset):
                 try:  # substitute k > 0 draws from its own generator: still one clip per (g, k)
                     clip = self._clip(g, (index + k) % len(self.ids),
                                       np.random.default_rng([self.seed, g] + ([k] if k else [])))
-                    note = {BATCH_KEY: json.dumps(skipped)}
-                    return [{**c, **note} for c in clip] if isinstance(clip, list) else {**clip, **note}
+                    return with_keys(clip, {BATCH_KEY: json.dumps(skipped)})
                 except ShardSetChanged:
                     raise
                 except READ_ERRORS as err:
@@ -441,6 +440,11 @@ class ClipDataset(Dataset):
 
     def __getstate__(self):
         return {**self.__dict__, "_ds": None, "_videos": OrderedDict()}
+
+
+def with_keys(clip: dict | list[dict], extra: dict) -> dict | list[dict]:
+    """A sample (one clip, or a video's clips under repeated augmentation) with `extra` in each clip."""
+    return [{**c, **extra} for c in clip] if isinstance(clip, list) else {**clip, **extra}
 
 
 class ClipSampler(Sampler):
@@ -510,9 +514,7 @@ class _Tagged(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, int]):
-        clip = self.dataset[item]
-        tag = {SAMPLE: torch.tensor(item[0])}
-        return [{**c, **tag} for c in clip] if isinstance(clip, list) else {**clip, **tag}
+        return with_keys(self.dataset[item], {SAMPLE: torch.tensor(item[0])})
 
 
 def make_loader(dataset: ClipDataset, batch_size: int, start_step: int = 0, seed: int = 0, rank: int = 0,
