@@ -1,6 +1,6 @@
 """One side of `python -m bench.clips`: times clip reads with the code of one checkout.
 
-    python bench/clip_worker.py CHECKOUT SHARDS     (started by bench/clips.py, not by hand)
+    python bench/clip_worker.py CHECKOUT SHARDS [ASSEMBLE]     (started by bench/clips.py, not by hand)
 
 Imports `shards` and `train` from CHECKOUT, so an older checkout is measured with its own
 loader; it uses only what every checkout since the loader rework has (`open_shards`,
@@ -41,7 +41,7 @@ def plan(ds, clips: int, seed: int, num_frames: int, stride: int) -> list[dict]:
     return out
 
 
-def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: int) -> dict:
+def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: int, assemble: str = "loader") -> dict:
     """Every method [name, mask, target, crops, traj_len] over every clip, one method after the other in
     the given order. Videos are opened once and kept in `videos` (as a training worker does;
     opening costs ~5-10 ms). `crops` > 1 is repeated augmentation: that many crops of each
@@ -58,6 +58,11 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
     from torch.utils.data import default_collate
 
     import train.data as data
+
+    # assemble "device" (train/assemble.py, since stop 17): the worker ships JPEG bytes; only
+    # checkouts that have it are asked for it
+    how = {"assemble": assemble} if assemble != "loader" else {}
+    collate = getattr(data, "collate_clips", default_collate)
     from train.masks import MASKS, NEEDS
     from train.targets import get_target
 
@@ -68,7 +73,7 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
         if extra and "traj_len" not in data.ClipSpec.__dataclass_fields__:
             continue  # a checkout whose loader reads the shards' trajectory length only
         spec = data.ClipSpec(num_frames=len(clips[0]["idx"]), input_size=size, flip=False,
-                             needs=frozenset(NEEDS[mask] | get_target(target).needs), **extra)
+                             needs=frozenset(NEEDS[mask] | get_target(target).needs), **extra, **how)
         wall, cpu, read = [], [], []
         for c in clips:
             if c["id"] not in videos:  # the first open of a video (the warm-up round): timed on its own
@@ -86,9 +91,9 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
             cpu.append((time.process_time() - c0) / crops)
             wall.append((time.perf_counter() - w0) / crops)
             read += got
-        batch = default_collate([{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in r.items()}
-                                 for r in read[:MASK_BATCH]])
-        T = batch["video"].shape[2]
+        batch = collate([{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in r.items()}
+                         for r in read[:MASK_BATCH]])
+        T = len(clips[0]["idx"])
         grid = (T // spec.tubelet, size // 16, size // 16)
         gen = torch.Generator().manual_seed(0)
         c0 = time.process_time()
@@ -101,6 +106,7 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
 
 def main() -> None:
     checkout, path = sys.argv[1], sys.argv[2]
+    assemble = sys.argv[3] if len(sys.argv) > 3 else "loader"
     sys.path[0] = checkout                       # instead of this script's folder: that checkout's code
     answer, sys.stdout = sys.stdout, sys.stderr
     import cv2
@@ -117,7 +123,7 @@ def main() -> None:
             if cmd["op"] == "plan":
                 reply = plan(ds, cmd["clips"], cmd["seed"], cmd["num_frames"], cmd["stride"])
             else:
-                reply = one_round(ds, videos, cmd["clips"], cmd["methods"], cmd["size"])
+                reply = one_round(ds, videos, cmd["clips"], cmd["methods"], cmd["size"], assemble)
             answer.write(json.dumps(reply) + "\n")
             answer.flush()
 

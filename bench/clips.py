@@ -17,6 +17,11 @@ The mask column: the method's mask on a batch of 8 of those clips, CPU ms per cl
 stop 16 it runs in the loader's workers with the batch (`train.data.MaskCollate`), so what a
 worker spends on a clip is the read plus the mask (the budget column compares the read alone).
 
+`--device-side NAME CHECKOUT SHARDS` is a side whose clips are assembled on the training
+device (`assemble: device`, train/assemble.py): what it times is the worker's share only (the
+JPEG bytes read, the motion arrays, the grey frames MME's HOG needs); the decode, crop, resize
+and normalize it leaves to the device are not in its numbers.
+
 Sides: each `--side NAME CHECKOUT SHARDS` runs in its own process that imports `shards` and
 `train` from CHECKOUT (bench/clip_worker.py), so an older checkout (`git worktree add
 /tmp/main main`, or `git archive main | tar -x -C /tmp/main`) is measured with its own
@@ -53,9 +58,10 @@ OPEN = "_open"  # as bench.clip_worker.OPEN: the times of the videos a round ope
 class Side:
     """A worker process reading clips with one checkout's code."""
 
-    def __init__(self, name: str, checkout: str, shards: str):
+    def __init__(self, name: str, checkout: str, shards: str, assemble: str = "loader"):
         self.name, self.checkout, self.shards = name, str(Path(checkout).resolve()), shards
-        self.proc = subprocess.Popen([sys.executable, str(WORKER), self.checkout, shards], cwd=self.checkout,
+        self.assemble = assemble
+        self.proc = subprocess.Popen([sys.executable, str(WORKER), self.checkout, shards, assemble], cwd=self.checkout,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def ask(self, **cmd):
@@ -71,7 +77,7 @@ class Side:
         self.proc.wait()
 
 
-def run(sides: list[tuple[str, str, str]], clips: int, rounds: int, seed: int = 0, num_frames: int = 16,
+def run(sides: list[tuple], clips: int, rounds: int, seed: int = 0, num_frames: int = 16,
         stride: int = 4, size: int = 224) -> dict:
     """-> {"sides": {name: {"checkout", "shards", "methods": {method: {"wall_ms", "cpu_ms", "mask_cpu_ms"}}}}, ...}"""
     workers = [Side(*s) for s in sides]
@@ -107,7 +113,7 @@ def run(sides: list[tuple[str, str, str]], clips: int, rounds: int, seed: int = 
     return {"machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
             "clips": clips, "rounds": rounds, "seed": seed, "clip": f"{num_frames}x{size}x{size}, stride {stride}",
             "budget_ms": BUDGET_MS,
-            "sides": {w.name: {"checkout": w.checkout, "shards": w.shards,
+            "sides": {w.name: {"checkout": w.checkout, "shards": w.shards, "assemble": w.assemble,
                                "methods": {m: {"wall_ms": ms(s["wall"]), "cpu_ms": ms(s["cpu"]),
                                                "mask_cpu_ms": ms(s["mask_cpu"])}
                                            for m, s in samples[w.name].items()},
@@ -152,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shards", help="shard set, read by this checkout (one side named 'this')")
     p.add_argument("--side", nargs=3, action="append", metavar=("NAME", "CHECKOUT", "SHARDS"), default=[],
                    help="a side to measure; repeat for side-by-side (interleaved round by round)")
+    p.add_argument("--device-side", nargs=3, action="append", metavar=("NAME", "CHECKOUT", "SHARDS"), default=[],
+                   help="a side whose frames are assembled on the device (assemble: device): the worker's share")
     p.add_argument("--clips", type=int, default=20)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -161,10 +169,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.from_json:
         result = merge([json.loads(Path(f).read_text()) for f in a.from_json])
     else:
-        sides = [tuple(s) for s in a.side] + ([("this", str(Path(__file__).resolve().parents[1]), a.shards)]
+        sides = [tuple(s) for s in a.side] + [(*s, "device") for s in a.device_side] + ([("this", str(Path(__file__).resolve().parents[1]), a.shards)]
                                               if a.shards else [])
         if not sides:
-            p.error("give --shards SET or at least one --side NAME CHECKOUT SHARDS")
+            p.error("give --shards SET or at least one --side / --device-side NAME CHECKOUT SHARDS")
         result = run(sides, a.clips, a.rounds, a.seed)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2))

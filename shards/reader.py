@@ -267,6 +267,19 @@ class Video:
         except ValueError as e:
             raise ShardReadError(f"{self.where}: video {self.id!r} array 'frames': {e}") from e
 
+    def stores_jpeg(self) -> bool:
+        """Whether the frames are stored as JPEG rows (`jpeg_rows` can read them)."""
+        return "frames" in self._raws and self.specs["frames"].transform == "jpeg"
+
+    def jpeg_rows(self, idx: np.ndarray) -> np.ndarray:
+        """(n, N) uint8: the stored JPEG of frames `idx` (sorted unique ints), one per row,
+        zero-padded to the longest: the bytes a device decodes (train/assemble.py). A set that
+        keeps no frames (--frames none) has none: ValueError."""
+        if not self.stores_jpeg():
+            raise ValueError(f"video {self.id!r} keeps no JPEG frames (frames_storage "
+                             f"{frames_storage(self.attrs)!r}): its frames are decoded from the source video")
+        return self["frames"]._frames(np.asarray(idx, np.intp))
+
     def frames_and_gray(self, color: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(len(color), H, W, 3) RGB of frames `color` and (len(gray), H, W) luma of frames
         `gray` (each sorted unique ints) in one read of the frames source: a clip needs its own

@@ -13,6 +13,10 @@ One clip (shapes: T input frames, S = input_size, Hc = Wc = S/8 cells, t = T/tub
     traj_valid  (t,Hc,Wc,L)
     traj_hog    (t,Hc,Wc,L,9)  HOG along those trajectories
 
+With `assemble = "device"` (train/assemble.py) a clip carries, instead of `video` (and of
+`traj_hog`), its frames' stored JPEG bytes, crop box and flip (and what MME's HOG along the
+trajectories needs); the trainer decodes and finishes them on its device.
+
 Only the keys the mask and the target need are read (`needs`). Geometry: a square crop of
 the stored frames whose offsets and side are multiples of the 8 px cell, resized to S;
 every cell grid is cropped on the same cells and resampled to S/8 cells (nearest cell),
@@ -36,6 +40,7 @@ docs/benchmarks.md, "The first GPU run").
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import OrderedDict
@@ -49,6 +54,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from shards.schema import CELL, HOG_BINS
 from shards.tracks import bilinear_sample, reached
 
+from .assemble import (ASSEMBLIES, CROP, FLIP, HOG_AT, HOG_BOX, HOG_FRAME, HOG_JPEG, HOG_JPEG_LEN, JPEG, JPEG_LEN,
+                       jpeg_lengths)
 from .masks import batch_generator, get_mask
 from .pair_flow import camera_inclusive_cells, chain_pairs
 from .skips import BATCH_KEY, READ_ERRORS
@@ -77,6 +84,11 @@ class ClipSpec:
     needs: frozenset[str] = frozenset()
     repeated_aug: int = 1   # clips per video read: the same frames, each its own crop and flip (MGMAE)
     traj_len: int = 0       # steps per trajectory (MME); 0 = the shards' attrs["traj_len"]
+    assemble: str = "loader"  # "device": ship the frames' JPEG bytes, crop and flip (train/assemble.py)
+
+    def __post_init__(self):
+        if self.assemble not in ASSEMBLIES:
+            raise ValueError(f"unknown assemble {self.assemble!r}; known: {', '.join(ASSEMBLIES)}")
 
 
 def clip_traj_len(video, spec: ClipSpec) -> int:
@@ -199,7 +211,9 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
     tracks = need & {"traj", "traj_valid", "traj_hog"}
     traj_len = clip_traj_len(video, spec) if tracks else 0
     gray: dict[int, np.ndarray] = {}
-    if tracks and hasattr(video, "frames_and_gray") and video.specs["hog"].derived:
+    if spec.assemble == "device":
+        stored, gray = device_frames(video, spec, idx, uniq, inv, distinct, traj_len)
+    elif tracks and hasattr(video, "frames_and_gray") and video.specs["hog"].derived:
         # the frames the trajectories visit besides the clip's own, read with them, in grey
         # (a schema-2 set stores its hog: no frames to add)
         n_stored = int(video.attrs["num_frames"])
@@ -210,11 +224,12 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
         full = rgb if distinct else rgb[inv]
     else:
         full = at_clip_frames("frames")                                                  # (T,H,W,3)
-    if tracks or "hog" in need:
+    if (tracks or "hog" in need) and spec.assemble == "loader":
         # the clip's frames, already decoded: their luma (for HOG) costs one colour conversion
         first = np.unique(inv, return_index=True)[1]  # one clip position per stored frame
         gray.update({int(t): cv2.cvtColor(full[k], cv2.COLOR_RGB2GRAY) for t, k in zip(uniq.tolist(), first)})
-    stored = {"frames": full}
+    if spec.assemble == "loader":
+        stored = {"frames": full}
     if need & {"mv", "mv_valid"}:
         stored["mv"], stored["mv_valid"] = at_clip_frames("mv"), at_clip_frames("mv_valid")
     if need & {"flow", "homography"}:
@@ -222,12 +237,11 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
     clips = []
     for x0, y0, side in boxes:
         scale = S / side
-        frames = np.empty((len(stored["frames"]), S, S) + stored["frames"].shape[3:], stored["frames"].dtype)  # (T,S,S,3)
-        for f, dst in zip(stored["frames"], frames):  # resized in place: no stacked copy of the clip
-            made = cv2.resize(f[y0:y0 + side, x0:x0 + side], (S, S), dst=dst, interpolation=RESIZE)
-            if not np.shares_memory(made, frames):  # OpenCV allocated its own output after all
-                dst[...] = made
-        out = {"video": normalize(frames), "frame_step": np.int64(rate)}                     # (3,T,S,S)
+        if JPEG in stored:  # assembled on the training device (train/assemble.py)
+            out = {JPEG: stored[JPEG], JPEG_LEN: stored[JPEG_LEN], CROP: np.array([x0, y0, side], np.int64),
+                   "frame_step": np.int64(rate)}
+        else:
+            out = {"video": crop_resize(stored["frames"], x0, y0, side, S), "frame_step": np.int64(rate)}
         if "mv" in stored:
             out["mv"] = resample_cells(stored["mv"], x0, y0, side, cells) * np.float32(scale)
             out["mv_valid"] = resample_cells(stored["mv_valid"], x0, y0, side, cells)
@@ -237,9 +251,54 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
             out["flow"] = resample_cells(stored["flow"], x0, y0, side, cells) * np.float32(scale)
             out["homography"] = crop_homography(stored["homography"], x0, y0, scale)
         if tracks:
-            out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale, gray, traj_len))
+            deferred = stored.get("hog_frames")  # the device samples the HOG (assemble "device")
+            out.update(clip_trajectories(video, idx[::spec.tubelet], x0, y0, side, cells, scale, gray, traj_len,
+                                         deferred))
+            if deferred is not None:
+                out[HOG_JPEG], out[HOG_JPEG_LEN] = stored[HOG_JPEG], stored[HOG_JPEG_LEN]
         clips.append(out)
     return clips
+
+
+def crop_resize(stored: np.ndarray, x0: int, y0: int, side: int, S: int) -> np.ndarray:
+    """(T,H,W,3) uint8 stored frames -> the box resized to S and normalized: (3,T,S,S) float32."""
+    frames = np.empty((len(stored), S, S) + stored.shape[3:], stored.dtype)               # (T,S,S,3)
+    for f, dst in zip(stored, frames):  # resized in place: no stacked copy of the clip
+        made = cv2.resize(f[y0:y0 + side, x0:x0 + side], (S, S), dst=dst, interpolation=RESIZE)
+        if not np.shares_memory(made, frames):  # OpenCV allocated its own output after all
+            dst[...] = made
+    return normalize(frames)
+
+
+def device_frames(video, spec: ClipSpec, idx: np.ndarray, uniq: np.ndarray, inv: np.ndarray, distinct: bool,
+                  traj_len: int) -> tuple[dict, dict[int, np.ndarray]]:
+    """`assemble = "device"`: the clip frames' stored JPEG rows (T, N) and their lengths, to be
+    decoded where the model runs; for MME's trajectories, the rows of the frames they visit
+    (their HOG is computed on the device too, train/assemble.py); for the `hog` target, (frame ->
+    luma) of the clip's frames, decoded grey here. One read of the union of those frames."""
+    from shards.derived import decode_gray
+
+    grey_for = uniq if "hog" in spec.needs else np.zeros(0, np.intp)
+    visited = np.zeros(0, np.intp)
+    if spec.needs & {"traj", "traj_valid", "traj_hog"} and video.specs["hog"].derived:
+        n_stored = int(video.attrs["num_frames"])
+        visited = np.unique(np.minimum(idx[::spec.tubelet, None] + np.arange(traj_len), n_stored - 1))
+    want = np.union1d(np.union1d(uniq, grey_for), visited)
+    rows = video.jpeg_rows(want)
+    jpeg = rows[np.searchsorted(want, uniq)]
+    jpeg = jpeg if distinct else jpeg[inv]
+    out = {JPEG: jpeg, JPEG_LEN: jpeg_lengths(jpeg)}
+    if len(visited):  # the HOG along the trajectories is computed on the device too
+        hog_rows = rows[np.searchsorted(want, visited)]
+        out.update({HOG_JPEG: hog_rows, HOG_JPEG_LEN: jpeg_lengths(hog_rows), "hog_frames": visited})
+    gray: dict[int, np.ndarray] = {}
+    if len(grey_for):
+        try:
+            grey = decode_gray(rows[np.searchsorted(want, grey_for)])
+        except ValueError as e:
+            raise ValueError(f"{video.where}: video {video.id!r} array 'frames': {e}") from e
+        gray = dict(zip(grey_for.tolist(), grey))
+    return out, gray
 
 
 def stored_pair_flow(video, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +324,8 @@ def clip_hog(video, frames: np.ndarray, gray: dict[int, np.ndarray], x0: int, y0
 
 
 def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, cells: int, scale: float,
-                      gray: dict[int, np.ndarray] | None = None, traj_len: int = 0) -> dict:
+                      gray: dict[int, np.ndarray] | None = None, traj_len: int = 0,
+                      device_hog: np.ndarray | None = None) -> dict:
     """Trajectories (steps, validity, HOG along them) of the points starting at `starts`.
 
     Only what the clip uses is computed: the points of the crop's cells that `resample_cells`
@@ -274,7 +334,10 @@ def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, ce
     the frames they visit on the cells they visit (`Video.hog_box`), since shard schema 3
     derives both when read. `gray`: frame index -> (H, W) luma the caller already has (the
     clip's own frames: their HOG then needs no second read and decode). `traj_len`: steps per
-    trajectory (0 = the shards' own, `clip_traj_len`).
+    trajectory (0 = the shards' own, `clip_traj_len`). `device_hog`: the stored frames (sorted)
+    whose JPEG rows travel to the device (assemble "device"): then the HOG is not computed
+    here; what the device needs to compute and sample it comes instead (train/assemble.py:
+    the box of cells, the positions in it and the frame of each step).
     """
     n_stored = int(video.attrs["num_frames"])
     traj_len = traj_len or int(video.attrs["traj_len"])
@@ -294,6 +357,15 @@ def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, ce
     hi = np.minimum(np.floor([grid[..., 0].max(), grid[..., 1].max()]).astype(int) + 2, (wc, hc))
     lo = np.minimum(lo, hi - 1)
     hog_r, hog_c = (int(lo[1]), int(hi[1])), (int(lo[0]), int(hi[0]))
+    box_grid = grid - np.array([hog_c[0], hog_r[0]], np.float64)
+    spread_out = len(picked) < cells or not np.array_equal(inv, np.arange(len(starts)))
+    if device_hog is not None:
+        at, frame = box_grid.astype(np.float32), np.searchsorted(device_hog, frame_of)   # (S,r,c,L,2), (S,L)
+        if spread_out:
+            traj, valid, at = (a[inv][:, spread][:, :, spread] for a in (traj, valid, at))
+            frame = frame[inv]
+        return {"traj": traj * np.float32(scale), "traj_valid": valid.copy(), HOG_AT: at, HOG_FRAME: frame,
+                HOG_BOX: np.array([hog_r[0], hog_r[1], hog_c[0], hog_c[1]], np.int64)}
     known = gray or {}
     have = np.array([f in known for f in frames.tolist()], bool)
     hog = np.empty((len(frames), hog_r[1] - hog_r[0], hog_c[1] - hog_c[0], HOG_BINS), np.float32)
@@ -303,12 +375,11 @@ def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, ce
         hog[~have] = video.hog_box(frames[~have], hog_r, hog_c)
     seen = reached(valid)
     traj_hog = np.zeros(valid.shape + (HOG_BINS,), np.float32)
-    box_grid = grid - np.array([hog_c[0], hog_r[0]], np.float64)
     for l in range(traj_len):
         k = np.searchsorted(frames, frame_of[:, l])
         sample = bilinear_sample(hog, k, box_grid[..., l, :], np.float32)
         np.copyto(traj_hog[..., l, :], sample, where=seen[..., l, None])
-    if len(picked) < cells or not np.array_equal(inv, np.arange(len(starts))):
+    if spread_out:
         # repeated cells (a crop smaller than the input), or starts (a short video's last frame)
         traj, valid, traj_hog = (a[inv][:, spread][:, :, spread] for a in (traj, valid, traj_hog))
     # (`valid` copied: Video.tracks keeps its result for the next call)
@@ -317,7 +388,7 @@ def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, ce
 
 # ---- augmentation ---------------------------------------------------------------------------
 
-def hflip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def hflip(clip: dict[str, np.ndarray], width: int | None = None) -> dict[str, np.ndarray]:
     """Mirror a clip left-right, keeping every motion quantity consistent.
 
     Grids are mirrored along their width axis, x displacements negated, homographies
@@ -325,7 +396,7 @@ def hflip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     180 - a, so bin [20b, 20b+20) becomes bin 8 - b (the bin order reversed).
     """
     out = dict(clip)
-    width = clip["video"].shape[-1]
+    width = clip["video"].shape[-1] if width is None else width
     neg_x = np.array([-1, 1], np.float32)
     for key in ("mv", "flow", "traj"):
         if key in clip:
@@ -336,10 +407,15 @@ def hflip(clip: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     for key in ("hog", "traj_hog"):
         if key in clip:
             out[key] = clip[key][:, :, ::-1][..., ::-1]
+    if HOG_AT in clip:  # positions in the unflipped frames: the layout flips; the device mirrors the bins
+        out[HOG_AT] = clip[HOG_AT][:, :, ::-1]
     if "homography" in clip:
         m = np.array([[-1, 0, width - 1], [0, 1, 0], [0, 0, 1]], np.float32)
         out["homography"] = m @ clip["homography"] @ m
-    out["video"] = clip["video"][..., ::-1]
+    if "video" in clip:
+        out["video"] = clip["video"][..., ::-1]
+    else:  # assembled on the device, which flips the frames (train/assemble.py)
+        out[FLIP] = np.bool_(True)
     return out
 
 
@@ -372,6 +448,10 @@ class ClipDataset(Dataset):
         if not self.ids:
             raise ValueError(f"{path}: no videos" + (f" with split {split!r}" if split else ""))
         first = ds[self.ids[0]]
+        if spec.assemble == "device" and not first.stores_jpeg():
+            raise ValueError(f"{path}: assemble 'device' decodes the stored JPEG frames on the device, and this "
+                             f"set keeps no frames (extracted with --frames none: its clips are decoded from the "
+                             f"source videos in the loader). Train it with assemble 'loader'.")
         self.traj_len = clip_traj_len(first, spec) if "traj_len" in first.attrs else 0
         self.hog_bins = HOG_BINS
         ds.close()
@@ -417,7 +497,9 @@ class ClipDataset(Dataset):
             flips.append(self.spec.flip and rng.random() < 0.5)
         clips = []
         for clip, flip in zip(read_clips_at(video, self.spec, idx, rate, boxes), flips):
-            clip = hflip(clip) if flip else clip
+            if JPEG in clip:
+                clip[FLIP] = np.bool_(False)
+            clip = hflip(clip, self.spec.input_size) if flip else clip
             clips.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in clip.items()})
         return clips[0] if self.spec.repeated_aug == 1 else clips
 
@@ -477,10 +559,19 @@ def seed_worker(worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
-def collate_repeats(items: list[list[dict]]) -> dict[str, torch.Tensor]:
-    """Repeated augmentation: every item is a list of clips of one video -> one flat batch,
-    the clips of a video next to each other."""
-    return default_collate([clip for clips in items for clip in clips])
+def collate_clips(items: list, repeats: int = 1) -> dict[str, torch.Tensor]:
+    """A batch of clips. Repeated augmentation (repeats > 1): every item is a list of clips of
+    one video -> one flat batch, the clips of a video next to each other. JPEG rows (assemble
+    "device") are zero-padded to the batch's longest."""
+    clips = [clip for clips in items for clip in clips] if repeats > 1 else items
+    if clips and JPEG in clips[0]:
+        n = max(c[JPEG].shape[1] for c in clips)
+        clips = [{**c, JPEG: torch.nn.functional.pad(c[JPEG], (0, n - c[JPEG].shape[1]))} for c in clips]
+    if clips and HOG_JPEG in clips[0]:  # the frames trajectories visit: their count varies too (short videos)
+        f, n = max(len(c[HOG_JPEG]) for c in clips), max(c[HOG_JPEG].shape[1] for c in clips)
+        clips = [{**c, HOG_JPEG: torch.nn.functional.pad(c[HOG_JPEG], (0, n - c[HOG_JPEG].shape[1], 0, f - len(c[HOG_JPEG]))),
+                  HOG_JPEG_LEN: torch.nn.functional.pad(c[HOG_JPEG_LEN], (0, f - len(c[HOG_JPEG_LEN])))} for c in clips]
+    return default_collate(clips)
 
 
 @dataclass(frozen=True)
@@ -498,7 +589,7 @@ class MaskCollate:
     repeats: int = 1
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
-        batch = collate_repeats(items) if self.repeats > 1 else default_collate(items)
+        batch = collate_clips(items, self.repeats)
         first = int(batch.pop(SAMPLE)[0])
         batch["mask"] = get_mask(self.mask)(batch, self.grid, self.ratio, batch_generator(self.seed, first))
         return batch
@@ -528,7 +619,7 @@ def make_loader(dataset: ClipDataset, batch_size: int, start_step: int = 0, seed
         raise ValueError(f"batch of {batch_size} clips is not whole videos of repeated_aug {repeats} clips")
     videos = batch_size // repeats
     sampler = ClipSampler(len(dataset), seed, start_step * videos, rank, world)
-    collate = collate_repeats if repeats > 1 else None
+    collate = functools.partial(collate_clips, repeats=repeats)
     if masks is not None:
         dataset, collate = _Tagged(dataset), masks
     return DataLoader(dataset, batch_size=videos, sampler=sampler, num_workers=num_workers,

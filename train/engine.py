@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from .assemble import assemble
 from .config import TrainConfig
 from .data import ClipDataset, ClipSpec, MaskCollate, Timer, make_loader
 from .flops import hidden_tokens, peak_tflops, train_flops
@@ -190,7 +191,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     norm = target.norm(cfg.target_norm)
     needs = MASK_NEEDS[cfg.mask] | target.needs
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
-                    frozenset(needs), cfg.repeated_aug, cfg.traj_len)
+                    frozenset(needs), cfg.repeated_aug, cfg.traj_len, cfg.assemble)
     dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split, skip_damaged=cfg.max_skipped_videos > 0,
                           source_root=cfg.source_root or None)
     grid = cfg.grid
@@ -265,6 +266,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             if SKIPPED in batch:
                 skips.record(batch.pop(SKIPPED), step)
             data_time += timer.lap()
+            batch = assemble(batch, cfg.input_size, device)  # frames decoded here with assemble "device"
             batch = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
             mask = batch.pop("mask")                                            # (B,N), made by the loader
             with torch.no_grad():

@@ -15,6 +15,9 @@ For every method (the K400 recipes in train/configs/: VideoMAE, MGM, MGMAE, MME)
   (the clip geometry and the motion arrays that method reads, repeated augmentation
   included), the masks made in the workers as the trainer does (and, for information, the
   mask alone on one thread). The verdict "keeps up" means loader clips/s >= step clips/s.
+  With `--assemble device` the workers ship JPEG bytes and the device decodes, crops, resizes
+  and normalizes (train/assemble.py): its time per batch is measured on the device and added
+  to the step's before the verdict.
 
 The clips' source is the shard set given: the demo shards (default) are small synthetic
 videos, so their loader numbers are a floor check, not K400's; point --shards at real shards.
@@ -35,6 +38,7 @@ if __package__ in (None, ""):  # `python train/gpu_check.py` as well as `python 
 
 import torch  # noqa: E402
 
+from train.assemble import ASSEMBLIES, assemble  # noqa: E402
 from train.config import DEMO_SHARDS, TrainConfig, load_file, override, resolve_shards  # noqa: E402
 from train.data import ClipDataset, ClipSpec, MaskCollate, make_loader  # noqa: E402
 from train.engine import device_peak_tflops, param_groups  # noqa: E402
@@ -112,13 +116,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batches: int) -> dict:
+def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batches: int,
+                device: torch.device | None = None) -> dict:
     """Clips/s of the recipe's loader, masks made in its workers as the trainer does, after the
     first batch; and what the mask alone costs per batch on one thread (made in the main process,
     as before stop 16, it capped MGM at 39 and MGMAE at 61 clips/s on the H200 machine)."""
     target = get_target(cfg.target)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
-                    frozenset(MASK_NEEDS[cfg.mask] | target.needs), cfg.repeated_aug, cfg.traj_len)
+                    frozenset(MASK_NEEDS[cfg.mask] | target.needs), cfg.repeated_aug, cfg.traj_len, cfg.assemble)
     dataset = ClipDataset(shards, spec, seed=0)
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
     loader = iter(make_loader(dataset, batch, num_workers=workers,
@@ -140,9 +145,20 @@ def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batche
         torch.set_num_threads(threads)
     rate = batches * batch / seconds
     # what a clip costs one loader process (the main process itself with workers=0)
-    return {"workers": workers, "clips_per_s": round(rate, 1),
-            "ms_per_clip_per_worker": round(1000 * max(1, workers) / rate, 1),
-            "mask_ms_per_batch": round(1000 * mask_seconds, 1)}
+    out = {"workers": workers, "assemble": cfg.assemble, "clips_per_s": round(rate, 1),
+           "ms_per_clip_per_worker": round(1000 * max(1, workers) / rate, 1),
+           "mask_ms_per_batch": round(1000 * mask_seconds, 1)}
+    if cfg.assemble == "device":  # the device's share: decode, crop, resize, normalize a batch
+        device = device or torch.device("cpu")
+        times = []
+        for _ in range(4):
+            sync(device)
+            t = time.perf_counter()
+            assemble(first, cfg.input_size, device)
+            sync(device)
+            times.append(time.perf_counter() - t)
+        out["assemble_ms_per_batch"] = round(1000 * statistics.median(times[1:]), 1)
+    return out
 
 
 def check(methods: list[str], device: torch.device, shards: Path, workers: int, steps: int = 10, warmup: int = 3,
@@ -155,16 +171,22 @@ def check(methods: list[str], device: torch.device, shards: Path, workers: int, 
         r = cfg.repeated_aug
         per_gpu = -(-(batch or METHODS[name][1]) // r) * r   # whole videos under repeated augmentation
         step = step_time(cfg, per_gpu, device, steps, warmup, compile_model)
-        load = loader_rate(cfg, shards, per_gpu, workers, loader_batches)
+        load = loader_rate(cfg, shards, per_gpu, workers, loader_batches, device)
+        eats = step["clips_per_s"]
+        if "assemble_ms_per_batch" in load:  # the device assembles every batch before its step
+            eats = step["clips_per_s_with_assembly"] = round(
+                per_gpu * 1000 / (step["ms_per_step"] + load["assemble_ms_per_batch"]), 1)
         # workers this GPU would need at this per-clip cost (if the machine has the cores)
-        needed = math.ceil(step["clips_per_s"] * load["ms_per_clip_per_worker"] / 1000)
+        needed = math.ceil(eats * load["ms_per_clip_per_worker"] / 1000)
         results[name] = {"recipe": METHODS[name][0], "step": step, "loader": load,
-                         "keeps_up": load["clips_per_s"] >= step["clips_per_s"], "workers_to_keep_up": needed}
+                         "keeps_up": load["clips_per_s"] >= eats, "workers_to_keep_up": needed}
         mfu = f"{step['mfu']:.1%}" if step["mfu"] is not None else "n/a"
         log(f"{name:9s} batch {per_gpu:3d}: {step['ms_per_step']:8.1f} ms/step {step['clips_per_s']:7.1f} clips/s "
             f"{step['tflops']:7.2f} TFLOP/s MFU {mfu:>6s} | loader {load['clips_per_s']:7.1f} clips/s "
             f"({workers} workers, {load['ms_per_clip_per_worker']:.0f} ms a clip each; the mask alone "
-            f"{load['mask_ms_per_batch']:.0f} ms/batch on a thread) -> "
+            f"{load['mask_ms_per_batch']:.0f} ms/batch on a thread"
+            + (f"; assembled on the device in {load['assemble_ms_per_batch']:.0f} ms/batch, in the step"
+               if "assemble_ms_per_batch" in load else "") + ") -> "
             + ("keeps up" if results[name]["keeps_up"] else f"LOADER-BOUND: ~{needed} workers would keep up"))
     return results
 
@@ -185,6 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", default=None, help="tiny overrides for a smoke test: model, frames, size")
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--size", type=int, default=None)
+    p.add_argument("--assemble", default="loader", choices=list(ASSEMBLIES),
+                   help="where clips' frames are decoded and resized: loader (workers) | device (train/assemble.py)")
     p.add_argument("--json", default=None, help="also write the results here")
     a = p.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
@@ -198,9 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
           + f", torch {torch.__version__}, {os.cpu_count()} cores, shards {shards}", flush=True)
     timed = a.loader_batches or 3 * max(1, a.workers)
     results = check(a.methods, device, shards, a.workers, a.steps, a.warmup, timed, a.batch, a.compile,
-                    log=lambda s: print(s, flush=True), model=a.model, num_frames=a.frames, input_size=a.size)
+                    log=lambda s: print(s, flush=True), model=a.model, num_frames=a.frames, input_size=a.size, assemble=a.assemble)
     summary = {"device": name, "peak_tflops": peak, "torch": torch.__version__, "cores": os.cpu_count(),
-               "shards": str(shards), "compile": a.compile, "methods": results}
+               "shards": str(shards), "compile": a.compile, "assemble": a.assemble, "methods": results}
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(summary, indent=2))

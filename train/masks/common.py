@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from shards.schema import CELL
+
 
 def hide_lowest(score: torch.Tensor, num_hidden: int) -> torch.Tensor:
     """Boolean mask with exactly `num_hidden` True per row of the last axis: the lowest scores.
@@ -20,7 +22,22 @@ def hidden_per_slice(grid: tuple[int, int, int], ratio: float) -> int:
 
 
 def batch_size(batch: dict) -> int:
-    return batch["video"].shape[0]
+    return clip_frames(batch)[0]
+
+
+def clip_frames(batch: dict) -> tuple[int, int]:
+    """(B, T): clips and input frames of a batch, whether its frames are assembled (`video`
+    (B,3,T,S,S)) or still JPEG rows on their way to the device (`jpeg` (B,T,N), train/assemble.py)."""
+    frames = batch["video"] if "video" in batch else batch["jpeg"]
+    return frames.shape[0], frames.shape[2 if "video" in batch else 1]
+
+
+def input_side(batch: dict) -> int:
+    """S, the input frames' side in px: `video`'s, else S/8 cells a side of the clip's cell grids."""
+    if "video" in batch:
+        return batch["video"].shape[-1]
+    grid = next(batch[k] for k in ("mv", "flow", "hog", "traj") if k in batch)
+    return CELL * grid.shape[3]
 
 
 def token_motion(mv: torch.Tensor, valid: torch.Tensor,

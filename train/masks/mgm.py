@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import hidden_per_slice, hide_lowest, token_motion
+from .common import hidden_per_slice, hide_lowest, input_side, token_motion
 
 NEEDS: frozenset[str] = frozenset({"mv", "mv_valid", "frame_step"})
 NEEDS_COMPENSATED: frozenset[str] = NEEDS | {"homography"}
@@ -112,10 +112,10 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
     guide = mv
     if compensate:
         guide = mv - camera_motion(batch["homography"].float(), batch["frame_step"], T, (hc, wc),
-                                   batch["video"].shape[-1] // wc)
+                                   input_side(batch) // wc)
     speed, _ = token_motion(guide, valid, grid)                                # (B,t,h,w)
     s0, c0 = anchor(speed, generator)
-    patch = batch["video"].shape[-1] // w
+    patch = input_side(batch) // w
     tokens_per_px = batch["frame_step"].float().reshape(B) * (T // t) / patch
     centres = track(mv, guide.norm(dim=-1) * valid, s0, c0, grid, tokens_per_px)  # (B,t,2)
 

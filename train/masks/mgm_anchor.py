@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import hidden_per_slice, hide_lowest, token_motion
+from .common import clip_frames, hidden_per_slice, hide_lowest, input_side, token_motion
 
 NEEDS: frozenset[str] = frozenset({"mv", "mv_valid", "frame_step"})
 REGION_FRAC = 0.5  # share of every slice covered by the motion-following blob (capped by the budget)
@@ -28,10 +28,10 @@ REGION_FRAC = 0.5  # share of every slice covered by the motion-following blob (
 def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch.Generator,
          region_frac: float = REGION_FRAC) -> torch.Tensor:
     t, h, w = grid
-    patch = batch["video"].shape[-1] // w
+    patch = input_side(batch) // w
     speed, velocity = token_motion(batch["mv"].float(), batch["mv_valid"].bool(), grid)
     B = speed.shape[0]
-    steps = batch["frame_step"].float().reshape(B, 1) * (batch["video"].shape[2] // t) / patch  # px -> tokens
+    steps = batch["frame_step"].float().reshape(B, 1) * (clip_frames(batch)[1] // t) / patch  # px -> tokens
 
     smooth = F.avg_pool2d(speed.reshape(B * t, 1, h, w), 3, 1, 1, count_include_pad=False).reshape(B, t * h * w)
     smooth = smooth + 1e-6 * torch.rand(B, t * h * w, generator=generator)  # random anchor when nothing moves

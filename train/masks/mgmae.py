@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import hidden_per_slice, hide_lowest
+from .common import clip_frames, hidden_per_slice, hide_lowest
 
 NEEDS: frozenset[str] = frozenset({"flow"})
 INVERSION_STEPS = 3
@@ -94,8 +94,9 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
     t, h, w = grid
     flow = batch["flow"].float()                                   # (B,T-1,Hc,Wc,2) camera-inclusive, px
     B, _, hc, wc, _ = flow.shape
-    tau = batch["video"].shape[2] // t
-    base = (batch["video"].shape[2] // 2) // tau
+    T = clip_frames(batch)[1]
+    tau = T // t
+    base = (T // 2) // tau
     p = cell_centres(hc, wc)
     # slice-to-slice flows s -> s+1 (B,Hc,Wc,2), composed over the tau frames in between
     slice_flow = [compose(flow[:, s * tau:(s + 1) * tau]) for s in range(t - 1)]
