@@ -5,8 +5,8 @@ probe see, against random init and paired method against method.
     python train/study.py                                   # the default study (train/configs/study.yaml)
     python train/study.py --tiny --out /tmp/study           # the CI version: 25-100 s on the busy shared machine
     python train/study.py --seeds 0,1 --methods tube+pixel,mgm+pixel --steps 300 --out runs/study300
-    python train/study.py --device cuda --num-workers 8 --batch-size 32 --steps 1000   # on a GPU: the same
-                                                            # study, only the budget and the loader change
+    python train/study.py --device cuda --gpu-jobs 12 --steps 2400   # on a GPU: the same study, only the
+                                                            # budget changes; 12 jobs side by side on it
 
 On a GPU the study runs unchanged except for the budget: `--device` (auto picks cuda when there
 is one; the default), `--batch-size`, `--steps`, `--num-workers` and `--finetune-steps` set what a
@@ -47,7 +47,9 @@ on a quiet machine (five runs 23.6 min, 16 probes 6.7; 40-43 min on a busy one) 
 extraction at ~14 min with 2 workers, so ~2.8 h for the default 5 seeds from nothing. Since
 stop 14 every run, held-out loss and probe of every seed goes through one pool of
 max(`parallel_runs`, `probe_workers`) one-thread processes on the CPU, each job as soon as what
-it reads is on disk (train/study_pool.py); on a GPU, one at a time in this process.
+it reads is on disk (train/study_pool.py); on a GPU, one at a time in this process, or `--gpu-jobs N`
+processes side by side (one thread and no loader workers each: a study-sized model leaves a
+large GPU idle one job at a time).
 
 Here: the settings (`StudyConfig`), the order of the stages, collecting their results, the
 CLI. The stages themselves: `train/study_stages.py`; the report and plots, pure functions of
@@ -73,7 +75,7 @@ from shards.paths import data_dir  # noqa: E402
 from train.cli import Parser  # noqa: E402
 from train.config import REPO_ROOT, TrainConfig, load_file  # noqa: E402
 from train.study_pool import run_chains  # noqa: E402
-from train.study_stages import (Progress, add_wall, cpu_workers, extract, seed_chains, stage_walls,  # noqa: E402
+from train.study_stages import (Progress, add_wall, extract, pool_size, seed_chains, stage_walls,  # noqa: E402
                                 write_json)
 from train.study_report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
 from train.study_stats import gate, mean_std, paired, stable, steps_to_reach, unpaired_se  # noqa: E402
@@ -124,6 +126,8 @@ class StudyConfig:
     probe_folds: int = 5
     probe_workers: int = 2                  # probes run side by side on the CPU (processes, one thread each)
     parallel_runs: int = 2                  # pretraining runs side by side on the CPU (processes, one thread each)
+    gpu_jobs: int = 1                       # on a GPU: jobs side by side (processes, one thread, no loader workers
+                                            # and a CUDA context each); 1 = one at a time in this process
     heldout_clips: int = 256                # val clips of the held-out loss (the gate)
     gate: float = 0.8                       # held-out loss / predict-0 at or below this on every seed = PASS
     finetune_max_std: float = 0.05          # fine-tuned top-1 reported only where its std over seeds is below
@@ -154,6 +158,8 @@ class StudyConfig:
         if self.probe_pool not in POOLS:
             raise ValueError(f"unknown probe_pool {self.probe_pool!r}; known: {', '.join(POOLS)}")
         parse_weight_decay(self.probe_wd)
+        if self.gpu_jobs < 1:
+            raise ValueError(f"need gpu_jobs >= 1, got {self.gpu_jobs}")
         if self.heldout_clips < 1:
             raise ValueError(f"need heldout_clips >= 1, got {self.heldout_clips}")
         return self
@@ -401,7 +407,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
 # settings a resumed study may change: which runs, where the report goes, how fast it extracts and
 # probes, and the report's thresholds (they change no number on disk)
 RESUMABLE = ("methods", "seeds", "out", "report", "extract_workers", "probe_batch", "probe_workers", "parallel_runs",
-             "gate", "finetune_max_std")
+             "gpu_jobs", "gate", "finetune_max_std")
 
 
 def check_same_study(cfg: StudyConfig, record: Path) -> None:
@@ -436,7 +442,7 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
                          "finetune": len(cfg.seeds) * (len(cfg.methods) + 1) if cfg.finetunes else 0}, log)
     # every run, held-out loss, probe and fine-tune of every seed in one pool (train/study_pool.py),
     # seed-major: a study stopped early still has every method at its first seeds
-    workers = cpu_workers(cfg, max(cfg.parallel_runs, cfg.probe_workers))
+    workers = pool_size(cfg, max(cfg.parallel_runs, cfg.probe_workers))
     if workers > 1:
         progress.line(f"{workers} jobs at a time (one thread each; a run logs to <run>/pretrain.log)")
     chains = [c for seed in cfg.seeds for c in seed_chains(cfg, seed, progress, log, workers)]
@@ -499,6 +505,9 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
     p.add_argument("--probe-workers", type=int, help="probes run side by side on the CPU (processes, one thread each)")
     p.add_argument("--parallel-runs", type=int,
                    help="pretraining runs side by side on the CPU (processes, one thread, no loader workers each)")
+    p.add_argument("--gpu-jobs", type=int,
+                   help="on a GPU: jobs side by side (processes, one thread and no loader workers each); a study "
+                        "model leaves a large GPU mostly idle one job at a time (default 1)")
     p.add_argument("--heldout-clips", type=int, help="val clips of the held-out loss (the gate)")
     p.add_argument("--root", help="corpus folder")
     p.add_argument("--shards", help="shard set path")
@@ -515,7 +524,7 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
             values["finetune"].update(TINY["finetune"])
         values["out"] = "runs/study_tiny"
     for name in ("methods", "seeds", "steps", "checkpoints", "per_class", "style", "probe_pool", "probe_wd",
-                 "probe_workers", "parallel_runs", "heldout_clips", "root", "shards", "out", "report"):
+                 "probe_workers", "parallel_runs", "gpu_jobs", "heldout_clips", "root", "shards", "out", "report"):
         if getattr(a, name) is not None:
             values[name] = getattr(a, name)
     for name in ("model", "device", "batch_size", "base_lr", "num_workers"):

@@ -263,11 +263,13 @@ def stage_walls(out: Path) -> dict[str, dict[str, float]]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def cpu_workers(cfg: StudyConfig, workers: int) -> int:
-    """`workers` when the study runs on the CPU, else 1 (a GPU takes one job at a time)."""
+def pool_size(cfg: StudyConfig, workers: int) -> int:
+    """Jobs side by side: `workers` when the study runs on the CPU; on a GPU `gpu_jobs` (each a
+    one-thread process with its own CUDA context and no loader workers; 1 = one job at a time in
+    this process, with the loader workers of `train.num_workers`)."""
     name = cfg.base_train().device
     name = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-    return workers if torch.device(name).type == "cpu" else 1
+    return workers if torch.device(name).type == "cpu" else cfg.gpu_jobs
 
 
 def heldout_job(cfg: StudyConfig, checkpoint: str | Path, dest: Path) -> dict:

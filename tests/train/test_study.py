@@ -138,6 +138,19 @@ def test_longest_runs_start_first():
                                                            "tube+pixel"]
 
 
+def test_a_gpu_study_runs_gpu_jobs_side_by_side():
+    # on a GPU the pool holds --gpu-jobs processes (1: in this process); on the CPU its cores' count
+    from train.study import parse_args
+    from train.study_stages import pool_size
+
+    cuda = parse_args(["--device", "cuda", "--gpu-jobs", "6"])
+    assert cuda.gpu_jobs == 6 and pool_size(cuda, 2) == 6
+    assert pool_size(StudyConfig(train={"device": "cuda"}), 2) == 1
+    assert pool_size(StudyConfig(train={"device": "cpu"}, gpu_jobs=6), 3) == 3
+    with pytest.raises(ValueError, match="gpu_jobs >= 1"):
+        StudyConfig(gpu_jobs=0).validate()
+
+
 def test_config_errors_are_loud():
     with pytest.raises(ValueError, match="unknown methods"):
         StudyConfig(methods=("tube+hog+x",)).validate()
