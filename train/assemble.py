@@ -40,6 +40,7 @@ KEYS = (JPEG, JPEG_LEN, CROP, FLIP)
 # their positions read, the positions (box cells, x before y) and each step's frame
 HOG_JPEG, HOG_JPEG_LEN, HOG_BOX, HOG_AT, HOG_FRAME = "hog_jpeg", "hog_jpeg_len", "hog_box", "hog_at", "hog_frame"
 HOG_KEYS = (HOG_JPEG, HOG_JPEG_LEN, HOG_BOX, HOG_AT, HOG_FRAME)
+SOBEL_GAIN = 8.0  # the 3x3 Sobel's response to a unit ramp: magnitudes / 8 are grey levels per pixel
 
 
 def jpeg_lengths(rows) -> np.ndarray:
@@ -120,7 +121,7 @@ def cell_hog_box(gray: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Te
     cell = (rows[:, None] * wc + cols[None, :]) * HOG_BINS                               # (bh,bw)
     labels = bins + cell + (torch.arange(f, device=gray.device) * (hc * wc * HOG_BINS))[:, None, None]
     hist = torch.zeros(f * hc * wc * HOG_BINS, device=gray.device).scatter_add_(0, labels.reshape(-1), mag.reshape(-1))
-    return hist.reshape(f, hc, wc, HOG_BINS) / (8.0 * CELL * CELL)
+    return hist.reshape(f, hc, wc, HOG_BINS) / (SOBEL_GAIN * CELL * CELL)
 
 
 def sample_along(hog: torch.Tensor, frame: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
