@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from shards.schema import CELL, HOG_BINS
 
+from .targets.common import reached
 from .targets.pixel import MEAN, STD
 
 ASSEMBLIES = ("loader", "device")
@@ -146,9 +147,7 @@ def traj_hog(batch: dict, device: torch.device) -> torch.Tensor:
     rows, lengths = batch[HOG_JPEG], batch[HOG_JPEG_LEN]
     B, Fmax = rows.shape[:2]
     frames = decode(rows, lengths, device, gray=True)
-    valid = batch["traj_valid"].to(device)
-    seen = torch.ones_like(valid)
-    seen[..., 1:] = valid[..., :-1]
+    seen = reached(batch["traj_valid"].to(device))
     out = []
     for b in range(B):
         gray = torch.stack([f for f in frames[b * Fmax:(b + 1) * Fmax] if f is not None])

@@ -239,7 +239,7 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
         scale = S / side
         if JPEG in stored:  # assembled on the training device (train/assemble.py)
             out = {JPEG: stored[JPEG], JPEG_LEN: stored[JPEG_LEN], CROP: np.array([x0, y0, side], np.int64),
-                   "frame_step": np.int64(rate)}
+                   FLIP: np.bool_(False), "frame_step": np.int64(rate)}   # hflip sets FLIP
         else:
             out = {"video": crop_resize(stored["frames"], x0, y0, side, S), "frame_step": np.int64(rate)}
         if "mv" in stored:
@@ -497,8 +497,6 @@ class ClipDataset(Dataset):
             flips.append(self.spec.flip and rng.random() < 0.5)
         clips = []
         for clip, flip in zip(read_clips_at(video, self.spec, idx, rate, boxes), flips):
-            if JPEG in clip:
-                clip[FLIP] = np.bool_(False)
             clip = hflip(clip, self.spec.input_size) if flip else clip
             clips.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in clip.items()})
         return clips[0] if self.spec.repeated_aug == 1 else clips
@@ -564,13 +562,14 @@ def collate_clips(items: list, repeats: int = 1) -> dict[str, torch.Tensor]:
     one video -> one flat batch, the clips of a video next to each other. JPEG rows (assemble
     "device") are zero-padded to the batch's longest."""
     clips = [clip for clips in items for clip in clips] if repeats > 1 else items
-    if clips and JPEG in clips[0]:
-        n = max(c[JPEG].shape[1] for c in clips)
-        clips = [{**c, JPEG: torch.nn.functional.pad(c[JPEG], (0, n - c[JPEG].shape[1]))} for c in clips]
-    if clips and HOG_JPEG in clips[0]:  # the frames trajectories visit: their count varies too (short videos)
-        f, n = max(len(c[HOG_JPEG]) for c in clips), max(c[HOG_JPEG].shape[1] for c in clips)
-        clips = [{**c, HOG_JPEG: torch.nn.functional.pad(c[HOG_JPEG], (0, n - c[HOG_JPEG].shape[1], 0, f - len(c[HOG_JPEG]))),
-                  HOG_JPEG_LEN: torch.nn.functional.pad(c[HOG_JPEG_LEN], (0, f - len(c[HOG_JPEG_LEN])))} for c in clips]
+    for rows, lengths in ((JPEG, JPEG_LEN), (HOG_JPEG, HOG_JPEG_LEN)):
+        if not clips or rows not in clips[0]:
+            continue
+        # to the longest row, and (the frames trajectories visit: fewer in a short video) the most rows
+        f, n = max(len(c[rows]) for c in clips), max(c[rows].shape[1] for c in clips)
+        pad = torch.nn.functional.pad
+        clips = [{**c, rows: pad(c[rows], (0, n - c[rows].shape[1], 0, f - len(c[rows]))),
+                  lengths: pad(c[lengths], (0, f - len(c[lengths])))} for c in clips]
     return default_collate(clips)
 
 

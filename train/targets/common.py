@@ -23,6 +23,14 @@ def token_sum(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, ma
     return ((pred.flatten(0, 1) - target[mask]) ** 2 * weight[mask]).sum() / mask.sum().clamp(min=1)
 
 
+def reached(valid: torch.Tensor) -> torch.Tensor:
+    """`shards.tracks.reached` in torch: (..., L) whether position p_l of a point is in the
+    frame (l = 0, or step l - 1 was valid): where the HOG along its trajectory is read."""
+    seen = torch.ones_like(valid)
+    seen[..., 1:] = valid[..., :-1]
+    return seen
+
+
 def one_head(out_dim: Callable[..., int]) -> Callable[..., tuple[Head, ...]]:
     """The heads of a target predicted by one Linear layer of `out_dim` values (VideoMAE)."""
     def heads(tubelet: int, patch: int, traj_len: int = 0) -> tuple[Head, ...]:

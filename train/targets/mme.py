@@ -34,7 +34,7 @@ import torch
 from shards.schema import CELL, HOG_BINS
 
 from ..model import Head
-from .common import token_sum
+from .common import reached, token_sum
 
 NAME = "mme"
 NEEDS: frozenset[str] = frozenset({"traj", "traj_valid", "traj_hog"})
@@ -73,8 +73,7 @@ def point_tokens(batch: dict, patch: int) -> tuple[torch.Tensor, ...]:
     traj = batch["traj"].float()                                    # (B,t,Hc,Wc,L,2) px
     hog = batch["traj_hog"].float()                                 # (B,t,Hc,Wc,L,9)
     valid = batch["traj_valid"]                                     # (B,t,Hc,Wc,L)
-    seen = torch.ones_like(valid)
-    seen[..., 1:] = valid[..., :-1]
+    seen = reached(valid)
     B, t, Hc, Wc, L, _ = traj.shape
     c = patch // CELL
 
