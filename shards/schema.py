@@ -243,14 +243,18 @@ def _jpeg_decode(rows: np.ndarray, gray: bool = False) -> np.ndarray:
     upsampling and colour conversion (~25 % of a decode)."""
     import cv2
 
+    # libjpeg-turbo writes RGB itself where OpenCV asks it to (IMREAD_COLOR_RGB, OpenCV >= 4.11):
+    # the same levels as BGR then cvtColor, without the second pass over the frame
+    rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)
+    flag = cv2.IMREAD_GRAYSCALE if gray else (rgb if rgb is not None else cv2.IMREAD_COLOR)
     out = None
     for i, row in enumerate(rows):
-        img = cv2.imdecode(row, cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR)
+        img = cv2.imdecode(row, flag)
         if img is None:
             raise ValueError(f"stored frame {i} is not a decodable JPEG")
         if out is None:
             out = np.empty((len(rows),) + img.shape, np.uint8)
-        if gray:
+        if gray or rgb is not None:
             out[i] = img
         else:
             cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out[i])

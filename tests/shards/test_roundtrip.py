@@ -139,3 +139,22 @@ def test_validation_refuses_bad_input(tmp_path, fmt):
         with pytest.raises(ValueError, match="invalid video id"):
             w.write_video(bad_id, good, attrs)
     assert w.done_ids() == set()
+
+
+def test_jpeg_frames_decode_to_the_same_rgb_with_or_without_imread_color_rgb(monkeypatch):
+    """OpenCV >= 4.11 lets libjpeg-turbo write RGB (IMREAD_COLOR_RGB); older ones decode BGR and
+    convert: the same levels, channel order checked on a frame with one strong channel each."""
+    import cv2
+
+    from shards.schema import _jpeg_decode, _jpeg_encode
+
+    frames = np.zeros((3, 32, 48, 3), np.uint8)
+    for c in range(3):
+        frames[c, :, :, c] = 200                                # red, green, blue frames
+    frames[:, 8:24, 8:40] += np.arange(32, dtype=np.uint8)[None, None, :, None]
+    rows = _jpeg_encode(frames)
+    got = _jpeg_decode(rows)
+    assert [int(np.argmax(f.reshape(-1, 3).mean(0))) for f in got] == [0, 1, 2]
+    if hasattr(cv2, "IMREAD_COLOR_RGB"):
+        monkeypatch.delattr(cv2, "IMREAD_COLOR_RGB")
+        np.testing.assert_array_equal(_jpeg_decode(rows), got)
