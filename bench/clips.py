@@ -20,7 +20,8 @@ worker spends on a clip is the read plus the mask (the budget column compares th
 `--device-side NAME CHECKOUT SHARDS` is a side whose clips are assembled on the training
 device (`assemble: device`, train/assemble.py): what it times is the worker's share only (the
 JPEG bytes read, the motion arrays, the grey frames MME's HOG needs); the decode, crop, resize
-and normalize it leaves to the device are not in its numbers.
+and normalize it leaves to the device are not in its numbers. `--uint8-side` likewise times
+`assemble: uint8`: the whole clip but the normalize, which the device does.
 
 Sides: each `--side NAME CHECKOUT SHARDS` runs in its own process that imports `shards` and
 `train` from CHECKOUT (bench/clip_worker.py), so an older checkout (`git worktree add
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="a side to measure; repeat for side-by-side (interleaved round by round)")
     p.add_argument("--device-side", nargs=3, action="append", metavar=("NAME", "CHECKOUT", "SHARDS"), default=[],
                    help="a side whose frames are assembled on the device (assemble: device): the worker's share")
+    p.add_argument("--uint8-side", nargs=3, action="append", metavar=("NAME", "CHECKOUT", "SHARDS"), default=[],
+                   help="a side whose clips travel as uint8 levels, normalized on the device (assemble: uint8)")
     p.add_argument("--clips", type=int, default=20)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -169,10 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     if a.from_json:
         result = merge([json.loads(Path(f).read_text()) for f in a.from_json])
     else:
-        sides = [tuple(s) for s in a.side] + [(*s, "device") for s in a.device_side] + ([("this", str(Path(__file__).resolve().parents[1]), a.shards)]
-                                              if a.shards else [])
+        sides = ([tuple(s) for s in a.side] + [(*s, "device") for s in a.device_side]
+                 + [(*s, "uint8") for s in a.uint8_side]
+                 + ([("this", str(Path(__file__).resolve().parents[1]), a.shards)] if a.shards else []))
         if not sides:
-            p.error("give --shards SET or at least one --side / --device-side NAME CHECKOUT SHARDS")
+            p.error("give --shards SET or at least one --side / --device-side / --uint8-side NAME CHECKOUT SHARDS")
         result = run(sides, a.clips, a.rounds, a.seed)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2))

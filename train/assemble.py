@@ -1,11 +1,18 @@
-"""A clip's frames assembled on the training device (`TrainConfig.assemble = "device"`).
+"""A clip's frames finished on the training device (`TrainConfig.assemble`, ASSEMBLIES).
 
 With "loader" (the default) each loader worker decodes the clip's stored JPEG frames, crops,
 resizes and normalizes them (train/data.py `read_clips_at`): ~13 ms of a core per 16x224
 clip of the K400-like set, most of it JPEG decoding. A GPU that eats ~700-900 ViT-B clips/s
-(docs/benchmarks.md, "The first GPU run") needs ~10 such cores per 100 clips/s. With
-"device" the workers ship the clip's JPEG bytes with its crop box and flip, and this module
-does the rest where the model runs: torchvision's `decode_jpeg` (nvJPEG on CUDA, batched
+(docs/benchmarks.md, "The first GPU run") needs ~10 such cores per 100 clips/s.
+
+With "uint8" the workers do the same but stop before normalizing: the clip travels as its
+uint8 levels, VIDEO_U8 (T, S, S, 3), a quarter of the float32 clip's bytes through the
+collate, shared memory, pinned memory and the host-to-device copy, and this module
+normalizes it where the model runs (`normalize_levels`: the loader's own table, so the
+result is bit-identical to "loader"'s). Any shard set, `--frames none` included.
+
+With "device" the workers ship the clip's JPEG bytes with its crop box and flip, and this
+module does the rest where the model runs: torchvision's `decode_jpeg` (nvJPEG on CUDA, batched
 over the whole batch; libjpeg-turbo on CPU), then crop, bilinear resize, flip and ImageNet
 normalization in torch. Motion arrays (mv, flow, trajectories, HOG) and the masks are still
 made in the workers, on the same draws: only `video` moves.
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import warnings
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,14 +42,63 @@ from shards.schema import CELL, HOG_BINS
 from .targets.common import reached
 from .targets.pixel import MEAN, STD
 
-ASSEMBLIES = ("loader", "device")
+ASSEMBLIES = ("loader", "uint8", "device")
+AUTO = "auto"  # TrainConfig's default: "uint8" when training on CUDA, else "loader" (`resolve`)
 JPEG, JPEG_LEN, CROP, FLIP = "jpeg", "jpeg_len", "crop", "flip"
+VIDEO_U8 = "video_u8"  # assemble "uint8": the clip's levels (T, S, S, 3) uint8 RGB, cropped, resized, flipped
 KEYS = (JPEG, JPEG_LEN, CROP, FLIP)
 # MME's HOG along the trajectories (target mme): the frames the tracks visit, the box of cells
 # their positions read, the positions (box cells, x before y) and each step's frame
 HOG_JPEG, HOG_JPEG_LEN, HOG_BOX, HOG_AT, HOG_FRAME = "hog_jpeg", "hog_jpeg_len", "hog_box", "hog_at", "hog_frame"
 HOG_KEYS = (HOG_JPEG, HOG_JPEG_LEN, HOG_BOX, HOG_AT, HOG_FRAME)
 SOBEL_GAIN = 8.0  # the 3x3 Sobel's response to a unit ramp: magnitudes / 8 are grey levels per pixel
+# (3, 256) float32: the ImageNet-normalized value of every uint8 level per channel, the one
+# table every path normalizes with (the loader's cv2.LUT, `normalize_levels` here)
+NORM_LUT = ((np.arange(256, dtype=np.float32)[None] / 255 - np.float32(MEAN)[:, None])
+            / np.float32(STD)[:, None]).astype(np.float32)
+
+
+def normalize(frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(T,S,S,3) uint8 RGB -> (3,T,S,S) float32, ImageNet-normalized with NORM_LUT (into `out`)."""
+    n, height, width, _ = frames.shape
+    out = np.empty((3, n, height, width), np.float32) if out is None else out
+    if out.size == 0:
+        return out
+    # cv2.split + cv2.LUT per channel plane (a table lookup straight into channel-first layout is
+    # ~10x cheaper than float arithmetic plus a transpose; 5x faster than np.take on the strided
+    # channel view: 21 -> 4 ms for 16x224x224 on the busy machine)
+    planes = cv2.split(np.ascontiguousarray(frames).reshape(n * height, width, 3))
+    for c in range(3):
+        cv2.LUT(planes[c], NORM_LUT[c], dst=out[c].reshape(n * height, width))
+    return out
+
+
+def normalize_levels(levels: torch.Tensor) -> torch.Tensor:
+    """(..., T, S, S, 3) uint8 RGB levels -> (..., 3, T, S, S) float32 ImageNet-normalized on the
+    levels' device, in torch: (level / 255 - mean) / std, three correctly rounded float32 operations
+    with tensor operands, as NORM_LUT's entries were computed: on CPU bit-identical to the loader's
+    `normalize` (tested), on CUDA too where its division is IEEE (nvcc's default). Not OpenCV: a
+    cv2 call in the training process starts OpenCV's thread pool, which a DataLoader worker forked
+    afterwards inherits locked (it hung at its first cv2 call)."""
+    *lead, T, H, W, _ = levels.shape
+    out = torch.empty(*lead, 3, T, H, W, dtype=torch.float32, device=levels.device)
+    out.copy_(levels.movedim(-1, -4))
+    dev = levels.device
+    mean = torch.tensor(MEAN, dtype=torch.float32, device=dev).view(3, 1, 1, 1)
+    std = torch.tensor(STD, dtype=torch.float32, device=dev).view(3, 1, 1, 1)
+    return out.div_(torch.tensor(255.0, device=dev).expand(1)).sub_(mean).div_(std)
+
+
+def resolve(assemble: str, device: torch.device) -> str:
+    """The assembly a run uses: AUTO is "uint8" on a CUDA device (a quarter of the bytes through
+    the loader's collate, shared and pinned memory and the copy to the GPU, which normalizes in
+    microseconds) and "loader" elsewhere (on a CPU the normalize would move into the training
+    process and cost it what it saves the workers); any other name as given."""
+    if assemble == AUTO:
+        return "uint8" if torch.device(device).type == "cuda" else "loader"
+    if assemble not in ASSEMBLIES:
+        raise ValueError(f"unknown assemble {assemble!r}; known: {AUTO}, {', '.join(ASSEMBLIES)}")
+    return assemble
 
 
 def jpeg_lengths(rows) -> np.ndarray:
@@ -90,9 +147,7 @@ def clip_video(frames: list[torch.Tensor], crop: tuple[int, int, int], flip: boo
         clip = clip.round_().clamp_(0, 255)
     if flip:
         clip = clip.flip(-1)
-    mean = torch.tensor(MEAN, device=clip.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=clip.device).view(1, 3, 1, 1) * 255
-    return ((clip - mean) / std).transpose(0, 1)
+    return normalize_levels(clip.to(torch.uint8).permute(0, 2, 3, 1))          # (3,T,S,S)
 
 
 def cell_hog_box(gray: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
@@ -159,8 +214,13 @@ def traj_hog(batch: dict, device: torch.device) -> torch.Tensor:
 
 
 def assemble(batch: dict, size: int, device: torch.device) -> dict:
-    """The batch with its JPEG keys replaced by `video` (B, 3, T, S, S) on `device`; a batch
-    the loader assembled already passes through unchanged."""
+    """The batch with its JPEG keys (assemble "device") or its levels (VIDEO_U8, "uint8")
+    replaced by `video` (B, 3, T, S, S) on `device`; a batch the loader assembled already
+    passes through unchanged."""
+    if VIDEO_U8 in batch:
+        batch = dict(batch)
+        batch["video"] = normalize_levels(batch.pop(VIDEO_U8).to(device, non_blocking=True))
+        return batch
     if JPEG not in batch:
         return batch
     batch = dict(batch)

@@ -42,7 +42,7 @@ class TrainConfig:
     flip: bool = True               # random horizontal flip (motion-consistent)
     repeated_aug: int = 1           # clips per video read, each its own crop and flip (MGMAE's num_sample)
     num_workers: int = 2
-    assemble: str = "loader"        # where a clip's frames are decoded, cropped, resized, normalized: loader | device
+    assemble: str = "auto"          # where a clip's frames are decoded, cropped, resized, normalized: auto | loader | uint8 | device
     # method
     mask: str = "tube"              # train.masks.MASKS key: tube | random | mgm | mgm_cc | mgm_anchor | mgmae
     target: str = "pixel"           # train.targets.TARGETS key: pixel | hog | mme | mme_single
@@ -142,14 +142,14 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of repeated_aug {self.repeated_aug}")
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"mask ratio {self.ratio} must be in [0, 1) (--mask-ratio)")
-        from .assemble import ASSEMBLIES
+        from .assemble import ASSEMBLIES, AUTO
         from .masks import MASKS
         from .model import MODELS, POSITIONS
         from .targets import TARGETS, get_target
 
         for name, value, known in (("mask", self.mask, MASKS), ("target", self.target, TARGETS),
                                    ("model", self.model, MODELS), ("positions", self.positions, POSITIONS),
-                                   ("assemble", self.assemble, ASSEMBLIES)):
+                                   ("assemble", self.assemble, (AUTO,) + ASSEMBLIES)):
             if value not in known:  # unknown names fail here, not at step 0
                 raise ValueError(f"unknown {name} {value!r}; known: {', '.join(known)}")
         get_target(self.target).norm(self.target_norm)
@@ -237,8 +237,11 @@ HELP = {
     "mask_ratio": "fraction of tokens hidden, in [0, 1); none = the method's (0.9; 0.7 with target mme)",
     "norm_target": "per-token target normalization (VideoMAE's normlize_target, MME's patch norm)",
     "assemble": "where the clip's frames are decoded from the stored JPEG, cropped, resized and "
-                "normalized: loader = in the loader's workers; device = on the training device (a GPU "
-                "decodes with nvJPEG: the workers then only read bytes; docs/benchmarks.md). Pretraining only",
+                "normalized: auto = uint8 on a CUDA device, else loader; loader = in the loader's workers; "
+                "uint8 = the workers stop before normalizing and "
+                "ship the uint8 levels (a quarter of the bytes), the training device normalizes them "
+                "(bit-identical); device = all of it on the training device (a GPU decodes with nvJPEG: the "
+                "workers then only read bytes; docs/benchmarks.md). Pretraining only",
     "target_norm": "which per-token normalization ('' = the target's first)",
     "traj_len": "target mme: trajectory steps per point (MME's K400 script 4, its paper 6); 0 = the "
                 "shards' traj_len. Schema-3 shards track any length when read",
@@ -285,13 +288,13 @@ SHOWN_DEFAULTS = {  # where the field's default is a rule, not a value
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One `--flag-name` per config field, with its help, default and choices; every argparse
     default is None = "not given", so a config file's values are not overwritten."""
-    from .assemble import ASSEMBLIES
+    from .assemble import ASSEMBLIES, AUTO
     from .masks import MASKS
     from .model import MODELS, POSITIONS
     from .targets import TARGETS
 
     choices = {"mask": list(MASKS), "target": list(TARGETS), "model": list(MODELS), "positions": list(POSITIONS),
-               "assemble": list(ASSEMBLIES)}
+               "assemble": [AUTO, *ASSEMBLIES]}
     norms = "; ".join(f"{name}: {', '.join(t.norms)}" for name, t in TARGETS.items())
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="yaml/json file of TrainConfig fields (a path, or a name in train/configs/); "

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from .assemble import assemble
+from .assemble import assemble, resolve as resolve_assemble
 from .config import TrainConfig
 from .data import ClipDataset, ClipSpec, MaskCollate, Timer, make_loader
 from .flops import hidden_tokens, peak_tflops, train_flops
@@ -191,7 +191,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     norm = target.norm(cfg.target_norm)
     needs = MASK_NEEDS[cfg.mask] | target.needs
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
-                    frozenset(needs), cfg.repeated_aug, cfg.traj_len, cfg.assemble)
+                    frozenset(needs), cfg.repeated_aug, cfg.traj_len, resolve_assemble(cfg.assemble, device))
     dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split, skip_damaged=cfg.max_skipped_videos > 0,
                           source_root=cfg.source_root or None)
     grid = cfg.grid
@@ -237,7 +237,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         log(f"batch {cfg.batch_size} clips/step = {d.world} processes x {accum} micro-batches x {micro} clips"
             + (f" ({micro // cfg.repeated_aug} videos x {cfg.repeated_aug} crops)" if cfg.repeated_aug > 1 else "")
             + f"; {flops_per_clip / 1e9:.1f} GFLOPs per clip (fwd+bwd, analytic); autocast bf16 {amp}; "
-            f"compile {cfg.compile}; device {device_name}" + (f", peak {peak:.0f} TFLOP/s bf16" if peak else ""))
+            f"compile {cfg.compile}; device {device_name}" + (f", peak {peak:.0f} TFLOP/s bf16" if peak else "")
+            + f"; clips assembled: {spec.assemble}")
     loader = make_loader(dataset, micro, step * accum, cfg.seed, d.rank, d.world, cfg.num_workers,
                          pin_memory=device.type == "cuda",
                          masks=MaskCollate(cfg.mask, grid, cfg.ratio, cfg.seed, cfg.repeated_aug))

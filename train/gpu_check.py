@@ -16,8 +16,9 @@ For every method (the K400 recipes in train/configs/: VideoMAE, MGM, MGMAE, MME)
   included), the masks made in the workers as the trainer does (and, for information, the
   mask alone on one thread). The verdict "keeps up" means loader clips/s >= step clips/s.
   With `--assemble device` the workers ship JPEG bytes and the device decodes, crops, resizes
-  and normalizes (train/assemble.py): its time per batch is measured on the device and added
-  to the step's before the verdict.
+  and normalizes (train/assemble.py); with `--assemble uint8` they ship the resized levels and
+  the device normalizes: either way the device's time per batch is measured on the device and
+  added to the step's before the verdict.
 
 The clips' source is the shard set given: the demo shards (default) are small synthetic
 videos, so their loader numbers are a floor check, not K400's; point --shards at real shards.
@@ -38,7 +39,8 @@ if __package__ in (None, ""):  # `python train/gpu_check.py` as well as `python 
 
 import torch  # noqa: E402
 
-from train.assemble import ASSEMBLIES, assemble  # noqa: E402
+from train.assemble import ASSEMBLIES, AUTO, assemble  # noqa: E402
+from train.assemble import resolve as resolve_assemble  # noqa: E402
 from train.config import DEMO_SHARDS, TrainConfig, load_file, override, resolve_shards  # noqa: E402
 from train.data import ClipDataset, ClipSpec, MaskCollate, make_loader  # noqa: E402
 from train.engine import device_peak_tflops, param_groups  # noqa: E402
@@ -148,7 +150,7 @@ def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batche
     out = {"workers": workers, "assemble": cfg.assemble, "clips_per_s": round(rate, 1),
            "ms_per_clip_per_worker": round(1000 * max(1, workers) / rate, 1),
            "mask_ms_per_batch": round(1000 * mask_seconds, 1)}
-    if cfg.assemble == "device":  # the device's share: decode, crop, resize, normalize a batch
+    if cfg.assemble != "loader":  # the device's share: normalize ("uint8"), or decode, crop, resize too ("device")
         device = device or torch.device("cpu")
         times = []
         for _ in range(4):
@@ -207,8 +209,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", default=None, help="tiny overrides for a smoke test: model, frames, size")
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--size", type=int, default=None)
-    p.add_argument("--assemble", default="loader", choices=list(ASSEMBLIES),
-                   help="where clips' frames are decoded and resized: loader (workers) | device (train/assemble.py)")
+    p.add_argument("--assemble", default=AUTO, choices=[AUTO, *ASSEMBLIES],
+                   help="where clips' frames are decoded, resized and normalized: loader (workers) | uint8 (workers "
+                        "but the normalize, on the device) | device (train/assemble.py); auto (the trainer's "
+                        "default): uint8 on CUDA, else loader")
     p.add_argument("--json", default=None, help="also write the results here")
     a = p.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
@@ -221,10 +225,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"gpu_check: {name}" + (f" (dense bf16 peak {peak:.0f} TFLOP/s)" if peak else "")
           + f", torch {torch.__version__}, {os.cpu_count()} cores, shards {shards}", flush=True)
     timed = a.loader_batches or 3 * max(1, a.workers)
+    where = resolve_assemble(a.assemble, device)
     results = check(a.methods, device, shards, a.workers, a.steps, a.warmup, timed, a.batch, a.compile,
-                    log=lambda s: print(s, flush=True), model=a.model, num_frames=a.frames, input_size=a.size, assemble=a.assemble)
+                    log=lambda s: print(s, flush=True), model=a.model, num_frames=a.frames, input_size=a.size, assemble=where)
     summary = {"device": name, "peak_tflops": peak, "torch": torch.__version__, "cores": os.cpu_count(),
-               "shards": str(shards), "compile": a.compile, "assemble": a.assemble, "methods": results}
+               "shards": str(shards), "compile": a.compile, "assemble": where, "methods": results}
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(summary, indent=2))

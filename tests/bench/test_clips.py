@@ -39,11 +39,13 @@ def test_two_sides_time_every_method_on_the_same_clips(tiny, tmp_path, capsys):
 
 def test_a_device_side_times_the_workers_share(tiny):
     # assemble "device": the worker ships JPEG bytes; every method (masks included) still reads
-    result = clips.run([("loader", REPO, tiny), ("device", REPO, tiny, "device")], clips=2, rounds=1,
-                       num_frames=4, size=64)
-    assert result["sides"]["device"]["assemble"] == "device" and result["sides"]["loader"]["assemble"] == "loader"
-    for m in result["sides"]["device"]["methods"].values():
-        assert 0 < m["cpu_ms"] < 5000 and m["mask_cpu_ms"] >= 0
+    # (and "uint8": the whole clip but the normalize)
+    result = clips.run([("loader", REPO, tiny), ("device", REPO, tiny, "device"), ("uint8", REPO, tiny, "uint8")],
+                       clips=2, rounds=1, num_frames=4, size=64)
+    assert [result["sides"][s]["assemble"] for s in ("loader", "device", "uint8")] == ["loader", "device", "uint8"]
+    for side in ("device", "uint8"):
+        for m in result["sides"][side]["methods"].values():
+            assert 0 < m["cpu_ms"] < 5000 and m["mask_cpu_ms"] >= 0
 
 
 def test_table_marks_what_misses_the_budget():

@@ -1,15 +1,19 @@
-"""Clips assembled on the training device (`assemble: device`): the loader ships JPEG bytes, crop
-and flip; train/assemble.py decodes, crops, resizes, flips and normalizes where the model runs."""
+"""Clips finished on the training device: with `assemble: device` the loader ships JPEG bytes, crop
+and flip, and train/assemble.py decodes, crops, resizes, flips and normalizes where the model runs;
+with `assemble: uint8` the loader ships the clip's levels and the device normalizes them."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from train.assemble import CROP, FLIP, HOG_KEYS, JPEG, JPEG_LEN, assemble, jpeg_lengths
-from train.data import ClipDataset, ClipSpec, MaskCollate, make_loader
+from train.assemble import (CROP, FLIP, HOG_KEYS, JPEG, JPEG_LEN, VIDEO_U8, assemble, jpeg_lengths,
+                            normalize_levels, resolve)
+from train.config import TrainConfig
+from train.data import ClipDataset, ClipSpec, MaskCollate, make_loader, normalize
 from train.engine import train
 from train.targets.pixel import STD
 
@@ -55,6 +59,38 @@ def test_device_assembly_is_the_loaders_clip_within_a_grey_level(tiny_shards, kw
                 assert torch.equal(made[k], a[k]), k      # the same draws: crops, flips, masks, motion
 
 
+@pytest.mark.parametrize("kw", [{}, {"repeated_aug": 2}, {"input_size": 48, "min_crop": 0.3}])
+def test_uint8_assembly_is_the_loaders_clip_bit_for_bit(tiny_shards, kw):
+    loader, levels = batches(tiny_shards, "loader", **kw), batches(tiny_shards, "uint8", **kw)
+    for a, b in zip(loader, levels):
+        assert set(b) == set(a) - {"video"} | {VIDEO_U8}
+        B, _, T, S, _ = a["video"].shape
+        assert b[VIDEO_U8].dtype == torch.uint8 and b[VIDEO_U8].shape == (B, T, S, S, 3)   # a quarter of the bytes
+        made = assemble(b, S, torch.device("cpu"))
+        assert set(made) == set(a)
+        for k in a:   # the frames (flipped ones too), and every other key: the same draws
+            assert torch.equal(made[k], a[k]), k
+
+
+def test_normalize_levels_is_the_loaders_table():
+    levels = np.random.default_rng(0).integers(0, 256, (2, 3, 5, 7, 3), dtype=np.uint8)   # (B,T,H,W,3)
+    made = normalize_levels(torch.from_numpy(levels))
+    assert made.shape == (2, 3, 3, 5, 7) and made.dtype == torch.float32
+    assert np.array_equal(made.numpy(), np.stack([normalize(clip) for clip in levels]))
+    all_levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 256, 1).expand(1, 1, 256, 3)
+    assert np.array_equal(normalize_levels(all_levels)[:, 0, 0].numpy(), normalize(all_levels.numpy())[:, 0, 0])
+
+
+def test_auto_is_uint8_on_cuda_and_loader_elsewhere():
+    assert resolve("auto", torch.device("cuda")) == "uint8" and resolve("auto", torch.device("cpu")) == "loader"
+    assert resolve("device", torch.device("cpu")) == "device"
+    with pytest.raises(ValueError, match="unknown assemble 'gpu'; known: auto, loader, uint8, device"):
+        resolve("gpu", torch.device("cpu"))
+    assert TrainConfig().assemble == "auto"
+    with pytest.raises(ValueError, match="unknown assemble"):
+        TrainConfig(assemble="gpu").validate()
+
+
 def test_jpeg_lengths_strip_the_padding_only():
     rows = np.zeros((3, 8), np.uint8)
     rows[0, :5] = [0xFF, 0xD8, 0, 0xFF, 0xD9]    # zeros inside a JPEG are kept
@@ -71,16 +107,17 @@ def test_a_batch_without_jpeg_passes_through():
 @pytest.mark.parametrize("mask, target", [("mgm", "pixel"), ("tube", "mme")])
 def test_pretraining_with_device_assembly_trains_the_same_run(tiny_shards, tmp_path, mask, target):
     runs = {}
-    for where in ("loader", "device"):
+    for where in ("loader", "device", "uint8"):
         summary = train(tiny_config(tiny_shards, tmp_path / where, max_steps=3, mask=mask, target=target,
                                     assemble=where), log=lambda s: None)
         assert summary["step"] == 3
         runs[where] = [json.loads(r)["loss"] for r in (tmp_path / where / "metrics.jsonl").read_text().splitlines()]
-    # the same clips, masks and weights; frames equal within a grey level
+    # the same clips, masks and weights; frames equal within a grey level ("device"), or bit for bit
     assert np.allclose(runs["device"], runs["loader"], rtol=0.02), runs
+    assert np.allclose(runs["uint8"], runs["loader"], rtol=1e-5), runs
 
 
-def test_device_assembly_of_a_set_without_frames_is_a_clear_error(tmp_path):
+def test_a_set_without_frames_refuses_device_assembly_and_takes_uint8(tmp_path):
     from .test_source_frames import none_set  # noqa: F401  (the fixture's maker, called below)
     from preprocess.config import ExtractConfig
     from preprocess.extract import run
@@ -95,6 +132,11 @@ def test_device_assembly_of_a_set_without_frames_is_a_clear_error(tmp_path):
         ClipDataset(out, ClipSpec(num_frames=4, sampling_rate=1, input_size=32, assemble="device"))
     with pytest.raises(ValueError, match="unknown assemble"):
         ClipSpec(assemble="gpu")
+    # uint8: the loader decodes the source as with "loader", the device only normalizes
+    clips = {where: ClipDataset(out, ClipSpec(num_frames=4, sampling_rate=1, input_size=32, assemble=where),
+                                seed=3)[(0, 0)] for where in ("loader", "uint8")}
+    made = assemble({k: v[None] for k, v in clips["uint8"].items()}, 32, torch.device("cpu"))
+    assert torch.equal(made["video"][0], clips["loader"]["video"])
 
 
 @pytest.mark.parametrize("box", [(0, 6, 0, 8), (1, 4, 2, 7), (3, 6, 5, 8)])   # frame edges and the inside
@@ -126,3 +168,26 @@ def test_device_sampling_is_the_readers_bilinear_sample():
     for l in range(4):
         ref = bilinear_sample(hog, frame[:, l], at[..., l, :].astype(np.float64), np.float32)
         assert np.allclose(made[..., l, :], ref, atol=1e-6)
+
+
+def test_normalizing_in_the_trainer_leaves_forked_workers_working(tiny_shards):
+    """The trainer normalizes "uint8" batches itself; a loader forked after that must still read
+    (an OpenCV call there once left every later worker blocked on the thread pool's lock)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import torch
+from train.assemble import assemble
+from train.data import ClipDataset, ClipSpec, MaskCollate, make_loader
+spec = ClipSpec(num_frames=4, sampling_rate=2, input_size=32, assemble="uint8")
+for round in range(2):   # the second loader forks after the first batch was normalized here
+    loader = make_loader(ClipDataset({str(tiny_shards)!r}, spec, seed=round), 2, seed=round, num_workers=1,
+                         masks=MaskCollate("tube", (2, 4, 4), 0.75, seed=round))
+    batch = assemble(next(iter(loader)), 32, torch.device("cpu"))
+    assert batch["video"].shape == (2, 3, 4, 32, 32)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=str(Path(__file__).resolve().parents[2]))
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

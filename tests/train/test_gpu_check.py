@@ -25,14 +25,15 @@ def test_gpu_check_runs_on_cpu_with_a_tiny_model(tiny_shards, tmp_path, capsys):
     assert summary["methods"]["mme"]["step"]["gflops_per_clip"] > 0
 
 
-def test_gpu_check_measures_device_assembly(tiny_shards):
+@pytest.mark.parametrize("where", ["device", "uint8"])
+def test_gpu_check_measures_device_assembly(tiny_shards, where):
     summary = main(["--device", "cpu", "--shards", str(tiny_shards), "--model", "vit_pico", "--frames", "4",
                     "--size", "32", "--batch", "2", "--steps", "1", "--warmup", "1", "--loader-batches", "2",
-                    "--workers", "0", "--methods", "videomae", "mme", "--assemble", "device"])
-    assert summary["assemble"] == "device"
+                    "--workers", "0", "--methods", "videomae", "mme", "--assemble", where])
+    assert summary["assemble"] == where
     for r in summary["methods"].values():
         load, step = r["loader"], r["step"]
-        assert load["assemble"] == "device" and load["assemble_ms_per_batch"] > 0
+        assert load["assemble"] == where and load["assemble_ms_per_batch"] > 0
         eats = step["clips_per_s_with_assembly"]
         assert eats == pytest.approx(step["batch"] * 1000 / (step["ms_per_step"] + load["assemble_ms_per_batch"]), rel=0.01)
         assert r["keeps_up"] == (load["clips_per_s"] >= eats)

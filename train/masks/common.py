@@ -27,15 +27,21 @@ def batch_size(batch: dict) -> int:
 
 def clip_frames(batch: dict) -> tuple[int, int]:
     """(B, T): clips and input frames of a batch, whether its frames are assembled (`video`
-    (B,3,T,S,S)) or still JPEG rows on their way to the device (`jpeg` (B,T,N), train/assemble.py)."""
-    frames = batch["video"] if "video" in batch else batch["jpeg"]
-    return frames.shape[0], frames.shape[2 if "video" in batch else 1]
+    (B,3,T,S,S)) or still on their way to the device (train/assemble.py): levels (`video_u8`
+    (B,T,S,S,3)) or JPEG rows (`jpeg` (B,T,N))."""
+    if "video" in batch:
+        return batch["video"].shape[0], batch["video"].shape[2]
+    frames = batch["video_u8"] if "video_u8" in batch else batch["jpeg"]
+    return frames.shape[0], frames.shape[1]
 
 
 def input_side(batch: dict) -> int:
-    """S, the input frames' side in px: `video`'s, else S/8 cells a side of the clip's cell grids."""
+    """S, the input frames' side in px: `video`'s (or its levels'), else S/8 cells a side of
+    the clip's cell grids."""
     if "video" in batch:
         return batch["video"].shape[-1]
+    if "video_u8" in batch:
+        return batch["video_u8"].shape[-2]
     grid = next(batch[k] for k in ("mv", "flow", "hog", "traj") if k in batch)
     return CELL * grid.shape[3]
 
