@@ -80,6 +80,7 @@ class TrainConfig:
     out: str = ""                   # "" = runs/<shards name>-<mask>-<target>-<model> (train/runs.py)
     log_every: int = 10
     save_every: int = 500           # steps; a final checkpoint is always written
+    keep_every: int = 0             # steps between kept checkpoints <out>/ckpt_<step>.pt; 0 = none
     resume: str = ""                # checkpoint path, or "auto" = <out>/checkpoint.pt if present
     max_skipped_videos: int = 20    # videos that fail to read mid-run are skipped and listed in
                                     # <out>/skipped.jsonl up to this many, then the run stops; 0 = stop at once
@@ -138,6 +139,8 @@ class TrainConfig:
                              f"{self.patch_size}, itself a multiple of the 8 px cell")
         if self.num_frames % self.tubelet:
             raise ValueError(f"num_frames {self.num_frames} must be a multiple of tubelet {self.tubelet}")
+        if self.keep_every < 0 or self.save_every < 1:
+            raise ValueError(f"save_every {self.save_every} must be >= 1 and keep_every {self.keep_every} >= 0")
         if self.repeated_aug < 1 or self.batch_size % self.repeated_aug:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of repeated_aug {self.repeated_aug}")
         if not 0.0 <= self.ratio < 1.0:
@@ -276,6 +279,8 @@ HELP = {
     "max_skipped_videos": "videos that fail to read mid-run are skipped and listed in <out>/skipped.jsonl; "
                           "the run stops past this many (0 = stop at the first, docs/reliability.md)",
     "save_every": "steps between checkpoints (a final one is always written)",
+    "keep_every": "steps between checkpoints kept as ckpt_<step>.pt beside checkpoint.pt (held-out loss or probes "
+                  "along a run, as the papers' code keeps checkpoint-<epoch>.pth); 0 = keep none",
     "resume": "continue from this checkpoint.pt, or 'auto' = <out>/checkpoint.pt when present; "
               "refused if its model, geometry or method differ",
 }

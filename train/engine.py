@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +138,18 @@ def save_checkpoint(path: Path, model, optimizer, scaler, step: int, cfg: TrainC
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # a crash mid-save never leaves a truncated checkpoint
+
+
+def keep_checkpoint(path: Path, step: int) -> Path:
+    """`path` kept as ckpt_<step>.pt beside it: a hard link (the next save replaces `path` with a
+    new file, so the link keeps this one), a copy where the filesystem has no links."""
+    kept = path.with_name(f"ckpt_{step}.pt")
+    kept.unlink(missing_ok=True)  # a resumed run writing the same step again
+    try:
+        os.link(path, kept)
+    except OSError:
+        shutil.copyfile(path, kept)
+    return kept
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -315,9 +328,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
                     f"{row['tflops_per_device']:.3g} TFLOP/s/device" + (f" MFU {row['mfu']:.1%}" if peak else ""))
             data_time = step_time = loss_sum = 0.0
             window = 0
-        if d.main and (step % cfg.save_every == 0 or step == end):
+        keep = cfg.keep_every > 0 and step % cfg.keep_every == 0
+        if d.main and (step % cfg.save_every == 0 or step == end or keep):
             save_checkpoint(out / CHECKPOINT, model, optimizer, scaler, step, cfg,
                             {"traj_len": dataset.traj_len, "out_dim": out_dim, "heads": [h.to_dict() for h in heads]})
+            if keep:
+                keep_checkpoint(out / CHECKPOINT, step)
     metrics.close()
     gc.unfreeze()
     if d.world > 1:

@@ -41,6 +41,22 @@ def test_resume_gives_the_same_weights_as_a_straight_run(tiny_shards, tmp_path):
     assert a["config"]["mask"] == "mgmae" and isinstance(a["config"], dict)
 
 
+def test_keep_every_keeps_each_steps_checkpoint_and_a_resume_goes_on_keeping(tiny_shards, tmp_path):
+    kw = dict(mask="tube", target="pixel", max_steps=6, warmup_steps=1, seed=2, keep_every=2, save_every=1000)
+    train(tiny_config(tiny_shards, tmp_path, stop_at=3, **kw), log=lambda s: None)
+    assert sorted(p.name for p in tmp_path.glob("ckpt_*.pt")) == ["ckpt_2.pt"]
+    train(tiny_config(tiny_shards, tmp_path, resume="auto", **kw), log=lambda s: None)
+    kept = {p.name: load_checkpoint(p)["step"] for p in tmp_path.glob("ckpt_*.pt")}
+    assert kept == {"ckpt_2.pt": 2, "ckpt_4.pt": 4, "ckpt_6.pt": 6}
+    last = load_checkpoint(tmp_path / CHECKPOINT)
+    assert last["step"] == 6 and all(torch.equal(last["model"][k], v)
+                                     for k, v in load_checkpoint(tmp_path / "ckpt_6.pt")["model"].items())
+    early = load_checkpoint(tmp_path / "ckpt_2.pt")["model"]   # its own file: later saves did not touch it
+    assert any(not torch.equal(early[k], v) for k, v in last["model"].items())
+    with pytest.raises(ValueError, match="keep_every -1 >= 0"):
+        tiny_config(tiny_shards, tmp_path, keep_every=-1)
+
+
 def test_a_checkpoint_from_before_the_loader_made_the_masks_resumes(tiny_shards, tmp_path):
     # checkpoints written before stop 16 also hold the main process's mask generator: ignored
     kw = dict(mask="mgm", target="pixel", max_steps=4, warmup_steps=1, seed=1)
