@@ -61,6 +61,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     # a and b. The constant is cross-fitted over 2 folds of videos (`best_constant`): fit on
     # these very clips it would also learn their colours, and beat a model on a small split
     quads: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []   # (video, L(0), a, b) per clip
+    contrast: list[torch.Tensor] = []   # pixel target: (contrast, loss, predict-0 loss) per hidden token
     for start in range(0, clips, batch_size):
         items = [(g, g % len(dataset)) for g in range(start, min(clips, start + batch_size))]
         batch = default_collate([dataset[item] for item in items])
@@ -70,6 +71,8 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
                           for i, (g, _) in enumerate(items)])                         # (B,N)
         tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)
         pred = model(batch["video"].to(device), mask.to(device)).float().cpu()       # (B,Nm,C)
+        if cfg.target == "pixel":
+            contrast.append(token_contrast(batch["video"], tgt, pred, mask, cfg.tubelet, cfg.patch_size))
         for i in range(len(items)):  # the mean over clips of each clip's loss
             one = (tgt[i:i + 1], weight[i:i + 1], mask[i:i + 1])
             loss_sum += target.loss(pred[i:i + 1], *one).item()
@@ -78,9 +81,42 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
             quads.append((items[i][1], z0, (g1 - g0) / 2, -g0 / 2))
     loss, zero = loss_sum / clips, zero_sum / clips
     best = best_constant(quads)
-    return {"loss": loss, "predict0": zero, "ratio": loss / zero, "predict_mean": best,
-            "ratio_mean": loss / best if best > 0 else float("inf"), "clips": clips, "split": split,
-            "step": int(ckpt["step"])}
+    out = {"loss": loss, "predict0": zero, "ratio": loss / zero, "predict_mean": best,
+           "ratio_mean": loss / best if best > 0 else float("inf"), "clips": clips, "split": split,
+           "step": int(ckpt["step"])}
+    if contrast:
+        out["by_contrast"] = contrast_bins(torch.cat(contrast))
+    return out
+
+
+CONTRAST_EDGES = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, float("inf"))  # grey levels
+
+
+def token_contrast(video: torch.Tensor, tgt: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,
+                   tubelet: int, patch: int) -> torch.Tensor:
+    """(hidden tokens, 3): each hidden token's contrast (the standard deviation of its cube's
+    pixels before the per-token normalization, in grey levels, the mean over colour channels),
+    its squared error and its predict-0 loss (mean over the token's values, as `masked_mse`)."""
+    from train.targets.pixel import MEAN, STD, patchify
+
+    levels = video.float() * torch.tensor(STD).view(1, 3, 1, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1, 1)
+    spread = patchify(levels, tubelet, patch).std(dim=-2, unbiased=True).mean(-1) * 255     # (B,N)
+    hidden = tgt[mask]                                                                          # (B*Nm,C)
+    err = ((pred.reshape(-1, pred.shape[-1]) - hidden) ** 2).mean(-1)
+    return torch.stack([spread[mask], err, (hidden ** 2).mean(-1)], -1)
+
+
+def contrast_bins(rows: torch.Tensor, edges=CONTRAST_EDGES) -> list[dict]:
+    """Hidden tokens by contrast bin: their share, mean loss and loss / predict-0 (pixel target:
+    is the loss a floor of flat, noise-only cubes, or the model's?)."""
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (rows[:, 0] >= lo) & (rows[:, 0] < hi)
+        n = int(m.sum())
+        out.append({"grey_levels": [lo, hi], "share": n / max(len(rows), 1),
+                    "loss": float(rows[m, 1].mean()) if n else float("nan"),
+                    "ratio": float(rows[m, 1].sum() / rows[m, 2].sum()) if n else float("nan")})
+    return out
 
 
 def heldout_shards(ckpt: dict, shards: str | Path | None = None) -> Path:
@@ -142,6 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"step {result['step']}: held-out loss {result['loss']:.4f}, predict-0 {result['predict0']:.4f}, "
           f"ratio {result['ratio']:.3f}; best constant {result['predict_mean']:.4f}, ratio "
           f"{result['ratio_mean']:.3f} ({result['clips']} clips of split {result['split']!r})")
+    for b in result.get("by_contrast", []):
+        lo, hi = b["grey_levels"]
+        print(f"  hidden tokens of contrast {lo:g}-{hi:g} grey levels: {100 * b['share']:4.1f} %, "
+              f"loss {b['loss']:.3f}, ratio {b['ratio']:.3f}")
     return result
 
 

@@ -20,6 +20,32 @@ def test_heldout_loss_compares_with_predicting_zero(tiny_shards, tmp_path, targe
     assert a["ratio_mean"] == pytest.approx(a["loss"] / a["predict_mean"])
     if target == "pixel":  # normalized pixels: predicting 0 costs about their unit variance
         assert 0.8 < a["predict0"] < 1.2
+        # the hidden tokens by contrast: every token in one bin; the tube hides as many tokens in
+        # every clip, so the share-weighted bin losses are the loss
+        bins = a["by_contrast"]
+        assert sum(b["share"] for b in bins) == pytest.approx(1.0)
+        assert sum(b["share"] * b["loss"] for b in bins if b["share"]) == pytest.approx(a["loss"], rel=1e-4)
+    else:
+        assert "by_contrast" not in a
+
+
+def test_token_contrast_is_the_cubes_spread_in_grey_levels():
+    import torch
+
+    from train.heldout import contrast_bins, token_contrast
+    from train.targets.pixel import MEAN, STD
+
+    levels = torch.full((1, 3, 2, 8, 16), 100.0)                     # two 8x8 tokens (tubelet 2)
+    levels[..., 8:] += 10.0 * (torch.arange(8) % 2)                    # right token: columns 0 / 10 apart
+    video = (levels / 255 - torch.tensor(MEAN).view(1, 3, 1, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1, 1)
+    mask = torch.tensor([[True, True]])
+    tgt = torch.randn(1, 2, 384)
+    rows = token_contrast(video, tgt, torch.zeros(1, 2, 384), mask, tubelet=2, patch=8)
+    assert rows[0, 0] == pytest.approx(0.0, abs=1e-3)                 # flat
+    assert rows[1, 0] == pytest.approx(5.0 * (128 / 127) ** 0.5, rel=1e-3)   # +-5 levels, unbiased std
+    assert torch.allclose(rows[:, 1], rows[:, 2])                       # predicting 0: the loss is predict-0's
+    bins = contrast_bins(rows)
+    assert [b["share"] for b in bins][:3] == [0.5, 0.0, 0.5] and bins[2]["ratio"] == pytest.approx(1.0)
 
 
 def test_best_constant_is_the_quadratic_minimum():
