@@ -8,8 +8,9 @@ clip of the K400-like set, most of it JPEG decoding. A GPU that eats ~700-900 Vi
 With "uint8" the workers do the same but stop before normalizing: the clip travels as its
 uint8 levels, VIDEO_U8 (T, S, S, 3), a quarter of the float32 clip's bytes through the
 collate, shared memory, pinned memory and the host-to-device copy, and this module
-normalizes it where the model runs (`normalize_levels`: the loader's own table, so the
-result is bit-identical to "loader"'s). Any shard set, `--frames none` included.
+normalizes it where the model runs (`normalize_levels`: the float32 operations the loader's
+table was built with, so the result is bit-identical to "loader"'s). Any shard set,
+`--frames none` included. `auto` (TrainConfig's default) is "uint8" on CUDA, "loader" elsewhere.
 
 With "device" the workers ship the clip's JPEG bytes with its crop box and flip, and this
 module does the rest where the model runs: torchvision's `decode_jpeg` (nvJPEG on CUDA, batched
@@ -52,8 +53,8 @@ KEYS = (JPEG, JPEG_LEN, CROP, FLIP)
 HOG_JPEG, HOG_JPEG_LEN, HOG_BOX, HOG_AT, HOG_FRAME = "hog_jpeg", "hog_jpeg_len", "hog_box", "hog_at", "hog_frame"
 HOG_KEYS = (HOG_JPEG, HOG_JPEG_LEN, HOG_BOX, HOG_AT, HOG_FRAME)
 SOBEL_GAIN = 8.0  # the 3x3 Sobel's response to a unit ramp: magnitudes / 8 are grey levels per pixel
-# (3, 256) float32: the ImageNet-normalized value of every uint8 level per channel, the one
-# table every path normalizes with (the loader's cv2.LUT, `normalize_levels` here)
+# (3, 256) float32: the ImageNet-normalized value of every uint8 level per channel: the loader's
+# table (cv2.LUT); `normalize_levels` computes the same values in torch
 NORM_LUT = ((np.arange(256, dtype=np.float32)[None] / 255 - np.float32(MEAN)[:, None])
             / np.float32(STD)[:, None]).astype(np.float32)
 
