@@ -219,11 +219,10 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
         if JPEG in stored:  # assembled on the training device (train/assemble.py)
             out = {JPEG: stored[JPEG], JPEG_LEN: stored[JPEG_LEN], CROP: np.array([x0, y0, side], np.int64),
                    FLIP: np.bool_(False), "frame_step": np.int64(rate)}   # hflip sets FLIP
-        elif spec.assemble == "uint8":  # normalized on the training device (train/assemble.py)
-            out = {VIDEO_U8: crop_resize_levels(stored["frames"], x0, y0, side, S), "frame_step": np.int64(rate)}
-        else:
-            out = {"video": normalize(crop_resize_levels(stored["frames"], x0, y0, side, S)),
-                   "frame_step": np.int64(rate)}
+        else:  # "uint8": normalized on the training device (train/assemble.py)
+            levels = crop_resize_levels(stored["frames"], x0, y0, side, S)
+            out = {VIDEO_U8: levels} if spec.assemble == "uint8" else {"video": normalize(levels)}
+            out["frame_step"] = np.int64(rate)
         if "mv" in stored:
             out["mv"] = resample_cells(stored["mv"], x0, y0, side, cells) * np.float32(scale)
             out["mv_valid"] = resample_cells(stored["mv_valid"], x0, y0, side, cells)
@@ -422,6 +421,9 @@ class ClipDataset(Dataset):
         from shards import open_shards
 
         self.path, self.spec, self.seed = str(path), spec, seed
+        # "loader" reads the levels too and normalizes after the flip (`_clip`): a mirrored copy of
+        # the uint8 levels, not of the 4x larger float clip (the same values: the flip commutes with it)
+        self._read_spec = replace(spec, assemble="uint8") if spec.assemble == "loader" else spec
         self.source_root = source_root  # a --frames none set's videos, when they moved
         # serve the next readable video when one fails to read; items then carry what was
         # skipped (train/skips.py records it and enforces the limit)
@@ -480,14 +482,10 @@ class ClipDataset(Dataset):
         for _ in range(self.spec.repeated_aug):  # the draws in the order of one clip at a time
             boxes.append(crop_box(int(a["height"]), int(a["width"]), self.spec, rng))
             flips.append(self.spec.flip and rng.random() < 0.5)
-        # "loader" reads the levels too and normalizes after the flip: a mirrored copy of the uint8
-        # levels, not of the 4x larger float clip (the same values: the flip commutes with the table)
-        levels = self.spec.assemble == "loader"
-        spec = replace(self.spec, assemble="uint8") if levels else self.spec
         clips = []
-        for clip, flip in zip(read_clips_at(video, spec, idx, rate, boxes), flips):
+        for clip, flip in zip(read_clips_at(video, self._read_spec, idx, rate, boxes), flips):
             clip = hflip(clip, self.spec.input_size) if flip else clip
-            if levels:
+            if self.spec.assemble == "loader":
                 clip = dict(clip)
                 clip["video"] = normalize(clip.pop(VIDEO_U8))
             clips.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in clip.items()})

@@ -39,8 +39,7 @@ if __package__ in (None, ""):  # `python train/gpu_check.py` as well as `python 
 
 import torch  # noqa: E402
 
-from train.assemble import ASSEMBLIES, AUTO, assemble  # noqa: E402
-from train.assemble import resolve as resolve_assemble  # noqa: E402
+from train.assemble import ASSEMBLIES, AUTO, assemble, resolve as resolve_assemble  # noqa: E402
 from train.config import DEMO_SHARDS, TrainConfig, load_file, override, resolve_shards  # noqa: E402
 from train.data import ClipDataset, ClipSpec, MaskCollate, make_loader  # noqa: E402
 from train.engine import device_peak_tflops, param_groups  # noqa: E402

@@ -97,10 +97,9 @@ def token_contrast(video: torch.Tensor, tgt: torch.Tensor, pred: torch.Tensor, m
     """(hidden tokens, 3): each hidden token's contrast (the standard deviation of its cube's
     pixels before the per-token normalization, in grey levels, the mean over colour channels),
     its squared error and its predict-0 loss (mean over the token's values, as `masked_mse`)."""
-    from train.targets.pixel import MEAN, STD, patchify
+    from train.targets.pixel import cubes
 
-    levels = video.float() * torch.tensor(STD).view(1, 3, 1, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1, 1)
-    spread = patchify(levels, tubelet, patch).std(dim=-2, unbiased=True).mean(-1) * 255     # (B,N)
+    spread = cubes(video, tubelet, patch).std(dim=-2, unbiased=True).mean(-1) * 255          # (B,N)
     hidden = tgt[mask]                                                                          # (B*Nm,C)
     err = ((pred.reshape(-1, pred.shape[-1]) - hidden) ** 2).mean(-1)
     return torch.stack([spread[mask], err, (hidden ** 2).mean(-1)], -1)

@@ -24,12 +24,17 @@ def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
     return x.reshape(B, -1, tubelet * patch * patch, C)
 
 
-def build(batch: dict, tubelet: int, patch: int, normalize: bool = True,
-          norm: str = NORMS[0]) -> tuple[torch.Tensor, torch.Tensor]:
-    video = batch["video"].float()
+def cubes(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
+    """(B,3,T,H,W) normalized input -> each token's cube of pixels (B,N,P,C), back in [0,1]."""
+    video = video.float()
     mean = torch.tensor(MEAN, device=video.device).view(1, 3, 1, 1, 1)
     std = torch.tensor(STD, device=video.device).view(1, 3, 1, 1, 1)
-    x = patchify(video * std + mean, tubelet, patch)                # (B,N,P,C) in [0,1]
+    return patchify(video * std + mean, tubelet, patch)
+
+
+def build(batch: dict, tubelet: int, patch: int, normalize: bool = True,
+          norm: str = NORMS[0]) -> tuple[torch.Tensor, torch.Tensor]:
+    x = cubes(batch["video"], tubelet, patch)                       # (B,N,P,C) in [0,1]
     if normalize:
         x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
     target = x.flatten(2)                                           # (B,N,P*C)
