@@ -78,9 +78,9 @@ def normalize_levels(levels: torch.Tensor) -> torch.Tensor:
     """(..., T, S, S, 3) uint8 RGB levels -> (..., 3, T, S, S) float32 ImageNet-normalized on the
     levels' device, in torch: (level / 255 - mean) / std, three correctly rounded float32 operations
     with tensor operands, as NORM_LUT's entries were computed: on CPU bit-identical to the loader's
-    `normalize` (tested), on CUDA too where its division is IEEE (nvcc's default). Not OpenCV: a
-    cv2 call in the training process starts OpenCV's thread pool, which a DataLoader worker forked
-    afterwards inherits locked (it hung at its first cv2 call)."""
+    `normalize` (tested), on CUDA too where its division is IEEE (nvcc's default). Torch, not
+    OpenCV, so that it runs on the batch's device (on CPU, a cv2 call here once hung the loader
+    workers forked after it: `train.data.quiet_opencv_pool` now guards every fork)."""
     *lead, T, H, W, _ = levels.shape
     out = torch.empty(*lead, 3, T, H, W, dtype=torch.float32, device=levels.device)
     out.copy_(levels.movedim(-1, -4))

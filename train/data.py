@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -545,6 +546,20 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
     cv2.setRNGSeed(seed % 2 ** 31)
     cv2.setNumThreads(1)
+
+
+def quiet_opencv_pool() -> None:
+    """Stop OpenCV's pool threads (they start again at its next parallel call). Run before every
+    fork of a process that imported this module: a loader worker forked while the pool was
+    running (any earlier cv2 call that used it, e.g. a resize or LUT in the training process)
+    inherited it without its threads, and `seed_worker`'s cv2.setNumThreads(1) then waited for
+    them forever (tests/train/test_assemble.py)."""
+    n = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    cv2.setNumThreads(n)
+
+
+os.register_at_fork(before=quiet_opencv_pool)
 
 
 def collate_clips(items: list, repeats: int = 1) -> dict[str, torch.Tensor]:

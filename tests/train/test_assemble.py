@@ -191,3 +191,26 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=str(Path(__file__).resolve().parents[2]))
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_an_opencv_call_before_the_fork_leaves_workers_working(tiny_shards):
+    """OpenCV's thread pool, once started in the training process, was inherited by a forked
+    loader worker in a state where `seed_worker`'s cv2.setNumThreads(1) waited forever. Now any
+    fork of a process that imported train.data first quiets the pool (train.data)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import cv2, numpy as np
+from train.data import ClipDataset, ClipSpec, make_loader
+cv2.setNumThreads(2)
+cv2.LUT(np.zeros((1000, 1000), np.uint8), np.arange(256, dtype=np.float32))   # starts the pool here
+spec = ClipSpec(num_frames=4, sampling_rate=2, input_size=32)
+batch = next(iter(make_loader(ClipDataset({str(tiny_shards)!r}, spec), 2, num_workers=1)))
+assert batch["video"].shape == (2, 3, 4, 32, 32)
+assert cv2.getNumThreads() == 2
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=str(Path(__file__).resolve().parents[2]))
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
