@@ -14,10 +14,10 @@ num_frames, sampling_rate, input_size, clips, crops, tsn) into
 and read back through a memmap, normalized by `train.data.normalize`, the same table lookup the
 shard reader applies: the clips are bit for bit the ones `Views` gives (tests/train/test_view_cache.py).
 
-The cache stores the uint8 levels the reader's float output is the table of: the lookup is
-strictly increasing per channel, so each float maps back to exactly one level (checked on
-every clip; a reader whose output is not a table value fails loudly instead of caching
-something else). That keeps the crop and resize in one place (`train.data.read_clip_at`).
+The cache is filled with the levels the reader stops at when a clip is assembled as "uint8"
+(`Views(..., levels=True)`: cropped and resized by `train.data.read_clip_at`, not normalized),
+so the crop and resize stay in one place. (Until stop 19 it inverted the normalized float
+clips back to levels.)
 
 Staleness: the key holds the shard set's signature (its top-level files' and folders' names,
 sizes and modification times, hashed: `shard_signature` says why that suffices) and the split's ids; a cache whose key differs is rebuilt, never
@@ -33,29 +33,31 @@ import os
 import shutil
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from train.assemble import VIDEO_U8
 from train.data import ClipSpec, normalize, read_clip_at
 from train.sampling import multi_views
 
 MANIFEST = "manifest.json"  # preprocess.manifest.MANIFEST: the extraction's record, not read by training
 ROOT_METADATA = "zarr.json"  # a zarr set's root group: its index of videos, rewritten by every finalize
 CACHE_VERSION = 2  # 2: crops resized bilinear at every scale (train.data.RESIZE); 1 used INTER_AREA down
-# (3, 256): the float value of every uint8 level per channel, from the reader's own normalize
-_LEVELS = normalize(np.tile(np.arange(256, dtype=np.uint8)[None, None, :, None], (1, 1, 1, 3)))[:, 0, 0]
 
 
 class Views(Dataset):
     """Item i = view i % per_video of video i // per_video (`train.sampling.multi_views`, clip-major:
-    clips x crops): {"video" (3,T,S,S) float32, "item"}, read and decoded from the shards."""
+    clips x crops): {"video" (3,T,S,S) float32, "item"}, read and decoded from the shards; with
+    `levels`, {"levels" (T,S,S,3) uint8, "item"}: the same clip before its normalization."""
 
     def __init__(self, path, ids: list[str], spec: ClipSpec, clips: int, crops: int = 1, tsn: bool = False,
-                 source_root: str | None = None):
-        self.path, self.ids, self.spec, self.clips, self.crops, self.tsn = str(path), ids, spec, clips, crops, tsn
+                 source_root: str | None = None, levels: bool = False):
+        self.path, self.ids, self.clips, self.crops, self.tsn = str(path), ids, clips, crops, tsn
+        self.spec, self.levels = (replace(spec, assemble="uint8") if levels else spec), levels
         self.source_root = source_root  # a --frames none set's videos, when they moved
         self.per_video = clips * crops
         self._ds = None  # opened per worker process
@@ -75,7 +77,9 @@ class Views(Dataset):
                             self.crops, self.tsn)
         idx, rate, box = views[view]
         clip = read_clip_at(video, self.spec, idx, rate, box)
-        return {"video": torch.from_numpy(np.ascontiguousarray(clip["video"])), "item": torch.tensor(item)}
+        key = "levels" if self.levels else "video"
+        return {key: torch.from_numpy(np.ascontiguousarray(clip[VIDEO_U8 if self.levels else "video"])),
+                "item": torch.tensor(item)}
 
     def __getstate__(self):
         return {**self.__dict__, "_ds": None}
@@ -98,17 +102,6 @@ class CachedViews(Dataset):
 
     def __getstate__(self):
         return {**self.__dict__, "_levels": None}
-
-
-def to_levels(video: np.ndarray) -> np.ndarray:
-    """A normalized clip (3,T,S,S) float32 -> the uint8 clip (T,S,S,3) it is the table lookup of."""
-    levels = np.empty(video.shape[1:] + (3,), np.uint8)
-    for c in range(3):
-        lev = np.searchsorted(_LEVELS[c], video[c]).clip(0, 255)
-        if not np.array_equal(_LEVELS[c][lev], video[c]):
-            raise ValueError("a view holds values that are not normalized uint8 levels: it cannot be cached as uint8")
-        levels[..., c] = lev
-    return levels
 
 
 def shard_signature(path: Path) -> str:
@@ -191,7 +184,7 @@ def _build(folder: Path, key: dict, path: Path, ids: list[str], spec: ClipSpec, 
     """Decode the views into `folder` (a temporary folder renamed into place; a stale one removed)."""
     per_video = clips * crops
     start = time.perf_counter()
-    views = Views(path, list(ids), spec, clips, crops, tsn, source_root)
+    views = Views(path, list(ids), spec, clips, crops, tsn, source_root, levels=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -199,8 +192,8 @@ def _build(folder: Path, key: dict, path: Path, ids: list[str], spec: ClipSpec, 
         levels = np.lib.format.open_memmap(tmp / "views.npy", mode="w+", dtype=np.uint8, shape=shape)
         loader = DataLoader(views, batch_size=batch_size, num_workers=num_workers)
         for batch in loader:  # sequential: batch items are consecutive
-            for item, video in zip(batch["item"].tolist(), batch["video"].numpy()):
-                levels[item] = to_levels(video)
+            for item, clip in zip(batch["item"].tolist(), batch["levels"].numpy()):
+                levels[item] = clip
         levels.flush()
         del levels
         (tmp / "key.json").write_text(json.dumps(key))

@@ -13,7 +13,7 @@ from tests.train.test_evaluate import TINY, checkpoint, labelled_shards  # noqa:
 from train.data import ClipSpec
 from train.engine import Dist
 from train.evaluate import EvalConfig, VideoClassifier, linear_probe, load_encoder, run_views
-from train.view_cache import CachedViews, Views, cached_views, to_levels
+from train.view_cache import CachedViews, Views, cached_views
 
 SPEC = ClipSpec(num_frames=4, sampling_rate=2, input_size=32, tubelet=2)
 
@@ -105,18 +105,6 @@ def test_stale_cache_is_rebuilt(tiny_shards, tmp_path_factory):
     (folder / "key.json").unlink()                                 # a folder without its key (killed mid-way)
     build(root, shards, ids[:3], logs)
     assert len(logs) == 5 and not [p for p in root.iterdir() if p.name.startswith(".")]  # no temporary left
-
-
-def test_to_levels_inverts_the_table_and_refuses_other_values():
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
-    from train.data import normalize
-
-    assert np.array_equal(to_levels(normalize(frames)), frames)
-    off = normalize(frames)
-    off[0, 0, 0, 0] += 1e-3
-    with pytest.raises(ValueError, match="not normalized uint8 levels"):
-        to_levels(off)
 
 
 def test_builders_side_by_side_wait_for_one_another(tiny_shards, tmp_path):
