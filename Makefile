@@ -9,13 +9,8 @@ PYTEST_ARGS ?=
 # build on x86_64 (~5.6 GB installed with its nvidia-* libraries); pip's own error for a full disk
 # ("[Errno 28] No space left on device") names neither the cause nor the place.
 define DISK_CHECK
-import shutil, sys
-need = 6.5e9
-try:
-    import torch
-    need = 1e9
-except ImportError:
-    pass
+import importlib.util, shutil, sys
+need = 1e9 if importlib.util.find_spec("torch") else 6.5e9
 free = shutil.disk_usage(sys.prefix).free
 line = f"install: {free / 1e9:.1f} GB free under {sys.prefix}"
 if free < need:
