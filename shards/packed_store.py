@@ -139,6 +139,10 @@ class PackedVideoStore(Store):
     def __eq__(self, other: object) -> bool:
         return other is self
 
+    def cached(self, key: str) -> bytes | None:
+        """The metadata bytes of `key` read at open, if they are still held (None otherwise)."""
+        return self._cached.get(key)
+
     def drop_cached(self) -> None:
         """Forget the metadata bytes read at open (later reads of them go to the file)."""
         self._cached = {}
@@ -272,7 +276,7 @@ class PackedReader:
         if video_id not in self._pos:
             raise KeyError(video_id)
         store = self.store(video_id)
-        doc = store._cached.get("zarr.json")
+        doc = store.cached("zarr.json")
         opened = open_video(doc, store, "") if doc is not None and not fresh else None
         if opened is not None:  # as ZarrReader.video: arrays built when first read (`lazy_group`)
             store.drop_cached()

@@ -5,6 +5,8 @@ import torch
 
 from shards.schema import CELL
 
+from ..assemble import JPEG, VIDEO_U8
+
 
 def hide_lowest(score: torch.Tensor, num_hidden: int) -> torch.Tensor:
     """Boolean mask with exactly `num_hidden` True per row of the last axis: the lowest scores.
@@ -31,7 +33,7 @@ def clip_frames(batch: dict) -> tuple[int, int]:
     (B,T,S,S,3)) or JPEG rows (`jpeg` (B,T,N))."""
     if "video" in batch:
         return batch["video"].shape[0], batch["video"].shape[2]
-    frames = batch["video_u8"] if "video_u8" in batch else batch["jpeg"]
+    frames = batch[VIDEO_U8] if VIDEO_U8 in batch else batch[JPEG]
     return frames.shape[0], frames.shape[1]
 
 
@@ -40,8 +42,8 @@ def input_side(batch: dict) -> int:
     the clip's cell grids."""
     if "video" in batch:
         return batch["video"].shape[-1]
-    if "video_u8" in batch:
-        return batch["video_u8"].shape[-2]
+    if VIDEO_U8 in batch:
+        return batch[VIDEO_U8].shape[-2]
     grid = next(batch[k] for k in ("mv", "flow", "hog", "traj") if k in batch)
     return CELL * grid.shape[3]
 
