@@ -17,16 +17,22 @@ import time
 
 MASK_BATCH = 8  # clips per mask call when timing the mask (it runs per batch in the training loop)
 OPEN = "_open"  # the key of a round's answer holding the times of the videos it opened first
+CROPS = ("full", "train")  # plan(): the box each clip reads
 
 
-def plan(ds, clips: int, seed: int, num_frames: int, stride: int) -> list[dict]:
+def plan(ds, clips: int, seed: int, num_frames: int, stride: int, crops: str = "full") -> list[dict]:
     """`clips` random clips as training samples them (train.data.frame_indices), each read
-    as the centre square of the full short side (as bench.loader and evaluation views)."""
+    as the centre square of the full short side (`crops` "full": as bench.loader and evaluation
+    views, the largest box a clip reads) or from a box drawn as training draws it (`crops`
+    "train": train.data.crop_box, a side of 0.66-1 of the short side, ~0.7 of the full box's
+    area on average)."""
     import numpy as np
 
     from shards.schema import CELL
-    from train.data import ClipSpec, frame_indices
+    from train.data import ClipSpec, crop_box, frame_indices
 
+    if crops not in CROPS:
+        raise ValueError(f"crops must be one of {CROPS}, got {crops!r}")
     rng = np.random.default_rng(seed)
     spec = ClipSpec(num_frames=num_frames, sampling_rate=stride)
     ids, out = ds.ids(), []
@@ -35,9 +41,12 @@ def plan(ds, clips: int, seed: int, num_frames: int, stride: int) -> list[dict]:
         a = ds[vid].attrs
         idx, rate = frame_indices(int(a["num_frames"]), spec, rng)
         h, w = int(a["height"]), int(a["width"])
-        side = min(h, w) // CELL * CELL
-        out.append({"id": vid, "idx": idx.tolist(), "stride": int(rate),
-                    "box": [(w - side) // 2 // CELL * CELL, (h - side) // 2 // CELL * CELL, side]})
+        if crops == "train":
+            box = list(crop_box(h, w, spec, rng))
+        else:
+            side = min(h, w) // CELL * CELL
+            box = [(w - side) // 2 // CELL * CELL, (h - side) // 2 // CELL * CELL, side]
+        out.append({"id": vid, "idx": idx.tolist(), "stride": int(rate), "box": box})
     return out
 
 
@@ -121,7 +130,7 @@ def main() -> None:
         for line in sys.stdin:
             cmd = json.loads(line)
             if cmd["op"] == "plan":
-                reply = plan(ds, cmd["clips"], cmd["seed"], cmd["num_frames"], cmd["stride"])
+                reply = plan(ds, cmd["clips"], cmd["seed"], cmd["num_frames"], cmd["stride"], cmd.get("crops", "full"))
             else:
                 reply = one_round(ds, videos, cmd["clips"], cmd["methods"], cmd["size"], assemble)
             answer.write(json.dumps(reply) + "\n")

@@ -8,8 +8,10 @@
 What is timed: `train.data.read_clip_at` (frames + the motion arrays the method's mask and
 target need, crop, resize, normalize) for VideoMAE (tube+pixel), MGM (mgm+pixel), MGMAE
 (mgmae+pixel; also as its K400 recipe reads, 4 crops per video read, ms per crop) and MME
-(tube+mme), on the same clips (training's frame sampling, the centre square of the full short
-side, as bench.loader). Single-threaded: torch and OpenCV one
+(tube+mme), on the same clips (training's frame sampling; the centre square of the full short
+side, as bench.loader, or with `--crops train` training's random boxes, 0.66-1 of the short
+side: the largest box is the worst case, training's the average a loader worker pays; MME's
+HOG is computed on the box, the other methods barely depend on it). Single-threaded: torch and OpenCV one
 thread each. Methods run round-robin, `--rounds` rounds after one untimed warm-up round (it
 opens every video once, as a training worker does), the method order rotated each round;
 the table gives the median over rounds x clips of wall and CPU (process) ms per clip.
@@ -79,11 +81,11 @@ class Side:
 
 
 def run(sides: list[tuple], clips: int, rounds: int, seed: int = 0, num_frames: int = 16,
-        stride: int = 4, size: int = 224) -> dict:
+        stride: int = 4, size: int = 224, crops: str = "full") -> dict:
     """-> {"sides": {name: {"checkout", "shards", "methods": {method: {"wall_ms", "cpu_ms", "mask_cpu_ms"}}}}, ...}"""
     workers = [Side(*s) for s in sides]
     try:
-        plan = workers[0].ask(op="plan", clips=clips, seed=seed, num_frames=num_frames, stride=stride)
+        plan = workers[0].ask(op="plan", clips=clips, seed=seed, num_frames=num_frames, stride=stride, crops=crops)
         names = list(METHODS)
         samples = {w.name: {m: {"wall": [], "cpu": [], "mask_cpu": []} for m in names} for w in workers}
         opens = {w.name: {"wall": [], "cpu": []} for w in workers}
@@ -113,6 +115,7 @@ def run(sides: list[tuple], clips: int, rounds: int, seed: int = 0, num_frames: 
 
     return {"machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
             "clips": clips, "rounds": rounds, "seed": seed, "clip": f"{num_frames}x{size}x{size}, stride {stride}",
+            "crops": crops,
             "budget_ms": BUDGET_MS,
             "sides": {w.name: {"checkout": w.checkout, "shards": w.shards, "assemble": w.assemble,
                                "methods": {m: {"wall_ms": ms(s["wall"]), "cpu_ms": ms(s["cpu"]),
@@ -166,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clips", type=int, default=20)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--crops", choices=("full", "train"), default="full",
+                   help="the box each clip reads: the full short side's centre square (the largest), or "
+                        "training's random boxes (default: full)")
     p.add_argument("--json", help="write the result here (reprint or merge with --from-json)")
     p.add_argument("--from-json", nargs="+", metavar="FILE", help="print the table of saved runs, no timing")
     a = p.parse_args(argv)
@@ -177,10 +183,10 @@ def main(argv: list[str] | None = None) -> None:
                  + ([("this", str(Path(__file__).resolve().parents[1]), a.shards)] if a.shards else []))
         if not sides:
             p.error("give --shards SET or at least one --side / --device-side / --uint8-side NAME CHECKOUT SHARDS")
-        result = run(sides, a.clips, a.rounds, a.seed)
+        result = run(sides, a.clips, a.rounds, a.seed, crops=a.crops)
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2))
-    print(f"{result['clip']} clips, {result['clips']} clips x {result['rounds']} rounds, medians; "
+    print(f"{result['clip']} clips, {result.get('crops', 'full')} crops, {result['clips']} clips x {result['rounds']} rounds, medians; "
           f"one torch / OpenCV thread; {result['machine']}")
     print(table(result))
 

@@ -55,3 +55,25 @@ def test_table_marks_what_misses_the_budget():
     assert row == "| VideoMAE (tube+pixel) | **70.0** | **70.0** | 50.0 | 50.0 | 2.0 | 2.0 | 66 |"
     merged = clips.merge([{**result, "sides": {"old": side}}, {**result, "sides": {"new": side}}])
     assert list(merged["sides"]) == ["old", "new"]
+
+
+def test_train_crops_are_drawn_as_training_draws_them(tiny):
+    from bench.clip_worker import plan
+    from shards import open_shards
+    from shards.schema import CELL
+
+    with open_shards(tiny) as ds:
+        full, train = plan(ds, 16, 3, 4, 2), plan(ds, 16, 3, 4, 2, crops="train")
+        h, w = (int(ds[ds.ids()[0]].attrs[k]) for k in ("height", "width"))
+    side = min(h, w) // CELL * CELL
+    assert all(c["box"][2] == side for c in full)   # the largest box: the full short side
+    sides = [c["box"][2] for c in train]
+    assert all(c["box"][2] % CELL == 0 and 0 < c["box"][2] <= side for c in train)
+    assert min(sides) < side and min(sides) >= int(0.66 * side // CELL) * CELL   # 0.66-1 of the short side
+    for c in train:   # inside the frame
+        x0, y0, s = c["box"]
+        assert 0 <= x0 and x0 + s <= w and 0 <= y0 and y0 + s <= h
+    assert len(train) == 16
+    with pytest.raises(ValueError, match="crops must be one of"):
+        with open_shards(tiny) as ds:
+            plan(ds, 1, 0, 4, 2, crops="centre")
