@@ -130,7 +130,7 @@ def main() -> None:
         for line in sys.stdin:
             cmd = json.loads(line)
             if cmd["op"] == "plan":
-                reply = plan(ds, cmd["clips"], cmd["seed"], cmd["num_frames"], cmd["stride"], cmd.get("crops", "full"))
+                reply = plan(ds, cmd["clips"], cmd["seed"], cmd["num_frames"], cmd["stride"], cmd["crops"])
             else:
                 reply = one_round(ds, videos, cmd["clips"], cmd["methods"], cmd["size"], assemble)
             answer.write(json.dumps(reply) + "\n")

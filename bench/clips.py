@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .clip_worker import CROPS
+
 BUDGET_MS = 66.0
 # name -> (mask, target, crops per video read, trajectory steps (0 = the shards')); MGMAE's K400
 # recipe takes 4 crops of each video read (repeated_aug 4, train/configs/mgmae_k400.yaml) and
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clips", type=int, default=20)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--crops", choices=("full", "train"), default="full",
+    p.add_argument("--crops", choices=CROPS, default="full",
                    help="the box each clip reads: the full short side's centre square (the largest), or "
                         "training's random boxes (default: full)")
     p.add_argument("--json", help="write the result here (reprint or merge with --from-json)")
