@@ -346,6 +346,36 @@ def _check_out_path(out: str) -> None:
             return
 
 
+def _check_out_apart(out: str, listing, dataset: str) -> None:
+    """A local --out must not be the corpus root, lie inside it, or hold it or any of its videos:
+    the set's `videos/` would share a folder with the corpus's own `videos/` (UCF101, HMDB51,
+    SSv2 layouts), the next scan would list what the set holds, and --overwrite could not tell
+    them apart. A list file's folder is only where its relative paths start, so for `list` the
+    videos it names are what must stay outside --out."""
+    if "://" in out and not out.startswith("file://"):
+        return
+    given = Path(out[len("file://"):] if out.startswith("file://") else out).expanduser().absolute()
+    path = given.resolve()
+    corpus = Path(listing.root).expanduser().resolve()
+    walked = dataset != "list"
+    # string prefixes, not a resolve() per video: a corpus lists hundreds of thousands
+    prefixes = tuple({f"{path}{os.sep}", f"{given}{os.sep}"})
+    inside = [it.path for it in (*listing.items, *listing.missing) if os.path.abspath(it.path).startswith(prefixes)]
+    if path == corpus:
+        where = "is the corpus root"
+    elif walked and corpus in path.parents:
+        where = f"lies inside the corpus root {corpus}"
+    elif walked and path in corpus.parents:
+        where = f"holds the corpus root {corpus}"
+    elif inside:
+        where = f"holds {len(inside)} of the corpus's videos ({inside[0]})"
+    else:
+        return
+    beside = corpus.parent / f"{corpus.name}_shards"
+    raise UsageError(f"--out {out} {where}: the shard set and the source videos would share folders. "
+                     f"Write the set outside the corpus, e.g. --out {beside}")
+
+
 def _record_missing(writer, listing, done: set[str], cfg: ExtractConfig, log) -> int:
     """Failure records (stage "open", "not on disk") for annotated videos absent from disk."""
     taken = done | {it.video_id for it in listing.items}
@@ -537,6 +567,7 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch, counts: Count
     _check_runnable(cfg, out)
     listing = scan(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file, limit=cfg.limit)
     cfg = replace(cfg, root=str(listing.root))  # stored resolved: the next run is compared with it
+    _check_out_apart(out, listing, cfg.dataset)
     with writer_lock(out, log=log) as lock:  # one run per shard set: a second one is refused
         return _run_locked(cfg, listing, log, task, lock, counts)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from .cli import CliError
 from .lock import LOCK_NAME
+from .owned import foreign_files, shown
 from .schema import (ARRAYS, DERIVED, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
                      encode, stored_arrays)
 from . import video_writer
@@ -237,9 +238,10 @@ class ForeignFiles(CliError):
 
 
 def remove_set(out: str, format: str, keep: tuple[str, ...] = (LOCK_NAME,)) -> list[str]:
-    """Delete the shard set at `out` (directory or fsspec URL): only what it owns (`OWNED`),
-    never the directory itself, and nothing at all when the directory holds anything else
-    (ForeignFiles: the user's videos or notes next to the set). Returns the names removed."""
+    """Delete the shard set at `out` (directory or fsspec URL): only what it owns (`OWNED` at
+    the top, `owned.foreign_files` below it), never the directory itself, and nothing at all
+    when the directory holds anything else at any depth (ForeignFiles: the user's videos or
+    notes next to or inside the set's folders). Returns the names removed."""
     fs, root = fsspec.core.url_to_fs(os.fspath(out))
     root = root.rstrip("/")
     if not fs.exists(root):
@@ -247,10 +249,11 @@ def remove_set(out: str, format: str, keep: tuple[str, ...] = (LOCK_NAME,)) -> l
     owned = set(OWNED[format]) | set(OWNED_BY_ANY)
     names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
     foreign = [n for n in names if n not in owned and not OWNED_TMP.match(n)]
+    # below the top level too: a corpus kept in <out>/videos/ shares the set's folder name
+    foreign += foreign_files(fs, root, format)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise ForeignFiles(f"--overwrite: {out} holds files that are not part of the {format} shard set "
-                           f"({shown}); deleted nothing. Move them away or choose another --out.")
+                           f"({shown(foreign)}); deleted nothing. Move them away or choose another --out.")
     removed = [n for n in names if n not in keep]
     for name in removed:
         fs.rm(f"{root}/{name}", recursive=True)
