@@ -119,9 +119,17 @@ def test_regenerates_only_missing_files_and_grows_in_place(tmp_path, monkeypatch
     assert len(list_videos(NAME, root=tmp_path)) == 24
 
 
+def _decoded(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
 def test_several_processes_write_the_same_files(tmp_path, monkeypatch):
     # a large missing corpus is written by several processes (one per MIN_PER_WORKER videos at
-    # most): each video depends only on its parameters, so the files are byte for byte the same
+    # most): each video depends only on its parameters, so the rendered frames are the same. The
+    # encoded bytes need not be: libx264 as PyAV 18's wheels ship it can pick other modes for the
+    # same frames from one call to the next, even in one process (seen at any frame size), so the
+    # files are compared decoded, to within a few levels of a crf 12 encode.
     monkeypatch.setattr(sm, "MIN_PER_WORKER", 4)
     small = replace(TINY, per_class=2, frames=4, height=32, width=32)
     sm.generate(tmp_path / "one", small)
@@ -129,7 +137,10 @@ def test_several_processes_write_the_same_files(tmp_path, monkeypatch):
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.mp4"))
     assert len(files) == 16 and files == sorted(p.relative_to(tmp_path / "two")
                                                 for p in (tmp_path / "two").rglob("*.mp4"))
-    assert all((tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes() for f in files)
+    for f in files:
+        one, two = _decoded(tmp_path / "one" / f), _decoded(tmp_path / "two" / f)
+        assert one.shape == two.shape == (4, 32, 32, 3)
+        assert np.abs(one.astype(np.int16) - two).mean() < 2.0
     assert not [p for p in (tmp_path / "two").iterdir() if p.name.startswith(".partial-")]
     monkeypatch.setenv(sm.WORKERS_ENV, "many")
     with pytest.raises(ValueError, match="MOTION_MAE_SYNTH_WORKERS must be an integer"):

@@ -33,7 +33,9 @@ def test_gpu_check_measures_device_assembly(tiny_shards, where):
     assert summary["assemble"] == where
     for r in summary["methods"].values():
         load, step = r["loader"], r["step"]
-        assert load["assemble"] == where and load["assemble_ms_per_batch"] > 0
+        # measured, not asserted positive: a tiny uint8 batch normalizes in less than the 0.1 ms
+        # the figure is rounded to
+        assert load["assemble"] == where and load["assemble_ms_per_batch"] >= 0
         eats = step["clips_per_s_with_assembly"]
         assert eats == pytest.approx(step["batch"] * 1000 / (step["ms_per_step"] + load["assemble_ms_per_batch"]), rel=0.01)
         assert r["keeps_up"] == (load["clips_per_s"] >= eats)
