@@ -41,7 +41,7 @@ test-slow: install
 	$(PYTHON) -m pytest -q -m slow $(PYTEST_ARGS)
 
 bench: install
-	$(PYTHON) -m preprocess.bench
+	$(PYTHON) -m bench.extract
 
 clean:
 	rm -rf data/ runs/ $(STAMP)

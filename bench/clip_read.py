@@ -17,9 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from shards import open_shards  # noqa: E402
-from train.data import ClipSpec, crop_box, frame_indices, read_clip_at  # noqa: E402
-from train.masks import NEEDS as MASK_NEEDS  # noqa: E402
-from train.targets import TARGETS  # noqa: E402
+from train.clips.dataset import ClipSpec, crop_box, frame_indices, read_clip_at  # noqa: E402
+from train.pretraining.masks import NEEDS as MASK_NEEDS  # noqa: E402
+from train.pretraining.targets import TARGETS  # noqa: E402
 
 # method -> (mask, target): the pairing each paper trains with
 METHODS = {"videomae": ("tube", "pixel"), "mgm": ("mgm", "pixel"), "mgmae": ("mgmae", "pixel"),

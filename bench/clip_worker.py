@@ -4,9 +4,9 @@
 
 Imports `shards` and `train` from CHECKOUT, so an older checkout is measured with its own
 loader; it uses only what every checkout since the loader rework has (`open_shards`,
-`train.data.ClipSpec / frame_indices / read_clip_at`
-(and `read_clips_at` where it exists), `train.masks.MASKS / NEEDS`,
-`train.targets.get_target`). One JSON command per line on stdin, one JSON answer per line
+`train.clips.dataset.ClipSpec / frame_indices / read_clip_at`
+(and `read_clips_at` where it exists), `train.pretraining.masks.MASKS / NEEDS`,
+`train.pretraining.targets.get_target`). One JSON command per line on stdin, one JSON answer per line
 on stdout; everything the libraries print goes to stderr.
 """
 from __future__ import annotations
@@ -21,15 +21,15 @@ CROPS = ("full", "train")  # plan(): the box each clip reads
 
 
 def plan(ds, clips: int, seed: int, num_frames: int, stride: int, crops: str = "full") -> list[dict]:
-    """`clips` random clips as training samples them (train.data.frame_indices), each read
+    """`clips` random clips as training samples them (train.clips.dataset.frame_indices), each read
     as the centre square of the full short side (`crops` "full": as bench.loader and evaluation
     views, the largest box a clip reads) or from a box drawn as training draws it (`crops`
-    "train": train.data.crop_box, a side of 0.66-1 of the short side, ~0.7 of the full box's
+    "train": train.clips.dataset.crop_box, a side of 0.66-1 of the short side, ~0.7 of the full box's
     area on average)."""
     import numpy as np
 
     from shards.schema import CELL
-    from train.data import ClipSpec, crop_box, frame_indices
+    from train.clips.dataset import ClipSpec, crop_box, frame_indices
 
     if crops not in CROPS:
         raise ValueError(f"crops must be one of {CROPS}, got {crops!r}")
@@ -66,14 +66,14 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
     import torch
     from torch.utils.data import default_collate
 
-    import train.data as data
+    import train.clips.dataset as data
 
-    # assemble "device" (train/assemble.py, since stop 17): the worker ships JPEG bytes; only
+    # assemble "device" (train/clips/assemble.py, since stop 17): the worker ships JPEG bytes; only
     # checkouts that have it are asked for it
     how = {"assemble": assemble} if assemble != "loader" else {}
     collate = getattr(data, "collate_clips", default_collate)
-    from train.masks import MASKS, NEEDS
-    from train.targets import get_target
+    from train.pretraining.masks import MASKS, NEEDS
+    from train.pretraining.targets import get_target
 
     out, opens = {}, []
     for name, mask, target, crops, *rest in methods:

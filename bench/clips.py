@@ -5,7 +5,7 @@
                           --side after . /work/data/k400like/schema2 --json run.json
     python -m bench.clips --from-json before.json after.json                  # reprint saved runs
 
-What is timed: `train.data.read_clip_at` (frames + the motion arrays the method's mask and
+What is timed: `train.clips.dataset.read_clip_at` (frames + the motion arrays the method's mask and
 target need, crop, resize, normalize) for VideoMAE (tube+pixel), MGM (mgm+pixel), MGMAE
 (mgmae+pixel; also as its K400 recipe reads, 4 crops per video read, ms per crop) and MME
 (tube+mme), on the same clips (training's frame sampling; the centre square of the full short
@@ -16,11 +16,11 @@ thread each. Methods run round-robin, `--rounds` rounds after one untimed warm-u
 opens every video once, as a training worker does), the method order rotated each round;
 the table gives the median over rounds x clips of wall and CPU (process) ms per clip.
 The mask column: the method's mask on a batch of 8 of those clips, CPU ms per clip. Since
-stop 16 it runs in the loader's workers with the batch (`train.data.MaskCollate`), so what a
+stop 16 it runs in the loader's workers with the batch (`train.clips.dataset.MaskCollate`), so what a
 worker spends on a clip is the read plus the mask (the budget column compares the read alone).
 
 `--device-side NAME CHECKOUT SHARDS` is a side whose clips are assembled on the training
-device (`assemble: device`, train/assemble.py): what it times is the worker's share only (the
+device (`assemble: device`, train/clips/assemble.py): what it times is the worker's share only (the
 JPEG bytes read, the motion arrays, the grey frames MME's HOG needs); the decode, crop, resize
 and normalize it leaves to the device are not in its numbers. `--uint8-side` likewise times
 `assemble: uint8`: the whole clip but the normalize, which the device does.

@@ -5,7 +5,7 @@
     python -m bench.loader --shards PATH --decord-python /tmp/decord-venv/bin/python
 
 Loader, one worker (one core), the same random clips for every reader: the shard loader
-(`train.data.read_clip_at`: frames plus the motion arrays each method needs, crop, resize,
+(`train.clips.dataset.read_clip_at`: frames plus the motion arrays each method needs, crop, resize,
 normalize) against PyAV and decord decoding the frames of that clip from the source video
 followed by the same crop and resize. decord is not a dependency: point --decord-python at
 an interpreter that has it (a separate venv, see docs/benchmarks.md).
@@ -23,12 +23,12 @@ import cv2
 import numpy as np
 import torch
 
-from preprocess.bench_scale import clip_plan, decode_clip_pyav, decord_seconds
+from bench.scale import clip_plan, decode_clip_pyav, decord_seconds
 from shards import open_shards
-from train.data import RESIZE, ClipSpec, read_clip_at
-from train.masks import NEEDS as MASK_NEEDS
-from train.model import build_model
-from train.targets import get_target
+from train.clips.dataset import RESIZE, ClipSpec, read_clip_at
+from train.pretraining.masks import NEEDS as MASK_NEEDS
+from train.pretraining.model import build_model
+from train.pretraining.targets import get_target
 
 METHODS = {"videomae (tube+pixel)": ("tube", "pixel"), "mgm (mgm+pixel)": ("mgm", "pixel"),
            "mgmae (mgmae+pixel)": ("mgmae", "pixel"), "mme (tube+mme)": ("tube", "mme")}
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     if a.shards is None:
-        from train.config import TrainConfig
+        from train.pretraining.config import TrainConfig
         from train.pretrain import ensure_demo_shards
 
         cfg = TrainConfig()

@@ -3,7 +3,7 @@
     python -m shards pack SET PACKED --videos-per-file 1000
     python -m bench.packed --shards SET --packed PACKED --clips 20
 
-The same random clips (`preprocess.bench_scale.clip_plan`) read through `train.data.read_clip_at`
+The same random clips (`bench.scale.clip_plan`) read through `train.clips.dataset.read_clip_at`
 with what each method's mask and target need, one core, from both sets; per clip the two reads
 alternate which goes first (page cache and CPU frequency favour neither), and the outputs must be
 equal. Requests per clip on S3 are counted by tests/shards/test_s3.py (moto's request log).
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from bench.loader import METHODS
-from preprocess.bench_scale import clip_plan
+from bench.scale import clip_plan
 from shards import open_shards
-from train.data import ClipSpec, read_clip_at
-from train.masks import NEEDS as MASK_NEEDS
-from train.targets import get_target
+from train.clips.dataset import ClipSpec, read_clip_at
+from train.pretraining.masks import NEEDS as MASK_NEEDS
+from train.pretraining.targets import get_target
 
 
 def files_per_video(path: str) -> dict:

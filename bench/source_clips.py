@@ -4,7 +4,7 @@
 
 Each pair is the same corpus extracted both ways. One core (one torch and OpenCV thread), the
 same random VideoMAE clips for both sets (16 frames at stride 4, a random square crop resized
-to 224 px, normalized: `train.data.read_clip_at` with the tube mask and pixel target, i.e.
+to 224 px, normalized: `train.clips.dataset.read_clip_at` with the tube mask and pixel target, i.e.
 frames only), a video opened per clip as a loader does. The source path's packet index is
 cached per video by the reader (a loader revisits a video once per epoch, so the bench clears
 that cache before every clip: the cold cost, what a K400-sized corpus pays).
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from shards import open_shards
-from train.data import ClipSpec, crop_box, frame_indices, read_clip_at
+from train.clips.dataset import ClipSpec, crop_box, frame_indices, read_clip_at
 
 
 def plan(path: str, clips: int, spec: ClipSpec, seed: int) -> list[tuple]:

@@ -273,7 +273,7 @@ class Video:
 
     def jpeg_rows(self, idx: np.ndarray) -> np.ndarray:
         """(n, N) uint8: the stored JPEG of frames `idx` (sorted unique ints), one per row,
-        zero-padded to the longest: the bytes a device decodes (train/assemble.py). A set that
+        zero-padded to the longest: the bytes a device decodes (train/clips/assemble.py). A set that
         keeps no frames (--frames none) has none: ValueError."""
         if not self.stores_jpeg():
             raise ValueError(f"video {self.id!r} keeps no JPEG frames (frames_storage "

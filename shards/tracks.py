@@ -2,7 +2,7 @@
 
 Pure numpy functions of the arrays `shards.schema` defines (`traj`, `traj_valid`,
 `homography`, `hog`), shared by the extractor (`preprocess/`, which tracks the points) and
-the loader (`train/data.py`, which rebuilds positions and samples HOG along them when it
+the loader (`train/clips/dataset.py`, which rebuilds positions and samples HOG along them when it
 reads a clip): the two halves of the pipeline meet only in `shards/`.
 
 Convention (`shards.schema`): the point of cell (i, j) starts at its centre

@@ -45,7 +45,7 @@ def existing_file(path: str, flag: str, what: str) -> Path:
 def existing_shards(path: Path, flag: str = "--shards") -> Path:
     """`path` when it exists; the extraction command to make one otherwise."""
     if not path.exists():
-        from train.config import DEMO_SHARDS, resolve_shards
+        from train.pretraining.config import DEMO_SHARDS, resolve_shards
 
         how = "--dataset demo" if path == resolve_shards(DEMO_SHARDS) else f"--dataset ... --out {path}"
         raise CliError(f"{flag} {path}: no such shard set; extract one with `python preprocess/extract.py {how}`")

@@ -17,13 +17,13 @@ averaged over its clips x test_crops views (VideoMAE: K400 5 x 3, SSv2 2 x 3); t
 top-5 on the val split.
 
 - **Linear probe.** The frozen encoder encodes every token (no mask); the tokens (B, N, D) are
-  pooled into a clip feature (`train/probe.py`), standardized with the train split's mean and
+  pooled into a clip feature (`train/eval/probe.py`), standardized with the train split's mean and
   std (MAE's affine-free BatchNorm), and a multinomial logistic regression with an L2 penalty is
   fit by full-batch L-BFGS on the train clips, each clip one sample: a convex problem, so no
   learning rate and the same answer on every run. The penalty (`probe_wd cv`, the default) is
   chosen from `probe_wd_grid` by `probe_folds`-fold cross-validation on the train split, folds
   by video: the lowest log-loss among the penalties within one standard error of the best
-  top-1 (`train.probe.choose_weight_decay`); no knob tuned on val and no seed. The default pooling is
+  top-1 (`train.eval.probe.choose_weight_decay`); no knob tuned on val and no seed. The default pooling is
   **"quadrants"** (the mean over each time slice's 2 x 2 spatial quadrants, concatenated):
   VideoMAE's token mean cannot tell motions apart whose token features average out over the
   clip (left vs right is a matter of *when* the object is where; clockwise vs anticlockwise
@@ -33,7 +33,7 @@ top-5 on the val split.
   earlier diagnostics. The token-mean probe is always fit as well, on the same features
   computed once (`probes.mean` in the result): VideoMAE's protocol, the second column. Every
   probe reports top-1 with a 95 % bootstrap interval over val videos and the chosen penalty.
-- **Fine-tuning** (`--finetune`, train/finetune.py): VideoMAE's classification model on the
+- **Fine-tuning** (`--finetune`, train/eval/finetune.py): VideoMAE's classification model on the
   pretrained encoder (all tokens -> blocks -> norm -> mean -> LayerNorm -> linear head), trained
   end to end on random clips (`flip False` where a mirror changes the class, e.g. left/right or
   clockwise on SSv2 and synthetic-motion), AdamW, layer-wise lr decay, drop path, warmup +
@@ -50,7 +50,7 @@ checkpoint was pretrained on (the demo set for "random") unless --shards names o
 result (metrics, per-video predictions, the config, the checkpoint, timings) is printed and
 written as JSON to --out. `--config FILE` (yaml/json of EvalConfig fields, e.g.
 train/configs/finetune_k400.yaml) sets defaults that flags override. `--view-cache DIR` keeps a
-uint8 copy of the test views (train/view_cache.py): the first evaluation of a shard set, split
+uint8 copy of the test views (train/eval/view_cache.py): the first evaluation of a shard set, split
 and clip geometry decodes them into DIR, every later one reads them back (the same clips bit for
 bit; a cache of changed shards is rebuilt); the study uses it for all its probes. Errors are one line;
 --debug shows the traceback.
@@ -76,16 +76,16 @@ if __package__ in (None, ""):  # `python train/evaluate.py` as well as `python -
 
 from shards.cli import UsageError, run_main  # noqa: E402
 from train.cli import Parser, check_sources  # noqa: E402
-from train.config import (DEMO_SHARDS, REPO_ROOT, TrainConfig, load_file, parse_bool, parse_optional,  # noqa: E402
+from train.pretraining.config import (DEMO_SHARDS, REPO_ROOT, TrainConfig, load_file, parse_bool, parse_optional,  # noqa: E402
                           resolve_shards)
-from train.data import ClipSpec  # noqa: E402
-from train.engine import Dist, init_distributed, load_checkpoint, resolve_device  # noqa: E402
-from train.finetune import check as check_finetune  # noqa: E402
-from train.finetune import train_classifier  # noqa: E402
-from train.probe import (POOLS, WD_GRID, cpu_threads, fit_probe, parse_weight_decay, pool, pool_dims,  # noqa: E402
+from train.clips.dataset import ClipSpec  # noqa: E402
+from train.pretraining.engine import Dist, init_distributed, load_checkpoint, resolve_device  # noqa: E402
+from train.eval.finetune import check as check_finetune  # noqa: E402
+from train.eval.finetune import train_classifier  # noqa: E402
+from train.eval.probe import (POOLS, WD_GRID, cpu_threads, fit_probe, parse_weight_decay, pool, pool_dims,  # noqa: E402
                          video_metrics)
-from train.model import POSITIONS, VideoMAE, build_model  # noqa: E402
-from train.view_cache import CachedViews, Views, cached_views  # noqa: E402
+from train.pretraining.model import POSITIONS, VideoMAE, build_model  # noqa: E402
+from train.eval.view_cache import CachedViews, Views, cached_views  # noqa: E402
 
 GEOMETRY = ("model", "num_frames", "sampling_rate", "input_size", "tubelet", "patch_size", "positions")
 
@@ -104,12 +104,12 @@ class EvalConfig:
     input_size: int | None = None
     tubelet: int | None = None
     patch_size: int | None = None
-    positions: str | None = None    # the position table (train.model.POSITIONS): a random encoder's must match
+    positions: str | None = None    # the position table (train.pretraining.model.POSITIONS): a random encoder's must match
     clips: int = 2                  # temporal clips per video: probe training samples and test views (K400 5, SSv2 2)
     test_crops: int = 1             # spatial test views per clip along the long side (K400 / SSv2 3); 1 = centre
     tsn: bool = False               # TSN (SSv2): one frame from each of num_frames segments; no sampling_rate
-    # linear probe (train/probe.py)
-    probe_pool: str = "quadrants"   # train.probe.POOLS key of the main probe; the token mean is always fit too
+    # linear probe (train/eval/probe.py)
+    probe_pool: str = "quadrants"   # train.eval.probe.POOLS key of the main probe; the token mean is always fit too
     probe_wd: str | float | dict = "cv"  # L2 penalty on the classifier weights (features standardized); "cv" = chosen
                                     # by cross-validation; or {pool: penalty or "cv"} (the study: a run's earlier checkpoints)
     probe_wd_grid: tuple[float, ...] = WD_GRID  # the penalties cross-validation chooses from
@@ -144,7 +144,7 @@ class EvalConfig:
     device: str = "auto"            # auto = cuda if available else cpu
     amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
     num_workers: int = 2
-    view_cache: str = ""            # folder of uint8 copies of the test views, decoded once (train/view_cache.py)
+    view_cache: str = ""            # folder of uint8 copies of the test views, decoded once (train/eval/view_cache.py)
     source_root: str = ""           # where the source videos of a --frames none set are now ("" = as extracted)
     out: str = ""                   # result JSON; "" = next to the checkpoint (runs/eval/ for "random")
 
@@ -457,7 +457,7 @@ EVAL_HELP = {
     "clips": "temporal clips per video: probe training samples and test views (K400 5, SSv2 2)",
     "test_crops": "spatial test views per clip along the long side (K400 / SSv2 3); 1 = the centre",
     "tsn": "TSN sampling (SSv2): one frame from each of num_frames segments instead of a sampling rate",
-    "probe_pool": "linear probe: how tokens become a clip feature (train.probe.POOLS: mean, time, quadrants, "
+    "probe_pool": "linear probe: how tokens become a clip feature (train.eval.probe.POOLS: mean, time, quadrants, "
                   "tokens); the token mean is fit as well",
     "probe_wd": "linear probe: L2 penalty on the classifier weights, or 'cv' = chosen by cross-validation on "
                 "the train split (folds by video)",
@@ -503,7 +503,7 @@ USAGE = """%(prog)s --checkpoint CKPT|random [--shards SHARDS] [--finetune] [opt
 
 
 def build_parser() -> Parser:
-    from train.model import MODELS
+    from train.pretraining.model import MODELS
 
     parser = Parser(prog="evaluate.py", usage=USAGE, description=__doc__)
     parser.add_argument("--config", default=None, metavar="FILE",
@@ -546,7 +546,7 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     checkpoint exists and is one, the shard set (given, or the checkpoint's) exists. A --config
     file's values become the defaults, so that a flag on the command line wins."""
     from train.cli import check_device, existing_file, existing_shards
-    from train.runs import read_checkpoint_head
+    from train.pretraining.runs import read_checkpoint_head
 
     parser = build_parser()
     config = parser.parse_known_args(argv)[0].config

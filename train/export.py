@@ -17,7 +17,7 @@ bias plus `attn.q_bias` and `attn.v_bias`. The key bias is dropped, which is exa
 q . b_k to every logit of a query, a constant that the softmax removes.
 
 Positions are not weights: both sides use the fixed 1-D sin-cos table over the t*h*w
-flattened tokens (`train.model.sincos_table`, VideoMAE's `get_sinusoid_encoding_table`).
+flattened tokens (`train.pretraining.model.sincos_table`, VideoMAE's `get_sinusoid_encoding_table`).
 A JSON file next to the weights (`encoder.json`) records the width, depth, heads, tubelet,
 patch, clip geometry and source checkpoint. VideoMAE's fine-tuning model with mean pooling
 has `norm = Identity` and a fresh `fc_norm`; its loader then ignores `norm.*` (as it does
@@ -35,7 +35,7 @@ if __package__ in (None, ""):  # `python train/export.py` as well as `python -m 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shards.cli import CliError, UsageError, run_main  # noqa: E402
-from train.model import MODELS  # noqa: E402
+from train.pretraining.model import MODELS  # noqa: E402
 
 ENCODER_PREFIXES = ("patch_embed.", "blocks.", "norm.")
 LAYOUTS = ("timm", "videomae")
@@ -67,7 +67,7 @@ def export(checkpoint: str | Path, out: str | Path, layout: str = "timm") -> dic
         "model": cfg["model"], "dim": size.dim, "depth": size.depth, "heads": size.heads,
         "mlp_ratio": size.mlp_ratio, "norm_eps": 1e-6, "tubelet": cfg["tubelet"], "patch_size": cfg["patch_size"],
         "num_frames": cfg["num_frames"], "input_size": cfg["input_size"], "sampling_rate": cfg["sampling_rate"],
-        "positions": "fixed sin-cos over t*h*w tokens (train.model.sincos_table), not stored",
+        "positions": "fixed sin-cos over t*h*w tokens (train.pretraining.model.sincos_table), not stored",
         "input": "RGB in [0, 1] normalized with ImageNet mean/std, (B, 3, T, H, W)",
         "pretrain": {"mask": cfg["mask"], "target": cfg["target"]},
         "num_tensors": len(weights), "num_params": int(sum(v.numel() for v in weights.values())),

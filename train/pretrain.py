@@ -8,7 +8,7 @@
 
 The recipes in train/configs/ are the papers' (docs/recipes.md); batch_size there is global.
 
-Config precedence: flags > --config file > TrainConfig defaults (train/config.py), the
+Config precedence: flags > --config file > TrainConfig defaults (train/pretraining/config.py), the
 defaults shown below. Only a run with no arguments (or only --resume, --overwrite, --debug) is
 the demo (train/configs/demo.yaml, the demo shards extracted first when missing). Without --out, the run folder is named for the
 run: runs/<shards name>-<mask>-<target>-<model>. A folder that holds another run is refused
@@ -28,8 +28,8 @@ if __package__ in (None, ""):  # `python train/pretrain.py` as well as `python -
 
 from shards.cli import CliError, run_main  # noqa: E402
 from train.cli import Parser, check_device, check_sources, existing_shards, shard_meta  # noqa: E402
-from train.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, add_arguments, from_args, given  # noqa: E402
-from train.runs import default_out, prepare_run_folder  # noqa: E402
+from train.pretraining.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, add_arguments, from_args, given  # noqa: E402
+from train.pretraining.runs import default_out, prepare_run_folder  # noqa: E402
 
 DEMO_CONFIG = REPO_ROOT / "train" / "configs" / "demo.yaml"
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         if note and main_rank:
             print(note, flush=True)
 
-    from train.engine import train
+    from train.pretraining.engine import train
 
     summary = train(cfg, log=lambda s: print(s, flush=True))
     if summary["first_loss"] is not None and main_rank:  # torchrun: one summary

@@ -20,7 +20,7 @@ The data flow, each stage skipped where its output exists (a killed study resume
    (`train/configs/study.yaml`); each run stops at every checkpoint fraction of the budget
    (`stop_at`, the schedule fixed by `max_steps`), copies `checkpoint.pt` to `ckpt_<step>.pt`,
    and resumes from it (exact resume: the same clips and masks as one uninterrupted run);
-3. **held-out loss** of every kept checkpoint of every run (`train/heldout.py`): its masked loss
+3. **held-out loss** of every kept checkpoint of every run (`train/eval/heldout.py`): its masked loss
    on `heldout_clips` val clips (fixed seed: the same clips and masks for every run of a method)
    against the best constant (predict-0 for normalized targets); the gate is `<= gate` (0.8) of
    it at the last checkpoint on every seed, and the ratio's fall along the run, extrapolated on
@@ -40,20 +40,20 @@ The data flow, each stage skipped where its output exists (a killed study resume
 Layout of `--out` (default runs/study): `<method>/seed<k>/` (checkpoint.pt, ckpt_<step>.pt,
 train_<step>.json, probe_<step>.json, heldout_<step>.json, finetune_<step>.json, metrics.jsonl),
 `random/seed<k>/{probe,finetune}.json`, `view_cache/` (the probes' views as uint8, decoded by the
-first probe, read by the rest: train/view_cache.py), `extract.json`, `study.json`, `results.json`.
+first probe, read by the rest: train/eval/view_cache.py), `extract.json`, `study.json`, `results.json`.
 
 How long (docs/results.md, "How long it takes", 2 cores): a seed measured at 30.5 min in one pool
 on a quiet machine (five runs 23.6 min, 16 probes 6.7; 40-43 min on a busy one) and the corpus's
 extraction at ~14 min with 2 workers, so ~2.8 h for the default 5 seeds from nothing. Since
 stop 14 every run, held-out loss and probe of every seed goes through one pool of
 max(`parallel_runs`, `probe_workers`) one-thread processes on the CPU, each job as soon as what
-it reads is on disk (train/study_pool.py); on a GPU, one at a time in this process, or `--gpu-jobs N`
+it reads is on disk (train/studies/pool.py); on a GPU, one at a time in this process, or `--gpu-jobs N`
 processes side by side (one thread and no loader workers each: a study-sized model leaves a
 large GPU idle one job at a time).
 
 Here: the settings (`StudyConfig`), the order of the stages, collecting their results, the
-CLI. The stages themselves: `train/study_stages.py`; the report and plots, pure functions of
-`results.json`: `train/study_report.py`; the statistics: `train/study_stats.py`.
+CLI. The stages themselves: `train/studies/stages.py`; the report and plots, pure functions of
+`results.json`: `train/studies/report.py`; the statistics: `train/studies/stats.py`.
 """
 from __future__ import annotations
 
@@ -73,12 +73,12 @@ import numpy as np  # noqa: E402
 from shards.cli import UsageError, run_main  # noqa: E402
 from shards.paths import data_dir  # noqa: E402
 from train.cli import Parser  # noqa: E402
-from train.config import REPO_ROOT, TrainConfig, load_file  # noqa: E402
-from train.study_pool import run_chains  # noqa: E402
-from train.study_stages import (Progress, add_wall, extract, pool_size, seed_chains, stage_walls,  # noqa: E402
+from train.pretraining.config import REPO_ROOT, TrainConfig, load_file  # noqa: E402
+from train.studies.pool import run_chains  # noqa: E402
+from train.studies.stages import (Progress, add_wall, extract, pool_size, seed_chains, stage_walls,  # noqa: E402
                                 write_json)
-from train.study_report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
-from train.study_stats import gate, mean_std, paired, stable, steps_to_reach, unpaired_se  # noqa: E402
+from train.studies.report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
+from train.studies.stats import gate, mean_std, paired, stable, steps_to_reach, unpaired_se  # noqa: E402
 
 DEFAULT_CONFIG = REPO_ROOT / "train" / "configs" / "study.yaml"
 DEFAULT_OUT = "runs/study"
@@ -121,7 +121,7 @@ class StudyConfig:
     extract_workers: int = 2                # 0 = extract in this process
     probe_clips: int = 2
     probe_batch: int = 32
-    probe_pool: str = "quadrants"           # train.probe.POOLS key of the main probe; the token mean is fit as well
+    probe_pool: str = "quadrants"           # train.eval.probe.POOLS key of the main probe; the token mean is fit as well
     probe_wd: str | float = "cv"            # "cv" = the probe's L2 chosen by cross-validation on the train split
     probe_folds: int = 5
     probe_workers: int = 2                  # probes run side by side on the CPU (processes, one thread each)
@@ -150,7 +150,7 @@ class StudyConfig:
         self.base_train()  # refuses unknown TrainConfig keys early
         from train.evaluate import EvalConfig
 
-        from train.probe import POOLS, parse_weight_decay
+        from train.eval.probe import POOLS, parse_weight_decay
 
         unknown = set(self.finetune) - {f.name for f in fields(EvalConfig)}
         if unknown:
@@ -197,7 +197,7 @@ class StudyConfig:
         return p if p.is_absolute() else REPO_ROOT / p
 
     def view_cache_path(self) -> Path:
-        """Where the probes' views are decoded once and read by every later probe (train/view_cache.py)."""
+        """Where the probes' views are decoded once and read by every later probe (train/eval/view_cache.py)."""
         return self.out_path() / "view_cache"
 
     def report_path(self) -> Path:
@@ -349,7 +349,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
     for r in randoms:
         probe_sum[r["seed"]] += r["seconds"]["total"]
     # wall time: jobs side by side overlap, so each stage counts its share of the pool's wall time
-    # (walls.json, train/study_pool.py); where a seed has no record, the jobs' own times summed
+    # (walls.json, train/studies/pool.py); where a seed has no record, the jobs' own times summed
     walls = stage_walls(cfg.out_path())
     seconds["probe"] = sum(walls.get("probe", {}).get(str(seed), probe_sum[seed]) for seed in cfg.seeds)
     seconds["pretrain"] = sum(walls.get("pretrain", {}).get(str(seed), pretrain_sum[seed]) for seed in cfg.seeds)
@@ -440,7 +440,7 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
     progress = Progress({"train": runs * cfg.steps, "heldout": runs * len(stops),
                          "probe": len(cfg.seeds) * (len(cfg.methods) * len(stops) + 1),
                          "finetune": len(cfg.seeds) * (len(cfg.methods) + 1) if cfg.finetunes else 0}, log)
-    # every run, held-out loss, probe and fine-tune of every seed in one pool (train/study_pool.py),
+    # every run, held-out loss, probe and fine-tune of every seed in one pool (train/studies/pool.py),
     # seed-major: a study stopped early still has every method at its first seeds
     workers = pool_size(cfg, max(cfg.parallel_runs, cfg.probe_workers))
     if workers > 1:
@@ -493,14 +493,14 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
     p.add_argument("--steps", type=int, help="pretraining steps per run (the budget)")
     p.add_argument("--finetune-steps", type=int, help="fine-tuning steps per encoder; 0 = no fine-tuning stage")
     p.add_argument("--checkpoints", type=_list(float), help="fractions of the budget probed, e.g. 0.25,0.5,1")
-    p.add_argument("--model", help="train.model.MODELS key (vit_pico, vit_tiny, ...)")
+    p.add_argument("--model", help="train.pretraining.model.MODELS key (vit_pico, vit_tiny, ...)")
     p.add_argument("--device", help="auto | cpu | cuda: pretraining, held-out losses, probes, fine-tuning")
     p.add_argument("--batch-size", type=int, help="pretraining clips per step")
     p.add_argument("--base-lr", type=float, help="pretraining lr = base_lr x batch / 256")
     p.add_argument("--num-workers", type=int, help="data loader processes of every stage")
     p.add_argument("--per-class", type=int, help="synthetic-motion videos per class")
     p.add_argument("--style", help="synthetic-motion look: noise | structured | natural")
-    p.add_argument("--probe-pool", help="the main probe's pooling (train.probe.POOLS); the token mean is fit too")
+    p.add_argument("--probe-pool", help="the main probe's pooling (train.eval.probe.POOLS); the token mean is fit too")
     p.add_argument("--probe-wd", help="the probes' L2 penalty: cv (cross-validation on the train split) or a number")
     p.add_argument("--probe-workers", type=int, help="probes run side by side on the CPU (processes, one thread each)")
     p.add_argument("--parallel-runs", type=int,

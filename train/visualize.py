@@ -18,8 +18,8 @@ Files written into --out (PNG: the middle frame of the range; GIF: every frame o
                            step from dark (start) to yellow (end)
     hog.png / hog.gif      frame | HOG glyphs at 2x: per cell a line along the dominant edge
                            (perpendicular to the dominant gradient bin), length ~ its magnitude
-    masks.png / .gif       the clip of `train/data.py` (same sampling and crop, no flip) and every
-                           mask of train.masks.MASKS on it: rows = masks, columns = time slices
+    masks.png / .gif       the clip of `train/clips/dataset.py` (same sampling and crop, no flip) and every
+                           mask of train.pretraining.masks.MASKS on it: rows = masks, columns = time slices
                            (first frame of each tubelet), hidden patches greyed out
     reconstruction.png/.gif  with --checkpoint (pixel target): original | the encoder's visible
                            patches | reconstruction (hidden patches predicted, visible copied)
@@ -44,11 +44,11 @@ from shards.cli import UsageError, run_main  # noqa: E402
 from shards.schema import CELL  # noqa: E402
 from shards.tracks import positions  # noqa: E402
 from train.cli import Parser  # noqa: E402
-from train.config import DEMO_SHARDS, TrainConfig, resolve_shards  # noqa: E402
-from train.data import ClipDataset, ClipSpec  # noqa: E402
-from train.masks import MASKS, NEEDS  # noqa: E402
-from train.pair_flow import camera_inclusive  # noqa: E402
-from train.targets.pixel import MEAN, STD, patchify  # noqa: E402
+from train.pretraining.config import DEMO_SHARDS, TrainConfig, resolve_shards  # noqa: E402
+from train.clips.dataset import ClipDataset, ClipSpec  # noqa: E402
+from train.pretraining.masks import MASKS, NEEDS  # noqa: E402
+from train.clips.pair_flow import camera_inclusive  # noqa: E402
+from train.pretraining.targets.pixel import MEAN, STD, patchify  # noqa: E402
 
 WHITE, YELLOW, GREY = (255, 255, 255), (255, 230, 0), (64, 64, 64)
 
@@ -193,7 +193,7 @@ def grey_out(frames: np.ndarray, hidden: np.ndarray) -> np.ndarray:
 
 
 def unpatchify(tokens: torch.Tensor, grid: tuple[int, int, int], tubelet: int, patch: int) -> torch.Tensor:
-    """(B,N,tubelet*patch*patch,C) -> (B,C,T,H,W): the inverse of train.targets.pixel.patchify."""
+    """(B,N,tubelet*patch*patch,C) -> (B,C,T,H,W): the inverse of train.pretraining.targets.pixel.patchify."""
     B, N, P, C = tokens.shape
     t, h, w = grid
     x = tokens.reshape(B, t, h, w, tubelet, patch, patch, C).permute(0, 7, 1, 4, 2, 5, 3, 6)
@@ -260,7 +260,7 @@ def motion_figures(video, start: int, count: int, step: int = 2, arrow_scale: fl
 
 def clip_of(shards: Path, vid: str, cfg: TrainConfig, sample: int,
             source_root: str | None = None) -> dict[str, torch.Tensor]:
-    """The clip `train/data.py` gives for global sample `sample` of this video (no flip), batched (B=1)."""
+    """The clip `train/clips/dataset.py` gives for global sample `sample` of this video (no flip), batched (B=1)."""
     needs = frozenset().union(*NEEDS.values())
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False, needs,
                     traj_len=cfg.traj_len)
@@ -281,7 +281,7 @@ def tables(rows: dict[str, np.ndarray], tubelet: int, tile: int) -> tuple[np.nda
 
 
 def mask_figures(batch: dict, cfg: TrainConfig, tile: int = 112) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Every mask of train.masks.MASKS on the clip `batch` (B=1): grid image and animation frames."""
+    """Every mask of train.pretraining.masks.MASKS on the clip `batch` (B=1): grid image and animation frames."""
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
     frames = to_uint8(batch["video"][0])                                       # (T,S,S,3)
     rows = {"clip": frames}

@@ -122,7 +122,7 @@ def test_verify_in_parallel_lists_the_same_problems(tmp_path, capsys):
 
 
 def test_loader_names_video_and_array(tmp_path):
-    from train.data import ClipSpec, read_clip
+    from train.clips.dataset import ClipSpec, read_clip
 
     path = tmp_path / "s"
     write_set(path, "zarr")

@@ -176,7 +176,7 @@ def test_extract_lock_and_requests_of_a_clip_read(s3, small, tmp_path):
     """Extract into S3, hold the lock there, open the set, open one video and read one clip
     with what MGM + pixel and MGMAE + MME read; the counts are in docs/reliability.md."""
     from shards.lock import SetLocked, writer_lock
-    from train.data import ClipSpec, read_clip
+    from train.clips.dataset import ClipSpec, read_clip
 
     fs, counter = s3
     url = "s3://bucket/small"
@@ -229,7 +229,7 @@ def test_pack_into_s3_verify_and_read_a_clip(s3, tmp_path):
     """`python -m shards pack` into the bucket: two objects for three videos, verify passes,
     a training clip reads the same values as from the local source."""
     from shards.__main__ import main
-    from train.data import ClipSpec, read_clip
+    from train.clips.dataset import ClipSpec, read_clip
 
     from .test_pack import write_set
 
@@ -253,7 +253,7 @@ def test_packed_set_on_s3_reads_a_clip_in_as_many_requests(s3, tmp_path):
     """Objects and requests per clip read, the same videos unpacked and packed in the same
     bucket (docs/benchmarks.md, "Packed sets"); packing from the bucket gives the same bytes."""
     from shards.pack import pack, video_keys
-    from train.data import ClipSpec, read_clip
+    from train.clips.dataset import ClipSpec, read_clip
 
     from .test_pack import write_set
 

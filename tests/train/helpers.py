@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from train.masks.mgmae import cell_centres  # noqa: F401  (re-exported for the tests)
+from train.pretraining.masks.mgmae import cell_centres  # noqa: F401  (re-exported for the tests)
 
 
 def moving_square_batch(B: int = 4, T: int = 8, size: int = 64, obj: int = 16, velocity=(4.0, 0.0),

@@ -15,9 +15,9 @@ import torch
 
 from shards.cli import run_main
 from train import evaluate, export, pretrain, visualize
-from train.config import HELP, TrainConfig
-from train.masks import MASKS
-from train.targets import TARGETS
+from train.pretraining.config import HELP, TrainConfig
+from train.pretraining.masks import MASKS
+from train.pretraining.targets import TARGETS
 
 MASK_CHOICES = ", ".join(repr(m) for m in MASKS)  # 'tube', 'random', 'mgm', ...
 

@@ -5,9 +5,9 @@ from PIL import Image
 
 from shards.derived import cell_hog
 from train import visualize
-from train.config import TrainConfig
-from train.engine import CHECKPOINT, train
-from train.targets.pixel import patchify
+from train.pretraining.config import TrainConfig
+from train.pretraining.engine import CHECKPOINT, train
+from train.pretraining.targets.pixel import patchify
 from train.visualize import draw_hog, draw_motion_vectors, flow_to_color, unpatchify
 
 MOTION = ["mv", "flow", "tracks", "hog"]

@@ -1,0 +1,349 @@
+"""The small-scale study (train/study.py): the CI version end to end on a generated corpus, resume,
+the report's hand-written text kept, and the pieces that decide what is compared."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from train import study
+from train.study import METHODS, StudyConfig
+from train.studies.report import BEGIN, END, FINETUNE_PLOT_NAME, LOSS_PLOT_NAME, PLOT_NAME, SEEDS_PLOT_NAME
+from train.studies.stats import gate, mean_std, noise_words, paired, stable, steps_to_reach, t975, unpaired_se
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    for var in [v for v in os.environ if v.startswith("MOTION_MAE_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("MOTION_MAE_DATA", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def outputs(out):
+    return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns
+            for p in out.rglob("*")
+            if p.name.startswith(("ckpt_", "probe", "finetune", "heldout")) and p.suffix in (".pt", ".json")}
+
+
+def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
+    out = tmp_path / "study"
+    results = study.main(["--tiny", "--out", str(out), "--finetune-steps", "2"])
+
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["methods"].keys() == set(study.TINY["methods"]) == results["methods"].keys()
+    # the corpus in study.yaml's look, extracted under the data dir
+    assert (data_dir / "shards" / "synthetic-motion-natural-2pc-16f-64px").is_dir()
+    assert saved["corpus"]["classes"] == 8 and saved["chance_top1"] == pytest.approx(1 / 8)
+    assert saved["pools"] == ["quadrants", "mean"]
+    for m in saved["methods"].values():
+        assert [c["step"] for c in m["checkpoints"]] == [2, 4]
+        for c in m["checkpoints"]:
+            assert set(c["per_seed"]) == {"0", "1"}
+            for how in ("quadrants", "mean"):
+                p = c["probes"][how]
+                assert p["top1"]["n"] == 2 and all(0.0 <= v <= 1.0 for v in p["top1"]["values"])
+                assert p["videos_ci95"][0] <= p["top1"]["mean"] <= p["videos_ci95"][1] or p["top1"]["std"] > 0
+                assert p["weight_decay"] == [0.1, 0.1]          # --tiny: a fixed L2, no cross-validation
+        h = m["heldout"]
+        assert [x["seed"] for x in h["per_seed"]] == [0, 1] and all(x["clips"] == 8 for x in h["per_seed"])
+        assert list(h["by_step"]) == ["2", "4"] and h["by_step"]["4"] == h["ratio"]   # the ratio along the run
+        assert h["gate"]["verdict"] == ("PASS" if h["gate"]["worst"] <= 0.8 else "FAIL")
+        assert m["loss"] and all(x["first"] > 0 for x in m["loss"])
+    # the held-out loss of 4 steps is not below predicting 0: the gate says so
+    assert saved["methods"]["tube+pixel"]["heldout"]["gate"]["verdict"] == "FAIL"
+    assert saved["methods"]["tube+pixel"]["heldout"]["ratio"]["mean"] > 0.9
+    # the paired test of the tiny's pair, at both checkpoints, both pools
+    assert [(c["a"], c["b"], c["step"]) for c in saved["comparisons"]] == [("mgm+pixel", "tube+pixel", 2),
+                                                                           ("mgm+pixel", "tube+pixel", 4)]
+    assert all(c["quadrants"]["n"] == 2 for c in saved["comparisons"])
+    assert set(saved["seconds"]) == {"extract", "pretrain", "heldout", "probe", "finetune"}
+    # every probe (random init included) read its views from one cache: train and val, decoded once
+    caches = sorted(p.name.split("_")[0] for p in (out / "view_cache").iterdir())
+    assert caches == ["train", "val"] and all((p / "key.json").is_file() for p in (out / "view_cache").iterdir())
+    probes = sorted(out.rglob("probe*.json"))
+    assert len(probes) == 3 * 2 * 2 + 2
+    # a run's earlier checkpoint is probed with the L2 its last checkpoint chose, per pool
+    for run in out.glob("*+*/seed*"):
+        last = json.loads((run / "probe_4.json").read_text())
+        assert json.loads((run / "probe_2.json").read_text())["config"]["probe_wd"] == \
+            {how: p["weight_decay"] for how, p in last["probes"].items()}
+    walls = json.loads((out / "walls.json").read_text())   # wall time per stage and seed (jobs may overlap)
+    assert set(walls) == {"pretrain", "heldout", "probe", "finetune"} and all(set(w) == {"0", "1"} for w in walls.values())
+    assert {json.loads(p.read_text())["config"]["view_cache"] for p in probes} == {str(out / "view_cache")}
+    # the fine-tuning stage, switched on: every run's last checkpoint and random init
+    tuned = [m["finetune"] for m in saved["methods"].values()] + [saved["random_init"]["finetune"]]
+    assert all(f["steps"] == 2 and f["top1"]["n"] == 2 and isinstance(f["stable"], bool) for f in tuned)
+    assert saved["study"]["finetune"]["flip"] is False   # labels with a direction: no mirrored clips
+    report = out / "results.md"
+    text = report.read_text()
+    assert BEGIN in text and END in text and all(f"`{m}`" in text for m in study.TINY["methods"])
+    assert "random init" in text and saved["command"] in text and "**FAIL**" in text
+    assert "| ratio at 2 steps | ratio at 4 steps | steps to 0.8 (extrapolated) |" in text
+    assert "`mgm+pixel` - `tube+pixel`" in text and "### Fine-tuning" in text
+    for name in (PLOT_NAME, SEEDS_PLOT_NAME, LOSS_PLOT_NAME, FINETUNE_PLOT_NAME):
+        assert (out / "images" / name).stat().st_size > 1000 and f"images/{name}" in text
+
+    # a second run finds every checkpoint, held-out loss and probe on disk and redoes nothing; text
+    # around the generated section (the discussion) survives
+    report.write_text(text + "\n## Discussion\n\nwritten by hand\n")
+    before = outputs(out)
+    # 3 methods x 2 seeds x (2 stops x (ckpt + probe + held-out) + fine-tune) + 2 x random (probe + fine-tune)
+    assert len(before) == 3 * 2 * (2 * 3 + 1) + 2 * 2
+    study.main(["--tiny", "--out", str(out), "--finetune-steps", "2"])
+    assert outputs(out) == before
+    again = report.read_text()
+    assert again.count(BEGIN) == 1 and again.endswith("## Discussion\n\nwritten by hand\n")
+
+    # runs and probes side by side in spawned processes (--parallel-runs 2 --probe-workers 2) give the
+    # same numbers: seed 1 redone that way
+    seed1 = {p: json.loads(p.read_text()) for p in out.glob("*/seed1/*.json") if p.name.startswith(("probe", "train"))}
+    assert len(seed1) == 3 * 2 * 2 + 1
+    for run in out.glob("*+*/seed1"):
+        for p in run.iterdir():
+            if p.name != "finetune_4.json":
+                p.unlink()
+    (out / "random" / "seed1" / "probe.json").unlink()
+    study.main(["--tiny", "--out", str(out), "--finetune-steps", "2", "--parallel-runs", "2", "--probe-workers", "2"])
+    for p, r in seed1.items():
+        again = json.loads(p.read_text())
+        assert (again["probes"] == r["probes"]) if "probes" in r else (again["last_loss"] == r["last_loss"]), p
+    assert all((run / "pretrain.log").stat().st_size > 0 for run in out.glob("*+*/seed1"))
+    before = outputs(out)
+
+    # other settings in the same folder would mix runs of two studies: refused, nothing touched
+    with pytest.raises(SystemExit, match=r"other settings \(steps: 4 there, 6 now\)"):
+        study.main(["--tiny", "--out", str(out), "--finetune-steps", "2", "--steps", "6"])
+    with pytest.raises(SystemExit, match=r"probe_pool: 'quadrants' there, 'time' now"):
+        study.main(["--tiny", "--out", str(out), "--finetune-steps", "2", "--probe-pool", "time"])
+    assert outputs(out) == before
+
+
+def test_every_method_shares_the_config_but_its_mask_and_target():
+    cfg = StudyConfig(steps=10, checkpoints=(0.25, 0.5), shards="/nowhere", train={"model": "vit_pico"})
+    assert cfg.stops() == [2, 5, 10]   # the whole budget is always probed
+    runs = {m: cfg.run_config(m, seed=1) for m in METHODS}
+    for name, run in runs.items():
+        assert (run.mask, run.target, run.seed, run.max_steps) == (*name.split("+"), 1, 10)
+        assert run.ratio == (0.7 if run.target == "mme" else 0.9)   # each method's own ratio
+    shared = {k: v for k, v in runs["tube+pixel"].to_dict().items() if k not in ("mask", "target", "out")}
+    for run in runs.values():
+        assert {k: v for k, v in run.to_dict().items() if k not in ("mask", "target", "out")} == shared
+
+
+def test_longest_runs_start_first():
+    from train.studies.stages import run_cost
+
+    assert sorted(METHODS, key=run_cost, reverse=True) == ["mgm+mme", "tube+mme", "mgmae+pixel", "mgm+pixel",
+                                                           "tube+pixel"]
+
+
+def test_a_gpu_study_runs_gpu_jobs_side_by_side():
+    # on a GPU the pool holds --gpu-jobs processes (1: in this process); on the CPU its cores' count
+    from train.study import parse_args
+    from train.studies.stages import pool_size
+
+    cuda = parse_args(["--device", "cuda", "--gpu-jobs", "6"])
+    assert cuda.gpu_jobs == 6 and pool_size(cuda, 2) == 6
+    assert pool_size(StudyConfig(train={"device": "cuda"}), 2) == 1
+    assert pool_size(StudyConfig(train={"device": "cpu"}, gpu_jobs=6), 3) == 3
+    with pytest.raises(ValueError, match="gpu_jobs >= 1"):
+        StudyConfig(gpu_jobs=0).validate()
+
+
+def test_config_errors_are_loud():
+    with pytest.raises(ValueError, match="unknown methods"):
+        StudyConfig(methods=("tube+hog+x",)).validate()
+    with pytest.raises(ValueError, match="unknown config keys"):
+        StudyConfig(train={"modle": "vit_pico"}).validate()
+    with pytest.raises(ValueError, match="unknown fine-tuning keys"):
+        StudyConfig(finetune={"max_steps": 10, "base_rl": 0.1}).validate()
+    with pytest.raises(ValueError, match="unknown probe_pool"):
+        StudyConfig(probe_pool="max").validate()
+    with pytest.raises(ValueError, match="'cv' or a number"):
+        StudyConfig(probe_wd="often").validate()
+    assert not StudyConfig(finetune={"base_lr": 0.1}).finetunes        # fine-tuning is off without max_steps
+    assert StudyConfig(finetune={"max_steps": 5}).finetunes
+
+
+def test_defaults_are_the_issues_study():
+    cfg = StudyConfig()
+    assert cfg.seeds == (0, 1, 2, 3, 4) and cfg.checkpoints == (0.25, 0.5, 1.0) and len(cfg.methods) == 5
+    assert (cfg.per_class, cfg.frames, cfg.size, cfg.style) == (512, 32, 64, "natural")
+    assert cfg.per_class * 8 // 4 == 1024                                 # val videos: i % 4 == 1
+    yaml = study.parse_args([])
+    assert yaml.seeds == cfg.seeds and yaml.style == "natural" and not yaml.finetunes
+    t = yaml.base_train()
+    assert (t.model, t.num_frames, t.input_size, t.patch_size, t.sampling_rate, t.positions) == \
+        ("vit_pico", 8, 64, 8, 4, "separable")
+    assert (t.batch_size, t.base_lr, t.warmup_steps, t.num_workers, t.device) == (32, 0.008, 50, 2, "auto")
+    assert yaml.steps == 1000
+    # what a GPU run changes, from the command line
+    gpu = study.parse_args(["--device", "cuda", "--batch-size", "256", "--num-workers", "8", "--steps", "3000",
+                            "--finetune-steps", "500"]).base_train()
+    assert (gpu.device, gpu.batch_size, gpu.num_workers) == ("cuda", 256, 8)
+    assert study.parse_args(["--steps", "3000", "--finetune-steps", "500"]).finetune["max_steps"] == 500
+
+
+def test_style_names_its_own_corpus(data_dir):
+    # the generator's default corpus keeps its plain name; the study's default names its size and look
+    assert StudyConfig(per_class=64, frames=32, size=112, style="noise").corpus_name() == "synthetic-motion"
+    assert StudyConfig().corpus_name() == "synthetic-motion-natural-512pc-32f-64px"
+    structured = StudyConfig(style="structured", per_class=64, frames=32, size=112)
+    assert structured.corpus_name() == "synthetic-motion-structured"
+    assert structured.root_path() == data_dir / "synthetic-motion-structured"
+    assert StudyConfig(style="structured", per_class=2, frames=16, size=64).corpus_name() == \
+        "synthetic-motion-structured-2pc-16f-64px"
+
+
+def test_mean_std_is_over_seeds_with_sample_std_and_a_t_interval():
+    s = mean_std([0.25, 0.5, 0.75])
+    assert s["mean"] == pytest.approx(0.5) and s["std"] == pytest.approx(0.25) and s["n"] == 3
+    assert s["ci95"] == pytest.approx([0.5 - 4.303 * 0.25 / 3 ** 0.5, 0.5 + 4.303 * 0.25 / 3 ** 0.5])
+    assert mean_std([0.3])["std"] == 0.0 and mean_std([0.3])["ci95"] is None
+    assert t975(4) == 2.776 and t975(30) == 2.042 and t975(60) == pytest.approx(2.000, abs=1e-3)
+    assert t975(1000) == pytest.approx(1.962, abs=1e-3)
+
+
+def test_paired_test_on_made_up_results():
+    tube = {"0": 0.40, "1": 0.42, "2": 0.38, "3": 0.45, "4": 0.41}
+    # MGM better on every seed by 0.02-0.04: outside the noise
+    mgm = {"0": 0.43, "1": 0.44, "2": 0.42, "3": 0.47, "4": 0.44}
+    p = paired(mgm, tube)
+    assert p["diff"] == pytest.approx([0.03, 0.02, 0.04, 0.02, 0.03]) and p["mean"] == pytest.approx(0.028)
+    se = np.std([0.03, 0.02, 0.04, 0.02, 0.03], ddof=1) / 5 ** 0.5
+    assert p["se"] == pytest.approx(se) and p["t_ci95"] == pytest.approx([0.028 - 2.776 * se, 0.028 + 2.776 * se])
+    assert (p["wins"], p["ties"], p["losses"]) == (5, 0, 0) and p["inside_noise"] is False
+    lo, hi = p["boot_ci95"]
+    assert 0.02 <= lo <= 0.028 <= hi <= 0.04
+    assert "outside the noise: `mgm+pixel` is better" in noise_words(p, "mgm+pixel", "tube+pixel")
+    # a larger mean gain that flips sign across seeds: inside the noise
+    noisy = {"0": 0.50, "1": 0.36, "2": 0.45, "3": 0.40, "4": 0.40}
+    q = paired(noisy, tube)
+    assert q["mean"] == pytest.approx(0.010) and (q["wins"], q["ties"], q["losses"]) == (2, 0, 3)
+    assert q["t_ci95"][0] < 0 < q["t_ci95"][1] and q["inside_noise"] is True
+    assert "inside the noise" in noise_words(q, "mgm+pixel", "tube+pixel")
+    # seeds only one side has are left out; one seed: no interval, no verdict
+    assert paired({"0": 0.5, "9": 0.1}, {"0": 0.4})["n"] == 1
+    assert paired({"0": 0.5}, {"0": 0.4})["inside_noise"] is None
+
+
+def test_gate_verdict_and_stability():
+    assert gate([0.62, 0.71, 0.79])["verdict"] == "PASS"
+    g = gate([0.62, 0.71, 0.83])       # one seed that did not get there fails the method
+    assert g["verdict"] == "FAIL" and g["worst"] == 0.83 and g["mean"] == pytest.approx(0.72)
+    assert gate([0.85], threshold=0.9)["verdict"] == "PASS"
+    assert stable(0.03, 5, 0.05) and not stable(0.12, 5, 0.05) and not stable(0.0, 1, 0.05)
+    v = unpaired_se([0.30, 0.32, 0.34], [0.20, 0.22, 0.24])
+    assert v["diff"] == pytest.approx(0.10) and v["se"] == pytest.approx((2 * 0.0004 / 3) ** 0.5)
+    assert v["z"] == pytest.approx(0.10 / (2 * 0.0004 / 3) ** 0.5)
+
+
+def test_steps_to_reach_extrapolates_on_log_steps():
+    # ratio = 1.0 - 0.02 ln(steps / 250): 0.8 at 250 e^10 steps
+    steps = [250, 500, 1000]
+    ratios = [1.0 - 0.02 * np.log(s / 250) for s in steps]
+    assert steps_to_reach(steps, ratios, 0.8) == pytest.approx(250 * np.exp(10), rel=1e-6)
+    assert steps_to_reach(steps, [0.9, 0.9, 0.91], 0.8) is None     # not falling: never
+    assert steps_to_reach([1000], [0.9], 0.8) is None                  # one point: no line
+
+
+
+def made_up_results() -> dict:
+    """A results dict as train.study.collect writes it, for 2 methods x 5 seeds, with known numbers."""
+    seeds = [str(k) for k in range(5)]
+    top1 = {"tube+pixel": [0.40, 0.42, 0.38, 0.45, 0.41], "mgm+pixel": [0.43, 0.44, 0.42, 0.47, 0.44]}
+    random = [0.20, 0.22, 0.19, 0.21, 0.18]
+
+    def rows(values):
+        return {how: {"top1": mean_std(values), "top5": mean_std(values), "videos_ci95": [0.0, 1.0],
+                      "videos_halfwidth": 0.03, "weight_decay": [0.01] * 5} for how in ("quadrants", "mean")}
+
+    methods = {}
+    for name, values in top1.items():
+        ratios = [0.70, 0.72, 0.75, 0.71, 0.78] if name == "tube+pixel" else [0.70, 0.72, 0.85, 0.71, 0.78]
+        per_seed = {k: {"quadrants": v, "mean": v / 2} for k, v in zip(seeds, values)}
+        methods[name] = {
+            "paper": study.METHODS[name], "mask": name.split("+")[0], "target": "pixel", "mask_ratio": 0.9,
+            "checkpoints": [{"step": 1000, "epochs": 10.4, "clips_seen": 32000, "probes": rows(values),
+                             "per_seed": per_seed}],
+            "heldout": {"per_seed": [], "ratio": mean_std(ratios), "predict0": mean_std([1.0] * 5), "predict_mean": mean_std([0.99] * 5),
+                        "gate": gate(ratios)},
+            "loss": [], "finetune": None,
+            "vs_random": {how: unpaired_se(values, random) for how in ("quadrants", "mean")}}
+    comparison = {"a": "mgm+pixel", "b": "tube+pixel", "step": 1000, "epochs": 10.4,
+                  **{how: paired({k: v[how] for k, v in methods["mgm+pixel"]["checkpoints"][0]["per_seed"].items()},
+                                 {k: v[how] for k, v in methods["tube+pixel"]["checkpoints"][0]["per_seed"].items()})
+                     for how in ("quadrants", "mean")}}
+    return {
+        "command": "python train/study.py", "date": "2026-11-30", "machine": "2 CPU cores", "device": "cpu",
+        "study": {"style": "natural", "seeds": list(range(5)), "heldout_clips": 256, "finetune_max_std": 0.05,
+                  "finetune": {}},
+        "train_config": {"model": "vit_pico", "num_frames": 8, "input_size": 32, "sampling_rate": 4, "tubelet": 2,
+                         "patch_size": 8, "positions": "separable", "base_lr": 0.008, "warmup_steps": 50},
+        "corpus": {"name": "synthetic-motion-natural-512pc-32f-64px", "shards": "/x", "train_videos": 3072,
+                   "val_videos": 1024, "classes": 8, "extract_done": 4096},
+        "budget": {"steps": 1000, "batch_size": 32, "clips_seen": 32000, "epochs": 10.42, "seeds": 5},
+        "chance_top1": 0.125, "top5_k": 5, "pools": ["quadrants", "mean"],
+        "probe": {"clips": 2, "folds": 3, "weight_decay": "cv", "grid": [1e-4, 1e-2, 1.0], "bootstrap": 2000},
+        "random_init": {"probes": rows(random), "per_seed": {k: {"quadrants": v, "mean": v}
+                                                             for k, v in zip(seeds, random)}, "finetune": None},
+        "methods": methods, "comparisons": [comparison], "gate": 0.8,
+        "seconds": {"extract": 600.0, "pretrain": 1800.0, "heldout": 60.0, "probe": 3600.0},
+        "wall_minutes": 101.0, "this_run_minutes": 101.0,
+    }
+
+
+def test_report_renders_made_up_results(tmp_path):
+    from train.studies.report import report_section, write_report
+
+    results = made_up_results()
+    text = report_section(results, {"probe": "p.png", "seeds": "s.png", "loss": "l.png"})
+    # ratio 0.732 ± 2.776 x 0.0327 / sqrt 5; one seed at 0.85 fails MGM although its mean passes
+    assert "| `tube+pixel` | VideoMAE | 0.9 | 1.000 | 0.990 | 0.732 [0.691, 0.773] | 0.780 | **PASS** |" in text
+    assert "| `mgm+pixel` | MGM | 0.9 | 1.000 | 0.990 | 0.752 [0.674, 0.830] | 0.850 | **FAIL** |" in text
+    # the probe table: mean [t interval over seeds] ± bootstrap half-width, and the distance from
+    # random init: (0.412 - 0.200) / sqrt((0.00067 + 0.00025) / 5) = 15.6 SE
+    assert "| `tube+pixel` (VideoMAE) | 0.412 [0.380, 0.444] ± 0.030 |" in text
+    assert "| +0.212 (+15.6) |" in text
+    # paired: differences 0.03 0.02 0.04 0.02 0.03, se 0.00374, t(4) 2.776
+    assert ("`mgm+pixel` - `tube+pixel`: +0.028 top-1 (95 % t interval [+0.018, +0.038] over 5 seeds; "
+            "`mgm+pixel` wins on 5 of 5): outside the noise: `mgm+pixel` is better.") in text
+    assert "Wall time: **101.0 min** of work in all, by stage (min): extract 10.0, pretrain 30.0, heldout 1.0, " \
+           "probe 60.0" in text
+    assert "chosen by cross-validation (3 folds by train video, from 0.0001, 0.01, 1)" in text
+    report = tmp_path / "results.md"
+    report.write_text("# Results\n\nkept\n")
+    write_report(results, report)
+    assert report.read_text().startswith("# Results\n\nkept\n") and (tmp_path / "images" / SEEDS_PLOT_NAME).exists()
+
+
+def test_fine_tuned_cell_lists_every_seed():
+    from train.studies.report import format_finetuned
+
+    three = {"top1": mean_std([0.43, 0.156, 0.492]), "last_loss": mean_std([1.0, 1.7, 1.0])}
+    assert format_finetuned(three) == "0.359 ± 0.179 (0.43 / 0.16 / 0.49; loss 1.23)"
+    assert format_finetuned({"top1": mean_std([0.4]), "last_loss": mean_std([1.19])}) == "0.400 (loss 1.19)"
+
+@pytest.mark.slow
+def test_default_study(tmp_path):
+    """The full default study (hours on 2 CPU cores: docs/results.md), into tmp_path; the corpus is the shared one."""
+    results = study.main(["--out", str(tmp_path / "study")])
+    seeds = len(results["study"]["seeds"])
+    assert results["methods"].keys() == set(METHODS)
+    for m in results["methods"].values():
+        assert all(c["probes"]["quadrants"]["top1"]["n"] == seeds for c in m["checkpoints"])
+        assert len(m["heldout"]["per_seed"]) == seeds
+    assert (tmp_path / "study" / "results.md").exists()
+
+
+def test_the_study_drives_the_extraction_cli(data_dir, tmp_path):
+    """train/ imports nothing from preprocess/: the study runs the extraction CLI as a subprocess,
+    with the synthetic corpus's documented environment variables; an unknown look fails there, loudly."""
+    from preprocess.datasets.synthetic_motion import ENV
+    from train.studies.stages import SYNTH_ENV, extract
+
+    assert SYNTH_ENV == ENV
+    cfg = StudyConfig(style="plaid", per_class=1, frames=8, size=32, out=str(tmp_path / "study"))
+    with pytest.raises(RuntimeError, match="unknown style"):
+        extract(cfg, log=lambda s: None)

@@ -1,0 +1,180 @@
+"""Held-out pretraining loss: does a checkpoint predict masked content of clips it never saw better
+than predicting zero?
+
+    python train/heldout.py --checkpoint runs/x/checkpoint.pt            # the val split of its shards
+    python train/heldout.py --checkpoint CKPT --shards SET --split val --clips 256
+
+With normalized targets (every paper's default) predicting 0 is predicting the per-token mean,
+so `ratio = loss / predict0` says how much of the masked signal the model recovers: 1.0 is
+nothing, 0 everything. The clips, crops and masks depend only on `--seed`, so two checkpoints
+are compared on exactly the same masked tokens.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from torch.utils.data import default_collate
+
+from train.pretraining.config import TrainConfig, resolve_shards
+from train.clips.dataset import ClipDataset, ClipSpec
+from train.pretraining.masks import NEEDS as MASK_NEEDS
+from train.pretraining.masks import get_mask
+from train.pretraining.targets import get_target
+
+
+@torch.no_grad()
+def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val", clips: int = 256,
+                 batch_size: int = 32, seed: int = 0, device: str = "cpu", source_root: str | None = None) -> dict:
+    """Mean masked loss (the target's own, as in training) of the checkpoint's model and of predicting 0
+    over `clips` clips of `split`.
+
+    The clip geometry, mask and target are the pretraining run's; flips are off; masks and
+    targets are made on the CPU, the model runs on `device` ("auto" = cuda when there is one).
+    Returns {"loss", "predict0", "ratio", "predict_mean", "ratio_mean", "clips", "split", "step"}:
+    `predict_mean` is the loss of the best constant per target channel (cross-fitted over two
+    folds of videos, `best_constant`), the trivial baseline for a target that is not centred
+    (MME's HOG part: non-negative, not normalized per token), and `ratio_mean` = loss /
+    predict_mean. For per-token normalized targets the two baselines agree (the best constant
+    is ~0). `source_root`: where a --frames none set's videos are now (None = as extracted)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    path = heldout_shards(ckpt, shards)
+    mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
+    norm = target.norm(cfg.target_norm)
+    spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
+                    frozenset(MASK_NEEDS[cfg.mask] | target.needs), traj_len=cfg.traj_len)
+    dataset = ClipDataset(path, spec, seed, split, source_root=source_root)
+    grid = cfg.grid
+    model = cfg.build_model(ckpt.get("heads") or int(ckpt["out_dim"]))
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    loss_sum = zero_sum = 0.0
+    # the best constant prediction (one value per target channel): a clip's loss is quadratic in
+    # a constant c, sum_k (a_k c_k^2 - 2 b_k c_k) + L(0), so its gradients at c = 0 and c = 1 give
+    # a and b. The constant is cross-fitted over 2 folds of videos (`best_constant`): fit on
+    # these very clips it would also learn their colours, and beat a model on a small split
+    quads: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []   # (video, L(0), a, b) per clip
+    contrast: list[torch.Tensor] = []   # pixel target: (contrast, loss, predict-0 loss) per hidden token
+    for start in range(0, clips, batch_size):
+        items = [(g, g % len(dataset)) for g in range(start, min(clips, start + batch_size))]
+        batch = default_collate([dataset[item] for item in items])
+        # one mask per clip from its own generator: the numbers do not depend on the batching
+        mask = torch.cat([mask_fn({k: v[i:i + 1] for k, v in batch.items()}, grid, cfg.ratio,
+                                  torch.Generator().manual_seed(seed * 1_000_003 + g))
+                          for i, (g, _) in enumerate(items)])                         # (B,N)
+        tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)
+        pred = model(batch["video"].to(device), mask.to(device)).float().cpu()       # (B,Nm,C)
+        if cfg.target == "pixel":
+            contrast.append(token_contrast(batch["video"], tgt, pred, mask, cfg.tubelet, cfg.patch_size))
+        for i in range(len(items)):  # the mean over clips of each clip's loss
+            one = (tgt[i:i + 1], weight[i:i + 1], mask[i:i + 1])
+            loss_sum += target.loss(pred[i:i + 1], *one).item()
+            (z0, g0), (_, g1) = (constant_grad(target.loss, value, pred.shape[1:], one) for value in (0.0, 1.0))
+            zero_sum += z0  # the loss of predicting 0: the constant 0's
+            quads.append((items[i][1], z0, (g1 - g0) / 2, -g0 / 2))
+    loss, zero = loss_sum / clips, zero_sum / clips
+    best = best_constant(quads)
+    out = {"loss": loss, "predict0": zero, "ratio": loss / zero, "predict_mean": best,
+           "ratio_mean": loss / best if best > 0 else float("inf"), "clips": clips, "split": split,
+           "step": int(ckpt["step"])}
+    if contrast:
+        out["by_contrast"] = contrast_bins(torch.cat(contrast))
+    return out
+
+
+CONTRAST_EDGES = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, float("inf"))  # grey levels
+
+
+def token_contrast(video: torch.Tensor, tgt: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,
+                   tubelet: int, patch: int) -> torch.Tensor:
+    """(hidden tokens, 3): each hidden token's contrast (the standard deviation of its cube's
+    pixels before the per-token normalization, in grey levels, the mean over colour channels),
+    its squared error and its predict-0 loss (mean over the token's values, as `masked_mse`)."""
+    from train.pretraining.targets.pixel import cubes
+
+    spread = cubes(video, tubelet, patch).std(dim=-2, unbiased=True).mean(-1) * 255          # (B,N)
+    hidden = tgt[mask]                                                                          # (B*Nm,C)
+    err = ((pred.reshape(-1, pred.shape[-1]) - hidden) ** 2).mean(-1)
+    return torch.stack([spread[mask], err, (hidden ** 2).mean(-1)], -1)
+
+
+def contrast_bins(rows: torch.Tensor, edges=CONTRAST_EDGES) -> list[dict]:
+    """Hidden tokens by contrast bin: their share, mean loss and loss / predict-0 (pixel target:
+    is the loss a floor of flat, noise-only cubes, or the model's?)."""
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (rows[:, 0] >= lo) & (rows[:, 0] < hi)
+        n = int(m.sum())
+        out.append({"grey_levels": [lo, hi], "share": n / max(len(rows), 1),
+                    "loss": float(rows[m, 1].mean()) if n else float("nan"),
+                    "ratio": float(rows[m, 1].sum() / rows[m, 2].sum()) if n else float("nan")})
+    return out
+
+
+def heldout_shards(ckpt: dict, shards: str | Path | None = None) -> Path:
+    """The shard set a held-out loss reads: `shards`, else the one the checkpoint trained on."""
+    return Path(shards) if shards else resolve_shards(TrainConfig.from_dict(ckpt["config"]).shards)
+
+
+def best_constant(quads: list[tuple[int, float, torch.Tensor, torch.Tensor]], folds: int = 2) -> float:
+    """Mean loss of the best constant per channel, cross-fitted: clips (video, L(0), a, b) are
+    split by video into `folds`; each fold's clips are scored with the constant c = sum b / sum a
+    fit on the other folds (loss L(0) - 2 b.c + a.c^2). A split of one video is fit in-sample
+    (there is nothing else to fit on)."""
+    videos = sorted({v for v, *_ in quads})
+    fold_of = {v: k % folds for k, v in enumerate(videos)}
+    if len(videos) < folds:
+        fold_of = {v: 0 for v in videos}
+    total = 0.0
+    for f in sorted(set(fold_of.values())):
+        rest = [(a, b) for v, _, a, b in quads if fold_of[v] != f] or [(a, b) for _, _, a, b in quads]
+        a_fit, b_fit = sum(a for a, _ in rest), sum(b for _, b in rest)
+        c = torch.where(a_fit > 0, b_fit / a_fit.clamp(min=1e-300), torch.zeros_like(b_fit))
+        total += sum(z - 2 * float(b @ c) + float(a @ (c * c)) for v, z, a, b in quads if fold_of[v] == f)
+    return total / len(quads)
+
+
+def constant_grad(loss_fn, value: float, shape: torch.Size, args: tuple) -> tuple[float, torch.Tensor]:
+    """(loss, d loss / d c (C,)) at the constant prediction c = value for every hidden token of one
+    clip (pred shape (1, Nm, C)); the loss is a weighted squared error, so two of these give its
+    quadratic coefficients per channel, and the one at 0 is the loss of predicting 0."""
+    with torch.enable_grad():
+        c = torch.full((shape[-1],), value, requires_grad=True)
+        loss = loss_fn(c.expand(1, *shape), *args)
+        loss.backward()
+    return loss.item(), c.grad.double()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from shards.cli import CliError, add_debug_flag
+    from train.cli import check_sources
+    from train.pretraining.engine import load_checkpoint
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (checkpoint.pt)")
+    p.add_argument("--shards", default=None, help="shard set (default: the one named in the checkpoint)")
+    p.add_argument("--split", default="val", help="videos whose split attr equals this (default: val; '' = all)")
+    p.add_argument("--clips", type=int, default=256, help="clips to average over (default: 256)")
+    p.add_argument("--batch-size", type=int, default=32, help="clips per forward pass (default: 32)")
+    p.add_argument("--seed", type=int, default=0, help="picks the clips, crops and masks (default: 0)")
+    p.add_argument("--source-root", default="", help="for a set extracted with --frames none: the folder its "
+                   "source videos moved to (default: the paths recorded at extraction)")
+    add_debug_flag(p)
+    args = p.parse_args(argv)
+    if not Path(args.checkpoint).is_file():
+        raise CliError(f"no checkpoint at {args.checkpoint}")
+    ckpt = load_checkpoint(args.checkpoint)
+    check_sources(heldout_shards(ckpt, args.shards), args.source_root)
+    result = heldout_loss(ckpt, args.shards, args.split, args.clips, args.batch_size, args.seed,
+                          source_root=args.source_root or None)
+    print(f"step {result['step']}: held-out loss {result['loss']:.4f}, predict-0 {result['predict0']:.4f}, "
+          f"ratio {result['ratio']:.3f}; best constant {result['predict_mean']:.4f}, ratio "
+          f"{result['ratio_mean']:.3f} ({result['clips']} clips of split {result['split']!r})")
+    for b in result.get("by_contrast", []):
+        lo, hi = b["grey_levels"]
+        print(f"  hidden tokens of contrast {lo:g}-{hi:g} grey levels: {100 * b['share']:4.1f} %, "
+              f"loss {b['loss']:.3f}, ratio {b['ratio']:.3f}")
+    return result
