@@ -16,8 +16,9 @@ from collections import Counter
 import numpy as np
 
 from .cli import ArgumentParser, CliError, add_debug_flag, run_main
+from .errors import SchemaVersionError
 from .reader import open_shards
-from .schema import ARRAYS, SUPPORTED_VERSIONS, SchemaVersionError
+from .schema import ARRAYS, SUPPORTED_VERSIONS
 from .verify import check_all
 
 PROG = "python -m shards"

@@ -22,7 +22,8 @@ import fsspec
 import h5py
 import numpy as np
 
-from .metadata import DamagedMetadata, parse_json
+from .errors import DamagedMetadata
+from .metadata import parse_json
 from .schema import ARRAYS, COMMIT_ATTR, ROOT_KEY, root_attrs, root_version
 
 ROOT_FILE = "motion_mae.json"

@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import json
 
-from .cli import CliError
+from .errors import DamagedMetadata
 
 # What a reader is told to do: the extraction re-run rewrites what the set owns.
 REPAIR = "re-run the extraction into this set to repair it (it rewrites what it owns)"
-
-
-class DamagedMetadata(CliError, ValueError):
-    """A JSON document of the shard set that does not parse (ValueError for callers that
-    already treat a root caught mid-write as one)."""
 
 
 def damaged(where: str, what: str, err: BaseException) -> DamagedMetadata:

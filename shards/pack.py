@@ -22,9 +22,9 @@ from typing import Callable
 import fsspec
 import numpy as np
 
-from .cli import CliError
+from .errors import ForeignDestination, PackDamaged
 from .packed_store import (FOOTER_MAGIC, FOOTER_TAIL, PACK_DIR, PACK_SUFFIX, PACK_VERSION, ROOT_FILE,
-                           ROW_KEYS, PackDamaged, PackFile, is_local, read_footer)
+                           ROW_KEYS, PackFile, is_local, read_footer)
 from .reader import open_shards
 
 DEFAULT_VIDEOS_PER_FILE = 1000
@@ -140,10 +140,6 @@ def _finished(fs, path: str, video_ids: list[str], ds) -> dict[str, dict] | None
         if rows[vid].get("source_bytes") != ds.video_bytes(vid):
             return None
     return rows
-
-
-class ForeignDestination(CliError):
-    """DST holds files that are not a packed set's."""
 
 
 def check_destination(fs, root: str, dst: str) -> None:

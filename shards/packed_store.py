@@ -34,10 +34,11 @@ from zarr.abc.store import (ByteRequest, OffsetByteRequest, RangeByteRequest, St
                             SuffixByteRequest)
 from zarr.core.buffer import Buffer, BufferPrototype
 
+from .errors import MissingChunkError, PackDamaged
 from .lazy_group import open_video
 from .metadata import parse_json
 from .schema import ARRAYS, root_version
-from .zarr_store import MissingChunkError, ZarrReader
+from .zarr_store import ZarrReader
 
 ROOT_FILE = "motion_mae_pack.json"
 PACK_DIR = "packs"
@@ -46,11 +47,6 @@ PACK_VERSION = 1
 FOOTER_MAGIC = b"MMPACK01"
 FOOTER_TAIL = struct.Struct("<Q8s")  # footer length, magic: the last 16 bytes of a pack file
 ROW_KEYS = ("file", "offset", "length", "dir_length", "crc32")  # a video's row, root and footer
-
-
-class PackDamaged(OSError):
-    """Bytes of a pack file that are not what the root recorded (truncated file, flipped
-    bytes in a video's metadata range, a footer that does not parse)."""
 
 
 def is_packed_root(path: str) -> bool:

@@ -18,15 +18,10 @@ import os
 
 import numpy as np
 
-from .cli import CliError
+from .errors import ShardReadError, SourceMissing
 from .schema import ARRAYS, COMMIT_ATTR, arrays_for, check_version, decode, dims_from_attrs, frames_storage
+from .source_frames import SourceFrames
 from .writer import INDEX_ATTRS
-
-
-class ShardReadError(CliError, OSError):
-    """A stored array that cannot be read back as written (missing, truncated or damaged
-    chunk, checksum mismatch, a video file that no longer opens); the message names the
-    shard set, the video and the array."""
 
 
 def detect_format(path: str) -> str:
@@ -139,8 +134,6 @@ class ShardSet:
         check_version(attrs.get("schema_version"), f"{self.path} video {video_id!r}")
         source = None
         if frames_storage(attrs) == "none":
-            from .source_frames import SourceFrames
-
             source = SourceFrames(video_id, attrs, self.source_root, self._source_index)
         return Video(video_id, attrs, raws, self._backend.read, where=self.path, source=source)
 
@@ -502,8 +495,6 @@ class SourceFramesArray(LazyArray):
         self.dtype = self.stored_dtype = np.dtype(np.uint8)
 
     def _frames(self, sel) -> np.ndarray:
-        from .source_frames import SourceMissing
-
         idx = np.arange(*sel.indices(self.shape[0])) if isinstance(sel, slice) else np.asarray(sel, np.int64)
         try:
             return self._source.read(idx)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .cli import CliError
+from .errors import SchemaVersionError
 
 # 2: every chunk carries a checksum (zarr crc32c, hdf5 fletcher32) and zarr writes every
 # chunk, even all zeros, so that a missing chunk file is an error, not fill values.
@@ -259,10 +259,6 @@ def _jpeg_decode(rows: np.ndarray, gray: bool = False) -> np.ndarray:
         else:
             cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out[i])
     return out if out is not None else np.zeros((0, 0, 0) if gray else (0, 0, 0, 3), np.uint8)
-
-
-class SchemaVersionError(CliError, ValueError):
-    """A shard set written by a schema this code does not know."""
 
 
 def check_version(version, where: str) -> None:

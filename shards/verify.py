@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 
-from .reader import ShardReadError, open_shards
-from .schema import (ARRAYS, COMMIT_ATTR, REQUIRED_VIDEO_ATTRS, SHAPE_ATTRS, SchemaVersionError,
-                     dims_from_attrs, frames_storage)
+from .errors import SchemaVersionError, ShardReadError
+from .reader import open_shards
+from .schema import ARRAYS, COMMIT_ATTR, REQUIRED_VIDEO_ATTRS, SHAPE_ATTRS, dims_from_attrs, frames_storage
 
 FRAMES_PER_READ = 64  # bounds memory when decoding long videos
 

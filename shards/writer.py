@@ -19,7 +19,7 @@ import re
 import fsspec
 import numpy as np
 
-from .cli import CliError
+from .errors import ForeignFiles
 from .lock import LOCK_NAME
 from .owned import foreign_files, shown
 from .schema import (ARRAYS, DERIVED, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
@@ -231,10 +231,6 @@ OWNED = {"zarr": ("zarr.json", "videos", "failures"),
 OWNED_BY_ANY = ("manifest.json", LOCK_NAME)  # preprocess.manifest.MANIFEST, the writer lock
 # temporaries of atomic writes (manifest, hdf5 root attrs, lock heartbeat) a crash left behind
 OWNED_TMP = re.compile(r"^\.(manifest\.json|motion_mae\.json|\.motion_mae\.lock)\.[0-9a-f]+\.tmp$")
-
-
-class ForeignFiles(CliError):
-    """The directory of a shard set holds files the set does not own."""
 
 
 def remove_set(out: str, format: str, keep: tuple[str, ...] = (LOCK_NAME,)) -> list[str]:

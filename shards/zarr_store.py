@@ -26,6 +26,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
+from .errors import DamagedMetadata, MissingChunkError
 from .lazy_group import open_video
 from .metadata import damaged, parse_json
 from .schema import ARRAYS, COMMIT_ATTR, root_attrs, root_version
@@ -55,10 +56,6 @@ def codecs_for(name: str) -> list:
 # damage (ChunkCheckingStore), never an "empty" chunk that zarr would read back as zeros.
 ARRAY_CONFIG = {"write_empty_chunks": True}
 INDEX_KEY = "index"
-
-
-class MissingChunkError(FileNotFoundError):
-    """A chunk (shard file) of a stored array is absent from the store."""
 
 
 class ChunkCheckingStore(zarr.storage.WrapperStore):
@@ -218,8 +215,6 @@ class ZarrWriter:
     def drop_damaged_failures(self) -> list[str]:
         """Delete failure records that do not parse: their videos are not committed, so this
         run redoes them (or, gone from the corpus, they are simply forgotten)."""
-        from .metadata import DamagedMetadata
-
         dropped = []
         for name in failure_names(self.fs, self.fs_root):
             try:
