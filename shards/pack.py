@@ -3,7 +3,7 @@
 Videos (sorted by id) go `videos_per_file` to a pack file, each video as the keys of its zarr
 group copied byte for byte from a zarr (or packed) source: chunks keep their crc32c, nothing
 is re-encoded. An HDF5 source is re-encoded once into the zarr codecs (the HDF5 filters,
-gzip + fletcher32, are not zarr codecs). Layout and reader: shards/packed_store.py.
+gzip + fletcher32, are not zarr codecs). Layout and reader: shards/packed_store.py, shards/pack_file.py.
 
 Atomic and resumable: the root document is removed first and written last, so a killed run
 leaves no set a reader opens; each pack file is written under a temporary name and renamed
@@ -23,8 +23,9 @@ import fsspec
 import numpy as np
 
 from .errors import ForeignDestination, PackDamaged
-from .packed_store import (FOOTER_MAGIC, FOOTER_TAIL, PACK_DIR, PACK_SUFFIX, PACK_VERSION, ROOT_FILE,
-                           ROW_KEYS, PackFile, is_local, read_footer)
+from .index import build_index
+from .pack_file import FOOTER_MAGIC, FOOTER_TAIL, PACK_VERSION, ROW_KEYS, PackFile, is_local, read_footer
+from .packed_store import PACK_DIR, PACK_SUFFIX, ROOT_FILE
 from .reader import open_shards
 
 DEFAULT_VIDEOS_PER_FILE = 1000
@@ -205,8 +206,6 @@ def pack(src: str, dst: str, videos_per_file: int = DEFAULT_VIDEOS_PER_FILE,
         attrs = dict(ds.attrs)
         index = getattr(ds._backend, "index", None)
         if not index or list(index.get("videos", [])) != ids:
-            from .writer import build_index
-
             index = build_index((vid, ds.video(vid).attrs) for vid in ids)
         columns = {"id": ids, **{k: [rows[vid][k] for vid in ids] for k in ROW_KEYS}}
         doc = {**attrs, "index": index,

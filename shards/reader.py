@@ -19,16 +19,15 @@ import os
 import numpy as np
 
 from .errors import ShardReadError, SourceMissing
+from .hdf5_store import Hdf5Reader, is_hdf5_root
+from .index import INDEX_ATTRS
+from .packed_store import PackedReader, is_packed_root
 from .schema import ARRAYS, COMMIT_ATTR, arrays_for, check_version, decode, dims_from_attrs, frames_storage
 from .source_frames import SourceFrames
-from .writer import INDEX_ATTRS
+from .zarr_store import ZarrReader, is_zarr_root
 
 
 def detect_format(path: str) -> str:
-    from .hdf5_store import is_hdf5_root
-    from .packed_store import is_packed_root
-    from .zarr_store import is_zarr_root
-
     if is_zarr_root(path):
         return "zarr"
     if is_packed_root(path):  # before hdf5: its test lists videos/*.h5, a listing on S3
@@ -48,12 +47,7 @@ def open_shards(path, source_root=None) -> "ShardSet":
     """
     path = os.fspath(path)
     fmt = detect_format(path)
-    if fmt == "zarr":
-        from .zarr_store import ZarrReader as backend
-    elif fmt == "packed":
-        from .packed_store import PackedReader as backend
-    else:
-        from .hdf5_store import Hdf5Reader as backend
+    backend = {"zarr": ZarrReader, "packed": PackedReader, "hdf5": Hdf5Reader}[fmt]
     return ShardSet(backend(path), source_root=None if source_root is None else os.fspath(source_root))
 
 
