@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import operator
 import os
+from collections import OrderedDict
 
+import cv2
 import numpy as np
 
+from .derived import cell_hog, cell_hog_box, decode_gray, track
 from .errors import ShardReadError, SourceMissing
 from .hdf5_store import Hdf5Reader, is_hdf5_root
 from .index import INDEX_ATTRS
 from .packed_store import PackedReader, is_packed_root
 from .schema import ARRAYS, COMMIT_ATTR, arrays_for, check_version, decode, dims_from_attrs, frames_storage
 from .source_frames import SourceFrames
+from .tracks import positions
 from .zarr_store import ZarrReader, is_zarr_root
 
 
@@ -55,8 +59,6 @@ class ShardSet:
     """The committed videos of one shard set, by id."""
 
     def __init__(self, backend, source_root: str | None = None):
-        from collections import OrderedDict
-
         self._backend = backend
         self.source_root = source_root or None
         self._source_index: OrderedDict = OrderedDict()  # source path -> FrameIndex, shared by videos
@@ -241,8 +243,6 @@ class Video:
         """(n, H, W) uint8 luma of frames idx (sorted unique ints): the input of the derived
         `hog`. Stored JPEG frames are decoded grey (their Y plane); any other frames source
         (`self["frames"]`) is converted from RGB."""
-        from .derived import decode_gray
-
         idx = np.asarray(idx, np.intp)
         spec = self.specs["frames"]
         if "frames" not in self._raws or spec.transform != "jpeg":
@@ -273,8 +273,6 @@ class Video:
         frames in colour and, for the HOG along its trajectories, the frames between them in
         grey only. Stored JPEG: one read of the union (each zarr read pays per call and per
         chunk), each frame decoded once, in colour or grey (the Y plane, ~25 % cheaper)."""
-        from .derived import decode_gray
-
         color, gray = np.asarray(color, np.intp), np.asarray(gray, np.intp)
         if "frames" not in self._raws or self.specs["frames"].transform != "jpeg" or not len(gray):
             rgb = self["frames"][np.union1d(color, gray)]
@@ -295,8 +293,6 @@ class Video:
                 gray: np.ndarray | None = None) -> np.ndarray:
         """`self["hog"][idx][:, r0:r1, c0:c1]` computing only those cells (a clip's crop);
         `gray` (len(idx), H, W), or a list of (H, W): the frames' luma when the caller has it already."""
-        from .derived import cell_hog_box
-
         if not self.specs["hog"].derived:
             return self["hog"][idx][:, rows[0]:rows[1], cols[0]:cols[1]]
         return cell_hog_box(self.gray(idx) if gray is None else gray, rows, cols)
@@ -312,8 +308,6 @@ class Video:
         attrs["traj_len"] steps, so a shorter length is its stored steps cut, and a longer one a
         ValueError. A loader asks for traj and traj_valid of the same starts: the
         last result is kept."""
-        from .derived import track
-
         a = self.attrs
         n, stored_len, height, width = (int(a[k]) for k in ("num_frames", "traj_len", "height", "width"))
         traj_len = int(traj_len) or stored_len
@@ -325,8 +319,6 @@ class Video:
             return self._tracks[1]
         starts = np.asarray(key[0], np.intp)
         if not self.specs["traj"].derived:  # a schema-2 set: stored steps, positions rebuilt
-            from .tracks import positions
-
             if traj_len > stored_len:
                 raise ValueError(f"{self.where}: video {self.id!r} stores {stored_len} trajectory steps, "
                                  f"{traj_len} asked")
@@ -354,8 +346,6 @@ class Video:
     def derive(self, name: str, idx: np.ndarray) -> np.ndarray:
         """Values of derived array `name` at frames idx (sorted unique ints)."""
         if name == "hog":
-            from .derived import cell_hog
-
             return cell_hog(self.gray(idx))
         traj, valid, _ = self.tracks(idx)
         return traj if name == "traj" else valid
@@ -365,8 +355,6 @@ class Video:
 
 
 def cv2_gray(rgb: np.ndarray) -> np.ndarray:
-    import cv2
-
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 

@@ -6,6 +6,7 @@ functions of `__main__` do not unpickle in a spawned child.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 
 import numpy as np
@@ -110,8 +111,6 @@ def check_all(ds, ids: list[str], workers: int):
         for video_id in ids:
             yield video_id, video_problems(ds, video_id)
         return
-    import multiprocessing as mp
-
     ctx = mp.get_context("spawn")  # fork would copy open zarr/h5py handles and zarr's threads
     with ctx.Pool(workers, initializer=_worker_init, initargs=(ds.path, ds.source_root)) as pool:
         yield from pool.imap(_worker_check, ids, chunksize=max(1, min(64, len(ids) // (4 * workers))))
