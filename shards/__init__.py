@@ -10,8 +10,9 @@ import fsspec as _fsspec
 for _protocol in ("s3", "s3a", "gs", "gcs", "abfs", "az"):
     _fsspec.config.conf.setdefault(_protocol, {}).setdefault("use_listings_cache", False)
 
-from .reader import LazyArray, ShardReadError, ShardSet, Video, open_shards
-from .schema import ARRAYS, SCHEMA_VERSION, SchemaVersionError
+from .errors import SchemaVersionError, ShardReadError
+from .reader import LazyArray, ShardSet, Video, open_shards
+from .schema import ARRAYS, SCHEMA_VERSION
 from .writer import ShardWriter, open_writer
 
 __all__ = ["open_shards", "open_writer", "ShardSet", "ShardWriter", "Video", "LazyArray",

@@ -10,14 +10,17 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 from collections import Counter
 
 import numpy as np
 
 from .cli import ArgumentParser, CliError, add_debug_flag, run_main
+from .errors import SchemaVersionError
+from .pack import DEFAULT_VIDEOS_PER_FILE, pack
 from .reader import open_shards
-from .schema import ARRAYS, SUPPORTED_VERSIONS, SchemaVersionError
+from .schema import ARRAYS, SUPPORTED_VERSIONS
 from .verify import check_all
 
 PROG = "python -m shards"
@@ -57,8 +60,6 @@ def verify(path: str, workers: int = 1, source_root: str | None = None) -> int:
 
 
 def pack_set(src: str, dst: str, videos_per_file: int, workers: int = 1) -> int:
-    from .pack import pack
-
     if src.rstrip("/") == dst.rstrip("/"):
         raise CliError(f"pack: SRC and DST are the same path ({src}); pack into a new directory")
     _open(src).close()  # a one-line error for a path that is no shard set
@@ -131,8 +132,6 @@ def inspect(path: str, video_id: str | None) -> int:
 
 
 def _positive_int(text: str) -> int:
-    import argparse
-
     try:
         n = int(text)
     except ValueError:
@@ -170,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path", help=PATH_HELP)
     p.add_argument("video_id", nargs="?", metavar="ID", help="one video's id (default: the whole corpus)")
     add_debug_flag(p)
-    from .pack import DEFAULT_VIDEOS_PER_FILE
 
     p = sub.add_parser("pack", help="copy a finished set into a few large files (thousands of videos each)",
                        description="Copy the committed videos of SRC (zarr, hdf5 or packed) into DST as a packed\n"

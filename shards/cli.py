@@ -5,6 +5,8 @@ traceback. Entry points raise `UsageError` (exit 2: the command line is wrong) o
 (exit 1: the command is right but cannot run, e.g. a missing file) with that line, and wrap
 `main` in `run_main`. Anything else is a bug: one line naming the exception and how to get the
 traceback. Tracebacks come back with `--debug` on the command line or `MOTION_MAE_DEBUG=1`.
+`CliError`, and the storage errors built on it, live in shards/errors.py: the storage layer
+raises them without importing this module.
 """
 from __future__ import annotations
 
@@ -13,14 +15,10 @@ import os
 import sys
 from typing import Callable, NoReturn
 
+from .errors import CliError
+
 DEBUG_ENV = "MOTION_MAE_DEBUG"
 DEBUG_FLAG = "--debug"
-
-
-class CliError(Exception):
-    """The command cannot run as given; the message says what to do (exit 1)."""
-
-    exit_code = 1
 
 
 class UsageError(CliError):

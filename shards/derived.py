@@ -39,7 +39,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .schema import CELL, HOG_BINS
+from .schema import CELL, HOG_BINS, _jpeg_decode
 from .tracks import apply_homography, bilinear_sample
 
 STACK_PIXELS = 32768  # cell_hog_box: frames per group of calls, by their pixels
@@ -119,8 +119,6 @@ def cell_hog_box(gray, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarr
 
 def decode_gray(rows: np.ndarray) -> np.ndarray:
     """(n, N) stored JPEG rows (schema "jpeg") -> (n, H, W) uint8 luma, decoded grey."""
-    from .schema import _jpeg_decode
-
     return _jpeg_decode(rows, gray=True)
 
 

@@ -22,11 +22,12 @@ import fsspec
 import h5py
 import numpy as np
 
-from .metadata import DamagedMetadata, parse_json
+from .errors import DamagedMetadata
+from .index import INDEX_BASE_KEY, INDEX_KEY, incremental_index, merge_config
+from .metadata import parse_json
 from .schema import ARRAYS, COMMIT_ATTR, ROOT_KEY, root_attrs, root_version
 
 ROOT_FILE = "motion_mae.json"
-INDEX_KEY = "index"
 # gzip 4 + shuffle: the best ratio h5py ships everywhere; lzf reads faster, compresses less.
 # fletcher32 (schema 2): a checksum per chunk, so a flipped byte fails the read instead of
 # decoding to other numbers.
@@ -77,8 +78,6 @@ class Hdf5Writer:
     format = "hdf5"
 
     def __init__(self, path: str, config: dict | None):
-        from .writer import INDEX_BASE_KEY, merge_config
-
         self.path = os.fspath(path)
         self.fs, self.root = _fs(self.path)
         root_file = f"{self.root}/{ROOT_FILE}"
@@ -199,8 +198,6 @@ class Hdf5Writer:
         _put_atomic(self.fs, json.dumps(record).encode(), f"{self.root}/failures/{video_id}.json")
 
     def finalize(self) -> None:
-        from .writer import INDEX_BASE_KEY, incremental_index
-
         for tmp in self.fs.glob(f"{self.root}/videos/.*.tmp") + self.fs.glob(f"{self.root}/failures/.*.tmp"):
             self.fs.rm(tmp)  # leftovers of crashed writers; finalize runs after all writers
         root_file = f"{self.root}/{ROOT_FILE}"
@@ -234,7 +231,7 @@ class Hdf5Reader:
             attrs = {}
         root_version(attrs, self.path)
         self.index: dict | None = attrs.pop(INDEX_KEY, None)
-        attrs.pop("index_base", None)  # a writer's bookkeeping (shards.writer.INDEX_BASE_KEY)
+        attrs.pop(INDEX_BASE_KEY, None)  # a writer's bookkeeping
         self.attrs = attrs
         self._files: weakref.WeakSet = weakref.WeakSet()
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import fsspec
 
-from .cli import CliError
+from .errors import SetLocked
 
 LOCK_NAME = ".motion_mae.lock"
 HEARTBEAT_S = 30.0
@@ -39,10 +39,6 @@ HEARTBEAT_S = 30.0
 # short next to the hours a pre-empted extraction would otherwise wait for a person.
 STALE_AFTER_S = 600.0
 SETTLE_S = 0.5
-
-
-class SetLocked(CliError):
-    """Another run holds the shard set's writer lock."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The JSON documents of a shard set (root attrs, failure records, manifest) read with one
-clear message when they are damaged, and the repairs an extraction re-run makes.
+"""The JSON documents of a shard set (root attrs, failure records, manifest): attrs made plain
+JSON, read with one clear message when they are damaged, and the repairs an extraction re-run
+makes.
 
 A garbage root `zarr.json` used to surface as a json/zarr traceback, a garbage failure
 record made `ds.failures()` crash, a garbage `manifest.json` a UnicodeDecodeError on re-run.
@@ -7,16 +8,14 @@ record made `ds.failures()` crash, a garbage `manifest.json` a UnicodeDecodeErro
 from __future__ import annotations
 
 import json
+import os
 
-from .cli import CliError
+import numpy as np
+
+from .errors import DamagedMetadata
 
 # What a reader is told to do: the extraction re-run rewrites what the set owns.
 REPAIR = "re-run the extraction into this set to repair it (it rewrites what it owns)"
-
-
-class DamagedMetadata(CliError, ValueError):
-    """A JSON document of the shard set that does not parse (ValueError for callers that
-    already treat a root caught mid-write as one)."""
 
 
 def damaged(where: str, what: str, err: BaseException) -> DamagedMetadata:
@@ -42,3 +41,16 @@ def zarr_group_json(attrs: dict) -> bytes:
     """The zarr v3 metadata document of a group with these attrs (to rewrite a damaged root
     in place: zarr.open_group(mode="w") would delete every video under it)."""
     return json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attrs}).encode()
+
+
+def jsonable(obj):
+    """attrs as plain JSON types (numpy scalars and arrays, tuples -> lists)."""
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, os.PathLike):
+            return os.fspath(o)
+        raise TypeError(f"attr value {o!r} of type {type(o).__name__} is not JSON-serializable")
+    return json.loads(json.dumps(obj, default=default))

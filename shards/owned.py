@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import re
 
+import h5py
+
 from .schema import COMMIT_ATTR, ROOT_KEY
 
 _INT = re.compile(r"^\d+$")
@@ -86,8 +88,6 @@ def _foreign_zarr_failures(fs, base: str) -> list[str]:
 
 
 def _is_set_hdf5(fs, path: str) -> bool:
-    import h5py
-
     try:
         with fs.open(path, "rb") as raw, h5py.File(raw, "r") as f:
             return ROOT_KEY in f.attrs

@@ -3,7 +3,7 @@
 Videos (sorted by id) go `videos_per_file` to a pack file, each video as the keys of its zarr
 group copied byte for byte from a zarr (or packed) source: chunks keep their crc32c, nothing
 is re-encoded. An HDF5 source is re-encoded once into the zarr codecs (the HDF5 filters,
-gzip + fletcher32, are not zarr codecs). Layout and reader: shards/packed_store.py.
+gzip + fletcher32, are not zarr codecs). Layout and reader: shards/packed_store.py, shards/pack_file.py.
 
 Atomic and resumable: the root document is removed first and written last, so a killed run
 leaves no set a reader opens; each pack file is written under a temporary name and renamed
@@ -13,19 +13,26 @@ videos it should hold (same ids, same source bytes) and writes the rest.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import tempfile
 import uuid
 import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable
 
 import fsspec
 import numpy as np
+import zarr
 
-from .cli import CliError
-from .packed_store import (FOOTER_MAGIC, FOOTER_TAIL, PACK_DIR, PACK_SUFFIX, PACK_VERSION, ROOT_FILE,
-                           ROW_KEYS, PackDamaged, PackFile, is_local, read_footer)
+from .errors import ForeignDestination, PackDamaged
+from .index import build_index
+from .lock import LOCK_NAME, writer_lock
+from .pack_file import FOOTER_MAGIC, FOOTER_TAIL, PACK_VERSION, ROW_KEYS, PackFile, is_local, read_footer
+from .packed_store import PACK_DIR, PACK_SUFFIX, ROOT_FILE
 from .reader import open_shards
+from .schema import ARRAYS
+from .zarr_store import ARRAY_CONFIG, _quiet_consolidate, chunking, codecs_for
 
 DEFAULT_VIDEOS_PER_FILE = 1000
 
@@ -49,11 +56,6 @@ def video_keys(ds, video_id: str) -> dict[str, bytes]:
 
 def _hdf5_as_zarr(ds, video_id: str) -> dict[str, bytes]:
     """One HDF5 video written as the zarr backend writes it (same chunks, codecs, checksums)."""
-    import zarr
-
-    from .schema import ARRAYS
-    from .zarr_store import ARRAY_CONFIG, _quiet_consolidate, chunking, codecs_for
-
     attrs, raws = ds._backend.video(video_id)
     mem: dict = {}
     store = zarr.storage.MemoryStore(mem)
@@ -142,14 +144,8 @@ def _finished(fs, path: str, video_ids: list[str], ds) -> dict[str, dict] | None
     return rows
 
 
-class ForeignDestination(CliError):
-    """DST holds files that are not a packed set's."""
-
-
 def check_destination(fs, root: str, dst: str) -> None:
     """DST is absent, empty or a packed set (possibly half written): nothing else is touched."""
-    from .lock import LOCK_NAME
-
     if not fs.exists(root):
         return
     names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
@@ -175,8 +171,6 @@ def pack(src: str, dst: str, videos_per_file: int = DEFAULT_VIDEOS_PER_FILE,
     costs a few round trips, so one process leaves the network idle most of the time."""
     if videos_per_file < 1:
         raise ValueError(f"videos_per_file must be >= 1, got {videos_per_file}")
-    from .lock import writer_lock
-
     fs, root = fsspec.core.url_to_fs(os.fspath(dst))
     root = root.rstrip("/")
     check_destination(fs, root, os.fspath(dst))
@@ -209,8 +203,6 @@ def pack(src: str, dst: str, videos_per_file: int = DEFAULT_VIDEOS_PER_FILE,
         attrs = dict(ds.attrs)
         index = getattr(ds._backend, "index", None)
         if not index or list(index.get("videos", [])) != ids:
-            from .writer import build_index
-
             index = build_index((vid, ds.video(vid).attrs) for vid in ids)
         columns = {"id": ids, **{k: [rows[vid][k] for vid in ids] for k in ROW_KEYS}}
         doc = {**attrs, "index": index,
@@ -229,9 +221,6 @@ def _write_all(todo: list, fs, root: str, ds, src: str, dst: str, workers: int):
         for number, name, group in todo:
             yield number, name, group, write_pack(fs, f"{root}/{PACK_DIR}/{name}", ds, group, number)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
         jobs = {pool.submit(_pack_job, os.fspath(src), os.fspath(dst), f"{root}/{PACK_DIR}/{name}", group, number):
                 (number, name, group) for number, name, group in todo}

@@ -15,25 +15,23 @@ from __future__ import annotations
 
 import operator
 import os
+from collections import OrderedDict
 
+import cv2
 import numpy as np
 
-from .cli import CliError
+from .derived import cell_hog, cell_hog_box, decode_gray, track
+from .errors import ShardReadError, SourceMissing
+from .hdf5_store import Hdf5Reader, is_hdf5_root
+from .index import INDEX_ATTRS
+from .packed_store import PackedReader, is_packed_root
 from .schema import ARRAYS, COMMIT_ATTR, arrays_for, check_version, decode, dims_from_attrs, frames_storage
-from .writer import INDEX_ATTRS
-
-
-class ShardReadError(CliError, OSError):
-    """A stored array that cannot be read back as written (missing, truncated or damaged
-    chunk, checksum mismatch, a video file that no longer opens); the message names the
-    shard set, the video and the array."""
+from .source_frames import SourceFrames
+from .tracks import positions
+from .zarr_store import ZarrReader, is_zarr_root
 
 
 def detect_format(path: str) -> str:
-    from .hdf5_store import is_hdf5_root
-    from .packed_store import is_packed_root
-    from .zarr_store import is_zarr_root
-
     if is_zarr_root(path):
         return "zarr"
     if is_packed_root(path):  # before hdf5: its test lists videos/*.h5, a listing on S3
@@ -53,12 +51,7 @@ def open_shards(path, source_root=None) -> "ShardSet":
     """
     path = os.fspath(path)
     fmt = detect_format(path)
-    if fmt == "zarr":
-        from .zarr_store import ZarrReader as backend
-    elif fmt == "packed":
-        from .packed_store import PackedReader as backend
-    else:
-        from .hdf5_store import Hdf5Reader as backend
+    backend = {"zarr": ZarrReader, "packed": PackedReader, "hdf5": Hdf5Reader}[fmt]
     return ShardSet(backend(path), source_root=None if source_root is None else os.fspath(source_root))
 
 
@@ -66,8 +59,6 @@ class ShardSet:
     """The committed videos of one shard set, by id."""
 
     def __init__(self, backend, source_root: str | None = None):
-        from collections import OrderedDict
-
         self._backend = backend
         self.source_root = source_root or None
         self._source_index: OrderedDict = OrderedDict()  # source path -> FrameIndex, shared by videos
@@ -139,8 +130,6 @@ class ShardSet:
         check_version(attrs.get("schema_version"), f"{self.path} video {video_id!r}")
         source = None
         if frames_storage(attrs) == "none":
-            from .source_frames import SourceFrames
-
             source = SourceFrames(video_id, attrs, self.source_root, self._source_index)
         return Video(video_id, attrs, raws, self._backend.read, where=self.path, source=source)
 
@@ -254,8 +243,6 @@ class Video:
         """(n, H, W) uint8 luma of frames idx (sorted unique ints): the input of the derived
         `hog`. Stored JPEG frames are decoded grey (their Y plane); any other frames source
         (`self["frames"]`) is converted from RGB."""
-        from .derived import decode_gray
-
         idx = np.asarray(idx, np.intp)
         spec = self.specs["frames"]
         if "frames" not in self._raws or spec.transform != "jpeg":
@@ -286,8 +273,6 @@ class Video:
         frames in colour and, for the HOG along its trajectories, the frames between them in
         grey only. Stored JPEG: one read of the union (each zarr read pays per call and per
         chunk), each frame decoded once, in colour or grey (the Y plane, ~25 % cheaper)."""
-        from .derived import decode_gray
-
         color, gray = np.asarray(color, np.intp), np.asarray(gray, np.intp)
         if "frames" not in self._raws or self.specs["frames"].transform != "jpeg" or not len(gray):
             rgb = self["frames"][np.union1d(color, gray)]
@@ -308,8 +293,6 @@ class Video:
                 gray: np.ndarray | None = None) -> np.ndarray:
         """`self["hog"][idx][:, r0:r1, c0:c1]` computing only those cells (a clip's crop);
         `gray` (len(idx), H, W), or a list of (H, W): the frames' luma when the caller has it already."""
-        from .derived import cell_hog_box
-
         if not self.specs["hog"].derived:
             return self["hog"][idx][:, rows[0]:rows[1], cols[0]:cols[1]]
         return cell_hog_box(self.gray(idx) if gray is None else gray, rows, cols)
@@ -325,8 +308,6 @@ class Video:
         attrs["traj_len"] steps, so a shorter length is its stored steps cut, and a longer one a
         ValueError. A loader asks for traj and traj_valid of the same starts: the
         last result is kept."""
-        from .derived import track
-
         a = self.attrs
         n, stored_len, height, width = (int(a[k]) for k in ("num_frames", "traj_len", "height", "width"))
         traj_len = int(traj_len) or stored_len
@@ -338,8 +319,6 @@ class Video:
             return self._tracks[1]
         starts = np.asarray(key[0], np.intp)
         if not self.specs["traj"].derived:  # a schema-2 set: stored steps, positions rebuilt
-            from .tracks import positions
-
             if traj_len > stored_len:
                 raise ValueError(f"{self.where}: video {self.id!r} stores {stored_len} trajectory steps, "
                                  f"{traj_len} asked")
@@ -367,8 +346,6 @@ class Video:
     def derive(self, name: str, idx: np.ndarray) -> np.ndarray:
         """Values of derived array `name` at frames idx (sorted unique ints)."""
         if name == "hog":
-            from .derived import cell_hog
-
             return cell_hog(self.gray(idx))
         traj, valid, _ = self.tracks(idx)
         return traj if name == "traj" else valid
@@ -378,8 +355,6 @@ class Video:
 
 
 def cv2_gray(rgb: np.ndarray) -> np.ndarray:
-    import cv2
-
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
@@ -502,8 +477,6 @@ class SourceFramesArray(LazyArray):
         self.dtype = self.stored_dtype = np.dtype(np.uint8)
 
     def _frames(self, sel) -> np.ndarray:
-        from .source_frames import SourceMissing
-
         idx = np.arange(*sel.indices(self.shape[0])) if isinstance(sel, slice) else np.asarray(sel, np.int64)
         try:
             return self._source.read(idx)

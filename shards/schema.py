@@ -26,11 +26,12 @@ Conventions (also written into every shard set's attrs under "conventions"):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
+import cv2
 import numpy as np
 
-from .cli import CliError
+from .errors import SchemaVersionError
 
 # 2: every chunk carries a checksum (zarr crc32c, hdf5 fletcher32) and zarr writes every
 # chunk, even all zeros, so that a missing chunk file is an error, not fill values.
@@ -225,8 +226,6 @@ def _jpeg_encode(frames: np.ndarray) -> np.ndarray:
     The padding costs nothing on disk (zstd squeezes the zeros) and keeps time as the
     first axis with one chunk per frame, like every other array.
     """
-    import cv2
-
     # cvtColor, not f[..., ::-1] made contiguous: numpy copies a reversed axis element by element
     blobs = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR),
                           [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].ravel() for f in frames]
@@ -241,8 +240,6 @@ def _jpeg_decode(rows: np.ndarray, gray: bool = False) -> np.ndarray:
     or with `gray` (n, H, W) uint8 luma decoded alone: JPEG's Y is BT.601 luma, what cv2's
     RGB2GRAY computes from the decoded RGB up to rounding, and decoding it alone skips chroma
     upsampling and colour conversion (~25 % of a decode)."""
-    import cv2
-
     # libjpeg-turbo writes RGB itself where OpenCV asks it to (IMREAD_COLOR_RGB, OpenCV >= 4.11):
     # the same levels as BGR then cvtColor, without the second pass over the frame
     rgb = getattr(cv2, "IMREAD_COLOR_RGB", None)
@@ -259,10 +256,6 @@ def _jpeg_decode(rows: np.ndarray, gray: bool = False) -> np.ndarray:
         else:
             cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out[i])
     return out if out is not None else np.zeros((0, 0, 0) if gray else (0, 0, 0, 3), np.uint8)
-
-
-class SchemaVersionError(CliError, ValueError):
-    """A shard set written by a schema this code does not know."""
 
 
 def check_version(version, where: str) -> None:
@@ -313,8 +306,6 @@ def dims_from_attrs(attrs: dict) -> dict[str, int]:
 
 def root_attrs(config: dict | None = None) -> dict:
     """Root attrs of a new shard set: the schema description and the extraction config."""
-    from dataclasses import asdict
-
     return {ROOT_KEY: asdict(SchemaInfo()), "config": dict(config or {})}
 
 

@@ -12,7 +12,8 @@ chunk at the end of the file followed by its crc32c, each chunk Bytes -> Blosc -
 The same bytes are read from a local packed set (`shards pack` copies each shard file byte
 for byte into a pack file: `PackedVideoStore` knows its offset and length there).
 Anything else (a remote store, another codec chain, an absent file or empty chunk, which
-zarr reports or fills its own way) returns None, and the caller reads through zarr.
+zarr reports or fills its own way) returns None, and the caller reads through zarr
+(`read_selection` does both: what the zarr and packed readers read frames with).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.storage import LocalStore
+
+from .pack_file import PackedVideoStore
 
 _EMPTY = np.uint64(2 ** 64 - 1)  # an index entry of a chunk that was never written
 
@@ -61,9 +64,7 @@ class _ShardFile:
 
 
 def _local_pack(store):
-    """The PackedVideoStore of a local pack file, else None (imported late: no cycle)."""
-    from .packed_store import PackedVideoStore
-
+    """The PackedVideoStore of a local pack file, else None."""
     return store if isinstance(store, PackedVideoStore) and store._pack._local else None
 
 
@@ -156,3 +157,15 @@ def read_frames(raw, frames: np.ndarray) -> np.ndarray | None:
             a, b = runs[j], runs[j + 1]
             out[p0 + a:p0 + b] = values[0] if per_chunk == 1 else values[local[a:b] - c * per_chunk]
     return out if dtype.isnative else out.astype(dtype.newbyteorder("="))
+
+
+def read_selection(raw, sel) -> np.ndarray:
+    """Stored values of frames `sel` (a positive-step slice or sorted unique ints) of a zarr
+    array: from its local shard files or pack by `read_frames` where it can, else through zarr."""
+    frames = np.arange(*sel.indices(raw.shape[0])) if isinstance(sel, slice) else np.asarray(sel)
+    fast = read_frames(raw, frames) if len(frames) else None
+    if fast is not None:
+        return fast
+    if isinstance(sel, slice):
+        return raw[sel]
+    return raw.get_orthogonal_selection((sel,))

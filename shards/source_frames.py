@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from .reader import ShardReadError
+from .errors import SourceMissing
 
 
 # ---- pure helpers shared with extraction (preprocess/decode.py imports them) ----------------
@@ -108,10 +108,6 @@ def orient(image: np.ndarray, turns: int, mirror: bool) -> np.ndarray:
 
 
 # ---- read-time decoding ---------------------------------------------------------------------
-
-class SourceMissing(ShardReadError, FileNotFoundError):
-    """The source video of a `--frames none` set is not where the set (or source_root) says."""
-
 
 @dataclass(frozen=True)
 class FrameIndex:

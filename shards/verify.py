@@ -6,13 +6,14 @@ functions of `__main__` do not unpickle in a spawned child.
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 
 import numpy as np
 
-from .reader import ShardReadError, open_shards
-from .schema import (ARRAYS, COMMIT_ATTR, REQUIRED_VIDEO_ATTRS, SHAPE_ATTRS, SchemaVersionError,
-                     dims_from_attrs, frames_storage)
+from .errors import SchemaVersionError, ShardReadError
+from .reader import open_shards
+from .schema import ARRAYS, COMMIT_ATTR, REQUIRED_VIDEO_ATTRS, SHAPE_ATTRS, dims_from_attrs, frames_storage
 
 FRAMES_PER_READ = 64  # bounds memory when decoding long videos
 
@@ -110,8 +111,6 @@ def check_all(ds, ids: list[str], workers: int):
         for video_id in ids:
             yield video_id, video_problems(ds, video_id)
         return
-    import multiprocessing as mp
-
     ctx = mp.get_context("spawn")  # fork would copy open zarr/h5py handles and zarr's threads
     with ctx.Pool(workers, initializer=_worker_init, initargs=(ds.path, ds.source_root)) as pool:
         yield from pool.imap(_worker_check, ids, chunksize=max(1, min(64, len(ids) // (4 * workers))))

@@ -19,91 +19,19 @@ import re
 import fsspec
 import numpy as np
 
-from .cli import CliError
+from . import video_writer
+from .errors import ForeignFiles
+from .hdf5_store import ROOT_FILE, Hdf5Writer
 from .lock import LOCK_NAME
+from .metadata import jsonable, zarr_group_json
 from .owned import foreign_files, shown
 from .schema import (ARRAYS, DERIVED, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
-                     encode, stored_arrays)
-from . import video_writer
+                     encode, root_attrs, stored_arrays)
 from .video_writer import VideoWriter, check_values
+from .zarr_store import ZarrWriter
 
 FORMATS = ("zarr", "hdf5")
 FAILURE_KEYS = ("source", "reason", "stage")
-
-
-def merge_config(stored_attrs: dict, config: dict | None, where: str) -> dict:
-    """Root attr updates when reopening a shard set with `config`.
-
-    The first config written stays: a resumed run is compared with it by the caller
-    (`ShardWriter.config()`), which knows which keys change the arrays (flow method,
-    traj_len) and which do not (worker count, limit).
-    """
-    if config is None or stored_attrs.get("config"):
-        return {}
-    return {"config": _jsonable(config)}
-
-
-def _jsonable(obj):
-    """attrs as plain JSON types (numpy scalars and arrays, tuples -> lists)."""
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, os.PathLike):
-            return os.fspath(o)
-        raise TypeError(f"attr value {o!r} of type {type(o).__name__} is not JSON-serializable")
-    return json.loads(json.dumps(obj, default=default))
-
-
-INDEX_ATTRS = ("label", "split", "num_frames")  # per-video attrs copied into the corpus index
-
-
-def build_index(videos) -> dict:
-    """The corpus index written by `finalize`: committed ids and what a sampler asks of them.
-
-    `videos` yields (id, video attrs). Columns are parallel lists in id order, so K400's
-    240k videos make a few MB of JSON, read once when the shard set is opened; class names
-    are kept once per label in `label_names`, not once per video.
-    """
-    rows = sorted(videos, key=lambda row: row[0])
-    index: dict = {"videos": [vid for vid, _ in rows]}
-    for key in INDEX_ATTRS:
-        index[key] = [attrs.get(key) for _, attrs in rows]
-    names: dict[str, str] = {}
-    for _, attrs in rows:
-        if attrs.get("label") is not None and attrs.get("label_name") is not None:
-            names.setdefault(str(attrs["label"]), attrs["label_name"])
-    index["label_names"] = names
-    return _jsonable(index)
-
-
-# Root attr where a writer that reopens a finalized set parks the old index: `finalize` takes
-# the rows of videos it lists from there instead of reading every video's attrs again.
-INDEX_BASE_KEY = "index_base"
-
-
-def index_rows(index: dict | None) -> dict[str, dict]:
-    """id -> the attrs `build_index` keeps, recovered from a written index (None: {})."""
-    if not index:
-        return {}
-    names = index.get("label_names") or {}
-    rows = {}
-    for i, vid in enumerate(index.get("videos", [])):
-        attrs = {key: index[key][i] for key in INDEX_ATTRS if key in index}
-        if attrs.get("label") is not None and str(attrs["label"]) in names:
-            attrs["label_name"] = names[str(attrs["label"])]
-        rows[vid] = attrs
-    return rows
-
-
-def incremental_index(base: dict | None, committed: set[str], read_attrs) -> dict:
-    """The corpus index of the `committed` ids, reading attrs (`read_attrs(id)`) only of the
-    ids the `base` index (that of the last finalize) does not list: a committed video is
-    never rewritten, so its row cannot have changed. K400's 240k videos otherwise cost one
-    metadata read each at every finalize (a GET each on object stores)."""
-    known = index_rows(base)
-    return build_index((vid, known[vid] if vid in known else read_attrs(vid)) for vid in committed)
 
 
 def check_video_id(video_id: str) -> None:
@@ -115,7 +43,7 @@ def check_video_id(video_id: str) -> None:
 
 def check_attrs(attrs: dict) -> dict:
     """Video attrs as stored: plain JSON types, the schema version, every required key."""
-    attrs = _jsonable(dict(attrs))
+    attrs = jsonable(dict(attrs))
     attrs["schema_version"] = SCHEMA_VERSION
     missing_attrs = [k for k in (*REQUIRED_VIDEO_ATTRS, *SHAPE_ATTRS) if k not in attrs]
     if missing_attrs:
@@ -207,10 +135,10 @@ class ShardWriter:
         missing = [k for k in FAILURE_KEYS if k not in record]
         if missing:
             raise ValueError(f"failure record for {video_id!r} lacks {missing}")
-        self._backend.write_failure(video_id, _jsonable(dict(record)))
+        self._backend.write_failure(video_id, jsonable(dict(record)))
 
     def finalize(self) -> None:
-        """Once, after every writer is done: write the corpus index (`build_index`) into the
+        """Once, after every writer is done: write the corpus index (`index.build_index`) into the
         root attrs and remove leftovers of crashed writers (hdf5)."""
         self._backend.finalize()
 
@@ -231,10 +159,6 @@ OWNED = {"zarr": ("zarr.json", "videos", "failures"),
 OWNED_BY_ANY = ("manifest.json", LOCK_NAME)  # preprocess.manifest.MANIFEST, the writer lock
 # temporaries of atomic writes (manifest, hdf5 root attrs, lock heartbeat) a crash left behind
 OWNED_TMP = re.compile(r"^\.(manifest\.json|motion_mae\.json|\.motion_mae\.lock)\.[0-9a-f]+\.tmp$")
-
-
-class ForeignFiles(CliError):
-    """The directory of a shard set holds files the set does not own."""
 
 
 def remove_set(out: str, format: str, keep: tuple[str, ...] = (LOCK_NAME,)) -> list[str]:
@@ -264,12 +188,8 @@ def restore_root(out: str, format: str, config: dict) -> None:
     """Rewrite a damaged root document (zarr.json / motion_mae.json) in place with the schema
     info and `config`, keeping every video: committed videos carry their own attrs, and the
     next `finalize` rebuilds the corpus index from them."""
-    from .hdf5_store import ROOT_FILE
-    from .metadata import zarr_group_json
-    from .schema import root_attrs
-
     fs, root = fsspec.core.url_to_fs(os.fspath(out))
-    attrs = root_attrs(_jsonable(config))
+    attrs = root_attrs(jsonable(config))
     if format == "zarr":
         fs.pipe_file(f"{root.rstrip('/')}/zarr.json", zarr_group_json(attrs))
     else:
@@ -284,9 +204,9 @@ def open_writer(path, format: str = "zarr", config: dict | None = None) -> Shard
     Workers reopen with config=None.
     """
     if format == "zarr":
-        from .zarr_store import ZarrWriter as backend
+        backend = ZarrWriter
     elif format == "hdf5":
-        from .hdf5_store import Hdf5Writer as backend
+        backend = Hdf5Writer
     else:
         raise ValueError(f"unknown shard format {format!r}; choose one of {FORMATS}")
-    return ShardWriter(backend(os.fspath(path), None if config is None else _jsonable(config)))
+    return ShardWriter(backend(os.fspath(path), None if config is None else jsonable(config)))

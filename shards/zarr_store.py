@@ -26,10 +26,13 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
+from .errors import DamagedMetadata, MissingChunkError
+from .hdf5_store import is_hdf5_root
+from .index import INDEX_BASE_KEY, INDEX_KEY, build_index, incremental_index, merge_config
 from .lazy_group import open_video
 from .metadata import damaged, parse_json
 from .schema import ARRAYS, COMMIT_ATTR, root_attrs, root_version
-from .shard_file import read_frames
+from .shard_file import read_selection
 from .video_writer import shard_layout
 
 # zstd inside Blosc with byte shuffle: shuffle groups the bytes of int16/float16/float32
@@ -54,11 +57,6 @@ def codecs_for(name: str) -> list:
 # Every chunk is written, even all fill value: a chunk file that is absent is then always
 # damage (ChunkCheckingStore), never an "empty" chunk that zarr would read back as zeros.
 ARRAY_CONFIG = {"write_empty_chunks": True}
-INDEX_KEY = "index"
-
-
-class MissingChunkError(FileNotFoundError):
-    """A chunk (shard file) of a stored array is absent from the store."""
 
 
 class ChunkCheckingStore(zarr.storage.WrapperStore):
@@ -147,8 +145,6 @@ class ZarrWriter:
     format = "zarr"
 
     def __init__(self, path: str, config: dict | None):
-        from .writer import INDEX_BASE_KEY, merge_config
-
         self.path = os.fspath(path)
         self.store = make_store(self.path, read_only=False)
         if is_zarr_root(self.path):
@@ -165,8 +161,6 @@ class ZarrWriter:
             if update:
                 root.update_attributes(update)
         else:
-            from .hdf5_store import is_hdf5_root
-
             if is_hdf5_root(self.path):
                 raise ValueError(f"{self.path} is an HDF5 shard set; open it with format='hdf5'")
             root = zarr.open_group(self.store, mode="a", attributes=root_attrs(config))
@@ -188,8 +182,6 @@ class ZarrWriter:
         Videos of the last finalized index are committed (committed groups are never
         rewritten), so only the other groups' attrs are read, once each.
         """
-        from .writer import INDEX_BASE_KEY
-
         base = zarr.open_group(self.store, mode="r", use_consolidated=False).attrs.get(INDEX_BASE_KEY)
         known = set(base.get("videos", [])) if base else set()
         names = self._group_names()
@@ -218,8 +210,6 @@ class ZarrWriter:
     def drop_damaged_failures(self) -> list[str]:
         """Delete failure records that do not parse: their videos are not committed, so this
         run redoes them (or, gone from the corpus, they are simply forgotten)."""
-        from .metadata import DamagedMetadata
-
         dropped = []
         for name in failure_names(self.fs, self.fs_root):
             try:
@@ -284,8 +274,6 @@ class ZarrWriter:
         self.failures.create_group(video_id, attributes=record, overwrite=True)
 
     def finalize(self) -> None:
-        from .writer import INDEX_BASE_KEY, incremental_index
-
         base, committed, fresh = self._scan()
         index = incremental_index(base, committed, fresh.__getitem__)
         root = zarr.open_group(self.store, mode="r+", use_consolidated=False)
@@ -304,13 +292,11 @@ class ZarrReader:
         attrs = dict(self.root.attrs)
         root_version(attrs, self.path)
         index = attrs.pop(INDEX_KEY, None)
-        attrs.pop("index_base", None)  # a writer's bookkeeping (shards.writer.INDEX_BASE_KEY)
+        attrs.pop(INDEX_BASE_KEY, None)  # a writer's bookkeeping
         self.attrs = attrs
         self._videos = self.root.get("videos")
         self._failures = self.root.get("failures")
         if not index:  # not finalized yet: list the groups, whose attrs give the index anyway
-            from .writer import build_index
-
             index = build_index((n, dict(g.attrs)) for n, g in self._groups(self._videos)
                                 if g.attrs.get(COMMIT_ATTR) is True)
         self.index: dict = index
@@ -353,13 +339,7 @@ class ZarrReader:
         """Stored values of the frames `sel` (a positive-step slice or sorted unique ints).
         A local shard is read from its file (`shard_file`: zarr's per-chunk pipeline cost a
         clip's 62-frame read ~50 ms, the file read ~1-3 ms); zarr reads everything else."""
-        frames = np.arange(*sel.indices(raw.shape[0])) if isinstance(sel, slice) else np.asarray(sel)
-        fast = read_frames(raw, frames) if len(frames) else None
-        if fast is not None:
-            return fast
-        if isinstance(sel, slice):
-            return raw[sel]
-        return raw.get_orthogonal_selection((sel,))
+        return read_selection(raw, sel)
 
     def failures(self) -> list[dict]:
         records = ((n, read_failure(self.fs, self.fs_root, self.path, n)) for n in failure_names(self.fs, self.fs_root))

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import zarr
 
-from shards import SchemaVersionError, open_shards, open_writer
+from shards import SchemaVersionError, hdf5_store, index, open_shards, open_writer, zarr_store
 
 from .helpers import as_stored, make_arrays, video_attrs, write_videos
 
 FORMATS = ["zarr", "hdf5"]
+BACKENDS = {"zarr": zarr_store, "hdf5": hdf5_store}
 
 
 def write_one(path, fmt, video_id="v", seed=0, **size):
@@ -207,8 +208,6 @@ def test_finalize_index_splits_labels_and_stale_index(tmp_path, fmt):
 def test_finalize_after_resume_reads_only_new_videos(tmp_path, fmt, monkeypatch):
     """A resumed run's finalize takes the rows of videos the last index lists from it and reads
     only the new videos' attrs; the index equals one built from every video."""
-    import shards.writer as writer
-
     path = tmp_path / "s"
     w = open_writer(path, format=fmt, config={"run": 1})
     for vid, label in (("a", 0), ("b", 1), ("c", 0)):
@@ -216,12 +215,12 @@ def test_finalize_after_resume_reads_only_new_videos(tmp_path, fmt, monkeypatch)
         w.write_video(vid, make_arrays(attrs), attrs)
     w.finalize()
     reads = []
-    real = writer.incremental_index
+    real = index.incremental_index
 
     def counting(base, committed, read_attrs):
         return real(base, committed, lambda vid: reads.append(vid) or read_attrs(vid))
 
-    monkeypatch.setattr(writer, "incremental_index", counting)
+    monkeypatch.setattr(BACKENDS[fmt], "incremental_index", counting)
     w = open_writer(path, format=fmt)  # the resumed driver
     assert w.done_ids() == {"a", "b", "c"}
     attrs = video_attrs(label=2, label_name="class2", split="val")
@@ -234,15 +233,13 @@ def test_finalize_after_resume_reads_only_new_videos(tmp_path, fmt, monkeypatch)
         assert ds.labels() == {"a": 0, "b": 1, "c": 0, "d": 2}
         assert ds._backend.index["label_names"] == {"0": "class0", "1": "class1", "2": "class2"}
         assert "index_base" not in ds.attrs
-        full = writer.build_index((vid, ds[vid].attrs) for vid in ds.ids())
+        full = index.build_index((vid, ds[vid].attrs) for vid in ds.ids())
         assert ds._backend.index == full
 
 
 def test_index_rows_round_trip():
-    from shards.writer import build_index, index_rows
-
     rows = {"x": {"label": 1, "label_name": "one", "split": "train", "num_frames": 5},
             "y": {"label": None, "split": None, "num_frames": 7}}
-    back = index_rows(build_index(rows.items()))
+    back = index.index_rows(index.build_index(rows.items()))
     assert back == {"x": rows["x"], "y": {"label": None, "split": None, "num_frames": 7}}
-    assert index_rows(None) == {}
+    assert index.index_rows(None) == {}
