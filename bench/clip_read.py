@@ -18,8 +18,7 @@ import numpy as np  # noqa: E402
 
 from shards import open_shards  # noqa: E402
 from train.clips.dataset import ClipSpec, crop_box, frame_indices, read_clip_at  # noqa: E402
-from train.pretraining.masks import NEEDS as MASK_NEEDS  # noqa: E402
-from train.pretraining.targets import TARGETS  # noqa: E402
+from train.pretraining.pairing import reads  # noqa: E402
 
 # method -> (mask, target): the pairing each paper trains with
 METHODS = {"videomae": ("tube", "pixel"), "mgm": ("mgm", "pixel"), "mgmae": ("mgmae", "pixel"),
@@ -28,7 +27,7 @@ METHODS = {"videomae": ("tube", "pixel"), "mgm": ("mgm", "pixel"), "mgmae": ("mg
 
 def spec_for(method: str) -> ClipSpec:
     mask, target = METHODS[method]
-    return ClipSpec(needs=frozenset(MASK_NEEDS[mask] | TARGETS[target].needs))
+    return ClipSpec(needs=reads(mask, target))
 
 
 def draws(ds, clips: int, spec: ClipSpec, seed: int = 0) -> list[tuple[str, np.ndarray, int, tuple]]:

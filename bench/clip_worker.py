@@ -5,7 +5,7 @@
 Imports `shards` and `train` from CHECKOUT, so an older checkout is measured with its own
 loader; it uses only what every checkout since the loader rework has (`open_shards`,
 `train.clips.dataset.ClipSpec / frame_indices / read_clip_at`
-(and `read_clips_at` where it exists), `train.pretraining.masks.MASKS / NEEDS`,
+(and `read_clips_at` where it exists), `train.pretraining.masks.MASKS`,
 `train.pretraining.targets.get_target`). One JSON command per line on stdin, one JSON answer per line
 on stdout; everything the libraries print goes to stderr.
 """
@@ -72,7 +72,7 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
     # checkouts that have it are asked for it
     how = {"assemble": assemble} if assemble != "loader" else {}
     collate = getattr(data, "collate_clips", default_collate)
-    from train.pretraining.masks import MASKS, NEEDS
+    from train.pretraining.masks import MASKS
     from train.pretraining.targets import get_target
 
     out, opens = {}, []
@@ -82,7 +82,7 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
         if extra and "traj_len" not in data.ClipSpec.__dataclass_fields__:
             continue  # a checkout whose loader reads the shards' trajectory length only
         spec = data.ClipSpec(num_frames=len(clips[0]["idx"]), input_size=size, flip=False,
-                             needs=frozenset(NEEDS[mask] | get_target(target).needs), **extra, **how)
+                             needs=frozenset(MASKS[mask].needs | get_target(target).needs), **extra, **how)
         wall, cpu, read = [], [], []
         for c in clips:
             if c["id"] not in videos:  # the first open of a video (the warm-up round): timed on its own

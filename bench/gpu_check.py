@@ -44,9 +44,9 @@ from train.pretraining.config import DEMO_SHARDS, TrainConfig, load_file, overri
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, make_loader  # noqa: E402
 from train.pretraining.engine import device_peak_tflops, param_groups  # noqa: E402
 from train.pretraining.flops import hidden_tokens, train_flops  # noqa: E402
-from train.pretraining.masks import NEEDS as MASK_NEEDS  # noqa: E402
 from train.pretraining.masks import get_mask  # noqa: E402
 from train.pretraining.targets import get_target  # noqa: E402
+from train.pretraining.pairing import reads  # noqa: E402
 
 # method -> (recipe, clips per GPU in the paper's run)
 METHODS = {
@@ -124,7 +124,7 @@ def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batche
     as before stop 16, it capped MGM at 39 and MGMAE at 61 clips/s on the H200 machine)."""
     target = get_target(cfg.target)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
-                    frozenset(MASK_NEEDS[cfg.mask] | target.needs), cfg.repeated_aug, cfg.traj_len, cfg.assemble)
+                    reads(cfg.mask, cfg.target), cfg.repeated_aug, cfg.traj_len, cfg.assemble)
     dataset = ClipDataset(shards, spec, seed=0)
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
     loader = iter(make_loader(dataset, batch, num_workers=workers,

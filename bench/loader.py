@@ -26,9 +26,9 @@ import torch
 from bench.scale import clip_plan, decode_clip_pyav, decord_seconds
 from shards import open_shards
 from train.clips.dataset import RESIZE, ClipSpec, read_clip_at
-from train.pretraining.masks import NEEDS as MASK_NEEDS
 from train.pretraining.model import build_model
 from train.pretraining.targets import get_target
+from train.pretraining.pairing import reads
 
 METHODS = {"videomae (tube+pixel)": ("tube", "pixel"), "mgm (mgm+pixel)": ("mgm", "pixel"),
            "mgmae (mgmae+pixel)": ("mgmae", "pixel"), "mme (tube+mme)": ("tube", "mme")}
@@ -63,7 +63,7 @@ def loader(shards: str, clips: int, size: int, decord_python: str | None, seed: 
     with open_shards(shards) as ds:
         for name, (mask, target) in METHODS.items():
             spec = ClipSpec(num_frames=out["frames_per_clip"], input_size=size, flip=False,
-                            needs=frozenset(MASK_NEEDS[mask] | get_target(target).needs))
+                            needs=reads(mask, target))
             seconds = []
             for c, box in zip(plan, boxes):
                 idx = np.arange(c["start"], c["stop"], c["stride"])

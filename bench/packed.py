@@ -22,8 +22,7 @@ from bench.loader import METHODS
 from bench.scale import clip_plan
 from shards import open_shards
 from train.clips.dataset import ClipSpec, read_clip_at
-from train.pretraining.masks import NEEDS as MASK_NEEDS
-from train.pretraining.targets import get_target
+from train.pretraining.pairing import reads
 
 
 def files_per_video(path: str) -> dict:
@@ -42,7 +41,7 @@ def side_by_side(unpacked: str, packed: str, clips: int, size: int = 224, seed: 
         for name, (mask, target) in METHODS.items():
             spec = ClipSpec(num_frames=len(range(plan[0]["start"], plan[0]["stop"], plan[0]["stride"])),
                             input_size=size, flip=False,
-                            needs=frozenset(MASK_NEEDS[mask] | get_target(target).needs))
+                            needs=reads(mask, target))
             times: dict[str, list[float]] = {"unpacked": [], "packed": []}
             for k, c in enumerate(plan):
                 h, w = c["hw"]

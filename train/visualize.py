@@ -46,7 +46,7 @@ from shards.tracks import positions  # noqa: E402
 from train.cli import Parser  # noqa: E402
 from train.pretraining.config import DEMO_SHARDS, TrainConfig, resolve_shards  # noqa: E402
 from train.clips.dataset import ClipDataset, ClipSpec  # noqa: E402
-from train.pretraining.masks import MASKS, NEEDS  # noqa: E402
+from train.pretraining.masks import MASKS  # noqa: E402
 from train.clips.pair_flow import camera_inclusive  # noqa: E402
 from train.pretraining.targets.pixel import MEAN, STD, patchify  # noqa: E402
 
@@ -261,7 +261,7 @@ def motion_figures(video, start: int, count: int, step: int = 2, arrow_scale: fl
 def clip_of(shards: Path, vid: str, cfg: TrainConfig, sample: int,
             source_root: str | None = None) -> dict[str, torch.Tensor]:
     """The clip `train/clips/dataset.py` gives for global sample `sample` of this video (no flip), batched (B=1)."""
-    needs = frozenset().union(*NEEDS.values())
+    needs = frozenset().union(*(m.needs for m in MASKS.values()))
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False, needs,
                     traj_len=cfg.traj_len)
     dataset = ClipDataset(shards, spec, cfg.seed, source_root=source_root)

@@ -19,9 +19,9 @@ from torch.utils.data import default_collate
 
 from train.pretraining.config import TrainConfig, resolve_shards
 from train.clips.dataset import ClipDataset, ClipSpec
-from train.pretraining.masks import NEEDS as MASK_NEEDS
 from train.pretraining.masks import get_mask
 from train.pretraining.targets import get_target
+from train.pretraining.pairing import reads
 
 
 @torch.no_grad()
@@ -45,7 +45,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
     norm = target.norm(cfg.target_norm)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
-                    frozenset(MASK_NEEDS[cfg.mask] | target.needs), traj_len=cfg.traj_len)
+                    reads(cfg.mask, cfg.target), traj_len=cfg.traj_len)
     dataset = ClipDataset(path, spec, seed, split, source_root=source_root)
     grid = cfg.grid
     model = cfg.build_model(ckpt.get("heads") or int(ckpt["out_dim"]))

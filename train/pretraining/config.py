@@ -14,7 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from shards.cli import CliError, UsageError
 from shards.paths import REPO as REPO_ROOT
+from shards.paths import default_shards
+from train.clips.assemble import ASSEMBLIES, AUTO
+from train.pretraining.masks import MASKS
+from train.pretraining.model import MODELS, POSITIONS, build_model
+from train.pretraining.targets import TARGETS, get_target
 DEMO_SHARDS = "data/shards/demo"
 
 
@@ -22,8 +28,6 @@ def resolve_shards(shards: str) -> Path:
     """A shard set path: DEMO_SHARDS is where the extractor writes the demo ($MOTION_MAE_DATA
     respected); other relative paths are relative to the repo root."""
     if shards == DEMO_SHARDS:
-        from shards.paths import default_shards
-
         return default_shards("demo")
     p = Path(shards)
     return p if p.is_absolute() else REPO_ROOT / p
@@ -46,7 +50,7 @@ class TrainConfig:
     # method
     mask: str = "tube"              # train.pretraining.masks.MASKS key: tube | random | mgm | mgm_cc | mgm_anchor | mgmae
     target: str = "pixel"           # train.pretraining.targets.TARGETS key: pixel | hog | mme | mme_single
-    mask_ratio: float | None = None  # None = the method's default (0.9; 0.7 with target mme)
+    mask_ratio: float | None = None  # None = the target's default ratio (0.9; 0.7 with target mme)
     norm_target: bool = True        # per-token target normalization (VideoMAE / MME patch norm)
     target_norm: str = ""           # which one: a train.pretraining.targets norms name, "" = the target's default
     traj_len: int = 0               # MME: trajectory steps per point; 0 = the shards' (attrs traj_len)
@@ -90,7 +94,7 @@ class TrainConfig:
     def ratio(self) -> float:
         if self.mask_ratio is not None:
             return self.mask_ratio
-        return 0.7 if self.target in ("mme", "mme_single") else 0.9
+        return get_target(self.target).default_ratio
 
     def lr(self) -> float:
         """Peak lr. Scaled by videos per step, not clips: MGMAE's code scales by `batch_size *
@@ -125,8 +129,6 @@ class TrainConfig:
 
     def build_model(self, out_dim: int, drop_path: float | None = None):
         """The MAE this config trains (`drop_path` None = the config's)."""
-        from train.pretraining.model import build_model
-
         return build_model(self.model, self.grid, out_dim, self.tubelet, self.patch_size, self.decoder_depth,
                            self.drop_path if drop_path is None else drop_path, self.positions, self.decoder_dim)
 
@@ -145,11 +147,6 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of repeated_aug {self.repeated_aug}")
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"mask ratio {self.ratio} must be in [0, 1) (--mask-ratio)")
-        from train.clips.assemble import ASSEMBLIES, AUTO
-        from train.pretraining.masks import MASKS
-        from train.pretraining.model import MODELS, POSITIONS
-        from train.pretraining.targets import TARGETS, get_target
-
         for name, value, known in (("mask", self.mask, MASKS), ("target", self.target, TARGETS),
                                    ("model", self.model, MODELS), ("positions", self.positions, POSITIONS),
                                    ("assemble", self.assemble, (AUTO,) + ASSEMBLIES)):
@@ -183,8 +180,6 @@ def load_file(path: str | Path) -> dict:
     """A yaml/json config file: `path`, or train/configs/<path>. A missing file is a CliError.
     `base: other.yaml` (relative to the file's folder) loads that file first, so a schedule
     variant states only what differs from its recipe."""
-    from shards.cli import CliError, UsageError
-
     path = Path(path)
     if not path.exists() and (REPO_ROOT / "train" / "configs" / path).exists():
         path = REPO_ROOT / "train" / "configs" / path
@@ -293,10 +288,6 @@ SHOWN_DEFAULTS = {  # where the field's default is a rule, not a value
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One `--flag-name` per config field, with its help, default and choices; every argparse
     default is None = "not given", so a config file's values are not overwritten."""
-    from train.clips.assemble import ASSEMBLIES, AUTO
-    from train.pretraining.masks import MASKS
-    from train.pretraining.model import MODELS, POSITIONS
-    from train.pretraining.targets import TARGETS
 
     choices = {"mask": list(MASKS), "target": list(TARGETS), "model": list(MODELS), "positions": list(POSITIONS),
                "assemble": [AUTO, *ASSEMBLIES]}

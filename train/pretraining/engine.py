@@ -27,11 +27,11 @@ from train.clips.assemble import assemble, resolve as resolve_assemble
 from train.pretraining.config import TrainConfig
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, Timer, make_loader
 from train.pretraining.flops import hidden_tokens, peak_tflops, train_flops
-from train.pretraining.masks import NEEDS as MASK_NEEDS
 from train.pretraining.runs import default_out
 from train.pretraining.skips import BATCH_KEY as SKIPPED
 from train.pretraining.skips import SkipLog
 from train.pretraining.targets import get_target
+from train.pretraining.pairing import reads
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -202,7 +202,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     random.seed(cfg.seed + d.rank)
     target = get_target(cfg.target)
     norm = target.norm(cfg.target_norm)
-    needs = MASK_NEEDS[cfg.mask] | target.needs
+    needs = reads(cfg.mask, cfg.target)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
                     frozenset(needs), cfg.repeated_aug, cfg.traj_len, resolve_assemble(cfg.assemble, device))
     dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split, skip_damaged=cfg.max_skipped_videos > 0,

@@ -13,6 +13,7 @@ one patch embedding (`tests/train/test_flops.py` checks both against a FLOP coun
 """
 from __future__ import annotations
 
+from train.pretraining.masks import get_mask
 from train.pretraining.model import MODELS, HeadsSpec, ModelSize, as_heads
 
 # Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets, matched by
@@ -44,10 +45,8 @@ def peak_tflops(device_name: str) -> float | None:
 
 
 def hidden_tokens(mask: str, grid: tuple[int, int, int], ratio: float) -> int:
-    """Hidden tokens per clip, the same in every sample (train/masks): `random` hides
-    round(ratio * N), every other strategy round(ratio * h * w) in each time slice."""
-    t, h, w = grid
-    return round(ratio * t * h * w) if mask == "random" else t * round(ratio * h * w)
+    """Hidden tokens per clip, the same in every sample: the mask's record says (`Mask.hidden`)."""
+    return get_mask(mask).hidden(grid, ratio)
 
 
 def _blocks(tokens: int, width: int, depth: int, mlp_ratio: float) -> int:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 
 from train.pretraining.config import REPO_ROOT
+from train.pretraining.masks import get_mask
+from train.pretraining.targets import get_target
 from train.studies.pool import Chain, Job
 
 if TYPE_CHECKING:
@@ -174,7 +176,7 @@ def run_cost(method: str) -> int:
     loader's work per clip (measured at the study's regime: MME's target ~15-20 ms a clip, MGMAE's
     flow ~8-14, MGM's motion vectors ~6-8, pixels ~3)."""
     mask, target = method.split("+")
-    return 3 * (target == "mme") + {"mgmae": 2, "mgm": 1}.get(mask, 0)
+    return get_mask(mask).cost + get_target(target).cost
 
 
 def pretrain_job(cfg: StudyConfig, method: str, seed: int) -> dict:

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import train.pretraining.engine as engine
+import train.pretraining.config as config_module
 import train.pretraining.model as model_module
 from train.pretraining.engine import train
 
@@ -18,7 +19,7 @@ def record_output_dtypes(monkeypatch) -> list:
         model.head.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
         return model
 
-    monkeypatch.setattr(model_module, "build_model", spy)  # TrainConfig.build_model looks it up per call
+    monkeypatch.setattr(config_module, "build_model", spy)  # the name TrainConfig.build_model calls
     return dtypes
 
 

@@ -6,7 +6,7 @@ import torch
 from shards import open_shards
 from tests.train.helpers import cell_centres, moving_square_batch
 from train.clips.dataset import ClipSpec, hflip, read_clip
-from train.pretraining.masks import MASKS, NEEDS
+from train.pretraining.masks import MASKS
 from train.pretraining.masks.mgm import camera_motion, track
 
 GRID = (4, 8, 8)   # 8 frames of 128 px, tubelet 2 x 16 x 16
@@ -156,7 +156,7 @@ def test_exact_ratio_in_every_slice(name, ratio):
 def test_camera_motion_cancels_the_pan_through_the_loader(tiny_shards, seed, flip):
     # the clip's homographies (cropped, rescaled, mirrored by the loader) predict the codec
     # vectors of the background, whatever the crop scale and the flip
-    spec = ClipSpec(num_frames=4, sampling_rate=2, input_size=32, needs=NEEDS["mgm_cc"])
+    spec = ClipSpec(num_frames=4, sampling_rate=2, input_size=32, needs=MASKS["mgm_cc"].needs)
     with open_shards(tiny_shards) as ds:
         c = read_clip(ds["pan"], spec, np.random.default_rng(seed))
     c = hflip(c) if flip else c

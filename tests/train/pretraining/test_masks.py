@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from train.pretraining.masks import MASKS, NEEDS
+from train.pretraining.masks import MASKS
 from tests.train.helpers import moving_square_batch, object_tokens
 
 GRID = (4, 4, 4)  # 8 frames, 64 px, tubelet 2 x 16 x 16
@@ -23,7 +23,7 @@ def test_exact_ratio(name, ratio):
 @pytest.mark.parametrize("name", list(MASKS))
 def test_needs_only_declared_keys(name):
     batch = moving_square_batch(B=2)
-    kept = {k: batch[k] for k in NEEDS[name] | {"video"}}
+    kept = {k: batch[k] for k in MASKS[name].needs | {"video"}}
     MASKS[name](kept, GRID, 0.9, torch.Generator().manual_seed(0))
 
 

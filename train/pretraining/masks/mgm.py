@@ -22,10 +22,13 @@ hides on-screen tokens (docs/masks.md, "Limits and the camera-compensated option
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
 from train.pretraining.masks.common import hidden_per_slice, hide_lowest, input_side, token_motion
+from train.pretraining.masks.record import Mask
 
 NEEDS: frozenset[str] = frozenset({"mv", "mv_valid", "frame_step"})
 NEEDS_COMPENSATED: frozenset[str] = NEEDS | {"homography"}
@@ -124,3 +127,7 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
     # random order within a ring, the same in every slice, so that a still region stays put
     d2 = d2 + 1e-3 * torch.rand(B, 1, h * w, generator=generator)
     return hide_lowest(d2, hidden_per_slice(grid, ratio)).reshape(B, t * h * w)
+
+
+MASK = Mask("mgm", mask, NEEDS, cost=1)
+MASK_COMPENSATED = Mask("mgm_cc", partial(mask, compensate=True), NEEDS_COMPENSATED, cost=1)  # camera-compensated guidance

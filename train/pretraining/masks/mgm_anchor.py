@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from train.pretraining.masks.common import clip_frames, hidden_per_slice, hide_lowest, input_side, token_motion
+from train.pretraining.masks.record import Mask
 
 NEEDS: frozenset[str] = frozenset({"mv", "mv_valid", "frame_step"})
 REGION_FRAC = 0.5  # share of every slice covered by the motion-following blob (capped by the budget)
@@ -68,3 +69,6 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
     region = hide_lowest(d2 + 1e-3 * torch.rand(d2.shape, generator=generator), n_region)
     score = torch.where(region, -1.0, torch.rand(d2.shape, generator=generator))
     return hide_lowest(score, n_hide).reshape(B, t * h * w)
+
+
+MASK = Mask("mgm_anchor", mask, NEEDS, cost=1)

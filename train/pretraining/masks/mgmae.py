@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from train.pretraining.masks.common import clip_frames, hidden_per_slice, hide_lowest
+from train.pretraining.masks.record import Mask
 
 NEEDS: frozenset[str] = frozenset({"flow"})
 INVERSION_STEPS = 3
@@ -115,3 +116,6 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
     score = F.avg_pool2d(torch.cat(maps, 1), hc // h).reshape(B, t, h * w)        # (B,t,h*w)
     score = score + 1e-6 * torch.rand(score.shape, generator=generator)
     return hide_lowest(score, hidden).reshape(B, t * h * w)
+
+
+MASK = Mask("mgmae", mask, NEEDS, cost=2)

@@ -6,6 +6,7 @@ import math
 import torch
 
 from train.pretraining.masks.common import batch_size, hide_lowest
+from train.pretraining.masks.record import Mask
 
 NEEDS: frozenset[str] = frozenset()
 
@@ -14,3 +15,6 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
     n = math.prod(grid)
     score = torch.rand(batch_size(batch), n, generator=generator)   # (B, N)
     return hide_lowest(score, int(round(ratio * n)))
+
+
+MASK = Mask("random", mask, NEEDS, per_slice=False)

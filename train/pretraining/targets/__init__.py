@@ -35,6 +35,8 @@ class Target:
     norms: tuple[str, ...]        # per-token normalizations `build` knows; the first is the default
     heads: Callable[..., tuple[Head, ...]]  # (tubelet, patch, traj_len) -> heads, dims summing to out_dim
     loss: Callable[..., torch.Tensor]       # (pred (B,Nm,C), target, weight (B,N,C), mask (B,N)) -> ()
+    default_ratio: float = 0.9    # the mask ratio its paper trains with (TrainConfig.mask_ratio: none)
+    cost: int = 0                 # relative loader cost (0 = none beyond the clip)
 
     def norm(self, name: str = "") -> str:
         """`name` checked against `norms`; "" = the default."""
@@ -46,7 +48,7 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    m.NAME: Target(m.NAME, m.NEEDS, m.out_dim, m.build, m.NORMS, m.heads, m.loss)
+    m.NAME: Target(m.NAME, m.NEEDS, m.out_dim, m.build, m.NORMS, m.heads, m.loss, m.DEFAULT_RATIO, m.COST)
     for m in (pixel, hog, mme, mme_single)
 }
 

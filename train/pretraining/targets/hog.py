@@ -11,6 +11,8 @@ from train.pretraining.targets.common import masked_mse, one_head
 NAME = "hog"
 NEEDS: frozenset[str] = frozenset({"hog"})
 NORMS = ("token",)             # per token over all its values
+DEFAULT_RATIO = 0.9  # as the pixel target it stands in for
+COST = 0
 
 
 def out_dim(tubelet: int, patch: int, traj_len: int = 0) -> int:

@@ -39,6 +39,8 @@ from train.pretraining.targets.common import reached, token_sum
 NAME = "mme"
 NEEDS: frozenset[str] = frozenset({"traj", "traj_valid", "traj_hog"})
 NORMS = ("points", "none")     # trajectory: PatchStd over the 4 points | only / TRAJ_DIV; HOG never
+DEFAULT_RATIO = 0.7  # MME's scripts hide 70 %
+COST = 3  # tracking and HOG along the tracks in the loader
 
 TRAJ_DIV = 20.0                # engine.py: traj_shape / 20 (their flow clip, +-20 px)
 TRAJ_GAIN = 32.0               # engine.py: loss_1 ... * 32 * traj_loss_scale / traj_label.shape[-1]

@@ -31,6 +31,8 @@ from train.pretraining.targets.mme import NEEDS, out_dim, point_tokens
 
 NAME = "mme_single"
 NORMS = ("points", "token", "motion")
+DEFAULT_RATIO = 0.7  # as MME
+COST = 3  # tracking and HOG along the tracks in the loader
 
 
 def _standardize(x: torch.Tensor, v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:

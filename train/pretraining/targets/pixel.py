@@ -8,6 +8,8 @@ from train.pretraining.targets.common import masked_mse, one_head
 NAME = "pixel"
 NEEDS: frozenset[str] = frozenset()
 NORMS = ("channel",)           # per token, per colour channel over the cube's pixels (VideoMAE)
+DEFAULT_RATIO = 0.9  # VideoMAE, MGM and MGMAE hide 90 %
+COST = 0
 MEAN = (0.485, 0.456, 0.406)  # the input normalization of train/clips/dataset.py (ImageNet)
 STD = (0.229, 0.224, 0.225)
 
