@@ -136,6 +136,7 @@ class StudyConfig:
     out: str = DEFAULT_OUT
     report: str = ""                        # markdown report; "" = docs/results.md (default out) or <out>/results.md
     train: dict = field(default_factory=dict)  # TrainConfig fields shared by every run
+    target_norms: dict = field(default_factory=dict)  # target -> its runs' target_norm ("" or absent: `train`'s)
     finetune: dict = field(default_factory=dict)  # EvalConfig fields of fine-tuning; off unless max_steps > 0
 
     def validate(self) -> "StudyConfig":
@@ -148,6 +149,13 @@ class StudyConfig:
             raise ValueError(f"need steps >= 1 and checkpoint fractions in (0, 1], "
                              f"got {self.steps}, {self.checkpoints}")
         self.base_train()  # refuses unknown TrainConfig keys early
+        from train.targets import TARGETS
+
+        unknown = set(self.target_norms) - set(TARGETS)
+        if unknown:
+            raise ValueError(f"target_norms names unknown targets {sorted(unknown)}; known: {', '.join(TARGETS)}")
+        for method in self.methods:  # and every run's config, e.g. a normalization its patch size makes constant
+            self.run_config(method, self.seeds[0])
         from train.evaluate import EvalConfig
 
         from train.probe import POOLS, parse_weight_decay
@@ -214,7 +222,9 @@ class StudyConfig:
 
     def run_config(self, method: str, seed: int) -> TrainConfig:
         mask, target = method.split("+")
-        return replace(self.base_train(), mask=mask, target=target, mask_ratio=None, seed=seed,
+        base = self.base_train()
+        return replace(base, mask=mask, target=target, mask_ratio=None, seed=seed,
+                       target_norm=self.target_norms.get(target) or base.target_norm,
                        max_steps=self.steps, save_every=max(1, self.steps // 8), resume="auto",
                        out=str(self.run_dir(method, seed))).validate()
 

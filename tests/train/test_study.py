@@ -120,15 +120,20 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
 
 
 def test_every_method_shares_the_config_but_its_mask_and_target():
-    cfg = StudyConfig(steps=10, checkpoints=(0.25, 0.5), shards="/nowhere", train={"model": "vit_pico"})
+    cfg = StudyConfig(steps=10, checkpoints=(0.25, 0.5), shards="/nowhere", train={"model": "vit_pico"},
+                      target_norms={"mme": "none"})
     assert cfg.stops() == [2, 5, 10]   # the whole budget is always probed
     runs = {m: cfg.run_config(m, seed=1) for m in METHODS}
     for name, run in runs.items():
         assert (run.mask, run.target, run.seed, run.max_steps) == (*name.split("+"), 1, 10)
         assert run.ratio == (0.7 if run.target == "mme" else 0.9)   # each method's own ratio
-    shared = {k: v for k, v in runs["tube+pixel"].to_dict().items() if k not in ("mask", "target", "out")}
+        assert run.target_norm == ("none" if run.target == "mme" else "")   # and its target's normalization
+    own = ("mask", "target", "target_norm", "out")
+    shared = {k: v for k, v in runs["tube+pixel"].to_dict().items() if k not in own}
     for run in runs.values():
-        assert {k: v for k, v in run.to_dict().items() if k not in ("mask", "target", "out")} == shared
+        assert {k: v for k, v in run.to_dict().items() if k not in own} == shared
+    with pytest.raises(ValueError, match="unknown targets"):
+        StudyConfig(shards="/nowhere", target_norms={"pixels": "none"}).validate()
 
 
 def test_longest_runs_start_first():
@@ -178,6 +183,8 @@ def test_defaults_are_the_issues_study():
         ("vit_pico", 8, 64, 8, 4, "separable")
     assert (t.batch_size, t.base_lr, t.warmup_steps, t.num_workers, t.device) == (32, 0.008, 50, 2, "auto")
     assert yaml.steps == 1000
+    # at patch 8 a token holds one tracked point: MME's trajectories are not standardized over points
+    assert yaml.run_config("tube+mme", 0).target_norm == "none"
     # what a GPU run changes, from the command line
     gpu = study.parse_args(["--device", "cuda", "--batch-size", "256", "--num-workers", "8", "--steps", "3000",
                             "--finetune-steps", "500"]).base_train()
