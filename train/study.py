@@ -21,7 +21,8 @@ The data flow, each stage skipped where its output exists (a killed study resume
    (`stop_at`, the schedule fixed by `max_steps`), copies `checkpoint.pt` to `ckpt_<step>.pt`,
    and resumes from it (exact resume: the same clips and masks as one uninterrupted run);
 3. **held-out loss** of every kept checkpoint of every run (`train/heldout.py`): its masked loss
-   on `heldout_clips` val clips (fixed seed: the same clips and masks for every run of a method)
+   on `heldout_clips` val clips drawn class-balanced (fixed seed: the same clips and masks for every
+   run of a method)
    against the best constant (predict-0 for normalized targets); the gate is `<= gate` (0.8) of
    it at the last checkpoint on every seed, and the ratio's fall along the run, extrapolated on
    ln(steps), says roughly what budget the gate would need;
@@ -329,6 +330,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
             # the gate's baseline: the best constant per target channel (predict-0 for per-token
             # normalized targets; for MME's HOG part, not centred, the HOG's mean)
             held.append({"seed": seed, **{k: h[k] for k in ("loss", "predict0", "clips")},
+                         "per_class": h.get("per_class", {}),
                          "predict_mean": h.get("predict_mean", h["predict0"]),
                          "ratio": _ratio(h)})
             curve = _loss_curve(run)

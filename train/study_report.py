@@ -206,7 +206,8 @@ def report_section(results: dict, images: dict[str, str]) -> str:
         f"features pooled by **{main}** (the main column) and by the token mean, L2 {wd}; "
         f"deterministic: no seed.  ",
         f"**Gate**: held-out masked loss / the best constant prediction's loss of each run's last checkpoint "
-        f"on {study['heldout_clips']} val clips (fixed seed: the same clips and masks for every run); PASS "
+        f"on {study['heldout_clips']} val clips drawn class-balanced (fixed seed: the same clips and masks for "
+        f"every run); PASS "
         f"when every seed's ratio is <= {results['gate']}. For per-token normalized targets (pixel, MME's "
         "trajectories) the best constant is ~0, the issue's predict-0; MME's HOG part is not centred, "
         "so predicting its mean is the baseline to beat there (`train/heldout.py`).",
@@ -223,6 +224,7 @@ def report_section(results: dict, images: dict[str, str]) -> str:
         lines.append(row(f"`{name}`", m["paper"], m["mask_ratio"], f"{h['predict0']['mean']:.3f}",
                          f"{best['mean']:.3f}", format_interval(h["ratio"]), f"{h['gate']['worst']:.3f}",
                          f"**{h['gate']['verdict']}**"))
+    lines += heldout_classes(results)
     curves = {name: m["heldout"] for name, m in results["methods"].items() if len(m["heldout"].get("by_step", {})) > 1}
     if curves:
         steps = list(next(iter(curves.values()))["by_step"])
@@ -302,6 +304,26 @@ def report_section(results: dict, images: dict[str, str]) -> str:
         lines += [f"![fine-tuned top-1 per seed]({images['finetune']})", ""]
     lines.append(END)
     return "\n".join(lines)
+
+
+def heldout_classes(results: dict) -> list[str]:
+    """The line under the held-out table: how many of its val clips each class gave (the clips are
+    drawn class-balanced with a fixed seed, `train.heldout.balanced_videos`); one line per method
+    where methods differ, none for results from before the counts were recorded."""
+    names = results["corpus"].get("class_names", {})
+    counts = {name: [x.get("per_class") for x in m["heldout"]["per_seed"]] for name, m in results["methods"].items()}
+    counts = {name: c[0] for name, c in counts.items() if c and c[0] and all(x == c[0] for x in c)}
+    if not counts:
+        return []
+
+    def text(per_class: dict) -> str:
+        return ", ".join(f"{names.get(k, k)} {n}" for k, n in per_class.items())
+
+    first = next(iter(counts.values()))
+    if len(counts) == len(results["methods"]) and all(c == first for c in counts.values()):
+        return ["", f"Held-out clips per class (drawn class-balanced, seeded; the same for every run): {text(first)}."]
+    return ["", "Held-out clips per class (drawn class-balanced, seeded):", "",
+            *(f"- `{name}`: {text(c)}" for name, c in counts.items())]
 
 
 def format_finetuned(f: dict) -> str:

@@ -47,6 +47,8 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
                 assert p["weight_decay"] == [0.1, 0.1]          # --tiny: a fixed L2, no cross-validation
         h = m["heldout"]
         assert [x["seed"] for x in h["per_seed"]] == [0, 1] and all(x["clips"] == 8 for x in h["per_seed"])
+        # 8 val clips, one per class of the 8 (class-balanced), recorded with every held-out result
+        assert all(x["per_class"] == {str(k): 1 for k in range(8)} for x in h["per_seed"])
         assert list(h["by_step"]) == ["2", "4"] and h["by_step"]["4"] == h["ratio"]   # the ratio along the run
         assert h["gate"]["verdict"] == ("PASS" if h["gate"]["worst"] <= 0.8 else "FAIL")
         assert m["loss"] and all(x["first"] > 0 for x in m["loss"])
