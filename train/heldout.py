@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
                           source_root=args.source_root or None)
     print(f"step {result['step']}: held-out loss {result['loss']:.4f}, predict-0 {result['predict0']:.4f}, "
           f"ratio {result['ratio']:.3f}; best constant {result['predict_mean']:.4f}, ratio "
-          f"{result['ratio_mean']:.3f}; against the better of the two {result['ratio_baseline']:.3f} ({result['clips']} clips of split {result['split']!r}; per class "
+          f"{result['ratio_mean']:.3f}; against the better of the two {result['ratio_baseline']:.3f} "
+          f"({result['clips']} clips of split {result['split']!r}; per class "
           f"{', '.join(f'{k}: {n}' for k, n in result['per_class'].items())})")
     for b in result.get("by_contrast", []):
         lo, hi = b["grey_levels"]

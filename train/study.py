@@ -1,6 +1,6 @@
 """Reproduce, at small scale: every method, one small ViT, one budget, several seeds; does
-pretraining learn (held-out loss against the better of predicting 0 and the best constant), and what does a layout-preserving linear
-probe see, against random init and paired method against method.
+pretraining learn (held-out loss against the better of predicting 0 and the best constant), and
+what does a layout-preserving linear probe see, against random init and paired method against method.
 
     python train/study.py                                   # the default study (train/configs/study.yaml)
     python train/study.py --tiny --out /tmp/study           # the CI version: 25-100 s on the busy shared machine
@@ -486,8 +486,8 @@ def summary_lines(results: dict) -> list[str]:
     for name, m in results["methods"].items():
         g = m["heldout"]["gate"]
         tuned = f", fine-tuned {format_finetuned(m['finetune'])}" if m.get("finetune") else ""
-        lines.append(f"  {name:<12} probe top-1 {probes(m['checkpoints'][-1]['probes'])}; held-out/best of predict-0 and the best constant "
-                     f"{g['mean']:.3f} (worst {g['worst']:.3f}) {g['verdict']}{tuned}")
+        lines.append(f"  {name:<12} probe top-1 {probes(m['checkpoints'][-1]['probes'])}; "
+                     f"held-out/min(predict-0, best constant) {g['mean']:.3f} (worst {g['worst']:.3f}) {g['verdict']}{tuned}")
     r = results["random_init"]
     lines.append(f"  {'random init':<12} probe top-1 {probes(r['probes'])}   chance {results['chance_top1']:.3f}")
     return lines
