@@ -22,7 +22,7 @@ top-5 on the val split.
   fit by full-batch L-BFGS on the train clips, each clip one sample: a convex problem, so no
   learning rate and the same answer on every run. The penalty (`probe_wd cv`, the default) is
   chosen from `probe_wd_grid` by `probe_folds`-fold cross-validation on the train split, folds
-  by video: the lowest log-loss among the penalties within one standard error of the best
+  by video: the lowest log-loss among the penalties within one standard error (over videos) of the best
   top-1 (`train.eval.probe.choose_weight_decay`); no knob tuned on val and no seed. The default pooling is
   **"quadrants"** (the mean over each time slice's 2 x 2 spatial quadrants, concatenated):
   VideoMAE's token mean cannot tell motions apart whose token features average out over the

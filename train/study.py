@@ -1,6 +1,6 @@
 """Reproduce, at small scale: every method, one small ViT, one budget, several seeds; does
-pretraining learn (held-out loss against predicting 0), and what does a layout-preserving linear
-probe see, against random init and paired method against method.
+pretraining learn (held-out loss against the better of predicting 0 and the best constant), and
+what does a layout-preserving linear probe see, against random init and paired method against method.
 
     python train/study.py                                   # the default study (train/configs/study.yaml)
     python train/study.py --tiny --out /tmp/study           # the CI version: 25-100 s on the busy shared machine
@@ -20,11 +20,10 @@ The data flow, each stage skipped where its output exists (a killed study resume
    (`train/configs/study.yaml`); each run stops at every checkpoint fraction of the budget
    (`stop_at`, the schedule fixed by `max_steps`), copies `checkpoint.pt` to `ckpt_<step>.pt`,
    and resumes from it (exact resume: the same clips and masks as one uninterrupted run);
-3. **held-out loss** of every kept checkpoint of every run (`train/eval/heldout.py`): its masked loss
-   on `heldout_clips` val clips (fixed seed: the same clips and masks for every run of a method)
-   against the best constant (predict-0 for normalized targets); the gate is `<= gate` (0.8) of
-   it at the last checkpoint on every seed, and the ratio's fall along the run, extrapolated on
-   ln(steps), says roughly what budget the gate would need;
+3. **held-out loss** of every kept checkpoint of every run (`train/heldout.py`): its masked loss
+   on `heldout_clips` val clips drawn class-balanced (fixed seed: the same clips and masks for every
+   run of a method) against the better of predicting 0 and the best constant per target channel;
+   the gate is `<= gate` (0.8) of it at the last checkpoint on every seed;
 4. **probe** every kept checkpoint, and a random-init encoder of the same geometry per seed,
    with `train.evaluate.linear_probe` on the val split: the layout-preserving pool
    (`probe_pool`) and the token mean, L2 by cross-validation on the train split, a 95 %
@@ -35,7 +34,8 @@ The data flow, each stage skipped where its output exists (a killed study resume
 6. **report**: `<out>/results.json`, a markdown report (`docs/results.md` for the default study)
    whose generated part sits between two markers (text outside them is kept), and plots:
    probe top-1 against pretraining steps (both pools), per-seed dots, the pretraining loss;
-   the paired test of MGM's mask against the tube (`PAIRS`), and the wall time per stage.
+   the paired test of MGM's mask against the tube (`PAIRS`; p-values Holm-adjusted over every
+   pair and pool the report states a verdict on), and the wall time per stage.
 
 Layout of `--out` (default runs/study): `<method>/seed<k>/` (checkpoint.pt, ckpt_<step>.pt,
 train_<step>.json, probe_<step>.json, heldout_<step>.json, finetune_<step>.json, metrics.jsonl),
@@ -78,7 +78,8 @@ from train.studies.pool import run_chains  # noqa: E402
 from train.studies.stages import (Progress, add_wall, extract, pool_size, seed_chains, stage_walls,  # noqa: E402
                                 write_json)
 from train.studies.report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
-from train.studies.stats import gate, mean_std, paired, stable, steps_to_reach, unpaired_se  # noqa: E402
+from train.eval.heldout import heldout_baseline  # noqa: E402
+from train.studies.stats import gate, holm_family, mean_std, paired, stable, unpaired_se  # noqa: E402
 
 DEFAULT_CONFIG = REPO_ROOT / "train" / "configs" / "study.yaml"
 DEFAULT_OUT = "runs/study"
@@ -129,13 +130,15 @@ class StudyConfig:
     gpu_jobs: int = 1                       # on a GPU: jobs side by side (processes, one thread, no loader workers
                                             # and a CUDA context each); 1 = one at a time in this process
     heldout_clips: int = 256                # val clips of the held-out loss (the gate)
-    gate: float = 0.8                       # held-out loss / predict-0 at or below this on every seed = PASS
+    gate: float = 0.8                       # held-out loss / the better of predict-0 and the best constant at
+                                            # or below this on every seed = PASS
     finetune_max_std: float = 0.05          # fine-tuned top-1 reported only where its std over seeds is below
     root: str = ""                          # corpus folder; "" = <data dir>/synthetic-motion[-<frames>f-<size>px]
     shards: str = ""                        # shard set; "" = <data dir>/shards/<corpus name>
     out: str = DEFAULT_OUT
     report: str = ""                        # markdown report; "" = docs/results.md (default out) or <out>/results.md
     train: dict = field(default_factory=dict)  # TrainConfig fields shared by every run
+    target_norms: dict = field(default_factory=dict)  # target -> its runs' target_norm ("" or absent: `train`'s)
     finetune: dict = field(default_factory=dict)  # EvalConfig fields of fine-tuning; off unless max_steps > 0
 
     def validate(self) -> "StudyConfig":
@@ -148,6 +151,13 @@ class StudyConfig:
             raise ValueError(f"need steps >= 1 and checkpoint fractions in (0, 1], "
                              f"got {self.steps}, {self.checkpoints}")
         self.base_train()  # refuses unknown TrainConfig keys early
+        from train.pretraining.targets import TARGETS
+
+        unknown = set(self.target_norms) - set(TARGETS)
+        if unknown:
+            raise ValueError(f"target_norms names unknown targets {sorted(unknown)}; known: {', '.join(TARGETS)}")
+        for method in self.methods:  # and every run's config, e.g. a normalization its patch size makes constant
+            self.run_config(method, self.seeds[0])
         from train.evaluate import EvalConfig
 
         from train.eval.probe import POOLS, parse_weight_decay
@@ -214,7 +224,9 @@ class StudyConfig:
 
     def run_config(self, method: str, seed: int) -> TrainConfig:
         mask, target = method.split("+")
-        return replace(self.base_train(), mask=mask, target=target, mask_ratio=None, seed=seed,
+        base = self.base_train()
+        return replace(base, mask=mask, target=target, mask_ratio=None, seed=seed,
+                       target_norm=self.target_norms.get(target) or base.target_norm,
                        max_steps=self.steps, save_every=max(1, self.steps // 8), resume="auto",
                        out=str(self.run_dir(method, seed))).validate()
 
@@ -264,9 +276,9 @@ def _probe_rows(results: list[dict]) -> dict:
 
 
 def _ratio(heldout: dict) -> float:
-    """The gate's ratio of a heldout_<step>.json: against the best constant (against predict-0
-    in files from before the best constant was recorded)."""
-    return heldout.get("ratio_mean", heldout["ratio"])
+    """The gate's ratio of a heldout_<step>.json: against the better of predict-0 and the best
+    constant (`heldout_baseline`; predict-0 alone in files from before the constant was recorded)."""
+    return heldout["loss"] / heldout_baseline(heldout["predict0"], heldout.get("predict_mean", heldout["predict0"]))
 
 
 def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
@@ -316,11 +328,13 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                 heldout_sum[seed] += x["seconds"]
                 ratios[s].append(_ratio(x))
             h = heldouts[cfg.steps]
-            # the gate's baseline: the best constant per target channel (predict-0 for per-token
-            # normalized targets; for MME's HOG part, not centred, the HOG's mean)
+            # the gate's baseline: the better of predict-0 and the best constant per target channel
+            # (~0 for per-token normalized targets; for parts not centred, MME's HOG and its
+            # trajectories with target_norm none, their mean), cross-fitted and so sometimes worse than 0
+            predict_mean = h.get("predict_mean", h["predict0"])
             held.append({"seed": seed, **{k: h[k] for k in ("loss", "predict0", "clips")},
-                         "predict_mean": h.get("predict_mean", h["predict0"]),
-                         "ratio": _ratio(h)})
+                         "per_class": h.get("per_class", {}), "predict_mean": predict_mean,
+                         "baseline": heldout_baseline(h["predict0"], predict_mean), "ratio": _ratio(h)})
             curve = _loss_curve(run)
             if curve:
                 losses.append({"seed": seed, "first": curve[0]["loss"], "last": curve[-1]["loss"],
@@ -335,11 +349,10 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
             "checkpoints": [{"step": s, "probes": _probe_rows(probes[s]),
                              "per_seed": {str(p["seed"]): {how: x["top1"] for how, x in p["probes"].items()}
                                           for p in probes[s]}} for s in stops],
-            "heldout": {"per_seed": held, "ratio": mean_std([h["ratio"] for h in held]),
-                        "by_step": by_step, "gate_steps": steps_to_reach(
-                            [int(s) for s in by_step], [r["mean"] for r in by_step.values()], cfg.gate),
+            "heldout": {"per_seed": held, "ratio": mean_std([h["ratio"] for h in held]), "by_step": by_step,
                         "predict0": mean_std([h["predict0"] for h in held]),
                         "predict_mean": mean_std([h["predict_mean"] for h in held]),
+                        "baseline": mean_std([h["baseline"] for h in held]),
                         "gate": gate([h["ratio"] for h in held], cfg.gate)},
             "loss": losses, "pretrain_seconds": mean_std(run_seconds),
             "finetune": finetuned([cfg.run_dir(method, seed) / f"finetune_{cfg.steps}.json" for seed in cfg.seeds]),
@@ -373,6 +386,9 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                 comparisons.append({"a": a, "b": b, "step": c_a["step"], "epochs": c_a["epochs"], **{
                     how: paired({k: v[how] for k, v in c_a["per_seed"].items()},
                                 {k: v[how] for k, v in c_b["per_seed"].items()}) for how in pools}})
+    # the report states a verdict on every pair in every pool at the last checkpoint: one family
+    for (i, how), q in holm_family(comparisons, cfg.steps, pools).items():
+        comparisons[i][how]["p_holm"] = q
     return {
         "command": command,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
@@ -470,8 +486,8 @@ def summary_lines(results: dict) -> list[str]:
     for name, m in results["methods"].items():
         g = m["heldout"]["gate"]
         tuned = f", fine-tuned {format_finetuned(m['finetune'])}" if m.get("finetune") else ""
-        lines.append(f"  {name:<12} probe top-1 {probes(m['checkpoints'][-1]['probes'])}; held-out/predict-0 "
-                     f"{g['mean']:.3f} (worst {g['worst']:.3f}) {g['verdict']}{tuned}")
+        lines.append(f"  {name:<12} probe top-1 {probes(m['checkpoints'][-1]['probes'])}; "
+                     f"held-out/min(predict-0, best constant) {g['mean']:.3f} (worst {g['worst']:.3f}) {g['verdict']}{tuned}")
     r = results["random_init"]
     lines.append(f"  {'random init':<12} probe top-1 {probes(r['probes'])}   chance {results['chance_top1']:.3f}")
     return lines

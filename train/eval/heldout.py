@@ -7,21 +7,25 @@ than predicting zero?
 With normalized targets (every paper's default) predicting 0 is predicting the per-token mean,
 so `ratio = loss / predict0` says how much of the masked signal the model recovers: 1.0 is
 nothing, 0 everything. The clips, crops and masks depend only on `--seed`, so two checkpoints
-are compared on exactly the same masked tokens.
+are compared on exactly the same masked tokens. The clips are drawn class-balanced over the
+split (`balanced_videos`): ids sorted by name group a corpus's videos by class, so the first
+clips of the split would all come from its first classes.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from shards import open_shards
 from train.pretraining.config import TrainConfig, resolve_shards
 from train.clips.dataset import ClipDataset, ClipSpec
 from train.pretraining.masks import get_mask
-from train.pretraining.targets import get_target
 from train.pretraining.pairing import reads
+from train.pretraining.targets import get_target
 
 
 @torch.no_grad()
@@ -32,7 +36,11 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
 
     The clip geometry, mask and target are the pretraining run's; flips are off; masks and
     targets are made on the CPU, the model runs on `device` ("auto" = cuda when there is one).
-    Returns {"loss", "predict0", "ratio", "predict_mean", "ratio_mean", "clips", "split", "step"}:
+    Returns {"loss", "predict0", "ratio", "predict_mean", "ratio_mean", "baseline", "ratio_baseline",
+    "clips", "per_class", "split", "step"}: `per_class` counts the clips of each class (label id as a
+    string; `balanced_videos`); `baseline` is the better of predict-0 and the best constant
+    (`heldout_baseline`: cross-fitted, the constant can do worse than 0) and
+    `ratio_baseline` = loss / baseline, the ratio the study's gate reads;
     `predict_mean` is the loss of the best constant per target channel (cross-fitted over two
     folds of videos, `best_constant`), the trivial baseline for a target that is not centred
     (MME's HOG part: non-negative, not normalized per token), and `ratio_mean` = loss /
@@ -47,6 +55,10 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
                     reads(cfg.mask, cfg.target), traj_len=cfg.traj_len)
     dataset = ClipDataset(path, spec, seed, split, source_root=source_root)
+    with open_shards(path, source_root) as ds:
+        labels = ds.labels(split or None)
+    video_labels = [labels.get(vid) for vid in dataset.ids]
+    videos = balanced_videos(video_labels, clips, seed)
     grid = cfg.grid
     model = cfg.build_model(ckpt.get("heads") or int(ckpt["out_dim"]))
     model.load_state_dict(ckpt["model"])
@@ -59,7 +71,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     quads: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []   # (video, L(0), a, b) per clip
     contrast: list[torch.Tensor] = []   # pixel target: (contrast, loss, predict-0 loss) per hidden token
     for start in range(0, clips, batch_size):
-        items = [(g, g % len(dataset)) for g in range(start, min(clips, start + batch_size))]
+        items = [(g, videos[g]) for g in range(start, min(clips, start + batch_size))]
         batch = default_collate([dataset[item] for item in items])
         # one mask per clip from its own generator: the numbers do not depend on the batching
         mask = torch.cat([mask_fn({k: v[i:i + 1] for k, v in batch.items()}, grid, cfg.ratio,
@@ -77,12 +89,44 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
             quads.append((items[i][1], z0, (g1 - g0) / 2, -g0 / 2))
     loss, zero = loss_sum / clips, zero_sum / clips
     best = best_constant(quads)
+    baseline = heldout_baseline(zero, best)
     out = {"loss": loss, "predict0": zero, "ratio": loss / zero, "predict_mean": best,
-           "ratio_mean": loss / best if best > 0 else float("inf"), "clips": clips, "split": split,
-           "step": int(ckpt["step"])}
+           "ratio_mean": loss / best if best > 0 else float("inf"), "baseline": baseline,
+           "ratio_baseline": loss / baseline if baseline > 0 else float("inf"), "clips": clips,
+           "per_class": class_counts([video_labels[v] for v in videos]), "split": split, "step": int(ckpt["step"])}
     if contrast:
         out["by_contrast"] = contrast_bins(torch.cat(contrast))
     return out
+
+
+def heldout_baseline(predict0: float, best_constant: float) -> float:
+    """The loss a held-out loss is divided by: the better of two trivial predictions, 0 and the best
+    constant per target channel. The constant is cross-fitted over folds of val videos
+    (`best_constant`), so out of sample it can do worse than 0; the ratio then reads against 0,
+    the baseline that needs no fitting."""
+    return min(predict0, best_constant)
+
+
+def balanced_videos(labels: list[int | None], clips: int, seed: int) -> list[int]:
+    """Which video (an index into `labels`, one label per video of the split) each of `clips`
+    clips reads: clip g comes from class g mod K (round-robin over the classes in label order;
+    unlabelled videos form one class of their own, last), each class's videos in an order
+    shuffled with `seed` and cycled once used up. Per-class counts differ by at most 1."""
+    groups: dict[int | None, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    keys = sorted(groups, key=lambda k: (k is None, k or 0))
+    rng = np.random.default_rng(seed)
+    orders = [rng.permutation(groups[k]) for k in keys]
+    return [int(orders[g % len(keys)][(g // len(keys)) % len(orders[g % len(keys)])]) for g in range(clips)]
+
+
+def class_counts(labels: list[int | None]) -> dict[str, int]:
+    """Clips per class, in label order ("none" = unlabelled): what a held-out number is an average over."""
+    counts: dict[int | None, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    return {("none" if k is None else str(k)): counts[k] for k in sorted(counts, key=lambda k: (k is None, k or 0))}
 
 
 CONTRAST_EDGES = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, float("inf"))  # grey levels
@@ -172,7 +216,9 @@ def main(argv: list[str] | None = None) -> dict:
                           source_root=args.source_root or None)
     print(f"step {result['step']}: held-out loss {result['loss']:.4f}, predict-0 {result['predict0']:.4f}, "
           f"ratio {result['ratio']:.3f}; best constant {result['predict_mean']:.4f}, ratio "
-          f"{result['ratio_mean']:.3f} ({result['clips']} clips of split {result['split']!r})")
+          f"{result['ratio_mean']:.3f}; against the better of the two {result['ratio_baseline']:.3f} "
+          f"({result['clips']} clips of split {result['split']!r}; per class "
+          f"{', '.join(f'{k}: {n}' for k, n in result['per_class'].items())})")
     for b in result.get("by_contrast", []):
         lo, hi = b["grey_levels"]
         print(f"  hidden tokens of contrast {lo:g}-{hi:g} grey levels: {100 * b['share']:4.1f} %, "

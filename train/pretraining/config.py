@@ -152,7 +152,11 @@ class TrainConfig:
                                    ("assemble", self.assemble, (AUTO,) + ASSEMBLIES)):
             if value not in known:  # unknown names fail here, not at step 0
                 raise ValueError(f"unknown {name} {value!r}; known: {', '.join(known)}")
-        get_target(self.target).norm(self.target_norm)
+        target = get_target(self.target)
+        if self.norm_target:  # a normalization over one value per token leaves a constant target
+            target.check(target.norm(self.target_norm), self.tubelet, self.patch_size)
+        else:
+            target.norm(self.target_norm)
         return self
 
     def to_dict(self) -> dict:

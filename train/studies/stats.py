@@ -1,5 +1,6 @@
 """The study's statistics, pure functions of numbers: intervals over seeds, the paired test of one
-method against another, the held-out-loss gate, and whether fine-tuning is stable enough to report.
+method against another (its p-value Holm-adjusted over every paired test the report states a
+verdict on), the held-out-loss gate, and whether fine-tuning is stable enough to report.
 
 Two kinds of noise, reported apart (docs/results.md):
 - over **val videos**: one probe's top-1 is a mean of ~1000 0/1 outcomes; its 95 % bootstrap
@@ -54,6 +55,59 @@ def bootstrap_mean(values: np.ndarray, resamples: int = 10000, seed: int = 0) ->
     return [float(x) for x in np.quantile(means, [0.025, 0.975])]
 
 
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| >= |t|) for Student's t with `df` degrees of freedom, in closed form for integer df
+    (Abramowitz & Stegun 26.7.3-4: a finite series in theta = atan(t / sqrt(df)))."""
+    if df < 1:
+        raise ValueError(f"need df >= 1, got {df}")
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c, s = math.cos(theta), math.sin(theta)
+    if df % 2:
+        term, series = c, 0.0
+        for k in range(1, (df - 1) // 2 + 1):  # cos + 2/3 cos^3 + (2 4)/(3 5) cos^5 + ..., up to cos^(df-2)
+            series += term
+            term *= c * c * (2 * k) / (2 * k + 1)
+        inside = 2 / math.pi * (theta + s * series)
+    else:
+        term, series = 1.0, 0.0
+        for k in range(1, df // 2 + 1):        # 1 + 1/2 cos^2 + (1 3)/(2 4) cos^4 + ..., up to cos^(df-2)
+            series += term
+            term *= c * c * (2 * k - 1) / (2 * k)
+        inside = s * series
+    return min(1.0, max(0.0, 1.0 - inside))
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values, in their order: the i-th smallest is
+    multiplied by (m - i + 1), capped at 1, and made no smaller than the one before it. A test
+    whose adjusted p is <= 0.05 keeps the family's chance of any false positive <= 5 %."""
+    m = len(pvalues)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda k: pvalues[k])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def paired_p(p: dict) -> float | None:
+    """The two-sided p-value of a `paired` result's t test (mean difference / its standard error,
+    df n - 1); None with fewer than 2 seeds."""
+    if p["n"] < 2 or p["se"] is None:
+        return None
+    if p["se"] == 0:
+        return 1.0 if p["mean"] == 0 else 0.0
+    return t_two_sided_p(p["mean"] / p["se"], p["n"] - 1)
+
+
+def holm_family(comparisons: list[dict], step: int, pools: list[str]) -> dict[tuple[int, str], float]:
+    """Holm-adjusted p of every paired test the report states a verdict on: each comparison at
+    `step` in each pool ((index into comparisons, pool) -> adjusted p; tests without a p left out)."""
+    family = [(i, how, paired_p(x[how])) for i, x in enumerate(comparisons) if x["step"] == step for how in pools]
+    family = [(i, how, p) for i, how, p in family if p is not None]
+    return {(i, how): q for (i, how, _), q in zip(family, holm([p for *_, p in family]))}
+
+
 def paired(a: dict, b: dict) -> dict:
     """Paired comparison of method a against method b over the seeds both have (seed -> top-1).
 
@@ -74,6 +128,7 @@ def paired(a: dict, b: dict) -> dict:
         half = t975(n - 1) * se
         out.update(se=se, t_ci95=[out["mean"] - half, out["mean"] + half], boot_ci95=bootstrap_mean(diffs),
                    inside_noise=bool(out["mean"] - half <= 0 <= out["mean"] + half))
+        out["p"] = paired_p(out)
     return out
 
 
@@ -95,29 +150,21 @@ def gate(ratios: list[float], threshold: float = 0.8) -> dict:
             "verdict": "PASS" if worst <= threshold else "FAIL"}
 
 
-def steps_to_reach(steps: list[int], ratios: list[float], target: float) -> float | None:
-    """Pretraining steps at which the least-squares line of the held-out ratio against ln(steps)
-    reaches `target`: a rough extrapolation of the budget the gate needs (a curve bending either
-    way moves it by orders of magnitude). None with fewer than 2 points or a line that does not fall."""
-    if len(steps) < 2:
-        return None
-    slope, intercept = np.polyfit(np.log(np.asarray(steps, float)), np.asarray(ratios, float), 1)
-    if slope >= 0:
-        return None
-    return float(math.exp((target - intercept) / slope))
-
-
 def stable(std: float, n: int, threshold: float) -> bool:
     """Whether a fine-tuned top-1 is reported: at least 2 seeds and a std over them below `threshold`."""
     return n > 1 and std < threshold
 
 
-def noise_words(p: dict, a: str, b: str) -> str:
-    """The paired test in one sentence."""
+def noise_words(p: dict, a: str, b: str, p_holm: float | None = None, family: int = 1) -> str:
+    """The paired test in one sentence; the verdict reads `p_holm`, its p-value Holm-adjusted over
+    the `family` tests the report runs (`holm_family`), at 5 %."""
     if p["n"] < 2:
         return f"`{a}` vs `{b}`: {p['n']} seed, no interval: cannot tell."
     lo, hi = p["t_ci95"]
-    verdict = ("inside the noise: the 95 % interval contains 0" if p["inside_noise"] else
-               f"outside the noise: `{a}` is {'better' if p['mean'] > 0 else 'worse'}")
+    raw = paired_p(p)
+    adjusted = raw if p_holm is None else p_holm
+    verdict = (f"inside the noise (Holm-adjusted p > 0.05)" if adjusted > 0.05 else
+               f"outside the noise (Holm-adjusted p <= 0.05): `{a}` is {'better' if p['mean'] > 0 else 'worse'}")
     return (f"`{a}` - `{b}`: {p['mean']:+.3f} top-1 (95 % t interval [{lo:+.3f}, {hi:+.3f}] over "
-            f"{p['n']} seeds; `{a}` wins on {p['wins']} of {p['n']}): {verdict}.")
+            f"{p['n']} seeds, unadjusted; `{a}` wins on {p['wins']} of {p['n']}; p {raw:.3g}, Holm-adjusted over "
+            f"{family} paired test{'s' if family != 1 else ''} {adjusted:.3g}): {verdict}.")

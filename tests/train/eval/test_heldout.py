@@ -13,6 +13,7 @@ def test_heldout_loss_compares_with_predicting_zero(tiny_shards, tmp_path, targe
     a = heldout_loss(ckpt, split="", clips=6, batch_size=4)
     b = heldout_loss(ckpt, split="", clips=6, batch_size=3)
     assert a["step"] == 2 and a["clips"] == 6 and a["predict0"] > 0
+    assert a["per_class"] == {"0": 6}   # the tiny set's videos are all of class 0
     assert a["ratio"] == pytest.approx(a["loss"] / a["predict0"])
     # the same clips and masks whatever the batching: the numbers agree
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["predict0"] == pytest.approx(b["predict0"], rel=1e-5)
@@ -94,3 +95,41 @@ def test_the_best_constant_is_cross_fitted_by_video():
 
     assert best_constant([clip(0, 0.0), clip(1, 2.0), clip(0, 0.0), clip(1, 2.0)]) == pytest.approx(4.0)
     assert best_constant([clip(0, 1.0), clip(0, 3.0)]) == pytest.approx(1.0)   # in-sample: c = 2
+
+
+def test_heldout_clips_are_drawn_class_balanced():
+    """A val split of 8 classes, ids sorted by name so each class's videos are contiguous (5 to 9
+    videos each): 20 clips visit every class, 2 or 3 clips each, from videos spread within it."""
+    from train.eval.heldout import balanced_videos, class_counts
+
+    sizes = [5, 9, 6, 7, 5, 8, 6, 7]
+    labels = [c for c, n in enumerate(sizes) for _ in range(n)]
+    videos = balanced_videos(labels, 20, seed=0)
+    counts = class_counts([labels[v] for v in videos])
+    assert list(counts) == [str(c) for c in range(8)]                      # every class appears
+    assert sorted(counts.values()) == [2, 2, 2, 2, 3, 3, 3, 3]             # differ by at most 1
+    assert counts == {"0": 3, "1": 3, "2": 3, "3": 3, "4": 2, "5": 2, "6": 2, "7": 2}   # round-robin in label order
+    assert len(set(videos)) == 20                                         # no video twice while a class has more
+    assert balanced_videos(labels, 20, seed=0) == videos                   # seeded
+    assert balanced_videos(labels, 20, seed=1) != videos
+    # random within a class: its 8 clips of 64 read 8 distinct of the class's 9 videos, not in id order
+    class1 = [v - 5 for v in balanced_videos(labels, 64, seed=0) if labels[v] == 1]
+    assert len(set(class1)) == 8 and set(class1) <= set(range(9)) and class1 != sorted(class1)
+    # a class smaller than its share cycles through its videos; unlabelled videos are a class of their own
+    few = balanced_videos([0, 0, 1, None], 9, seed=0)
+    assert class_counts([[0, 0, 1, None][v] for v in few]) == {"0": 3, "1": 3, "none": 3}
+    assert few.count(2) == 3 and few.count(3) == 3
+
+
+def test_the_report_says_how_many_heldout_clips_each_class_gave():
+    from train.studies.report import heldout_classes
+
+    per_seed = [{"per_class": {"0": 2, "1": 1}}, {"per_class": {"0": 2, "1": 1}}]
+    results = {"corpus": {"class_names": {"0": "translate", "1": "rotate"}},
+               "methods": {"tube+pixel": {"heldout": {"per_seed": per_seed}},
+                           "tube+mme": {"heldout": {"per_seed": per_seed}}}}
+    assert heldout_classes(results) == ["", "Held-out clips per class (drawn class-balanced, seeded; the same for "
+                                            "every run): translate 2, rotate 1."]
+    results["methods"]["tube+mme"]["heldout"]["per_seed"] = [{"per_class": {"0": 1, "1": 2}}] * 2
+    assert heldout_classes(results)[-1] == "- `tube+mme`: translate 1, rotate 2"
+    assert heldout_classes({"corpus": {}, "methods": {"a": {"heldout": {"per_seed": [{}]}}}}) == []

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from train.eval.probe import (POOLS, bootstrap_interval, choose_weight_decay, fit_logistic, fit_probe, parse_weight_decay,
-                         pick_penalty, pool, video_metrics)
+                         pick_penalty, pool, video_metrics, video_top1)
 
 
 def test_poolings_keep_what_they_say():
@@ -56,11 +56,23 @@ def test_penalty_by_top1_then_log_loss():
     losses = {1e-4: 3.131, 1e-3: 2.387, 1e-2: 2.107, 1e-1: 2.092, 1.0: 2.088}
     top1 = {1e-4: 0.171, 1e-3: 0.193, 1e-2: 0.205, 1e-1: 0.163, 1.0: 0.136}
     assert min(losses, key=losses.get) == 1.0
-    assert pick_penalty(losses, top1, 6144) == 1e-2
-    # top-1 within one standard error (~0.005 here): the log-loss decides
-    assert pick_penalty(losses, {**top1, 1e-1: 0.202}, 6144) == 1e-1
+    se = (0.205 * 0.795 / 3072) ** 0.5                     # 3072 train videos (2 clips each): 0.0073
+    assert pick_penalty(losses, top1, se) == 1e-2
+    # top-1 within one standard error: the log-loss decides
+    assert pick_penalty(losses, {**top1, 1e-1: 0.202}, se) == 1e-1
     # exact ties on both: the stronger penalty
-    assert pick_penalty({0.1: 1.0, 1.0: 1.0}, {0.1: 0.5, 1.0: 0.5}, 100) == 1.0
+    assert pick_penalty({0.1: 1.0, 1.0: 1.0}, {0.1: 0.5, 1.0: 0.5}, 0.05) == 1.0
+
+
+def test_the_one_se_rule_counts_videos_not_clips():
+    # 4 videos, 3 right: top-1 0.75, SE sqrt(0.75 x 0.25 / 4) = 0.2165; the same outcome on 2 clips of
+    # each video is no more evidence, so the SE stays (over 8 clips as if independent it would be 0.153)
+    correct, videos = np.array([1, 0, 1, 1]), np.array([3, 5, 7, 9])
+    assert video_top1(correct, videos) == pytest.approx((0.75, 0.21651), abs=1e-5)
+    assert video_top1(np.repeat(correct, 2), np.repeat(videos, 2)) == pytest.approx((0.75, 0.21651), abs=1e-5)
+    # a video half right counts 0.5: top-1 (1 + 0.5 + 0) / 3, SE sqrt(var(1, 0.5, 0) / 3)
+    assert video_top1(np.array([1, 1, 1, 0, 0, 0]), np.array([0, 0, 1, 1, 2, 2])) == \
+        pytest.approx((0.5, (1 / 6 / 3) ** 0.5), abs=1e-9)
 
 
 def test_fit_probe_chooses_a_sane_penalty_and_is_deterministic():

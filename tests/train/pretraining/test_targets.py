@@ -183,3 +183,85 @@ def test_mme_loss_terms_and_weights_as_cited():
     ones = torch.ones(1, 1, 4 * L * 11)
     known = (32 + 9 * 4 * (1 + 0.1 * (L - 1)) / L) / 2
     assert TARGETS["mme"].loss(ones, zero, weight[:, :1], mask[:, :1]).item() == pytest.approx(known, rel=1e-6)
+
+
+# ---- every target is a real signal at every geometry a shipped config trains ----
+
+def _shipped_patch_sizes() -> list[int]:
+    from train.pretraining.config import REPO_ROOT, load_file
+
+    files = sorted((REPO_ROOT / "train" / "configs").glob("*.yaml"))
+    study = {p for f in files for p in [load_file(f).get("train", {}).get("patch_size")] if p}  # the study's runs
+    return sorted({int(load_file(f).get("patch_size", TrainConfig.patch_size)) for f in files} | study)
+
+
+def _channel_groups(name: str, target: torch.Tensor, weight: torch.Tensor, patch: int, traj_len: int) -> dict:
+    """The target's values that count (weight > 0) per channel group: MME's trajectory and HOG parts apart."""
+    points = (patch // 8) ** 2
+    if name == "mme":
+        cut = points * traj_len * 2
+        parts = {"trajectory": (target[..., :cut], weight[..., :cut]), "hog": (target[..., cut:], weight[..., cut:])}
+    elif name == "mme_single":
+        t, w = target.unflatten(-1, (points, traj_len, 2 + HOG_BINS)), weight.unflatten(-1, (points, traj_len, -1))
+        parts = {"trajectory": (t[..., :2], w[..., :2]), "hog": (t[..., 2:], w[..., 2:])}
+    else:
+        parts = {"all": (target, weight)}
+    return {k: t[w > 0] for k, (t, w) in parts.items()}
+
+
+@pytest.mark.parametrize("patch", _shipped_patch_sizes())
+@pytest.mark.parametrize("name", list(TARGETS))
+def test_every_target_varies_at_every_shipped_patch_size(tiny_shards, name, patch):
+    """Real clips (tiny_shards: a moving square, some videos panned); every normalization the
+    config accepts at this patch size gives values that vary within each channel group."""
+    from torch.utils.data import default_collate
+
+    from train.clips.dataset import ClipDataset, ClipSpec
+
+    assert 8 in _shipped_patch_sizes() and 16 in _shipped_patch_sizes()   # the study's and the recipes'
+    tgt = get_target(name)
+    spec = ClipSpec(num_frames=4, sampling_rate=2, input_size=max(32, 2 * patch), flip=False, needs=tgt.needs)
+    ds = ClipDataset(tiny_shards, spec, seed=0)
+    batch = default_collate([ds[(g, g % len(ds))] for g in range(len(ds))])
+    accepted = 0
+    for norm in tgt.norms:
+        try:
+            TrainConfig(target=name, target_norm=norm, patch_size=patch, input_size=spec.input_size).validate()
+        except ValueError:
+            continue  # refused: test_a_constant_normalization_is_refused_in_one_line
+        accepted += 1
+        target, weight = tgt.build(batch, 2, patch, norm=norm)
+        for group, values in _channel_groups(name, target, weight, patch, ds.traj_len).items():
+            assert values.numel() > 1 and values.std() > 1e-2, (norm, group, values.unique()[:5])
+    assert accepted  # every target has a normalization that works at every shipped patch size
+
+
+def test_a_constant_normalization_is_refused_in_one_line(tmp_path):
+    from shards.cli import UsageError
+
+    from train.cli import Parser
+    from train.pretraining.config import add_arguments, from_args
+
+    line = ("target 'mme': target_norm 'points' needs at least 2 tracked points per token; patch_size 8 gives 1 "
+            "(one value standardized is always 0): use patch_size >= 16, or target_norm 'none', or norm_target false")
+    with pytest.raises(ValueError) as e:
+        TrainConfig(target="mme", patch_size=8, input_size=64).validate()
+    assert str(e.value) == line
+    with pytest.raises(ValueError, match="target_norm 'token' or 'motion'"):
+        TrainConfig(target="mme_single", patch_size=8, input_size=64).validate()
+    # on the command line: the one line, exit 2
+    p = Parser(prog="pretrain.py")
+    add_arguments(p)
+    with pytest.raises(UsageError) as e:
+        from_args(p.parse_args(["--target", "mme", "--patch-size", "8", "--input-size", "64"]))
+    assert str(e.value) == line and "\n" not in str(e.value)
+    # what the refusal offers is accepted, and MME's default geometry is unchanged
+    for ok in (dict(target_norm="none"), dict(norm_target=False), dict(patch_size=16)):
+        TrainConfig(**{**dict(target="mme", patch_size=8, input_size=64), **ok}).validate()
+    # a study whose runs would train on it is refused before anything runs
+    from train.study import StudyConfig
+
+    with pytest.raises(ValueError, match="target 'mme': target_norm 'points'"):
+        StudyConfig(shards="/nowhere", methods=("tube+mme",), train={"patch_size": 8, "input_size": 64}).validate()
+    StudyConfig(shards="/nowhere", methods=("tube+mme",), train={"patch_size": 8, "input_size": 64},
+                target_norms={"mme": "none"}).validate()

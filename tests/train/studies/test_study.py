@@ -9,7 +9,8 @@ import pytest
 from train import study
 from train.study import METHODS, StudyConfig
 from train.studies.report import BEGIN, END, FINETUNE_PLOT_NAME, LOSS_PLOT_NAME, PLOT_NAME, SEEDS_PLOT_NAME
-from train.studies.stats import gate, mean_std, noise_words, paired, stable, steps_to_reach, t975, unpaired_se
+from train.studies.stats import (T975, gate, holm, holm_family, mean_std, noise_words, paired, stable, t975,
+                               t_two_sided_p, unpaired_se)
 
 
 @pytest.fixture
@@ -47,6 +48,8 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
                 assert p["weight_decay"] == [0.1, 0.1]          # --tiny: a fixed L2, no cross-validation
         h = m["heldout"]
         assert [x["seed"] for x in h["per_seed"]] == [0, 1] and all(x["clips"] == 8 for x in h["per_seed"])
+        # 8 val clips, one per class of the 8 (class-balanced), recorded with every held-out result
+        assert all(x["per_class"] == {str(k): 1 for k in range(8)} for x in h["per_seed"])
         assert list(h["by_step"]) == ["2", "4"] and h["by_step"]["4"] == h["ratio"]   # the ratio along the run
         assert h["gate"]["verdict"] == ("PASS" if h["gate"]["worst"] <= 0.8 else "FAIL")
         assert m["loss"] and all(x["first"] > 0 for x in m["loss"])
@@ -79,7 +82,16 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
     text = report.read_text()
     assert BEGIN in text and END in text and all(f"`{m}`" in text for m in study.TINY["methods"])
     assert "random init" in text and saved["command"] in text and "**FAIL**" in text
-    assert "| ratio at 2 steps | ratio at 4 steps | steps to 0.8 (extrapolated) |" in text
+    assert "| method | ratio at 2 steps | ratio at 4 steps |\n" in text
+    assert "Held-out clips per class (drawn class-balanced, seeded; the same for every run): " in text
+    assert "Holm-adjusted over 2 paired tests" in text      # the tiny's one pair, in 2 pools
+    # the baseline is the better of the two, in every held-out record
+    for m in saved["methods"].values():
+        for x in m["heldout"]["per_seed"]:
+            assert x["baseline"] == min(x["predict0"], x["predict_mean"])
+            assert x["ratio"] == pytest.approx(x["loss"] / x["baseline"])
+    last = [c for c in saved["comparisons"] if c["step"] == 4]
+    assert all("p_holm" in c[how] for c in last for how in ("quadrants", "mean"))
     assert "`mgm+pixel` - `tube+pixel`" in text and "### Fine-tuning" in text
     for name in (PLOT_NAME, SEEDS_PLOT_NAME, LOSS_PLOT_NAME, FINETUNE_PLOT_NAME):
         assert (out / "images" / name).stat().st_size > 1000 and f"images/{name}" in text
@@ -120,15 +132,20 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
 
 
 def test_every_method_shares_the_config_but_its_mask_and_target():
-    cfg = StudyConfig(steps=10, checkpoints=(0.25, 0.5), shards="/nowhere", train={"model": "vit_pico"})
+    cfg = StudyConfig(steps=10, checkpoints=(0.25, 0.5), shards="/nowhere", train={"model": "vit_pico"},
+                      target_norms={"mme": "none"})
     assert cfg.stops() == [2, 5, 10]   # the whole budget is always probed
     runs = {m: cfg.run_config(m, seed=1) for m in METHODS}
     for name, run in runs.items():
         assert (run.mask, run.target, run.seed, run.max_steps) == (*name.split("+"), 1, 10)
         assert run.ratio == (0.7 if run.target == "mme" else 0.9)   # each method's own ratio
-    shared = {k: v for k, v in runs["tube+pixel"].to_dict().items() if k not in ("mask", "target", "out")}
+        assert run.target_norm == ("none" if run.target == "mme" else "")   # and its target's normalization
+    own = ("mask", "target", "target_norm", "out")
+    shared = {k: v for k, v in runs["tube+pixel"].to_dict().items() if k not in own}
     for run in runs.values():
-        assert {k: v for k, v in run.to_dict().items() if k not in ("mask", "target", "out")} == shared
+        assert {k: v for k, v in run.to_dict().items() if k not in own} == shared
+    with pytest.raises(ValueError, match="unknown targets"):
+        StudyConfig(shards="/nowhere", target_norms={"pixels": "none"}).validate()
 
 
 def test_longest_runs_start_first():
@@ -178,6 +195,8 @@ def test_defaults_are_the_issues_study():
         ("vit_pico", 8, 64, 8, 4, "separable")
     assert (t.batch_size, t.base_lr, t.warmup_steps, t.num_workers, t.device) == (32, 0.008, 50, 2, "auto")
     assert yaml.steps == 1000
+    # at patch 8 a token holds one tracked point: MME's trajectories are not standardized over points
+    assert yaml.run_config("tube+mme", 0).target_norm == "none"
     # what a GPU run changes, from the command line
     gpu = study.parse_args(["--device", "cuda", "--batch-size", "256", "--num-workers", "8", "--steps", "3000",
                             "--finetune-steps", "500"]).base_train()
@@ -216,7 +235,13 @@ def test_paired_test_on_made_up_results():
     assert (p["wins"], p["ties"], p["losses"]) == (5, 0, 0) and p["inside_noise"] is False
     lo, hi = p["boot_ci95"]
     assert 0.02 <= lo <= 0.028 <= hi <= 0.04
-    assert "outside the noise: `mgm+pixel` is better" in noise_words(p, "mgm+pixel", "tube+pixel")
+    # t = 0.028 / se = 7.483 on 4 df: P(|T| >= t) = 1 - sqrt(14/15) (1 + 1/30) = 0.001705
+    assert p["p"] == pytest.approx(1 - (14 / 15) ** 0.5 * (1 + 1 / 30), rel=1e-9) == pytest.approx(0.001705, abs=1e-6)
+    assert "outside the noise (Holm-adjusted p <= 0.05): `mgm+pixel` is better" in \
+        noise_words(p, "mgm+pixel", "tube+pixel", p_holm=0.0068, family=4)
+    # the same test in a family where Holm lifts its p above 5 %: no longer outside the noise
+    assert "inside the noise (Holm-adjusted p > 0.05)" in noise_words(p, "mgm+pixel", "tube+pixel", p_holm=0.06,
+                                                                      family=4)
     # a larger mean gain that flips sign across seeds: inside the noise
     noisy = {"0": 0.50, "1": 0.36, "2": 0.45, "3": 0.40, "4": 0.40}
     q = paired(noisy, tube)
@@ -239,13 +264,46 @@ def test_gate_verdict_and_stability():
     assert v["z"] == pytest.approx(0.10 / (2 * 0.0004 / 3) ** 0.5)
 
 
-def test_steps_to_reach_extrapolates_on_log_steps():
-    # ratio = 1.0 - 0.02 ln(steps / 250): 0.8 at 250 e^10 steps
-    steps = [250, 500, 1000]
-    ratios = [1.0 - 0.02 * np.log(s / 250) for s in steps]
-    assert steps_to_reach(steps, ratios, 0.8) == pytest.approx(250 * np.exp(10), rel=1e-6)
-    assert steps_to_reach(steps, [0.9, 0.9, 0.91], 0.8) is None     # not falling: never
-    assert steps_to_reach([1000], [0.9], 0.8) is None                  # one point: no line
+def test_t_p_values_and_holm_on_known_numbers():
+    # the t table's 97.5 % quantiles give two-sided p = 0.05 at every df; 4.604 is the 99.5 % one of df 4
+    assert all(t_two_sided_p(t, df) == pytest.approx(0.05, abs=2e-4) for df, t in enumerate(T975, start=1))
+    assert t_two_sided_p(4.604, 4) == pytest.approx(0.01, abs=1e-5)
+    assert t_two_sided_p(1.0, 1) == pytest.approx(0.5) and t_two_sided_p(-2.0, 2) == pytest.approx(1 - 2 / 6 ** 0.5)
+    assert t_two_sided_p(0.0, 7) == 1.0
+    # Holm on 4 p-values: sorted 0.005 x 4, 0.01 x 3, 0.03 x 2, 0.04 x 1 -> 0.02, 0.03, 0.06, max(0.04, 0.06)
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0]) and holm([]) == []
+    # the family the report adjusts: every pair in every pool at the last step, none earlier
+    comparisons = [{"step": s, "quadrants": {"n": 5, "mean": m, "se": 0.01}, "mean": {"n": 5, "mean": m, "se": 0.02}}
+                   for s, m in ((500, 0.05), (1000, 0.03), (1000, 0.0))]
+    adjusted = holm_family(comparisons, 1000, ["quadrants", "mean"])
+    assert set(adjusted) == {(1, "quadrants"), (1, "mean"), (2, "quadrants"), (2, "mean")}
+    raw = {k: t_two_sided_p(comparisons[k[0]][k[1]]["mean"] / comparisons[k[0]][k[1]]["se"], 4) for k in adjusted}
+    assert raw[(1, "quadrants")] == pytest.approx(0.0400, abs=1e-4)      # t = 3 on 4 df
+    assert adjusted[(1, "quadrants")] == pytest.approx(4 * raw[(1, "quadrants")])
+    assert adjusted[(1, "mean")] == pytest.approx(3 * raw[(1, "mean")]) and adjusted[(2, "mean")] == 1.0
+
+
+def test_heldout_ratio_reads_against_the_better_baseline():
+    from train.eval.heldout import heldout_baseline
+    from train.study import _ratio
+
+    # the cross-fitted constant did worse than 0 out of sample: the ratio reads against predict-0
+    assert heldout_baseline(0.9, 1.2) == 0.9 and heldout_baseline(0.9, 0.6) == 0.6
+    assert _ratio({"loss": 0.72, "predict0": 0.9, "predict_mean": 1.2}) == pytest.approx(0.8)
+    assert _ratio({"loss": 0.48, "predict0": 0.9, "predict_mean": 0.6}) == pytest.approx(0.8)
+    assert _ratio({"loss": 0.45, "predict0": 0.9}) == pytest.approx(0.5)   # files without the constant
+
+
+def test_study_yaml_says_the_folds_it_sets():
+    import re
+
+    from train.study import DEFAULT_CONFIG
+
+    text = DEFAULT_CONFIG.read_text()
+    folds = study.parse_args([]).probe_folds
+    said = re.findall(r"(\d+)[- ]folds?\b", text)
+    assert folds == 3 and said and all(int(n) == folds for n in said), said
 
 
 
@@ -268,7 +326,7 @@ def made_up_results() -> dict:
             "checkpoints": [{"step": 1000, "epochs": 10.4, "clips_seen": 32000, "probes": rows(values),
                              "per_seed": per_seed}],
             "heldout": {"per_seed": [], "ratio": mean_std(ratios), "predict0": mean_std([1.0] * 5), "predict_mean": mean_std([0.99] * 5),
-                        "gate": gate(ratios)},
+                        "gate": gate(ratios), "by_step": {"500": mean_std([0.8] * 5), "1000": mean_std(ratios)}},
             "loss": [], "finetune": None,
             "vs_random": {how: unpaired_se(values, random) for how in ("quadrants", "mean")}}
     comparison = {"a": "mgm+pixel", "b": "tube+pixel", "step": 1000, "epochs": 10.4,
@@ -307,8 +365,15 @@ def test_report_renders_made_up_results(tmp_path):
     assert "| `tube+pixel` (VideoMAE) | 0.412 [0.380, 0.444] ± 0.030 |" in text
     assert "| +0.212 (+15.6) |" in text
     # paired: differences 0.03 0.02 0.04 0.02 0.03, se 0.00374, t(4) 2.776
-    assert ("`mgm+pixel` - `tube+pixel`: +0.028 top-1 (95 % t interval [+0.018, +0.038] over 5 seeds; "
-            "`mgm+pixel` wins on 5 of 5): outside the noise: `mgm+pixel` is better.") in text
+    # p 0.001705 (t 7.48, 4 df) in both pools (the mean pool's differences are halved): Holm over the
+    # 2 tests doubles the smaller, and the larger may not fall below it: 0.00341 each
+    assert ("`mgm+pixel` - `tube+pixel`: +0.028 top-1 (95 % t interval [+0.018, +0.038] over 5 seeds, unadjusted; "
+            "`mgm+pixel` wins on 5 of 5; p 0.00171, Holm-adjusted over 2 paired tests 0.00341): outside the noise "
+            "(Holm-adjusted p <= 0.05): `mgm+pixel` is better.") in text
+    assert "Holm-adjusted over all 2 paired tests above" in text
+    # the ratio along the run, without an extrapolated budget; what the ratio divides by, said
+    assert "| `tube+pixel` | 0.800 | 0.732 |" in text and "extrapol" not in text and "ln(steps)" not in text
+    assert "ratio = loss / best of predict-0 and the best constant" in text
     assert "Wall time: **101.0 min** of work in all, by stage (min): extract 10.0, pretrain 30.0, heldout 1.0, " \
            "probe 60.0" in text
     assert "chosen by cross-validation (3 folds by train video, from 0.0001, 0.01, 1)" in text

@@ -9,6 +9,9 @@ order, and `loss(pred, target, weight, mask)`. The weight is 0 where a value mus
 (MME's points that left the frame) and carries the loss's coefficients where the reference
 weighs parts differently (MME). `normalize=False` turns off the per-token normalization
 (VideoMAE's `normlize_target` flag); `norm` picks one of `norms` (`TrainConfig.target_norm`).
+`norm_span(norm, tubelet, patch) -> (n, what)` says how many values each per-token statistic of a
+normalization is taken over: a statistic over 1 value standardizes it to 0, so `check` refuses
+such a geometry before a run trains on a constant target (MME's `points` at patch 8).
 Losses: a weighted mean squared error over the hidden tokens (`masked_mse`: pixel, hog,
 mme_single), or weighted squared errors summed per hidden token (`token_sum`: mme).
 """
@@ -19,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from shards.schema import CELL
 from train.pretraining.model import Head
 from train.pretraining.targets import hog, mme, mme_single, pixel
 from train.pretraining.targets.common import masked_mse, token_sum
@@ -35,6 +39,7 @@ class Target:
     norms: tuple[str, ...]        # per-token normalizations `build` knows; the first is the default
     heads: Callable[..., tuple[Head, ...]]  # (tubelet, patch, traj_len) -> heads, dims summing to out_dim
     loss: Callable[..., torch.Tensor]       # (pred (B,Nm,C), target, weight (B,N,C), mask (B,N)) -> ()
+    norm_span: Callable[..., tuple[int, str]]  # (norm, tubelet, patch) -> (values per statistic, of what); 0 = none
     default_ratio: float = 0.9    # the mask ratio its paper trains with (TrainConfig.mask_ratio: none)
     cost: int = 0                 # relative loader cost (0 = none beyond the clip)
 
@@ -46,9 +51,24 @@ class Target:
             raise ValueError(f"target {self.name!r} has no normalization {name!r}; known: {', '.join(self.norms)}")
         return name
 
+    def check(self, norm: str, tubelet: int, patch: int) -> None:
+        """Refuse (ValueError, one line naming the fix) a normalization whose per-token statistic
+        would be taken over a single value at this geometry: the target would be constant."""
+        n, what = self.norm_span(norm, tubelet, patch)
+        if n != 1:
+            return
+        bigger = next((p for p in range(patch + CELL, 33 * CELL, CELL)
+                       if self.norm_span(norm, tubelet, p)[0] > 1), None)
+        others = [f"'{o}'" for o in self.norms if o != norm and self.norm_span(o, tubelet, patch)[0] != 1]
+        fixes = ([f"patch_size >= {bigger}"] if bigger else []) + ([f"target_norm {' or '.join(others)}"]
+                                                                   if others else []) + ["norm_target false"]
+        raise ValueError(f"target {self.name!r}: target_norm {norm!r} needs at least 2 {what} per token; "
+                         f"patch_size {patch} gives 1 (one value standardized is always 0): use {', or '.join(fixes)}")
+
 
 TARGETS: dict[str, Target] = {
-    m.NAME: Target(m.NAME, m.NEEDS, m.out_dim, m.build, m.NORMS, m.heads, m.loss, m.DEFAULT_RATIO, m.COST)
+    m.NAME: Target(m.NAME, m.NEEDS, m.out_dim, m.build, m.NORMS, m.heads, m.loss, m.norm_span,
+                   m.DEFAULT_RATIO, m.COST)
     for m in (pixel, hog, mme, mme_single)
 }
 

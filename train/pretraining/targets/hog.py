@@ -19,6 +19,11 @@ def out_dim(tubelet: int, patch: int, traj_len: int = 0) -> int:
     return tubelet * (patch // CELL) ** 2 * HOG_BINS
 
 
+def norm_span(norm: str, tubelet: int, patch: int) -> tuple[int, str]:
+    """(how many values, of what) each per-token statistic of `norm` is taken over."""
+    return out_dim(tubelet, patch), "HOG values"
+
+
 def build(batch: dict, tubelet: int, patch: int, normalize: bool = True,
           norm: str = NORMS[0]) -> tuple[torch.Tensor, torch.Tensor]:
     hog = batch["hog"].float()                                      # (B,T,Hc,Wc,9)

@@ -62,6 +62,13 @@ def out_dim(tubelet: int, patch: int, traj_len: int = 0) -> int:
     return (patch // CELL) ** 2 * traj_len * (2 + HOG_BINS)
 
 
+def norm_span(norm: str, tubelet: int, patch: int) -> tuple[int, str]:
+    """(how many values, of what) each per-token statistic of `norm` is taken over; 0 = none
+    (`none` only divides by `TRAJ_DIV`). `points` over a token's (patch/8)^2 points: at patch 8
+    that is 1 point, whose standardized value is always 0."""
+    return ((patch // CELL) ** 2, "tracked points") if norm == "points" else (0, "")
+
+
 def heads(tubelet: int, patch: int, traj_len: int = 0) -> tuple[Head, ...]:
     points = (patch // CELL) ** 2
     return (Head("traj", points * traj_len * 2, HEAD_HIDDEN, "tanh"),

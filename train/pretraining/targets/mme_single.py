@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import torch
 
+from shards.schema import CELL, HOG_BINS
+
 from train.pretraining.targets.common import masked_mse, one_head
 from train.pretraining.targets.mme import NEEDS, out_dim, point_tokens
 
@@ -33,6 +35,15 @@ NAME = "mme_single"
 NORMS = ("points", "token", "motion")
 DEFAULT_RATIO = 0.7  # as MME
 COST = 3  # tracking and HOG along the tracks in the loader
+
+
+def norm_span(norm: str, tubelet: int, patch: int) -> tuple[int, str]:
+    """(how many values, of what) the smallest per-token statistic of `norm` is taken over: the
+    token's points for `points`; for `token`, its position part, at least 2 values a point
+    (a bound: the part grows with the trajectory length); for `motion`, its HOG part."""
+    points = (patch // CELL) ** 2
+    return {"points": (points, "tracked points"), "token": (2 * points, "position values"),
+            "motion": (HOG_BINS * points, "HOG values")}[norm]
 
 
 def _standardize(x: torch.Tensor, v: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:

@@ -18,6 +18,11 @@ def out_dim(tubelet: int, patch: int, traj_len: int = 0) -> int:
     return tubelet * patch * patch * 3
 
 
+def norm_span(norm: str, tubelet: int, patch: int) -> tuple[int, str]:
+    """(how many values, of what) each per-token statistic of `norm` is taken over."""
+    return tubelet * patch * patch, "pixels per colour channel"
+
+
 def patchify(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
     """(B,C,T,H,W) -> (B,N,tubelet*patch*patch,C), tokens in (t,h,w) order."""
     B, C, T, H, W = video.shape
