@@ -40,4 +40,6 @@ def method_name(mask: str, target: str) -> str:
     for m in METHODS.values():
         if (m.mask, m.target) == (mask, target):
             return m.name
-    return f"{mask} mask + {target} target (no paper)"
+    names = {m.mask: m.name for m in METHODS.values() if m.mask != "tube"} | {m.target: m.name for m in METHODS.values()
+                                                                            if m.target != "pixel"}
+    return f"{names.get(mask, mask)} mask + {names.get(target, target)} target (no paper)"

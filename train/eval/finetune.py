@@ -1,6 +1,6 @@
 """End-to-end fine-tuning of a pretrained encoder, as VideoMAE / MGMAE / MME fine-tune.
 
-The classifier (`train.evaluate.VideoClassifier`) trains on random clips of the labelled
+The classifier (`train.eval.classifier.VideoClassifier`) trains on random clips of the labelled
 train videos; `train/evaluate.py --finetune` runs this, then tests on multi-view val clips.
 Per training clip (one generator per sample, `np.random.default_rng([seed, g])`):
 
@@ -18,8 +18,6 @@ Recipes and their sources: docs/finetuning.md.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import cv2
 import numpy as np
 import torch
@@ -29,13 +27,14 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
+from shards import open_shards
+
 from train.clips.augment import erase_clip, randaugment_clip
 from train.clips.dataset import RESIZE, ClipDataset, ClipSampler, Timer, crop_box, frame_indices, normalize, seed_worker
 from train.pretraining.engine import Dist, lr_at
 from train.clips.sampling import Box, random_resized_box, tsn_indices
-
-if TYPE_CHECKING:  # evaluate.py imports this module; the config type is only annotated here
-    from train.evaluate import EvalConfig, VideoClassifier
+from train.eval.classifier import VideoClassifier
+from train.eval.config import EvalConfig
 
 ASPECT = (3 / 4, 4 / 3)  # random resized crop aspect range (VideoMAE, torchvision)
 
@@ -75,8 +74,6 @@ class FinetuneClips(ClipDataset):
         self.labels = [labels[i] for i in self.ids]
 
     def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
-        from shards import open_shards
-
         g, index = item
         if self._ds is None:
             self._ds = open_shards(self.path, self.source_root)

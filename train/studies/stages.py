@@ -1,7 +1,7 @@
 """The study's stages (`train/study.py` orchestrates them): extract the corpus, pretrain a method
 for a seed up to every kept checkpoint, the held-out loss, the probes, fine-tuning; and the
 progress line across them. Each stage skips its work where its output exists on disk and writes
-its result atomically, so that a killed study resumes. `cfg` is a `train.study.StudyConfig`.
+its result atomically, so that a killed study resumes. `cfg` is a `train.studies.config.StudyConfig`.
 """
 from __future__ import annotations
 
@@ -14,17 +14,19 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
+from train.eval.evaluation import finetune as run_finetune
+from train.eval.evaluation import linear_probe
+from train.eval.heldout import heldout_baseline, heldout_loss
 from train.pretraining.config import REPO_ROOT
+from train.pretraining.engine import CHECKPOINT, load_checkpoint, train
 from train.pretraining.masks import get_mask
 from train.pretraining.targets import get_target
+from train.studies.config import StudyConfig
 from train.studies.pool import Chain, Job
-
-if TYPE_CHECKING:
-    from train.study import StudyConfig
 
 
 # ---- progress -----------------------------------------------------------------------------
@@ -132,8 +134,6 @@ def extract(cfg: StudyConfig, log) -> dict:
 
 def snapshot(checkpoint: Path, dest: Path) -> None:
     """Copy the model part of a checkpoint (what the probe reads), without the optimizer state."""
-    from train.pretraining.engine import load_checkpoint
-
     ckpt = load_checkpoint(checkpoint)
     keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scaler", "rng")}
     tmp = dest.with_suffix(".tmp")
@@ -143,8 +143,6 @@ def snapshot(checkpoint: Path, dest: Path) -> None:
 
 def pretrain(cfg: StudyConfig, method: str, seed: int, progress: Progress, log) -> None:
     """Train `method` for `seed` up to every stop; a stop whose ckpt_<step>.pt exists is skipped."""
-    from train.pretraining.engine import CHECKPOINT, load_checkpoint, train
-
     run_cfg = cfg.run_config(method, seed)
     out = Path(run_cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -221,8 +219,6 @@ def run_probe(options: dict, job: ProbeJob) -> dict:
     probe reads its views from `options["view_cache"]` (train/eval/view_cache.py): the study's first
     probe decodes them, the rest (every checkpoint and random init of the same geometry) read the
     same uint8 copy."""
-    from train.evaluate import linear_probe
-
     result = linear_probe(job.checkpoint, **options, probe_wd=job.probe_wd, **job.geometry)
     result.pop("predictions")  # per-video predictions: ~1000 lines per probe, not read by the report
     write_json(job.dest, result)
@@ -277,9 +273,6 @@ def pool_size(cfg: StudyConfig, workers: int) -> int:
 def heldout_job(cfg: StudyConfig, checkpoint: str | Path, dest: Path) -> dict:
     """The held-out masked loss of `checkpoint` against predicting 0 and the best constant, written
     to `dest`: `heldout_clips` val clips, seed 0 (the same clips and masks for every seed of a method)."""
-    from train.pretraining.engine import load_checkpoint
-    from train.eval.heldout import heldout_loss
-
     start = time.perf_counter()
     result = heldout_loss(load_checkpoint(checkpoint), cfg.shards_path(), "val", cfg.heldout_clips,
                           cfg.probe_batch, seed=0, device=cfg.base_train().device)
@@ -289,8 +282,6 @@ def heldout_job(cfg: StudyConfig, checkpoint: str | Path, dest: Path) -> dict:
 
 
 def heldout_line(cfg: StudyConfig, result: dict) -> str:
-    from train.eval.heldout import heldout_baseline
-
     base = heldout_baseline(result["predict0"], result["predict_mean"])
     ratio = result["loss"] / base
     return (f"    held-out loss {result['loss']:.4f} / best of predict-0 and the best constant {base:.4f} = "
@@ -309,8 +300,6 @@ def write_json(dest: Path, result: dict) -> None:
 def finetune_job(cfg: StudyConfig, checkpoint: str, dest: Path, options: dict) -> dict:
     """Fine-tune `checkpoint` ("random" with its geometry in `options`) end to end into `dest`;
     `options` (the seed, the geometry, the loader workers) go over `cfg.finetune_options()`."""
-    from train.evaluate import finetune as run_finetune
-
     result = run_finetune(checkpoint, str(cfg.shards_path()), **{**cfg.finetune_options(), **options})
     write_json(dest, result)
     return result

@@ -163,7 +163,7 @@ def noise_words(p: dict, a: str, b: str, p_holm: float | None = None, family: in
     lo, hi = p["t_ci95"]
     raw = paired_p(p)
     adjusted = raw if p_holm is None else p_holm
-    verdict = (f"inside the noise (Holm-adjusted p > 0.05)" if adjusted > 0.05 else
+    verdict = ("inside the noise (Holm-adjusted p > 0.05)" if adjusted > 0.05 else
                f"outside the noise (Holm-adjusted p <= 0.05): `{a}` is {'better' if p['mean'] > 0 else 'worse'}")
     return (f"`{a}` - `{b}`: {p['mean']:+.3f} top-1 (95 % t interval [{lo:+.3f}, {hi:+.3f}] over "
             f"{p['n']} seeds, unadjusted; `{a}` wins on {p['wins']} of {p['n']}; p {raw:.3g}, Holm-adjusted over "

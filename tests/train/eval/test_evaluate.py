@@ -21,7 +21,9 @@ from tests.train.conftest import synthetic_video
 from train import evaluate
 from train.pretraining.config import REPO_ROOT, TrainConfig
 from train.pretraining.engine import CHECKPOINT, load_checkpoint, train
-from train.evaluate import VideoClassifier, finetune, linear_probe, topk_accuracy
+from train.eval.classifier import VideoClassifier
+from train.eval.probe import WD_GRID
+from train.eval.evaluation import finetune, linear_probe, topk_accuracy
 from train.eval.probe import fit_logistic as fit_linear
 from train.eval.probe import standardize
 from train.export import export
@@ -87,7 +89,7 @@ def test_random_init_probe_runs_end_to_end(labelled_shards):
     assert result["probe_pool"] == "quadrants" and result["feature_dim"] == 2 * 4 * 64
     assert result["probes"].keys() == {"quadrants", "mean"} and result["probes"]["mean"]["feature_dim"] == 64
     for p in result["probes"].values():
-        assert p["weight_decay"] in evaluate.WD_GRID and set(p["cv_loss"]) == {f"{x:g}" for x in evaluate.WD_GRID}
+        assert p["weight_decay"] in WD_GRID and set(p["cv_loss"]) == {f"{x:g}" for x in WD_GRID}
         lo, hi = p["top1_ci95"]
         assert lo <= p["top1"] <= hi and p["videos"] == 4
     assert result["top1"] == result["probes"]["quadrants"]["top1"]
@@ -294,7 +296,8 @@ def test_export_subcommand_of_evaluate(checkpoint, tmp_path):
 def test_a_random_encoder_takes_the_position_table_asked_for():
     """The random-init baseline of a study whose runs use the separable table must use it too:
     `positions` is part of the geometry (the checkpoint's, or the flag's for 'random')."""
-    from train.evaluate import EvalConfig, load_encoder
+    from train.eval.classifier import load_encoder
+    from train.eval.config import EvalConfig
 
     for table in ("videomae", "separable"):
         mae, cfg, _ = load_encoder(EvalConfig(checkpoint="random", model="vit_pico", num_frames=4,

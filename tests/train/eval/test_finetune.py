@@ -10,7 +10,9 @@ from timm.data import Mixup
 from tests.train.eval.test_evaluate import TINY, check_metrics, checkpoint, labelled_shards  # noqa: F401 (fixtures)
 from train.clips.augment import erase_clip, randaugment_clip
 from train.clips.dataset import ClipDataset, ClipSampler, ClipSpec, eval_views, read_clip_at
-from train.evaluate import EvalConfig, Views, finetune, run_views
+from train.eval.config import EvalConfig
+from train.eval.evaluation import finetune, run_views
+from train.eval.view_cache import Views
 from train.pretraining.engine import Dist
 from train.eval.finetune import FinetuneClips, RepeatedSampler, make_criterion, make_mixup, mix_clips
 from train.clips.sampling import multi_views, random_resized_box, spatial_crops, tsn_indices, tsn_test_indices

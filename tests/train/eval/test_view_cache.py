@@ -12,7 +12,9 @@ from shards import open_shards
 from tests.train.eval.test_evaluate import TINY, checkpoint, labelled_shards  # noqa: F401 (fixtures)
 from train.clips.dataset import ClipSpec
 from train.pretraining.engine import Dist
-from train.evaluate import EvalConfig, VideoClassifier, linear_probe, load_encoder, run_views
+from train.eval.classifier import VideoClassifier, load_encoder
+from train.eval.config import EvalConfig
+from train.eval.evaluation import linear_probe, run_views
 from train.eval.view_cache import CachedViews, Views, cached_views
 
 SPEC = ClipSpec(num_frames=4, sampling_rate=2, input_size=32, tubelet=2)

@@ -104,7 +104,8 @@ def test_overfits_a_tiny_batch(tiny_shards, target):
 
 
 def test_an_mme_checkpoint_keeps_its_two_heads_for_evaluation(tiny_shards, tmp_path):
-    from train.evaluate import EvalConfig, load_encoder
+    from train.eval.classifier import load_encoder
+    from train.eval.config import EvalConfig
 
     train(tiny_config(tiny_shards, tmp_path, target="mme"), log=lambda s: None)
     ckpt = load_checkpoint(tmp_path / CHECKPOINT)

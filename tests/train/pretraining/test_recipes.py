@@ -6,7 +6,8 @@ import pytest
 
 from train.pretraining.config import REPO_ROOT, TrainConfig, load_file
 from train.pretraining.engine import train
-from train.evaluate import EvalConfig, load_encoder
+from train.eval.classifier import load_encoder
+from train.eval.config import EvalConfig
 
 from tests.train.pretraining.test_engine import tiny_config
 
