@@ -68,8 +68,8 @@ def one_round(ds, videos: dict, clips: list[dict], methods: list[list], size: in
 
     import train.clips.dataset as data
 
-    # assemble "device" (train/clips/assemble.py, since stop 17): the worker ships JPEG bytes; only
-    # checkouts that have it are asked for it
+    # assemble "device" (train/clips/assemble.py): the worker ships JPEG bytes; only checkouts that
+    # have that mode are asked for it
     how = {"assemble": assemble} if assemble != "loader" else {}
     collate = getattr(data, "collate_clips", default_collate)
     from train.pretraining.masks import MASKS

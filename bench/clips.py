@@ -15,9 +15,9 @@ HOG is computed on the box, the other methods barely depend on it). Single-threa
 thread each. Methods run round-robin, `--rounds` rounds after one untimed warm-up round (it
 opens every video once, as a training worker does), the method order rotated each round;
 the table gives the median over rounds x clips of wall and CPU (process) ms per clip.
-The mask column: the method's mask on a batch of 8 of those clips, CPU ms per clip. Since
-stop 16 it runs in the loader's workers with the batch (`train.clips.dataset.MaskCollate`), so what a
-worker spends on a clip is the read plus the mask (the budget column compares the read alone).
+The mask column: the method's mask on a batch of 8 of those clips, CPU ms per clip. It runs in
+the loader's workers with the batch (`train.clips.dataset.MaskCollate`), so what a worker spends
+on a clip is the read plus the mask (the budget column compares the read alone).
 
 `--device-side NAME CHECKOUT SHARDS` is a side whose clips are assembled on the training
 device (`assemble: device`, train/clips/assemble.py): what it times is the worker's share only (the
@@ -33,7 +33,7 @@ every side alike. The clip plan is drawn by the
 first side and read by all (the sets must hold the same videos).
 
 The budget: an H100 in bf16 takes ~150 clips/s of ViT-B pretraining with ~10 cores per GPU,
-so <= 66 ms per clip per core (docs/benchmarks.md; issue 15).
+so <= 66 ms per clip per core (docs/benchmarks.md).
 """
 from __future__ import annotations
 

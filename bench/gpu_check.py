@@ -120,8 +120,8 @@ def sync(device: torch.device) -> None:
 def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batches: int,
                 device: torch.device | None = None) -> dict:
     """Clips/s of the recipe's loader, masks made in its workers as the trainer does, after the
-    first batch; and what the mask alone costs per batch on one thread (made in the main process,
-    as before stop 16, it capped MGM at 39 and MGMAE at 61 clips/s on the H200 machine)."""
+    first batch; and what the mask alone costs per batch on one thread (made in the main
+    process instead, it capped MGM at 39 and MGMAE at 61 clips/s on an H200)."""
     target = get_target(cfg.target)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
                     reads(cfg.mask, cfg.target), cfg.repeated_aug, cfg.traj_len, cfg.assemble)

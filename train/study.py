@@ -44,8 +44,7 @@ first probe, read by the rest: train/eval/view_cache.py), `extract.json`, `study
 
 How long (docs/results.md, "How long it takes", 2 cores): a seed measured at 30.5 min in one pool
 on a quiet machine (five runs 23.6 min, 16 probes 6.7; 40-43 min on a busy one) and the corpus's
-extraction at ~14 min with 2 workers, so ~2.8 h for the default 5 seeds from nothing. Since
-stop 14 every run, held-out loss and probe of every seed goes through one pool of
+extraction at ~14 min with 2 workers, so ~2.8 h for the default 5 seeds from nothing. Every run, held-out loss and probe of every seed goes through one pool of
 max(`parallel_runs`, `probe_workers`) one-thread processes on the CPU, each job as soon as what
 it reads is on disk (train/studies/pool.py); on a GPU, one at a time in this process, or `--gpu-jobs N`
 processes side by side (one thread and no loader workers each: a study-sized model leaves a
@@ -171,7 +170,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                 losses.append({"seed": seed, "first": curve[0]["loss"], "last": curve[-1]["loss"],
                                "min": min(r["loss"] for r in curve),
                                "curve": [[r["step"], round(r["loss"], 5)] for r in curve]})
-        # the ratio at every checkpoint, where every seed has it (a study from before stop 15: the last only)
+        # the ratio at every checkpoint, where every seed has it (older study folders hold the last only)
         by_step = {str(s): mean_std(r) for s, r in ratios.items() if len(r) == len(cfg.seeds)}
         mask, target = method.split("+")
         methods[method] = {

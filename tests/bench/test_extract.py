@@ -1,7 +1,7 @@
 """Storage cost and clip-read speed, zarr vs hdf5, on realistic 256x340 synthetic videos.
 
 Prints numbers (docs/shards.md quotes them); asserts nothing about speed. Run with
-`python -m pytest -q -s -m slow tests/shards/test_bench.py`.
+`python -m pytest -q -s -m slow tests/bench/test_extract.py`.
 """
 from __future__ import annotations
 

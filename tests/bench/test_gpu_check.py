@@ -39,3 +39,16 @@ def test_gpu_check_measures_device_assembly(tiny_shards, where):
         eats = step["clips_per_s_with_assembly"]
         assert eats == pytest.approx(step["batch"] * 1000 / (step["ms_per_step"] + load["assemble_ms_per_batch"]), rel=0.01)
         assert r["keeps_up"] == (load["clips_per_s"] >= eats)
+
+
+@pytest.mark.gpu
+def test_gpu_check_on_cuda_reports_mfu(tiny_shards):
+    """On a CUDA machine (`pytest -m gpu`): the same tiny check on the device, with its MFU."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    summary = main(["--device", "cuda", "--shards", str(tiny_shards), "--model", "vit_pico", "--frames", "4",
+                    "--size", "32", "--batch", "2", "--steps", "2", "--warmup", "1", "--loader-batches", "2",
+                    "--workers", "0", "--methods", "videomae"])
+    step = summary["methods"]["videomae"]["step"]
+    assert step["ms_per_step"] > 0 and (step["mfu"] is None or 0 < step["mfu"] < 1)

@@ -1,7 +1,6 @@
 """decode_video on real files: attrs, resizing, sampling, codecs without vectors, failures."""
 from __future__ import annotations
 
-import time
 
 import av
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 
 from preprocess.decode import DecodedVideo, decode_video, keep_indices, stored_size
 from preprocess.errors import ExtractionError
-from preprocess.synthetic import Clip, MovingObject, Scene, encode, render
+from preprocess.synthetic import Clip, Scene, render
 
 
 def median_mv(video: DecodedVideo) -> np.ndarray:
@@ -181,36 +180,3 @@ def test_audio_only_file(tmp_path):
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
     expect_failure(path, "open", "no video stream (streams: audio)")
-
-
-# ---- throughput (printed, not asserted: shared CI machines are too noisy) -----------------
-
-def test_throughput_report(video_dir, capsys):
-    scene = Scene(height=360, width=640, num_frames=60, bg_velocity=(2, 1),
-                  objects=(MovingObject(64, (100, 100), (3, -2)),))
-    path = encode(video_dir / "bench_640x360", render(scene), bframes=2)
-
-    def decode_fps(export_mvs: bool) -> float:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type, stream.thread_count = "NONE", 1
-            if export_mvs:
-                stream.codec_context.options = {"flags2": "+export_mvs"}
-            tic, n = time.perf_counter(), 0
-            for frame in container.decode(stream):
-                if export_mvs:
-                    side = frame.side_data.get("MOTION_VECTORS")
-                    if side is not None:
-                        side.to_ndarray()
-                n += 1
-            return n / (time.perf_counter() - tic)
-
-    plain = max(decode_fps(False) for _ in range(3))
-    with_mvs = max(decode_fps(True) for _ in range(3))
-    video = decode_video(path, short_side=360)
-    t = video.attrs["timings"]
-    with capsys.disabled():
-        print(f"\n640x360 H.264 bframes=2, 60 frames, 1 thread: plain decode {plain:.0f} fps, "
-              f"decode+MV export {with_mvs:.0f} fps ({with_mvs / plain:.2f}x); decode_video stages: "
-              f"decode {t['decode']:.3f} s, motion_vectors {t['motion_vectors']:.3f} s, "
-              f"ref_distance {t['ref_distance']:.3f} s")

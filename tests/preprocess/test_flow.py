@@ -1,11 +1,9 @@
 """Flow, camera homography and compensated flow on real H.264 videos with known motion."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import av
-import cv2
 import numpy as np
 import pytest
 
@@ -151,35 +149,6 @@ def test_tvl1_runs():
     gray = frames.mean(axis=-1).astype(np.uint8)
     flow = forward_flow(gray[0], gray[1], FlowConfig(method="tvl1"))
     assert flow.shape == (32, 40, 2) and np.allclose(np.median(flow[8:-8, 8:-8, 0]), 1.0, atol=0.2)
-
-
-def test_measure_speed_and_bias(tmp_path, capsys):
-    """Prints ms/frame at 340x256 on one thread and the DIS bias on a fractional pan; asserts nothing."""
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        pan = (1.5, -0.75)
-        gray = scene_gray(Scene(height=256, width=340, num_frames=6, bg_velocity=pan, seed=3), tmp_path / "big")
-        lines = []
-        for preset, scale, stride, gd in [("ultrafast", None, None, None), ("ultrafast", 1, None, None),
-                                          ("fast", 1, None, None), ("medium", None, None, None),
-                                          ("ultrafast", 0, None, None), ("ultrafast", 0, 6, None),
-                                          ("ultrafast", 0, 6, 6), ("ultrafast", 0, 8, 6)]:
-            cfg = FlowConfig(dis_preset=preset, finest_scale=scale, patch_stride=stride, gd_iterations=gd)
-            start = time.perf_counter()
-            raw = np.stack([forward_flow(gray[t], gray[t + 1], cfg) for t in range(len(gray) - 1)])
-            ms = (time.perf_counter() - start) / (len(gray) - 1) * 1e3
-            bias = np.median(raw[:, 16:-16, 16:-16].reshape(-1, 2), axis=0) - pan
-            lines.append(f"DIS {preset:9s} finest={scale} stride={stride} gd={gd}: {ms:5.1f} ms/pair, "
-                         f"median bias ({bias[0]:+.3f}, {bias[1]:+.3f}) px")
-        _, _, _, timings = warped_flow(gray)
-        pairs = len(gray) - 1
-        lines.append(f"warped_flow default: flow {timings['flow'] / pairs * 1e3:.1f} ms/frame, "
-                     f"homography {timings['homography'] / pairs * 1e3:.1f} ms/frame")
-        with capsys.disabled():
-            print("\n" + "\n".join(lines))
-    finally:
-        cv2.setNumThreads(threads)
 
 
 def test_keypoints_of_isolated_fallbacks_are_not_kept():

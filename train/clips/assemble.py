@@ -21,7 +21,7 @@ made in the workers, on the same draws: only `video` moves.
 The same numbers as the loader path, up to rounding: the loader resizes uint8 with OpenCV's
 INTER_LINEAR (fixed point) and normalizes the rounded levels; here the resize runs in float
 (the same half-pixel bilinear, no antialiasing) and is rounded to levels before normalizing,
-so the two differ by at most one grey level (tests/train/test_assemble.py). On CPU torchvision
+so the two differ by at most one grey level (tests/train/clips/test_assemble.py). On CPU torchvision
 decodes with the same libjpeg-turbo as OpenCV (bit-identical); nvJPEG may differ from it by a
 level or two (the IDCT), far inside what JPEG storage costs (docs/design.md, "Resizing crops").
 
@@ -156,7 +156,7 @@ def cell_hog_box(gray: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Te
     in torch (the same 3x3 Sobel with the frame's replicated border, magnitudes in grey levels
     per pixel, unsigned 20-degree bins, the mean per pixel of each 8x8 cell). The angle is
     exact here where OpenCV's cartToPolar is within ~0.3 deg: a pixel on a bin's edge may
-    change bins (tests/train/test_assemble.py measures the difference)."""
+    change bins (tests/train/clips/test_assemble.py measures the difference)."""
     r0, r1, c0, c1 = box
     y0, y1, x0, x1 = CELL * r0, CELL * r1, CELL * c0, CELL * c1
     # the frame with a one-pixel replicated border: the box and its margin in padded coordinates

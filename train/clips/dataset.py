@@ -553,7 +553,7 @@ def quiet_opencv_pool() -> None:
     fork of a process that imported this module: a loader worker forked while the pool was
     running (any earlier cv2 call that used it, e.g. a resize or LUT in the training process)
     inherited it without its threads, and `seed_worker`'s cv2.setNumThreads(1) then waited for
-    them forever (tests/train/test_assemble.py)."""
+    them forever (tests/train/clips/test_assemble.py)."""
     n = cv2.getNumThreads()
     cv2.setNumThreads(1)
     cv2.setNumThreads(n)

@@ -8,7 +8,7 @@ on-screen motion between its consecutive frames, i.e. r stored flows chained:
    averaged over each cell's flow points, plus the homography's displacement H p - p at the
    cell centre p (the mean of those points, so this equals averaging H p - p over them for
    an affine H; for a projective H the difference is the curvature of H over one cell,
-   < 1e-3 px on the K400-like set: tests/train/test_pair_flow.py);
+   < 1e-3 px on the K400-like set: tests/train/clips/test_pair_flow.py);
 2. per clip pair, the r cell flows chained by bilinear lookup (`masks.mgmae.compose`), all
    pairs of the same length in one batched call; the homographies multiplied.
 

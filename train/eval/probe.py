@@ -94,7 +94,7 @@ def choose_weight_decay(x: torch.Tensor, y: torch.Tensor, groups: np.ndarray, nu
     the clips of one video are not independent draws), the one with the lowest held-out log-loss
     (ties: the stronger penalty).
 
-    Why top-1 and not log-loss (until stop 13): the probe reports top-1, and on weak features
+    Why top-1 and not log-loss: the probe reports top-1, and on weak features
     log-loss picks the strongest penalty. A random-init encoder's held-out log-loss was within
     0.02 of ln 8 at every penalty of the grid (2.088 at 1, 2.092 at 0.1, 2.107 at 0.01), so
     3-fold CV took 1 and the probe scored 0.135 on val, where 0.01 scored 0.214 (5 folds had

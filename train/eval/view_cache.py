@@ -12,12 +12,11 @@ num_frames, sampling_rate, input_size, clips, crops, tsn) into
         key.json    what it was decoded from (`view_key`), written last
 
 and read back through a memmap, normalized by `train.clips.dataset.normalize`, the same table lookup the
-shard reader applies: the clips are bit for bit the ones `Views` gives (tests/train/test_view_cache.py).
+shard reader applies: the clips are bit for bit the ones `Views` gives (tests/train/eval/test_view_cache.py).
 
 The cache is filled with the levels the reader stops at when a clip is assembled as "uint8"
 (`Views(..., levels=True)`: cropped and resized by `train.clips.dataset.read_clip_at`, not normalized),
-so the crop and resize stay in one place. (Until stop 19 it inverted the normalized float
-clips back to levels.)
+so the crop and resize stay in one place.
 
 Staleness: the key holds the shard set's signature (its top-level files' and folders' names,
 sizes and modification times, hashed: `shard_signature` says why that suffices) and the split's ids; a cache whose key differs is rebuilt, never

@@ -9,7 +9,7 @@ Not counted: norms, softmax, GELU, adds (a few % of a ViT-B, and not on the tens
 that the peak numbers describe). Training = 3x the forward (backward = 2x: gradients for
 the inputs and for the weights), the usual convention for MFU (PaLM, appendix B); the
 backward skips the input gradient of the patch embedding, so the counted total is 3F minus
-one patch embedding (`tests/train/test_flops.py` checks both against a FLOP counter).
+one patch embedding (`tests/train/pretraining/test_flops.py` checks both against a FLOP counter).
 """
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """The study's jobs on the machine's cores: every pretraining run, held-out loss, probe and
 fine-tune of every seed in one pool, each job started as soon as what it reads is on disk.
 
-Why one pool: with a pool per seed and stage (stop 13), a seed's five runs of unequal length
+Why one pool: with a pool per seed and stage, a seed's five runs of unequal length
 left one core idle for the last run's tail (~6 min of a seed's ~34), and its probes waited for
 the slowest run. Here a run's held-out loss and last-checkpoint probe start when the run ends,
 its earlier checkpoints' probes when that probe has chosen the L2, and the next seed's runs fill
 whatever core the current seed leaves free. Every job writes what it produces as before, so the
-numbers do not depend on the order (tests/train/test_study.py redoes a seed side by side).
+numbers do not depend on the order (tests/train/studies/test_study.py redoes a seed side by side).
 
 A `Chain` is one piece of work in steps (a run: pretrain; then its held-out loss, last probe and
 fine-tune side by side; then its earlier probes); each step is made when the previous step's

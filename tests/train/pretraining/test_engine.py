@@ -58,7 +58,7 @@ def test_keep_every_keeps_each_steps_checkpoint_and_a_resume_goes_on_keeping(tin
 
 
 def test_a_checkpoint_from_before_the_loader_made_the_masks_resumes(tiny_shards, tmp_path):
-    # checkpoints written before stop 16 also hold the main process's mask generator: ignored
+    # checkpoints written before the loader made the masks also hold the main process's mask generator: ignored
     kw = dict(mask="mgm", target="pixel", max_steps=4, warmup_steps=1, seed=1)
     train(tiny_config(tiny_shards, tmp_path, stop_at=2, **kw), log=lambda s: None)
     ckpt = load_checkpoint(tmp_path / CHECKPOINT)

@@ -109,7 +109,7 @@ def test_mgmae_initial_map_is_a_uniform_random_token_set():
     u_frac, u_blobs = _neighbour_and_blob_stats(uniform)
     # 600 slices: standard errors of a difference of two such means ~0.006 (fraction) and ~0.09
     # (blobs); the tolerances are ~5 of them. 3000 uniform draws give 0.319 and 16.37; MGMAE's
-    # reference numbers (issue 13) are 0.31 and 16.6. The old rule (a sum of 20 Gaussians
+    # reference numbers are 0.31 and 16.6. The old rule (a sum of 20 Gaussians
     # anywhere) gave 0.97 and 4.1 blobs.
     assert abs(frac - u_frac) < 0.03 and abs(blobs - u_blobs) < 0.4, (frac, u_frac, blobs, u_blobs)
     assert 0.28 < frac < 0.36 and 15.8 < blobs < 16.9, (frac, blobs)

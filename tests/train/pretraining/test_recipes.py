@@ -11,7 +11,7 @@ from train.eval.config import EvalConfig
 
 from tests.train.pretraining.test_engine import tiny_config
 
-# pretraining configs (fine-tuning ones, finetune_*.yaml, are EvalConfig files: tests/train/test_finetune.py)
+# pretraining configs (fine-tuning ones, finetune_*.yaml, are EvalConfig files: tests/train/eval/test_finetune.py)
 CONFIGS = sorted(p.name for p in (REPO_ROOT / "train" / "configs").glob("*.yaml")
                  if p.name != "study.yaml" and not p.name.startswith("finetune_"))
 RECIPES = [c for c in CONFIGS if c != "demo.yaml"]

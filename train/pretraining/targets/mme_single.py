@@ -1,4 +1,4 @@
-"""MME's target under one head and one MSE: the form this project trained before issue 13.
+"""MME's target under one head and one MSE, kept as a named option beside MME's own form.
 
 `mme` trains as MME's code does (two heads, its weights); this keeps the single-head form as
 a named option for comparison (docs/design.md): one Linear head predicts all 11 channels of

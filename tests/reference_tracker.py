@@ -1,9 +1,9 @@
-"""Dense trajectories: one point per 8x8 cell, started at every frame, tracked L steps, on
-the full-resolution flow.
+"""The reference tracker the tests hold the derived trajectories against: one point per 8x8 cell,
+started at every frame, tracked L steps, on the full-resolution flow.
 
-Since shard schema 3 the extractor stores no trajectories: the reader tracks the points on
-the stored (downsampled, quantized) flow when read (`shards.derived.track`). This tracker is
-the full-resolution reference that the derived tracks are measured against (docs/design.md,
+The extractor stores no trajectories: the reader tracks the points on the stored (downsampled,
+quantized) flow when read (`shards.derived.track`). This tracker is the full-resolution
+reference that the derived tracks are measured against (docs/design.md,
 "Trajectories and HOG derived when read"; tests/shards/test_derived.py).
 
 MME's motion target (ANCHORS "MME", "Camera compensation and trajectories"), with the
