@@ -16,7 +16,7 @@ Takeover deletes the stale lock, creates ours exclusively and reads it back afte
 `SETTLE_S`: of two runs that took over the same stale lock at the same moment, the one whose
 lock was deleted by the other sees a foreign token and is refused. Dask workers do not lock:
 they write for the driver that holds it (the driver waits for tasks an earlier driver left
-running on a shared cluster, see preprocess.extract.wait_for_orphans).
+running on a shared cluster, see preprocess.dask_driver.wait_for_orphans).
 """
 from __future__ import annotations
 

@@ -293,9 +293,9 @@ def test_bad_files_through_the_cli(bad_corpus, tmp_path, capsys):
 
 
 def test_in_process_crash_is_retried_then_recorded(corpus, tmp_path, monkeypatch):
-    import preprocess.video
+    import preprocess.worker
 
-    real = preprocess.video.extract_video_into
+    real = preprocess.worker.extract_video_into
     calls: dict[str, int] = {}
 
     def flaky(path, cfg, sink):
@@ -307,7 +307,7 @@ def test_in_process_crash_is_retried_then_recorded(corpus, tmp_path, monkeypatch
             raise KeyError("a bug")  # every attempt: an 'internal' failure, the run goes on
         return real(path, cfg, sink)
 
-    monkeypatch.setattr(preprocess.video, "extract_video_into", flaky)
+    monkeypatch.setattr(preprocess.worker, "extract_video_into", flaky)
     out = tmp_path / "s"
     summary = run(_cfg(corpus, out, workers=0, retries=1, shard_size=3), log=_quiet)
     assert (summary["done"], summary["failed"]) == (1, 2)
@@ -324,7 +324,7 @@ def test_in_process_crash_is_retried_then_recorded(corpus, tmp_path, monkeypatch
 def flaky_batch(items, cfg):
     """A Dask task that crashes: on its first attempt at 'pan' (a marker file remembers the
     attempt across worker processes) and on every attempt at 'object'."""
-    from preprocess.extract import extract_batch
+    from preprocess.worker import extract_batch
 
     for item in items:
         marker = Path(cfg.out_path() + f".tried-{item.video_id}")
@@ -410,7 +410,7 @@ def test_resumed_driver_waits_for_orphans_on_a_shared_cluster(tmp_path):
     """A driver that died leaves its running tasks on a shared cluster: the next one waits."""
     from dask.distributed import Client, LocalCluster
 
-    from preprocess.extract import wait_for_orphans
+    from preprocess.dask_driver import wait_for_orphans
 
     marker = tmp_path / "written"
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
