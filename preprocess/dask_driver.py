@@ -20,7 +20,8 @@ from dask.distributed import Client, LocalCluster, as_completed
 
 from preprocess.config import ExtractConfig
 from preprocess.datasets.base import VideoItem
-from preprocess.errors import INTERNAL
+from preprocess.errors import INTERNAL, storage_fault
+from preprocess.worker import halted
 from shards.cli import CliError
 
 Task = Callable[[list[VideoItem], ExtractConfig], list[dict]]
@@ -41,10 +42,22 @@ def in_process(task: Task, batch: list[VideoItem], cfg: ExtractConfig, writer) -
         try:
             return task(batch, cfg)
         except Exception as err:  # a crash, not bad input: that is recorded inside the task
+            if storage_fault(err) is not None:  # not retried: the disk stays full
+                return [halted(batch[0], err, cfg.out_path())]
             error = err
     if len(batch) > 1:  # find the video that crashes it: one task per video
-        return [r for item in batch for r in in_process(task, [item], cfg, writer)]
+        results: list[dict] = []
+        for item in batch:
+            results += in_process(task, [item], cfg, writer)
+            if is_halted(results):
+                break
+        return results
     return [crashed(writer, batch[0], error)]
+
+
+def is_halted(results: list[dict]) -> bool:
+    """Whether a storage that refuses writes stopped one of these videos (and so the run)."""
+    return any(r["status"] == "halted" for r in results)
 
 
 @contextmanager
@@ -156,7 +169,9 @@ def on_dask(task: Task, batches: list[list[VideoItem]], cfg: ExtractConfig, writ
         queue = as_completed(list(batch_of))
         for fut in queue:
             batch = batch_of.pop(fut)
-            if fut.status == "error":  # the task itself crashed, even after retries
+            if fut.status == "error" and storage_fault(fut.exception()) is not None:
+                results = [halted(batch[0], fut.exception(), cfg.out_path())]
+            elif fut.status == "error":  # the task itself crashed, even after retries
                 if len(batch) > 1:  # find the video that crashes it: one task per video
                     singles = submit([[item] for item in batch])
                     batch_of.update(singles)
@@ -168,3 +183,6 @@ def on_dask(task: Task, batches: list[list[VideoItem]], cfg: ExtractConfig, writ
             fut.release()
             for result in results:
                 collect(result)
+            if is_halted(results):  # the storage refuses writes: submit nothing more
+                client.cancel(list(batch_of))
+                return

@@ -18,6 +18,8 @@ and Ctrl-C are one line on stderr (`cli`, shards/cli.py); `--debug` shows the tr
 from __future__ import annotations
 
 import argparse
+import errno
+import shutil
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -27,8 +29,9 @@ if __package__ in (None, ""):  # `python preprocess/extract.py`: make the repo i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from preprocess.config import ExtractConfig  # noqa: E402
-from preprocess.dask_driver import Task, in_process, on_dask  # noqa: E402
+from preprocess.dask_driver import Task, in_process, is_halted, on_dask  # noqa: E402
 from preprocess.datasets import DATASETS, DatasetRootError, DatasetUsageError, scan  # noqa: E402
+from preprocess.errors import STORAGE_ERRNOS, storage_fault  # noqa: E402
 from preprocess.manifest import build_manifest, read_manifest, video_entries, write_manifest  # noqa: E402
 from preprocess.progress import Progress  # noqa: E402
 from preprocess.resume import check_out_apart, check_runnable, open_checked, record_missing  # noqa: E402
@@ -179,8 +182,49 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch, counts: Count
     listing = scan(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file, limit=cfg.limit)
     cfg = replace(cfg, root=str(listing.root))  # stored resolved: the next run is compared with it
     check_out_apart(out, listing, cfg.dataset)
-    with writer_lock(out, log=log) as lock:  # one run per shard set: a second one is refused
-        return _run_locked(cfg, listing, log, task, lock, counts)
+    try:
+        with writer_lock(out, log=log) as lock:  # one run per shard set: a second one is refused
+            return _run_locked(cfg, listing, log, task, lock, counts)
+    except OSError as err:  # the driver's own writes: the set's root, failure records, index, manifest
+        fault = storage_fault(err)
+        if fault is None:
+            raise
+        raise StorageRefused(storage_line(out, fault.errno, fault.filename or out, counts)) from err
+
+
+class StorageRefused(CliError):
+    """The storage of the shard set refuses writes (full, capped, quota, read-only): the run
+    stopped, what it finished is committed, and the same command resumes once space is freed."""
+
+
+def storage_line(out: str, code: int, what: str, counts: Counts) -> str:
+    """The one line of a run stopped by its storage: what was refused, where, the free space."""
+    committed = (counts.before or 0) + counts.now
+    return (f"{out}: {STORAGE_ERRNOS[code]} (errno {errno.errorcode.get(code, code)}) while writing {what}; "
+            f"{free_space(out)}. The {committed} videos committed so far are kept and no video was recorded "
+            f"as failed: free space (or lift the limit) and run the same command to resume")
+
+
+def free_space(out: str) -> str:
+    """'<n> free on <folder>' for a local set (its nearest existing folder), else why unknown."""
+    if "://" in out and not out.startswith("file://"):
+        return "free space unknown on an object store"
+    folder = Path(out[len("file://"):] if out.startswith("file://") else out).expanduser().absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as err:
+        return f"free space on {folder} unknown ({err.strerror})"
+    return f"{_size(free)} free on {folder}"
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return ""
 
 
 def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock, counts: Counts) -> dict:
@@ -217,6 +261,8 @@ def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock, counts: Coun
             for batch in batches:
                 for result in in_process(task, batch, cfg, writer):
                     collect(result)
+                if is_halted(results):  # the storage refuses writes: the rest would meet it too
+                    break
         elif batches:
             on_dask(task, batches, cfg, writer, collect, log)
     except KeyboardInterrupt:
@@ -225,10 +271,17 @@ def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock, counts: Coun
         counts.now = len(writer.done_ids()) - counts.before
         raise
     progress.close()
+    halt = next((r for r in results if r["status"] == "halted"), None)
     if lock.lost:
         raise CliError(f"{out}: another run took over the writer lock while this one ran (its heartbeat "
                        f"could not be written for minutes); not finalizing. Re-run once it is done.")
-    writer.finalize()
+    try:
+        writer.finalize()
+    except OSError as err:
+        if halt is None or storage_fault(err) is None:
+            raise
+        # the committed videos are listed by the next run all the same, which writes the index
+        raise StorageRefused(storage_line(out, halt["errno"], halt["path"], counts)) from err
     summary = _summary(cfg, items, results, len(items) - len(todo), missing, time.perf_counter() - start)
 
     new = {it.video_id: it for it in todo}
@@ -245,6 +298,8 @@ def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock, counts: Coun
     summary.update(manifest=write_manifest(out, manifest), committed=len(videos),
                    bytes=manifest["counts"]["bytes"], failure_records=len(failures))
     log(_format_summary(summary))
+    if halt is not None:  # after the index and the manifest: the next run sees what was finished
+        raise StorageRefused(storage_line(out, halt["errno"], halt["path"], counts))
     return summary
 
 

@@ -76,7 +76,12 @@ def write_manifest(out: str, manifest: dict) -> str:
     url = manifest_url(out)
     fs, path = fsspec.core.url_to_fs(url)
     tmp = f"{path.rsplit('/', 1)[0]}/.{MANIFEST}.{uuid.uuid4().hex}.tmp"
-    with fs.open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, default=str)
-    fs.mv(tmp, path)
+    try:
+        with fs.open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1, default=str)
+        fs.mv(tmp, path)
+    except OSError:  # a full disk: leave the previous manifest, not half a new one beside it
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
     return url
