@@ -34,7 +34,7 @@ from preprocess.datasets import DATASETS, DatasetRootError, DatasetUsageError, s
 from preprocess.errors import STORAGE_ERRNOS, storage_fault  # noqa: E402
 from preprocess.manifest import build_manifest, read_manifest, video_entries, write_manifest  # noqa: E402
 from preprocess.progress import Progress  # noqa: E402
-from preprocess.resume import check_out_apart, check_runnable, open_checked, record_missing  # noqa: E402
+from preprocess.resume import check_out_apart, check_runnable, known_ids, open_checked, record_missing  # noqa: E402
 from preprocess.worker import extract_batch  # noqa: E402
 from shards import open_shards  # noqa: E402
 from shards.cli import ArgumentParser, CliError, UsageError, add_debug_flag, run_main  # noqa: E402
@@ -179,7 +179,8 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch, counts: Count
     counts = counts if counts is not None else Counts()
     out = counts.out = cfg.out_path()
     check_runnable(cfg, out)
-    listing = scan(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file, limit=cfg.limit)
+    listing = scan(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file, limit=cfg.limit,
+                   known=known_ids(out))  # the set's videos keep their ids whatever was added
     cfg = replace(cfg, root=str(listing.root))  # stored resolved: the next run is compared with it
     check_out_apart(out, listing, cfg.dataset)
     try:

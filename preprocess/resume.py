@@ -11,9 +11,12 @@ import os
 from pathlib import Path
 
 from preprocess.config import ExtractConfig
+from preprocess.datasets import KnownIds
 from preprocess.manifest import read_manifest
+from shards import open_shards
 from shards.cli import CliError, UsageError
 from shards.metadata import DamagedMetadata
+from shards.reader import ShardReadError
 from shards.schema import SchemaVersionError
 from shards.writer import open_writer, remove_set, restore_root
 
@@ -180,3 +183,57 @@ def record_missing(writer, listing, done: set[str], cfg: ExtractConfig, log) -> 
         if it.video_id not in recorded:
             writer.write_failure(it.video_id, {"source": it.path, "stage": "open", "reason": NOT_ON_DISK})
     return len(absent)
+
+
+def known_ids(out: str) -> KnownIds | None:
+    """The ids the set at `out` gave to the videos of its root, by path relative to that root:
+    from the manifest, else each video's attrs, and the failure records. The listing keeps
+    them (`unique_ids`), so a video in the set keeps its id whatever is added to the corpus.
+    None: no set at `out` yet, or one whose root document cannot be read (`open_checked`
+    reports or repairs that)."""
+    try:
+        ds = open_shards(out)
+    except (FileNotFoundError, ValueError, OSError):  # no set yet, or damage open_checked reports
+        return None
+    with ds:
+        config = ds.attrs.get("config")
+        root = config.get("root") if isinstance(config, dict) else None
+        if not isinstance(root, str) or "://" in root:
+            return None
+        try:
+            manifest = read_manifest(out)
+        except DamagedMetadata:
+            manifest = None
+        listed = manifest.get("videos") if isinstance(manifest, dict) else None
+        sources = {vid: e.get("source") for vid, e in listed.items() if isinstance(e, dict)} \
+            if isinstance(listed, dict) else {}
+        ids: dict[str, str] = {}
+        for vid in ds.all_ids():
+            rel = _under(sources.get(vid), root)
+            if rel is None:
+                try:
+                    attrs = ds.video(vid, require_complete=False).attrs
+                except (KeyError, ShardReadError, SchemaVersionError):  # damaged: verify reports it
+                    continue
+                rel = attrs.get("source_relpath") or _under(attrs.get("source"), root)
+            if rel:
+                ids[Path(rel).as_posix()] = vid
+        try:
+            failures = ds.failures()
+        except DamagedMetadata:  # dropped by open_checked; their videos are extracted again
+            failures = []
+        for record in failures:
+            rel = _under(record.get("source"), root)
+            if rel is not None and rel not in ids:
+                ids[rel] = record["id"]
+    return KnownIds(root, ids)
+
+
+def _under(path, root: str) -> str | None:
+    """`path` relative to `root` (posix), or None when it is not a path under it."""
+    if not isinstance(path, str):
+        return None
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return None

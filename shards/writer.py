@@ -23,7 +23,7 @@ from .cli import CliError
 from .lock import LOCK_NAME
 from .owned import foreign_files, shown
 from .schema import (ARRAYS, DERIVED, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
-                     encode, stored_arrays)
+                     encode, stored_arrays, video_id_problem)
 from . import video_writer
 from .video_writer import VideoWriter, check_values
 
@@ -107,10 +107,9 @@ def incremental_index(base: dict | None, committed: set[str], read_attrs) -> dic
 
 
 def check_video_id(video_id: str) -> None:
-    if (not isinstance(video_id, str) or not video_id or video_id.startswith(".")
-            or any(c in video_id for c in "/\\") or not video_id.isprintable()):
-        raise ValueError(f"invalid video id {video_id!r}: need a non-empty printable name "
-                         f"without '/' or '\\' that does not start with '.'")
+    problem = video_id_problem(video_id)
+    if problem:
+        raise ValueError(problem)
 
 
 def check_attrs(attrs: dict) -> dict:
