@@ -40,7 +40,7 @@ class ExtractConfig:
     features: str = "orb"
     compensation: str = "subtract"
     flow_stride: int = 4
-    traj_len: int = 6
+    traj_len: int = 6  # the set's default trajectory length (training reads it); not a compute setting
     # how to run
     workers: int = 2
     scheduler: str | None = None
@@ -72,7 +72,9 @@ class ExtractConfig:
 
         `extractor` is the revision of the computation itself (EXTRACTOR_REVISION): a set
         extracted by an older revision is not silently extended with differently computed videos.
+        `traj_len` is not one: no stored array depends on it since schema 3 (trajectories are
+        tracked when read); it is the set's default trajectory length, fixed by its first run.
         """
         keys = ("short_side", "fps", "max_ref_distance", "flow_method", "dis_preset", "dis_patch_stride",
-                "features", "compensation", "flow_stride", "traj_len", "frames")
+                "features", "compensation", "flow_stride", "frames")
         return {**{k: getattr(self, k) for k in keys}, "extractor": EXTRACTOR_REVISION}

@@ -34,7 +34,7 @@ from preprocess.datasets import DATASETS, DatasetRootError, DatasetUsageError, s
 from preprocess.errors import STORAGE_ERRNOS, storage_fault  # noqa: E402
 from preprocess.manifest import build_manifest, read_manifest, video_entries, write_manifest  # noqa: E402
 from preprocess.progress import Progress  # noqa: E402
-from preprocess.resume import check_out_apart, check_runnable, known_ids, open_checked, record_missing  # noqa: E402
+from preprocess.resume import check_out_apart, check_runnable, known_ids, open_checked, record_missing, set_traj_len  # noqa: E402
 from preprocess.worker import extract_batch  # noqa: E402
 from shards import open_shards  # noqa: E402
 from shards.cli import ArgumentParser, CliError, UsageError, add_debug_flag, run_main  # noqa: E402
@@ -232,6 +232,7 @@ def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock, counts: Coun
     out = cfg.out_path()
     items = list(listing.items)
     writer = open_checked(cfg, out, log)
+    cfg = set_traj_len(cfg, writer.config(), log)
     try:
         previous = read_manifest(out)
     except DamagedMetadata as err:  # rewritten at the end of this run; videos are measured anew

@@ -8,6 +8,7 @@ own files. --out must be a folder (or URL) apart from the corpus. Each refusal i
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from preprocess.config import ExtractConfig
@@ -237,3 +238,15 @@ def _under(path, root: str) -> str | None:
         return Path(path).relative_to(root).as_posix()
     except ValueError:
         return None
+
+
+def set_traj_len(cfg: ExtractConfig, stored: dict, log) -> ExtractConfig:
+    """cfg with the set's own trajectory length: every video of a set carries the one its first
+    run stored (training's default, which picks any length with its own --traj-len), so a
+    resumed run with another --traj-len extends the set as it is, saying so."""
+    old = stored.get("traj_len") if isinstance(stored, dict) else None
+    if not isinstance(old, int) or old == cfg.traj_len:
+        return cfg
+    log(f"--traj-len {cfg.traj_len} ignored: the set's default trajectory length stays {old} "
+        f"(training tracks any length: its --traj-len)")
+    return replace(cfg, traj_len=old)
