@@ -39,8 +39,10 @@ def settings_diff(existing: dict | None, cfg: ExtractConfig) -> str:
 def source_diff(existing: dict | None, cfg: ExtractConfig) -> str:
     """'' when the set at --out holds cfg's dataset and root, else what differs.
 
-    Sets written before roots were stored resolved hold the root as given: None (the default
-    root; only the dataset is compared) or a path, read from the current folder."""
+    Roots are compared resolved (`os.path.realpath`: `../root`, a symlink to it and the folder
+    itself are one root). Sets written before roots were stored resolved hold the root as
+    given: None (the default root; only the dataset is compared) or a path, read from the
+    current folder."""
     if not existing:
         return ""
     new = cfg.source_key()
@@ -48,7 +50,9 @@ def source_diff(existing: dict | None, cfg: ExtractConfig) -> str:
     if old["root"] is None:
         old["root"] = new["root"]
     elif "://" not in old["root"]:
-        old["root"] = str(Path(old["root"]).expanduser().absolute())
+        old["root"] = os.path.realpath(os.path.expanduser(old["root"]))
+    if new["root"] is not None and "://" not in new["root"]:
+        new["root"] = os.path.realpath(os.path.expanduser(new["root"]))
     return ", ".join(f"{k}: {old[k]!r} there vs {new[k]!r} now" for k in new if old[k] != new[k])
 
 

@@ -79,7 +79,7 @@ def scan(name: str, root: str | Path | None = None, split: str | None = None,
         raise DatasetUsageError(f"--limit must be >= 0, got {limit}")
     list_path = Path(list_file).expanduser() if list_file is not None else None
     path, source = _root_and_source(adapter, root, list_path)
-    path = path.absolute()
+    path = Path(os.path.realpath(path))  # one spelling of the root, however it was given (../x, a symlink)
     if adapter.prepare is not None:
         adapter.prepare(path)
     if not path.is_dir():

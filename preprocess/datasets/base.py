@@ -86,14 +86,15 @@ class DatasetUsageError(ValueError):
 # ---------------------------------------------------------------------------------- files
 
 def walk_videos(folder: Path, unreadable: list[str] | None = None) -> list[Path]:
-    """Every video file under `folder`, recursively, sorted; follows symlinked folders once.
+    """Every video file under `folder`, recursively, sorted; follows symlinked folders once,
+    and lists a file that a symlink also reaches once (under its own name, not the link's).
 
     Hidden files and folders are skipped: `._clip.mp4` AppleDouble files look like videos
     but are not, and the demo writes its partial files into a hidden folder. Folders that
     cannot be read are appended to `unreadable` as "path: reason" (os.walk would skip
     them silently).
     """
-    found: list[Path] = []
+    found: list[tuple[bool, Path, str]] = []  # (is a symlink, path, the file it is)
     seen: set[tuple[int, int]] = set()
 
     def onerror(err: OSError) -> None:
@@ -107,8 +108,16 @@ def walk_videos(folder: Path, unreadable: list[str] | None = None) -> list[Path]
             continue
         seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames if is_video(f))
-    return sorted(found)
+        real_dir = os.path.realpath(dirpath)  # once per folder; a link's target once per link
+        for f in filenames:
+            if is_video(f):
+                path = Path(dirpath) / f
+                link = os.path.islink(path)
+                found.append((link, path, os.path.realpath(path) if link else os.path.join(real_dir, f)))
+    videos: dict[str, Path] = {}
+    for _, path, real in sorted(found):  # files before links, then by path: the first name wins
+        videos.setdefault(real, path)
+    return sorted(videos.values())
 
 
 def is_video(name: str | Path) -> bool:
