@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections import Counter
 
 import numpy as np
 
 from .cli import ArgumentParser, CliError, add_debug_flag, run_main
+from .lock import live_holder
 from .reader import ShardReadError, open_shards
 from .schema import ARRAYS, SUPPORTED_VERSIONS, SchemaVersionError
 from .repair import EXTRACT, check_repairable_set, command_line, delete_videos, extract_commands, repairable
@@ -120,6 +122,10 @@ def pack_set(src: str, dst: str, videos_per_file: int, workers: int = 1) -> int:
     if src.rstrip("/") == dst.rstrip("/"):
         raise CliError(f"pack: SRC and DST are the same path ({src}); pack into a new directory")
     _open(src).close()  # a one-line error for a path that is no shard set
+    holder = live_holder(src)
+    if holder is not None:  # its newest videos would be missing from the pack, with no word
+        raise CliError(f"pack: {src} is being written by another run ({holder.describe(time.time())}); "
+                       f"pack it once that run has finished")
     summary = pack(src, dst, videos_per_file, workers=workers)
     print(f"{dst}: {summary['videos']} videos in {summary['files']} pack files "
           f"({summary['written']} written, {summary['kept']} already packed) from a {summary['source_format']} set"

@@ -254,6 +254,17 @@ class WriterLock:
         return False
 
 
+def live_holder(out: str, stale_after: float = STALE_AFTER_S) -> Holder | None:
+    """The run that holds the writer lock of the set at `out` and is alive by the takeover
+    rules (a stale lock, or none: None). For readers that must not take a half-written set
+    for a finished one (`python -m shards pack`)."""
+    lock = WriterLock(os.fspath(out))
+    holder = lock._read()
+    if holder is None or stale_reason(holder, lock.holder.host, pid_alive, time.time(), stale_after) is not None:
+        return None
+    return holder
+
+
 def writer_lock(out: str, stale_after: float = STALE_AFTER_S, heartbeat_s: float = HEARTBEAT_S,
                 log=None, grace: float = UNREADABLE_GRACE_S) -> WriterLock:
     """Take the writer lock of the shard set at `out` (directory or fsspec URL) or raise
