@@ -92,6 +92,10 @@ WRONG_SHAPES = [("zarr", "zarr.json", b"[1, 2]", "the root zarr.json is damaged 
                 ("zarr", "videos/zarr.json", b"[1, 2]", "videos/zarr.json is damaged (valid JSON of the wrong shape"),
                 ("zarr", "failures/bad/zarr.json", b'{"attributes": [1]}',
                  "failure record zarr.json is damaged (valid JSON of the wrong shape: 'attributes' is a JSON list"),
+                ("zarr", "manifest.json", b'{"videos": [1, 2]}', "the manifest is damaged (valid JSON of the wrong "
+                                                                   "shape: 'videos' is a JSON list, not an object)"),
+                ("hdf5", "manifest.json", b'{"videos": {"good": {"frames": "six"}}}',
+                 "the manifest is damaged (valid JSON of the wrong shape: its entry of video 'good' lacks"),
                 ("hdf5", "motion_mae.json", b"[1, 2]", "the root motion_mae.json is damaged (valid JSON of the wrong "
                                                        "shape: a JSON list, not an object)")]
 
@@ -104,6 +108,7 @@ def test_json_of_the_wrong_shape_is_one_line_and_the_next_run_repairs_it(corpus,
     with pytest.raises(DamagedMetadata) as err:
         with open_shards(str(out)) as ds:
             ds.failures()
+            read_manifest(str(out))
     assert message in str(err.value) and "\n" not in str(err.value)
     again = _extract(corpus, out, fmt)  # rebuilt from what the set holds, nothing re-extracted
     assert (again["skipped"], again["done"]) == (1, 0)
