@@ -3,6 +3,8 @@ this process with the same retries and the same split of a crashing batch into s
 
 A task that crashes (a bug, a killed worker) is retried `--retries` times, then its batch
 runs one video per task, and a video that still crashes becomes an 'internal' failure record.
+A storage that refuses writes (`preprocess.errors.storage_fault`) is not retried: the first
+"halted" result stops the run, and no further task is started.
 """
 from __future__ import annotations
 
@@ -154,6 +156,7 @@ def wait_for_orphans(client, prefix: str, log, poll: float = 2.0) -> None:
 
 def on_dask(task: Task, batches: list[list[VideoItem]], cfg: ExtractConfig, writer,
              collect: Callable[[dict], None], log) -> None:
+    """Every batch as a Dask task; each result goes to `collect` as it arrives."""
     prefix = f"extract-{tokenize(cfg.out_path())[:8]}-"
 
     def submit(groups: list[list[VideoItem]]) -> dict:

@@ -1,4 +1,5 @@
-"""Failures are data: one exception type that carries the stage and a one-line reason."""
+"""Failures are data: one exception type that carries the stage and a one-line reason; and
+the storage faults that are no video's failure but stop the run (`storage_fault`)."""
 from __future__ import annotations
 
 import errno
