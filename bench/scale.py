@@ -6,7 +6,7 @@
 In one run, on the same videos:
 
 1. extraction throughput with 1 and 2 Dask worker processes: the CLI's task function
-   (`extract.extract_batch`, one video per task, biggest first) timed from submission to
+   (`worker.extract_batch`, one video per task, biggest first) timed from submission to
    the last result on a cluster that is already up; starting the cluster is timed apart.
    Tasks also report their CPU seconds: frames per CPU-second is the per-core rate that
    other load on a shared machine does not distort, and what the K400 estimate uses;
@@ -71,7 +71,8 @@ def _cost(path: str) -> float:
 
 def extraction(items, cfg, out: str) -> dict:
     """Extract `items` into `out` on a fresh cluster of `cfg.workers`; time the work alone."""
-    from preprocess.extract import dask_client, extract_batch
+    from preprocess.dask_driver import dask_client
+    from preprocess.worker import extract_batch
     from shards.writer import open_writer
 
     writer = open_writer(out, format=cfg.format, config=cfg.to_dict())

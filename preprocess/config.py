@@ -11,8 +11,10 @@ from shards.paths import default_shards
 # most ~640 flow samples, Zarr written with zstd level 1 (docs/benchmarks.md). 3: mv keeps a
 # bi-predicted block's past estimate only (docs/design.md); videos with a display-matrix
 # rotation stored upright, their motion vectors turned with them. 4: a display matrix with a
-# mirror applied as FFmpeg does (an hflip matrix was stored turned by 180 degrees).
-EXTRACTOR_REVISION = 4
+# mirror applied as FFmpeg does (an hflip matrix was stored turned by 180 degrees). 5: the
+# H.264 transcode of codecs without exported vectors (HEVC, VP9, ...) runs without
+# macroblock-tree rate control, so its vectors are the same on every run.
+EXTRACTOR_REVISION = 5
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class ExtractConfig:
     features: str = "orb"
     compensation: str = "subtract"
     flow_stride: int = 4
-    traj_len: int = 6
+    traj_len: int = 6  # the set's default trajectory length (training reads it); not a compute setting
     # how to run
     workers: int = 2
     scheduler: str | None = None
@@ -72,7 +74,9 @@ class ExtractConfig:
 
         `extractor` is the revision of the computation itself (EXTRACTOR_REVISION): a set
         extracted by an older revision is not silently extended with differently computed videos.
+        `traj_len` is not one: no stored array depends on it since schema 3 (trajectories are
+        tracked when read); it is the set's default trajectory length, fixed by its first run.
         """
         keys = ("short_side", "fps", "max_ref_distance", "flow_method", "dis_preset", "dis_patch_stride",
-                "features", "compensation", "flow_stride", "traj_len", "frames")
+                "features", "compensation", "flow_stride", "frames")
         return {**{k: getattr(self, k) for k in keys}, "extractor": EXTRACTOR_REVISION}

@@ -44,10 +44,13 @@ _MV_DECODERS = frozenset({
 
 
 # H.264 settings of the fallback: one past reference and no B-frames, so every vector
-# spans exactly one frame and needs no distance recovery.
+# spans exactly one frame and needs no distance recovery. No macroblock-tree rate control:
+# libx264's assembly for it (as PyAV's wheels ship it) reads memory it did not write, so the
+# same frames gave other quantizers, modes and vectors from one call to the next; the
+# vectors are all we keep of the transcode, and the quantizer tree adds nothing to them.
 TRANSCODE_OPTIONS = {
     "crf": "18", "preset": "veryfast", "bf": "0", "refs": "1", "g": "250",
-    "x264-params": "bframes=0:ref=1:scenecut=0:threads=1:log-level=error",
+    "x264-params": "bframes=0:ref=1:scenecut=0:threads=1:mbtree=0:log-level=error",
 }
 
 

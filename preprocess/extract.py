@@ -4,9 +4,11 @@
     python preprocess/extract.py --dataset folder --root ~/videos --workers 2
     python preprocess/extract.py --dataset k400 --scheduler tcp://host:8786 --out s3://bucket/k400
 
-This is the only place where Dask and files meet. Each Dask task takes `--shard-size`
-videos, decodes each, computes its arrays with the pure functions of `preprocess.video`
-and writes that video's own group (so no two processes ever write the same array).
+The command line and the run. Each Dask task takes `--shard-size` videos, decodes each,
+computes its arrays with the pure functions of `preprocess.video` and writes that video's
+own group (so no two processes ever write the same array): `preprocess.worker`. The checks
+on a set at --out before anything is written: `preprocess.resume`; running the tasks on
+Dask or in this process: `preprocess.dask_driver`.
 Finished videos are skipped on a re-run; bad videos, annotated videos that are not on
 disk and tasks that keep crashing become failure records with a stage and a reason. At
 the end the driver writes the corpus index (root attrs) and `manifest.json`.
@@ -16,27 +18,29 @@ and Ctrl-C are one line on stderr (`cli`, shards/cli.py); `--debug` shows the tr
 from __future__ import annotations
 
 import argparse
-import logging
-import os
+import errno
+import shutil
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 if __package__ in (None, ""):  # `python preprocess/extract.py`: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from preprocess.config import ExtractConfig  # noqa: E402
+from preprocess.dask_driver import Task, in_process, is_halted, on_dask  # noqa: E402
 from preprocess.datasets import DATASETS, DatasetRootError, DatasetUsageError, scan  # noqa: E402
-from preprocess.datasets.base import VideoItem  # noqa: E402
-from preprocess.errors import INTERNAL, ExtractionError  # noqa: E402
+from preprocess.errors import STORAGE_ERRNOS, storage_fault  # noqa: E402
 from preprocess.manifest import build_manifest, read_manifest, video_entries, write_manifest  # noqa: E402
 from preprocess.progress import Progress  # noqa: E402
+from preprocess.resume import check_out_apart, check_runnable, known_ids, open_checked, record_missing, set_traj_len  # noqa: E402
+from preprocess.worker import extract_batch  # noqa: E402
+from shards import open_shards  # noqa: E402
 from shards.cli import ArgumentParser, CliError, UsageError, add_debug_flag, run_main  # noqa: E402
+from shards.lock import writer_lock  # noqa: E402
+from shards.metadata import DamagedMetadata  # noqa: E402
 
-NOT_ON_DISK = "not on disk"
 MAX_FAILURES_SHOWN = 20
 
 
@@ -157,394 +161,6 @@ def parse_args(argv: list[str] | None = None) -> ExtractConfig:
     return ExtractConfig(**a)
 
 
-# ------------------------------------------------------------------------ worker side
-
-def extract_one(item: VideoItem, cfg: ExtractConfig, writer) -> dict:
-    """One video -> its own group in the shard set, or a failure record. A small status dict."""
-    from preprocess.video import extract_video_into, stage
-
-    start, cpu = time.perf_counter(), time.process_time()
-    base = {"id": item.video_id, "source": item.path}
-    committed = writer.committed(item.video_id)
-    if committed is not None:  # by an earlier attempt of this task whose worker died: never rewritten
-        attrs, nbytes = committed
-        return {**base, "status": "done", "frames": int(attrs["num_frames"]), "bytes": nbytes,
-                "seconds": time.perf_counter() - start, "cpu_seconds": 0.0, "timings": {}}
-    video = writer.begin_video(item.video_id)
-    try:
-        # each window of frames is written as soon as it is computed (bounded memory)
-        attrs = extract_video_into(item.path, cfg, video)
-        attrs.update({"video_id": item.video_id, "source": item.path, "label": item.label,
-                      "label_name": item.label_name, "split": item.split,
-                      "source_relpath": source_relpath(item.path, cfg.root)})
-        with stage("write"):  # arrays or attrs the schema refuses, a store that refuses the write
-            nbytes = video.commit(attrs)
-    except ExtractionError as err:
-        video.abort()
-        record = err.record(item.path)
-        writer.write_failure(item.video_id, record)
-        return {**base, **record, "status": "failed", "seconds": time.perf_counter() - start}
-    except BaseException:
-        video.abort()
-        raise
-    # CPU seconds next to wall seconds: on a shared machine only the former measures our work
-    return {**base, "status": "done", "frames": int(attrs["num_frames"]), "bytes": nbytes,
-            "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
-            "timings": {**attrs["timings"], "write": round(video.seconds, 4)}}
-
-
-def source_relpath(path: str, root: str | None) -> str:
-    """`path` relative to the corpus root (its file name when outside it): where a reader of a
-    --frames none set finds the video under another root (`open_shards(..., source_root=)`)."""
-    if root:
-        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
-        if not rel.startswith(os.pardir + os.sep) and rel != os.pardir:
-            return rel
-    return os.path.basename(path)
-
-
-def extract_batch(items: list[VideoItem], cfg: ExtractConfig) -> list[dict]:
-    """Dask task: `shard_size` videos, each committed (or recorded as failed) on its own.
-
-    Bad input is an ExtractionError, recorded inside `extract_one`; anything else (a bug,
-    a full disk, a flaky network store) propagates so that Dask retries the task.
-    """
-    import cv2
-
-    from shards.writer import open_writer
-
-    cv2.setNumThreads(1)  # one core per task: Dask gives the parallelism
-    writer = open_writer(cfg.out_path(), format=cfg.format)
-    return [extract_one(item, cfg, writer) for item in items]
-
-
-# ------------------------------------------------------------------------ driver side
-
-Task = Callable[[list[VideoItem], ExtractConfig], list[dict]]
-
-
-def _settings_diff(existing: dict | None, cfg: ExtractConfig) -> str:
-    """'' when a set written with `existing` settings can be resumed by cfg, else what differs."""
-    if not existing:
-        return ""
-    new = cfg.compute_key()
-    # keys a set written by an older motion-mae lacks had that version's (the default) value;
-    # a set without an extractor revision was written by revision 1
-    defaults = {**ExtractConfig().compute_key(), "extractor": 1}
-    old = {k: existing.get(k, defaults[k]) for k in new}
-    return ", ".join(f"{k}: {old[k]!r} there vs {new[k]!r} now" for k in new if old[k] != new[k])
-
-
-def _source_diff(existing: dict | None, cfg: ExtractConfig) -> str:
-    """'' when the set at --out holds cfg's dataset and root, else what differs.
-
-    Sets written before roots were stored resolved hold the root as given: None (the default
-    root; only the dataset is compared) or a path, read from the current folder."""
-    if not existing:
-        return ""
-    new = cfg.source_key()
-    old = {k: existing.get(k) for k in new}
-    if old["root"] is None:
-        old["root"] = new["root"]
-    elif "://" not in old["root"]:
-        old["root"] = str(Path(old["root"]).expanduser().absolute())
-    return ", ".join(f"{k}: {old[k]!r} there vs {new[k]!r} now" for k in new if old[k] != new[k])
-
-
-def _open_checked(cfg: ExtractConfig, out: str, log):
-    """The writer for `out`, refusing (or with --overwrite, replacing) a set extracted otherwise
-    or from another dataset or root (which --append accepts); a damaged root document or failure
-    record is repaired from what the set still holds."""
-    from shards.metadata import DamagedMetadata
-    from shards.schema import SchemaVersionError
-    from shards.writer import open_writer, remove_set
-
-    try:
-        writer = open_writer(out, format=cfg.format, config=cfg.to_dict())
-    except DamagedMetadata as err:
-        writer = _restore_root(cfg, out, err, log)
-    except SchemaVersionError as err:  # its message says what to do: re-extract with --overwrite
-        if not cfg.overwrite:
-            raise CliError(str(err)) from err
-        removed = remove_set(out, cfg.format)
-        log(f"--overwrite: deleted the shard set at {out} ({', '.join(removed)}), written by another "
-            f"shard schema ({err})")
-        return open_writer(out, format=cfg.format, config=cfg.to_dict())
-    except ValueError as err:  # a set of the other format: the stores say which
-        other = "hdf5" if cfg.format == "zarr" else "zarr"
-        raise CliError(f"{err}: pass --format {other} to resume it, or use another --out") from err
-    dropped = writer.drop_damaged_failures()
-    if dropped:
-        log(f"removed {len(dropped)} damaged failure records ({', '.join(dropped[:5])}); "
-            f"their videos are extracted again")
-    settings = _settings_diff(writer.config(), cfg)
-    source = _source_diff(writer.config(), cfg)
-    if source and cfg.append and not settings:
-        log(f"--append: adding {cfg.dataset} videos from {cfg.root} to {out} ({source})")
-        return writer
-    if not settings and not source:
-        return writer
-    what = (f"with other settings ({settings})" if settings else "") + (" and " if settings and source else "") \
-        + (f"from another dataset or root ({source})" if source else "")
-    if not cfg.overwrite:
-        hint = ("Use another --out, the same settings, or --overwrite to delete it and start over"
-                if settings else "Use another --out, --append to add these videos to it, or --overwrite "
-                "to delete it and start over")
-        raise CliError(f"{out} was extracted {what}. {hint}.")
-    removed = remove_set(out, cfg.format)
-    log(f"--overwrite: deleted the shard set at {out} ({', '.join(removed)}), extracted {what}")
-    return open_writer(out, format=cfg.format, config=cfg.to_dict())
-
-
-def _restore_root(cfg: ExtractConfig, out: str, err: Exception, log):
-    """The writer of a set whose root document is damaged: rebuilt from the config its
-    manifest records (the videos are kept), else with --overwrite a fresh set."""
-    from shards.metadata import DamagedMetadata
-    from shards.writer import open_writer, remove_set, restore_root
-
-    try:
-        manifest = read_manifest(out)
-    except DamagedMetadata:
-        manifest = None
-    if manifest and manifest.get("format") == cfg.format and manifest.get("config"):
-        log(f"{err}: rebuilding the root from {out}/manifest.json's config, keeping the videos")
-        restore_root(out, cfg.format, manifest["config"])
-    elif cfg.overwrite:
-        log(f"{err}: no readable manifest to rebuild it from; --overwrite: starting the set over")
-        remove_set(out, cfg.format)
-    else:
-        raise CliError(f"{err}. Its manifest.json cannot rebuild it either: re-run with --overwrite "
-                       f"to extract the set anew.")
-    return open_writer(out, format=cfg.format, config=cfg.to_dict())
-
-
-def _check_runnable(cfg: ExtractConfig, out: str) -> None:
-    if cfg.shard_size < 1:
-        raise UsageError(f"--shard-size must be >= 1, got {cfg.shard_size}")
-    if cfg.overwrite and cfg.append:
-        raise UsageError("--overwrite (replace the set) and --append (add to it) exclude each other")
-    if out.startswith("memory://") and (cfg.workers or cfg.scheduler):
-        raise UsageError(f"{out} lives in the memory of one process, which Dask workers do not "
-                         f"share; use --workers 0, or a directory or object-store URL")
-    _check_out_path(out)
-
-
-def _check_out_path(out: str) -> None:
-    """A local --out must be a folder or not exist yet, under a folder (zarr and h5py would
-    otherwise fail deep inside with NotADirectoryError or FileExistsError)."""
-    if "://" in out and not out.startswith("file://"):
-        return  # object stores have no files in the way: a key prefix is never a file
-    path = Path(out[len("file://"):] if out.startswith("file://") else out).expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {out} is a file; a shard set is a folder (created if absent) or an fsspec URL")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UsageError(f"--out {out}: {parent} is a file, so no folder can be created under it")
-            if not os.access(parent, os.W_OK | os.X_OK) and not path.exists():
-                raise CliError(f"--out {out}: cannot create it, {parent} is not writable")
-            return
-
-
-def _check_out_apart(out: str, listing, dataset: str) -> None:
-    """A local --out must not be the corpus root, lie inside it, or hold it or any of its videos:
-    the set's `videos/` would share a folder with the corpus's own `videos/` (UCF101, HMDB51,
-    SSv2 layouts), the next scan would list what the set holds, and --overwrite could not tell
-    them apart. A list file's folder is only where its relative paths start, so for `list` the
-    videos it names are what must stay outside --out."""
-    if "://" in out and not out.startswith("file://"):
-        return
-    given = Path(out[len("file://"):] if out.startswith("file://") else out).expanduser().absolute()
-    path = given.resolve()
-    corpus = Path(listing.root).expanduser().resolve()
-    walked = dataset != "list"
-    # string prefixes, not a resolve() per video: a corpus lists hundreds of thousands
-    prefixes = tuple({f"{path}{os.sep}", f"{given}{os.sep}"})
-    inside = [it.path for it in (*listing.items, *listing.missing) if os.path.abspath(it.path).startswith(prefixes)]
-    if path == corpus:
-        where = "is the corpus root"
-    elif walked and corpus in path.parents:
-        where = f"lies inside the corpus root {corpus}"
-    elif walked and path in corpus.parents:
-        where = f"holds the corpus root {corpus}"
-    elif inside:
-        where = f"holds {len(inside)} of the corpus's videos ({inside[0]})"
-    else:
-        return
-    beside = corpus.parent / f"{corpus.name}_shards"
-    raise UsageError(f"--out {out} {where}: the shard set and the source videos would share folders. "
-                     f"Write the set outside the corpus, e.g. --out {beside}")
-
-
-def _record_missing(writer, listing, done: set[str], cfg: ExtractConfig, log) -> int:
-    """Failure records (stage "open", "not on disk") for annotated videos absent from disk."""
-    taken = done | {it.video_id for it in listing.items}
-    absent = [it for it in listing.missing if it.video_id not in taken]
-    if not absent:
-        return 0
-    if cfg.limit is not None:
-        log(f"{len(absent)} annotated videos are not on disk (not recorded with --limit)")
-        return 0
-    recorded = writer.failed_ids()
-    for it in absent:
-        if it.video_id not in recorded:
-            writer.write_failure(it.video_id, {"source": it.path, "stage": "open", "reason": NOT_ON_DISK})
-    return len(absent)
-
-
-def _crashed(writer, item: VideoItem, err: BaseException) -> dict:
-    """A task that kept crashing, alone, after its retries: an 'internal' failure record."""
-    record = {"source": item.path, "stage": INTERNAL,
-              "reason": f"{type(err).__name__}: {' '.join(str(err).split())}"}
-    writer.write_failure(item.video_id, record)
-    return {"id": item.video_id, "status": "failed", **record}
-
-
-def _in_process(task: Task, batch: list[VideoItem], cfg: ExtractConfig, writer) -> list[dict]:
-    """One batch in this process, with the retries and the split it would get on a cluster."""
-    error: Exception | None = None
-    for _ in range(cfg.retries + 1):
-        try:
-            return task(batch, cfg)
-        except Exception as err:  # a crash, not bad input: that is recorded inside the task
-            error = err
-    if len(batch) > 1:  # find the video that crashes it: one task per video
-        return [r for item in batch for r in _in_process(task, [item], cfg, writer)]
-    return [_crashed(writer, batch[0], error)]
-
-
-@contextmanager
-def dask_client(cfg: ExtractConfig):
-    """A Dask client: of the scheduler at `cfg.scheduler`, else of a LocalCluster of
-    `cfg.workers` single-threaded processes that closes with the client."""
-    import dask
-    from dask.distributed import Client, LocalCluster
-
-    if cfg.scheduler:
-        try:
-            client = Client(cfg.scheduler, timeout=cfg.scheduler_timeout)
-        except (OSError, ValueError, TypeError) as err:  # unreachable, or not an address at all
-            raise CliError(f"could not connect to the Dask scheduler at {cfg.scheduler} within "
-                           f"{cfg.scheduler_timeout:g} s ({' '.join(str(err).split())}); check the address "
-                           f"and that `dask scheduler` runs there, raise --scheduler-timeout, or drop "
-                           f"--scheduler to start local workers") from err
-        with client, _quiet_on_interrupt(client):  # innermost: quiet before the client closes
-            yield client
-        return
-    # Each worker: one process, one thread; BLAS/OpenCV inside a task stay single-threaded.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    # A worker that dies (out of memory, a decoder segfault) has its task rescheduled up to
-    # `retries` times before the task errs. Local workers hold a pipe from this process and
-    # exit the moment it closes, so killing the driver (even with -9) stops every write.
-    with dask.config.set({"distributed.scheduler.allowed-failures": cfg.retries}):
-        with _sigint_ignored_by_children():  # the workers start here, and inherit it
-            cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", silence_logs=logging.ERROR)
-        with cluster, Client(cluster) as client, _quiet_on_interrupt(client):  # innermost: quiet before closing
-            yield client
-
-
-@contextmanager
-def _sigint_ignored_by_children():
-    """Start the local workers with SIGINT ignored (an ignored signal stays ignored across
-    fork and exec), then restore this process's handler.
-
-    Ctrl-C in a terminal signals the whole process group: each worker would die with its
-    own KeyboardInterrupt traceback mid-task. Ignoring it there leaves the driver alone to
-    stop, and the workers exit when the driver closes the cluster (or its pipe closes)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _silence_dask_logs(dask_worker=None) -> None:
-    for name in ("distributed", "tornado", "asyncio"):
-        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
-
-
-@contextmanager
-def _quiet_on_interrupt(client):
-    """On Ctrl-C, silence Dask's logging here and on the local workers before the cluster
-    closes: cancelled tasks, closed comms and workers that lose the scheduler mid-heartbeat
-    are expected then, and would print pages of tracebacks under the one line `run_main`
-    prints. A shared cluster's workers are left alone (they outlive this run)."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        _silence_dask_logs()
-        if client.cluster is not None:  # our own LocalCluster
-            try:
-                client.run(_silence_dask_logs, on_error="ignore")
-            except Exception:  # a worker already gone: nothing left to silence there
-                pass
-        raise
-
-
-def _executing(prefix: str, dask_worker=None) -> list[str]:
-    """On a worker: keys starting with `prefix` still running there, released or not."""
-    return [str(ts.key) for ts in dask_worker.state.executing if str(ts.key).startswith(prefix)]
-
-
-def wait_for_orphans(client, prefix: str, log, poll: float = 2.0) -> None:
-    """Wait until no task of an earlier driver still writes into this output.
-
-    Dask cannot interrupt a running task: when a driver dies, a shared cluster forgets its
-    tasks but finishes the running ones, which would write the same videos as the resumed
-    run's tasks. Task keys carry a token of the output, so this finds exactly those.
-    """
-    announced = False
-    while True:
-        running = sum(len(keys) for keys in client.run(_executing, prefix).values())
-        if not running:
-            return
-        if not announced:
-            log(f"waiting for {running} tasks of an earlier run still writing here to finish")
-            announced = True
-        time.sleep(poll)
-
-
-def _on_dask(task: Task, batches: list[list[VideoItem]], cfg: ExtractConfig, writer,
-             collect: Callable[[dict], None], log) -> None:
-    from dask.base import tokenize
-    from dask.distributed import as_completed
-
-    prefix = f"extract-{tokenize(cfg.out_path())[:8]}-"
-
-    def submit(groups: list[list[VideoItem]]) -> dict:
-        keys = [f"{prefix}{g[0].video_id}-{len(g)}" for g in groups]
-        futures = client.map(task, groups, cfg=cfg, key=keys, retries=cfg.retries, pure=False)
-        return dict(zip(futures, groups))
-
-    with dask_client(cfg) as client:
-        log(f"dask: {client.dashboard_link or 'no dashboard'}  ({len(client.nthreads())} workers)")
-        if cfg.scheduler:
-            wait_for_orphans(client, prefix, log)
-        batch_of = submit(batches)
-        queue = as_completed(list(batch_of))
-        for fut in queue:
-            batch = batch_of.pop(fut)
-            if fut.status == "error":  # the task itself crashed, even after retries
-                if len(batch) > 1:  # find the video that crashes it: one task per video
-                    singles = submit([[item] for item in batch])
-                    batch_of.update(singles)
-                    queue.update(singles)
-                    continue
-                results = [_crashed(writer, batch[0], fut.exception())]
-            else:
-                results = fut.result()
-            fut.release()
-            for result in results:
-                collect(result)
-
-
 @dataclass
 class Counts:
     """How far a run got, for the line printed on Ctrl-C (None: the set was not opened yet)."""
@@ -560,25 +176,63 @@ def run(cfg: ExtractConfig, log=print, task: Task = extract_batch, counts: Count
     `task` is what a Dask task runs on a batch of videos (tests swap in a flaky one);
     `counts`, when given, is kept up to date as videos are committed.
     """
-    from shards.lock import writer_lock
-
     counts = counts if counts is not None else Counts()
     out = counts.out = cfg.out_path()
-    _check_runnable(cfg, out)
-    listing = scan(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file, limit=cfg.limit)
+    check_runnable(cfg, out)
+    listing = scan(cfg.dataset, root=cfg.root, split=cfg.split, list_file=cfg.list_file, limit=cfg.limit,
+                   known=known_ids(out))  # the set's videos keep their ids whatever was added
     cfg = replace(cfg, root=str(listing.root))  # stored resolved: the next run is compared with it
-    _check_out_apart(out, listing, cfg.dataset)
-    with writer_lock(out, log=log) as lock:  # one run per shard set: a second one is refused
-        return _run_locked(cfg, listing, log, task, lock, counts)
+    check_out_apart(out, listing, cfg.dataset)
+    try:
+        with writer_lock(out, log=log) as lock:  # one run per shard set: a second one is refused
+            return _run_locked(cfg, listing, log, task, lock, counts)
+    except OSError as err:  # the driver's own writes: the set's root, failure records, index, manifest
+        fault = storage_fault(err)
+        if fault is None:
+            raise
+        raise StorageRefused(storage_line(out, fault.errno, fault.filename or out, counts)) from err
+
+
+class StorageRefused(CliError):
+    """The storage of the shard set refuses writes (full, capped, quota, read-only): the run
+    stopped, what it finished is committed, and the same command resumes once space is freed."""
+
+
+def storage_line(out: str, code: int, what: str, counts: Counts) -> str:
+    """The one line of a run stopped by its storage: what was refused, where, the free space."""
+    committed = (counts.before or 0) + counts.now
+    return (f"{out}: {STORAGE_ERRNOS[code]} (errno {errno.errorcode.get(code, code)}) while writing {what}; "
+            f"{free_space(out)}. The {committed} videos committed so far are kept and no video was recorded "
+            f"as failed: free space (or lift the limit) and run the same command to resume")
+
+
+def free_space(out: str) -> str:
+    """'<n> free on <folder>' for a local set (its nearest existing folder), else why unknown."""
+    if "://" in out and not out.startswith("file://"):
+        return "free space unknown on an object store"
+    folder = Path(out[len("file://"):] if out.startswith("file://") else out).expanduser().absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as err:
+        return f"free space on {folder} unknown ({err.strerror})"
+    return f"{_size(free)} free on {folder}"
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if nbytes < 1000 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    return ""
 
 
 def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock, counts: Counts) -> dict:
-    from shards import open_shards
-    from shards.metadata import DamagedMetadata
-
     out = cfg.out_path()
     items = list(listing.items)
-    writer = _open_checked(cfg, out, log)
+    writer = open_checked(cfg, out, log)
+    cfg = set_traj_len(cfg, writer.config(), log)
     try:
         previous = read_manifest(out)
     except DamagedMetadata as err:  # rewritten at the end of this run; videos are measured anew
@@ -587,7 +241,7 @@ def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock, counts: Coun
     done = writer.done_ids()
     counts.before = len(done)
     todo = [it for it in items if it.video_id not in done]
-    missing = _record_missing(writer, listing, done, cfg, log)
+    missing = record_missing(writer, listing, done, cfg, log)
     batches = [todo[i:i + cfg.shard_size] for i in range(0, len(todo), cfg.shard_size)]
     for folder in listing.unreadable:  # os.walk would skip them without a word
         log(f"warning: cannot read folder {folder}; its videos are not listed")
@@ -607,20 +261,29 @@ def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock, counts: Coun
     try:
         if batches and cfg.workers == 0 and not cfg.scheduler:
             for batch in batches:
-                for result in _in_process(task, batch, cfg, writer):
+                for result in in_process(task, batch, cfg, writer):
                     collect(result)
+                if is_halted(results):  # the storage refuses writes: the rest would meet it too
+                    break
         elif batches:
-            _on_dask(task, batches, cfg, writer, collect, log)
+            on_dask(task, batches, cfg, writer, collect, log)
     except KeyboardInterrupt:
         # count what is on disk once the local workers are gone: results still in flight and
         # the videos workers finished while the cluster closed are committed too
         counts.now = len(writer.done_ids()) - counts.before
         raise
     progress.close()
+    halt = next((r for r in results if r["status"] == "halted"), None)
     if lock.lost:
         raise CliError(f"{out}: another run took over the writer lock while this one ran (its heartbeat "
                        f"could not be written for minutes); not finalizing. Re-run once it is done.")
-    writer.finalize()
+    try:
+        writer.finalize()
+    except OSError as err:
+        if halt is None or storage_fault(err) is None:
+            raise
+        # the committed videos are listed by the next run all the same, which writes the index
+        raise StorageRefused(storage_line(out, halt["errno"], halt["path"], counts)) from err
     summary = _summary(cfg, items, results, len(items) - len(todo), missing, time.perf_counter() - start)
 
     new = {it.video_id: it for it in todo}
@@ -637,6 +300,8 @@ def _run_locked(cfg: ExtractConfig, listing, log, task: Task, lock, counts: Coun
     summary.update(manifest=write_manifest(out, manifest), committed=len(videos),
                    bytes=manifest["counts"]["bytes"], failure_records=len(failures))
     log(_format_summary(summary))
+    if halt is not None:  # after the index and the manifest: the next run sees what was finished
+        raise StorageRefused(storage_line(out, halt["errno"], halt["path"], counts))
     return summary
 
 

@@ -24,6 +24,9 @@ import uuid
 
 import fsspec
 
+from shards import open_shards
+from shards.metadata import damaged, object_field, parse_json
+
 MANIFEST = "manifest.json"
 
 
@@ -35,15 +38,18 @@ def read_manifest(out: str) -> dict | None:
     fs, path = fsspec.core.url_to_fs(manifest_url(out))
     if not fs.exists(path):
         return None
-    from shards.metadata import parse_json
-
-    return parse_json(fs.cat_file(path), manifest_url(out), "the manifest")
+    doc = parse_json(fs.cat_file(path), manifest_url(out), "the manifest")
+    videos = object_field(doc, "videos", manifest_url(out), "the manifest")
+    bad = next((vid for vid, e in videos.items()
+                if not (isinstance(e, dict) and isinstance(e.get("frames"), int) and isinstance(e.get("bytes"), int))), None)
+    if bad is not None:  # entries are carried into the next manifest: a wrong one would crash its counts
+        raise damaged(manifest_url(out), "the manifest", TypeError(f"its entry of video {bad!r} lacks integer "
+                                                                   f"frames and bytes"))
+    return doc
 
 
 def video_entries(out: str, done: set[str], new: dict[str, dict], previous: dict | None) -> dict[str, dict]:
     """{id: {frames, bytes, source, label, split}} of every committed video, sorted by id."""
-    from shards import open_shards
-
     entries = {vid: e for vid, e in ((previous or {}).get("videos") or {}).items() if vid in done}
     entries.update({vid: e for vid, e in new.items() if vid in done})
     unknown = sorted(done - entries.keys())
@@ -76,7 +82,12 @@ def write_manifest(out: str, manifest: dict) -> str:
     url = manifest_url(out)
     fs, path = fsspec.core.url_to_fs(url)
     tmp = f"{path.rsplit('/', 1)[0]}/.{MANIFEST}.{uuid.uuid4().hex}.tmp"
-    with fs.open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, default=str)
-    fs.mv(tmp, path)
+    try:
+        with fs.open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1, default=str)
+        fs.mv(tmp, path)
+    except OSError:  # a full disk: leave the previous manifest, not half a new one beside it
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
     return url

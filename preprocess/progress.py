@@ -25,8 +25,10 @@ class Progress:
         if result["status"] == "done":
             self.done += 1
             self.frames += result.get("frames", 0)
-        else:
+        elif result["status"] == "failed":
             self.failed += 1
+        else:  # "halted": the storage refused the write; the run stops, the video is not done
+            return
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix_str(self._stats(), refresh=False)

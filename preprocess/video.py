@@ -20,7 +20,7 @@ import numpy as np
 
 from preprocess.config import ExtractConfig
 from preprocess.decode import FrameStream
-from preprocess.errors import ExtractionError
+from preprocess.errors import ExtractionError, storage_fault
 from preprocess.flow import FlowConfig, WarpedFlow, downsample_frame
 
 
@@ -34,6 +34,8 @@ def stage(name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
         raise
     except (cv2.error, ValueError, RuntimeError, IndexError, TypeError, ZeroDivisionError,
             MemoryError, OSError) as err:
+        if storage_fault(err) is not None:  # a full or read-only disk: the run stops, not the video
+            raise
         raise ExtractionError(name, f"{type(err).__name__}: {err}") from err
     finally:
         if timings is not None:

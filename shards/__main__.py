@@ -3,6 +3,8 @@
     python -m shards verify PATH [--workers N]   decode every array of every video; one line per
                                                  problem (video / array / cause), a summary;
                                                  exit 1 on problems
+    python -m shards verify PATH --repair        ... then delete the damaged videos and re-extract
+                                                 them with the set's stored config (shards/repair.py)
     python -m shards inspect PATH [ID]    corpus summary, or one video's attrs and arrays
     python -m shards pack SRC DST [--videos-per-file N] [--workers N]
                                           a finished set into a few large files (docs/shards.md,
@@ -12,16 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import time
 from collections import Counter
 
 import numpy as np
 
 from .cli import ArgumentParser, CliError, add_debug_flag, run_main
-from .errors import SchemaVersionError
+from .errors import SchemaVersionError, ShardReadError
+from .lock import live_holder
 from .pack import DEFAULT_VIDEOS_PER_FILE, pack
 from .reader import open_shards
+from .repair import EXTRACT, check_repairable_set, command_line, delete_videos, extract_commands, repairable
 from .schema import ARRAYS, SUPPORTED_VERSIONS
-from .verify import check_all
+from .verify import check_all, video_problems
 
 PROG = "python -m shards"
 
@@ -34,8 +41,10 @@ def _open(path: str, source_root: str | None = None):
         raise CliError(str(e) if path in str(e) else f"{path}: {e}") from e
 
 
-def verify(path: str, workers: int = 1, source_root: str | None = None) -> int:
+def verify(path: str, workers: int = 1, source_root: str | None = None, repair: bool = False) -> int:
+    damaged: dict[str, list[tuple[str, str]]] = {}
     with _open(path, source_root) as ds:
+        config = check_repairable_set(ds) if repair else {}
         n_problems, bad_videos = 0, 0
         all_ids = ds.all_ids()
         for video_id, problems in check_all(ds, all_ids, workers):
@@ -43,6 +52,8 @@ def verify(path: str, workers: int = 1, source_root: str | None = None) -> int:
                 print(f"{video_id} / {array} / {cause}", flush=True)
             n_problems += len(problems)
             bad_videos += bool(problems)
+            if problems:
+                damaged[video_id] = problems
         committed = set(ds.ids())
         stale = committed - set(all_ids)
         if stale:  # an index listing videos that are gone
@@ -56,13 +67,66 @@ def verify(path: str, workers: int = 1, source_root: str | None = None) -> int:
         print(f"{path}: {ds.format}, schema v{ds.attrs['motion_mae']['schema_version']}, "
               f"{len(all_ids)} videos ({len(committed)} committed), {n_failures} failures; "
               f"{n_problems} problems in {bad_videos} videos")
+        if repair and damaged:
+            return repair_videos(ds, config, damaged, source_root)
     return 1 if n_problems else 0
+
+
+def repair_videos(ds, config: dict, damaged: dict[str, list[tuple[str, str]]], source_root: str | None) -> int:
+    """Delete the damaged videos that re-extraction mends, re-extract them with the set's config,
+    check them again; 0 when every damaged video is good now."""
+    fix, splits, kept = [], set(), []
+    for vid, problems in damaged.items():
+        try:
+            attrs = ds.video(vid, require_complete=False).attrs
+        except (KeyError, ShardReadError, SchemaVersionError):  # attrs unreadable too: source unknown
+            attrs = {}
+        source = attrs.get("source")
+        if source_root and attrs.get("source_relpath"):
+            source = os.path.join(source_root, attrs["source_relpath"])
+        if not repairable(problems):
+            kept.append(f"{vid} (nothing stored is damaged)")
+        elif isinstance(source, str) and "://" not in source and not os.path.isfile(source):
+            kept.append(f"{vid} (its source {source} is gone: deleting it would lose it)")
+        else:
+            fix.append(vid)
+            splits.add(attrs.get("split"))
+    for line in kept:
+        print(f"repair: left {line}")
+    if not fix:
+        return 1
+    out, fmt = ds.path, ds.format
+    ds.close()
+    delete_videos(out, fmt, fix)
+    commands = extract_commands(config, out, splits)
+    print(f"repair: deleted {len(fix)} damaged videos ({', '.join(sorted(fix)[:5])}"
+          f"{', ...' if len(fix) > 5 else ''}); re-extracting them with the set's config:", flush=True)
+    for cmd in commands:
+        print(f"  {command_line(cmd)}", flush=True)
+    if not EXTRACT.is_file():
+        print(f"repair: {EXTRACT} is not here: run the command above from a motion-mae checkout")
+        return 1
+    for cmd in commands:
+        subprocess.run(cmd, check=False)
+    with _open(out, source_root) as again:
+        missing = [vid for vid in fix if vid not in again]
+        still = [vid for vid in fix if vid in again and video_problems(again, vid)]
+    if missing:
+        print(f"repair: not re-extracted: {', '.join(sorted(missing)[:5])} (not in the listing of the stored "
+              f"dataset, root and split; run the extraction that made them)")
+    print(f"repair: {len(fix) - len(missing) - len(still)} of {len(fix)} damaged videos re-extracted and verified"
+          + (f"; still damaged: {', '.join(sorted(still)[:5])}" if still else ""))
+    return 1 if missing or still or kept else 0
 
 
 def pack_set(src: str, dst: str, videos_per_file: int, workers: int = 1) -> int:
     if src.rstrip("/") == dst.rstrip("/"):
         raise CliError(f"pack: SRC and DST are the same path ({src}); pack into a new directory")
     _open(src).close()  # a one-line error for a path that is no shard set
+    holder = live_holder(src)
+    if holder is not None:  # its newest videos would be missing from the pack, with no word
+        raise CliError(f"pack: {src} is being written by another run ({holder.describe(time.time())}); "
+                       f"pack it once that run has finished")
     summary = pack(src, dst, videos_per_file, workers=workers)
     print(f"{dst}: {summary['videos']} videos in {summary['files']} pack files "
           f"({summary['written']} written, {summary['kept']} already packed) from a {summary['source_format']} set"
@@ -161,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source-root", default=None, metavar="DIR",
                    help="a set extracted with --frames none: the folder its source videos moved to "
                         "(default: where extraction found them); a missing source is a problem")
+    p.add_argument("--repair", action="store_true",
+                   help="delete the damaged videos (only their own files) and re-extract them with the "
+                        "config stored in the set (preprocess/extract.py); exit 0 once every one verifies")
     add_debug_flag(p)
     p = sub.add_parser("inspect", help="summarize the corpus, or one video",
                        description="Without ID: videos, failures by stage, the config, bytes on disk per array.\n"
@@ -186,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pack":
         return pack_set(args.src, args.dst, args.videos_per_file, args.workers)
     if args.command == "verify":
-        return verify(args.path, args.workers, args.source_root)
+        return verify(args.path, args.workers, args.source_root, args.repair)
     return inspect(args.path, args.video_id)
 
 

@@ -22,7 +22,7 @@ import fsspec
 import h5py
 import numpy as np
 
-from .errors import DamagedMetadata
+from .errors import CliError, DamagedMetadata
 from .index import INDEX_BASE_KEY, INDEX_KEY, incremental_index, merge_config
 from .metadata import parse_json
 from .schema import ARRAYS, COMMIT_ATTR, ROOT_KEY, root_attrs, root_version
@@ -210,8 +210,22 @@ class Hdf5Writer:
 
 
 def _video_attrs(fs, path: str) -> dict:
-    with h5py.File(path if _is_local(fs) else fs.open(path, "rb"), "r") as f:
-        return json.loads(f.attrs["attrs"]) if "attrs" in f.attrs else {}
+    """A committed video's attrs; DamagedVideoFile when the file is not a readable HDF5 video."""
+    try:
+        with h5py.File(path if _is_local(fs) else fs.open(path, "rb"), "r") as f:
+            doc = json.loads(f.attrs["attrs"]) if "attrs" in f.attrs else {}
+    except (OSError, ValueError) as err:  # not HDF5 (no signature), truncated, garbage attrs
+        root = path.rsplit("/videos/", 1)[0]
+        raise DamagedVideoFile(f"{path}: not a readable HDF5 video ({' '.join(str(err).split())[:120]}); "
+                               f"python -m shards verify {root} --repair deletes and re-extracts it") from err
+    if not isinstance(doc, dict):
+        raise DamagedVideoFile(f"{path}: its attrs are a JSON {type(doc).__name__}, not an object; "
+                               f"python -m shards verify {path.rsplit('/videos/', 1)[0]} --repair re-extracts it")
+    return doc
+
+
+class DamagedVideoFile(CliError):
+    """A video file of an HDF5 set that cannot be read: its name, and the repair, in one line."""
 
 
 class Hdf5Reader:

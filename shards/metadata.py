@@ -18,12 +18,16 @@ from .errors import DamagedMetadata
 REPAIR = "re-run the extraction into this set to repair it (it rewrites what it owns)"
 
 
-def damaged(where: str, what: str, err: BaseException) -> DamagedMetadata:
+def damaged(where: str, what: str, err: BaseException, repair: str = REPAIR) -> DamagedMetadata:
+    """The one line for a document that is not JSON, or JSON of the wrong shape (a TypeError,
+    or a ValueError from zarr's own check of its metadata)."""
     if isinstance(err, UnicodeDecodeError):
-        reason = "binary data, not text"
+        reason = "not valid JSON: binary data, not text"
+    elif isinstance(err, json.JSONDecodeError):
+        reason = f"not valid JSON: {type(err).__name__}: {' '.join(str(err).split())[:120]}"
     else:
-        reason = f"{type(err).__name__}: {' '.join(str(err).split())[:120]}"
-    return DamagedMetadata(f"{where}: {what} is damaged (not valid JSON: {reason}); {REPAIR}")
+        reason = f"valid JSON of the wrong shape: {' '.join(str(err).split())[:120]}"
+    return DamagedMetadata(f"{where}: {what} is damaged ({reason}); {repair}")
 
 
 def parse_json(data: bytes | str, where: str, what: str) -> dict:
@@ -35,6 +39,16 @@ def parse_json(data: bytes | str, where: str, what: str) -> dict:
     if not isinstance(doc, dict):
         raise damaged(where, what, TypeError(f"a JSON {type(doc).__name__}, not an object"))
     return doc
+
+
+def object_field(doc: dict, key: str, where: str, what: str) -> dict:
+    """doc[key], which must be a JSON object when present ({} when absent or null)."""
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise damaged(where, what, TypeError(f"{key!r} is a JSON {type(value).__name__}, not an object"))
+    return value
 
 
 def zarr_group_json(attrs: dict) -> bytes:

@@ -124,7 +124,7 @@ class ShardSet:
             raise
         except Exception as e:  # a truncated HDF5 file, a garbage zarr.json: name the video
             raise ShardReadError(f"{self.path}: video {video_id!r}: cannot open: {type(e).__name__}: {str(e).rstrip('.')}. "
-                                 f"Re-extract this video (python -m shards verify lists every damaged one).") from e
+                                 f"Re-extract it: python -m shards verify {self.path} --repair (every damaged video).") from e
         if require_complete and attrs.get(COMMIT_ATTR) is not True:
             raise KeyError(f"video {video_id!r} in {self.path} is not committed")
         check_version(attrs.get("schema_version"), f"{self.path} video {video_id!r}")
@@ -234,8 +234,8 @@ class Video:
         except Exception as e:  # zarr, blosc, crc32c and h5py each raise their own types
             raise ShardReadError(f"{self.where}: video {self.id!r} array {name!r}: cannot read "
                                  f"frames {_describe(sel)}: {type(e).__name__}: {str(e).rstrip('.')}. The shard "
-                                 f"is damaged: re-extract this video (python -m shards verify "
-                                 f"lists every damaged one).") from e
+                                 f"is damaged: re-extract it with python -m shards verify {self.where} "
+                                 f"--repair (every damaged video).") from e
 
     # ---- what derived arrays are computed from -------------------------------------------
 

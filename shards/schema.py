@@ -33,6 +33,24 @@ import numpy as np
 
 from .errors import SchemaVersionError
 
+# Names a video id never takes: the store's own file beside the videos' groups (zarr's group
+# document `zarr.json`; a chunk key `c/...` lives inside an array, so a group may be named `c`).
+# Compared case-insensitively: a case-insensitive file system holds only one of ZARR.JSON and
+# zarr.json. Ids starting with `.` (hidden, and the writers' temporary files) are refused too.
+RESERVED_IDS = frozenset({"zarr.json"})
+
+
+def video_id_problem(video_id) -> str | None:
+    """Why `video_id` cannot name a video in a shard set, or None when it can."""
+    if (not isinstance(video_id, str) or not video_id or video_id.startswith(".")
+            or any(c in video_id for c in "/\\") or not video_id.isprintable()):
+        return (f"invalid video id {video_id!r}: need a non-empty printable name without '/' or '\\' "
+                f"that does not start with '.'")
+    if video_id.casefold() in RESERVED_IDS:
+        return f"invalid video id {video_id!r}: the name of a file of the store ({', '.join(sorted(RESERVED_IDS))})"
+    return None
+
+
 # 2: every chunk carries a checksum (zarr crc32c, hdf5 fletcher32) and zarr writes every
 # chunk, even all zeros, so that a missing chunk file is an error, not fill values.
 # 3: traj, traj_valid and hog are no longer stored but derived when read (shards/derived.py),

@@ -26,7 +26,7 @@ from .lock import LOCK_NAME
 from .metadata import jsonable, zarr_group_json
 from .owned import foreign_files, shown
 from .schema import (ARRAYS, DERIVED, REQUIRED_VIDEO_ATTRS, SCHEMA_VERSION, SHAPE_ATTRS, dims_from_attrs,
-                     encode, root_attrs, stored_arrays)
+                     encode, root_attrs, stored_arrays, video_id_problem)
 from .video_writer import VideoWriter, check_values
 from .zarr_store import ZarrWriter
 
@@ -35,10 +35,9 @@ FAILURE_KEYS = ("source", "reason", "stage")
 
 
 def check_video_id(video_id: str) -> None:
-    if (not isinstance(video_id, str) or not video_id or video_id.startswith(".")
-            or any(c in video_id for c in "/\\") or not video_id.isprintable()):
-        raise ValueError(f"invalid video id {video_id!r}: need a non-empty printable name "
-                         f"without '/' or '\\' that does not start with '.'")
+    problem = video_id_problem(video_id)
+    if problem:
+        raise ValueError(problem)
 
 
 def check_attrs(attrs: dict) -> dict:

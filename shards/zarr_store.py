@@ -30,7 +30,7 @@ from .errors import DamagedMetadata, MissingChunkError
 from .hdf5_store import is_hdf5_root
 from .index import INDEX_BASE_KEY, INDEX_KEY, build_index, incremental_index, merge_config
 from .lazy_group import open_video
-from .metadata import damaged, parse_json
+from .metadata import damaged, object_field, parse_json, zarr_group_json
 from .schema import ARRAYS, COMMIT_ATTR, root_attrs, root_version
 from .shard_file import read_selection
 from .video_writer import shard_layout
@@ -105,12 +105,38 @@ def video_group_names(fs, fs_root: str) -> set[str]:
     return {n for n in names if n != "zarr.json" and not n.startswith(".")}
 
 
+# what zarr raises for a group document that is not JSON or not of a group's shape
+BAD_DOCUMENT = (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, KeyError, AttributeError)
+
+
 def open_root(store, path: str, mode: str):
-    """The root group; DamagedMetadata (one line) when its zarr.json does not parse."""
+    """The root group; DamagedMetadata (one line) when its zarr.json does not parse, or is
+    JSON of another shape than a zarr group's."""
     try:
         return zarr.open_group(store, mode=mode, use_consolidated=False)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except FileNotFoundError:
+        raise
+    except BAD_DOCUMENT as err:
         raise damaged(path, "the root zarr.json", err) from err
+
+
+def require_child(root, name: str, fs, fs_root: str):
+    """The `videos` or `failures` group, its zarr.json rewritten when damaged: the document of
+    a group with no attrs, so nothing is lost (its members keep their own documents)."""
+    try:
+        return root.require_group(name)
+    except BAD_DOCUMENT:
+        fs.pipe_file(f"{fs_root.rstrip('/')}/{name}/zarr.json", zarr_group_json({}))
+        return root.require_group(name)
+
+
+def child(root, name: str, path: str):
+    """The `videos` or `failures` group for reading (None when absent); DamagedMetadata when
+    its document is damaged (a writer's next run rewrites it)."""
+    try:
+        return root.get(name)
+    except BAD_DOCUMENT as err:
+        raise damaged(path, f"{name}/zarr.json", err) from err
 
 
 def failure_names(fs, fs_root: str) -> list[str]:
@@ -129,7 +155,7 @@ def read_failure(fs, fs_root: str, path: str, name: str) -> dict | None:
     except FileNotFoundError:
         return None
     doc = parse_json(data, f"{path} failures/{name}", "the failure record zarr.json")
-    return dict(doc.get("attributes") or {})
+    return dict(object_field(doc, "attributes", f"{path} failures/{name}", "the failure record zarr.json"))
 
 
 def chunking(spec_frame_chunk: int, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -166,8 +192,8 @@ class ZarrWriter:
             root = zarr.open_group(self.store, mode="a", attributes=root_attrs(config))
         self.root = root
         self.fs, self.fs_root = fsspec.core.url_to_fs(self.path)
-        self.videos = root.require_group("videos")
-        self.failures = root.require_group("failures")
+        self.videos = require_child(root, "videos", self.fs, self.fs_root)
+        self.failures = require_child(root, "failures", self.fs, self.fs_root)
         self._streams: dict[str, tuple] = {}  # videos begun, not committed: (group, {name: array})
 
     def config(self) -> dict:
@@ -294,8 +320,8 @@ class ZarrReader:
         index = attrs.pop(INDEX_KEY, None)
         attrs.pop(INDEX_BASE_KEY, None)  # a writer's bookkeeping
         self.attrs = attrs
-        self._videos = self.root.get("videos")
-        self._failures = self.root.get("failures")
+        self._videos = child(self.root, "videos", self.path)
+        self._failures = child(self.root, "failures", self.path)
         if not index:  # not finalized yet: list the groups, whose attrs give the index anyway
             index = build_index((n, dict(g.attrs)) for n, g in self._groups(self._videos)
                                 if g.attrs.get(COMMIT_ATTR) is True)

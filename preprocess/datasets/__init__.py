@@ -17,9 +17,9 @@ from pathlib import Path
 
 from . import demo, folder, hmdb51, k400, listfile, ssv2, synthetic_motion, ucf101
 from shards.paths import DATA_ENV, data_dir
-from .base import Adapter, DatasetRootError, DatasetUsageError, Listing, VideoItem, unique_ids
+from .base import Adapter, DatasetRootError, DatasetUsageError, KnownIds, Listing, VideoItem, unique_ids
 
-__all__ = ["DATASETS", "Adapter", "DatasetRootError", "DatasetUsageError", "Listing", "VideoItem", "default_root", "get_adapter",
+__all__ = ["DATASETS", "Adapter", "DatasetRootError", "DatasetUsageError", "KnownIds", "Listing", "VideoItem", "default_root", "get_adapter",
            "list_videos", "scan"]
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,10 @@ def _root_and_source(adapter: Adapter, root: str | Path | None, list_file: Path 
 
 
 def scan(name: str, root: str | Path | None = None, split: str | None = None,
-         list_file: str | Path | None = None, limit: int | None = None) -> Listing:
-    """The videos of `name` (sorted, unique ids, split-filtered, first `limit`) and those missing."""
+         list_file: str | Path | None = None, limit: int | None = None, known: KnownIds | None = None) -> Listing:
+    """The videos of `name` (sorted, unique ids, split-filtered, first `limit`) and those missing.
+
+    `known`: the ids a shard set already gave (`unique_ids`), which its videos keep."""
     adapter = get_adapter(name)
     split = adapter.canonical_split(split)
     if list_file is not None and name != "list":
@@ -77,7 +79,7 @@ def scan(name: str, root: str | Path | None = None, split: str | None = None,
         raise DatasetUsageError(f"--limit must be >= 0, got {limit}")
     list_path = Path(list_file).expanduser() if list_file is not None else None
     path, source = _root_and_source(adapter, root, list_path)
-    path = path.absolute()
+    path = Path(os.path.realpath(path))  # one spelling of the root, however it was given (../x, a symlink)
     if adapter.prepare is not None:
         adapter.prepare(path)
     if not path.is_dir():
@@ -88,7 +90,7 @@ def scan(name: str, root: str | Path | None = None, split: str | None = None,
             f"Point elsewhere with --root DIR or {root_env(name)}=DIR, or set {DATA_ENV}=DIR to use DIR/{dirname}. "
             f"Layouts: {LAYOUTS_DOC}")
     listing = adapter.scan(path, split, list_path)
-    items = unique_ids(listing.items, path)
+    items = unique_ids(listing.items, path, known)
     missing = sorted(listing.missing, key=lambda it: it.path)
     if split is not None:
         items = [it for it in items if it.split == split]

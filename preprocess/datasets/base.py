@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
+from shards.schema import RESERVED_IDS
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg",
                               ".flv", ".wmv", ".ts", ".3gp"})
 
@@ -84,14 +86,15 @@ class DatasetUsageError(ValueError):
 # ---------------------------------------------------------------------------------- files
 
 def walk_videos(folder: Path, unreadable: list[str] | None = None) -> list[Path]:
-    """Every video file under `folder`, recursively, sorted; follows symlinked folders once.
+    """Every video file under `folder`, recursively, sorted; follows symlinked folders once,
+    and lists a file that a symlink also reaches once (under its own name, not the link's).
 
     Hidden files and folders are skipped: `._clip.mp4` AppleDouble files look like videos
     but are not, and the demo writes its partial files into a hidden folder. Folders that
     cannot be read are appended to `unreadable` as "path: reason" (os.walk would skip
     them silently).
     """
-    found: list[Path] = []
+    found: list[tuple[bool, Path, str]] = []  # (is a symlink, path, the file it is)
     seen: set[tuple[int, int]] = set()
 
     def onerror(err: OSError) -> None:
@@ -105,8 +108,16 @@ def walk_videos(folder: Path, unreadable: list[str] | None = None) -> list[Path]
             continue
         seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames if is_video(f))
-    return sorted(found)
+        real_dir = os.path.realpath(dirpath)  # once per folder; a link's target once per link
+        for f in filenames:
+            if is_video(f):
+                path = Path(dirpath) / f
+                link = os.path.islink(path)
+                found.append((link, path, os.path.realpath(path) if link else os.path.join(real_dir, f)))
+    videos: dict[str, Path] = {}
+    for _, path, real in sorted(found):  # files before links, then by path: the first name wins
+        videos.setdefault(real, path)
+    return sorted(videos.values())
 
 
 def is_video(name: str | Path) -> bool:
@@ -137,10 +148,11 @@ def safe_id(stem: str) -> str:
     """A file stem made safe as a file name and a zarr group name.
 
     Runs of characters outside [A-Za-z0-9._-] become one `_`; zarr reserves names that
-    start with `__` and hides names that start with `.`, so those get a `v` prefix.
+    start with `__` and hides names that start with `.`, and a few names are the store's own
+    files (`shards.schema.RESERVED_IDS`, e.g. `zarr.json`), so those get a `v` prefix.
     """
     vid = _UNSAFE.sub("_", stem)
-    if vid.startswith(("__", ".")) or not vid:
+    if vid.startswith(("__", ".")) or not vid or vid.casefold() in RESERVED_IDS:
         vid = "v" + vid
     if len(vid) > MAX_ID_LEN:
         vid = f"{vid[:MAX_ID_LEN - 10]}__{_short_hash(stem)}"
@@ -151,30 +163,57 @@ def _short_hash(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
 
 
-def unique_ids(items: Iterable[VideoItem], root: Path) -> list[VideoItem]:
-    """Give every item whose id collides a `__<hash>` suffix of its path relative to `root`.
+@dataclass(frozen=True)
+class KnownIds:
+    """The ids a shard set already gave to videos under `root`: {path relative to it: id}
+    (`preprocess.resume.known_ids`). With them, `unique_ids` keeps every video's id stable
+    however the corpus grows."""
 
-    Collisions are checked case-insensitively (ids become file names on case-insensitive
-    file systems too). Every member of a colliding group is renamed, so an id does not
-    depend on which member sorts first; the hash depends only on the item's own path.
+    root: str
+    ids: Mapping[str, str]
+
+
+def unique_ids(items: Iterable[VideoItem], root: Path, known: KnownIds | None = None) -> list[VideoItem]:
+    """Ids unique across the corpus (compared case-insensitively: ids become file names on
+    case-insensitive file systems too) that adding files never changes:
+
+    1. a video the set already holds (`known`, matched by its path relative to the root, the
+       same root however it is spelled) keeps the id it has there;
+    2. any other video keeps its safe stem when no other video, listed or known, has it;
+    3. else it gets `__<hash>`, a short hash of its own relative path: every new member of a
+       colliding group, so its id depends neither on which member sorts first nor on what
+       else is added later.
     """
     items = sorted(items, key=lambda it: it.path)
-    groups: dict[str, list[int]] = {}
-    for i, it in enumerate(items):
-        groups.setdefault(it.video_id.casefold(), []).append(i)
-    ids = [it.video_id for it in items]
-    for members in groups.values():
-        if len(members) > 1:
-            for i in members:
-                ids[i] = f"{ids[i]}__{_short_hash(_relative(items[i].path, root))}"
-    taken: set[str] = set()
+    rel = [_relative(it.path, root) for it in items]
+    pinned = dict(known.ids) if known is not None and _same_root(known.root, root) else {}
+    stems: dict[str, int] = {}
+    for it in items:
+        stems[it.video_id.casefold()] = stems.get(it.video_id.casefold(), 0) + 1
+    taken = {vid.casefold() for vid in pinned.values()}
+    ids = []
+    for it, r in zip(items, rel):
+        if r in pinned:
+            ids.append(pinned[r])
+        elif stems[it.video_id.casefold()] == 1 and it.video_id.casefold() not in taken:
+            ids.append(it.video_id)
+        else:
+            ids.append(f"{it.video_id}__{_short_hash(r)}")
+    seen = set(taken)
     for i, vid in enumerate(ids):  # a hashed id equal to another stem: vanishingly rare
+        if rel[i] in pinned:
+            continue
         n, candidate = 2, vid
-        while candidate.casefold() in taken:
+        while candidate.casefold() in seen:
             candidate, n = f"{vid}__{n}", n + 1
         ids[i] = candidate
-        taken.add(candidate.casefold())
+        seen.add(candidate.casefold())
     return [it if it.video_id == vid else replace(it, video_id=vid) for it, vid in zip(items, ids)]
+
+
+def _same_root(a: str | Path, b: str | Path) -> bool:
+    """The same folder, however it is spelled (relative, through a symlink)."""
+    return os.path.realpath(os.path.expanduser(os.fspath(a))) == os.path.realpath(os.path.expanduser(os.fspath(b)))
 
 
 def _relative(path: str, root: Path) -> str:

@@ -224,13 +224,13 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path):
 
 def test_a_set_that_stored_its_root_as_given_still_resumes(tmp_path, videos, monkeypatch):
     """Sets written before roots were stored resolved hold `--root` as typed (None, or relative)."""
-    from preprocess.extract import _source_diff
+    from preprocess.resume import source_diff
 
     monkeypatch.chdir(videos)
     cfg = ExtractConfig(dataset="folder", root=str(videos / "a"))
-    assert _source_diff({"dataset": "folder", "root": "a"}, cfg) == ""
-    assert _source_diff({"dataset": "folder", "root": None}, cfg) == ""
-    assert _source_diff({"dataset": "folder", "root": "b"}, cfg) == f"root: '{videos / 'b'}' there vs '{videos / 'a'}' now"
+    assert source_diff({"dataset": "folder", "root": "a"}, cfg) == ""
+    assert source_diff({"dataset": "folder", "root": None}, cfg) == ""
+    assert source_diff({"dataset": "folder", "root": "b"}, cfg) == f"root: '{videos / 'b'}' there vs '{videos / 'a'}' now"
 
 
 # ----------------------------------------------------------------------------------- help

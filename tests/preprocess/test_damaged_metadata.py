@@ -84,3 +84,47 @@ def test_garbage_root_without_manifest_needs_overwrite(corpus, tmp_path, capsys)
     assert "root zarr.json is damaged" in err[0] and "--overwrite" in err[0]
     assert main([*args, "--overwrite"]) == 1  # exit 1: bad.mp4 failed; the set is whole again
     assert open_shards(str(out)).ids() == ["good"]
+
+
+WRONG_SHAPES = [("zarr", "zarr.json", b"[1, 2]", "the root zarr.json is damaged (valid JSON of the wrong shape"),
+                ("zarr", "zarr.json", b'{"zarr_format": 3, "node_type": "group", "attributes": [1]}',
+                 "the root zarr.json is damaged (valid JSON of the wrong shape"),
+                ("zarr", "videos/zarr.json", b"[1, 2]", "videos/zarr.json is damaged (valid JSON of the wrong shape"),
+                ("zarr", "failures/bad/zarr.json", b'{"attributes": [1]}',
+                 "failure record zarr.json is damaged (valid JSON of the wrong shape: 'attributes' is a JSON list"),
+                ("zarr", "manifest.json", b'{"videos": [1, 2]}', "the manifest is damaged (valid JSON of the wrong "
+                                                                   "shape: 'videos' is a JSON list, not an object)"),
+                ("hdf5", "manifest.json", b'{"videos": {"good": {"frames": "six"}}}',
+                 "the manifest is damaged (valid JSON of the wrong shape: its entry of video 'good' lacks"),
+                ("hdf5", "motion_mae.json", b"[1, 2]", "the root motion_mae.json is damaged (valid JSON of the wrong "
+                                                       "shape: a JSON list, not an object)")]
+
+
+@pytest.mark.parametrize("fmt,name,doc,message", WRONG_SHAPES)
+def test_json_of_the_wrong_shape_is_one_line_and_the_next_run_repairs_it(corpus, tmp_path, fmt, name, doc, message):
+    out = tmp_path / "s"
+    _extract(corpus, out, fmt)
+    (out / name).write_bytes(doc)
+    with pytest.raises(DamagedMetadata) as err:
+        with open_shards(str(out)) as ds:
+            ds.failures()
+            read_manifest(str(out))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    again = _extract(corpus, out, fmt)  # rebuilt from what the set holds, nothing re-extracted
+    assert (again["skipped"], again["done"]) == (1, 0)
+    with open_shards(str(out)) as ds:
+        assert ds.ids() == ["good"] and [f["id"] for f in ds.failures()] == ["bad"]
+
+
+def test_a_video_file_that_is_not_hdf5_is_one_line_naming_it_and_the_repair(corpus, tmp_path):
+    from shards.hdf5_store import DamagedVideoFile
+
+    out = tmp_path / "s"
+    _extract(corpus, out, "hdf5")
+    (out / "videos" / "good.h5").write_bytes(b"not an HDF5 file")
+    doc = json.loads((out / "motion_mae.json").read_text())
+    doc.pop("index", None)  # a set whose last run died before its index: finalize reads the file
+    (out / "motion_mae.json").write_text(json.dumps(doc))
+    with pytest.raises(DamagedVideoFile, match=r"videos/good.h5: not a readable HDF5 video \(.*\); "
+                                               r"python -m shards verify .* --repair deletes and re-extracts it"):
+        _extract(corpus, out, "hdf5")

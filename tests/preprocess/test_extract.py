@@ -68,10 +68,22 @@ def test_folder_in_process_then_resume(corpus, tmp_path):
 def test_resume_refuses_other_settings_but_not_other_workers(corpus, tmp_path):
     out = tmp_path / "shards"
     run(_cfg(corpus, out, workers=0, limit=2), log=lambda s: None)  # broken.mp4 and pan.mp4
-    with pytest.raises(CliError, match="traj_len: 6 there vs 4 now"):
-        run(_cfg(corpus, out, workers=0, traj_len=4), log=lambda s: None)
+    with pytest.raises(CliError, match="flow_stride: 4 there vs 2 now"):
+        run(_cfg(corpus, out, workers=0, flow_stride=2), log=lambda s: None)
     again = run(_cfg(corpus, out, workers=0, limit=2, retries=0), log=lambda s: None)
     assert again["skipped"] == 1
+
+
+def test_another_traj_len_resumes_the_set_with_its_own(corpus, tmp_path):
+    """No stored array depends on traj_len (schema 3 tracks when read): it is the set's default."""
+    out = tmp_path / "shards"
+    run(_cfg(corpus, out, workers=0, limit=2), log=lambda s: None)  # broken.mp4 and pan.mp4
+    lines: list[str] = []
+    again = run(_cfg(corpus, out, workers=0, traj_len=4), log=lines.append)
+    assert (again["skipped"], again["done"]) == (1, 1)
+    assert any("--traj-len 4 ignored: the set's default trajectory length stays 6" in line for line in lines)
+    ds = open_shards(str(out))
+    assert {int(ds.video(vid).attrs["traj_len"]) for vid in ds.ids()} == {6}
 
 
 def test_resume_refuses_a_set_from_another_extractor_revision(corpus, tmp_path, monkeypatch):
@@ -293,9 +305,9 @@ def test_bad_files_through_the_cli(bad_corpus, tmp_path, capsys):
 
 
 def test_in_process_crash_is_retried_then_recorded(corpus, tmp_path, monkeypatch):
-    import preprocess.video
+    import preprocess.worker
 
-    real = preprocess.video.extract_video_into
+    real = preprocess.worker.extract_video_into
     calls: dict[str, int] = {}
 
     def flaky(path, cfg, sink):
@@ -307,7 +319,7 @@ def test_in_process_crash_is_retried_then_recorded(corpus, tmp_path, monkeypatch
             raise KeyError("a bug")  # every attempt: an 'internal' failure, the run goes on
         return real(path, cfg, sink)
 
-    monkeypatch.setattr(preprocess.video, "extract_video_into", flaky)
+    monkeypatch.setattr(preprocess.worker, "extract_video_into", flaky)
     out = tmp_path / "s"
     summary = run(_cfg(corpus, out, workers=0, retries=1, shard_size=3), log=_quiet)
     assert (summary["done"], summary["failed"]) == (1, 2)
@@ -324,7 +336,7 @@ def test_in_process_crash_is_retried_then_recorded(corpus, tmp_path, monkeypatch
 def flaky_batch(items, cfg):
     """A Dask task that crashes: on its first attempt at 'pan' (a marker file remembers the
     attempt across worker processes) and on every attempt at 'object'."""
-    from preprocess.extract import extract_batch
+    from preprocess.worker import extract_batch
 
     for item in items:
         marker = Path(cfg.out_path() + f".tried-{item.video_id}")
@@ -410,7 +422,7 @@ def test_resumed_driver_waits_for_orphans_on_a_shared_cluster(tmp_path):
     """A driver that died leaves its running tasks on a shared cluster: the next one waits."""
     from dask.distributed import Client, LocalCluster
 
-    from preprocess.extract import wait_for_orphans
+    from preprocess.dask_driver import wait_for_orphans
 
     marker = tmp_path / "written"
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
@@ -446,17 +458,17 @@ def test_overwrite_removes_only_what_the_set_owns(corpus, tmp_path, capsys):
     (out / "notes.txt").write_text("my notes")
     before = sorted(p.name for p in out.iterdir())
     with pytest.raises(ForeignFiles, match=r"holds files that are not part of the zarr shard set \(notes.txt\)"):
-        run(_cfg(corpus, out, workers=0, limit=2, traj_len=4, overwrite=True), log=_quiet)
+        run(_cfg(corpus, out, workers=0, limit=2, flow_stride=2, overwrite=True), log=_quiet)
     assert sorted(p.name for p in out.iterdir()) == before and open_shards(str(out)).ids() == ["pan"]
     # through the CLI: one line, exit 1
     code = cli(["--dataset", "folder", "--root", str(corpus), "--out", str(out), "--workers", "0",
-                "--limit", "2", "--traj-len", "4", "--overwrite"])
+                "--limit", "2", "--flow-stride", "2", "--overwrite"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "deleted nothing" in err[0]
     (out / "notes.txt").unlink()
     lines: list[str] = []
-    summary = run(_cfg(corpus, out, workers=0, limit=2, traj_len=4, overwrite=True), log=lines.append)
-    assert summary["done"] == 1 and open_shards(str(out))["pan"]["traj"].shape[3] == 4
+    summary = run(_cfg(corpus, out, workers=0, limit=2, flow_stride=2, overwrite=True), log=lines.append)
+    assert summary["done"] == 1 and open_shards(str(out))["pan"]["flow"].shape[1] == 96 // 2
     assert "deleted the shard set" in lines[0] and "failures, manifest.json, videos, zarr.json" in lines[0]
 
 

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from preprocess.config import ExtractConfig
-from preprocess.extract import extract_batch, run
+from preprocess.extract import run
 from preprocess.synthetic import MovingObject, Scene, encode, render
+from preprocess.worker import extract_batch
 from shards import open_shards
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ def reference(corpus, tmp_path_factory) -> Path:
 def dying_batch(items, cfg):
     """A task that, on its first attempt at a batch holding VICTIM, commits the videos before
     it, leaves VICTIM half-written, publishes its worker's pid and waits to be killed."""
-    from preprocess.extract import extract_one
+    from preprocess.worker import extract_one
     from shards.writer import open_writer
 
     pidfile = Path(cfg.out_path() + ".victim")

@@ -1,7 +1,9 @@
 """The writer lock: one run per shard set, a dead run's lock taken over, on disk and fsspec."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -73,12 +75,42 @@ def test_dead_or_silent_holder_is_taken_over(url):
         writer_lock(url)
 
 
-def test_garbage_lock_counts_by_its_age(tmp_path):
-    (tmp_path / LOCK_NAME).write_bytes(b"\xff\x00 half a lock")
-    with pytest.raises(SetLocked, match=r"host \?"):  # just written: maybe a run starting now
-        writer_lock(str(tmp_path))
-    with writer_lock(str(tmp_path), stale_after=-1.0):
+@pytest.mark.parametrize("content", [b"", b"\xff\x00 half a lock", b"[1, 2]"])
+def test_a_lock_without_a_readable_owner_blocks_no_longer_than_the_grace(tmp_path, content):
+    (tmp_path / LOCK_NAME).write_bytes(content)  # what a run killed mid-write by an older writer left
+    lines: list[str] = []
+    start = time.monotonic()
+    with writer_lock(str(tmp_path), log=lines.append, grace=0.5) as lock:
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.holder.token
+    assert 0.5 <= time.monotonic() - start < 5  # waited out the grace, not the ten stale minutes
+    (line,) = lines
+    assert f"taking over the writer lock {tmp_path / LOCK_NAME}: it names no owner (empty or damaged)" in line
+
+
+def test_an_old_empty_lock_is_taken_over_at_once(tmp_path):
+    lock_file = tmp_path / LOCK_NAME
+    lock_file.write_bytes(b"")
+    old = time.time() - 60
+    os.utime(lock_file, (old, old))
+    start = time.monotonic()
+    with writer_lock(str(tmp_path), log=lambda line: None):
         pass
+    assert time.monotonic() - start < 2
+
+
+def test_the_lock_appears_whole_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """Created by a hard link of a finished file: at the moment the lock exists it parses."""
+    seen: list[dict] = []
+    real = os.link
+
+    def link(src, dst, *a, **kw):
+        real(src, dst, *a, **kw)
+        seen.append(json.loads(open(dst, "rb").read()))
+
+    monkeypatch.setattr(os, "link", link)
+    with writer_lock(str(tmp_path)) as lock:
+        assert [d["token"] for d in seen] == [lock.holder.token]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_NAME]
 
 
 def test_heartbeat_moves(tmp_path):
@@ -101,7 +133,11 @@ def test_store_without_exclusive_create(tmp_path, monkeypatch):
             raise ValueError(f"mode {mode!r} not supported")
         return real(self, path, mode, *a, **kw)
 
+    def no_link(src, dst, *a, **kw):
+        raise OSError(errno.EPERM, "Operation not permitted")  # a file system without hard links
+
     monkeypatch.setattr(LocalFileSystem, "open", no_x)
+    monkeypatch.setattr(os, "link", no_link)
     with writer_lock(str(tmp_path)) as lock:
         with pytest.raises(SetLocked, match=f"pid {lock.holder.pid}"):
             writer_lock(str(tmp_path))

@@ -180,6 +180,18 @@ def test_a_second_pack_into_the_same_destination_is_refused(tmp_path):
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [ROOT_FILE, PACK_DIR]
 
 
+def test_packing_a_set_that_a_live_run_writes_is_refused(tmp_path):
+    from shards.cli import CliError
+    from shards.lock import writer_lock
+
+    write_set(tmp_path / "src", n=1)
+    with writer_lock(tmp_path / "src"):  # an extraction still running: its newest videos are not in yet
+        with pytest.raises(CliError, match=r"pack: .*src is being written by another run \(host .*pid \d+"):
+            main(["pack", str(tmp_path / "src"), str(tmp_path / "p")])
+    assert not (tmp_path / "p").exists()
+    assert main(["pack", str(tmp_path / "src"), str(tmp_path / "p")]) == 0  # finished: packed
+
+
 def test_workers_write_the_same_packs(tmp_path):
     src = tmp_path / "src"
     write_set(src)
