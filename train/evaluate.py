@@ -43,6 +43,13 @@ top-5 on the val split.
   and the study stay comparable, and one `--config train/configs/finetune_*.yaml` away
   (docs/finetuning.md).
 
+`--checkpoint` reads this project's checkpoints, exports and fine-tuned classifiers, VideoMAE's,
+MGMAE's and MME's released checkpoints and Hugging Face VideoMAE folders, told apart by their
+contents (train/checkpoints/, docs/interop.md); its geometry is the run's default and a flag that
+differs from it is refused. A fine-tuned classifier is kept next to the result as
+eval_finetune.pt (`--token-norm false` for VideoMAE's pooling, which a Hugging Face
+VideoMAEForVideoClassification can take: `train/export.py --format hf`).
+
 Labels are the ones stored at extraction (`ds.labels()`); unlabelled videos are skipped and
 counted. `--checkpoint random` builds the encoder with random weights (the baseline), with
 the geometry given by flags (TrainConfig defaults otherwise). The shards are the ones the
@@ -79,7 +86,10 @@ from train.cli import Parser, check_sources  # noqa: E402
 from train.pretraining.config import (DEMO_SHARDS, REPO_ROOT, TrainConfig, load_file, parse_bool, parse_optional,  # noqa: E402
                           resolve_shards)
 from train.clips.dataset import ClipSpec  # noqa: E402
-from train.pretraining.engine import Dist, init_distributed, load_checkpoint, resolve_device  # noqa: E402
+from train.pretraining.engine import Dist, init_distributed, resolve_device  # noqa: E402
+from train.checkpoints.adopt import adopt, adopt_classifier, check_geometry, file_settings, run_geometry  # noqa: E402
+from train.checkpoints.classifier import save_classifier  # noqa: E402
+from train.checkpoints.foreign import read_weights  # noqa: E402
 from train.eval.finetune import check as check_finetune  # noqa: E402
 from train.eval.finetune import train_classifier  # noqa: E402
 from train.eval.probe import (POOLS, WD_GRID, cpu_threads, fit_probe, parse_weight_decay, pool, pool_dims,  # noqa: E402
@@ -92,7 +102,7 @@ GEOMETRY = ("model", "num_frames", "sampling_rate", "input_size", "tubelet", "pa
 
 @dataclass(frozen=True)
 class EvalConfig:
-    checkpoint: str = ""            # train/pretrain.py checkpoint.pt, or "random" (random-init baseline)
+    checkpoint: str = ""            # weights of any layout train/checkpoints/foreign.py reads, or "random" (baseline)
     shards: str = DEMO_SHARDS
     train_split: str = "train"
     val_split: str = "val"
@@ -105,6 +115,8 @@ class EvalConfig:
     tubelet: int | None = None
     patch_size: int | None = None
     positions: str | None = None    # the position table (train.pretraining.model.POSITIONS): a random encoder's must match
+    token_norm: bool | None = None  # the encoder's last norm on every token before the mean; False = VideoMAE's
+                                    # mean pooling (no token norm); None = the checkpoint's (True for pretrained ones)
     clips: int = 2                  # temporal clips per video: probe training samples and test views (K400 5, SSv2 2)
     test_crops: int = 1             # spatial test views per clip along the long side (K400 / SSv2 3); 1 = centre
     tsn: bool = False               # TSN (SSv2): one frame from each of num_frames segments; no sampling_rate
@@ -182,7 +194,7 @@ class VideoClassifier(nn.Module):
 
     def __init__(self, mae: VideoMAE, num_classes: int):
         super().__init__()
-        dim = mae.norm.normalized_shape[0]
+        dim = mae.patch_embed.proj.out_channels
         self.patch_embed, self.blocks, self.norm = mae.patch_embed, mae.blocks, mae.norm
         self.register_buffer("pos_embed", mae.pos_embed, persistent=False)
         self.fc_norm = nn.LayerNorm(dim, eps=1e-6)
@@ -206,22 +218,26 @@ class VideoClassifier(nn.Module):
 
 def load_encoder(cfg: EvalConfig) -> tuple[VideoMAE, EvalConfig, dict]:
     """The pretrained (or random) MAE, the config with its geometry filled in, and checkpoint info."""
-    if cfg.checkpoint == "random":
-        base, state, info = TrainConfig(), None, {"checkpoint": "random", "checkpoint_step": 0}
-        out_dim = 1
+    weights = None if cfg.checkpoint == "random" else read_weights(cfg.checkpoint)
+    if weights is None:
+        base, info, out_dim = TrainConfig(), {"checkpoint": "random", "checkpoint_step": 0}, 1
     else:
-        ckpt = load_checkpoint(cfg.checkpoint)
-        base, state = TrainConfig.from_dict(ckpt["config"]), ckpt["model"]
-        out_dim = ckpt.get("heads") or int(ckpt["out_dim"])  # heads: stored since MME's two heads
-        info = {"checkpoint": str(cfg.checkpoint), "checkpoint_step": int(ckpt["step"]),
-                "pretrain_config": ckpt["config"]}
+        base, out_dim = TrainConfig.from_dict(file_settings(weights)), weights.heads or 1
+        info = {"checkpoint": str(cfg.checkpoint), "checkpoint_step": weights.step,
+                "checkpoint_format": weights.format, "pretrain_config": weights.config}
     cfg = replace(cfg, **{k: getattr(base, k) if getattr(cfg, k) is None else getattr(cfg, k) for k in GEOMETRY})
+    if cfg.token_norm is None:
+        cfg = replace(cfg, token_norm=weights is None or weights.geometry["token_norm"] is not False)
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
     torch.manual_seed(cfg.seed)
     mae = build_model(cfg.model, grid, out_dim, cfg.tubelet, cfg.patch_size, base.decoder_depth,
                       cfg.drop_path if cfg.finetune else 0.0, cfg.positions, base.decoder_dim)
-    if state is not None:
-        mae.load_state_dict(state)
+    if not cfg.token_norm:  # VideoMAE's mean pooling: tokens -> mean -> fc_norm, no norm before the mean
+        mae.norm = nn.Identity()
+    if weights is not None:
+        run = run_geometry(mae, cfg.num_frames, cfg.input_size, cfg.positions)
+        info["checkpoint_notes"] = check_geometry(weights, run) + adopt(mae, weights)
+        info["weights"] = weights  # the classifier's part: evaluate() loads it once the classes are known
     return mae, cfg, info
 
 
@@ -331,6 +347,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     if cfg.finetune:
         check_finetune(cfg)
     mae, cfg, info = load_encoder(cfg)
+    weights = info.pop("weights", None)
     path = cfg.shards_path()
     train_ids, train_labels, train_skipped = labelled(path, cfg.train_split)
     val_ids, val_labels, val_skipped = labelled(path, cfg.val_split)
@@ -341,8 +358,14 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
         log(f"{cfg.model} from {info['checkpoint']}: {num_classes} classes, {len(train_ids)} train / "
             f"{len(val_ids)} val videos ({train_skipped} / {val_skipped} unlabelled skipped), "
             f"{cfg.clips} clips x {cfg.test_crops} crops per val video{' (TSN segments)' if cfg.tsn else ''}")
-    model = VideoClassifier(mae, num_classes).to(device)
-    del mae
+    model = VideoClassifier(mae, num_classes)
+    if weights is not None:
+        info["checkpoint_notes"] += adopt_classifier(model, weights)
+    if d.main:
+        for note in info.get("checkpoint_notes", []):
+            log(f"weights: {note}")
+    model = model.to(device)
+    del mae, weights
     seconds = {}
     y_train = torch.tensor([train_labels[v] for v in train_ids])
     y_val = torch.tensor([val_labels[v] for v in val_ids])
@@ -357,6 +380,9 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
         t = time.perf_counter()
         extra["finetune"] = train_classifier(model, cfg, train_ids, train_labels, device, d, log)
         seconds["finetune"] = time.perf_counter() - t
+        if d.main:  # kept for train/export.py --format hf, or a later probe
+            extra["classifier"] = str(save_classifier(cfg.out_path().with_suffix(".pt"), model, cfg, names,
+                                                      info.get("pretrain_config"), info["checkpoint_step"]))
         t = time.perf_counter()
         probs = run_views(lambda v: model(v).softmax(-1), val_views, cfg, device, d)     # (V,views,C)
         seconds["test"] = time.perf_counter() - t
@@ -448,7 +474,12 @@ def finetune(checkpoint: str, shards: str, log=lambda s: None, **options) -> dic
 # ---- CLI -------------------------------------------------------------------------------------
 
 EVAL_HELP = {
-    "checkpoint": "a train/pretrain.py checkpoint.pt, or 'random' (random-init encoder, the baseline) (required)",
+    "checkpoint": "a train/pretrain.py checkpoint.pt, a train/export.py or fine-tuned file, a VideoMAE / MGMAE / MME "
+                  "checkpoint, or a Hugging Face VideoMAE folder (docs/interop.md); or 'random' (random-init encoder, "
+                  "the baseline) (required)",
+    "token_norm": "the encoder's last LayerNorm on every token before the mean; false = VideoMAE's mean pooling "
+                  "(what a Hugging Face VideoMAEForVideoClassification computes) (default: the checkpoint's: false "
+                  "for a mean-pooling fine-tuned file, else true)",
     "shards": "labelled shard set (default: the shards the checkpoint was pretrained on; "
               f"{DEMO_SHARDS} for 'random')",
     "train_split": "split the probe / fine-tuning trains on",
@@ -499,7 +530,8 @@ EVAL_HELP = {
            "runs/eval/random_<model>_<mode>.json for 'random')",
 }
 USAGE = """%(prog)s --checkpoint CKPT|random [--shards SHARDS] [--finetune] [options]
-       %(prog)s export --checkpoint CKPT --out FILE [--layout {timm,videomae}]   (train/export.py)"""
+       %(prog)s export --checkpoint CKPT --out FILE [--layout {timm,videomae}] [--format {pth,safetensors,hf}]
+                                                                             (train/export.py)"""
 
 
 def build_parser() -> Parser:
@@ -518,6 +550,9 @@ def build_parser() -> Parser:
             parser.add_argument(flag, type=parse_optional(str if names else int), default=None,
                                 help="encoder and clip geometry (default: the checkpoint's; "
                                      f"TrainConfig's {getattr(TrainConfig, f.name)} for 'random')", **extra)
+        elif f.name == "token_norm":
+            parser.add_argument(flag, type=parse_optional(parse_bool), default=None, metavar="BOOL",
+                                help=EVAL_HELP[f.name])
         elif f.name == "finetune":
             parser.add_argument(flag, action="store_true", help=EVAL_HELP[f.name])
         elif f.name == "probe_wd":
@@ -545,8 +580,8 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     """The command line as an EvalConfig, checked before any model or shard is loaded: the
     checkpoint exists and is one, the shard set (given, or the checkpoint's) exists. A --config
     file's values become the defaults, so that a flag on the command line wins."""
-    from train.cli import check_device, existing_file, existing_shards
-    from train.pretraining.runs import read_checkpoint_head
+    from train.cli import check_device, existing_shards
+    from train.checkpoints.foreign import checkpoint_shards
 
     parser = build_parser()
     config = parser.parse_known_args(argv)[0].config
@@ -560,8 +595,8 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     if args.checkpoint == "random":
         shards = args.shards or DEMO_SHARDS
     else:
-        ckpt = existing_file(args.checkpoint, "--checkpoint", "a train/pretrain.py checkpoint.pt, or 'random'")
-        shards = args.shards or read_checkpoint_head(ckpt)["config"].get("shards") or DEMO_SHARDS
+        pretrained_on = checkpoint_shards(args.checkpoint)  # also refuses a missing, unreadable or pickle-only file
+        shards = args.shards or pretrained_on or DEMO_SHARDS
     check_device(args.device)
     flag = "--shards" if args.shards or args.checkpoint == "random" else \
         "the checkpoint's shards (give --shards to use another set)"
