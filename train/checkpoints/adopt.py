@@ -112,8 +112,13 @@ def fitting(name: str, state: dict, mine: dict, prefixes: tuple[str, ...]) -> tu
         return {}, f"{name}: started fresh (none in the file)"
     if theirs.keys() == ours.keys() and all(v.shape == ours[k].shape for k, v in theirs.items()):
         return theirs, f"{name}: kept from the file"
-    shapes = lambda d: ", ".join(f"{k} {tuple(v.shape)}" for k, v in list(d.items())[-2:])  # noqa: E731
-    return {}, f"{name}: started fresh (the file's does not fit the run's: {shapes(theirs)} there, {shapes(ours)} here)"
+    return {}, (f"{name}: started fresh (the file's does not fit the run's: {last_shapes(theirs)} there, "
+                f"{last_shapes(ours)} here)")
+
+
+def last_shapes(state: dict) -> str:
+    """The shapes of a group's last two tensors: where two decoders or heads differ, these show it."""
+    return ", ".join(f"{k} {tuple(v.shape)}" for k, v in list(state.items())[-2:])
 
 
 def name_heads(state: dict, model: VideoMAE) -> dict:

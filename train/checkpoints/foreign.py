@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from shards.errors import CliError
+from train.pretraining.model import MODELS, as_heads
 
 Tensor = torch.Tensor
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -68,9 +69,6 @@ class Weights:
     heads: list | None = None                    # its prediction heads (train.pretraining.model.Head dicts)
     class_names: dict | None = None              # class id (str) -> name, for a classifier
     step: int = 0                                # training steps behind the weights, where the file says
-
-    def group(self, prefixes: tuple[str, ...]) -> dict[str, Tensor]:
-        return {k: v for k, v in self.state.items() if k.startswith(prefixes)}
 
 
 # geometry a file may state; the run's model is checked against these (train/checkpoints/adopt.py)
@@ -123,7 +121,7 @@ def read_weights(path: str | Path) -> Weights:
         return own_checkpoint(obj, path)
     if obj.get("format") == "motion-mae-classifier":
         return own_classifier(obj, path)
-    state, wrapper = unwrap(obj, path)
+    state = unwrap(obj, path)
     state = {strip(k, "module."): v for k, v in state.items()}   # saved from a DDP-wrapped model
     if any(k.startswith(("videomae.", "embeddings.patch_embeddings.")) for k in state):
         meta = path.with_name("config.json")
@@ -132,20 +130,20 @@ def read_weights(path: str | Path) -> Weights:
         return from_videomae_pretrain(state, path)
     state = {strip(k, "backbone."): v for k, v in state.items()}
     if "patch_embed.proj.weight" in state:
-        return from_encoder_layout(state, path, wrapper)
+        return from_encoder_layout(state, path)
     raise WeightsError(f"{path}: no known weight layout (no patch_embed.proj.weight, encoder.patch_embed.*, "
                        f"or videomae.* keys; first keys: {', '.join(list(state)[:4])})")
 
 
-def unwrap(obj: dict, path: Path) -> tuple[dict[str, Tensor], str]:
+def unwrap(obj: dict, path: Path) -> dict[str, Tensor]:
     """The state dict inside a checkpoint: under "model" or "module" (VideoMAE's --model_key), or the dict itself."""
     for key in ("model", "module", "state_dict"):
         if isinstance(obj.get(key), dict):
-            return {k: v for k, v in obj[key].items() if isinstance(v, Tensor)}, key
+            return {k: v for k, v in obj[key].items() if isinstance(v, Tensor)}
     tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if not tensors:
         raise WeightsError(f"{path}: no tensors in it (keys: {', '.join(map(str, list(obj)[:6]))})")
-    return tensors, ""
+    return tensors
 
 
 def strip(key: str, prefix: str) -> str:
@@ -155,8 +153,6 @@ def strip(key: str, prefix: str) -> str:
 # ---- this project's files --------------------------------------------------------------------------
 
 def own_checkpoint(ckpt: dict, path: Path) -> Weights:
-    from train.pretraining.model import MODELS, as_heads
-
     cfg = ckpt["config"]
     size = MODELS[cfg["model"]]
     heads = ckpt.get("heads") or [h.to_dict() for h in as_heads(int(ckpt["out_dim"]))]
@@ -177,16 +173,13 @@ def own_classifier(obj: dict, path: Path) -> Weights:
                    class_names=obj.get("class_names"), step=int(obj.get("step", 0)))
 
 
-def from_encoder_layout(state: dict[str, Tensor], path: Path, wrapper: str) -> Weights:
+def from_encoder_layout(state: dict[str, Tensor], path: Path) -> Weights:
     """train/export.py's encoder.pth, or a VideoMAE / MGMAE / MME fine-tuning state dict."""
-    out, used = {}, set()
-    for key in ("patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias",
-                "fc_norm.weight", "fc_norm.bias"):
-        if key in state:
-            out[key], _ = state[key], used.add(key)
-    for key in ("head.weight", "head.bias"):
-        if key in state:
-            out["classifier." + key[5:]], _ = state[key], used.add(key)
+    renames = {k: k for k in ("patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias",
+                              "fc_norm.weight", "fc_norm.bias")}
+    renames.update({"head.weight": "classifier.weight", "head.bias": "classifier.bias"})
+    out = {dst: state[src] for src, dst in renames.items() if src in state}
+    used = set(renames) & set(state)
     out.update(timm_blocks(state, "blocks.", "blocks.", used))
     meta_file = path.with_suffix(".json")
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
@@ -196,8 +189,7 @@ def from_encoder_layout(state: dict[str, Tensor], path: Path, wrapper: str) -> W
     if own:
         geometry.update(heads=meta["heads"], num_frames=meta["num_frames"], input_size=meta["input_size"],
                         positions=meta.get("position_table", "videomae"))
-    names = meta.get("class_names") if own else None
-    return Weights(fmt, out, geometry, dropped_groups(state, used), str(path), class_names=names)
+    return Weights(fmt, out, geometry, dropped_groups(state, used), str(path))
 
 
 # ---- VideoMAE, MGMAE, MME pretraining --------------------------------------------------------------

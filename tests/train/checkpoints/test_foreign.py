@@ -9,8 +9,10 @@ import torch
 
 from tests.train.checkpoints import layouts
 from train.checkpoints.adopt import adopt, adopt_classifier, check_geometry, run_geometry
-from train.checkpoints.foreign import WeightsError, read_weights
-from train.evaluate import EvalConfig, VideoClassifier, load_encoder, parse_args
+from train.checkpoints.foreign import WeightsError, read_state_file, read_weights
+from train.checkpoints.hf_export import write_hf_folder
+from tests.train.eval.test_evaluate import TINY, labelled_shards  # noqa: F401 (a fixture)
+from train.evaluate import EvalConfig, VideoClassifier, linear_probe, load_encoder, parse_args
 from train.export import export
 from train.pretraining.config import TrainConfig
 from train.pretraining.model import Head, build_model
@@ -257,3 +259,24 @@ def test_mean_pooled_weights_refuse_a_token_norm_run(tmp_path):
     torch.save({"module": layouts.videomae_finetune(classifier(token_norm=False).state_dict())}, tmp_path / "ft.pth")
     with pytest.raises(WeightsError, match="token_norm False there"):
         load_encoder(replace(EvalConfig(checkpoint=str(tmp_path / "ft.pth"), **RUN), token_norm=True))
+
+
+def test_probe_a_videomae_checkpoint_end_to_end(labelled_shards, tmp_path):  # noqa: F811
+    torch.save({"model": layouts.videomae_pretrain(pico().state_dict())}, tmp_path / "videomae.pth")
+    lines = []
+    result = linear_probe(tmp_path / "videomae.pth", labelled_shards, log=lines.append, probe_wd=0.01, **TINY)
+    assert result["checkpoint_format"] == "videomae-pretrain" and result["config"]["model"] == "vit_pico"
+    assert "weights: classifier: started fresh (none in the file)" in lines
+    assert any(line.startswith("weights: not stated by the file") for line in lines)
+
+
+@pytest.mark.parametrize("bias_layout", ["linear", "q_bias"])
+def test_hf_folders_written_here_read_back_in_either_bias_layout(tmp_path, bias_layout):
+    source = pico()
+    meta = write_hf_folder(read_weights(own_checkpoint(source, tmp_path / "checkpoint.pt")), tmp_path / "hf",
+                           layout=bias_layout)
+    keys = set(read_state_file(tmp_path / "hf" / meta["weights"]))
+    assert ("encoder.layer.0.attention.attention.q_bias" in keys) == (bias_layout == "q_bias")
+    model, _, lines = loaded(tmp_path / "hf")
+    assert not any(line.startswith("unexpected") for line in lines)
+    same_features(source, model)
