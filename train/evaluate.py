@@ -36,7 +36,12 @@ from train.pretraining.model import POSITIONS  # noqa: E402
 
 
 EVAL_HELP = {
-    "checkpoint": "a train/pretrain.py checkpoint.pt, or 'random' (random-init encoder, the baseline) (required)",
+    "checkpoint": "a train/pretrain.py checkpoint.pt, a train/export.py or fine-tuned file, a VideoMAE / MGMAE / MME "
+                  "checkpoint, or a Hugging Face VideoMAE folder (docs/interop.md); or 'random' (random-init encoder, "
+                  "the baseline) (required)",
+    "token_norm": "the encoder's last LayerNorm on every token before the mean; false = VideoMAE's mean pooling "
+                  "(what a Hugging Face VideoMAEForVideoClassification computes) (default: the checkpoint's: false "
+                  "for a mean-pooling fine-tuned file, else true)",
     "shards": "labelled shard set (default: the shards the checkpoint was pretrained on; "
               f"{DEMO_SHARDS} for 'random')",
     "train_split": "split the probe / fine-tuning trains on",
@@ -87,7 +92,8 @@ EVAL_HELP = {
            "runs/eval/random_<model>_<mode>.json for 'random')",
 }
 USAGE = """%(prog)s --checkpoint CKPT|random [--shards SHARDS] [--finetune] [options]
-       %(prog)s export --checkpoint CKPT --out FILE [--layout {timm,videomae}]   (train/export.py)"""
+       %(prog)s export --checkpoint CKPT --out FILE [--layout {timm,videomae}] [--format {pth,safetensors,hf}]
+                                                                             (train/export.py)"""
 
 
 def build_parser() -> Parser:
@@ -106,6 +112,9 @@ def build_parser() -> Parser:
             parser.add_argument(flag, type=parse_optional(str if names else int), default=None,
                                 help="encoder and clip geometry (default: the checkpoint's; "
                                      f"TrainConfig's {getattr(TrainConfig, f.name)} for 'random')", **extra)
+        elif f.name == "token_norm":
+            parser.add_argument(flag, type=parse_optional(parse_bool), default=None, metavar="BOOL",
+                                help=EVAL_HELP[f.name])
         elif f.name == "finetune":
             parser.add_argument(flag, action="store_true", help=EVAL_HELP[f.name])
         elif f.name == "probe_wd":
@@ -133,8 +142,8 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     """The command line as an EvalConfig, checked before any model or shard is loaded: the
     checkpoint exists and is one, the shard set (given, or the checkpoint's) exists. A --config
     file's values become the defaults, so that a flag on the command line wins."""
-    from train.cli import check_device, existing_file, existing_shards
-    from train.pretraining.runs import read_checkpoint_head
+    from train.cli import check_device, existing_shards
+    from train.checkpoints.foreign import checkpoint_shards
 
     parser = build_parser()
     config = parser.parse_known_args(argv)[0].config
@@ -148,8 +157,8 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     if args.checkpoint == "random":
         shards = args.shards or DEMO_SHARDS
     else:
-        ckpt = existing_file(args.checkpoint, "--checkpoint", "a train/pretrain.py checkpoint.pt, or 'random'")
-        shards = args.shards or read_checkpoint_head(ckpt)["config"].get("shards") or DEMO_SHARDS
+        pretrained_on = checkpoint_shards(args.checkpoint)  # also refuses a missing, unreadable or pickle-only file
+        shards = args.shards or pretrained_on or DEMO_SHARDS
     check_device(args.device)
     flag = "--shards" if args.shards or args.checkpoint == "random" else \
         "the checkpoint's shards (give --shards to use another set)"

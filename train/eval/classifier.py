@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from train.pretraining.config import TrainConfig
-from train.pretraining.engine import load_checkpoint
+from train.checkpoints.adopt import adopt, check_geometry, file_settings, run_geometry
+from train.checkpoints.foreign import read_weights
 from train.pretraining.model import VideoMAE, build_model
 
 from train.eval.config import GEOMETRY, EvalConfig
@@ -22,7 +23,7 @@ class VideoClassifier(nn.Module):
 
     def __init__(self, mae: VideoMAE, num_classes: int):
         super().__init__()
-        dim = mae.norm.normalized_shape[0]
+        dim = mae.patch_embed.proj.out_channels
         self.patch_embed, self.blocks, self.norm = mae.patch_embed, mae.blocks, mae.norm
         self.register_buffer("pos_embed", mae.pos_embed, persistent=False)
         self.fc_norm = nn.LayerNorm(dim, eps=1e-6)
@@ -46,22 +47,26 @@ class VideoClassifier(nn.Module):
 
 def load_encoder(cfg: EvalConfig) -> tuple[VideoMAE, EvalConfig, dict]:
     """The pretrained (or random) MAE, the config with its geometry filled in, and checkpoint info."""
-    if cfg.checkpoint == "random":
-        base, state, info = TrainConfig(), None, {"checkpoint": "random", "checkpoint_step": 0}
-        out_dim = 1
+    weights = None if cfg.checkpoint == "random" else read_weights(cfg.checkpoint)
+    if weights is None:
+        base, info, out_dim = TrainConfig(), {"checkpoint": "random", "checkpoint_step": 0}, 1
     else:
-        ckpt = load_checkpoint(cfg.checkpoint)
-        base, state = TrainConfig.from_dict(ckpt["config"]), ckpt["model"]
-        out_dim = ckpt.get("heads") or int(ckpt["out_dim"])  # heads: stored since MME's two heads
-        info = {"checkpoint": str(cfg.checkpoint), "checkpoint_step": int(ckpt["step"]),
-                "pretrain_config": ckpt["config"]}
+        base, out_dim = TrainConfig.from_dict(file_settings(weights)), weights.heads or 1
+        info = {"checkpoint": str(cfg.checkpoint), "checkpoint_step": weights.step,
+                "checkpoint_format": weights.format, "pretrain_config": weights.config}
     cfg = replace(cfg, **{k: getattr(base, k) if getattr(cfg, k) is None else getattr(cfg, k) for k in GEOMETRY})
+    if cfg.token_norm is None:
+        cfg = replace(cfg, token_norm=weights is None or weights.geometry["token_norm"] is not False)
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
     torch.manual_seed(cfg.seed)
     mae = build_model(cfg.model, grid, out_dim, cfg.tubelet, cfg.patch_size, base.decoder_depth,
                       cfg.drop_path if cfg.finetune else 0.0, cfg.positions, base.decoder_dim)
-    if state is not None:
-        mae.load_state_dict(state)
+    if not cfg.token_norm:  # VideoMAE's mean pooling: tokens -> mean -> fc_norm, no norm before the mean
+        mae.norm = nn.Identity()
+    if weights is not None:
+        run = run_geometry(mae, cfg.num_frames, cfg.input_size, cfg.positions)
+        info["checkpoint_notes"] = check_geometry(weights, run) + adopt(mae, weights)
+        info["weights"] = weights  # the classifier's part: evaluate() loads it once the classes are known
     return mae, cfg, info
 
 

@@ -15,7 +15,7 @@ GEOMETRY = ("model", "num_frames", "sampling_rate", "input_size", "tubelet", "pa
 
 @dataclass(frozen=True)
 class EvalConfig:
-    checkpoint: str = ""            # train/pretrain.py checkpoint.pt, or "random" (random-init baseline)
+    checkpoint: str = ""            # weights of any layout train/checkpoints/foreign.py reads, or "random" (baseline)
     shards: str = DEMO_SHARDS
     train_split: str = "train"
     val_split: str = "val"
@@ -28,6 +28,8 @@ class EvalConfig:
     tubelet: int | None = None
     patch_size: int | None = None
     positions: str | None = None    # the position table (train.pretraining.model.POSITIONS): a random encoder's must match
+    token_norm: bool | None = None  # the encoder's last norm on every token before the mean; False = VideoMAE's
+                                    # mean pooling (no token norm); None = the checkpoint's (True for pretrained ones)
     clips: int = 2                  # temporal clips per video: probe training samples and test views (K400 5, SSv2 2)
     test_crops: int = 1             # spatial test views per clip along the long side (K400 / SSv2 3); 1 = centre
     tsn: bool = False               # TSN (SSv2): one frame from each of num_frames segments; no sampling_rate

@@ -31,6 +31,13 @@ top-5 on the val split.
   and the study stay comparable, and one `--config train/configs/finetune_*.yaml` away
   (docs/finetuning.md).
 
+`--checkpoint` reads this project's checkpoints, exports and fine-tuned classifiers, VideoMAE's,
+MGMAE's and MME's released checkpoints and Hugging Face VideoMAE folders, told apart by their
+contents (train/checkpoints/, docs/interop.md); its geometry is the run's default and a flag that
+differs from it is refused. A fine-tuned classifier is kept next to the result as
+eval_finetune.pt (`--token-norm false` for VideoMAE's pooling, which a Hugging Face
+VideoMAEForVideoClassification can take: `train/export.py --format hf`).
+
 Labels are the ones stored at extraction (`ds.labels()`); unlabelled videos are skipped and
 counted. `--checkpoint random` builds the encoder with random weights (the baseline), with
 the geometry given by flags (TrainConfig defaults otherwise). The shards are the ones the
@@ -61,6 +68,8 @@ from train.eval.finetune import train_classifier
 from train.eval.probe import POOLS, cpu_threads, fit_probe, parse_weight_decay, pool, pool_dims, video_metrics
 from train.eval.view_cache import CachedViews, Views, cached_views
 
+from train.checkpoints.adopt import adopt_classifier
+from train.checkpoints.classifier import save_classifier
 from train.eval.classifier import VideoClassifier, load_encoder
 from train.eval.config import EvalConfig
 
@@ -169,6 +178,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     if cfg.finetune:
         check_finetune(cfg)
     mae, cfg, info = load_encoder(cfg)
+    weights = info.pop("weights", None)
     path = cfg.shards_path()
     train_ids, train_labels, train_skipped = labelled(path, cfg.train_split)
     val_ids, val_labels, val_skipped = labelled(path, cfg.val_split)
@@ -179,8 +189,14 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
         log(f"{cfg.model} from {info['checkpoint']}: {num_classes} classes, {len(train_ids)} train / "
             f"{len(val_ids)} val videos ({train_skipped} / {val_skipped} unlabelled skipped), "
             f"{cfg.clips} clips x {cfg.test_crops} crops per val video{' (TSN segments)' if cfg.tsn else ''}")
-    model = VideoClassifier(mae, num_classes).to(device)
-    del mae
+    model = VideoClassifier(mae, num_classes)
+    if weights is not None:
+        info["checkpoint_notes"] += adopt_classifier(model, weights)
+    if d.main:
+        for note in info.get("checkpoint_notes", []):
+            log(f"weights: {note}")
+    model = model.to(device)
+    del mae, weights
     seconds = {}
     y_train = torch.tensor([train_labels[v] for v in train_ids])
     y_val = torch.tensor([val_labels[v] for v in val_ids])
@@ -195,6 +211,9 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
         t = time.perf_counter()
         extra["finetune"] = train_classifier(model, cfg, train_ids, train_labels, device, d, log)
         seconds["finetune"] = time.perf_counter() - t
+        if d.main:  # kept for train/export.py --format hf, or a later probe
+            extra["classifier"] = str(save_classifier(cfg.out_path().with_suffix(".pt"), model, cfg, names,
+                                                      info.get("pretrain_config"), info["checkpoint_step"]))
         t = time.perf_counter()
         probs = run_views(lambda v: model(v).softmax(-1), val_views, cfg, device, d)     # (V,views,C)
         seconds["test"] = time.perf_counter() - t

@@ -86,6 +86,7 @@ class TrainConfig:
     save_every: int = 500           # steps; a final checkpoint is always written
     keep_every: int = 0             # steps between kept checkpoints <out>/ckpt_<step>.pt; 0 = none
     resume: str = ""                # checkpoint path, or "auto" = <out>/checkpoint.pt if present
+    init: str = ""                  # start from these weights (any layout of train/checkpoints/foreign.py), fresh optimizer
     max_skipped_videos: int = 20    # videos that fail to read mid-run are skipped and listed in
                                     # <out>/skipped.jsonl up to this many, then the run stops; 0 = stop at once
 
@@ -282,10 +283,13 @@ HELP = {
                   "along a run, as the papers' code keeps checkpoint-<epoch>.pth); 0 = keep none",
     "resume": "continue from this checkpoint.pt, or 'auto' = <out>/checkpoint.pt when present; "
               "refused if its model, geometry or method differ",
+    "init": "start from these weights with a fresh optimizer, schedule and step count, any mask and target: a "
+            "checkpoint of this project, VideoMAE, MGMAE or MME, or a Hugging Face VideoMAE folder (docs/interop.md); "
+            "the decoder is kept when it fits, else started fresh. --resume wins once the run has a checkpoint",
 }
 SHOWN_DEFAULTS = {  # where the field's default is a rule, not a value
     "shards": DEMO_SHARDS, "split": "'' (every video)", "mask_ratio": "none", "decoder_depth": "none",
-    "target_norm": "''", "source_root": "'' (the paths recorded at extraction)", "resume": "'' (a new run)", "out": "runs/<shards name>-<mask>-<target>-<model>",
+    "target_norm": "''", "source_root": "'' (the paths recorded at extraction)", "resume": "'' (a new run)", "init": "'' (random weights)", "out": "runs/<shards name>-<mask>-<target>-<model>",
 }
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from train.checkpoints.adopt import init_model
 from train.clips.assemble import assemble, resolve as resolve_assemble
 from train.pretraining.config import TrainConfig
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, Timer, make_loader
@@ -238,6 +239,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
         step = int(ckpt["step"])
         if d.main:
             log(f"resumed from {resume} at step {step}")
+    elif cfg.init:
+        notes = init_model(model, cfg.init, cfg.num_frames, cfg.input_size, cfg.positions)
+        if d.main:
+            log("\n".join(f"init: {note}" for note in notes))
 
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if d.world > 1 else model

@@ -114,9 +114,10 @@ def prepare_run_folder(cfg: TrainConfig, overwrite: bool = False, remove: bool =
 
 def replace_run(out: Path) -> list[str]:
     """Remove the files a run writes (engine: checkpoint, config, metrics, TensorBoard; evaluate:
-    eval_*.json of that checkpoint); anything else in the folder stays."""
+    eval_*.json and the fine-tuned eval_*.pt of that checkpoint); anything else in the folder stays."""
     removed = []
-    for p in [out / n for n in (CHECKPOINT, "checkpoint.tmp", CONFIG, METRICS, "tb")] + sorted(out.glob("eval_*.json")):
+    evaluations = sorted(out.glob("eval_*.json")) + sorted(out.glob("eval_*.pt"))
+    for p in [out / n for n in (CHECKPOINT, "checkpoint.tmp", CONFIG, METRICS, "tb")] + evaluations:
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
