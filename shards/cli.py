@@ -34,6 +34,8 @@ def debug_requested(argv: list[str] | None = None) -> bool:
 
 def add_debug_flag(parser) -> None:
     """`--debug` in every parser's help; `run_main` reads it before parsing."""
+    if DEBUG_FLAG in parser._option_string_actions:  # ArgumentParser adds it already
+        return
     parser.add_argument(DEBUG_FLAG, action="store_true",
                         help=f"show full tracebacks instead of one-line errors (or {DEBUG_ENV}=1)")
 
@@ -66,8 +68,10 @@ def run_main(main: Callable[[], object], prog: str,
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a bad command line is one line (the usage of a CLI with 25 flags is ten
-    lines that hide the error) and every flag's help shows its real default once.
+    """The parser of every command (extract, shards, pretrain, evaluate, visualize, export, study,
+    heldout): a bad command line is a `UsageError`, one line and exit 2 through `run_main` (the
+    usage of a CLI with 40 flags is ten lines that hide the error); `--debug` is in every help;
+    every flag's help shows its real default once.
 
     A default is appended as "(default: X)" unless it is None or False (nothing to show) or the
     help text already says what the default is ("default" in it).
@@ -76,9 +80,10 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", DefaultsOnceFormatter)
         super().__init__(*args, **kwargs)
+        add_debug_flag(self)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 class DefaultsOnceFormatter(argparse.RawDescriptionHelpFormatter):

@@ -1,5 +1,6 @@
 """What the training-side commands (pretrain, evaluate, visualize, export, study) share on the
-command line: a parser whose mistakes are one line, and early checks of paths and devices.
+command line: early checks of paths and devices (the parser is `shards.cli.ArgumentParser`, the
+one every command uses).
 
 Every check here runs before a model is built or a shard is read, so a mistyped flag is
 answered in about the time it takes to import torch. The one-line errors themselves are
@@ -7,24 +8,9 @@ answered in about the time it takes to import torch. The one-line errors themsel
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from shards.cli import CliError, UsageError, add_debug_flag
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a bad command line raises UsageError (one line, exit 2 through run_main)
-    instead of printing the whole usage block and exiting: with 40 flags that block hides the
-    one line that says what is wrong."""
-
-    def __init__(self, *args, **kw):
-        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-        super().__init__(*args, **kw)
-        add_debug_flag(self)
-
-    def error(self, message: str):
-        raise UsageError(f"{message} (see {self.prog} --help)")
+from shards.cli import CliError, UsageError
 
 
 def names(registry) -> str:

@@ -25,8 +25,8 @@ if __package__ in (None, ""):  # `python train/evaluate.py` as well as `python -
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-from shards.cli import UsageError, run_main  # noqa: E402
-from train.cli import Parser, check_sources  # noqa: E402
+from shards.cli import ArgumentParser, UsageError, run_main  # noqa: E402
+from train.cli import check_sources  # noqa: E402
 from train.eval.config import GEOMETRY, EvalConfig  # noqa: E402
 from train.eval.evaluation import evaluate  # noqa: E402
 from train.eval.probe import POOLS, parse_weight_decay  # noqa: E402
@@ -96,10 +96,10 @@ USAGE = """%(prog)s --checkpoint CKPT|random [--shards SHARDS] [--finetune] [opt
                                                                              (train/export.py)"""
 
 
-def build_parser() -> Parser:
+def build_parser() -> ArgumentParser:
     from train.pretraining.model import MODELS
 
-    parser = Parser(prog="evaluate.py", usage=USAGE, description=__doc__)
+    parser = ArgumentParser(prog="evaluate.py", usage=USAGE, description=__doc__)
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="yaml/json of EvalConfig fields (train/configs/finetune_*.yaml); flags override it "
                              "(default: none)")

@@ -41,7 +41,7 @@ import torch
 if __package__ in (None, ""):  # `python train/export.py` as well as `python -m train.export`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shards.cli import CliError, UsageError, run_main  # noqa: E402
+from shards.cli import ArgumentParser, CliError, UsageError, run_main  # noqa: E402
 from train.pretraining.model import MODELS  # noqa: E402
 
 ENCODER_PREFIXES = ("patch_embed.", "blocks.", "norm.")
@@ -92,10 +92,8 @@ def export(checkpoint: str | Path, out: str | Path, layout: str = "timm", fmt: s
     return meta
 
 
-def build_parser():
-    from train.cli import Parser
-
-    parser = Parser(prog="export.py", description=__doc__)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="export.py", description=__doc__)
     parser.add_argument("--checkpoint", required=True,
                         help="a train/pretrain.py checkpoint.pt; with --format hf also a fine-tuned eval_finetune.pt "
                              "or any weights train/evaluate.py reads (docs/interop.md) (required)")

@@ -26,16 +26,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python train/pretrain.py` as well as `python -m train.pretrain`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shards.cli import CliError, run_main  # noqa: E402
-from train.cli import Parser, check_device, check_sources, existing_shards, shard_meta  # noqa: E402
+from shards.cli import ArgumentParser, CliError, run_main  # noqa: E402
+from train.cli import check_device, check_sources, existing_shards, shard_meta  # noqa: E402
 from train.pretraining.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, add_arguments, from_args, given  # noqa: E402
 from train.pretraining.runs import default_out, prepare_run_folder  # noqa: E402
 
 DEMO_CONFIG = REPO_ROOT / "train" / "configs" / "demo.yaml"
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="pretrain.py", description=__doc__)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="pretrain.py", description=__doc__)
     add_arguments(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in --out (its checkpoint, config, metrics, TensorBoard "

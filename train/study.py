@@ -70,7 +70,7 @@ if __package__ in (None, ""):  # `python train/study.py` as well as `python -m t
 import numpy as np  # noqa: E402
 
 from shards.cli import UsageError, run_main  # noqa: E402
-from train.cli import Parser  # noqa: E402
+from shards.cli import ArgumentParser  # noqa: E402
 from train.pretraining.config import load_file  # noqa: E402
 from train.studies.config import DEFAULT_CONFIG, DEFAULT_OUT, METHODS, PAIRS, TINY, StudyConfig  # noqa: E402
 from train.studies.pool import run_chains  # noqa: E402
@@ -330,7 +330,7 @@ def _list(kind):
 
 
 def parse_args(argv: list[str] | None) -> StudyConfig:
-    p = Parser(prog="study.py", description=__doc__)
+    p = ArgumentParser(prog="study.py", description=__doc__)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="study yaml (default train/configs/study.yaml)")
     p.add_argument("--tiny", action="store_true",
                    help="the CI version: 2 videos per class, 2 seeds, 3 methods, 4 steps")

@@ -43,7 +43,7 @@ if __package__ in (None, ""):  # `python train/visualize.py` as well as `python 
 from shards.cli import UsageError, run_main  # noqa: E402
 from shards.schema import CELL  # noqa: E402
 from shards.tracks import positions  # noqa: E402
-from train.cli import Parser  # noqa: E402
+from shards.cli import ArgumentParser  # noqa: E402
 from train.pretraining.config import DEMO_SHARDS, TrainConfig, resolve_shards  # noqa: E402
 from train.clips.dataset import ClipDataset, ClipSpec  # noqa: E402
 from train.pretraining.masks import MASKS  # noqa: E402
@@ -323,8 +323,8 @@ def reconstruction_figures(batch: dict, ckpt: dict, cfg: TrainConfig,
 
 # ---- CLI -------------------------------------------------------------------------------------
 
-def build_parser() -> Parser:
-    parser = Parser(prog="visualize.py", description=__doc__)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="visualize.py", description=__doc__)
     add = parser.add_argument
     add("--shards", default=DEMO_SHARDS, help=f"shard set (default: {DEMO_SHARDS})")
     add("--video", default=None, help="video id (default: the first id of the set)")

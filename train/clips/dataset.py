@@ -316,13 +316,14 @@ def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, ce
     the frames they visit on the cells they visit (`Video.hog_box`), since shard schema 3
     derives both when read. `gray`: frame index -> (H, W) luma the caller already has (the
     clip's own frames: their HOG then needs no second read and decode). `traj_len`: steps per
-    trajectory (0 = the shards' own, `clip_traj_len`). `device_hog`: the stored frames (sorted)
+    trajectory, resolved by the caller (`clip_traj_len`). `device_hog`: the stored frames (sorted)
     whose JPEG rows travel to the device (assemble "device"): then the HOG is not computed
     here; what the device needs to compute and sample it comes instead (train/clips/assemble.py:
     the box of cells, the positions in it and the frame of each step).
     """
+    if traj_len < 1:
+        raise ValueError(f"clip_trajectories needs traj_len >= 1 (clip_traj_len resolves it), got {traj_len}")
     n_stored = int(video.attrs["num_frames"])
-    traj_len = traj_len or int(video.attrs["traj_len"])
     hc, wc = int(video.attrs["height"]) // CELL, int(video.attrs["width"]) // CELL
     src = ((np.arange(cells) + 0.5) * (side // CELL) / cells).astype(int)   # resample_cells' pick
     picked, spread = np.unique(src, return_inverse=True)
@@ -421,10 +422,7 @@ class ClipDataset(Dataset):
                  source_root: str | None = None):
         from shards import open_shards
 
-        self.path, self.spec, self.seed = str(path), spec, seed
-        # "loader" reads the levels too and normalizes after the flip (`_clip`): a mirrored copy of
-        # the uint8 levels, not of the 4x larger float clip (the same values: the flip commutes with it)
-        self._read_spec = replace(spec, assemble="uint8") if spec.assemble == "loader" else spec
+        self.path, self.seed = str(path), seed
         self.source_root = source_root  # a --frames none set's videos, when they moved
         # serve the next readable video when one fails to read; items then carry what was
         # skipped (train/pretraining/skips.py records it and enforces the limit)
@@ -440,7 +438,12 @@ class ClipDataset(Dataset):
             raise ValueError(f"{path}: assemble 'device' decodes the stored JPEG frames on the device, and this "
                              f"set keeps no frames (extracted with --frames none: its clips are decoded from the "
                              f"source videos in the loader). Train it with assemble 'loader'.")
-        self.traj_len = clip_traj_len(first, spec) if "traj_len" in first.attrs else 0
+        if "traj_len" in first.attrs:  # resolved once, here: every clip of the run tracks this many steps
+            spec = replace(spec, traj_len=clip_traj_len(first, spec))
+        self.spec, self.traj_len = spec, spec.traj_len
+        # "loader" reads the levels too and normalizes after the flip (`_clip`): a mirrored copy of
+        # the uint8 levels, not of the 4x larger float clip (the same values: the flip commutes with it)
+        self._read_spec = replace(spec, assemble="uint8") if spec.assemble == "loader" else spec
         self.hog_bins = HOG_BINS
         ds.close()
         self._ds = None  # opened per worker process

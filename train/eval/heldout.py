@@ -13,7 +13,6 @@ clips of the split would all come from its first classes.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -190,37 +189,3 @@ def constant_grad(loss_fn, value: float, shape: torch.Size, args: tuple) -> tupl
         loss = loss_fn(c.expand(1, *shape), *args)
         loss.backward()
     return loss.item(), c.grad.double()
-
-
-def main(argv: list[str] | None = None) -> dict:
-    from shards.cli import CliError, add_debug_flag
-    from train.cli import check_sources
-    from train.pretraining.engine import load_checkpoint
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a pretraining checkpoint (checkpoint.pt)")
-    p.add_argument("--shards", default=None, help="shard set (default: the one named in the checkpoint)")
-    p.add_argument("--split", default="val", help="videos whose split attr equals this (default: val; '' = all)")
-    p.add_argument("--clips", type=int, default=256, help="clips to average over (default: 256)")
-    p.add_argument("--batch-size", type=int, default=32, help="clips per forward pass (default: 32)")
-    p.add_argument("--seed", type=int, default=0, help="picks the clips, crops and masks (default: 0)")
-    p.add_argument("--source-root", default="", help="for a set extracted with --frames none: the folder its "
-                   "source videos moved to (default: the paths recorded at extraction)")
-    add_debug_flag(p)
-    args = p.parse_args(argv)
-    if not Path(args.checkpoint).is_file():
-        raise CliError(f"no checkpoint at {args.checkpoint}")
-    ckpt = load_checkpoint(args.checkpoint)
-    check_sources(heldout_shards(ckpt, args.shards), args.source_root)
-    result = heldout_loss(ckpt, args.shards, args.split, args.clips, args.batch_size, args.seed,
-                          source_root=args.source_root or None)
-    print(f"step {result['step']}: held-out loss {result['loss']:.4f}, predict-0 {result['predict0']:.4f}, "
-          f"ratio {result['ratio']:.3f}; best constant {result['predict_mean']:.4f}, ratio "
-          f"{result['ratio_mean']:.3f}; against the better of the two {result['ratio_baseline']:.3f} "
-          f"({result['clips']} clips of split {result['split']!r}; per class "
-          f"{', '.join(f'{k}: {n}' for k, n in result['per_class'].items())})")
-    for b in result.get("by_contrast", []):
-        lo, hi = b["grey_levels"]
-        print(f"  hidden tokens of contrast {lo:g}-{hi:g} grey levels: {100 * b['share']:4.1f} %, "
-              f"loss {b['loss']:.3f}, ratio {b['ratio']:.3f}")
-    return result
