@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from shards.cli import CliError, UsageError
+from train.pretraining.config import DEMO_SHARDS, resolve_shards
+from shards import open_shards
 
 
 def names(registry) -> str:
@@ -31,8 +33,6 @@ def existing_file(path: str, flag: str, what: str) -> Path:
 def existing_shards(path: Path, flag: str = "--shards") -> Path:
     """`path` when it exists; the extraction command to make one otherwise."""
     if not path.exists():
-        from train.pretraining.config import DEMO_SHARDS, resolve_shards
-
         how = "--dataset demo" if path == resolve_shards(DEMO_SHARDS) else f"--dataset ... --out {path}"
         raise CliError(f"{flag} {path}: no such shard set; extract one with `python preprocess/extract.py {how}`")
     return path
@@ -40,8 +40,6 @@ def existing_shards(path: Path, flag: str = "--shards") -> Path:
 
 def shard_meta(path: Path) -> dict[str, dict]:
     """id -> {label, split, num_frames} of a shard set; a folder that is not one is a CliError."""
-    from shards import open_shards
-
     try:
         with open_shards(path) as ds:
             return ds.meta()
@@ -53,8 +51,6 @@ def check_sources(path: Path, source_root: str = "") -> None:
     """A set extracted with --frames none decodes frames from its videos: a missing one is a
     CliError naming it and the flag, before the run starts (checked on the first video)."""
     import os
-
-    from shards import open_shards
 
     with open_shards(path, source_root or None) as ds:
         ids = ds.ids()

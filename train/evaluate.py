@@ -33,6 +33,10 @@ from train.eval.probe import POOLS, parse_weight_decay  # noqa: E402
 from train.pretraining.config import (DEMO_SHARDS, TrainConfig, load_file, parse_bool, parse_optional,  # noqa: E402
                                       resolve_shards)
 from train.pretraining.model import POSITIONS  # noqa: E402
+from train.pretraining.model import MODELS  # noqa: E402
+from train.cli import check_device, existing_shards  # noqa: E402
+from train.checkpoints.foreign import checkpoint_shards  # noqa: E402
+from train.export import main as export_main  # noqa: E402
 
 
 EVAL_HELP = {
@@ -97,8 +101,6 @@ USAGE = """%(prog)s --checkpoint CKPT|random [--shards SHARDS] [--finetune] [opt
 
 
 def build_parser() -> ArgumentParser:
-    from train.pretraining.model import MODELS
-
     parser = ArgumentParser(prog="evaluate.py", usage=USAGE, description=__doc__)
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="yaml/json of EvalConfig fields (train/configs/finetune_*.yaml); flags override it "
@@ -142,9 +144,6 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
     """The command line as an EvalConfig, checked before any model or shard is loaded: the
     checkpoint exists and is one, the shard set (given, or the checkpoint's) exists. A --config
     file's values become the defaults, so that a flag on the command line wins."""
-    from train.cli import check_device, existing_shards
-    from train.checkpoints.foreign import checkpoint_shards
-
     parser = build_parser()
     config = parser.parse_known_args(argv)[0].config
     if config:
@@ -170,7 +169,6 @@ def parse_args(argv: list[str] | None) -> EvalConfig:
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["export"]:
-        from train.export import main as export_main
         return export_main(argv[1:])
     cfg = parse_args(argv)
     check_sources(cfg.shards_path(), cfg.source_root)

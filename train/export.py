@@ -43,6 +43,9 @@ if __package__ in (None, ""):  # `python train/export.py` as well as `python -m 
 
 from shards.cli import ArgumentParser, CliError, UsageError, run_main  # noqa: E402
 from train.pretraining.model import MODELS  # noqa: E402
+from train.cli import existing_file, output_folder  # noqa: E402
+from train.checkpoints.foreign import read_weights  # noqa: E402
+from train.checkpoints.hf_export import write_hf_folder  # noqa: E402
 
 ENCODER_PREFIXES = ("patch_embed.", "blocks.", "norm.")
 LAYOUTS = ("timm", "videomae")
@@ -107,8 +110,6 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from train.cli import existing_file, output_folder
-
     args = build_parser().parse_args(argv)
     existing_file(args.checkpoint, "--checkpoint", "a train/pretrain.py checkpoint.pt")
     if args.fmt == "hf":
@@ -126,10 +127,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def export_hf(checkpoint: str, out: str) -> dict:
-    from train.checkpoints.foreign import read_weights
-    from train.checkpoints.hf_export import write_hf_folder
-    from train.cli import output_folder
-
     if Path(out).is_file():
         raise UsageError(f"--out {out}: is a file; --format hf writes a folder")
     output_folder(Path(out).parent, "--out's folder")

@@ -49,6 +49,8 @@ from train.clips.dataset import ClipDataset, ClipSpec  # noqa: E402
 from train.pretraining.masks import MASKS  # noqa: E402
 from train.clips.pair_flow import camera_inclusive  # noqa: E402
 from train.pretraining.targets.pixel import MEAN, STD, patchify  # noqa: E402
+from train.cli import check_sources, existing_file, existing_shards, output_folder, shard_meta  # noqa: E402
+from shards import open_shards  # noqa: E402
 
 WHITE, YELLOW, GREY = (255, 255, 255), (255, 230, 0), (64, 64, 64)
 
@@ -352,8 +354,6 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
-    from train.cli import check_sources, existing_file, existing_shards, output_folder, shard_meta
-
     args = build_parser().parse_args(argv)
     shards = existing_shards(resolve_shards(args.shards))
     check_sources(shards, args.source_root)
@@ -384,8 +384,6 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     def write(name: str, still: np.ndarray, frames: list[np.ndarray]) -> None:
         paths.extend([save_png(still, out / f"{name}.png", args.colors),
                       save_gif(frames, out / f"{name}.gif", args.fps, args.colors)])
-
-    from shards import open_shards
 
     with open_shards(shards, args.source_root or None) as ds:
         figs = motion_figures(ds[vid], args.start, args.frames, args.step, args.arrow_scale, args.zoom)

@@ -60,6 +60,8 @@ from train.clips.assemble import (ASSEMBLIES, CROP, FLIP, HOG_AT, HOG_BOX, HOG_F
 from train.pretraining.masks import batch_generator, get_mask
 from train.clips.pair_flow import camera_inclusive_cells, chain_pairs
 from train.pretraining.skips import BATCH_KEY, READ_ERRORS
+from shards.derived import decode_gray
+from shards import open_shards
 
 SAMPLE = "sample"  # a clip's global sample number, while it travels to the collate (MaskCollate)
 MOTION_KEYS = ("mv", "mv_valid", "flow", "homography", "hog", "traj", "traj_valid", "traj_hog")
@@ -258,8 +260,6 @@ def device_frames(video, spec: ClipSpec, idx: np.ndarray, uniq: np.ndarray, inv:
     decoded where the model runs; for MME's trajectories, the rows of the frames they visit
     (their HOG is computed on the device too, train/clips/assemble.py); for the `hog` target, (frame ->
     luma) of the clip's frames, decoded grey here. One read of the union of those frames."""
-    from shards.derived import decode_gray
-
     grey_for = uniq if "hog" in spec.needs else np.zeros(0, np.intp)
     visited = np.zeros(0, np.intp)
     if spec.needs & {"traj", "traj_valid", "traj_hog"} and video.specs["hog"].derived:
@@ -420,8 +420,6 @@ class ClipDataset(Dataset):
 
     def __init__(self, path, spec: ClipSpec, seed: int = 0, split: str = "", skip_damaged: bool = False,
                  source_root: str | None = None):
-        from shards import open_shards
-
         self.path, self.seed = str(path), seed
         self.source_root = source_root  # a --frames none set's videos, when they moved
         # serve the next readable video when one fails to read; items then carry what was
@@ -453,8 +451,6 @@ class ClipDataset(Dataset):
         return len(self.ids)
 
     def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
-        from shards import open_shards
-
         g, index = item
         if self._ds is None:
             self._ds = open_shards(self.path, self.source_root)

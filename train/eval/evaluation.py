@@ -72,12 +72,11 @@ from train.checkpoints.adopt import adopt_classifier
 from train.checkpoints.classifier import save_classifier
 from train.eval.classifier import VideoClassifier, load_encoder
 from train.eval.config import EvalConfig
+from shards import open_shards
 
 
 def labelled(path: Path, split: str) -> tuple[list[str], dict[str, int], int]:
     """Ids of the split's labelled videos, id -> label, and how many unlabelled were skipped."""
-    from shards import open_shards
-
     with open_shards(path) as ds:
         labels = ds.labels(split)
     keep = {vid: int(lab) for vid, lab in labels.items() if lab is not None}
@@ -89,8 +88,6 @@ def labelled(path: Path, split: str) -> tuple[list[str], dict[str, int], int]:
 
 def class_names(path: Path, ids: list[str], labels: dict[str, int]) -> dict[int, str]:
     """class id -> name, read from one video of each class."""
-    from shards import open_shards
-
     first = {}
     for vid in ids:
         first.setdefault(labels[vid], vid)

@@ -25,6 +25,7 @@ from train.clips.dataset import ClipDataset, ClipSpec
 from train.pretraining.masks import get_mask
 from train.pretraining.pairing import reads
 from train.pretraining.targets import get_target
+from train.pretraining.targets.pixel import cubes
 
 
 @torch.no_grad()
@@ -136,8 +137,6 @@ def token_contrast(video: torch.Tensor, tgt: torch.Tensor, pred: torch.Tensor, m
     """(hidden tokens, 3): each hidden token's contrast (the standard deviation of its cube's
     pixels before the per-token normalization, in grey levels, the mean over colour channels),
     its squared error and its predict-0 loss (mean over the token's values, as `masked_mse`)."""
-    from train.pretraining.targets.pixel import cubes
-
     spread = cubes(video, tubelet, patch).std(dim=-2, unbiased=True).mean(-1) * 255          # (B,N)
     hidden = tgt[mask]                                                                          # (B*Nm,C)
     err = ((pred.reshape(-1, pred.shape[-1]) - hidden) ** 2).mean(-1)

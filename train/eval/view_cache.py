@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from train.clips.assemble import VIDEO_U8
 from train.clips.dataset import ClipSpec, normalize, read_clip_at
 from train.clips.sampling import multi_views
+from shards import open_shards
 
 MANIFEST = "manifest.json"  # preprocess.manifest.MANIFEST: the extraction's record, not read by training
 ROOT_METADATA = "zarr.json"  # a zarr set's root group: its index of videos, rewritten by every finalize
@@ -65,8 +66,6 @@ class Views(Dataset):
         return len(self.ids) * self.per_video
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        from shards import open_shards
-
         if self._ds is None:
             self._ds = open_shards(self.path, self.source_root)
         v, view = divmod(item, self.per_video)

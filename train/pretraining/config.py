@@ -21,6 +21,7 @@ from train.clips.assemble import ASSEMBLIES, AUTO
 from train.pretraining.masks import MASKS
 from train.pretraining.model import MODELS, POSITIONS, build_model
 from train.pretraining.targets import TARGETS, get_target
+
 DEMO_SHARDS = "data/shards/demo"
 
 
@@ -332,8 +333,6 @@ def given(args: argparse.Namespace) -> dict:
 
 def from_args(args: argparse.Namespace) -> TrainConfig:
     """Defaults < --config file < flags; a bad value is a UsageError naming it."""
-    from shards.cli import UsageError
-
     values = {**(load_file(args.config) if args.config else {}), **given(args)}
     try:
         return TrainConfig.from_dict(values).validate()

@@ -239,7 +239,7 @@ def test_every_target_varies_at_every_shipped_patch_size(tiny_shards, name, patc
 def test_a_constant_normalization_is_refused_in_one_line(tmp_path):
     from shards.cli import UsageError
 
-    from train.cli import Parser
+    from shards.cli import ArgumentParser as Parser
     from train.pretraining.config import add_arguments, from_args
 
     line = ("target 'mme': target_norm 'points' needs at least 2 tracked points per token; patch_size 8 gives 1 "
