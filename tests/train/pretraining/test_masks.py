@@ -14,10 +14,11 @@ def test_exact_ratio(name, ratio):
     m = MASKS[name](batch, GRID, ratio, torch.Generator().manual_seed(1))
     t, h, w = GRID
     assert m.shape == (5, t * h * w) and m.dtype == torch.bool
-    if name == "random":
-        assert (m.sum(1) == round(ratio * t * h * w)).all()
-    else:
+    if MASKS[name].per_slice:
         assert (m.reshape(5, t, h * w).sum(-1) == round(ratio * h * w)).all()
+    else:
+        assert (m.sum(1) == round(ratio * t * h * w)).all()
+    assert (m.sum(1) == MASKS[name].hidden(GRID, ratio)).all()
 
 
 @pytest.mark.parametrize("name", list(MASKS))
