@@ -1,7 +1,7 @@
 """The study's questions in one short GPU window: clips prepared on the CPU, held on the GPU.
 
     python -m train.studies.gpu_window prepare --out runs/gpu_window/clips.pt        # CPU, where the shards are
-    python -m train.studies.gpu_window run --data runs/gpu_window/clips.pt --device cuda --minutes 10 \\
+    python -m train.studies.gpu_window run --data runs/gpu_window/clips.pt --device cuda --minutes 9 \\
         --out runs/gpu_window --report runs/gpu_window/results.md                       # GPU
 
 The CPU study (train/study.py) reads every clip from the shards as it trains; a study-sized
@@ -27,7 +27,7 @@ prepared clips for `--epochs` epochs: the 2 x 2 {tube, mgm} x {pixel, mme} for e
 study's own model (the control for "does the pixel target learn with a larger model"). After
 each run, its held-out loss on the prepared held-out clips against the method's baseline: the
 ratio the study's gate reads. `--jobs N` runs N processes side by side on the GPU (a small
-model leaves an H100 mostly idle one at a time). `--minutes` is a hard budget: runs are
+model leaves an H100 mostly idle one at a time). `--minutes` is a hard budget (training stops RESERVE_S before it): runs are
 ordered seed-major (seed 0 of every method first, then the controls, then the other seeds), a
 run still going at the deadline stops there and is reported as cut short, and runs not
 started are listed as such.
@@ -78,6 +78,7 @@ METHODS = ("tube+pixel", "mgm+pixel", "tube+mme", "mgm+mme")
 HALF = ("traj", "traj_hog")                  # shipped as float16: 2 bytes a value instead of 4
 HELDOUT_SEED = 0                             # train/heldout.py's default: the same clips and masks
 CHUNK = 64                                   # clips per mask call, per held-out forward
+RESERVE_S = 30.0                             # of the run's budget: held-out losses of the runs cut short, the report
 VIDEO_INDEX = "video_index"                  # each clip's video in its split: the best constant is cross-fitted by video
 
 
@@ -360,14 +361,15 @@ def _run_in_worker(spec: RunSpec, device: str, deadline: float) -> dict | None:
     return train_run(_DATA, spec, torch.device(device), deadline)
 
 
-def run(path: str | Path, specs: list[RunSpec], device: str = "cuda", minutes: float = 10.0, jobs: int = 1,
+def run(path: str | Path, specs: list[RunSpec], device: str = "cuda", minutes: float = 9.0, jobs: int = 1,
         save=None, log=print) -> dict:
-    """Every planned run within `minutes` of wall time from now; `jobs` > 1: that many processes
+    """Every planned run within `minutes` of wall time from now (training stops RESERVE_S before,
+    for the held-out losses of the runs it cuts short); `jobs` > 1: that many processes
     side by side on the device, each holding its own copy of the file. `save(results)` is called
     after every run, so a window killed early still leaves what it finished. A run that fails
     (a non-finite loss, out of memory) is recorded with its error; the others go on."""
     start = time.time()
-    deadline = start + 60 * minutes
+    deadline = start + max(0.0, 60 * minutes - RESERVE_S)
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     meta = json.loads(torch.load(path, map_location="cpu", weights_only=True)["meta"])
     results = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "device": device_name(device),
@@ -502,7 +504,8 @@ def main(argv: list[str] | None = None) -> dict:
     b = sub.add_parser("run", help="GPU: every run over the prepared clips, then the report")
     b.add_argument("--data", required=True, help="the prepared file")
     b.add_argument("--device", default="cuda", help="cuda | cpu | auto")
-    b.add_argument("--minutes", type=float, default=10.0, help="wall-time budget of the whole run")
+    b.add_argument("--minutes", type=float, default=9.0,
+                   help="wall-time budget of the whole command (training stops 30 s before it)")
     b.add_argument("--jobs", type=int, default=4, help="runs side by side on the device (processes)")
     b.add_argument("--methods", type=_list(str), default=METHODS)
     b.add_argument("--seeds", type=_list(int), default=(0, 1, 2, 3, 4))
