@@ -27,10 +27,10 @@ prepared clips for `--epochs` epochs: the 2 x 2 {tube, mgm} x {pixel, mme} for e
 study's own model (the control for "does the pixel target learn with a larger model"). After
 each run, its held-out loss on the prepared held-out clips against the method's baseline: the
 ratio the study's gate reads. `--jobs N` runs N processes side by side on the GPU (a small
-model leaves an H100 mostly idle one at a time). `--minutes` is a hard budget (training stops RESERVE_S before it): runs are
-ordered seed-major (seed 0 of every method first, then the controls, then the other seeds), a
-run still going at the deadline stops there and is reported as cut short, and runs not
-started are listed as such.
+model leaves an H100 mostly idle one at a time). `--minutes` is a hard budget (training stops
+RESERVE_S before it): runs are ordered seed-major (seed 0 of every method first, then the
+controls, then the other seeds), a run still going at the deadline stops there and is reported
+as cut short, and runs not started are listed as such.
 
 The engine (train/pretraining/engine.py) builds its dataset from shards and cannot take
 in-memory clips, so **run** is a small loop over pre-made batches that calls the engine's own
