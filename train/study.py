@@ -8,6 +8,10 @@ what does a layout-preserving linear probe see, against random init and paired m
     python train/study.py --device cuda --gpu-jobs 12 --steps 2400   # on a GPU: the same study, only the
                                                             # budget changes; 12 jobs side by side on it
 
+For one short GPU window, `python -m train.studies.gpu_window` prepares the clips, masks and
+targets once on the CPU and runs the study's 2 x 2 {tube, mgm} x {pixel, mme} from one file held on
+the GPU (train/studies/gpu_window.py; docs/results.md, "GPU mode").
+
 On a GPU the study runs unchanged except for the budget: `--device` (auto picks cuda when there
 is one; the default), `--batch-size`, `--steps`, `--num-workers` and `--finetune-steps` set what a
 GPU run needs, or the same fields in study.yaml. The probes' L-BFGS fits run on the same device.

@@ -49,7 +49,7 @@ class TrainConfig:
     num_workers: int = 2
     assemble: str = "auto"          # where a clip's frames are decoded, cropped, resized, normalized: auto | loader | uint8 | device
     # method
-    mask: str = "tube"              # train.pretraining.masks.MASKS key: tube | random | mgm | mgm_cc | mgm_anchor | mgmae
+    mask: str = "tube"              # train.pretraining.masks.MASKS key: tube | random | mgm | mgm_cc | mgm_recentre | mgm_anchor | mgmae
     target: str = "pixel"           # train.pretraining.targets.TARGETS key: pixel | hog | mme | mme_single
     mask_ratio: float | None = None  # None = the target's default ratio (0.9; 0.7 with target mme)
     norm_target: bool = True        # per-token target normalization (VideoMAE / MME patch norm)

@@ -142,7 +142,7 @@ def test_compensation_is_a_no_op_for_a_still_camera():
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("name", ["mgm", "mgm_cc", "mgm_anchor"])
+@pytest.mark.parametrize("name", ["mgm", "mgm_cc", "mgm_recentre", "mgm_anchor"])
 @pytest.mark.parametrize("ratio", [0.05, DISK, 0.25, 0.5, 0.75, 0.95])
 def test_exact_ratio_in_every_slice(name, ratio):
     batch = pan_with_object(B=3)

@@ -14,10 +14,11 @@ def test_exact_ratio(name, ratio):
     m = MASKS[name](batch, GRID, ratio, torch.Generator().manual_seed(1))
     t, h, w = GRID
     assert m.shape == (5, t * h * w) and m.dtype == torch.bool
-    if name == "random":
-        assert (m.sum(1) == round(ratio * t * h * w)).all()
-    else:
+    if MASKS[name].per_slice:
         assert (m.reshape(5, t, h * w).sum(-1) == round(ratio * h * w)).all()
+    else:
+        assert (m.sum(1) == round(ratio * t * h * w)).all()
+    assert (m.sum(1) == MASKS[name].hidden(GRID, ratio)).all()
 
 
 @pytest.mark.parametrize("name", list(MASKS))
@@ -50,6 +51,9 @@ def test_mgm_hides_the_moving_object_far_more_than_tube():
         m = MASKS[name](batch, grid, 0.5, torch.Generator().manual_seed(0)).reshape(-1, t, h * w)
         cover[name] = m[:, torch.arange(t), idx].float().mean().item()
     assert min(cover["mgm"], cover["mgm_cc"], cover["mgm_anchor"]) > 0.97 and cover["tube"] < 0.7, cover
+    # mgm_recentre starts at random: from its second slice on
+    m = MASKS["mgm_recentre"](batch, grid, 0.5, torch.Generator().manual_seed(0)).reshape(-1, t, h * w)
+    assert m[:, torch.arange(1, t), idx[1:]].all()
 
 
 def test_mgmae_visible_cubes_follow_the_motion():

@@ -17,14 +17,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from train.pretraining.masks import mgm, mgm_anchor, mgmae, random, tube
+from train.pretraining.masks import mgm, mgm_anchor, mgm_recentre, mgmae, random, tube
 from train.pretraining.masks.record import Mask, MaskFn
 
 __all__ = ["MASKS", "Mask", "MaskFn", "batch_generator", "get_mask"]
 
 # One line per strategy: its file defines the record (`record.Mask`).
 MASKS: dict[str, Mask] = {m.name: m for m in (tube.MASK, random.MASK, mgm.MASK, mgm.MASK_COMPENSATED,
-                                               mgm_anchor.MASK, mgmae.MASK)}
+                                               mgm_recentre.MASK, mgm_anchor.MASK, mgmae.MASK)}
 
 
 def get_mask(name: str) -> Mask:

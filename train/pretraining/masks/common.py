@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from shards.schema import CELL
 
@@ -63,3 +64,10 @@ def token_motion(mv: torch.Tensor, valid: torch.Tensor,
     speed = v.norm(dim=-1).mean((2, 4, 6))                         # (B,t,h,w)
     velocity = v.sum((2, 4, 6)) / count                            # (B,t,h,w,2)
     return speed, velocity
+
+
+def box3(speed: torch.Tensor) -> torch.Tensor:
+    """speed (B,t,h,w) -> its 3x3 box mean per slice (border tokens average their in-frame
+    neighbours only), so that the middle of a moving region outranks one noisy block at its edge."""
+    B, t, h, w = speed.shape
+    return F.avg_pool2d(speed.reshape(B * t, 1, h, w), 3, 1, 1, count_include_pad=False).reshape(B, t, h, w)

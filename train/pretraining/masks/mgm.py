@@ -25,9 +25,8 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 
-from train.pretraining.masks.common import hidden_per_slice, hide_lowest, input_side, token_motion
+from train.pretraining.masks.common import box3, hidden_per_slice, hide_lowest, input_side, token_motion
 from train.pretraining.masks.record import Mask
 
 NEEDS: frozenset[str] = frozenset({"mv", "mv_valid", "frame_step"})
@@ -61,7 +60,7 @@ def camera_motion(homography: torch.Tensor, frame_step: torch.Tensor, num_frames
 def anchor(speed: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """speed (B,t,h,w) -> anchor slice (B,) and anchor centre (B,2) as (x, y) in tokens."""
     B, t, h, w = speed.shape
-    smooth = F.avg_pool2d(speed.reshape(B * t, 1, h, w), 3, 1, 1, count_include_pad=False).reshape(B, t * h * w)
+    smooth = box3(speed).reshape(B, t * h * w)
     best = (smooth + TIE_NOISE * torch.rand(smooth.shape, generator=generator)).argmax(1)
     return best // (h * w), torch.stack([best % w, best // w % h], -1).float()
 
@@ -121,7 +120,15 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
     patch = input_side(batch) // w
     tokens_per_px = batch["frame_step"].float().reshape(B) * (T // t) / patch
     centres = track(mv, guide.norm(dim=-1) * valid, s0, c0, grid, tokens_per_px)  # (B,t,2)
+    return disks(centres, grid, ratio, generator)
 
+
+def disks(centres: torch.Tensor, grid: tuple[int, int, int], ratio: float,
+          generator: torch.Generator) -> torch.Tensor:
+    """centres (B,t,2) (x, y) in tokens -> (B,N) mask: in every slice the round(ratio * h * w)
+    tokens nearest to the slice's centre, a disk clipped by the frame edge."""
+    t, h, w = grid
+    B = centres.shape[0]
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     d2 = ((torch.stack([xs, ys], -1).reshape(1, 1, h * w, 2) - centres[:, :, None]) ** 2).sum(-1)  # (B,t,h*w)
     # random order within a ring, the same in every slice, so that a still region stays put
