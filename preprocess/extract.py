@@ -1,4 +1,4 @@
-"""Scan a video corpus once and write motion-vector, warped-flow, trajectory and HOG shards.
+"""Scan a video corpus once and write motion-vector and camera-compensated flow shards (and frames).
 
     python preprocess/extract.py                          # the built-in demo corpus
     python preprocess/extract.py --dataset folder --root ~/videos --workers 2
@@ -75,8 +75,9 @@ def build_parser() -> ArgumentParser:
     d = ExtractConfig()
     p = ArgumentParser(
         prog=PROG,
-        description="Extract frames, codec motion vectors, camera-compensated optical flow,\n"
-                    "dense trajectories and HOG from a video corpus into versioned shards.\n"
+        description="Extract codec motion vectors, camera-compensated optical flow and (optionally) the\n"
+                    "decoded frames of a video corpus into versioned shards; trajectories and HOG are\n"
+                    "derived from them when read.\n"
                     f"Corpus layouts: {DATASETS_DOC}; clusters and resume: docs/scaling.md.")
     g = p.add_argument_group("input")
     g.add_argument("--dataset", default=d.dataset, choices=sorted(DATASETS),
@@ -135,7 +136,8 @@ def build_parser() -> ArgumentParser:
                    help="remove camera motion by subtracting the homography field or re-running flow")
     g.add_argument("--flow-stride", type=_count(1), default=d.flow_stride, metavar="N",
                    help="stored flow grid = frame size / N")
-    g.add_argument("--traj-len", type=_count(1), default=d.traj_len, metavar="L", help="trajectory steps L")
+    g.add_argument("--traj-len", type=_count(1), default=d.traj_len, metavar="L", help="the set's default trajectory steps L, stored in its config: trajectories are "
+                   "tracked when read, training may ask for any length, and a resumed set keeps its first value")
     g = p.add_argument_group("how it runs")
     g.add_argument("--workers", type=_count(0), default=d.workers, metavar="N",
                    help="local Dask worker processes, one thread each (0 = in this process, for debugging)")
