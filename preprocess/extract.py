@@ -136,8 +136,8 @@ def build_parser() -> ArgumentParser:
                    help="remove camera motion by subtracting the homography field or re-running flow")
     g.add_argument("--flow-stride", type=_count(1), default=d.flow_stride, metavar="N",
                    help="stored flow grid = frame size / N")
-    g.add_argument("--traj-len", type=_count(1), default=d.traj_len, metavar="L", help="the set's default trajectory steps L, stored in its config: trajectories are "
-                   "tracked when read, training may ask for any length, and a resumed set keeps its first value")
+    g.add_argument("--traj-len", type=_count(1), default=d.traj_len, metavar="L", help="trajectory steps L recorded in the set's config for training to use unless it asks "
+                   "for another length (trajectories are tracked when read); a resumed set keeps its first value")
     g = p.add_argument_group("how it runs")
     g.add_argument("--workers", type=_count(0), default=d.workers, metavar="N",
                    help="local Dask worker processes, one thread each (0 = in this process, for debugging)")
