@@ -48,12 +48,46 @@ class Dist:
 
 
 def init_distributed(device: str) -> Dist:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain `python` run is a world of one."""
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK and the rendezvous' MASTER_ADDR/PORT, on one node
+    or many (docs/scaling.md, "Training"); a plain `python` run is a world of one. Each process
+    takes the GPU of its local rank before NCCL starts, so no two share one."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world <= 1:
         return Dist()
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(dist.get_rank(), world, local_rank)
+
+
+def restart_count() -> int:
+    """How many times torchrun restarted this node's workers after a failure (0 outside torchrun;
+    a node whose workers were restarted only because another node's failed counts 0)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+
+
+def agreed_step(step: int, d: Dist, device: torch.device) -> int:
+    """The step every process resumes at; refused when they differ (a multi-node run whose --out
+    is not on a file system every node sees: a node without the checkpoint would start over)."""
+    if d.world == 1:
+        return step
+    both = torch.tensor([step, -step], dtype=torch.int64, device=device)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    if int(both[0]) != -int(both[1]):
+        raise RuntimeError(f"processes resume at different steps ({-int(both[1])} to {int(both[0])}; rank "
+                           f"{d.rank}: {step}): --out must be one folder that every node reads and writes")
+    return step
+
+
+def mean_over_processes(value: float, d: Dist, device: torch.device) -> float:
+    """The mean of a per-process value: the logged loss is the global batch's whatever the world size."""
+    if d.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t) / d.world
 
 
 def resolve_device(name: str, d: Dist) -> torch.device:
@@ -157,13 +191,22 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 class MetricsLog:
-    """metrics.jsonl (one JSON object per logged step) + TensorBoard, on the main rank only."""
+    """metrics.jsonl (one JSON object per logged step) + TensorBoard, on the main rank only.
 
-    def __init__(self, out: Path, enabled: bool):
+    Rows past `start` (the step the run resumes at) are dropped first: steps that a killed run
+    logged after its last checkpoint are trained again, and logged once."""
+
+    def __init__(self, out: Path, enabled: bool, start: int = 0):
         self.enabled = enabled
         if not enabled:
             return
-        self.file = open(out / "metrics.jsonl", "a")
+        path = out / "metrics.jsonl"
+        if path.exists():
+            rows = path.read_text().splitlines(keepends=True)
+            kept = [r for r in rows if json.loads(r)["step"] <= start]
+            if len(kept) < len(rows):
+                path.write_text("".join(kept))
+        self.file = open(path, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(out / "tb"))
@@ -237,7 +280,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         set_rng_state(ckpt["rng"])
         step = int(ckpt["step"])
         if d.main:
-            log(f"resumed from {resume} at step {step}")
+            log(f"resumed from {resume} at step {step}" + (f" (restart {restart_count()})" if restart_count() else ""))
+    step = agreed_step(step, d, device)
 
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if d.world > 1 else model
@@ -255,7 +299,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     loader = make_loader(dataset, micro, step * accum, cfg.seed, d.rank, d.world, cfg.num_workers,
                          pin_memory=device.type == "cuda",
                          masks=MaskCollate(cfg.mask, grid, cfg.ratio, cfg.seed, cfg.repeated_aug))
-    metrics = MetricsLog(out, d.main)
+    metrics = MetricsLog(out, d.main, step)
     skips = SkipLog(out, cfg.max_skipped_videos, d.rank, log)
     summary = {"first_loss": None, "last_loss": None, "flops_per_clip": flops_per_clip}
     timer, data_time, step_time, window, loss_sum = Timer(), 0.0, 0.0, 0, 0.0
@@ -309,7 +353,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
         if step % cfg.log_every == 0 or step == end:
             seconds = max(step_time + data_time, 1e-9)
-            row = {"step": step, "loss": loss_sum / window, "lr": lr,
+            row = {"step": step, "loss": mean_over_processes(loss_sum / window, d, device), "lr": lr,
                    "clips_per_s": window * cfg.batch_size / seconds,
                    "data_time": data_time / window, "step_time": seconds / window}
             # achieved model FLOP/s per device (analytic FLOPs, so recomputation or padding never inflates it)
