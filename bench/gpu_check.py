@@ -8,7 +8,7 @@ For every method (the K400 recipes in train/configs/: VideoMAE, MGM, MGMAE, MME)
 
 - **step**: forward + backward + AdamW step of the recipe's model (its decoder, mask ratio and
   target size) on random input, at the paper's per-GPU batch, in bf16 autocast (the
-  trainer's path, `--compile` optional); median over `--steps` after warmup steps. Reported:
+  trainer's path: fused AdamW on CUDA, `--compile` and `--decoder-ratio` optional); median over `--steps` after warmup steps. Reported:
   ms per step, clips/s, TFLOP/s from the analytic FLOPs (`train/pretraining/flops.py`) and MFU against
   the device's dense bf16 peak.
 - **loader**: clips/s of the recipe's DataLoader on `--shards` with `--workers` processes
@@ -42,7 +42,8 @@ import torch  # noqa: E402
 from train.clips.assemble import ASSEMBLIES, AUTO, assemble, resolve as resolve_assemble  # noqa: E402
 from train.pretraining.config import DEMO_SHARDS, TrainConfig, load_file, override, resolve_shards  # noqa: E402
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, make_loader  # noqa: E402
-from train.pretraining.engine import device_peak_tflops, param_groups  # noqa: E402
+from train.pretraining.dual import decoded_tokens, decoder_mask  # noqa: E402
+from train.pretraining.engine import device_peak_tflops, make_optimizer  # noqa: E402
 from train.pretraining.flops import hidden_tokens, train_flops  # noqa: E402
 from train.pretraining.masks import get_mask  # noqa: E402
 from train.pretraining.targets import get_target  # noqa: E402
@@ -73,7 +74,7 @@ def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, wa
     heads = get_target(cfg.target).heads(cfg.tubelet, cfg.patch_size, traj_len)
     out_dim = sum(h.dim for h in heads)
     model = cfg.build_model(heads, drop_path=0.0).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=1e-4, betas=cfg.betas)
+    optimizer = make_optimizer(model, 1e-4, cfg.betas, cfg.weight_decay, cfg.fused_adamw)
     forward = torch.compile(model) if compile_model else model
     n = grid[0] * grid[1] * grid[2]
     hidden = hidden_tokens(cfg.mask, grid, cfg.ratio)
@@ -81,15 +82,17 @@ def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, wa
     mask = torch.zeros(batch, n, dtype=torch.bool)
     for b in range(batch):  # any mask with the recipe's hidden count costs the same
         mask[b, torch.randperm(n)[:hidden]] = True
+    decoded = decoded_tokens(hidden, cfg.decoder_ratio)   # all of them unless dual masking
+    decode = decoder_mask(mask, cfg.decoder_ratio, torch.Generator().manual_seed(0)).to(device)
     mask = mask.to(device)
-    target = torch.randn(batch, hidden, out_dim, device=device)
+    target = torch.randn(batch, decoded, out_dim, device=device)
     amp = device.type == "cuda"
     times = []
     for i in range(warmup + steps):
         sync(device)
         tic = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = forward(video, mask)
+            pred = forward(video, mask, decode)
         loss = (pred.float() - target).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -99,10 +102,11 @@ def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, wa
             times.append(time.perf_counter() - tic)
     seconds = statistics.median(times)
     flops = train_flops(cfg.model, grid, n - hidden, heads, cfg.tubelet, cfg.patch_size, cfg.decoder_depth,
-                        cfg.decoder_dim)
+                        cfg.decoder_dim, decoded)
     tflops = batch * flops / seconds / 1e12
     _, peak = device_peak_tflops(device)
-    out = {"batch": batch, "ms_per_step": round(1000 * seconds, 1), "clips_per_s": round(batch / seconds, 1),
+    out = {"batch": batch, "compile": compile_model, "decoder_ratio": cfg.decoder_ratio,
+           "fused_adamw": optimizer.defaults["fused"], "ms_per_step": round(1000 * seconds, 1), "clips_per_s": round(batch / seconds, 1),
            "gflops_per_clip": float(f"{flops / 1e9:.4g}"), "tflops": round(tflops, 2),
            "mfu": round(tflops / peak, 3) if peak else None}
     if device.type == "cuda":
@@ -205,6 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="batches timed after every worker's first (default: 3 x workers, the steady rate)")
     p.add_argument("--batch", type=int, default=None, help="clips per step for every method (default: the papers')")
     p.add_argument("--compile", action="store_true", help="torch.compile the model, as --compile true does")
+    p.add_argument("--decoder-ratio", type=float, default=None,
+                   help="dual masking: the share of hidden tokens the decoder reconstructs (default: the recipe's, 1)")
     p.add_argument("--model", default=None, help="tiny overrides for a smoke test: model, frames, size")
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--size", type=int, default=None)
@@ -226,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
     timed = a.loader_batches or 3 * max(1, a.workers)
     where = resolve_assemble(a.assemble, device)
     results = check(a.methods, device, shards, a.workers, a.steps, a.warmup, timed, a.batch, a.compile,
-                    log=lambda s: print(s, flush=True), model=a.model, num_frames=a.frames, input_size=a.size, assemble=where)
+                    log=lambda s: print(s, flush=True), model=a.model, num_frames=a.frames, input_size=a.size, assemble=where,
+                    decoder_ratio=a.decoder_ratio)
     summary = {"device": name, "peak_tflops": peak, "torch": torch.__version__, "cores": os.cpu_count(),
                "shards": str(shards), "compile": a.compile, "assemble": where, "methods": results}
     if a.json:

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from train.clips.assemble import assemble, resolve as resolve_assemble
 from train.pretraining.config import TrainConfig
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, Timer, make_loader
+from train.pretraining.dual import decoded_tokens, decoder_mask
 from train.pretraining.flops import hidden_tokens, peak_tflops, train_flops
 from train.pretraining.runs import default_out
 from train.pretraining.skips import BATCH_KEY as SKIPPED
@@ -127,6 +128,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         if p.requires_grad:
             (no_decay if p.ndim <= 1 or name.endswith("mask_token") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, betas: tuple[float, float], weight_decay: float,
+                   fused: bool = True) -> torch.optim.AdamW:
+    """AdamW over `param_groups`; fused into one CUDA kernel when asked and every parameter is on
+    CUDA (the same update in fewer kernel launches), the plain AdamW elsewhere."""
+    groups = param_groups(model, weight_decay)
+    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused and on_cuda)
 
 
 def rng_state() -> dict:
@@ -256,7 +266,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     model = cfg.build_model(heads)
     model.to(device)
     peak_lr, final_lr = cfg.lr(), cfg.final_lr()
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr, betas=cfg.betas)
+    optimizer = make_optimizer(model, peak_lr, cfg.betas, cfg.weight_decay, cfg.fused_adamw)
     amp = autocast_enabled(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for fp16 swaps
 
@@ -265,9 +275,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
     steps_per_epoch = max(1, len(dataset) * cfg.repeated_aug // cfg.batch_size)  # an epoch = every video read once
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     warmup = min(total, cfg.warmup_steps + round(cfg.warmup_epochs * steps_per_epoch))
-    visible = math.prod(grid) - hidden_tokens(cfg.mask, grid, cfg.ratio)
+    hidden = hidden_tokens(cfg.mask, grid, cfg.ratio)
+    visible, decoded = math.prod(grid) - hidden, decoded_tokens(hidden, cfg.decoder_ratio)
     flops_per_clip = train_flops(cfg.model, grid, visible, heads, cfg.tubelet, cfg.patch_size,
-                                 cfg.decoder_depth, cfg.decoder_dim)
+                                 cfg.decoder_depth, cfg.decoder_dim, decoded)
     device_name, peak = device_peak_tflops(device)
 
     step = 0
@@ -276,6 +287,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
         ckpt = load_checkpoint(resume)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group in optimizer.param_groups:  # a checkpoint of a GPU run resumed on a CPU, or back
+            group["fused"] = optimizer.defaults["fused"]
         scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         step = int(ckpt["step"])
@@ -289,12 +302,13 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if d.main:
         n_params = sum(p.numel() for p in model.parameters())
         log(f"{cfg.model}: {n_params / 1e6:.2f}M params, grid {grid}, target {cfg.target} ({out_dim}/token), "
-            f"mask {cfg.mask} {cfg.ratio}, {len(dataset)} videos, {steps_per_epoch} steps/epoch, "
+            f"mask {cfg.mask} {cfg.ratio}" + (f", decoder reconstructs {decoded} of {hidden} hidden tokens"
+                                              if decoded < hidden else "") + f", {len(dataset)} videos, {steps_per_epoch} steps/epoch, "
             f"{total} steps, warmup {warmup}, lr {peak_lr:.3g} -> {final_lr:.3g}")
         log(f"batch {cfg.batch_size} clips/step = {d.world} processes x {accum} micro-batches x {micro} clips"
             + (f" ({micro // cfg.repeated_aug} videos x {cfg.repeated_aug} crops)" if cfg.repeated_aug > 1 else "")
             + f"; {flops_per_clip / 1e9:.1f} GFLOPs per clip (fwd+bwd, analytic); autocast bf16 {amp}; "
-            f"compile {cfg.compile}; device {device_name}" + (f", peak {peak:.0f} TFLOP/s bf16" if peak else "")
+            f"compile {cfg.compile}; fused AdamW {optimizer.defaults['fused']}; device {device_name}" + (f", peak {peak:.0f} TFLOP/s bf16" if peak else "")
             + f"; clips assembled: {spec.assemble}")
     loader = make_loader(dataset, micro, step * accum, cfg.seed, d.rank, d.world, cfg.num_workers,
                          pin_memory=device.type == "cuda",
@@ -327,14 +341,18 @@ def train(cfg: TrainConfig, log=print) -> dict:
             batch = assemble(batch, cfg.input_size, device)  # frames decoded here with assemble "device"
             batch = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
             mask = batch.pop("mask")                                            # (B,N), made by the loader
+            # dual masking: the decoded subset of the hidden tokens, seeded by the step (a resume redraws it)
+            decode = mask if decoded == hidden else decoder_mask(
+                mask, cfg.decoder_ratio, torch.Generator().manual_seed(
+                    int(np.random.SeedSequence([cfg.seed, step, k, d.rank]).generate_state(1)[0])))
             with torch.no_grad():
                 tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)  # (B,N,C)
             # DDP all-reduces gradients on the last micro-batch only
             sync = ddp.no_sync() if d.world > 1 and k < accum - 1 else contextlib.nullcontext()
             with sync:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    pred = forward(batch["video"], mask)                       # (B,Nm,C)
-                loss = target.loss(pred.float(), tgt, weight, mask)
+                    pred = forward(batch["video"], mask, decode)               # (B,Nd,C)
+                loss = target.loss(pred.float(), tgt, weight, decode)
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"non-finite loss {loss.item()} at step {step}; stopping (lr {lr:.3g})")
                 # the mean over micro-batches, as DDP averages over processes
