@@ -66,8 +66,9 @@ def recipe(name: str, **tiny) -> TrainConfig:
 
 
 def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, warmup: int,
-              compile_model: bool) -> dict:
-    """Median seconds of one training step on random input, and the numbers derived from it."""
+              compile_model: bool, backend: str = "inductor") -> dict:
+    """Median seconds of one training step on random input, and the numbers derived from it
+    (`backend`: torch.compile's, when `compile_model`)."""
     torch.manual_seed(0)
     grid = cfg.grid
     traj_len = (cfg.traj_len or TRAJ_LEN) if cfg.target.startswith("mme") else 0
@@ -75,7 +76,7 @@ def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, wa
     out_dim = sum(h.dim for h in heads)
     model = cfg.build_model(heads, drop_path=0.0).to(device)
     optimizer = make_optimizer(model, 1e-4, cfg.betas, cfg.weight_decay, cfg.fused_adamw)
-    forward = torch.compile(model) if compile_model else model
+    forward = torch.compile(model, backend=backend) if compile_model else model
     n = grid[0] * grid[1] * grid[2]
     hidden = hidden_tokens(cfg.mask, grid, cfg.ratio)
     video = torch.randn(batch, 3, cfg.num_frames, cfg.input_size, cfg.input_size, device=device)
