@@ -19,6 +19,9 @@ For every method (the K400 recipes in train/configs/: VideoMAE, MGM, MGMAE, MME)
   and normalizes (train/clips/assemble.py); with `--assemble uint8` they ship the resized levels and
   the device normalizes: either way the device's time per batch is measured on the device and
   added to the step's before the verdict.
+- **cores per GPU**: the loader processes one GPU needs at this loader's ms a clip, for the
+  GPU's clips/s (`bench.budget`): `--gpu-clips-per-s`, else the step measured here on a GPU,
+  else (on a CPU) the method's ViT-B rate measured on an H200.
 
 The clips' source is the shard set given: the demo shards (default) are small synthetic
 videos, so their loader numbers are a floor check, not K400's; point --shards at real shards.
@@ -42,6 +45,7 @@ import torch  # noqa: E402
 from train.clips.assemble import ASSEMBLIES, AUTO, assemble, resolve as resolve_assemble  # noqa: E402
 from train.pretraining.config import DEMO_SHARDS, TrainConfig, load_file, override, resolve_shards  # noqa: E402
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, make_loader  # noqa: E402
+from bench.budget import H200_CLIPS_PER_S, cores_per_gpu  # noqa: E402
 from train.pretraining.dual import decoded_tokens, decoder_mask  # noqa: E402
 from train.pretraining.engine import device_peak_tflops, make_optimizer  # noqa: E402
 from train.pretraining.flops import hidden_tokens, train_flops  # noqa: E402
@@ -169,7 +173,7 @@ def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batche
 
 def check(methods: list[str], device: torch.device, shards: Path, workers: int, steps: int = 10, warmup: int = 3,
           loader_batches: int = 10, batch: int | None = None, compile_model: bool = False, log=print,
-          **tiny) -> dict:
+          gpu_clips_per_s: float | None = None, **tiny) -> dict:
     """Measure every method; returns {method: {"step": ..., "loader": ..., "keeps_up": bool}}."""
     results = {}
     for name in methods:
@@ -184,7 +188,12 @@ def check(methods: list[str], device: torch.device, shards: Path, workers: int, 
                 per_gpu * 1000 / (step["ms_per_step"] + load["assemble_ms_per_batch"]), 1)
         # workers this GPU would need at this per-clip cost (if the machine has the cores)
         needed = math.ceil(eats * load["ms_per_clip_per_worker"] / 1000)
-        results[name] = {"recipe": METHODS[name][0], "step": step, "loader": load,
+        # the budget as cores per GPU, for the GPU's rate: given, measured here on a GPU, or the H200's
+        rate, source = ((gpu_clips_per_s, "given") if gpu_clips_per_s else (eats, "measured") if device.type == "cuda"
+                        else (H200_CLIPS_PER_S[name], "H200, ViT-B 16x224"))
+        budget = {"gpu_clips_per_s": rate, "source": source,
+                  "cores_per_gpu": round(cores_per_gpu(rate, load["ms_per_clip_per_worker"]), 1)}
+        results[name] = {"recipe": METHODS[name][0], "step": step, "loader": load, "budget": budget,
                          "keeps_up": load["clips_per_s"] >= eats, "workers_to_keep_up": needed}
         mfu = f"{step['mfu']:.1%}" if step["mfu"] is not None else "n/a"
         log(f"{name:9s} batch {per_gpu:3d}: {step['ms_per_step']:8.1f} ms/step {step['clips_per_s']:7.1f} clips/s "
@@ -193,7 +202,8 @@ def check(methods: list[str], device: torch.device, shards: Path, workers: int, 
             f"{load['mask_ms_per_batch']:.0f} ms/batch on a thread"
             + (f"; assembled on the device in {load['assemble_ms_per_batch']:.0f} ms/batch, in the step"
                if "assemble_ms_per_batch" in load else "") + ") -> "
-            + ("keeps up" if results[name]["keeps_up"] else f"LOADER-BOUND: ~{needed} workers would keep up"))
+            + ("keeps up" if results[name]["keeps_up"] else f"LOADER-BOUND: ~{needed} workers would keep up")
+            + f"; {budget['cores_per_gpu']} loader cores per GPU at {rate:g} clips/s ({source})")
     return results
 
 
@@ -219,6 +229,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="where clips' frames are decoded, resized and normalized: loader (workers) | uint8 (workers "
                         "but the normalize, on the device) | device (train/clips/assemble.py); auto (the trainer's "
                         "default): uint8 on CUDA, else loader")
+    p.add_argument("--gpu-clips-per-s", type=float, default=None,
+                   help="the GPU's clips/s the cores-per-GPU budget is for (default: the step measured on a "
+                        "GPU; on a CPU each method's H200 rate, bench/budget.py)")
     p.add_argument("--json", default=None, help="also write the results here")
     a = p.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
@@ -234,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     where = resolve_assemble(a.assemble, device)
     results = check(a.methods, device, shards, a.workers, a.steps, a.warmup, timed, a.batch, a.compile,
                     log=lambda s: print(s, flush=True), model=a.model, num_frames=a.frames, input_size=a.size, assemble=where,
-                    decoder_ratio=a.decoder_ratio)
+                    decoder_ratio=a.decoder_ratio, gpu_clips_per_s=a.gpu_clips_per_s)
     summary = {"device": name, "peak_tflops": peak, "torch": torch.__version__, "cores": os.cpu_count(),
                "shards": str(shards), "compile": a.compile, "assemble": where, "methods": results}
     if a.json:
