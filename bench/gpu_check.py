@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # `python bench/gpu_check.py` as well as `python 
 
 import torch  # noqa: E402
 
+from train.methods import METHODS as PUBLISHED  # noqa: E402
 from train.clips.assemble import ASSEMBLIES, AUTO, assemble, resolve as resolve_assemble  # noqa: E402
 from train.pretraining.config import DEMO_SHARDS, TrainConfig, load_file, override, resolve_shards  # noqa: E402
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, make_loader  # noqa: E402
@@ -53,13 +54,8 @@ from train.pretraining.masks import get_mask  # noqa: E402
 from train.pretraining.targets import get_target  # noqa: E402
 from train.pretraining.pairing import reads  # noqa: E402
 
-# method -> (recipe, clips per GPU in the paper's run)
-METHODS = {
-    "videomae": ("videomae_k400.yaml", 32),   # 32 per GPU x 64 GPUs (VideoMAE script)
-    "mgm": ("mgm_k400.yaml", 32),             # VideoMAE's recipe
-    "mgmae": ("mgmae_k400.yaml", 96),         # 24 videos x 4 crops per GPU (MGMAE script)
-    "mme": ("mme_k400.yaml", 48),             # 768 over 16 GPUs (MME paper: 16 RTX 3090)
-}
+# method -> (recipe, clips per GPU in the paper's run), from the methods table
+METHODS = {key: (m.recipe, m.gpu_batch) for key, m in PUBLISHED.items()}
 TRAJ_LEN = 4  # MME's K400 script; only the head's size depends on it (< 0.1 % of the FLOPs)
 
 
