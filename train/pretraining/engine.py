@@ -204,7 +204,8 @@ class MetricsLog:
     """metrics.jsonl (one JSON object per logged step) + TensorBoard, on the main rank only.
 
     Rows past `start` (the step the run resumes at) are dropped first: steps that a killed run
-    logged after its last checkpoint are trained again, and logged once."""
+    logged after its last checkpoint are trained again, and logged once; so is a row the kill cut
+    short."""
 
     def __init__(self, out: Path, enabled: bool, start: int = 0):
         self.enabled = enabled
@@ -213,7 +214,7 @@ class MetricsLog:
         path = out / "metrics.jsonl"
         if path.exists():
             rows = path.read_text().splitlines(keepends=True)
-            kept = [r for r in rows if json.loads(r)["step"] <= start]
+            kept = [r for r in rows if r.endswith("\n") and json.loads(r)["step"] <= start]
             if len(kept) < len(rows):
                 path.write_text("".join(kept))
         self.file = open(path, "a")

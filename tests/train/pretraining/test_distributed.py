@@ -16,7 +16,7 @@ import torch
 from shards.paths import REPO
 from train.clips.dataset import ClipSampler
 from train.pretraining.config import TrainConfig
-from train.pretraining.engine import CHECKPOINT, load_checkpoint, train
+from train.pretraining.engine import CHECKPOINT, MetricsLog, load_checkpoint, train
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TIMEOUT = 180  # seconds a two-node run may take on a loaded 2-core CI machine before it counts as hung
@@ -138,3 +138,12 @@ def test_every_process_count_reads_the_same_clips_in_each_step(world):
     micro, accum = cfg.micro_batches(world)
     assert micro * accum * world == 16
     assert samples_per_step(world, micro, accum, 3) == [set(range(16 * k, 16 * (k + 1))) for k in range(3)]
+
+
+def test_a_resumed_log_drops_the_rows_past_its_checkpoint_and_a_cut_row(tmp_path):
+    rows = [json.dumps({"step": k, "loss": 1.0 / k}) + "\n" for k in (1, 2, 3, 4)]
+    (tmp_path / "metrics.jsonl").write_text("".join(rows) + '{"step": 5, "lo')   # killed mid-write
+    log = MetricsLog(tmp_path, enabled=True, start=2)
+    log.log({"step": 3, "loss": 0.3})
+    log.close()
+    assert [r["step"] for r in metrics(tmp_path)] == [1, 2, 3]
