@@ -303,13 +303,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if d.main:
         n_params = sum(p.numel() for p in model.parameters())
         log(f"{cfg.model}: {n_params / 1e6:.2f}M params, grid {grid}, target {cfg.target} ({out_dim}/token), "
-            f"mask {cfg.mask} {cfg.ratio}" + (f", decoder reconstructs {decoded} of {hidden} hidden tokens"
-                                              if decoded < hidden else "") + f", {len(dataset)} videos, {steps_per_epoch} steps/epoch, "
+            f"mask {cfg.mask} {cfg.ratio}"
+            + (f", decoder reconstructs {decoded} of {hidden} hidden tokens" if decoded < hidden else "")
+            + f", {len(dataset)} videos, {steps_per_epoch} steps/epoch, "
             f"{total} steps, warmup {warmup}, lr {peak_lr:.3g} -> {final_lr:.3g}")
         log(f"batch {cfg.batch_size} clips/step = {d.world} processes x {accum} micro-batches x {micro} clips"
             + (f" ({micro // cfg.repeated_aug} videos x {cfg.repeated_aug} crops)" if cfg.repeated_aug > 1 else "")
             + f"; {flops_per_clip / 1e9:.1f} GFLOPs per clip (fwd+bwd, analytic); autocast bf16 {amp}; "
-            f"compile {cfg.compile}; fused AdamW {optimizer.defaults['fused']}; device {device_name}" + (f", peak {peak:.0f} TFLOP/s bf16" if peak else "")
+            f"compile {cfg.compile}; fused AdamW {optimizer.defaults['fused']}; device {device_name}"
+            + (f", peak {peak:.0f} TFLOP/s bf16" if peak else "")
             + f"; clips assembled: {spec.assemble}")
     loader = make_loader(dataset, micro, step * accum, cfg.seed, d.rank, d.world, cfg.num_workers,
                          pin_memory=device.type == "cuda",
@@ -339,13 +341,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
             if SKIPPED in batch:
                 skips.record(batch.pop(SKIPPED), step)
             data_time += timer.lap()
-            batch = assemble(batch, cfg.input_size, device)  # frames decoded here with assemble "device"
-            batch = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
             mask = batch.pop("mask")                                            # (B,N), made by the loader
-            # dual masking: the decoded subset of the hidden tokens, seeded by the step (a resume redraws it)
+            # dual masking: the decoded share of the hidden tokens, drawn here on the CPU, seeded by the
+            # step (a resume draws it again)
             decode = mask if decoded == hidden else decoder_mask(
                 mask, cfg.decoder_ratio, torch.Generator().manual_seed(
                     int(np.random.SeedSequence([cfg.seed, step, k, d.rank]).generate_state(1)[0])))
+            batch = assemble(batch, cfg.input_size, device)  # frames decoded here with assemble "device"
+            batch = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
+            mask, decode = mask.to(device, non_blocking=True), decode.to(device, non_blocking=True)
             with torch.no_grad():
                 tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)  # (B,N,C)
             # DDP all-reduces gradients on the last micro-batch only
