@@ -14,7 +14,8 @@ as skipped, never cut short; the order puts first what a long run needs to know 
 2. **the step** of every method (`bench.gpu_check.step_time`: its K400 recipe, random input,
    bf16 autocast, fused AdamW on CUDA) at two per-GPU batches (default the paper's and twice
    it), eager, then with dual masking (`--decoder-ratio`, VideoMAE V2's 0.5); ms a step, clips/s,
-   TFLOP/s from the analytic FLOPs, MFU, peak memory.
+   TFLOP/s from the analytic FLOPs, MFU, peak memory, and from the two batches' peak memory the
+   largest batch that fits 90 % of the GPU's.
 3. **the loader** of every method on that set with `--workers` processes, clips assembled in the
    workers (`loader`), as uint8 levels normalized on the device (`uint8`) and decoded on the
    device (`device`) (`bench.gpu_check.loader_rate`); whether it keeps up with the fastest step
@@ -149,6 +150,27 @@ def loader_rows(name: str, shards: Path, batches: list[int], steps: list[dict], 
     return rows
 
 
+def batch_for_memory(steps: list[dict], total_gib: float, repeats: dict[str, int],
+                     share: float = 0.9) -> list[dict]:
+    """Per (method, decoder ratio, compiled): the largest per-GPU batch whose peak memory stays
+    within `share` of the GPU's, on the line through its smallest and largest measured batch
+    (the weights and the optimizer are the constant, each clip adds its activations); in whole
+    videos of the method's `repeats` crops."""
+    out = []
+    for method, ratio, compiled in dict.fromkeys((s["method"], s["decoder_ratio"], s["compile"]) for s in steps
+                                                 if "max_memory_gib" in s):
+        got = sorted((s["batch"], s["max_memory_gib"]) for s in steps if "max_memory_gib" in s
+                     and (s["method"], s["decoder_ratio"], s["compile"]) == (method, ratio, compiled))
+        (b0, m0), (b1, m1) = got[0], got[-1]
+        if b1 == b0 or m1 <= m0:
+            continue
+        per_clip = (m1 - m0) / (b1 - b0)
+        fits = int((share * total_gib - (m0 - per_clip * b0)) / per_clip)
+        out.append({"method": method, "decoder_ratio": ratio, "compile": compiled, "gib_per_clip": round(per_clip, 3),
+                    "batch": fits - fits % repeats[method]})
+    return out
+
+
 def report(result: dict) -> str:
     """The Markdown section for docs/benchmarks.md."""
     r = result
@@ -173,6 +195,11 @@ def report(result: dict) -> str:
         lines.append(f"| {x['method']} | `{x['assemble']}` | {x['batch']} | {x['clips_per_s']} | "
                      f"{x['ms_per_clip_per_worker']} | {x.get('gpu_clips_per_s', '-')} | {keeps} | "
                      f"{x.get('cores_per_gpu', '-')} |")
+    if r.get("batch_for_memory"):
+        lines += ["", f"The largest per-GPU batch within 90 % of the {r['memory_gib']} GiB (the line through "
+                  "the two measured batches' peak memory): " + "; ".join(
+                      f"{x['method']}{' compiled' if x['compile'] else ''}, decoder ratio {x['decoder_ratio']:g}: "
+                      f"{x['batch']} ({x['gib_per_clip']} GiB a clip)" for x in r["batch_for_memory"]) + "."]
     if r["skipped"]:
         lines += ["", f"Skipped in the {r['minutes']:g}-minute window: " + "; ".join(r["skipped"]) + "."]
     return "\n".join(lines) + "\n"
@@ -251,6 +278,11 @@ def main(argv: list[str] | None = None) -> dict:
               "timed_steps": a.steps, "warmup": a.warmup, "workers": a.workers, "set": described,
               "seconds": round(time.monotonic() - clock.start, 1),
               "steps": steps, "loader": loader, "skipped": clock.skipped}
+    if device.type == "cuda":   # the batch that fills the GPU, from the two measured ones
+        total = torch.cuda.get_device_properties(device).total_memory / 2 ** 30
+        result["memory_gib"] = round(total, 1)
+        result["batch_for_memory"] = batch_for_memory(steps, total, {m: recipe(m, **tiny).repeated_aug
+                                                                      for m in a.methods})
     return finish(result, a, log)
 
 

@@ -3,7 +3,7 @@ import json
 
 from bench.budget import H200_CLIPS_PER_S, cores_per_gpu
 from bench.gpu_check import METHODS
-from bench.gpu_suite import main
+from bench.gpu_suite import batch_for_memory, main, report
 
 TINY = ["--device", "cpu", "--model", "vit_pico", "--frames", "4", "--size", "32", "--steps", "1", "--warmup", "1",
         "--compile-backend", "eager"]
@@ -52,3 +52,17 @@ def test_the_generated_set_is_natural_footage_extracted(tmp_path):
 def test_the_default_gpu_rates_are_the_measured_h200_ones():
     assert set(H200_CLIPS_PER_S) == set(METHODS)
     assert cores_per_gpu(726.0, 15.8) == 726.0 * 15.8 / 1000
+
+
+def test_the_batch_that_fills_the_gpu_is_read_off_two_measured_ones():
+    steps = [{"method": "mgmae", "decoder_ratio": 1.0, "compile": False, "batch": b, "max_memory_gib": m}
+             for b, m in ((96, 20.6), (192, 39.6))] + [
+            {"method": "mme", "decoder_ratio": 1.0, "compile": False, "batch": 48, "max_memory_gib": 10.4}]
+    fits = batch_for_memory(steps, 79.6, {"mgmae": 4, "mme": 1})
+    # 19 GiB per 96 clips: 0.198 GiB a clip over 1.6 GiB fixed; 0.9 x 79.6 GiB -> 353 clips -> 352 (whole videos)
+    assert fits == [{"method": "mgmae", "decoder_ratio": 1.0, "compile": False, "gib_per_clip": 0.198, "batch": 352}]
+    text = report({"device": "H100", "date": "d", "argv": [], "peak_tflops": 989.0, "torch": "t", "cores": 16,
+                   "model": "vit_base", "clip": "16x224x224", "timed_steps": 8, "warmup": 3, "set": "s",
+                   "workers": 12, "steps": [], "loader": [], "skipped": [], "memory_gib": 79.6,
+                   "batch_for_memory": fits})
+    assert "within 90 % of the 79.6 GiB" in text and "mgmae, decoder ratio 1: 352 (0.198 GiB a clip)" in text
