@@ -1,4 +1,4 @@
-"""Every method's clip, side by side: ms per 16x224 clip on one core against the loader's budget.
+"""Every method's clip, side by side: ms per 16x224 clip on one core, and the cores one GPU needs.
 
     python -m bench.clips --shards /work/data/k400like/schema2                # this checkout
     python -m bench.clips --side before /tmp/main /work/data/k400like/schema2 \\
@@ -17,7 +17,7 @@ opens every video once, as a training worker does), the method order rotated eac
 the table gives the median over rounds x clips of wall and CPU (process) ms per clip.
 The mask column: the method's mask on a batch of 8 of those clips, CPU ms per clip. It runs in
 the loader's workers with the batch (`train.clips.dataset.MaskCollate`), so what a worker spends
-on a clip is the read plus the mask (the budget column compares the read alone).
+on a clip is the read plus the mask (what the cores-per-GPU columns count).
 
 `--device-side NAME CHECKOUT SHARDS` is a side whose clips are assembled on the training
 device (`assemble: device`, train/clips/assemble.py): what it times is the worker's share only (the
@@ -32,8 +32,10 @@ loader on its own shard set; sides alternate round by round, so the machine's lo
 every side alike. The clip plan is drawn by the
 first side and read by all (the sets must hold the same videos).
 
-The budget: an H100 in bf16 takes ~150 clips/s of ViT-B pretraining with ~10 cores per GPU,
-so <= 66 ms per clip per core (docs/benchmarks.md).
+The budget, as cores per GPU: a GPU that trains R clips/s needs R x (ms a clip) / 1000 loader
+cores (`bench.budget`), with the ms a clip here of each side, the read plus the mask (what a
+worker spends on it), in that side's assembly mode. R is each method's measured ViT-B 16x224
+rate on an H200 unless `--gpu-clips-per-s` gives one rate for all (docs/benchmarks.md, "GPU").
 """
 from __future__ import annotations
 
@@ -46,9 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .budget import H200_CLIPS_PER_S, cores_per_gpu
 from .clip_worker import CROPS
 
-BUDGET_MS = 66.0
 # name -> (mask, target, crops per video read, trajectory steps (0 = the shards')); MGMAE's K400
 # recipe takes 4 crops of each video read (repeated_aug 4, train/configs/mgmae_k400.yaml) and
 # MME's K400 recipe tracks 4 steps (traj_len 4, train/configs/mme_k400.yaml) where the shards
@@ -118,7 +120,6 @@ def run(sides: list[tuple], clips: int, rounds: int, seed: int = 0, num_frames: 
     return {"machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
             "clips": clips, "rounds": rounds, "seed": seed, "clip": f"{num_frames}x{size}x{size}, stride {stride}",
             "crops": crops,
-            "budget_ms": BUDGET_MS,
             "sides": {w.name: {"checkout": w.checkout, "shards": w.shards, "assemble": w.assemble,
                                "methods": {m: {"wall_ms": ms(s["wall"]), "cpu_ms": ms(s["cpu"]),
                                                "mask_cpu_ms": ms(s["mask_cpu"])}
@@ -128,20 +129,33 @@ def run(sides: list[tuple], clips: int, rounds: int, seed: int = 0, num_frames: 
                       for w in workers}}
 
 
-def table(result: dict) -> str:
-    """One Markdown table: a row per method, wall / CPU ms per side, the mask's CPU ms, the budget."""
+def gpu_rate(method: str, gpu_clips_per_s: float | None = None) -> float:
+    """The clips/s one GPU trains of a row's method: the given rate, or the H200's for its method."""
+    return gpu_clips_per_s or H200_CLIPS_PER_S[method.split()[0].lower()]
+
+
+def table(result: dict, gpu_clips_per_s: float | None = None) -> str:
+    """One Markdown table: a row per method, wall / CPU ms per side, the mask's CPU ms, and the
+    loader cores per GPU each side's clip (read + mask, wall) needs at the GPU's clips/s."""
     sides = result["sides"]
     head = ["method (mask+target)"] + [f"{n} wall ms" for n in sides] + [f"{n} CPU ms" for n in sides] \
-        + [f"{n} mask ms" for n in sides] + ["budget ms"]
+        + [f"{n} mask ms" for n in sides] \
+        + [f"{n} ({s.get('assemble', 'loader')}) cores per GPU" for n, s in sides.items()] + ["GPU clips/s"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, (mask, target, *_) in METHODS.items():
         cells = [f"{m} ({mask}+{target})"]
         for key in ("wall_ms", "cpu_ms", "mask_cpu_ms"):
             for side in sides.values():
                 v = side["methods"].get(m, {}).get(key)
-                over = key != "mask_cpu_ms" and v is not None and v > result["budget_ms"]
-                cells.append("-" if v is None else f"**{v}**" if over else f"{v}")
-        cells.append(f"{result['budget_ms']:g}")
+                cells.append("-" if v is None else f"{v}")
+        rate = gpu_rate(m, gpu_clips_per_s)
+        for side in sides.values():
+            got = side["methods"].get(m, {})
+            if got.get("wall_ms") is None:
+                cells.append("-")
+            else:
+                cells.append(f"{cores_per_gpu(rate, got['wall_ms'] + (got.get('mask_cpu_ms') or 0.0)):.1f}")
+        cells.append(f"{rate:g}")
         rows.append("| " + " | ".join(cells) + " |")
     opened = [f"{n} {s['open']['wall_ms']} wall / {s['open']['cpu_ms']} CPU ms" for n, s in sides.items()
               if s.get("open", {}).get("videos")]
@@ -174,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--crops", choices=CROPS, default="full",
                    help="the box each clip reads: the full short side's centre square (the largest), or "
                         "training's random boxes (default: full)")
+    p.add_argument("--gpu-clips-per-s", type=float, default=None,
+                   help="clips/s one GPU trains, for the cores-per-GPU columns (default: each method's ViT-B "
+                        "16x224 rate measured on an H200, bench/budget.py)")
     p.add_argument("--json", help="write the result here (reprint or merge with --from-json)")
     p.add_argument("--from-json", nargs="+", metavar="FILE", help="print the table of saved runs, no timing")
     a = p.parse_args(argv)
@@ -190,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(a.json).write_text(json.dumps(result, indent=2))
     print(f"{result['clip']} clips, {result.get('crops', 'full')} crops, {result['clips']} clips x {result['rounds']} rounds, medians; "
           f"one torch / OpenCV thread; {result['machine']}")
-    print(table(result))
+    print(table(result, a.gpu_clips_per_s))
 
 
 if __name__ == "__main__":

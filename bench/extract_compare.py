@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         pin = (lambda c=core: os.sched_setaffinity(0, {c})) if hasattr(os, "sched_setaffinity") else None
         procs.append(subprocess.Popen([sys.executable, "-c", _CHILD, a.root, str(a.best_of)], env=env,
                                       cwd=str(Path(tree).resolve()), stdout=subprocess.PIPE, preexec_fn=pin))
-    print(f"| checkout | frames | frames per CPU-s | with the zarr write |\n|---|---|---|---|")
+    print("| checkout | frames | frames per CPU-s | with the zarr write |\n|---|---|---|---|")
     for tree, proc in zip(a.trees, procs):
         out, _ = proc.communicate()
         if proc.returncode:

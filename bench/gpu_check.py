@@ -8,7 +8,7 @@ For every method (the K400 recipes in train/configs/: VideoMAE, MGM, MGMAE, MME)
 
 - **step**: forward + backward + AdamW step of the recipe's model (its decoder, mask ratio and
   target size) on random input, at the paper's per-GPU batch, in bf16 autocast (the
-  trainer's path, `--compile` optional); median over `--steps` after warmup steps. Reported:
+  trainer's path: fused AdamW on CUDA, `--compile` and `--decoder-ratio` optional); median over `--steps` after warmup steps. Reported:
   ms per step, clips/s, TFLOP/s from the analytic FLOPs (`train/pretraining/flops.py`) and MFU against
   the device's dense bf16 peak.
 - **loader**: clips/s of the recipe's DataLoader on `--shards` with `--workers` processes
@@ -19,6 +19,9 @@ For every method (the K400 recipes in train/configs/: VideoMAE, MGM, MGMAE, MME)
   and normalizes (train/clips/assemble.py); with `--assemble uint8` they ship the resized levels and
   the device normalizes: either way the device's time per batch is measured on the device and
   added to the step's before the verdict.
+- **cores per GPU**: the loader processes one GPU needs at this loader's ms a clip, for the
+  GPU's clips/s (`bench.budget`): `--gpu-clips-per-s`, else the step measured here on a GPU,
+  else (on a CPU) the method's ViT-B rate measured on an H200.
 
 The clips' source is the shard set given: the demo shards (default) are small synthetic
 videos, so their loader numbers are a floor check, not K400's; point --shards at real shards.
@@ -39,22 +42,20 @@ if __package__ in (None, ""):  # `python bench/gpu_check.py` as well as `python 
 
 import torch  # noqa: E402
 
+from train.methods import METHODS as PUBLISHED  # noqa: E402
 from train.clips.assemble import ASSEMBLIES, AUTO, assemble, resolve as resolve_assemble  # noqa: E402
 from train.pretraining.config import DEMO_SHARDS, TrainConfig, load_file, override, resolve_shards  # noqa: E402
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, make_loader  # noqa: E402
-from train.pretraining.engine import device_peak_tflops, param_groups  # noqa: E402
+from bench.budget import H200_CLIPS_PER_S, cores_per_gpu  # noqa: E402
+from train.pretraining.dual import decoded_tokens, decoder_mask  # noqa: E402
+from train.pretraining.engine import device_peak_tflops, make_optimizer  # noqa: E402
 from train.pretraining.flops import hidden_tokens, train_flops  # noqa: E402
 from train.pretraining.masks import get_mask  # noqa: E402
 from train.pretraining.targets import get_target  # noqa: E402
 from train.pretraining.pairing import reads  # noqa: E402
 
-# method -> (recipe, clips per GPU in the paper's run)
-METHODS = {
-    "videomae": ("videomae_k400.yaml", 32),   # 32 per GPU x 64 GPUs (VideoMAE script)
-    "mgm": ("mgm_k400.yaml", 32),             # VideoMAE's recipe
-    "mgmae": ("mgmae_k400.yaml", 96),         # 24 videos x 4 crops per GPU (MGMAE script)
-    "mme": ("mme_k400.yaml", 48),             # 768 over 16 GPUs (MME paper: 16 RTX 3090)
-}
+# method -> (recipe, clips per GPU in the paper's run), from the methods table
+METHODS = {key: (m.recipe, m.gpu_batch) for key, m in PUBLISHED.items()}
 TRAJ_LEN = 4  # MME's K400 script; only the head's size depends on it (< 0.1 % of the FLOPs)
 
 
@@ -65,31 +66,34 @@ def recipe(name: str, **tiny) -> TrainConfig:
 
 
 def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, warmup: int,
-              compile_model: bool) -> dict:
-    """Median seconds of one training step on random input, and the numbers derived from it."""
+              compile_model: bool, backend: str = "inductor") -> dict:
+    """Median seconds of one training step on random input, and the numbers derived from it
+    (`backend`: torch.compile's, when `compile_model`)."""
     torch.manual_seed(0)
     grid = cfg.grid
     traj_len = (cfg.traj_len or TRAJ_LEN) if cfg.target.startswith("mme") else 0
     heads = get_target(cfg.target).heads(cfg.tubelet, cfg.patch_size, traj_len)
     out_dim = sum(h.dim for h in heads)
     model = cfg.build_model(heads, drop_path=0.0).to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=1e-4, betas=cfg.betas)
-    forward = torch.compile(model) if compile_model else model
+    optimizer = make_optimizer(model, 1e-4, cfg.betas, cfg.weight_decay, cfg.fused_adamw)
+    forward = torch.compile(model, backend=backend) if compile_model else model
     n = grid[0] * grid[1] * grid[2]
     hidden = hidden_tokens(cfg.mask, grid, cfg.ratio)
     video = torch.randn(batch, 3, cfg.num_frames, cfg.input_size, cfg.input_size, device=device)
     mask = torch.zeros(batch, n, dtype=torch.bool)
     for b in range(batch):  # any mask with the recipe's hidden count costs the same
         mask[b, torch.randperm(n)[:hidden]] = True
+    decoded = decoded_tokens(hidden, cfg.decoder_ratio)   # all of them unless dual masking
+    decode = decoder_mask(mask, cfg.decoder_ratio, torch.Generator().manual_seed(0)).to(device)
     mask = mask.to(device)
-    target = torch.randn(batch, hidden, out_dim, device=device)
+    target = torch.randn(batch, decoded, out_dim, device=device)
     amp = device.type == "cuda"
     times = []
     for i in range(warmup + steps):
         sync(device)
         tic = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = forward(video, mask)
+            pred = forward(video, mask, decode)
         loss = (pred.float() - target).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -99,10 +103,11 @@ def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, wa
             times.append(time.perf_counter() - tic)
     seconds = statistics.median(times)
     flops = train_flops(cfg.model, grid, n - hidden, heads, cfg.tubelet, cfg.patch_size, cfg.decoder_depth,
-                        cfg.decoder_dim)
+                        cfg.decoder_dim, decoded)
     tflops = batch * flops / seconds / 1e12
     _, peak = device_peak_tflops(device)
-    out = {"batch": batch, "ms_per_step": round(1000 * seconds, 1), "clips_per_s": round(batch / seconds, 1),
+    out = {"batch": batch, "compile": compile_model, "decoder_ratio": cfg.decoder_ratio,
+           "fused_adamw": optimizer.defaults["fused"], "ms_per_step": round(1000 * seconds, 1), "clips_per_s": round(batch / seconds, 1),
            "gflops_per_clip": float(f"{flops / 1e9:.4g}"), "tflops": round(tflops, 2),
            "mfu": round(tflops / peak, 3) if peak else None}
     if device.type == "cuda":
@@ -122,7 +127,6 @@ def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batche
     """Clips/s of the recipe's loader, masks made in its workers as the trainer does, after the
     first batch; and what the mask alone costs per batch on one thread (made in the main
     process instead, it capped MGM at 39 and MGMAE at 61 clips/s on an H200)."""
-    target = get_target(cfg.target)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
                     reads(cfg.mask, cfg.target), cfg.repeated_aug, cfg.traj_len, cfg.assemble)
     dataset = ClipDataset(shards, spec, seed=0)
@@ -164,7 +168,7 @@ def loader_rate(cfg: TrainConfig, shards: Path, batch: int, workers: int, batche
 
 def check(methods: list[str], device: torch.device, shards: Path, workers: int, steps: int = 10, warmup: int = 3,
           loader_batches: int = 10, batch: int | None = None, compile_model: bool = False, log=print,
-          **tiny) -> dict:
+          gpu_clips_per_s: float | None = None, **tiny) -> dict:
     """Measure every method; returns {method: {"step": ..., "loader": ..., "keeps_up": bool}}."""
     results = {}
     for name in methods:
@@ -179,7 +183,12 @@ def check(methods: list[str], device: torch.device, shards: Path, workers: int, 
                 per_gpu * 1000 / (step["ms_per_step"] + load["assemble_ms_per_batch"]), 1)
         # workers this GPU would need at this per-clip cost (if the machine has the cores)
         needed = math.ceil(eats * load["ms_per_clip_per_worker"] / 1000)
-        results[name] = {"recipe": METHODS[name][0], "step": step, "loader": load,
+        # the budget as cores per GPU, for the GPU's rate: given, measured here on a GPU, or the H200's
+        rate, source = ((gpu_clips_per_s, "given") if gpu_clips_per_s else (eats, "measured") if device.type == "cuda"
+                        else (H200_CLIPS_PER_S[name], "H200, ViT-B 16x224"))
+        budget = {"gpu_clips_per_s": rate, "source": source,
+                  "cores_per_gpu": round(cores_per_gpu(rate, load["ms_per_clip_per_worker"]), 1)}
+        results[name] = {"recipe": METHODS[name][0], "step": step, "loader": load, "budget": budget,
                          "keeps_up": load["clips_per_s"] >= eats, "workers_to_keep_up": needed}
         mfu = f"{step['mfu']:.1%}" if step["mfu"] is not None else "n/a"
         log(f"{name:9s} batch {per_gpu:3d}: {step['ms_per_step']:8.1f} ms/step {step['clips_per_s']:7.1f} clips/s "
@@ -188,7 +197,8 @@ def check(methods: list[str], device: torch.device, shards: Path, workers: int, 
             f"{load['mask_ms_per_batch']:.0f} ms/batch on a thread"
             + (f"; assembled on the device in {load['assemble_ms_per_batch']:.0f} ms/batch, in the step"
                if "assemble_ms_per_batch" in load else "") + ") -> "
-            + ("keeps up" if results[name]["keeps_up"] else f"LOADER-BOUND: ~{needed} workers would keep up"))
+            + ("keeps up" if results[name]["keeps_up"] else f"LOADER-BOUND: ~{needed} workers would keep up")
+            + f"; {budget['cores_per_gpu']} loader cores per GPU at {rate:g} clips/s ({source})")
     return results
 
 
@@ -205,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="batches timed after every worker's first (default: 3 x workers, the steady rate)")
     p.add_argument("--batch", type=int, default=None, help="clips per step for every method (default: the papers')")
     p.add_argument("--compile", action="store_true", help="torch.compile the model, as --compile true does")
+    p.add_argument("--decoder-ratio", type=float, default=None,
+                   help="dual masking: the share of hidden tokens the decoder reconstructs (default: the recipe's, 1)")
     p.add_argument("--model", default=None, help="tiny overrides for a smoke test: model, frames, size")
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--size", type=int, default=None)
@@ -212,6 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
                    help="where clips' frames are decoded, resized and normalized: loader (workers) | uint8 (workers "
                         "but the normalize, on the device) | device (train/clips/assemble.py); auto (the trainer's "
                         "default): uint8 on CUDA, else loader")
+    p.add_argument("--gpu-clips-per-s", type=float, default=None,
+                   help="the GPU's clips/s the cores-per-GPU budget is for (default: the step measured on a "
+                        "GPU; on a CPU each method's H200 rate, bench/budget.py)")
     p.add_argument("--json", default=None, help="also write the results here")
     a = p.parse_args(argv)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device)
@@ -226,7 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
     timed = a.loader_batches or 3 * max(1, a.workers)
     where = resolve_assemble(a.assemble, device)
     results = check(a.methods, device, shards, a.workers, a.steps, a.warmup, timed, a.batch, a.compile,
-                    log=lambda s: print(s, flush=True), model=a.model, num_frames=a.frames, input_size=a.size, assemble=where)
+                    log=lambda s: print(s, flush=True), model=a.model, num_frames=a.frames, input_size=a.size, assemble=where,
+                    decoder_ratio=a.decoder_ratio, gpu_clips_per_s=a.gpu_clips_per_s)
     summary = {"device": name, "peak_tflops": peak, "torch": torch.__version__, "cores": os.cpu_count(),
                "shards": str(shards), "compile": a.compile, "assemble": where, "methods": results}
     if a.json:

@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from bench.budget import H200_CLIPS_PER_S
 from bench.gpu_check import METHODS, main
 
 
@@ -21,6 +22,10 @@ def test_gpu_check_runs_on_cpu_with_a_tiny_model(tiny_shards, tmp_path, capsys):
         load = r["loader"]
         assert load["ms_per_clip_per_worker"] == pytest.approx(1000 / load["clips_per_s"], rel=0.01, abs=0.06)  # both rounded
         assert r["workers_to_keep_up"] == math.ceil(r["step"]["clips_per_s"] * load["ms_per_clip_per_worker"] / 1000)
+        # on a CPU the budget is for the method's H200 rate
+        assert r["budget"]["gpu_clips_per_s"] == H200_CLIPS_PER_S[name]
+        assert r["budget"]["cores_per_gpu"] == round(H200_CLIPS_PER_S[name] * load["ms_per_clip_per_worker"] / 1000, 1)
+        assert "loader cores per GPU at" in printed
     assert summary["methods"]["mgmae"]["step"]["batch"] == 4      # 2 rounded up to whole videos of 4 crops
     assert summary["methods"]["mme"]["step"]["gflops_per_clip"] > 0
 
@@ -39,6 +44,15 @@ def test_gpu_check_measures_device_assembly(tiny_shards, where):
         eats = step["clips_per_s_with_assembly"]
         assert eats == pytest.approx(step["batch"] * 1000 / (step["ms_per_step"] + load["assemble_ms_per_batch"]), rel=0.01)
         assert r["keeps_up"] == (load["clips_per_s"] >= eats)
+
+
+def test_the_budget_is_for_the_gpu_rate_given(tiny_shards):
+    summary = main(["--device", "cpu", "--shards", str(tiny_shards), "--model", "vit_pico", "--frames", "4",
+                    "--size", "32", "--batch", "2", "--steps", "1", "--warmup", "1", "--loader-batches", "2",
+                    "--workers", "0", "--methods", "mgm", "--gpu-clips-per-s", "1000"])
+    r = summary["methods"]["mgm"]
+    assert r["budget"]["source"] == "given"
+    assert r["budget"]["cores_per_gpu"] == round(r["loader"]["ms_per_clip_per_worker"], 1)   # 1000 clips/s x ms / 1000
 
 
 @pytest.mark.gpu

@@ -53,6 +53,7 @@ class TrainConfig:
     target: str = "pixel"           # train.pretraining.targets.TARGETS key: pixel | hog | mme | mme_single
     mask_ratio: float | None = None  # None = the target's default ratio (0.9; 0.7 with target mme)
     norm_target: bool = True        # per-token target normalization (VideoMAE / MME patch norm)
+    decoder_ratio: float = 1.0      # fraction of the hidden tokens the decoder reconstructs (< 1: VideoMAE V2's dual masking)
     target_norm: str = ""           # which one: a train.pretraining.targets norms name, "" = the target's default
     traj_len: int = 0               # MME: trajectory steps per point; 0 = the shards' (attrs traj_len)
     # model
@@ -76,6 +77,7 @@ class TrainConfig:
     warmup_epochs: float = 40.0
     warmup_steps: int = 0           # added to warmup_epochs * steps per epoch
     clip_grad: float = 0.0          # 0 = off
+    fused_adamw: bool = True        # AdamW as one fused kernel when every parameter is on CUDA (plain on CPU)
     # runtime
     seed: int = 0
     device: str = "auto"            # auto = cuda if available else cpu
@@ -149,6 +151,8 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of repeated_aug {self.repeated_aug}")
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"mask ratio {self.ratio} must be in [0, 1) (--mask-ratio)")
+        if not 0.0 < self.decoder_ratio <= 1.0:
+            raise ValueError(f"decoder_ratio {self.decoder_ratio} must be in (0, 1] (--decoder-ratio)")
         for name, value, known in (("mask", self.mask, MASKS), ("target", self.target, TARGETS),
                                    ("model", self.model, MODELS), ("positions", self.positions, POSITIONS),
                                    ("assemble", self.assemble, (AUTO,) + ASSEMBLIES)):
@@ -239,6 +243,9 @@ HELP = {
     "mask": "masking strategy (docs/masks.md)",
     "target": "what the decoder predicts for hidden tokens",
     "mask_ratio": "fraction of tokens hidden, in [0, 1); none = the method's (0.9; 0.7 with target mme)",
+    "decoder_ratio": "fraction of the hidden tokens the decoder reconstructs and the loss covers, drawn at "
+                     "random per clip; < 1 is VideoMAE V2's dual masking (0.5 there): a cheaper decoder "
+                     "(docs/design.md, \"Dual masking\")",
     "norm_target": "per-token target normalization (VideoMAE's normlize_target, MME's patch norm)",
     "assemble": "where the clip's frames are decoded from the stored JPEG, cropped, resized and "
                 "normalized: auto = uint8 on a CUDA device, else loader; loader = in the loader's workers; "
@@ -270,6 +277,9 @@ HELP = {
     "warmup_epochs": "linear warmup length in epochs",
     "warmup_steps": "warmup steps added to --warmup-epochs",
     "clip_grad": "gradient norm clip; 0 = off",
+    "fused_adamw": "AdamW's update as one fused CUDA kernel over all parameters instead of a loop of "
+                   "small ones (torch's fused=True; the same update); used when every parameter is on "
+                   "CUDA, the plain AdamW elsewhere",
     "seed": "seed of clips, masks and weights",
     "device": "auto = cuda when available, else cpu",
     "amp": "bf16 autocast on CUDA",

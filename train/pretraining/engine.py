@@ -27,6 +27,7 @@ from train.checkpoints.adopt import init_model
 from train.clips.assemble import assemble, resolve as resolve_assemble
 from train.pretraining.config import TrainConfig
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, Timer, make_loader
+from train.pretraining.dual import decoded_tokens, decoder_mask
 from train.pretraining.flops import hidden_tokens, peak_tflops, train_flops
 from train.pretraining.runs import default_out
 from train.pretraining.skips import BATCH_KEY as SKIPPED
@@ -49,12 +50,46 @@ class Dist:
 
 
 def init_distributed(device: str) -> Dist:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; a plain `python` run is a world of one."""
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK and the rendezvous' MASTER_ADDR/PORT, on one node
+    or many (docs/scaling.md, "Training"); a plain `python` run is a world of one. Each process
+    takes the GPU of its local rank before NCCL starts, so no two share one."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world <= 1:
         return Dist()
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(dist.get_rank(), world, local_rank)
+
+
+def restart_count() -> int:
+    """How many times torchrun restarted this node's workers after a failure (0 outside torchrun;
+    a node whose workers were restarted only because another node's failed counts 0)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+
+
+def agreed_step(step: int, d: Dist, device: torch.device) -> int:
+    """The step every process resumes at; refused when they differ (a multi-node run whose --out
+    is not on a file system every node sees: a node without the checkpoint would start over)."""
+    if d.world == 1:
+        return step
+    both = torch.tensor([step, -step], dtype=torch.int64, device=device)
+    dist.all_reduce(both, op=dist.ReduceOp.MAX)
+    if int(both[0]) != -int(both[1]):
+        raise RuntimeError(f"processes resume at different steps ({-int(both[1])} to {int(both[0])}; rank "
+                           f"{d.rank}: {step}): --out must be one folder that every node reads and writes")
+    return step
+
+
+def mean_over_processes(value: float, d: Dist, device: torch.device) -> float:
+    """The mean of a per-process value: the logged loss is the global batch's whatever the world size."""
+    if d.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t) / d.world
 
 
 def resolve_device(name: str, d: Dist) -> torch.device:
@@ -94,6 +129,15 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         if p.requires_grad:
             (no_decay if p.ndim <= 1 or name.endswith("mask_token") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, betas: tuple[float, float], weight_decay: float,
+                   fused: bool = True) -> torch.optim.AdamW:
+    """AdamW over `param_groups`; fused into one CUDA kernel when asked and every parameter is on
+    CUDA (the same update in fewer kernel launches), the plain AdamW elsewhere."""
+    groups = param_groups(model, weight_decay)
+    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused and on_cuda)
 
 
 def rng_state() -> dict:
@@ -158,13 +202,23 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 class MetricsLog:
-    """metrics.jsonl (one JSON object per logged step) + TensorBoard, on the main rank only."""
+    """metrics.jsonl (one JSON object per logged step) + TensorBoard, on the main rank only.
 
-    def __init__(self, out: Path, enabled: bool):
+    Rows past `start` (the step the run resumes at) are dropped first: steps that a killed run
+    logged after its last checkpoint are trained again, and logged once; so is a row the kill cut
+    short."""
+
+    def __init__(self, out: Path, enabled: bool, start: int = 0):
         self.enabled = enabled
         if not enabled:
             return
-        self.file = open(out / "metrics.jsonl", "a")
+        path = out / "metrics.jsonl"
+        if path.exists():
+            rows = path.read_text().splitlines(keepends=True)
+            kept = [r for r in rows if r.endswith("\n") and json.loads(r)["step"] <= start]
+            if len(kept) < len(rows):
+                path.write_text("".join(kept))
+        self.file = open(path, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(out / "tb"))
@@ -214,7 +268,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     model = cfg.build_model(heads)
     model.to(device)
     peak_lr, final_lr = cfg.lr(), cfg.final_lr()
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=peak_lr, betas=cfg.betas)
+    optimizer = make_optimizer(model, peak_lr, cfg.betas, cfg.weight_decay, cfg.fused_adamw)
     amp = autocast_enabled(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for fp16 swaps
 
@@ -223,9 +277,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
     steps_per_epoch = max(1, len(dataset) * cfg.repeated_aug // cfg.batch_size)  # an epoch = every video read once
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     warmup = min(total, cfg.warmup_steps + round(cfg.warmup_epochs * steps_per_epoch))
-    visible = math.prod(grid) - hidden_tokens(cfg.mask, grid, cfg.ratio)
+    hidden = hidden_tokens(cfg.mask, grid, cfg.ratio)
+    visible, decoded = math.prod(grid) - hidden, decoded_tokens(hidden, cfg.decoder_ratio)
     flops_per_clip = train_flops(cfg.model, grid, visible, heads, cfg.tubelet, cfg.patch_size,
-                                 cfg.decoder_depth, cfg.decoder_dim)
+                                 cfg.decoder_depth, cfg.decoder_dim, decoded)
     device_name, peak = device_peak_tflops(device)
 
     step = 0
@@ -234,15 +289,18 @@ def train(cfg: TrainConfig, log=print) -> dict:
         ckpt = load_checkpoint(resume)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group in optimizer.param_groups:  # a checkpoint of a GPU run resumed on a CPU, or back
+            group["fused"] = optimizer.defaults["fused"]
         scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         step = int(ckpt["step"])
         if d.main:
-            log(f"resumed from {resume} at step {step}")
+            log(f"resumed from {resume} at step {step}" + (f" (restart {restart_count()})" if restart_count() else ""))
     elif cfg.init:
         notes = init_model(model, cfg.init, cfg.num_frames, cfg.input_size, cfg.positions)
         if d.main:
             log("\n".join(f"init: {note}" for note in notes))
+    step = agreed_step(step, d, device)
 
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if d.world > 1 else model
@@ -250,17 +308,20 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if d.main:
         n_params = sum(p.numel() for p in model.parameters())
         log(f"{cfg.model}: {n_params / 1e6:.2f}M params, grid {grid}, target {cfg.target} ({out_dim}/token), "
-            f"mask {cfg.mask} {cfg.ratio}, {len(dataset)} videos, {steps_per_epoch} steps/epoch, "
+            f"mask {cfg.mask} {cfg.ratio}"
+            + (f", decoder reconstructs {decoded} of {hidden} hidden tokens" if decoded < hidden else "")
+            + f", {len(dataset)} videos, {steps_per_epoch} steps/epoch, "
             f"{total} steps, warmup {warmup}, lr {peak_lr:.3g} -> {final_lr:.3g}")
         log(f"batch {cfg.batch_size} clips/step = {d.world} processes x {accum} micro-batches x {micro} clips"
             + (f" ({micro // cfg.repeated_aug} videos x {cfg.repeated_aug} crops)" if cfg.repeated_aug > 1 else "")
             + f"; {flops_per_clip / 1e9:.1f} GFLOPs per clip (fwd+bwd, analytic); autocast bf16 {amp}; "
-            f"compile {cfg.compile}; device {device_name}" + (f", peak {peak:.0f} TFLOP/s bf16" if peak else "")
+            f"compile {cfg.compile}; fused AdamW {optimizer.defaults['fused']}; device {device_name}"
+            + (f", peak {peak:.0f} TFLOP/s bf16" if peak else "")
             + f"; clips assembled: {spec.assemble}")
     loader = make_loader(dataset, micro, step * accum, cfg.seed, d.rank, d.world, cfg.num_workers,
                          pin_memory=device.type == "cuda",
                          masks=MaskCollate(cfg.mask, grid, cfg.ratio, cfg.seed, cfg.repeated_aug))
-    metrics = MetricsLog(out, d.main)
+    metrics = MetricsLog(out, d.main, step)
     skips = SkipLog(out, cfg.max_skipped_videos, d.rank, log)
     summary = {"first_loss": None, "last_loss": None, "flops_per_clip": flops_per_clip}
     timer, data_time, step_time, window, loss_sum = Timer(), 0.0, 0.0, 0, 0.0
@@ -285,17 +346,23 @@ def train(cfg: TrainConfig, log=print) -> dict:
             if SKIPPED in batch:
                 skips.record(batch.pop(SKIPPED), step)
             data_time += timer.lap()
+            mask = batch.pop("mask")                                            # (B,N), made by the loader
+            # dual masking: the decoded share of the hidden tokens, drawn here on the CPU, seeded by the
+            # step (a resume draws it again)
+            decode = mask if decoded == hidden else decoder_mask(
+                mask, cfg.decoder_ratio, torch.Generator().manual_seed(
+                    int(np.random.SeedSequence([cfg.seed, step, k, d.rank]).generate_state(1)[0])))
             batch = assemble(batch, cfg.input_size, device)  # frames decoded here with assemble "device"
             batch = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
-            mask = batch.pop("mask")                                            # (B,N), made by the loader
+            mask, decode = mask.to(device, non_blocking=True), decode.to(device, non_blocking=True)
             with torch.no_grad():
                 tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)  # (B,N,C)
             # DDP all-reduces gradients on the last micro-batch only
             sync = ddp.no_sync() if d.world > 1 and k < accum - 1 else contextlib.nullcontext()
             with sync:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    pred = forward(batch["video"], mask)                       # (B,Nm,C)
-                loss = target.loss(pred.float(), tgt, weight, mask)
+                    pred = forward(batch["video"], mask, decode)               # (B,Nd,C)
+                loss = target.loss(pred.float(), tgt, weight, decode)
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"non-finite loss {loss.item()} at step {step}; stopping (lr {lr:.3g})")
                 # the mean over micro-batches, as DDP averages over processes
@@ -314,7 +381,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
         if step % cfg.log_every == 0 or step == end:
             seconds = max(step_time + data_time, 1e-9)
-            row = {"step": step, "loss": loss_sum / window, "lr": lr,
+            row = {"step": step, "loss": mean_over_processes(loss_sum / window, d, device), "lr": lr,
                    "clips_per_s": window * cfg.batch_size / seconds,
                    "data_time": data_time / window, "step_time": seconds / window}
             # achieved model FLOP/s per device (analytic FLOPs, so recomputation or padding never inflates it)

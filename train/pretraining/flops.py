@@ -3,7 +3,8 @@
 One pretraining clip (N = t*h*w tokens, Nv = visible, Nm = N - Nv hidden, D / Dd encoder /
 decoder width, C target values per token): the patch embedding runs on all N cubes, the
 encoder on the Nv visible tokens, the decoder on all N tokens, the head on the Nm hidden
-ones. Counted: every matrix product (2 FLOPs per multiply-add), attention's two products
+ones (with dual masking, train/pretraining/dual.py: the decoder on Nv + Nd tokens, the head on
+the Nd hidden ones it reconstructs). Counted: every matrix product (2 FLOPs per multiply-add), attention's two products
 (QK^T and AV: 4 * n^2 * width per block), the patch embedding as the matrix product it is.
 Not counted: norms, softmax, GELU, adds (a few % of a ViT-B, and not on the tensor cores
 that the peak numbers describe). Training = 3x the forward (backward = 2x: gradients for
@@ -69,22 +70,24 @@ def head_flops(in_dim: int, heads: HeadsSpec) -> int:
 
 def forward_flops(size: ModelSize | str, grid: tuple[int, int, int], visible: int, out_dim: HeadsSpec,
                   tubelet: int = 2, patch: int = 16, decoder_depth: int | None = None,
-                  decoder_dim: int | None = None) -> int:
-    """Forward FLOPs of one pretraining clip with `visible` tokens kept for the encoder."""
+                  decoder_dim: int | None = None, decoded: int | None = None) -> int:
+    """Forward FLOPs of one pretraining clip with `visible` tokens kept for the encoder and
+    `decoded` hidden tokens reconstructed (None = all of them; fewer with dual masking: the
+    decoder then runs on visible + decoded tokens, the heads on the decoded ones)."""
     s = MODELS[size] if isinstance(size, str) else size
     t, h, w = grid
-    n = t * h * w
+    decoded = t * h * w - visible if decoded is None else decoded
     dd = s.decoder_dim if decoder_dim is None else decoder_dim
     depth = s.decoder_depth if decoder_depth is None else decoder_depth
     return (patch_embed_flops(grid, s.dim, tubelet, patch)
             + _blocks(visible, s.dim, s.depth, s.mlp_ratio)
             + 2 * visible * s.dim * dd                                   # decoder_embed
-            + _blocks(n, dd, depth, s.mlp_ratio)
-            + (n - visible) * head_flops(dd, out_dim))                   # heads on the hidden tokens
+            + _blocks(visible + decoded, dd, depth, s.mlp_ratio)
+            + decoded * head_flops(dd, out_dim))                         # heads on the reconstructed tokens
 
 
 def train_flops(size: ModelSize | str, grid: tuple[int, int, int], visible: int, out_dim: HeadsSpec,
                 tubelet: int = 2, patch: int = 16, decoder_depth: int | None = None,
-                decoder_dim: int | None = None) -> int:
+                decoder_dim: int | None = None, decoded: int | None = None) -> int:
     """FLOPs of one clip's forward + backward: 3x the forward (see the module docstring)."""
-    return 3 * forward_flops(size, grid, visible, out_dim, tubelet, patch, decoder_depth, decoder_dim)
+    return 3 * forward_flops(size, grid, visible, out_dim, tubelet, patch, decoder_depth, decoder_dim, decoded)

@@ -151,7 +151,6 @@ class VideoMAE(nn.Module):
             raise KeyError(f"unknown position table {positions!r}; known: {', '.join(POSITIONS)}")
         self.grid = tuple(grid)  # (t, h, w) tokens
         self.tubelet, self.patch = tubelet, patch
-        n = math.prod(self.grid)
         norm = partial(nn.LayerNorm, eps=1e-6)
 
         self.patch_embed = PatchEmbed3d(size.dim, tubelet, patch)
@@ -202,19 +201,23 @@ class VideoMAE(nn.Module):
             x = x[~mask].reshape(B, -1, D)                              # (B,Nv,D), same Nv per sample
         return self.norm(self.blocks(x))
 
-    def forward_head(self, latent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Visible latents (B,Nv,D) -> predictions for the masked tokens (B,Nm,out_dim)."""
+    def forward_head(self, latent: torch.Tensor, mask: torch.Tensor, decode: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """Visible latents (B,Nv,D) -> predictions for the masked tokens (B,Nm,out_dim).
+
+        With `decode` (B,N), a subset of `mask` (dual masking, train/pretraining/dual.py), the
+        decoder sees the visible tokens and those alone, and predicts those (B,Nd,out_dim)."""
         x = self.decoder_embed(latent)                                  # (B,Nv,Dd)
         B, Nv, Dd = x.shape
         pos = self.decoder_pos_embed.expand(B, -1, -1)                  # (B,N,Dd)
         vis_pos = pos[~mask].reshape(B, Nv, Dd)
-        mask_pos = pos[mask].reshape(B, -1, Dd)                         # (B,Nm,Dd)
-        x = torch.cat([x + vis_pos, self.mask_token + mask_pos], dim=1)  # (B,N,Dd)
+        mask_pos = pos[mask if decode is None else decode].reshape(B, -1, Dd)   # (B,Nm,Dd) or (B,Nd,Dd)
+        x = torch.cat([x + vis_pos, self.mask_token + mask_pos], dim=1)  # (B,Nv+Nm,Dd)
         x = self.decoder_norm(self.decoder_blocks(x))
         return self.head(x[:, Nv:])                                     # (B,Nm,out_dim)
 
-    def forward(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(video, mask), mask)
+    def forward(self, video: torch.Tensor, mask: torch.Tensor, decode: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(video, mask), mask, decode)
 
 
 def build_model(name: str, grid: tuple[int, int, int], out_dim: HeadsSpec, tubelet: int = 2, patch: int = 16,
