@@ -27,6 +27,8 @@ import av
 import cv2
 import numpy as np
 
+from preprocess.natural_images import crop
+
 
 def texture(height: int, width: int, seed: int, scale: float = 1.5) -> np.ndarray:
     """Smooth random grey texture in [0, 255]: fine noise plus coarse blobs (float32)."""
@@ -181,8 +183,6 @@ def _structured(scene: Scene) -> tuple[np.ndarray, list[np.ndarray]]:
 def _natural(scene: Scene) -> tuple[np.ndarray, list[np.ndarray]]:
     """RGB background and object textures (0-255) of a "natural" scene: windows cut at random
     from natural footage (`preprocess.natural_images`), one for the background, one per object."""
-    from .natural_images import crop
-
     h, w, m = scene.height, scene.width, scene.margin
     rng = np.random.default_rng(scene.seed + 3)
     bg = crop(h + 2 * m, w + 2 * m, rng)

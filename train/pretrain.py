@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # `python train/pretrain.py` as well as `python -
 from shards.cli import ArgumentParser, CliError, run_main  # noqa: E402
 from train.cli import check_device, check_sources, existing_shards, shard_meta  # noqa: E402
 from train.pretraining.config import DEMO_SHARDS, REPO_ROOT, TrainConfig, add_arguments, from_args, given  # noqa: E402
+from train.pretraining.engine import train  # noqa: E402
 from train.pretraining.runs import default_out, prepare_run_folder  # noqa: E402
 
 DEMO_CONFIG = REPO_ROOT / "train" / "configs" / "demo.yaml"
@@ -94,8 +95,6 @@ def main(argv: list[str] | None = None) -> dict:
     for note in (run_note, data_note):
         if note and main_rank:
             print(note, flush=True)
-
-    from train.pretraining.engine import train
 
     summary = train(cfg, log=lambda s: print(s, flush=True))
     if summary["first_loss"] is not None and main_rank:  # torchrun: one summary
