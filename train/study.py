@@ -19,10 +19,10 @@ The data flow, each stage skipped where its output exists (a killed study resume
 1. **extract** the synthetic-motion corpus (`preprocess/extract.py`, a subprocess; finished
    videos are skipped) and write the motion each video was generated with
    (`preprocess/motion_params.py`, a subprocess: `<out>/motion_params.json`);
-2. **pretrain** every method (`mask[@ratio]+target`; the ratio defaults to the target's) for every seed with one `TrainConfig`
-   (`train/configs/study.yaml`); each run stops at every checkpoint fraction of the budget
-   (`stop_at`, the schedule fixed by `max_steps`), copies `checkpoint.pt` to `ckpt_<step>.pt`,
-   and resumes from it (exact resume: the same clips and masks as one uninterrupted run);
+2. **pretrain** every method (`mask[@ratio]+target`; the ratio defaults to the target's) for every
+   seed with one `TrainConfig` (`train/configs/study.yaml`); each run stops at every checkpoint
+   fraction of the budget (`stop_at`, the schedule fixed by `max_steps`), copies `checkpoint.pt` to
+   `ckpt_<step>.pt`, and resumes from it (exact resume: the same clips and masks as one uninterrupted run);
 3. **held-out loss** of every kept checkpoint of every run (`train/heldout.py`): its masked loss
    on `heldout_clips` val clips drawn class-balanced (fixed seed: the same clips and masks for every
    run of a method) against the better of predicting 0 and the best constant per target channel;
@@ -280,7 +280,7 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
     }
 
 
-MOTION_READOUTS = ("dense_r2", "moving_r2", "clip_r2")   # train/eval/motion_probe.py, per seed
+MOTION_READOUTS = ("dense_r2", "moving_r2", "speed_r2", "clip_r2")   # train/eval/motion_probe.py, per seed
 
 
 def motion_rows(results: list[dict], seeds) -> dict:
@@ -290,14 +290,15 @@ def motion_rows(results: list[dict], seeds) -> dict:
     per_seed = {}
     for seed, r in zip(seeds, results):
         d, c = r["dense"], r["clip"]
-        per_seed[str(seed)] = {"dense_r2": d["r2"], "moving_r2": d["moving_r2"], "clip_r2": c and c["r2"]}
+        per_seed[str(seed)] = {"dense_r2": d["r2"], "moving_r2": d["moving_r2"], "speed_r2": d["speed_r2"],
+                               "clip_r2": c and c["r2"]}
     out = {name: mean_std([v[name] for v in per_seed.values()]) for name in MOTION_READOUTS
            if all(v[name] is not None for v in per_seed.values())}
     out["halfwidth"] = {"dense_r2": float(np.mean([(r["dense"]["ci95"][1] - r["dense"]["ci95"][0]) / 2
                                                    for r in results]))}
-    if "moving_r2" in out:
-        out["halfwidth"]["moving_r2"] = float(np.mean([(r["dense"]["moving_ci95"][1] - r["dense"]["moving_ci95"][0]) / 2
-                                                       for r in results]))
+    for name, key in (("moving_r2", "moving_ci95"), ("speed_r2", "speed_ci95")):
+        if name in out:
+            out["halfwidth"][name] = float(np.mean([(r["dense"][key][1] - r["dense"][key][0]) / 2 for r in results]))
     if "clip_r2" in out:
         out["halfwidth"]["clip_r2"] = float(np.mean([(r["clip"]["ci95"][1] - r["clip"]["ci95"][0]) / 2
                                                      for r in results]))
@@ -385,8 +386,10 @@ def check_same_study(cfg: StudyConfig, record: Path) -> None:
         return
     old = json.loads(record.read_text())
     new = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as stored
+    # a setting the record lacks did not exist when it was written (e.g. moving_px before the motion
+    # probes): nothing on disk depends on it, and the stages add what it governs
     differ = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in new
-              if k not in RESUMABLE and old.get(k) != new[k]]
+              if k not in RESUMABLE and k in old and old[k] != new[k]]
     if differ:
         raise SystemExit(f"error: {record.parent} holds a study made with other settings ({'; '.join(differ)}). "
                          f"Use another --out, or move that folder away.")

@@ -9,7 +9,10 @@ regressions fit on the train split and scored on val.
   synthetic videos (a homography fit to the object rather than the background).
   R² on all val tokens, and on the moving tokens alone (displacement above `moving_px`): most
   tokens are background, whose compensated displacement is ~0, so the first R² rewards telling
-  object from background and the second how the object moves.
+  object from background and the second how the object moves. A direction is an odd function of
+  the frames (a random encoder's features hold none of it linearly); the token's speed (the
+  displacement's length, its own ridge) is an even one: "speed_r2" says whether the features
+  know *that* a token moves, the displacement R² *where to*.
 - **Clip**: the main probe's pooling of the same tokens -> the generator's per-video motion
   parameters over the clip's span (relative velocity x and y and speed in input px per stored
   frame, angular velocity in deg per stored frame; `clip_targets`). R² per parameter and their mean.
@@ -49,7 +52,8 @@ from train.eval.evaluation import labelled
 from train.eval.probe import cpu_threads, pool
 from train.eval.view_cache import shard_signature
 
-RIDGE_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # per-sample L2 on standardized features
+# per-sample L2 on standardized features, up to strong enough that a feature without signal predicts the mean
+RIDGE_GRID: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 MOVING_PX = 1.0     # input px over a tubelet: the synthetic objects move 1.6-3.7 px per tubelet at the study's regime
 CLIP_PARAMS = ("vx", "vy", "speed", "angular_velocity")
 CACHE_VERSION = 2
@@ -351,18 +355,21 @@ def motion_probe(checkpoint: str, shards: str | Path, cache: str | Path, motion:
 
     with cpu_threads(1, device):
         ids, clips = splits["train"]
-        dense = [None] * folds
+        dense, speed = [None] * folds, [None] * folds
         pooled_train = []
         for lo, tokens, pooled, disp in encode(clips):
             for j in range(len(tokens)):
                 f = (lo + j) % folds           # folds by video, round-robin: deterministic
                 if dense[f] is None:
-                    dense[f] = Moments.zeros(tokens.shape[-1], 2)
+                    dense[f], speed[f] = Moments.zeros(tokens.shape[-1], 2), Moments.zeros(tokens.shape[-1], 1)
                 dense[f].add(tokens[j], disp[j])
+                speed[f].add(tokens[j], np.linalg.norm(disp[j], axis=1, keepdims=True))
             pooled_train.append(pooled)
-        dense = [m for m in dense if m is not None]
+        dense, speed = [m for m in dense if m is not None], [m for m in speed if m is not None]
         penalty, cv = choose_penalty(dense, grid)
         w, b = ridge_fit(sum(dense[1:], dense[0]), penalty)
+        speed_penalty, _ = choose_penalty(speed, grid)
+        sw, sb = ridge_fit(sum(speed[1:], speed[0]), speed_penalty)
         clip_fit = None
         if with_clip:
             x = np.concatenate(pooled_train)
@@ -376,23 +383,27 @@ def motion_probe(checkpoint: str, shards: str | Path, cache: str | Path, motion:
             clip_fit = (clip_penalty, clip_cv, *ridge_fit(sum(clip_folds[1:], clip_folds[0]), clip_penalty))
 
         ids, clips = splits["val"]
-        all_stats, moving_stats, pooled_val, moving, total = [], [], [], 0, 0
+        all_stats, moving_stats, speed_stats, pooled_val, moving, total = [], [], [], [], 0, 0
         for lo, tokens, pooled, disp in encode(clips):
             for j in range(len(tokens)):
                 pred = tokens[j] @ w + b
                 all_stats.append(video_stats(disp[j], pred))
+                speed_stats.append(video_stats(np.linalg.norm(disp[j], axis=1, keepdims=True), tokens[j] @ sw + sb))
                 keep = np.linalg.norm(disp[j], axis=1) > moving_px
                 moving_stats.append(video_stats(disp[j][keep], pred[keep]))
                 moving, total = moving + int(keep.sum()), total + len(keep)
             pooled_val.append(pooled)
-    all_stats, moving_stats = np.stack(all_stats), np.stack(moving_stats)
+    all_stats, moving_stats, speed_stats = np.stack(all_stats), np.stack(moving_stats), np.stack(speed_stats)
     out = {"checkpoint": info["checkpoint"], "step": info["checkpoint_step"],
            "videos": {"train": len(splits["train"][0]), "val": len(ids)},
-           "dense": {"source": "generator" if with_clip else "flow", "r2": r2_videos(all_stats), "ci95": bootstrap_r2(all_stats, resamples=resamples),
+           "dense": {"source": "generator" if with_clip else "flow", "r2": r2_videos(all_stats),
+                     "ci95": bootstrap_r2(all_stats, resamples=resamples),
                      "penalty": penalty, "cv_r2": {f"{k:g}": round(v, 5) for k, v in cv.items()},
                      "moving_px": moving_px, "moving_share": moving / max(total, 1), "tokens_val": total,
                      "moving_r2": r2_videos(moving_stats) if moving else None,
-                     "moving_ci95": bootstrap_r2(moving_stats, resamples=resamples) if moving else None},
+                     "moving_ci95": bootstrap_r2(moving_stats, resamples=resamples) if moving else None,
+                     "speed_r2": r2_videos(speed_stats), "speed_ci95": bootstrap_r2(speed_stats, resamples=resamples),
+                     "speed_penalty": speed_penalty},
            "clip": None}
     if clip_fit is not None:
         clip_penalty, clip_cv, cw, cb = clip_fit

@@ -61,7 +61,8 @@ CONTRASTS = (
 # --tiny: the CI version. Every stage runs, on 16 videos of 16 frames at 64 px (1 val video per class), with
 # the 2 x 2 and MGM at 0.75: every contrast; about a minute.
 TINY = {
-    "methods": ("tube+pixel", "mgm+pixel", "tube+mme", "mgm+mme", "mgm@0.75+pixel"), "seeds": (0, 1), "steps": 4, "checkpoints": (0.5, 1.0),
+    "methods": ("tube+pixel", "mgm+pixel", "tube+mme", "mgm+mme", "mgm@0.75+pixel"), "seeds": (0, 1), "steps": 4,
+    "checkpoints": (0.5, 1.0),
     "per_class": 2, "frames": 16, "size": 64, "extract_workers": 0, "probe_batch": 8, "probe_wd": 0.1,
     "probe_workers": 1, "parallel_runs": 1,
     "heldout_clips": 8,

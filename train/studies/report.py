@@ -273,8 +273,8 @@ def report_section(results: dict, images: dict[str, str]) -> str:
     ]
     for name, m in results["methods"].items():
         lines.append(row(f"`{name}`", *(format_interval(x["probes"][main]["top1"]) for x in m["checkpoints"])))
-    lines += motion_section(results)
     lines += gates_section(results)
+    lines += motion_section(results)
     lines += contrasts_section(results)
     if tune:
         lines += ["", f"### Fine-tuning (secondary; {tune['steps']} steps, reported where the std over seeds is "
@@ -294,7 +294,8 @@ def report_section(results: dict, images: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-READOUT_NAMES = {"dense_r2": "dense motion R²", "moving_r2": "moving-token R²", "clip_r2": "clip-level motion R²"}
+READOUT_NAMES = {"dense_r2": "dense motion R²", "moving_r2": "moving-token R²", "speed_r2": "token speed R²",
+                 "clip_r2": "clip-level motion R²"}
 
 
 def readout_name(readout: str) -> str:
@@ -326,7 +327,8 @@ def motion_section(results: dict) -> list[str]:
              "camera-compensated displacement over its tubelet (the generator's: the object's motion relative "
              "to the background, 0 on the background); R² over all val tokens, and over the moving tokens alone "
              f"(displacement above {results['study'].get('moving_px', 1.0)} input px, "
-             f"{100 * first['moving_share']:.0f} % of tokens). **Clip-level**: the {results['pools'][0]} pool -> the "
+             f"{100 * first['moving_share']:.0f} % of tokens); **token speed**: the displacement's length, its own "
+             "ridge (whether a token moves, where the displacement says where to). **Clip-level**: the {results['pools'][0]} pool -> the "
              "generator's motion over the clip (relative velocity x, y, speed; angular velocity); the mean of "
              "the parameters' R². Ridge penalty by cross-validation over train videos. Each cell: the mean over "
              "seeds [95 % t interval] ± the mean half-width of the 95 % bootstrap interval over val videos.", "",

@@ -343,11 +343,12 @@ def heldout_job(cfg: StudyConfig, checkpoint: str | Path, dest: Path, method: st
 def heldout_line(cfg: StudyConfig, result: dict) -> str:
     base = heldout_baseline(result["predict0"], result["predict_mean"])
     ratio = result["loss"] / base
-    against = ("" if "predictor_loss" not in result else
-               f"; the visible neighbours' ridge {result['predictor_loss']:.4f} (ratio {result['predictor_ratio']:.3f})")
+    against = ("" if "predictor_loss" not in result else f"; the visible neighbours' ridge "
+               f"{result['predictor_loss']:.4f} (ratio {result['predictor_ratio']:.3f})")
     return (f"    held-out loss {result['loss']:.4f} / best of predict-0 and the best constant {base:.4f} = "
             f"{ratio:.3f} ({'PASS' if ratio <= cfg.gate else 'FAIL'} against {cfg.gate}; predict-0 "
-            f"{result['predict0']:.4f}, best constant {result['predict_mean']:.4f}{against}), {result['seconds']:.1f} s")
+            f"{result['predict0']:.4f}, best constant {result['predict_mean']:.4f}{against}), "
+            f"{result['seconds']:.1f} s")
 
 
 def write_json(dest: Path, result: dict) -> None:

@@ -183,8 +183,10 @@ def paired(a: dict, b: dict) -> dict:
 
 def verdict(p: dict, p_holm: float | None) -> str:
     """A contrast's plain verdict: "helps" / "hurts" where its Holm-adjusted p is <= 0.05 (by the
-    sign of a - b), else "inside the noise" ("cannot tell" without an interval)."""
-    if p["n"] < 2 or p_holm is None:
+    sign of a - b), else "inside the noise". "cannot tell" without an interval, and where every seed
+    differs by the same nonzero amount: no spread, no t test (a top-1 over a few val videos moves in
+    steps of one video, so two seeds can tie on their difference)."""
+    if p["n"] < 2 or p_holm is None or (p["se"] == 0 and p["mean"] != 0):
         return "cannot tell"
     if p_holm > 0.05:
         return "inside the noise"

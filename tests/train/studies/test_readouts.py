@@ -49,3 +49,23 @@ def test_verdicts_read_the_adjusted_p_and_the_sign():
     down = paired({"0": 0.4, "1": 0.48, "2": 0.46}, {"0": 0.5, "1": 0.6, "2": 0.55})
     assert verdict(up, 0.01) == "helps" and verdict(down, 0.01) == "hurts"
     assert verdict(up, 0.2) == "inside the noise" and verdict(paired({"0": 1.0}, {"0": 0.0}), None) == "cannot tell"
+    same = paired({"0": 0.5, "1": 0.6}, {"0": 0.4, "1": 0.5})      # both seeds +0.1: no spread
+    assert same["p"] == 0.0 and verdict(same, 0.0) == "cannot tell"
+    assert verdict(paired({"0": 0.5, "1": 0.6}, {"0": 0.5, "1": 0.6}), 1.0) == "inside the noise"
+
+
+def test_a_study_recorded_before_a_setting_existed_resumes(tmp_path):
+    import json
+
+    from train.study import check_same_study
+    from train.studies.config import StudyConfig
+
+    cfg = StudyConfig(shards="/nowhere")
+    record = json.loads(json.dumps(cfg.to_dict()))
+    del record["moving_px"]                       # written before the motion probes
+    (tmp_path / "study.json").write_text(json.dumps(record))
+    check_same_study(cfg, tmp_path / "study.json")
+    record["steps"] = 5
+    (tmp_path / "study.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="steps: 5 there, 1000 now"):
+        check_same_study(cfg, tmp_path / "study.json")

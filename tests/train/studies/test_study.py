@@ -61,10 +61,10 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
     # the tiny holds the 2 x 2 and MGM at 0.75: every pre-registered contrast, on every readout
     pairs = [(a, b) for _, a, b in study.CONTRASTS]
     assert [(c["a"], c["b"]) for c in saved["contrasts"]] == pairs
-    assert saved["readouts"] == ["dense_r2", "moving_r2", "clip_r2", "quadrants", "mean"]
+    assert saved["readouts"] == ["dense_r2", "moving_r2", "speed_r2", "clip_r2", "quadrants", "mean"]
     for c in saved["contrasts"]:
         for r in saved["readouts"]:
-            assert c[r]["n"] == 2 and c[r]["verdict"] in ("helps", "hurts", "inside the noise")
+            assert c[r]["n"] == 2 and c[r]["verdict"] in ("helps", "hurts", "inside the noise", "cannot tell")
             assert c[r]["p_holm"] >= c[r]["p"] and c[r]["mdd"] >= 0
     assert saved["methods"]["mgm@0.75+pixel"]["mask_ratio"] == 0.75 and \
         saved["methods"]["mgm+pixel"]["mask_ratio"] == 0.9
@@ -75,6 +75,7 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
         mo = m["motion"]
         assert set(mo["per_seed"]) == {"0", "1"} and mo["dense_r2"]["n"] == 2 and mo["clip_r2"]["n"] == 2
         assert set(mo["per_param"]) == {"vx", "vy", "speed", "angular_velocity"} and 0 < mo["moving_share"] < 0.5
+        assert mo["speed_r2"]["n"] == 2
     motion = json.loads((out / "tube+pixel" / "seed0" / "motion_4.json").read_text())
     assert motion["dense"]["source"] == "generator" and motion["videos"] == {"train": 8, "val": 8}
     # the gates: the predictor's loss on the same held-out clips, the hierarchical interval of the probe
@@ -332,8 +333,9 @@ def test_study_yaml_says_the_folds_it_sets():
 
 def made_up_motion(dense: list[float], seeds: list[str]) -> dict:
     """An encoder's motion-probe rows over seeds as train.study.motion_rows writes them: the dense R²
-    given, the moving-token R² half of it, the clip-level R² 0.1 above it."""
-    values = {"dense_r2": dense, "moving_r2": [v / 2 for v in dense], "clip_r2": [v + 0.1 for v in dense]}
+    given, the moving-token R² half of it, the token speed's 0.3 above it, the clip-level R² 0.1 above it."""
+    values = {"dense_r2": dense, "moving_r2": [v / 2 for v in dense], "speed_r2": [v + 0.3 for v in dense],
+              "clip_r2": [v + 0.1 for v in dense]}
     return {**{k: mean_std(v) for k, v in values.items()}, "halfwidth": dict.fromkeys(values, 0.01),
             "per_param": {k: mean_std(values["clip_r2"]) for k in ("vx", "vy", "speed", "angular_velocity")},
             "moving_share": 0.08,
@@ -411,7 +413,8 @@ def test_report_renders_made_up_results(tmp_path):
     assert "Holm-adjusted over the 1 contrasts of that readout" in text
     # the motion table, the readouts' detectable differences, the gates
     # dense 0.22 ± 2.776 x 0.0187 / sqrt 5, the moving tokens' half of it
-    assert "| `tube+pixel` | 0.220 [0.197, 0.243] ± 0.010 | 0.110 [0.098, 0.122] ± 0.010 | 0.320 [" in text
+    assert "| `tube+pixel` | 0.220 [0.197, 0.243] ± 0.010 | 0.110 [0.098, 0.122] ± 0.010 | 0.520 [0.497, " \
+           "0.543] ± 0.010 | 0.320 [" in text
     assert "| random init | 0.050 [0.050, 0.050] ± 0.010 |" in text
     # two methods' dense R² spread pooled: sd 0.0209, x sqrt 2, (2.776 + 0.941) / sqrt 5: 0.049
     assert "between two methods (80 % power, two-sided 5 %, paired over 5 seeds, from the seed spread pooled " \
