@@ -1,10 +1,12 @@
 """Reproduce, at small scale: every method, one small ViT, one budget, several seeds; does
-pretraining learn (held-out loss against the better of predicting 0 and the best constant), and
-what does a layout-preserving linear probe see, against random init and paired method against method.
+pretraining learn (held-out loss against the better of predicting 0 and the best constant, and
+against a non-learned predictor from the visible tokens), how much motion do its frozen features
+hold (dense and clip-level motion probes), what does a layout-preserving linear probe see, against
+random init, and the pre-registered contrasts of the 2 x 2 {tube, MGM} x {pixel, MME}.
 
     python train/study.py                                   # the default study (train/configs/study.yaml)
     python train/study.py --tiny --out /tmp/study           # the CI version: 25-100 s on the busy shared machine
-    python train/study.py --seeds 0,1 --methods tube+pixel,mgm+pixel --steps 300 --out runs/study300
+    python train/study.py --seeds 0,1 --methods tube+pixel,mgm@0.75+pixel --steps 300 --out runs/study300
     python train/study.py --device cuda --gpu-jobs 12 --steps 2400   # on a GPU: the same study, only the
                                                             # budget changes; 12 jobs side by side on it
 
@@ -19,40 +21,52 @@ GPU run needs, or the same fields in study.yaml. The probes' L-BFGS fits run on 
 The data flow, each stage skipped where its output exists (a killed study resumes):
 
 1. **extract** the synthetic-motion corpus (`preprocess/extract.py`, a subprocess; finished
-   videos are skipped);
-2. **pretrain** every method (`mask+target`) for every seed with one `TrainConfig`
-   (`train/configs/study.yaml`); each run stops at every checkpoint fraction of the budget
-   (`stop_at`, the schedule fixed by `max_steps`), copies `checkpoint.pt` to `ckpt_<step>.pt`,
-   and resumes from it (exact resume: the same clips and masks as one uninterrupted run);
+   videos are skipped) and write the motion each video was generated with
+   (`preprocess/motion_params.py`, a subprocess: `<out>/motion_params.json`);
+2. **pretrain** every method (`mask[@ratio]+target`; the ratio defaults to the target's) for every
+   seed with one `TrainConfig` (`train/configs/study.yaml`); each run stops at every checkpoint
+   fraction of the budget (`stop_at`, the schedule fixed by `max_steps`), copies `checkpoint.pt` to
+   `ckpt_<step>.pt`, and resumes from it (exact resume: the same clips and masks as one uninterrupted run);
 3. **held-out loss** of every kept checkpoint of every run (`train/heldout.py`): its masked loss
    on `heldout_clips` val clips drawn class-balanced (fixed seed: the same clips and masks for every
    run of a method) against the better of predicting 0 and the best constant per target channel;
-   the gate is `<= gate` (0.8) of it at the last checkpoint on every seed;
+   at the last checkpoint also the loss of a non-learned predictor on the same clips and masks
+   (ridge from the visible neighbours' targets, fit once per method on train clips:
+   `train/eval/neighbours.py`), the bar of the "learns" gate;
 4. **probe** every kept checkpoint, and a random-init encoder of the same geometry per seed,
    with `train.eval.evaluation.linear_probe` on the val split: the layout-preserving pool
    (`probe_pool`) and the token mean, L2 by cross-validation on the train split, a 95 %
-   bootstrap interval over val videos each;
+   bootstrap interval over val videos each; and the **motion probes** of the last checkpoint and of
+   random init (`train/eval/motion_probe.py`): dense (each token -> its camera-compensated
+   displacement, all and moving tokens) and clip-level (pooled features -> the generator's motion
+   parameters), val R² with a bootstrap over videos;
 5. **fine-tune** (only with `finetune.max_steps > 0`; off by default) the last checkpoint of
    every run and the random-init encoder per seed for the same number of steps; reported only
    where its std over seeds is below `finetune_max_std` (earlier studies: bimodal);
 6. **report**: `<out>/results.json`, a markdown report (`docs/results.md` for the default study)
    whose generated part sits between two markers (text outside them is kept), and plots:
    probe top-1 against pretraining steps (both pools), per-seed dots, the pretraining loss;
-   the paired test of MGM's mask against the tube (`PAIRS`; p-values Holm-adjusted over every
-   pair and pool the report states a verdict on), and the wall time per stage.
+   the gates per method ("learns": the held-out ratio's interval below 1, falling, below the
+   non-learned predictor's; "useful": the probe above random init with a hierarchical bootstrap
+   over seeds and videos), the motion probes with each readout's minimum detectable difference,
+   the pre-registered contrasts (`CONTRASTS`, paired over seeds, Holm-adjusted per readout, a
+   verdict and a minimum detectable difference each), and the wall time per stage.
 
 Layout of `--out` (default runs/study): `<method>/seed<k>/` (checkpoint.pt, ckpt_<step>.pt,
-train_<step>.json, probe_<step>.json, heldout_<step>.json, finetune_<step>.json, metrics.jsonl),
-`random/seed<k>/{probe,finetune}.json`, `view_cache/` (the probes' views as uint8, decoded by the
-first probe, read by the rest: train/eval/view_cache.py), `extract.json`, `study.json`, `results.json`.
+train_<step>.json, probe_<step>.json, heldout_<step>.json, finetune_<step>.json, motion_<step>.json,
+metrics.jsonl), `<method>/neighbours.npz` (its non-learned predictor), `random/seed<k>/{probe,finetune,
+motion}.json`, `view_cache/` (the probes' views as uint8, decoded by the first probe, read by the rest:
+train/eval/view_cache.py), `motion_cache/` (every video's centre clip and its token displacements, read
+once), `motion_params.json`, `extract.json`, `study.json`, `results.json`.
 
-How long (docs/results.md, "How long it takes", 2 cores): a seed measured at 30.5 min in one pool
-on a quiet machine (five runs 23.6 min, 16 probes 6.7; 40-43 min on a busy one) and the corpus's
-extraction at ~14 min with 2 workers, so ~2.8 h for the default 5 seeds from nothing. Every run, held-out loss and probe of every seed goes through one pool of
-max(`parallel_runs`, `probe_workers`) one-thread processes on the CPU, each job as soon as what
-it reads is on disk (train/studies/pool.py); on a GPU, one at a time in this process, or `--gpu-jobs N`
-processes side by side (one thread and no loader workers each: a study-sized model leaves a
-large GPU idle one job at a time).
+How long (docs/results.md, "How long it takes", 2 cores): a seed of the five methods measured
+there took 30.5 min in one pool on a quiet machine (40-43 on a busy one); the default comparison's
+seven methods, motion probes and predictors are estimated at ~44 min a seed, ~3.9 h for 5 seeds
+from nothing (train/configs/study.yaml says how). Every run, held-out loss and probe of every seed
+goes through one pool of max(`parallel_runs`, `probe_workers`) one-thread processes on the CPU,
+each job as soon as what it reads is on disk (train/studies/pool.py); on a GPU, one at a time in
+this process, or `--gpu-jobs N` processes side by side (one thread and no loader workers each: a
+study-sized model leaves a large GPU idle one job at a time).
 
 Here: the settings (`StudyConfig`), the order of the stages, collecting their results, the
 CLI. The stages themselves: `train/studies/stages.py`; the report and plots, pure functions of
@@ -76,13 +90,15 @@ import numpy as np  # noqa: E402
 from shards.cli import UsageError, run_main  # noqa: E402
 from shards.cli import ArgumentParser  # noqa: E402
 from train.pretraining.config import load_file  # noqa: E402
-from train.studies.config import DEFAULT_CONFIG, DEFAULT_OUT, METHODS, PAIRS, TINY, StudyConfig  # noqa: E402
+from train.studies.config import (CONTRASTS, DEFAULT_CONFIG, DEFAULT_OUT, METHODS, TINY, StudyConfig,  # noqa: E402
+                                  method_paper, parse_method)
 from train.studies.pool import run_chains  # noqa: E402
-from train.studies.stages import (Progress, add_wall, extract, pool_size, seed_chains, stage_walls,  # noqa: E402
-                                write_json)
+from train.studies.stages import (Progress, add_wall, extract, motion_params, pool_size, seed_chains,  # noqa: E402
+                                stage_walls, write_json)
 from train.studies.report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
 from train.eval.heldout import heldout_baseline  # noqa: E402
-from train.studies.stats import gate, holm_family, mean_std, paired, stable, unpaired_se  # noqa: E402
+from train.studies.stats import (gate, hierarchical_bootstrap, holm_family, mdd, mean_std, paired,  # noqa: E402
+                                 readout_mdd, stable, unpaired_se, verdict)
 
 def _loss_curve(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
@@ -168,7 +184,8 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
             predict_mean = h.get("predict_mean", h["predict0"])
             held.append({"seed": seed, **{k: h[k] for k in ("loss", "predict0", "clips")},
                          "per_class": h.get("per_class", {}), "predict_mean": predict_mean,
-                         "baseline": heldout_baseline(h["predict0"], predict_mean), "ratio": _ratio(h)})
+                         "baseline": heldout_baseline(h["predict0"], predict_mean), "ratio": _ratio(h),
+                         "predictor": h.get("predictor_loss"), "predictor_ratio": h.get("predictor_ratio")})
             curve = _loss_curve(run)
             if curve:
                 losses.append({"seed": seed, "first": curve[0]["loss"], "last": curve[-1]["loss"],
@@ -176,31 +193,43 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
                                "curve": [[r["step"], round(r["loss"], 5)] for r in curve]})
         # the ratio at every checkpoint, where every seed has it (older study folders hold the last only)
         by_step = {str(s): mean_std(r) for s, r in ratios.items() if len(r) == len(cfg.seeds)}
-        mask, target = method.split("+")
+        mask, _, target = parse_method(method)
+        motions = [json.loads((cfg.run_dir(method, seed) / f"motion_{cfg.steps}.json").read_text())
+                   for seed in cfg.seeds]
         methods[method] = {
-            "paper": METHODS[method], "mask": mask, "target": target,
+            "paper": method_paper(method), "mask": mask, "target": target,
             "mask_ratio": cfg.run_config(method, cfg.seeds[0]).ratio,
             "checkpoints": [{"step": s, "probes": _probe_rows(probes[s]),
                              "per_seed": {str(p["seed"]): {how: x["top1"] for how, x in p["probes"].items()}
                                           for p in probes[s]}} for s in stops],
             "heldout": {"per_seed": held, "ratio": mean_std([h["ratio"] for h in held]), "by_step": by_step,
+                        "predictor_ratio": (float(np.mean([h["predictor_ratio"] for h in held]))
+                                            if all(h["predictor_ratio"] is not None for h in held) else None),
                         "predict0": mean_std([h["predict0"] for h in held]),
                         "predict_mean": mean_std([h["predict_mean"] for h in held]),
                         "baseline": mean_std([h["baseline"] for h in held]),
                         "gate": gate([h["ratio"] for h in held], cfg.gate)},
+            "motion": motion_rows(motions, cfg.seeds),
+            "correct": {str(p["seed"]): p["correct"] for p in probes[cfg.steps] if "correct" in p},
             "loss": losses, "pretrain_seconds": mean_std(run_seconds),
             "finetune": finetuned([cfg.run_dir(method, seed) / f"finetune_{cfg.steps}.json" for seed in cfg.seeds]),
         }
     randoms = [{**json.loads((cfg.out_path() / "random" / f"seed{seed}" / "probe.json").read_text()), "seed": seed}
                for seed in cfg.seeds]
+    random_motion = [json.loads((cfg.out_path() / "random" / f"seed{seed}" / "motion.json").read_text())
+                     for seed in cfg.seeds]
     for r in randoms:
         probe_sum[r["seed"]] += r["seconds"]["total"]
+    motion_sum = {seed: sum(x["seconds"] for x in [random_motion[i]] + [
+        json.loads((cfg.run_dir(m, seed) / f"motion_{cfg.steps}.json").read_text()) for m in cfg.methods])
+        for i, seed in enumerate(cfg.seeds)}
     # wall time: jobs side by side overlap, so each stage counts its share of the pool's wall time
     # (walls.json, train/studies/pool.py); where a seed has no record, the jobs' own times summed
     walls = stage_walls(cfg.out_path())
     seconds["probe"] = sum(walls.get("probe", {}).get(str(seed), probe_sum[seed]) for seed in cfg.seeds)
     seconds["pretrain"] = sum(walls.get("pretrain", {}).get(str(seed), pretrain_sum[seed]) for seed in cfg.seeds)
     seconds["heldout"] = sum(walls.get("heldout", {}).get(str(seed), heldout_sum[seed]) for seed in cfg.seeds)
+    seconds["motion"] = sum(walls.get("motion", {}).get(str(seed), motion_sum[seed]) for seed in cfg.seeds)
     if cfg.finetunes and set(walls.get("finetune", {})) >= {str(seed) for seed in cfg.seeds}:
         seconds["finetune"] = sum(walls["finetune"][str(seed)] for seed in cfg.seeds)
     first = randoms[0]
@@ -214,15 +243,21 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
         m["vs_random"] = {how: unpaired_se([v[how] for v in last["per_seed"].values()],
                                            random_rows[how]["top1"]["values"]) for how in pools}
     comparisons = []
-    for a, b in PAIRS:
+    for _, a, b in CONTRASTS:
         if a in methods and b in methods:
             for c_a, c_b in zip(methods[a]["checkpoints"], methods[b]["checkpoints"]):
                 comparisons.append({"a": a, "b": b, "step": c_a["step"], "epochs": c_a["epochs"], **{
                     how: paired({k: v[how] for k, v in c_a["per_seed"].items()},
                                 {k: v[how] for k, v in c_b["per_seed"].items()}) for how in pools}})
-    # the report states a verdict on every pair in every pool at the last checkpoint: one family
-    for (i, how), q in holm_family(comparisons, cfg.steps, pools).items():
-        comparisons[i][how]["p_holm"] = q
+    random_init = {"probes": random_rows,
+                   "per_seed": {str(r["seed"]): {how: x["top1"] for how, x in r["probes"].items()} for r in randoms},
+                   "correct": {str(r["seed"]): r["correct"] for r in randoms if "correct" in r},
+                   "motion": motion_rows(random_motion, cfg.seeds),
+                   "finetune": finetuned([cfg.out_path() / "random" / f"seed{seed}" / "finetune.json"
+                                          for seed in cfg.seeds])}
+    for m in methods.values():
+        m["useful"] = useful(m, random_init, pools[0])
+        m["learns"] = learns(m)
     return {
         "command": command,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
@@ -239,17 +274,104 @@ def collect(cfg: StudyConfig, extract_record: dict, command: str) -> dict:
         "pools": pools,
         "probe": {"clips": cfg.probe_clips, "folds": cfg.probe_folds, "weight_decay": cfg.probe_wd,
                   "grid": first["config"]["probe_wd_grid"], "bootstrap": first["config"]["probe_bootstrap"]},
-        "random_init": {"probes": random_rows,
-                        "per_seed": {str(r["seed"]): {how: x["top1"] for how, x in r["probes"].items()}
-                                     for r in randoms},
-                        "finetune": finetuned([cfg.out_path() / "random" / f"seed{seed}" / "finetune.json"
-                                               for seed in cfg.seeds])},
+        "random_init": random_init,
         "methods": methods,
         "comparisons": comparisons,
+        **readouts(methods, random_init, pools, cfg.steps),
         "gate": cfg.gate,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "wall_minutes": round(sum(seconds.values()) / 60, 1),
     }
+
+
+MOTION_READOUTS = ("dense_r2", "moving_r2", "speed_r2", "clip_r2")   # train/eval/motion_probe.py, per seed
+
+
+def motion_rows(results: list[dict], seeds) -> dict:
+    """Motion-probe results of one encoder over seeds -> each readout over seeds (mean, std, t
+    interval; a readout some seed lacks is left out), the mean half-width of the bootstrap interval
+    over val videos, each clip-level parameter's R² and each seed's readouts."""
+    per_seed = {}
+    for seed, r in zip(seeds, results):
+        d, c = r["dense"], r["clip"]
+        per_seed[str(seed)] = {"dense_r2": d["r2"], "moving_r2": d["moving_r2"], "speed_r2": d["speed_r2"],
+                               "clip_r2": c and c["r2"]}
+    out = {name: mean_std([v[name] for v in per_seed.values()]) for name in MOTION_READOUTS
+           if all(v[name] is not None for v in per_seed.values())}
+    out["halfwidth"] = {"dense_r2": float(np.mean([(r["dense"]["ci95"][1] - r["dense"]["ci95"][0]) / 2
+                                                   for r in results]))}
+    for name, key in (("moving_r2", "moving_ci95"), ("speed_r2", "speed_ci95")):
+        if name in out:
+            out["halfwidth"][name] = float(np.mean([(r["dense"][key][1] - r["dense"][key][0]) / 2 for r in results]))
+    if "clip_r2" in out:
+        out["halfwidth"]["clip_r2"] = float(np.mean([(r["clip"]["ci95"][1] - r["clip"]["ci95"][0]) / 2
+                                                     for r in results]))
+        out["per_param"] = {k: mean_std([r["clip"]["per_param"][k] for r in results])
+                            for k in results[0]["clip"]["per_param"]}
+    out["moving_share"] = float(np.mean([r["dense"]["moving_share"] for r in results]))
+    out["per_seed"] = per_seed
+    return out
+
+
+def seed_readouts(m: dict, pools: list[str]) -> dict[str, dict[str, float]]:
+    """readout -> {seed: value} of an encoder at the last checkpoint: the motion probes', then each
+    pool's top-1."""
+    motion = m["motion"]
+    out = {name: {s: v[name] for s, v in motion["per_seed"].items()} for name in MOTION_READOUTS if name in motion}
+    last = m["checkpoints"][-1]["per_seed"] if "checkpoints" in m else m["per_seed"]
+    out.update({how: {s: v[how] for s, v in last.items()} for how in pools})
+    return out
+
+
+def readouts(methods: dict, random_init: dict, pools: list[str], step: int) -> dict:
+    """The readouts' minimum detectable differences and the pre-registered contrasts (CONTRASTS) on
+    every readout: paired over seeds, each readout's contrasts one Holm family, a verdict and the
+    minimum detectable difference (from the contrast's own spread of per-seed differences) each."""
+    names = [*(n for n in MOTION_READOUTS if all(n in m["motion"] for m in methods.values())), *pools]
+    per_method = {name: seed_readouts(m, pools) for name, m in methods.items()}
+    detectable = {r: readout_mdd([list(v[r].values()) for v in per_method.values()]) for r in names}
+    contrasts = []
+    for label, a, b in CONTRASTS:
+        if a in methods and b in methods:
+            contrasts.append({"label": label, "a": a, "b": b, "step": step,
+                              **{r: paired(per_method[a][r], per_method[b][r]) for r in names}})
+    for r in names:
+        adjusted = holm_family(contrasts, step, [r])
+        for i, c in enumerate(contrasts):
+            p = c[r]
+            p["p_holm"] = adjusted.get((i, r))
+            p["verdict"] = verdict(p, p["p_holm"])
+            p["mdd"] = mdd(float(np.std(p["diff"], ddof=1)), p["n"]) if p["n"] > 1 else None
+    return {"readouts": names, "mdd": detectable, "contrasts": contrasts}
+
+
+def useful(m: dict, random_init: dict, how: str) -> dict:
+    """The "useful" gate: the main probe's top-1 minus random init's, per seed and val video (the same
+    seed's random encoder, the same videos), with a hierarchical bootstrap interval (seeds, then
+    videos within a seed); PASS when its lower end is above 0."""
+    seeds = [s for s in m.get("correct", {}) if s in random_init.get("correct", {})]
+    if not seeds:
+        return {"verdict": "n/a", "diff": None, "ci95": None}
+    diffs = {s: np.asarray(m["correct"][s], float) - np.asarray(random_init["correct"][s], float) for s in seeds}
+    lo, hi = hierarchical_bootstrap(diffs)
+    return {"pool": how, "diff": float(np.mean([d.mean() for d in diffs.values()])), "ci95": [lo, hi],
+            "seeds": len(seeds), "videos": len(next(iter(diffs.values()))), "verdict": "PASS" if lo > 0 else "FAIL"}
+
+
+def learns(m: dict) -> dict:
+    """The "learns" gate: the held-out ratio's 95 % interval over seeds lies below 1, the mean ratio
+    falls from each kept checkpoint to the next, and the model's held-out loss is below the
+    non-learned predictor's (ridge from the visible neighbours, `train.eval.neighbours`) on every seed."""
+    h = m["heldout"]
+    ci = h["ratio"]["ci95"]
+    by_step = [h["by_step"][s]["mean"] for s in sorted(h["by_step"], key=int)]
+    falls = all(b < a for a, b in zip(by_step, by_step[1:])) if len(by_step) > 1 else None
+    ridge = [x.get("predictor") for x in h["per_seed"]]
+    beats = all(x["loss"] < x["predictor"] for x in h["per_seed"]) if all(r is not None for r in ridge) else None
+    checks = {"below_1": None if ci is None else ci[1] < 1, "falls": falls, "beats_predictor": beats}
+    verdict_ = "PASS" if all(checks.values()) else "FAIL" if any(v is False for v in checks.values()) else "n/a"
+    return {"ratio_hi": None if ci is None else ci[1], **checks,
+            "predictor_ratio": h.get("predictor_ratio"), "verdict": verdict_}
 
 
 # ---- the study ------------------------------------------------------------------------------
@@ -268,8 +390,10 @@ def check_same_study(cfg: StudyConfig, record: Path) -> None:
         return
     old = json.loads(record.read_text())
     new = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as stored
+    # a setting the record lacks did not exist when it was written (e.g. moving_px before the motion
+    # probes): nothing on disk depends on it, and the stages add what it governs
     differ = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in new
-              if k not in RESUMABLE and old.get(k) != new[k]]
+              if k not in RESUMABLE and k in old and old[k] != new[k]]
     if differ:
         raise SystemExit(f"error: {record.parent} holds a study made with other settings ({'; '.join(differ)}). "
                          f"Use another --out, or move that folder away.")
@@ -285,10 +409,12 @@ def study(cfg: StudyConfig, command: str = "python train/study.py", log=print) -
 
     wall_start = time.perf_counter()
     extract_record = extract(cfg, log)
+    motion_params(cfg)
     stops = cfg.stops()
     runs = len(cfg.seeds) * len(cfg.methods)
     progress = Progress({"train": runs * cfg.steps, "heldout": runs * len(stops),
                          "probe": len(cfg.seeds) * (len(cfg.methods) * len(stops) + 1),
+                         "motion": len(cfg.seeds) * (len(cfg.methods) + 1),
                          "finetune": len(cfg.seeds) * (len(cfg.methods) + 1) if cfg.finetunes else 0}, log)
     # every run, held-out loss, probe and fine-tune of every seed in one pool (train/studies/pool.py),
     # seed-major: a study stopped early still has every method at its first seeds
@@ -337,8 +463,8 @@ def parse_args(argv: list[str] | None) -> StudyConfig:
     p = ArgumentParser(prog="study.py", description=__doc__)
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="study yaml (default train/configs/study.yaml)")
     p.add_argument("--tiny", action="store_true",
-                   help="the CI version: 2 videos per class, 2 seeds, 3 methods, 4 steps")
-    p.add_argument("--methods", type=_list(str), help=f"comma-separated mask+target: {','.join(METHODS)}")
+                   help="the CI version: 2 videos per class, 2 seeds, the 2 x 2 and MGM at 0.75, 4 steps")
+    p.add_argument("--methods", type=_list(str), help=f"comma-separated mask[@ratio]+target, e.g. {','.join(METHODS)}")
     p.add_argument("--seeds", type=_list(int), help="comma-separated, e.g. 0,1,2,3,4")
     p.add_argument("--steps", type=int, help="pretraining steps per run (the budget)")
     p.add_argument("--finetune-steps", type=int, help="fine-tuning steps per encoder; 0 = no fine-tuning stage")

@@ -343,3 +343,21 @@ def scan(root: Path, split: str | None = None, list_file: Path | None = None) ->
 ADAPTER = Adapter(name="synthetic-motion", scan=scan, splits=("train", "val"), prepare=prepare,
                   layout="generated on first use (preprocess/datasets/synthetic_motion.py): "
                          "<class>/<class>_<index>.mp4 and generation.json")
+
+
+def motion_parameters(cfg: SynthConfig) -> dict[str, dict]:
+    """Video id -> its motion as generated: the object's velocity relative to the background
+    ("relative", (frames-1, 2) px/frame, x right, y down), its angular velocity (deg/frame,
+    counter-clockwise on screen), the camera pan (px/frame), and where the object is: its side,
+    its unrotated top-left at frame 0 ("start", px) and its orientation then ("angle", deg). What a
+    motion probe can regress, and where on screen each motion happens."""
+    out = {}
+    for v in videos(cfg):
+        scene = v.clip.scene
+        obj = scene.objects[0]
+        relative = np.asarray(obj.velocities) - np.asarray(scene.bg_velocity)
+        out[safe_id(v.clip.name)] = {"label": v.label, "relative": np.round(relative, 5).tolist(),
+                                     "angular_velocity": obj.angular_velocity, "pan": list(scene.bg_velocity),
+                                     "size": obj.size, "start": list(obj.start), "angle": obj.angle}
+    return out
+

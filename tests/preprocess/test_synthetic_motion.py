@@ -340,3 +340,18 @@ def test_natural_look_is_smoother_than_the_others():
             values.append(np.corrcoef(grey[:, :-8].ravel(), grey[:, 8:].ravel())[0, 1])
         corr[style] = np.median(values)
     assert corr["natural"] > 0.45 and corr["natural"] > corr["noise"] + 0.2 and corr["natural"] > corr["structured"] + 0.1
+
+
+def test_motion_parameters_are_the_videos_own(tmp_path):
+    # what the study's motion probes read: per video id, the object's motion relative to the
+    # background (its on-screen velocity minus the pan), its spin and where it starts
+    cfg = sm.SynthConfig(per_class=2, frames=8, height=64, width=64)
+    params = sm.motion_parameters(cfg)
+    assert len(params) == 16 and set(params) == {sm.safe_id(v.clip.name) for v in sm.videos(cfg)}
+    for v in sm.videos(cfg):
+        p, scene = params[sm.safe_id(v.clip.name)], v.clip.scene
+        obj = scene.objects[0]
+        assert np.allclose(np.asarray(p["relative"]) + p["pan"], obj.velocities, atol=1e-5)
+        assert (p["label"], p["size"], p["start"], p["angle"]) == (v.label, obj.size, list(obj.start), obj.angle)
+        turning = v.label_name.startswith("rotate")
+        assert (p["angular_velocity"] != 0) == turning and (np.abs(p["relative"]).max() == 0) == turning

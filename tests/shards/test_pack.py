@@ -14,6 +14,7 @@ import pytest
 
 from shards import open_shards, open_writer
 from shards.__main__ import main
+from shards.cli import UsageError
 from shards.pack import pack, video_keys
 from shards.packed_store import PACK_DIR, ROOT_FILE
 
@@ -158,9 +159,9 @@ def test_cli_pack(tmp_path, capsys):
     assert "packed, schema v3, 3 videos (3 committed), 1 failures; 0 problems" in capsys.readouterr().out
     assert main(["inspect", str(tmp_path / "p")]) == 0
     assert "format: packed" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UsageError, match="--videos-per-file: expected a whole number >= 1") as e:
         main(["pack", str(src), str(tmp_path / "q"), "--videos-per-file", "0"])
-    assert e.value.code == 2
+    assert e.value.exit_code == 2  # one line through run_main, as every command's usage error
     # a destination holding anything else (here: the source set itself) is left alone
     from shards.pack import ForeignDestination
 

@@ -30,7 +30,8 @@ from train.pretraining.targets.pixel import cubes
 
 @torch.no_grad()
 def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val", clips: int = 256,
-                 batch_size: int = 32, seed: int = 0, device: str = "cpu", source_root: str | None = None) -> dict:
+                 batch_size: int = 32, seed: int = 0, device: str = "cpu", source_root: str | None = None,
+                 predictor=None) -> dict:
     """Mean masked loss (the target's own, as in training) of the checkpoint's model and of predicting 0
     over `clips` clips of `split`.
 
@@ -45,7 +46,10 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     folds of videos, `best_constant`), the trivial baseline for a target that is not centred
     (MME's HOG part: non-negative, not normalized per token), and `ratio_mean` = loss /
     predict_mean. For per-token normalized targets the two baselines agree (the best constant
-    is ~0). `source_root`: where a --frames none set's videos are now (None = as extracted)."""
+    is ~0). `source_root`: where a --frames none set's videos are now (None = as extracted).
+    `predictor`: a non-learned predictor of the hidden tokens' targets from the visible ones
+    (target (B, N, C), mask (B, N) -> (B, Nm, C); `train.eval.neighbours`), scored on the same
+    clips and masks: adds "predictor_loss" and "predictor_ratio" (its loss / the baseline)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = TrainConfig.from_dict(ckpt["config"])
@@ -63,7 +67,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     model = cfg.build_model(ckpt.get("heads") or int(ckpt["out_dim"]))
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
-    loss_sum = zero_sum = 0.0
+    loss_sum = zero_sum = predictor_sum = 0.0
     # the best constant prediction (one value per target channel): a clip's loss is quadratic in
     # a constant c, sum_k (a_k c_k^2 - 2 b_k c_k) + L(0), so its gradients at c = 0 and c = 1 give
     # a and b. The constant is cross-fitted over 2 folds of videos (`best_constant`): fit on
@@ -84,6 +88,8 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
         for i in range(len(items)):  # the mean over clips of each clip's loss
             one = (tgt[i:i + 1], weight[i:i + 1], mask[i:i + 1])
             loss_sum += target.loss(pred[i:i + 1], *one).item()
+            if predictor is not None:
+                predictor_sum += target.loss(predictor(tgt[i:i + 1], mask[i:i + 1]), *one).item()
             (z0, g0), (_, g1) = (constant_grad(target.loss, value, pred.shape[1:], one) for value in (0.0, 1.0))
             zero_sum += z0  # the loss of predicting 0: the constant 0's
             quads.append((items[i][1], z0, (g1 - g0) / 2, -g0 / 2))
@@ -94,6 +100,9 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
            "ratio_mean": loss / best if best > 0 else float("inf"), "baseline": baseline,
            "ratio_baseline": loss / baseline if baseline > 0 else float("inf"), "clips": clips,
            "per_class": class_counts([video_labels[v] for v in videos]), "split": split, "step": int(ckpt["step"])}
+    if predictor is not None:
+        out["predictor_loss"] = predictor_sum / clips
+        out["predictor_ratio"] = out["predictor_loss"] / baseline if baseline > 0 else float("inf")
     if contrast:
         out["by_contrast"] = contrast_bins(torch.cat(contrast))
     return out

@@ -10,22 +10,59 @@ from train.eval.config import EvalConfig
 from train.eval.probe import POOLS, parse_weight_decay
 from train.methods import method_name
 from train.pretraining.config import REPO_ROOT, TrainConfig
+from train.pretraining.masks import MASKS
 from train.pretraining.targets import TARGETS
 
 DEFAULT_CONFIG = REPO_ROOT / "train" / "configs" / "study.yaml"
 DEFAULT_OUT = "runs/study"
 DEFAULT_REPORT = REPO_ROOT / "docs" / "results.md"
 
-# the study's methods, mask+target, each named as the paper it reproduces (train/methods.py)
-METHODS = {pair: method_name(*pair.split("+"))
-           for pair in ("tube+pixel", "mgm+pixel", "mgmae+pixel", "tube+mme", "mgm+mme")}
-# The paired tests: (a, b) = "does a's mask beat b's, everything else equal" (the hypothesis the
-# last study raised: MGM's motion-guided mask > VideoMAE's tube), run where both are in the study.
-PAIRS = (("mgm+pixel", "tube+pixel"), ("mgm+mme", "tube+mme"))
 
-# --tiny: the CI version. Every stage runs, on 16 videos of 16 frames at 64 px, in well under a minute.
+
+def parse_method(key: str) -> tuple[str, float | None, str]:
+    """A study method key, `mask[@ratio]+target` (e.g. "tube+pixel", "mgm@0.75+pixel"), -> (mask,
+    mask ratio or None for the target's default, target). Refuses unknown masks and targets."""
+    head, plus, target = key.partition("+")
+    mask, at, ratio = head.partition("@")
+    if not plus or mask not in MASKS or target not in TARGETS:
+        raise ValueError(f"unknown method {key!r}: a study method is mask[@ratio]+target with a mask of "
+                         f"{', '.join(MASKS)} and a target of {', '.join(TARGETS)}")
+    if not at:
+        return mask, None, target
+    try:
+        value = float(ratio)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1:
+        raise ValueError(f"method {key!r}: the ratio after @ must be a number in (0, 1)")
+    return mask, value, target
+
+
+def method_paper(key: str) -> str:
+    """What a study method reproduces (train/methods.py), with its ratio where the key sets one."""
+    mask, ratio, target = parse_method(key)
+    return method_name(mask, target) + (f" at ratio {ratio:g}" if ratio is not None else "")
+
+
+# The default comparison: a 2 x 2 of {tube, MGM} masks x {pixel, MME} targets, MGM at the paper's
+# ratio 0.75 as well as the pixel target's 0.9, MGMAE, and a HOG-only control; random init always.
+METHODS = {key: method_paper(key) for key in ("tube+pixel", "mgm+pixel", "tube+mme", "mgm+mme", "mgm@0.75+pixel",
+                                              "mgmae+pixel", "tube+hog")}
+# The pre-registered contrasts (label, a, b): "a - b", everything else equal, paired over seeds; run
+# where both are in the study. The mask effect under each target, the target effect under each mask.
+CONTRASTS = (
+    ("mask under pixel: MGM - tube", "mgm+pixel", "tube+pixel"),
+    ("mask under MME: MGM - tube", "mgm+mme", "tube+mme"),
+    ("target under tube: MME - pixel", "tube+mme", "tube+pixel"),
+    ("target under MGM: MME - pixel", "mgm+mme", "mgm+pixel"),
+    ("mask under pixel: MGM at 0.75 - tube", "mgm@0.75+pixel", "tube+pixel"),
+)
+
+# --tiny: the CI version. Every stage runs, on 16 videos of 16 frames at 64 px (1 val video per class), with
+# the 2 x 2 and MGM at 0.75: every contrast; about a minute.
 TINY = {
-    "methods": ("tube+pixel", "mgm+pixel", "tube+mme"), "seeds": (0, 1), "steps": 4, "checkpoints": (0.5, 1.0),
+    "methods": ("tube+pixel", "mgm+pixel", "tube+mme", "mgm+mme", "mgm@0.75+pixel"), "seeds": (0, 1), "steps": 4,
+    "checkpoints": (0.5, 1.0),
     "per_class": 2, "frames": 16, "size": 64, "extract_workers": 0, "probe_batch": 8, "probe_wd": 0.1,
     "probe_workers": 1, "parallel_runs": 1,
     "heldout_clips": 8,
@@ -56,6 +93,8 @@ class StudyConfig:
     gpu_jobs: int = 1                       # on a GPU: jobs side by side (processes, one thread, no loader workers
                                             # and a CUDA context each); 1 = one at a time in this process
     heldout_clips: int = 256                # val clips of the held-out loss (the gate)
+    moving_px: float = 1.0                  # dense motion probe: a token moves when its compensated displacement
+                                            # over its tubelet exceeds this (input px)
     gate: float = 0.8                       # held-out loss / the better of predict-0 and the best constant at
                                             # or below this on every seed = PASS
     finetune_max_std: float = 0.05          # fine-tuned top-1 reported only where its std over seeds is below
@@ -68,9 +107,8 @@ class StudyConfig:
     finetune: dict = field(default_factory=dict)  # EvalConfig fields of fine-tuning; off unless max_steps > 0
 
     def validate(self) -> "StudyConfig":
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+        for method in self.methods:
+            parse_method(method)
         if not self.seeds or not self.methods:
             raise ValueError("need at least one seed and one method")
         if self.steps < 1 or not all(0 < f <= 1 for f in self.checkpoints):
@@ -143,9 +181,9 @@ class StudyConfig:
         return TrainConfig.from_dict({**self.train, "shards": str(self.shards_path())})
 
     def run_config(self, method: str, seed: int) -> TrainConfig:
-        mask, target = method.split("+")
+        mask, ratio, target = parse_method(method)
         base = self.base_train()
-        return replace(base, mask=mask, target=target, mask_ratio=None, seed=seed,
+        return replace(base, mask=mask, target=target, mask_ratio=ratio, seed=seed,
                        target_norm=self.target_norms.get(target) or base.target_norm,
                        max_steps=self.steps, save_every=max(1, self.steps // 8), resume="auto",
                        out=str(self.run_dir(method, seed))).validate()

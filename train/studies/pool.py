@@ -29,14 +29,14 @@ from typing import Callable, NamedTuple
 import torch
 
 # progress stage -> walls.json stage
-WALL_STAGE = {"train": "pretrain", "heldout": "heldout", "probe": "probe", "finetune": "finetune"}
+WALL_STAGE = {"train": "pretrain", "heldout": "heldout", "probe": "probe", "motion": "motion", "finetune": "finetune"}
 
 
 class Job(NamedTuple):
     """One job: `fn(*args)` in a worker process (`local()` instead when the pool runs in this
     process: a GPU, or one worker), `done(result)` in this process when it ends (a log line)."""
     what: str
-    stage: str        # Progress stage: train, heldout, probe, finetune
+    stage: str        # Progress stage: train, heldout, probe, motion, finetune
     seed: int
     units: int        # Progress units (pretraining steps; 1 for the rest)
     fn: Callable

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from train.studies.stats import holm_family, noise_words
 
 PLOT_NAME = "study_probe_vs_steps.png"
 SEEDS_PLOT_NAME = "study_probe_per_seed.png"
@@ -274,23 +273,9 @@ def report_section(results: dict, images: dict[str, str]) -> str:
     ]
     for name, m in results["methods"].items():
         lines.append(row(f"`{name}`", *(format_interval(x["probes"][main]["top1"]) for x in m["checkpoints"])))
-    lines += ["", "### Paired tests: does MGM's mask beat the tube?", ""]
-    last_step = stops[-1]
-    tests = [x for x in results["comparisons"] if x["step"] == last_step]
-    if not tests:
-        lines.append("Not run: the study lacks a pair of methods to compare (`train.study.PAIRS`).")
-    adjusted = holm_family(results["comparisons"], last_step, pools)
-    for i, x in enumerate(results["comparisons"]):
-        if x["step"] == last_step:
-            for how in pools:
-                lines.append(f"- {how} pool, step {x['step']}: "
-                             + noise_words(x[how], x["a"], x["b"], adjusted.get((i, how)), len(adjusted)))
-    if tests:
-        lines += ["", "Per seed, the same seed gives both methods the same clips, crops and initial weights; "
-                  "the t interval is over the per-seed differences, unadjusted. Each verdict reads the "
-                  f"paired t test's p-value Holm-adjusted over all {len(adjusted)} paired tests above (every "
-                  "pair in every pool), at 5 %. A bootstrap over seeds is in results.json, rough with 5 "
-                  "seeds; earlier checkpoints too (`comparisons`, not adjusted)."]
+    lines += gates_section(results)
+    lines += motion_section(results)
+    lines += contrasts_section(results)
     if tune:
         lines += ["", f"### Fine-tuning (secondary; {tune['steps']} steps, reported where the std over seeds is "
                   f"< {study['finetune_max_std']})", "",
@@ -307,6 +292,119 @@ def report_section(results: dict, images: dict[str, str]) -> str:
         lines += [f"![fine-tuned top-1 per seed]({images['finetune']})", ""]
     lines.append(END)
     return "\n".join(lines)
+
+
+READOUT_NAMES = {"dense_r2": "dense motion R²", "moving_r2": "moving-token R²", "speed_r2": "token speed R²",
+                 "clip_r2": "clip-level motion R²"}
+
+
+def readout_name(readout: str) -> str:
+    return READOUT_NAMES.get(readout, f"{readout} top-1")
+
+
+def _signed_interval(p: dict) -> str:
+    if not p.get("t_ci95"):
+        return f"{p['mean']:+.3f}"
+    lo, hi = p["t_ci95"]
+    return f"{p['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _num(x, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def motion_section(results: dict) -> list[str]:
+    """The dense and clip-level motion probes per method and random init, and each readout's
+    minimum detectable difference."""
+    names = [r for r in results.get("readouts", []) if r in READOUT_NAMES]
+    if not names:
+        return []
+    first = next(iter(results["methods"].values()))["motion"]
+    params = list(first.get("per_param", {}))
+    seeds = results["budget"]["seeds"]
+    lines = ["", "### Motion probes (frozen features, ridge regression, val R²)", "",
+             "Each video's centre clip, every token unmasked. **Dense**: each token's feature -> its "
+             "camera-compensated displacement over its tubelet (the generator's: the object's motion relative "
+             "to the background, 0 on the background); R² over all val tokens, and over the moving tokens alone "
+             f"(displacement above {results['study'].get('moving_px', 1.0)} input px, "
+             f"{100 * first['moving_share']:.0f} % of tokens); **token speed**: the displacement's length, its own "
+             "ridge (whether a token moves, where the displacement says where to). **Clip-level**: the {results['pools'][0]} pool -> the "
+             "generator's motion over the clip (relative velocity x, y, speed; angular velocity); the mean of "
+             "the parameters' R². Ridge penalty by cross-validation over train videos. Each cell: the mean over "
+             "seeds [95 % t interval] ± the mean half-width of the 95 % bootstrap interval over val videos.", "",
+             "| encoder | " + " | ".join(READOUT_NAMES[n] for n in names)
+             + "".join(f" | {k} R²" for k in params) + " |",
+             "|---|" + "---|" * (len(names) + len(params))]
+
+    def row(label: str, m: dict) -> str:
+        cells = [f"{format_interval(m[n])} ± {m['halfwidth'].get(n, 0):.3f}" if n in m else "-" for n in names]
+        cells += [f"{m['per_param'][k]['mean']:.3f}" if k in m.get("per_param", {}) else "-" for k in params]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    for name, m in results["methods"].items():
+        lines.append(row(f"`{name}`", m["motion"]))
+    lines.append(row("random init", results["random_init"]["motion"]))
+    detectable = results.get("mdd", {})
+    lines += ["", f"Smallest difference each readout can detect between two methods (80 % power, two-sided 5 %, "
+              f"paired over {seeds} seeds, from the seed spread pooled over methods): "
+              + "; ".join(f"{readout_name(r)} {_num(v)}" for r, v in detectable.items()) + "."]
+    return lines
+
+
+def gates_section(results: dict) -> list[str]:
+    """Per method: does pretraining learn (held-out ratio below 1 with its interval, falling, below the
+    non-learned predictor's), and is the encoder useful (probe above random init, hierarchical interval)."""
+    lines = ["", "### Gates: does it learn, is it useful?", "",
+             "**Learns**: the upper end of the held-out ratio's 95 % t interval over seeds is below 1, the mean "
+             "ratio falls from each kept checkpoint to the next, and the model's held-out loss is below that of a "
+             "non-learned predictor of the same hidden tokens from the visible ones under the same mask (ridge "
+             "from the visible neighbours' targets, fit on train clips; its ratio in the table) on every seed. "
+             f"**Useful**: the {results['pools'][0]} probe's top-1 minus random init's (same seed), its 95 % "
+             "interval from a hierarchical bootstrap (seeds, then val videos within a seed) above 0.", "",
+             "| method | ratio, upper 95 % | < 1 | falls | predictor's ratio | below the predictor | learns | "
+             "top-1 - random init [95 %, seeds and videos] | useful |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def yes(v) -> str:
+        return "-" if v is None else ("yes" if v else "no")
+
+    for name, m in results["methods"].items():
+        le, us = m.get("learns", {}), m.get("useful", {})
+        useful_cell = ("-" if us.get("diff") is None else
+                       f"{us['diff']:+.3f} [{us['ci95'][0]:+.3f}, {us['ci95'][1]:+.3f}]")
+        lines.append(f"| `{name}` | {_num(le.get('ratio_hi'))} | {yes(le.get('below_1'))} | {yes(le.get('falls'))} | "
+                     f"{_num(le.get('predictor_ratio'))} | {yes(le.get('beats_predictor'))} | "
+                     f"**{le.get('verdict', 'n/a')}** | {useful_cell} | **{us.get('verdict', 'n/a')}** |")
+    return lines
+
+
+def contrasts_section(results: dict) -> list[str]:
+    """The pre-registered contrasts on every readout: the paired difference, its Holm-adjusted p (one
+    family per readout), the verdict and the minimum detectable difference."""
+    contrasts = results.get("contrasts", [])
+    lines = ["", "### The comparison: pre-registered contrasts (a - b, paired over seeds)", ""]
+    if not contrasts:
+        return lines + ["Not run: the study lacks both sides of every contrast (`train.studies.config.CONTRASTS`)."]
+    names = results["readouts"]
+    primary = names[0]
+    lines += [f"Primary readout: the {readout_name(primary)}; the rest are secondary. Each cell: the mean "
+              "difference [95 % t interval over seeds, unadjusted], the p-value of the paired t test "
+              f"Holm-adjusted over the {len(contrasts)} contrasts of that readout, the verdict at 5 % "
+              "(helps / hurts / inside the noise) and the minimum detectable difference (MDD: 80 % power, "
+              "from the contrast's own spread of per-seed differences).", "",
+              "| contrast | " + " | ".join(readout_name(r) for r in names) + " |",
+              "|---|" + "---|" * len(names)]
+    for c in contrasts:
+        cells = []
+        for r in names:
+            p = c[r]
+            q = "-" if p.get("p_holm") is None else f"{p['p_holm']:.3g}"
+            cells.append(f"{_signed_interval(p)}, p {q}: **{p['verdict']}** (MDD {_num(p.get('mdd'))})")
+        lines.append(f"| {c['label']} (`{c['a']}` - `{c['b']}`) | " + " | ".join(cells) + " |")
+    lines += ["", "The same seed gives both methods the same clips, crops and initial weights. MGM's and the "
+              "tube's mask ratios are each target's default (pixel 0.9, MME 0.7) unless the key sets one "
+              "(`mgm@0.75`): the target contrasts change the ratio with the target, as the papers do."]
+    return lines
 
 
 def heldout_classes(results: dict) -> list[str]:

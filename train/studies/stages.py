@@ -21,11 +21,13 @@ import torch
 from train.eval.evaluation import finetune as run_finetune
 from train.eval.evaluation import linear_probe
 from train.eval.heldout import heldout_baseline, heldout_loss
+from train.eval.motion_probe import motion_probe
+from train.eval.neighbours import NeighbourRidge, fit_neighbour_ridge
 from train.pretraining.config import REPO_ROOT
 from train.pretraining.engine import CHECKPOINT, load_checkpoint, train
 from train.pretraining.masks import get_mask
 from train.pretraining.targets import get_target
-from train.studies.config import StudyConfig
+from train.studies.config import StudyConfig, parse_method
 from train.studies.pool import Chain, Job
 
 
@@ -35,7 +37,8 @@ class Progress:
     """One line per unit of work: elapsed, done/total of every stage (pretraining steps, held-out
     losses, probes, fine-tunes), the rate of each stage so far, and an ETA from those rates."""
 
-    NAMES = {"train": "steps", "heldout": "held-out", "probe": "probes", "finetune": "fine-tunes"}
+    NAMES = {"train": "steps", "heldout": "held-out", "probe": "probes", "motion": "motion probes",
+             "finetune": "fine-tunes"}
 
     def __init__(self, totals: dict[str, int], log=print):
         self.total = {kind: n for kind, n in totals.items() if n}
@@ -130,6 +133,22 @@ def extract(cfg: StudyConfig, log) -> dict:
     return json.loads(path.read_text())
 
 
+MOTION_PARAMS_CLI = REPO_ROOT / "preprocess" / "motion_params.py"
+
+
+def motion_params(cfg: StudyConfig) -> Path:
+    """<out>/motion_params.json: the motion every video was generated with (preprocess/motion_params.py,
+    a subprocess like the extraction), what the clip-level motion probe regresses; written once."""
+    path = cfg.out_path() / "motion_params.json"
+    if not path.exists():
+        command = [sys.executable, str(MOTION_PARAMS_CLI), str(cfg.root_path()), str(path)]
+        done = subprocess.run(command, env=synth_env(cfg), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"motion parameters failed (exit {done.returncode}): {shlex.join(command)}\n"
+                               + done.stderr[-2000:])
+    return path
+
+
 # ---- stage 2: pretrain ----------------------------------------------------------------------
 
 def snapshot(checkpoint: Path, dest: Path) -> None:
@@ -173,7 +192,7 @@ def run_cost(method: str) -> int:
     """A rank of how long a run of `method` takes on the CPU, for the order runs start in: the
     loader's work per clip (measured at the study's regime: MME's target ~15-20 ms a clip, MGMAE's
     flow ~8-14, MGM's motion vectors ~6-8, pixels ~3)."""
-    mask, target = method.split("+")
+    mask, _, target = parse_method(method)
     return get_mask(mask).cost + get_target(target).cost
 
 
@@ -220,7 +239,8 @@ def run_probe(options: dict, job: ProbeJob) -> dict:
     probe decodes them, the rest (every checkpoint and random init of the same geometry) read the
     same uint8 copy."""
     result = linear_probe(job.checkpoint, **options, probe_wd=job.probe_wd, **job.geometry)
-    result.pop("predictions")  # per-video predictions: ~1000 lines per probe, not read by the report
+    # per val video (sorted ids) whether the main probe got it right: what the "useful" gate resamples
+    result["correct"] = [int(p["label"] == p["pred"]) for p in result.pop("predictions").values()]
     write_json(job.dest, result)
     return result
 
@@ -270,12 +290,51 @@ def pool_size(cfg: StudyConfig, workers: int) -> int:
     return workers if torch.device(name).type == "cpu" else cfg.gpu_jobs
 
 
-def heldout_job(cfg: StudyConfig, checkpoint: str | Path, dest: Path) -> dict:
+def motion_job(cfg: StudyConfig, checkpoint: str, dest: Path, geometry: dict) -> dict:
+    """The dense and clip-level motion probes of `checkpoint` ("random" with `geometry`) into `dest`
+    (train/eval/motion_probe.py): the centre clip of every train and val video, read once into
+    <out>/motion_cache; the clip-level targets from <out>/motion_params.json."""
+    base = cfg.base_train()
+    params = cfg.out_path() / "motion_params.json"
+    result = motion_probe(checkpoint, cfg.shards_path(), cfg.out_path() / "motion_cache",
+                          json.loads(params.read_text()) if params.exists() else None,
+                          batch_size=cfg.probe_batch, device=base.device, folds=cfg.probe_folds,
+                          moving_px=cfg.moving_px, clip_pool=cfg.probe_pool, **geometry)
+    write_json(dest, result)
+    return result
+
+
+def motion_line(result: dict) -> str:
+    d, c = result["dense"], result["clip"]
+    moving = "-" if d["moving_r2"] is None else f"{d['moving_r2']:.3f}"
+    clip = "" if c is None else f"; clip-level motion R² {c['r2']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]"
+    return (f"    dense motion R² {d['r2']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}], moving tokens {moving} "
+            f"({100 * d['moving_share']:.0f} % of tokens){clip}, {result['seconds']:.1f} s")
+
+
+def neighbour_predictor(cfg: StudyConfig, method: str) -> NeighbourRidge:
+    """The non-learned predictor of `method`'s hidden tokens from its visible ones (ridge from the
+    visible neighbours, train/eval/neighbours.py), fit once per method on `heldout_clips` train clips
+    and kept in <out>/<method>/neighbours.npz: it depends on the mask, the target and the clips, not
+    on the seed's model."""
+    path = cfg.out_path() / method / "neighbours.npz"
+    if path.exists():
+        return NeighbourRidge.load(path)
+    fitted = fit_neighbour_ridge(cfg.run_config(method, cfg.seeds[0]), cfg.shards_path(), cfg.heldout_clips,
+                                 cfg.probe_batch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fitted.save(path)
+    return fitted
+
+
+def heldout_job(cfg: StudyConfig, checkpoint: str | Path, dest: Path, method: str | None = None) -> dict:
     """The held-out masked loss of `checkpoint` against predicting 0 and the best constant, written
-    to `dest`: `heldout_clips` val clips, seed 0 (the same clips and masks for every seed of a method)."""
+    to `dest`: `heldout_clips` val clips, seed 0 (the same clips and masks for every seed of a method);
+    with `method`, the loss of its non-learned predictor on the same clips and masks too."""
     start = time.perf_counter()
+    predictor = neighbour_predictor(cfg, method) if method else None
     result = heldout_loss(load_checkpoint(checkpoint), cfg.shards_path(), "val", cfg.heldout_clips,
-                          cfg.probe_batch, seed=0, device=cfg.base_train().device)
+                          cfg.probe_batch, seed=0, device=cfg.base_train().device, predictor=predictor)
     result["seconds"] = round(time.perf_counter() - start, 2)
     write_json(dest, result)
     return result
@@ -284,9 +343,12 @@ def heldout_job(cfg: StudyConfig, checkpoint: str | Path, dest: Path) -> dict:
 def heldout_line(cfg: StudyConfig, result: dict) -> str:
     base = heldout_baseline(result["predict0"], result["predict_mean"])
     ratio = result["loss"] / base
+    against = ("" if "predictor_loss" not in result else f"; the visible neighbours' ridge "
+               f"{result['predictor_loss']:.4f} (ratio {result['predictor_ratio']:.3f})")
     return (f"    held-out loss {result['loss']:.4f} / best of predict-0 and the best constant {base:.4f} = "
             f"{ratio:.3f} ({'PASS' if ratio <= cfg.gate else 'FAIL'} against {cfg.gate}; predict-0 "
-            f"{result['predict0']:.4f}, best constant {result['predict_mean']:.4f}), {result['seconds']:.1f} s")
+            f"{result['predict0']:.4f}, best constant {result['predict_mean']:.4f}{against}), "
+            f"{result['seconds']:.1f} s")
 
 
 def write_json(dest: Path, result: dict) -> None:
@@ -342,9 +404,13 @@ def seed_chains(cfg: StudyConfig, seed: int, progress: Progress, log, workers: i
         return Job(f"probe {what}", "probe", seed, 1, run_probe, (options, job),
                    done=lambda r, w=what: log(f"probed {w}\n{probe_line(r)}"))
 
-    def heldout(checkpoint: Path, dest: Path, what: str) -> Job:
-        return Job(f"held-out loss {what}", "heldout", seed, 1, heldout_job, (cfg, checkpoint, dest),
+    def heldout(checkpoint: Path, dest: Path, what: str, method: str | None = None) -> Job:
+        return Job(f"held-out loss {what}", "heldout", seed, 1, heldout_job, (cfg, checkpoint, dest, method),
                    done=lambda r, w=what: log(f"held-out loss {w}\n{heldout_line(cfg, r)}"))
+
+    def motion(checkpoint: str, dest: Path, what: str, geometry: dict) -> Job:
+        return Job(f"motion probe {what}", "motion", seed, 1, motion_job, (cfg, checkpoint, dest, geometry),
+                   done=lambda r, w=what: log(f"motion-probed {w}\n{motion_line(r)}"))
 
     def finetune(checkpoint: str, dest: Path, what: str, extra: dict) -> Job:
         extra = {**extra, **({"num_workers": 0} if parallel else {})}
@@ -370,9 +436,11 @@ def seed_chains(cfg: StudyConfig, seed: int, progress: Progress, log, workers: i
             what = f"{m} seed {seed} step {cfg.steps}"
             jobs = []
             if todo("heldout", dest := run / f"heldout_{cfg.steps}.json"):
-                jobs.append(heldout(last, dest, what))
+                jobs.append(heldout(last, dest, what, m))   # the last checkpoint against the predictor too
             if todo("probe", run / f"probe_{cfg.steps}.json"):
                 jobs.append(probe(str(last), run / f"probe_{cfg.steps}.json", what, cfg.probe_wd, {}))
+            if todo("motion", run / f"motion_{cfg.steps}.json"):
+                jobs.append(motion(str(last), run / f"motion_{cfg.steps}.json", what, {}))
             if cfg.finetunes and todo("finetune", run / f"finetune_{cfg.steps}.json"):
                 jobs.append(finetune(str(last), run / f"finetune_{cfg.steps}.json", what, {"seed": seed}))
             return jobs
@@ -402,6 +470,8 @@ def seed_chains(cfg: StudyConfig, seed: int, progress: Progress, log, workers: i
                 out.append(finetune("random", here / "finetune.json", what, random_geometry(cfg, seed)))
             if todo("probe", here / "probe.json"):
                 out.append(probe("random", here / "probe.json", what, cfg.probe_wd, random_geometry(cfg, seed)))
+            if todo("motion", here / "motion.json"):
+                out.append(motion("random", here / "motion.json", what, random_geometry(cfg, seed)))
             return out
 
         return Chain([jobs])

@@ -1,6 +1,7 @@
 """The study's statistics, pure functions of numbers: intervals over seeds, the paired test of one
-method against another (its p-value Holm-adjusted over every paired test the report states a
-verdict on), the held-out-loss gate, and whether fine-tuning is stable enough to report.
+method against another (its p-value Holm-adjusted over the contrasts of a readout) and its
+verdict, the minimum detectable difference of a readout, a hierarchical bootstrap over seeds and
+videos, the held-out-loss gate, and whether fine-tuning is stable enough to report.
 
 Two kinds of noise, reported apart (docs/results.md):
 - over **val videos**: one probe's top-1 is a mean of ~1000 0/1 outcomes; its 95 % bootstrap
@@ -22,17 +23,65 @@ T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 Z975 = 1.959964
+# the 80 % quantile (the power term of a minimum detectable difference at 80 % power), df 1..30
+T80 = (1.376, 1.061, 0.978, 0.941, 0.920, 0.906, 0.896, 0.889, 0.883, 0.879,
+       0.876, 0.873, 0.870, 0.868, 0.866, 0.865, 0.863, 0.862, 0.861, 0.860,
+       0.859, 0.858, 0.858, 0.857, 0.856, 0.856, 0.855, 0.855, 0.854, 0.854)
+Z80 = 0.841621
+
+
+def _t_quantile(table: tuple[float, ...], z: float, df: int) -> float:
+    if df < 1:
+        raise ValueError(f"need df >= 1, got {df}")
+    if df <= len(table):
+        return table[df - 1]
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
 
 
 def t975(df: int) -> float:
     """The 97.5 % quantile of Student's t with `df` degrees of freedom."""
-    if df < 1:
-        raise ValueError(f"need df >= 1, got {df}")
-    if df <= len(T975):
-        return T975[df - 1]
-    z = Z975
-    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+    return _t_quantile(T975, Z975, df)
+
+
+def t80(df: int) -> float:
+    """The 80 % quantile of Student's t with `df` degrees of freedom."""
+    return _t_quantile(T80, Z80, df)
+
+
+def mdd(sd: float, n: int) -> float | None:
+    """The minimum detectable difference of a paired t test over `n` seeds whose per-seed
+    differences have standard deviation `sd`: two-sided 5 %, 80 % power,
+    (t_0.975 + t_0.80)(n - 1) sd / sqrt(n). None below 2 seeds."""
+    if n < 2:
+        return None
+    return (t975(n - 1) + t80(n - 1)) * sd / math.sqrt(n)
+
+
+def readout_mdd(per_method: list[list[float]]) -> float | None:
+    """A readout's minimum detectable difference between two methods from its seed spread: the
+    standard deviation over seeds pooled over methods (`per_method`: each method's values, one per
+    seed), times sqrt 2 for the difference of two methods (paired seeds share their clips and
+    initial weights, so the paired spread is at most this where the two correlate positively)."""
+    rows = [np.asarray(v, np.float64) for v in per_method if len(v) > 1]
+    if not rows:
+        return None
+    dof = sum(len(v) - 1 for v in rows)
+    pooled = math.sqrt(sum(((v - v.mean()) ** 2).sum() for v in rows) / dof)
+    return mdd(math.sqrt(2) * pooled, min(len(v) for v in rows))
+
+
+def hierarchical_bootstrap(values: dict, resamples: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile interval of a mean over seeds of means over videos, resampling both: seeds with
+    replacement, then the videos within each drawn seed (`values`: seed -> per-video values). Two
+    levels of noise in one interval: another set of seeds, and another draw of val videos."""
+    rows = [np.asarray(v, np.float64) for v in values.values()]
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for r in range(resamples):
+        picked = rng.integers(0, len(rows), len(rows))
+        means[r] = np.mean([rows[i][rng.integers(0, len(rows[i]), len(rows[i]))].mean() for i in picked])
+    return [float(x) for x in np.quantile(means, [0.025, 0.975])]
 
 
 def mean_std(values: list[float]) -> dict:
@@ -132,6 +181,18 @@ def paired(a: dict, b: dict) -> dict:
     return out
 
 
+def verdict(p: dict, p_holm: float | None) -> str:
+    """A contrast's plain verdict: "helps" / "hurts" where its Holm-adjusted p is <= 0.05 (by the
+    sign of a - b), else "inside the noise". "cannot tell" without an interval, and where every seed
+    differs by the same nonzero amount: no spread, no t test (a top-1 over a few val videos moves in
+    steps of one video, so two seeds can tie on their difference)."""
+    if p["n"] < 2 or p_holm is None or (p["se"] == 0 and p["mean"] != 0):
+        return "cannot tell"
+    if p_holm > 0.05:
+        return "inside the noise"
+    return "helps" if p["mean"] > 0 else "hurts"
+
+
 def unpaired_se(a: list[float], b: list[float]) -> dict:
     """mean(a) - mean(b) in standard errors of that difference (Welch): how far a method's probe
     sits above random init. `z` is None where both spreads are 0 (one seed each)."""
@@ -153,18 +214,3 @@ def gate(ratios: list[float], threshold: float = 0.8) -> dict:
 def stable(std: float, n: int, threshold: float) -> bool:
     """Whether a fine-tuned top-1 is reported: at least 2 seeds and a std over them below `threshold`."""
     return n > 1 and std < threshold
-
-
-def noise_words(p: dict, a: str, b: str, p_holm: float | None = None, family: int = 1) -> str:
-    """The paired test in one sentence; the verdict reads `p_holm`, its p-value Holm-adjusted over
-    the `family` tests the report runs (`holm_family`), at 5 %."""
-    if p["n"] < 2:
-        return f"`{a}` vs `{b}`: {p['n']} seed, no interval: cannot tell."
-    lo, hi = p["t_ci95"]
-    raw = paired_p(p)
-    adjusted = raw if p_holm is None else p_holm
-    verdict = ("inside the noise (Holm-adjusted p > 0.05)" if adjusted > 0.05 else
-               f"outside the noise (Holm-adjusted p <= 0.05): `{a}` is {'better' if p['mean'] > 0 else 'worse'}")
-    return (f"`{a}` - `{b}`: {p['mean']:+.3f} top-1 (95 % t interval [{lo:+.3f}, {hi:+.3f}] over "
-            f"{p['n']} seeds, unadjusted; `{a}` wins on {p['wins']} of {p['n']}; p {raw:.3g}, Holm-adjusted over "
-            f"{family} paired test{'s' if family != 1 else ''} {adjusted:.3g}): {verdict}.")

@@ -9,8 +9,9 @@ import pytest
 from train import study
 from train.study import METHODS, StudyConfig
 from train.studies.report import BEGIN, END, FINETUNE_PLOT_NAME, LOSS_PLOT_NAME, PLOT_NAME, SEEDS_PLOT_NAME
-from train.studies.stats import (T975, gate, holm, holm_family, mean_std, noise_words, paired, stable, t975,
-                               t_two_sided_p, unpaired_se)
+from train.studies.config import parse_method
+from train.studies.stats import (T975, gate, holm, holm_family, mean_std, paired, stable, t975, t_two_sided_p,
+                               unpaired_se, verdict)
 
 
 @pytest.fixture
@@ -24,7 +25,8 @@ def data_dir(tmp_path, monkeypatch):
 def outputs(out):
     return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns
             for p in out.rglob("*")
-            if p.name.startswith(("ckpt_", "probe", "finetune", "heldout")) and p.suffix in (".pt", ".json")}
+            if p.name.startswith(("ckpt_", "probe", "finetune", "heldout", "motion_", "neighbours"))
+            and p.suffix in (".pt", ".json", ".npz") or p.name == "motion.json"}
 
 
 def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
@@ -56,23 +58,45 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
     # the held-out loss of 4 steps is not below predicting 0: the gate says so
     assert saved["methods"]["tube+pixel"]["heldout"]["gate"]["verdict"] == "FAIL"
     assert saved["methods"]["tube+pixel"]["heldout"]["ratio"]["mean"] > 0.9
-    # the paired test of the tiny's pair, at both checkpoints, both pools
-    assert [(c["a"], c["b"], c["step"]) for c in saved["comparisons"]] == [("mgm+pixel", "tube+pixel", 2),
-                                                                           ("mgm+pixel", "tube+pixel", 4)]
-    assert all(c["quadrants"]["n"] == 2 for c in saved["comparisons"])
-    assert set(saved["seconds"]) == {"extract", "pretrain", "heldout", "probe", "finetune"}
+    # the tiny holds the 2 x 2 and MGM at 0.75: every pre-registered contrast, on every readout
+    pairs = [(a, b) for _, a, b in study.CONTRASTS]
+    assert [(c["a"], c["b"]) for c in saved["contrasts"]] == pairs
+    assert saved["readouts"] == ["dense_r2", "moving_r2", "speed_r2", "clip_r2", "quadrants", "mean"]
+    for c in saved["contrasts"]:
+        for r in saved["readouts"]:
+            assert c[r]["n"] == 2 and c[r]["verdict"] in ("helps", "hurts", "inside the noise", "cannot tell")
+            assert c[r]["p_holm"] >= c[r]["p"] and c[r]["mdd"] >= 0
+    assert saved["methods"]["mgm@0.75+pixel"]["mask_ratio"] == 0.75 and \
+        saved["methods"]["mgm+pixel"]["mask_ratio"] == 0.9
+    # top-1 along the run for the same pairs, at both checkpoints
+    assert [(c["a"], c["b"], c["step"]) for c in saved["comparisons"]] == [p + (s,) for p in pairs for s in (2, 4)]
+    # the motion probes of every encoder: a val set with every class, the generator's displacements
+    for m in [*saved["methods"].values(), saved["random_init"]]:
+        mo = m["motion"]
+        assert set(mo["per_seed"]) == {"0", "1"} and mo["dense_r2"]["n"] == 2 and mo["clip_r2"]["n"] == 2
+        assert set(mo["per_param"]) == {"vx", "vy", "speed", "angular_velocity"} and 0 < mo["moving_share"] < 0.5
+        assert mo["speed_r2"]["n"] == 2
+    motion = json.loads((out / "tube+pixel" / "seed0" / "motion_4.json").read_text())
+    assert motion["dense"]["source"] == "generator" and motion["videos"] == {"train": 8, "val": 8}
+    # the gates: the predictor's loss on the same held-out clips, the hierarchical interval of the probe
+    for m in saved["methods"].values():
+        assert all(x["predictor"] > 0 for x in m["heldout"]["per_seed"]) and m["learns"]["predictor_ratio"] > 0
+        assert m["learns"]["verdict"] in ("PASS", "FAIL") and m["useful"]["verdict"] in ("PASS", "FAIL")
+        assert m["useful"]["videos"] == 8 and m["useful"]["ci95"][0] <= m["useful"]["diff"] <= m["useful"]["ci95"][1]
+    assert set(saved["seconds"]) == {"extract", "pretrain", "heldout", "probe", "motion", "finetune"}
     # every probe (random init included) read its views from one cache: train and val, decoded once
     caches = sorted(p.name.split("_")[0] for p in (out / "view_cache").iterdir())
     assert caches == ["train", "val"] and all((p / "key.json").is_file() for p in (out / "view_cache").iterdir())
     probes = sorted(out.rglob("probe*.json"))
-    assert len(probes) == 3 * 2 * 2 + 2
+    assert len(probes) == 5 * 2 * 2 + 2
     # a run's earlier checkpoint is probed with the L2 its last checkpoint chose, per pool
     for run in out.glob("*+*/seed*"):
         last = json.loads((run / "probe_4.json").read_text())
         assert json.loads((run / "probe_2.json").read_text())["config"]["probe_wd"] == \
             {how: p["weight_decay"] for how, p in last["probes"].items()}
     walls = json.loads((out / "walls.json").read_text())   # wall time per stage and seed (jobs may overlap)
-    assert set(walls) == {"pretrain", "heldout", "probe", "finetune"} and all(set(w) == {"0", "1"} for w in walls.values())
+    assert set(walls) == {"pretrain", "heldout", "probe", "motion", "finetune"} and \
+        all(set(w) == {"0", "1"} for w in walls.values())
     assert {json.loads(p.read_text())["config"]["view_cache"] for p in probes} == {str(out / "view_cache")}
     # the fine-tuning stage, switched on: every run's last checkpoint and random init
     tuned = [m["finetune"] for m in saved["methods"].values()] + [saved["random_init"]["finetune"]]
@@ -84,15 +108,14 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
     assert "random init" in text and saved["command"] in text and "**FAIL**" in text
     assert "| method | ratio at 2 steps | ratio at 4 steps |\n" in text
     assert "Held-out clips per class (drawn class-balanced, seeded; the same for every run): " in text
-    assert "Holm-adjusted over 2 paired tests" in text      # the tiny's one pair, in 2 pools
+    assert "Holm-adjusted over the 5 contrasts of that readout" in text
+    assert "### Motion probes" in text and "### Gates: does it learn, is it useful?" in text
     # the baseline is the better of the two, in every held-out record
     for m in saved["methods"].values():
         for x in m["heldout"]["per_seed"]:
             assert x["baseline"] == min(x["predict0"], x["predict_mean"])
             assert x["ratio"] == pytest.approx(x["loss"] / x["baseline"])
-    last = [c for c in saved["comparisons"] if c["step"] == 4]
-    assert all("p_holm" in c[how] for c in last for how in ("quadrants", "mean"))
-    assert "`mgm+pixel` - `tube+pixel`" in text and "### Fine-tuning" in text
+    assert "| mask under pixel: MGM - tube (`mgm+pixel` - `tube+pixel`) |" in text and "### Fine-tuning" in text
     for name in (PLOT_NAME, SEEDS_PLOT_NAME, LOSS_PLOT_NAME, FINETUNE_PLOT_NAME):
         assert (out / "images" / name).stat().st_size > 1000 and f"images/{name}" in text
 
@@ -100,8 +123,9 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
     # around the generated section (the discussion) survives
     report.write_text(text + "\n## Discussion\n\nwritten by hand\n")
     before = outputs(out)
-    # 3 methods x 2 seeds x (2 stops x (ckpt + probe + held-out) + fine-tune) + 2 x random (probe + fine-tune)
-    assert len(before) == 3 * 2 * (2 * 3 + 1) + 2 * 2
+    # 5 methods x 2 seeds x (2 stops x (ckpt + probe + held-out) + fine-tune + motion) + 5 predictors
+    # + 2 x random (probe + fine-tune + motion) + the generator's motion parameters
+    assert len(before) == 5 * 2 * (2 * 3 + 2) + 5 + 2 * 3 + 1
     study.main(["--tiny", "--out", str(out), "--finetune-steps", "2"])
     assert outputs(out) == before
     again = report.read_text()
@@ -110,7 +134,7 @@ def test_tiny_study_end_to_end_and_resume(data_dir, tmp_path):
     # runs and probes side by side in spawned processes (--parallel-runs 2 --probe-workers 2) give the
     # same numbers: seed 1 redone that way
     seed1 = {p: json.loads(p.read_text()) for p in out.glob("*/seed1/*.json") if p.name.startswith(("probe", "train"))}
-    assert len(seed1) == 3 * 2 * 2 + 1
+    assert len(seed1) == 5 * 2 * 2 + 1
     for run in out.glob("*+*/seed1"):
         for p in run.iterdir():
             if p.name != "finetune_4.json":
@@ -137,10 +161,12 @@ def test_every_method_shares_the_config_but_its_mask_and_target():
     assert cfg.stops() == [2, 5, 10]   # the whole budget is always probed
     runs = {m: cfg.run_config(m, seed=1) for m in METHODS}
     for name, run in runs.items():
-        assert (run.mask, run.target, run.seed, run.max_steps) == (*name.split("+"), 1, 10)
-        assert run.ratio == (0.7 if run.target == "mme" else 0.9)   # each method's own ratio
+        mask, ratio, target = parse_method(name)
+        assert (run.mask, run.target, run.seed, run.max_steps) == (mask, target, 1, 10)
+        # each method's own ratio: the key's, else its target's
+        assert run.ratio == (ratio or (0.7 if run.target == "mme" else 0.9))
         assert run.target_norm == ("none" if run.target == "mme" else "")   # and its target's normalization
-    own = ("mask", "target", "target_norm", "out")
+    own = ("mask", "mask_ratio", "target", "target_norm", "out")
     shared = {k: v for k, v in runs["tube+pixel"].to_dict().items() if k not in own}
     for run in runs.values():
         assert {k: v for k, v in run.to_dict().items() if k not in own} == shared
@@ -152,7 +178,7 @@ def test_longest_runs_start_first():
     from train.studies.stages import run_cost
 
     assert sorted(METHODS, key=run_cost, reverse=True) == ["mgm+mme", "tube+mme", "mgmae+pixel", "mgm+pixel",
-                                                           "tube+pixel"]
+                                                           "mgm@0.75+pixel", "tube+pixel", "tube+hog"]
 
 
 def test_a_gpu_study_runs_gpu_jobs_side_by_side():
@@ -169,7 +195,7 @@ def test_a_gpu_study_runs_gpu_jobs_side_by_side():
 
 
 def test_config_errors_are_loud():
-    with pytest.raises(ValueError, match="unknown methods"):
+    with pytest.raises(ValueError, match="unknown method"):
         StudyConfig(methods=("tube+hog+x",)).validate()
     with pytest.raises(ValueError, match="unknown config keys"):
         StudyConfig(train={"modle": "vit_pico"}).validate()
@@ -185,7 +211,7 @@ def test_config_errors_are_loud():
 
 def test_defaults_are_the_issues_study():
     cfg = StudyConfig()
-    assert cfg.seeds == (0, 1, 2, 3, 4) and cfg.checkpoints == (0.25, 0.5, 1.0) and len(cfg.methods) == 5
+    assert cfg.seeds == (0, 1, 2, 3, 4) and cfg.checkpoints == (0.25, 0.5, 1.0) and len(cfg.methods) == 7
     assert (cfg.per_class, cfg.frames, cfg.size, cfg.style) == (512, 32, 64, "natural")
     assert cfg.per_class * 8 // 4 == 1024                                 # val videos: i % 4 == 1
     yaml = study.parse_args([])
@@ -237,17 +263,15 @@ def test_paired_test_on_made_up_results():
     assert 0.02 <= lo <= 0.028 <= hi <= 0.04
     # t = 0.028 / se = 7.483 on 4 df: P(|T| >= t) = 1 - sqrt(14/15) (1 + 1/30) = 0.001705
     assert p["p"] == pytest.approx(1 - (14 / 15) ** 0.5 * (1 + 1 / 30), rel=1e-9) == pytest.approx(0.001705, abs=1e-6)
-    assert "outside the noise (Holm-adjusted p <= 0.05): `mgm+pixel` is better" in \
-        noise_words(p, "mgm+pixel", "tube+pixel", p_holm=0.0068, family=4)
+    assert verdict(p, 0.0068) == "helps"
     # the same test in a family where Holm lifts its p above 5 %: no longer outside the noise
-    assert "inside the noise (Holm-adjusted p > 0.05)" in noise_words(p, "mgm+pixel", "tube+pixel", p_holm=0.06,
-                                                                      family=4)
+    assert verdict(p, 0.06) == "inside the noise"
     # a larger mean gain that flips sign across seeds: inside the noise
     noisy = {"0": 0.50, "1": 0.36, "2": 0.45, "3": 0.40, "4": 0.40}
     q = paired(noisy, tube)
     assert q["mean"] == pytest.approx(0.010) and (q["wins"], q["ties"], q["losses"]) == (2, 0, 3)
     assert q["t_ci95"][0] < 0 < q["t_ci95"][1] and q["inside_noise"] is True
-    assert "inside the noise" in noise_words(q, "mgm+pixel", "tube+pixel")
+    assert verdict(q, q["p"]) == "inside the noise"
     # seeds only one side has are left out; one seed: no interval, no verdict
     assert paired({"0": 0.5, "9": 0.1}, {"0": 0.4})["n"] == 1
     assert paired({"0": 0.5}, {"0": 0.4})["inside_noise"] is None
@@ -307,9 +331,21 @@ def test_study_yaml_says_the_folds_it_sets():
 
 
 
+def made_up_motion(dense: list[float], seeds: list[str]) -> dict:
+    """An encoder's motion-probe rows over seeds as train.study.motion_rows writes them: the dense R²
+    given, the moving-token R² half of it, the token speed's 0.3 above it, the clip-level R² 0.1 above it."""
+    values = {"dense_r2": dense, "moving_r2": [v / 2 for v in dense], "speed_r2": [v + 0.3 for v in dense],
+              "clip_r2": [v + 0.1 for v in dense]}
+    return {**{k: mean_std(v) for k, v in values.items()}, "halfwidth": dict.fromkeys(values, 0.01),
+            "per_param": {k: mean_std(values["clip_r2"]) for k in ("vx", "vy", "speed", "angular_velocity")},
+            "moving_share": 0.08,
+            "per_seed": {s: {k: v[i] for k, v in values.items()} for i, s in enumerate(seeds)}}
+
+
 def made_up_results() -> dict:
     """A results dict as train.study.collect writes it, for 2 methods x 5 seeds, with known numbers."""
     seeds = [str(k) for k in range(5)]
+    dense = {"tube+pixel": [0.20, 0.22, 0.21, 0.25, 0.22], "mgm+pixel": [0.21, 0.22, 0.20, 0.26, 0.22]}
     top1 = {"tube+pixel": [0.40, 0.42, 0.38, 0.45, 0.41], "mgm+pixel": [0.43, 0.44, 0.42, 0.47, 0.44]}
     random = [0.20, 0.22, 0.19, 0.21, 0.18]
 
@@ -327,13 +363,19 @@ def made_up_results() -> dict:
                              "per_seed": per_seed}],
             "heldout": {"per_seed": [], "ratio": mean_std(ratios), "predict0": mean_std([1.0] * 5), "predict_mean": mean_std([0.99] * 5),
                         "gate": gate(ratios), "by_step": {"500": mean_std([0.8] * 5), "1000": mean_std(ratios)}},
-            "loss": [], "finetune": None,
+            "loss": [], "finetune": None, "motion": made_up_motion(dense[name], seeds),
+            "learns": {"ratio_hi": 0.773, "below_1": True, "falls": True, "beats_predictor": True,
+                       "predictor_ratio": 0.91, "verdict": "PASS"},
+            "useful": {"pool": "quadrants", "diff": 0.21, "ci95": [0.18, 0.24], "verdict": "PASS"},
             "vs_random": {how: unpaired_se(values, random) for how in ("quadrants", "mean")}}
     comparison = {"a": "mgm+pixel", "b": "tube+pixel", "step": 1000, "epochs": 10.4,
                   **{how: paired({k: v[how] for k, v in methods["mgm+pixel"]["checkpoints"][0]["per_seed"].items()},
                                  {k: v[how] for k, v in methods["tube+pixel"]["checkpoints"][0]["per_seed"].items()})
                      for how in ("quadrants", "mean")}}
+    random_init = {"probes": rows(random), "per_seed": {k: {"quadrants": v, "mean": v} for k, v in zip(seeds, random)},
+                   "motion": made_up_motion([0.05] * 5, seeds), "finetune": None}
     return {
+        **study.readouts(methods, random_init, ["quadrants", "mean"], 1000),
         "command": "python train/study.py", "date": "2026-11-30", "machine": "2 CPU cores", "device": "cpu",
         "study": {"style": "natural", "seeds": list(range(5)), "heldout_clips": 256, "finetune_max_std": 0.05,
                   "finetune": {}},
@@ -344,9 +386,7 @@ def made_up_results() -> dict:
         "budget": {"steps": 1000, "batch_size": 32, "clips_seen": 32000, "epochs": 10.42, "seeds": 5},
         "chance_top1": 0.125, "top5_k": 5, "pools": ["quadrants", "mean"],
         "probe": {"clips": 2, "folds": 3, "weight_decay": "cv", "grid": [1e-4, 1e-2, 1.0], "bootstrap": 2000},
-        "random_init": {"probes": rows(random), "per_seed": {k: {"quadrants": v, "mean": v}
-                                                             for k, v in zip(seeds, random)}, "finetune": None},
-        "methods": methods, "comparisons": [comparison], "gate": 0.8,
+        "random_init": random_init, "methods": methods, "comparisons": [comparison], "gate": 0.8,
         "seconds": {"extract": 600.0, "pretrain": 1800.0, "heldout": 60.0, "probe": 3600.0},
         "wall_minutes": 101.0, "this_run_minutes": 101.0,
     }
@@ -364,13 +404,22 @@ def test_report_renders_made_up_results(tmp_path):
     # random init: (0.412 - 0.200) / sqrt((0.00067 + 0.00025) / 5) = 15.6 SE
     assert "| `tube+pixel` (VideoMAE) | 0.412 [0.380, 0.444] ± 0.030 |" in text
     assert "| +0.212 (+15.6) |" in text
-    # paired: differences 0.03 0.02 0.04 0.02 0.03, se 0.00374, t(4) 2.776
-    # p 0.001705 (t 7.48, 4 df) in both pools (the mean pool's differences are halved): Holm over the
-    # 2 tests doubles the smaller, and the larger may not fall below it: 0.00341 each
-    assert ("`mgm+pixel` - `tube+pixel`: +0.028 top-1 (95 % t interval [+0.018, +0.038] over 5 seeds, unadjusted; "
-            "`mgm+pixel` wins on 5 of 5; p 0.00171, Holm-adjusted over 2 paired tests 0.00341): outside the noise "
-            "(Holm-adjusted p <= 0.05): `mgm+pixel` is better.") in text
-    assert "Holm-adjusted over all 2 paired tests above" in text
+    # the contrast, top-1: differences 0.03 0.02 0.04 0.02 0.03, se 0.00374, t(4) 2.776, p 0.001705 (t 7.48,
+    # 4 df), alone in its readout's family; MDD (2.776 + 0.941) x 0.00837 / sqrt 5 = 0.0139. Dense R²:
+    # differences 0.01 0 -0.01 0.01 0, sd 0.00837 as top-1's: inside the noise
+    row = next(line for line in text.splitlines() if line.startswith("| mask under pixel: MGM - tube"))
+    assert "+0.028 [+0.018, +0.038], p 0.00171: **helps** (MDD 0.014)" in row
+    assert row.split(" | ")[1] == "+0.002 [-0.008, +0.012], p 0.621: **inside the noise** (MDD 0.014)"
+    assert "Holm-adjusted over the 1 contrasts of that readout" in text
+    # the motion table, the readouts' detectable differences, the gates
+    # dense 0.22 ± 2.776 x 0.0187 / sqrt 5, the moving tokens' half of it
+    assert "| `tube+pixel` | 0.220 [0.197, 0.243] ± 0.010 | 0.110 [0.098, 0.122] ± 0.010 | 0.520 [0.497, " \
+           "0.543] ± 0.010 | 0.320 [" in text
+    assert "| random init | 0.050 [0.050, 0.050] ± 0.010 |" in text
+    # two methods' dense R² spread pooled: sd 0.0209, x sqrt 2, (2.776 + 0.941) / sqrt 5: 0.049
+    assert "between two methods (80 % power, two-sided 5 %, paired over 5 seeds, from the seed spread pooled " \
+           "over methods): dense motion R² 0.049;" in text
+    assert "| `tube+pixel` | 0.773 | yes | yes | 0.910 | yes | **PASS** | +0.210 [+0.180, +0.240] | **PASS** |" in text
     # the ratio along the run, without an extrapolated budget; what the ratio divides by, said
     assert "| `tube+pixel` | 0.800 | 0.732 |" in text and "extrapol" not in text and "ln(steps)" not in text
     assert "ratio = loss / best of predict-0 and the best constant" in text
