@@ -5,7 +5,7 @@ hold (dense and clip-level motion probes), what does a layout-preserving linear 
 random init, and the pre-registered contrasts of the 2 x 2 {tube, MGM} x {pixel, MME}.
 
     python train/study.py                                   # the default study (train/configs/study.yaml)
-    python train/study.py --tiny --out /tmp/study           # the CI version: 25-100 s on the busy shared machine
+    python train/study.py --tiny --out /tmp/study           # the CI version: 15-100 s on 2 cores
     python train/study.py --seeds 0,1 --methods tube+pixel,mgm@0.75+pixel --steps 300 --out runs/study300
     python train/study.py --device cuda --gpu-jobs 12 --steps 2400   # on a GPU: the same study, only the
                                                             # budget changes; 12 jobs side by side on it
