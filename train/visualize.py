@@ -44,6 +44,7 @@ from shards.cli import UsageError, run_main  # noqa: E402
 from shards.schema import CELL  # noqa: E402
 from shards.tracks import positions  # noqa: E402
 from shards.cli import ArgumentParser  # noqa: E402
+from train.clips.keys import VIDEO  # noqa: E402
 from train.pretraining.config import DEMO_SHARDS, TrainConfig, resolve_shards  # noqa: E402
 from train.clips.dataset import ClipDataset, ClipSpec  # noqa: E402
 from train.pretraining.masks import MASKS  # noqa: E402
@@ -285,7 +286,7 @@ def tables(rows: dict[str, np.ndarray], tubelet: int, tile: int) -> tuple[np.nda
 def mask_figures(batch: dict, cfg: TrainConfig, tile: int = 112) -> tuple[np.ndarray, list[np.ndarray]]:
     """Every mask of train.pretraining.masks.MASKS on the clip `batch` (B=1): grid image and animation frames."""
     grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
-    frames = to_uint8(batch["video"][0])                                       # (T,S,S,3)
+    frames = to_uint8(batch[VIDEO][0])                                       # (T,S,S,3)
     rows = {"clip": frames}
     for name, fn in MASKS.items():
         mask = fn(batch, grid, cfg.ratio, torch.Generator().manual_seed(cfg.seed))[0]
@@ -303,8 +304,8 @@ def reconstruction_figures(batch: dict, ckpt: dict, cfg: TrainConfig,
     model.eval()
     mask = MASKS[cfg.mask](batch, grid, cfg.ratio, torch.Generator().manual_seed(cfg.seed))   # (1,N)
     with torch.no_grad():
-        pred = model(batch["video"].float(), mask)                                             # (1,Nm,P*3)
-    x = batch["video"].float() * torch.tensor(STD).view(1, 3, 1, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1, 1)
+        pred = model(batch[VIDEO].float(), mask)                                             # (1,Nm,P*3)
+    x = batch[VIDEO].float() * torch.tensor(STD).view(1, 3, 1, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1, 1)
     patches = patchify(x, cfg.tubelet, cfg.patch_size)                                         # (1,N,P,3) in [0,1]
     pred = pred.view(1, -1, patches.shape[2], 3)
     if cfg.norm_target:  # the model predicts per-token normalized pixels: undo with the true patch statistics

@@ -40,17 +40,14 @@ import torch.nn.functional as F
 
 from shards.schema import CELL, HOG_BINS
 
+from train.clips.keys import (CROP, FLIP, HOG_AT, HOG_BOX, HOG_FRAME, HOG_JPEG, HOG_JPEG_LEN, JPEG, JPEG_LEN, TRAJ_HOG,
+                              VIDEO, VIDEO_U8)
 from train.pretraining.targets.common import reached
 from train.pretraining.targets.pixel import MEAN, STD
 
 ASSEMBLIES = ("loader", "uint8", "device")
 AUTO = "auto"  # TrainConfig's default: "uint8" when training on CUDA, else "loader" (`resolve`)
-JPEG, JPEG_LEN, CROP, FLIP = "jpeg", "jpeg_len", "crop", "flip"
-VIDEO_U8 = "video_u8"  # assemble "uint8": the clip's levels (T, S, S, 3) uint8 RGB, cropped, resized, flipped
 KEYS = (JPEG, JPEG_LEN, CROP, FLIP)
-# MME's HOG along the trajectories (target mme): the frames the tracks visit, the box of cells
-# their positions read, the positions (box cells, x before y) and each step's frame
-HOG_JPEG, HOG_JPEG_LEN, HOG_BOX, HOG_AT, HOG_FRAME = "hog_jpeg", "hog_jpeg_len", "hog_box", "hog_at", "hog_frame"
 HOG_KEYS = (HOG_JPEG, HOG_JPEG_LEN, HOG_BOX, HOG_AT, HOG_FRAME)
 SOBEL_GAIN = 8.0  # the 3x3 Sobel's response to a unit ramp: magnitudes / 8 are grey levels per pixel
 # (3, 256) float32: the ImageNet-normalized value of every uint8 level per channel: the loader's
@@ -220,19 +217,19 @@ def assemble(batch: dict, size: int, device: torch.device) -> dict:
     passes through unchanged."""
     if VIDEO_U8 in batch:
         batch = dict(batch)
-        batch["video"] = normalize_levels(batch.pop(VIDEO_U8).to(device, non_blocking=True))
+        batch[VIDEO] = normalize_levels(batch.pop(VIDEO_U8).to(device, non_blocking=True))
         return batch
     if JPEG not in batch:
         return batch
     batch = dict(batch)
     if HOG_JPEG in batch:
-        batch["traj_hog"] = traj_hog(batch, device)
+        batch[TRAJ_HOG] = traj_hog(batch, device)
         for k in HOG_KEYS:
             batch.pop(k)
     jpeg, lengths, crops, flips = (batch.pop(k) for k in KEYS)
     B, T = jpeg.shape[:2]
     frames = decode(jpeg, lengths, device)
     crops, flips = crops.tolist(), flips.reshape(-1).tolist()
-    batch["video"] = torch.stack([clip_video(frames[b * T:(b + 1) * T], crops[b], bool(flips[b]), size)
+    batch[VIDEO] = torch.stack([clip_video(frames[b * T:(b + 1) * T], crops[b], bool(flips[b]), size)
                                   for b in range(B)])
     return batch

@@ -55,16 +55,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from shards.schema import CELL, HOG_BINS
 from shards.tracks import bilinear_sample, reached
 
-from train.clips.assemble import (ASSEMBLIES, CROP, FLIP, HOG_AT, HOG_BOX, HOG_FRAME, HOG_JPEG, HOG_JPEG_LEN, JPEG, JPEG_LEN,
-                       VIDEO_U8, jpeg_lengths, normalize)
+from train.clips.assemble import ASSEMBLIES, jpeg_lengths, normalize
+from train.clips.keys import (CROP, FLIP, FRAME_STEP, HOG_AT, HOG_BOX, HOG_FRAME, HOG_JPEG, HOG_JPEG_LEN, JPEG, JPEG_LEN,
+                              SAMPLE, SKIPPED, TRAJ_HOG, VIDEO, VIDEO_U8)
 from train.pretraining.masks import batch_generator, get_mask
 from train.clips.pair_flow import camera_inclusive_cells, chain_pairs
-from train.pretraining.skips import BATCH_KEY, READ_ERRORS
+from train.pretraining.skips import READ_ERRORS
 from shards.derived import decode_gray
 from shards import open_shards
 
-SAMPLE = "sample"  # a clip's global sample number, while it travels to the collate (MaskCollate)
-MOTION_KEYS = ("mv", "mv_valid", "flow", "homography", "hog", "traj", "traj_valid", "traj_hog")
+MOTION_KEYS = ("mv", "mv_valid", "flow", "homography", "hog", "traj", "traj_valid", TRAJ_HOG)
 
 
 # Bilinear for every crop, up or down (the papers' fine-tuning and evaluation resize, torch's
@@ -190,7 +190,7 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
         return video[name][uniq] if distinct else video[name][uniq][inv]
 
     need = spec.needs
-    tracks = need & {"traj", "traj_valid", "traj_hog"}
+    tracks = need & {"traj", "traj_valid", TRAJ_HOG}
     traj_len = clip_traj_len(video, spec) if tracks else 0
     gray: dict[int, np.ndarray] = {}
     if spec.assemble == "device":
@@ -221,11 +221,11 @@ def read_clips_at(video, spec: ClipSpec, idx: np.ndarray, rate: int,
         scale = S / side
         if JPEG in stored:  # assembled on the training device (train/clips/assemble.py)
             out = {JPEG: stored[JPEG], JPEG_LEN: stored[JPEG_LEN], CROP: np.array([x0, y0, side], np.int64),
-                   FLIP: np.bool_(False), "frame_step": np.int64(rate)}   # hflip sets FLIP
+                   FLIP: np.bool_(False), FRAME_STEP: np.int64(rate)}   # hflip sets FLIP
         else:  # "uint8": normalized on the training device (train/clips/assemble.py)
             levels = crop_resize_levels(stored["frames"], x0, y0, side, S)
-            out = {VIDEO_U8: levels} if spec.assemble == "uint8" else {"video": normalize(levels)}
-            out["frame_step"] = np.int64(rate)
+            out = {VIDEO_U8: levels} if spec.assemble == "uint8" else {VIDEO: normalize(levels)}
+            out[FRAME_STEP] = np.int64(rate)
         if "mv" in stored:
             out["mv"] = resample_cells(stored["mv"], x0, y0, side, cells) * np.float32(scale)
             out["mv_valid"] = resample_cells(stored["mv_valid"], x0, y0, side, cells)
@@ -262,7 +262,7 @@ def device_frames(video, spec: ClipSpec, idx: np.ndarray, uniq: np.ndarray, inv:
     luma) of the clip's frames, decoded grey here. One read of the union of those frames."""
     grey_for = uniq if "hog" in spec.needs else np.zeros(0, np.intp)
     visited = np.zeros(0, np.intp)
-    if spec.needs & {"traj", "traj_valid", "traj_hog"} and video.specs["hog"].derived:
+    if spec.needs & {"traj", "traj_valid", TRAJ_HOG} and video.specs["hog"].derived:
         n_stored = int(video.attrs["num_frames"])
         visited = np.unique(np.minimum(idx[::spec.tubelet, None] + np.arange(traj_len), n_stored - 1))
     want = np.union1d(np.union1d(uniq, grey_for), visited)
@@ -366,7 +366,7 @@ def clip_trajectories(video, starts: np.ndarray, x0: int, y0: int, side: int, ce
         # repeated cells (a crop smaller than the input), or starts (a short video's last frame)
         traj, valid, traj_hog = (a[inv][:, spread][:, :, spread] for a in (traj, valid, traj_hog))
     # (`valid` copied: Video.tracks keeps its result for the next call)
-    return {"traj": traj * np.float32(scale), "traj_valid": valid.copy(), "traj_hog": traj_hog}
+    return {"traj": traj * np.float32(scale), "traj_valid": valid.copy(), TRAJ_HOG: traj_hog}
 
 
 # ---- augmentation ---------------------------------------------------------------------------
@@ -380,7 +380,7 @@ def hflip(clip: dict[str, np.ndarray], width: int | None = None) -> dict[str, np
     """
     out = dict(clip)
     if width is None:
-        width = clip["video"].shape[-1] if "video" in clip else clip[VIDEO_U8].shape[-2]
+        width = clip[VIDEO].shape[-1] if VIDEO in clip else clip[VIDEO_U8].shape[-2]
     neg_x = np.array([-1, 1], np.float32)
     for key in ("mv", "flow", "traj"):
         if key in clip:
@@ -388,7 +388,7 @@ def hflip(clip: dict[str, np.ndarray], width: int | None = None) -> dict[str, np
     for key in ("mv_valid", "traj_valid"):
         if key in clip:
             out[key] = clip[key][:, :, ::-1]
-    for key in ("hog", "traj_hog"):
+    for key in ("hog", TRAJ_HOG):
         if key in clip:
             out[key] = clip[key][:, :, ::-1][..., ::-1]
     if HOG_AT in clip:  # positions in the unflipped frames: the layout flips; the device mirrors the bins
@@ -396,8 +396,8 @@ def hflip(clip: dict[str, np.ndarray], width: int | None = None) -> dict[str, np
     if "homography" in clip:
         m = np.array([[-1, 0, width - 1], [0, 1, 0], [0, 0, 1]], np.float32)
         out["homography"] = m @ clip["homography"] @ m
-    if "video" in clip:
-        out["video"] = clip["video"][..., ::-1]
+    if VIDEO in clip:
+        out[VIDEO] = clip[VIDEO][..., ::-1]
     elif VIDEO_U8 in clip:  # (T,S,S,3) levels
         out[VIDEO_U8] = clip[VIDEO_U8][:, :, ::-1]
     else:  # assembled on the device, which flips the frames (train/clips/assemble.py)
@@ -463,7 +463,7 @@ class ClipDataset(Dataset):
                 try:  # substitute k > 0 draws from its own generator: still one clip per (g, k)
                     clip = self._clip(g, (index + k) % len(self.ids),
                                       np.random.default_rng([self.seed, g] + ([k] if k else [])))
-                    return with_keys(clip, {BATCH_KEY: json.dumps(skipped)})
+                    return with_keys(clip, {SKIPPED: json.dumps(skipped)})
                 except ShardSetChanged:
                     raise
                 except READ_ERRORS as err:
@@ -487,7 +487,7 @@ class ClipDataset(Dataset):
             clip = hflip(clip, self.spec.input_size) if flip else clip
             if self.spec.assemble == "loader":
                 clip = dict(clip)
-                clip["video"] = normalize(clip.pop(VIDEO_U8))
+                clip[VIDEO] = normalize(clip.pop(VIDEO_U8))
             clips.append({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in clip.items()})
         return clips[0] if self.spec.repeated_aug == 1 else clips
 

@@ -62,6 +62,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from train.clips.keys import ITEM, VIDEO
 from train.pretraining.engine import Dist, init_distributed, resolve_device
 from train.eval.finetune import check as check_finetune
 from train.eval.finetune import train_classifier
@@ -126,8 +127,8 @@ def run_views(fn, views: Views, cfg: EvalConfig, device: torch.device, d: Dist) 
     items, values = [], []
     for batch in loader:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = fn(batch["video"].to(device, non_blocking=True))
-        items.append(batch["item"])
+            out = fn(batch[VIDEO].to(device, non_blocking=True))
+        items.append(batch[ITEM])
         values.append(out.float().cpu())
     mine = (torch.cat(items), torch.cat(values)) if items else None   # None: more ranks than views
     parts = [mine]

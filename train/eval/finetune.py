@@ -31,6 +31,7 @@ from shards import open_shards
 
 from train.clips.augment import erase_clip, randaugment_clip
 from train.clips.dataset import RESIZE, ClipDataset, ClipSampler, Timer, crop_box, frame_indices, normalize, seed_worker
+from train.clips.keys import LABEL, VIDEO
 from train.pretraining.engine import Dist, lr_at
 from train.clips.sampling import Box, random_resized_box, tsn_indices
 from train.eval.classifier import VideoClassifier
@@ -97,7 +98,7 @@ class FinetuneClips(ClipDataset):
         clip = torch.from_numpy(normalize(frames))                                     # (3,T,S,S)
         if cfg.reprob > 0:
             clip = erase_clip(clip, cfg.reprob, seed + 1)
-        return {"video": clip, "label": torch.tensor(self.labels[index])}
+        return {VIDEO: clip, LABEL: torch.tensor(self.labels[index])}
 
 
 class RepeatedSampler(Sampler):
@@ -204,8 +205,8 @@ def train_classifier(model: VideoClassifier, cfg: EvalConfig, ids: list[str], la
         lr = lr_at(step, cfg, peak, warmup, total)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        video = batch["video"].to(device, non_blocking=True)                          # (B,3,T,S,S)
-        target = batch["label"].to(device)                                            # (B,) or (B,classes)
+        video = batch[VIDEO].to(device, non_blocking=True)                          # (B,3,T,S,S)
+        target = batch[LABEL].to(device)                                            # (B,) or (B,classes)
         if mixup is not None:
             video, target = mix_clips(mixup, video, target)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

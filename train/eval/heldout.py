@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import default_collate
 
 from shards import open_shards
+from train.clips.keys import VIDEO
 from train.pretraining.config import TrainConfig, resolve_shards
 from train.clips.dataset import ClipDataset, ClipSpec
 from train.pretraining.masks import get_mask
@@ -82,9 +83,9 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
                                   torch.Generator().manual_seed(seed * 1_000_003 + g))
                           for i, (g, _) in enumerate(items)])                         # (B,N)
         tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)
-        pred = model(batch["video"].to(device), mask.to(device)).float().cpu()       # (B,Nm,C)
+        pred = model(batch[VIDEO].to(device), mask.to(device)).float().cpu()       # (B,Nm,C)
         if cfg.target == "pixel":
-            contrast.append(token_contrast(batch["video"], tgt, pred, mask, cfg.tubelet, cfg.patch_size))
+            contrast.append(token_contrast(batch[VIDEO], tgt, pred, mask, cfg.tubelet, cfg.patch_size))
         for i in range(len(items)):  # the mean over clips of each clip's loss
             one = (tgt[i:i + 1], weight[i:i + 1], mask[i:i + 1])
             loss_sum += target.loss(pred[i:i + 1], *one).item()

@@ -43,7 +43,8 @@ import torch
 
 from shards import open_shards
 from shards.schema import CELL
-from train.clips.assemble import VIDEO_U8, normalize_levels
+from train.clips.assemble import normalize_levels
+from train.clips.keys import VIDEO_U8
 from train.clips.dataset import ClipSpec, eval_views, read_clip_at
 from train.clips.pair_flow import grid_points, homography_displacement
 from train.eval.classifier import VideoClassifier, load_encoder

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from train.clips.assemble import VIDEO_U8
+from train.clips.keys import ITEM, LEVELS, VIDEO, VIDEO_U8
 from train.clips.dataset import ClipSpec, normalize, read_clip_at
 from train.clips.sampling import multi_views
 from shards import open_shards
@@ -75,9 +75,9 @@ class Views(Dataset):
                             self.crops, self.tsn)
         idx, rate, box = views[view]
         clip = read_clip_at(video, self.spec, idx, rate, box)
-        key = "levels" if self.levels else "video"
-        return {key: torch.from_numpy(np.ascontiguousarray(clip[VIDEO_U8 if self.levels else "video"])),
-                "item": torch.tensor(item)}
+        key = LEVELS if self.levels else VIDEO
+        return {key: torch.from_numpy(np.ascontiguousarray(clip[VIDEO_U8 if self.levels else VIDEO])),
+                ITEM: torch.tensor(item)}
 
     def __getstate__(self):
         return {**self.__dict__, "_ds": None}
@@ -96,7 +96,7 @@ class CachedViews(Dataset):
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         if self._levels is None:
             self._levels = np.load(self.folder / "views.npy", mmap_mode="r")
-        return {"video": torch.from_numpy(normalize(np.asarray(self._levels[item]))), "item": torch.tensor(item)}
+        return {VIDEO: torch.from_numpy(normalize(np.asarray(self._levels[item]))), ITEM: torch.tensor(item)}
 
     def __getstate__(self):
         return {**self.__dict__, "_levels": None}
@@ -190,7 +190,7 @@ def _build(folder: Path, key: dict, path: Path, ids: list[str], spec: ClipSpec, 
         levels = np.lib.format.open_memmap(tmp / "views.npy", mode="w+", dtype=np.uint8, shape=shape)
         loader = DataLoader(views, batch_size=batch_size, num_workers=num_workers)
         for batch in loader:  # sequential: batch items are consecutive
-            for item, clip in zip(batch["item"].tolist(), batch["levels"].numpy()):
+            for item, clip in zip(batch[ITEM].tolist(), batch[LEVELS].numpy()):
                 levels[item] = clip
         levels.flush()
         del levels

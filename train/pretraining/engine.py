@@ -25,12 +25,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from train.checkpoints.adopt import init_model
 from train.clips.assemble import assemble, resolve as resolve_assemble
+from train.clips.keys import SKIPPED, VIDEO
 from train.pretraining.config import TrainConfig
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, Timer, make_loader
 from train.pretraining.dual import decoded_tokens, decoder_mask
 from train.pretraining.flops import hidden_tokens, peak_tflops, train_flops
 from train.pretraining.runs import default_out
-from train.pretraining.skips import BATCH_KEY as SKIPPED
 from train.pretraining.skips import SkipLog
 from train.pretraining.targets import get_target
 from train.pretraining.pairing import reads
@@ -361,7 +361,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             sync = ddp.no_sync() if d.world > 1 and k < accum - 1 else contextlib.nullcontext()
             with sync:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    pred = forward(batch["video"], mask, decode)               # (B,Nd,C)
+                    pred = forward(batch[VIDEO], mask, decode)               # (B,Nd,C)
                 loss = target.loss(pred.float(), tgt, weight, decode)
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"non-finite loss {loss.item()} at step {step}; stopping (lr {lr:.3g})")

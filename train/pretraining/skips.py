@@ -22,11 +22,10 @@ from pathlib import Path
 # clip sampling raises other types (IndexError, TypeError...) and still stops the run.
 READ_ERRORS = (OSError, ValueError, RuntimeError)
 SKIPPED_FILE = "skipped.jsonl"
-BATCH_KEY = "skipped"  # per-sample JSON list of {video, reason} the loader skipped for it
 
 
 class SkipLog:
-    """`<out>/skipped.jsonl` and the limit; `record` takes a batch's BATCH_KEY entries."""
+    """`<out>/skipped.jsonl` and the limit; `record` takes a batch's SKIPPED entries (train/clips/keys.py)."""
 
     def __init__(self, out: Path, limit: int, rank: int = 0, log=print):
         self.path = Path(out) / (SKIPPED_FILE if rank == 0 else f"skipped.rank{rank}.jsonl")

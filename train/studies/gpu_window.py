@@ -62,8 +62,9 @@ from torch.utils.data import DataLoader
 from shards import open_shards
 from shards.cli import ArgumentParser, run_main
 from train.cli import check_device, existing_file, existing_shards, output_folder
-from train.clips.assemble import VIDEO_U8, assemble
+from train.clips.assemble import assemble
 from train.clips.dataset import ClipDataset, ClipSpec, collate_clips
+from train.clips.keys import LABEL, TRAJ_HOG, VIDEO, VIDEO_U8
 from train.eval.heldout import balanced_videos, best_constant, constant_grad, heldout_baseline
 from train.pretraining.config import TrainConfig, load_file
 from train.pretraining.engine import autocast_enabled, lr_at, param_groups
@@ -75,7 +76,7 @@ from train.studies.stats import gate, mean_std, paired
 
 FORMAT = 1                                   # of the prepared file; `load` refuses another
 METHODS = ("tube+pixel", "mgm+pixel", "tube+mme", "mgm+mme")
-HALF = ("traj", "traj_hog")                  # shipped as float16: 2 bytes a value instead of 4
+HALF = ("traj", TRAJ_HOG)                  # shipped as float16: 2 bytes a value instead of 4
 HELDOUT_SEED = 0                             # train/heldout.py's default: the same clips and masks
 CHUNK = 64                                   # clips per mask call, per held-out forward
 RESERVE_S = 30.0                             # of the run's budget: held-out losses of the runs cut short, the report
@@ -114,7 +115,7 @@ def read_clips(path: Path, spec: ClipSpec, seed: int, split: str, clips: int, wo
     loader = DataLoader(dataset, batch_size=CHUNK, sampler=items, num_workers=workers, collate_fn=collate_clips)
     parts = list(loader)
     batch = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    batch["label"] = torch.tensor([-1 if video_labels[v] is None else video_labels[v] for v in videos])
+    batch[LABEL] = torch.tensor([-1 if video_labels[v] is None else video_labels[v] for v in videos])
     batch[VIDEO_INDEX] = torch.tensor(videos)
     return batch
 
@@ -165,7 +166,7 @@ def baseline(batch: dict, mask: torch.Tensor, cfg: TrainConfig) -> dict:
 
 def shipped(batch: dict) -> dict[str, torch.Tensor]:
     """The keys a run reads (levels, labels, MME's inputs), MME's floats as float16."""
-    keep = {VIDEO_U8, "label", VIDEO_INDEX, "traj", "traj_valid", "traj_hog"}
+    keep = {VIDEO_U8, LABEL, VIDEO_INDEX, "traj", "traj_valid", TRAJ_HOG}
     return {k: (v.half() if k in HALF else v).contiguous() for k, v in batch.items() if k in keep}
 
 
@@ -263,7 +264,7 @@ def train_run(data: dict, spec: RunSpec, device: torch.device, deadline: float) 
     if time.time() >= deadline:
         return None
     study = study_from_dict(data["meta"]["study"])
-    train, n = data["train"], len(data["train"]["label"])
+    train, n = data["train"], len(data["train"][LABEL])
     steps_per_epoch = math.ceil(n / spec.batch_size)
     total = spec.epochs * steps_per_epoch
     cfg = run_config(study, spec, total, device.type)
@@ -302,7 +303,7 @@ def train_run(data: dict, spec: RunSpec, device: torch.device, deadline: float) 
         with torch.no_grad():
             tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = model(batch["video"], mask)                                    # (B,Nm,C)
+            pred = model(batch[VIDEO], mask)                                    # (B,Nm,C)
         loss = target.loss(pred.float(), tgt, weight, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -331,13 +332,13 @@ def heldout(model: torch.nn.Module, data: dict, cfg: TrainConfig, key: str, amp:
     held, masks = data["heldout"], data["heldout_masks"][key]
     device = masks.device
     model.eval()
-    total, n = 0.0, len(held["label"])
+    total, n = 0.0, len(held[LABEL])
     for start, part in chunks(inputs(held), n):
         part = assemble(part, cfg.input_size, device)
         mask = masks[start:start + CHUNK]
         tgt, weight = target.build(part, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = model(part["video"], mask)
+            pred = model(part[VIDEO], mask)
         pred = pred.float()
         total += sum(target.loss(pred[i:i + 1], tgt[i:i + 1], weight[i:i + 1], mask[i:i + 1]).item()
                      for i in range(len(mask)))

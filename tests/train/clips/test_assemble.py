@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from train.clips.assemble import (CROP, FLIP, HOG_KEYS, JPEG, JPEG_LEN, VIDEO_U8, assemble, jpeg_lengths,
-                            normalize_levels, resolve)
+from train.clips.assemble import HOG_KEYS, assemble, jpeg_lengths, normalize_levels, resolve
+from train.clips.keys import CROP, FLIP, JPEG, JPEG_LEN, VIDEO_U8
 from train.pretraining.config import TrainConfig
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, make_loader, normalize
 from train.pretraining.engine import train

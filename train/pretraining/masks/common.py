@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from shards.schema import CELL
 
-from train.clips.assemble import JPEG, VIDEO_U8
+from train.clips.keys import JPEG, VIDEO, VIDEO_U8
 
 
 def hide_lowest(score: torch.Tensor, num_hidden: int) -> torch.Tensor:
@@ -32,8 +32,8 @@ def clip_frames(batch: dict) -> tuple[int, int]:
     """(B, T): clips and input frames of a batch, whether its frames are assembled (`video`
     (B,3,T,S,S)) or still on their way to the device (train/clips/assemble.py): levels (`video_u8`
     (B,T,S,S,3)) or JPEG rows (`jpeg` (B,T,N))."""
-    if "video" in batch:
-        return batch["video"].shape[0], batch["video"].shape[2]
+    if VIDEO in batch:
+        return batch[VIDEO].shape[0], batch[VIDEO].shape[2]
     frames = batch[VIDEO_U8] if VIDEO_U8 in batch else batch[JPEG]
     return frames.shape[0], frames.shape[1]
 
@@ -41,8 +41,8 @@ def clip_frames(batch: dict) -> tuple[int, int]:
 def input_side(batch: dict) -> int:
     """S, the input frames' side in px: `video`'s (or its levels'), else S/8 cells a side of
     the clip's cell grids."""
-    if "video" in batch:
-        return batch["video"].shape[-1]
+    if VIDEO in batch:
+        return batch[VIDEO].shape[-1]
     if VIDEO_U8 in batch:
         return batch[VIDEO_U8].shape[-2]
     grid = next(batch[k] for k in ("mv", "flow", "hog", "traj") if k in batch)

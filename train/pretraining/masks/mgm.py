@@ -26,10 +26,11 @@ from functools import partial
 
 import torch
 
+from train.clips.keys import FRAME_STEP
 from train.pretraining.masks.common import box3, hidden_per_slice, hide_lowest, input_side, token_motion
 from train.pretraining.masks.record import Mask
 
-NEEDS: frozenset[str] = frozenset({"mv", "mv_valid", "frame_step"})
+NEEDS: frozenset[str] = frozenset({"mv", "mv_valid", FRAME_STEP})
 NEEDS_COMPENSATED: frozenset[str] = NEEDS | {"homography"}
 TIE_NOISE = 1e-5    # px/frame: far below the 1/16 px quantum of a stored vector, so it only breaks exact ties
 TRACK_SIGMA = 1.0   # tokens: the window whose vectors move the centre (about the object part under it)
@@ -113,12 +114,12 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
     B, T, hc, wc, _ = mv.shape
     guide = mv
     if compensate:
-        guide = mv - camera_motion(batch["homography"].float(), batch["frame_step"], T, (hc, wc),
+        guide = mv - camera_motion(batch["homography"].float(), batch[FRAME_STEP], T, (hc, wc),
                                    input_side(batch) // wc)
     speed, _ = token_motion(guide, valid, grid)                                # (B,t,h,w)
     s0, c0 = anchor(speed, generator)
     patch = input_side(batch) // w
-    tokens_per_px = batch["frame_step"].float().reshape(B) * (T // t) / patch
+    tokens_per_px = batch[FRAME_STEP].float().reshape(B) * (T // t) / patch
     centres = track(mv, guide.norm(dim=-1) * valid, s0, c0, grid, tokens_per_px)  # (B,t,2)
     return disks(centres, grid, ratio, generator)
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from train.clips.keys import FRAME_STEP
 from train.pretraining.masks.common import clip_frames, hidden_per_slice, hide_lowest, input_side, token_motion
 from train.pretraining.masks.record import Mask
 
-NEEDS: frozenset[str] = frozenset({"mv", "mv_valid", "frame_step"})
+NEEDS: frozenset[str] = frozenset({"mv", "mv_valid", FRAME_STEP})
 REGION_FRAC = 0.5  # share of every slice covered by the motion-following blob (capped by the budget)
 
 
@@ -32,7 +33,7 @@ def mask(batch: dict, grid: tuple[int, int, int], ratio: float, generator: torch
     patch = input_side(batch) // w
     speed, velocity = token_motion(batch["mv"].float(), batch["mv_valid"].bool(), grid)
     B = speed.shape[0]
-    steps = batch["frame_step"].float().reshape(B, 1) * (clip_frames(batch)[1] // t) / patch  # px -> tokens
+    steps = batch[FRAME_STEP].float().reshape(B, 1) * (clip_frames(batch)[1] // t) / patch  # px -> tokens
 
     smooth = F.avg_pool2d(speed.reshape(B * t, 1, h, w), 3, 1, 1, count_include_pad=False).reshape(B, t * h * w)
     smooth = smooth + 1e-6 * torch.rand(B, t * h * w, generator=generator)  # random anchor when nothing moves

@@ -33,11 +33,12 @@ import torch
 
 from shards.schema import CELL, HOG_BINS
 
+from train.clips.keys import TRAJ_HOG
 from train.pretraining.model import Head
 from train.pretraining.targets.common import reached, token_sum
 
 NAME = "mme"
-NEEDS: frozenset[str] = frozenset({"traj", "traj_valid", "traj_hog"})
+NEEDS: frozenset[str] = frozenset({"traj", "traj_valid", TRAJ_HOG})
 NORMS = ("points", "none")     # trajectory: PatchStd over the 4 points | only / TRAJ_DIV; HOG never
 DEFAULT_RATIO = 0.7  # MME's scripts hide 70 %
 COST = 3  # tracking and HOG along the tracks in the loader
@@ -80,7 +81,7 @@ def point_tokens(batch: dict, patch: int) -> tuple[torch.Tensor, ...]:
     the steps (B,N,P,L,1) and of the positions the HOG is read at (B,N,P,L,1) (`shards.tracks.
     reached`: p_l is in the frame when l = 0 or step l-1 was valid); P = (patch/8)^2 points."""
     traj = batch["traj"].float()                                    # (B,t,Hc,Wc,L,2) px
-    hog = batch["traj_hog"].float()                                 # (B,t,Hc,Wc,L,9)
+    hog = batch[TRAJ_HOG].float()                                 # (B,t,Hc,Wc,L,9)
     valid = batch["traj_valid"]                                     # (B,t,Hc,Wc,L)
     seen = reached(valid)
     B, t, Hc, Wc, L, _ = traj.shape

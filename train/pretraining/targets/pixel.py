@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from train.clips.keys import VIDEO
 from train.pretraining.targets.common import masked_mse, one_head
 
 NAME = "pixel"
@@ -41,7 +42,7 @@ def cubes(video: torch.Tensor, tubelet: int, patch: int) -> torch.Tensor:
 
 def build(batch: dict, tubelet: int, patch: int, normalize: bool = True,
           norm: str = NORMS[0]) -> tuple[torch.Tensor, torch.Tensor]:
-    x = cubes(batch["video"], tubelet, patch)                       # (B,N,P,C) in [0,1]
+    x = cubes(batch[VIDEO], tubelet, patch)                       # (B,N,P,C) in [0,1]
     if normalize:
         x = (x - x.mean(dim=-2, keepdim=True)) / (x.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
     target = x.flatten(2)                                           # (B,N,P*C)
