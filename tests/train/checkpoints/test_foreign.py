@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.train.checkpoints import layouts
-from train.checkpoints.adopt import adopt, adopt_classifier, check_geometry, run_geometry
+from train.checkpoints.adopt import adopt, adopt_classifier, check_geometry, init_model, run_geometry
 from train.checkpoints.foreign import WeightsError, read_state_file, read_weights
 from train.checkpoints.hf_export import write_hf_folder
 from tests.train.eval.test_evaluate import TINY, labelled_shards  # noqa: F401 (a fixture)
@@ -283,3 +283,39 @@ def test_hf_folders_written_here_read_back_in_either_bias_layout(tmp_path, bias_
     model, _, lines = loaded(tmp_path / "hf")
     assert not any(line.startswith("unexpected") for line in lines)
     same_features(source, model)
+
+
+# ---- every layout through pretrain.py --init -----------------------------------------------------
+
+def _write(layout: str, source, tmp_path):
+    """`source`'s weights written in `layout`; a fine-tuned file holds `source` as its encoder."""
+    if layout == "own checkpoint":
+        return own_checkpoint(source, tmp_path / "checkpoint.pt")
+    if layout == "own export":
+        out = tmp_path / "encoder.pth"
+        export(own_checkpoint(source, tmp_path / "checkpoint.pt"), out, "videomae", "pth")
+        return out
+    if layout == "videomae pretraining":
+        torch.save({"model": layouts.videomae_pretrain(source.state_dict())}, tmp_path / "vm.pth")
+        return tmp_path / "vm.pth"
+    if layout == "mme pretraining":
+        torch.save({"model": layouts.mme_pretrain(source.state_dict(), order=["traj", "hog"])}, tmp_path / "mme.pth")
+        return tmp_path / "mme.pth"
+    if layout == "videomae fine-tuning":
+        ft = VideoClassifier(source, 3)
+        torch.save({"module": layouts.videomae_finetune(ft.state_dict())}, tmp_path / "ft.pth")
+        return tmp_path / "ft.pth"
+    return hf_folder(tmp_path / "hf", layouts.hf_state(encoder(source), "q_bias"), hf_config(use_mean_pooling=False))
+
+
+@pytest.mark.parametrize("layout", ["own checkpoint", "own export", "videomae pretraining", "mme pretraining",
+                                    "videomae fine-tuning", "hf folder"])
+def test_every_layout_starts_a_pretraining_run_with_equal_features(tmp_path, layout):
+    """`--init` (`init_model`, what the engine calls) gives the encoder the file's features, whatever
+    the layout; a run's own heads are kept or started fresh as the file allows."""
+    out_dim = MME_HEADS if layout == "mme pretraining" else 1536
+    source = pico(out_dim)
+    run = pico(out_dim, seed=9)
+    lines = init_model(run, str(_write(layout, source, tmp_path)), num_frames=4, input_size=32, positions="videomae")
+    assert lines[0].startswith("from ") and not any("mismatch" in line for line in lines)
+    same_features(source, run.eval())
