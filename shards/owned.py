@@ -23,6 +23,7 @@ import h5py
 from .schema import COMMIT_ATTR, ROOT_KEY
 
 _INT = re.compile(r"^\d+$")
+_ZARR_TEMP = re.compile(r"^[^/]*\.[0-9a-f]{32}\.partial$")  # zarr's write-then-rename temporaries
 _HDF5_TMP = re.compile(r"^\.[^/]+\.[0-9a-f]+\.tmp$")
 # how many foreign paths a refusal names; the count of the rest follows
 SHOWN = 5
@@ -59,7 +60,7 @@ def _foreign_zarr_videos(fs, base: str) -> list[str]:
     foreign = []
     for rel in files:
         parts = rel.split("/")
-        if parts == ["zarr.json"]:
+        if parts == ["zarr.json"] or (_ZARR_TEMP.match(parts[-1]) and (len(parts) == 1 or parts[0] in own_groups)):
             continue
         if parts[0] not in own_groups:
             foreign.append(rel)
@@ -79,7 +80,7 @@ def _foreign_zarr_failures(fs, base: str) -> list[str]:
     foreign = []
     for rel in _files(fs, base):
         parts = rel.split("/")
-        if parts == ["zarr.json"]:
+        if parts == ["zarr.json"] or (len(parts) <= 2 and _ZARR_TEMP.match(parts[-1])):
             continue
         if len(parts) == 2 and parts[1] == "zarr.json" and "reason" in _zarr_attrs(fs, f"{base}/{rel}"):
             continue

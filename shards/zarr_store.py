@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import warnings
 
 import fsspec
@@ -95,14 +96,23 @@ def is_zarr_root(path: str) -> bool:
     return fs.exists(f"{root.rstrip('/')}/zarr.json")
 
 
+# zarr's local store writes every document through `<stem>.<32 hex>.partial` and a rename: a
+# process killed mid-write (a kill -9 of an extraction) leaves one behind, never a video.
+ZARR_TEMP = re.compile(r"^[^/]*\.[0-9a-f]{32}\.partial$")
+
+
+def _members(names) -> set[str]:
+    """Listing names that are members of a group: not its zarr.json, a hidden file, or a temporary."""
+    return {n for n in names if n != "zarr.json" and not n.startswith(".") and not ZARR_TEMP.match(n)}
+
+
 def video_group_names(fs, fs_root: str) -> set[str]:
     """Names of the video groups, from a listing (no metadata read per group, so a video
     whose zarr.json is damaged is still listed, and reported by verify)."""
     root = f"{fs_root.rstrip('/')}/videos"
     if not fs.exists(root):
         return set()
-    names = (p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
-    return {n for n in names if n != "zarr.json" and not n.startswith(".")}
+    return _members(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
 
 
 # what zarr raises for a group document that is not JSON or not of a group's shape
@@ -144,8 +154,7 @@ def failure_names(fs, fs_root: str) -> list[str]:
     base = f"{fs_root.rstrip('/')}/failures"
     if not fs.exists(base):
         return []
-    names = (p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False))
-    return sorted(n for n in names if n != "zarr.json" and not n.startswith("."))
+    return sorted(_members(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)))
 
 
 def read_failure(fs, fs_root: str, path: str, name: str) -> dict | None:
@@ -300,6 +309,10 @@ class ZarrWriter:
         self.failures.create_group(video_id, attributes=record, overwrite=True)
 
     def finalize(self) -> None:
+        for sub in ("videos", "failures"):  # temporaries of writers killed mid-write (ZARR_TEMP)
+            for path in self.fs.glob(f"{self.fs_root.rstrip('/')}/{sub}/*.partial"):
+                if ZARR_TEMP.match(path.rsplit("/", 1)[-1]):
+                    self.fs.rm(path)
         base, committed, fresh = self._scan()
         index = incremental_index(base, committed, fresh.__getitem__)
         root = zarr.open_group(self.store, mode="r+", use_consolidated=False)
