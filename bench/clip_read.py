@@ -7,7 +7,6 @@ machine slows each set alike. Reports the median ms per clip and method for each
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from shards import open_shards  # noqa: E402
+from shards.cli import ArgumentParser, run_main  # noqa: E402
 from train.clips.dataset import ClipSpec, crop_box, frame_indices, read_clip_at  # noqa: E402
 from train.pretraining.pairing import reads  # noqa: E402
 
@@ -53,7 +53,7 @@ def time_clips(ds, spec: ClipSpec, plan) -> list[float]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m bench.clip_read", description=__doc__.splitlines()[0])
     p.add_argument("sets", nargs="+")
     p.add_argument("--methods", default="videomae,mme")
     p.add_argument("--clips", type=int, default=20)
@@ -95,4 +95,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main, "python -m bench.clip_read")

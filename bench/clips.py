@@ -39,7 +39,6 @@ rate on an H200 unless `--gpu-clips-per-s` gives one rate for all (docs/benchmar
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import subprocess
@@ -47,6 +46,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from shards.cli import ArgumentParser, run_main
 
 from .budget import H200_CLIPS_PER_S, cores_per_gpu
 from .clip_worker import CROPS
@@ -173,8 +174,7 @@ def merge(results: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.clips", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.clips", description=__doc__)
     p.add_argument("--shards", help="shard set, read by this checkout (one side named 'this')")
     p.add_argument("--side", nargs=3, action="append", metavar=("NAME", "CHECKOUT", "SHARDS"), default=[],
                    help="a side to measure; repeat for side-by-side (interleaved round by round)")
@@ -211,4 +211,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.clips")

@@ -10,7 +10,6 @@ Zarr vs HDF5. Prints a Markdown table to paste into docs/benchmarks.md.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
@@ -25,6 +24,7 @@ import numpy as np
 from preprocess.config import ExtractConfig
 from preprocess.datasets import list_videos
 from preprocess.video import extract_video, stage
+from shards.cli import ArgumentParser, run_main
 from shards.writer import open_writer
 
 
@@ -188,8 +188,7 @@ def to_markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.extract", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.extract", description=__doc__)
     p.add_argument("--dataset", default="demo")
     p.add_argument("--root", default=None)
     p.add_argument("--limit", type=int, default=None)
@@ -207,4 +206,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.extract")

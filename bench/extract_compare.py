@@ -12,12 +12,13 @@ CPU-second per checkout, extraction alone and with the write.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from shards.cli import ArgumentParser, run_main
 
 # Runs inside each checkout's interpreter: only the API every revision since the first has.
 _CHILD = r"""
@@ -55,8 +56,7 @@ print(json.dumps({"frames": frames, "frames_per_cpu_s": round(frames / cpu, 1),
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.extract_compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.extract_compare", description=__doc__)
     p.add_argument("trees", nargs="+", help="motion-mae checkouts (directories holding preprocess/ and shards/)")
     p.add_argument("--root", required=True, help="folder of videos, the same for every checkout")
     p.add_argument("--best-of", type=int, default=3)
@@ -79,4 +79,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.extract_compare")

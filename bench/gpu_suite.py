@@ -45,6 +45,7 @@ import torch  # noqa: E402
 
 from bench.budget import cores_per_gpu  # noqa: E402
 from bench.gpu_check import METHODS, loader_rate, recipe, step_time  # noqa: E402
+from shards.cli import ArgumentParser, run_main  # noqa: E402
 from train.clips.assemble import ASSEMBLIES  # noqa: E402
 from train.pretraining.engine import device_peak_tflops  # noqa: E402
 
@@ -212,8 +213,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else list(argv)
-    p = argparse.ArgumentParser(prog="python -m bench.gpu_suite", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.gpu_suite", description=__doc__)
     p.add_argument("--minutes", type=float, default=8.0, help="the window; what does not fit is skipped (default 8)")
     p.add_argument("--device", default="auto", help="auto = cuda if available else cpu")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -299,4 +299,4 @@ def finish(result: dict, a: argparse.Namespace, log) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.gpu_suite")

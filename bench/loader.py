@@ -13,7 +13,6 @@ Step: forward + backward + AdamW step of the MAE on random input, per model size
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -25,6 +24,7 @@ import torch
 
 from bench.scale import clip_plan, decode_clip_pyav, decord_seconds
 from shards import open_shards
+from shards.cli import ArgumentParser, run_main
 from train.clips.dataset import RESIZE, ClipSpec, read_clip_at
 from train.pretraining.model import build_model
 from train.pretraining.targets import get_target
@@ -109,8 +109,7 @@ def step_time(model: str, frames: int, size: int, batch: int, target: str = "pix
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.loader", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.loader", description=__doc__)
     p.add_argument("--shards", default=None, help="default: the demo shards (extracted if missing)")
     p.add_argument("--clips", type=int, default=40)
     p.add_argument("--input-size", type=int, default=224)
@@ -136,4 +135,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.loader")

@@ -11,7 +11,6 @@ in a child process; its peak RSS (ru_maxrss) and CPU seconds are reported, with 
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from shards.cli import ArgumentParser, run_main
 
 REPO = Path(__file__).resolve().parent.parent
 FPS = 30
@@ -70,7 +71,7 @@ def extract(video_dir: Path, out: Path, code: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m bench.long_video", description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 2.0])
     p.add_argument("--code", type=Path, default=REPO, help="motion-mae checkout whose extractor is measured")
     p.add_argument("--work", type=Path, default=None, help="folder for the videos and shards (default: a temp dir)")
@@ -96,4 +97,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.long_video")

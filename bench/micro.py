@@ -7,7 +7,6 @@ cells), each printed; nothing is asserted (shared machines are too noisy for thr
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from preprocess.decode import decode_video
 from preprocess.flow import FlowConfig, forward_flow, warped_flow
 from preprocess.synthetic import MovingObject, Scene, encode, render
+from shards.cli import ArgumentParser, run_main
 from shards.derived import cell_hog
 
 # (preset, finest_scale, patch_stride, gd_iterations): the DIS settings weighed for extraction
@@ -86,8 +86,7 @@ def hog_cost(height: int, width: int, frames: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.micro", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.micro", description=__doc__)
     p.add_argument("--tiny", action="store_true", help="tiny sizes (seconds): checks that every stage runs")
     a = p.parse_args(argv)
     dec, flo, hog = ((64, 96, 8), (48, 64, 3), (48, 64, 4)) if a.tiny else ((360, 640, 60), (256, 340, 6),
@@ -112,4 +111,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.micro")

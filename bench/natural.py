@@ -14,7 +14,6 @@ the fastest of `--best-of` runs.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 
 from bench.extract import run
 from preprocess.config import ExtractConfig
+from shards.cli import ArgumentParser, run_main
 
 ENCODE = {"crf": "20", "preset": "medium"}  # x264 defaults otherwise: 3 B-frames, 3 refs
 
@@ -92,8 +92,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.natural", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.natural", description=__doc__)
     p.add_argument("--sizes", default="340x256,456x256", help="comma-separated WIDTHxHEIGHT")
     p.add_argument("--best-of", type=int, default=3, help="extraction runs per video; the fastest counts")
     p.add_argument("--json", default=None, help="also write the numbers here")
@@ -127,4 +126,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.natural")

@@ -10,7 +10,6 @@ equal. Requests per clip on S3 are counted by tests/shards/test_s3.py (moto's re
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from bench.loader import METHODS
 from bench.scale import clip_plan
 from shards import open_shards
+from shards.cli import ArgumentParser, run_main
 from train.clips.dataset import ClipSpec, read_clip_at
 from train.pretraining.pairing import reads
 
@@ -61,8 +61,7 @@ def side_by_side(unpacked: str, packed: str, clips: int, size: int = 224, seed: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.packed", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.packed", description=__doc__)
     p.add_argument("--shards", required=True, help="an unpacked (zarr or hdf5) shard set")
     p.add_argument("--packed", required=True, help="the same set after python -m shards pack")
     p.add_argument("--clips", type=int, default=20)
@@ -79,4 +78,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.packed")

@@ -24,7 +24,6 @@ The page cache is warm (the shards were just written, the sources just decoded).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 CLIP_LEN = 16
+DECORD_SIDE = "--decord-clips"  # argv[1] of the decord half (`decord_side`), not a user flag
 STRIDE = 4
 # Kinetics-400 at the scale of the references (ANCHORS "Scale references"): ~240k training
 # clips of ~10 s at ~30 fps.
@@ -231,7 +231,7 @@ def decord_seconds(python: str | None, clips: list[dict]) -> tuple[list[float] |
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(clips, f)
     try:
-        res = subprocess.run([python, "-m", "bench.scale", "--decord-clips", f.name],
+        res = subprocess.run([python, "-m", "bench.scale", DECORD_SIDE, f.name],
                              capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     finally:
         os.unlink(f.name)
@@ -357,22 +357,25 @@ def to_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+def decord_side(clips_json: str) -> None:
+    """The decord half of the clip reads, run by `decord_seconds` in decord's own interpreter, which
+    need not have the project's dependencies: the clips as JSON in, the timings as JSON out."""
+    clips = json.loads(Path(clips_json).read_text())
+    decode_clip_decord(clips[0])  # first touch, as for the other readers
+    print(json.dumps(time_each(decode_clip_decord, clips)))
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from shards.cli import ArgumentParser  # here, not above: decord's interpreter imports this module too
+
+    p = ArgumentParser(prog="python -m bench.scale", description=__doc__)
     p.add_argument("--dataset", default="demo")
     p.add_argument("--root", default=None)
     p.add_argument("--clips", type=int, default=60, help="random clips timed per reader")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--decord-python", default=None, help="an interpreter that can import decord")
     p.add_argument("--json", default=None, help="also write the numbers here")
-    p.add_argument("--decord-clips", default=None, help=argparse.SUPPRESS)  # the decord side, in its venv
     a = p.parse_args(argv)
-    if a.decord_clips:
-        clips = json.loads(Path(a.decord_clips).read_text())
-        decode_clip_decord(clips[0])  # first touch, as for the other readers
-        print(json.dumps(time_each(decode_clip_decord, clips)))
-        return
     result = run(a.dataset, a.root, a.clips, a.seed, a.decord_python)
     print(to_markdown(result))
     if a.json:
@@ -380,4 +383,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == [DECORD_SIDE]:
+        decord_side(sys.argv[2])
+    else:
+        from shards.cli import run_main
+
+        run_main(main, "python -m bench.scale")

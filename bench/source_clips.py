@@ -11,7 +11,6 @@ that cache before every clip: the cold cost, what a K400-sized corpus pays).
 """
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 
 from shards import open_shards
+from shards.cli import ArgumentParser, run_main
 from train.clips.dataset import ClipSpec, crop_box, frame_indices, read_clip_at
 
 
@@ -50,8 +50,7 @@ def clip_ms(path: str, clips: list[tuple], spec: ClipSpec) -> tuple[list[float],
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.source_clips", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m bench.source_clips", description=__doc__)
     p.add_argument("--pair", nargs=3, action="append", metavar=("NAME", "JPEG_SET", "NONE_SET"), required=True)
     p.add_argument("--clips", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
@@ -74,4 +73,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main, "python -m bench.source_clips")

@@ -1,4 +1,4 @@
-"""One-line errors for every command-line entry point (extract, pretrain, evaluate, visualize, shards).
+"""One-line errors for every command-line entry point (extract, pretrain, evaluate, visualize, shards, bench).
 
 A user who mistypes a flag should read one line saying what is wrong and what to do, not a
 traceback. Entry points raise `UsageError` (exit 2: the command line is wrong) or `CliError`
@@ -69,9 +69,9 @@ def run_main(main: Callable[[], object], prog: str,
 
 class ArgumentParser(argparse.ArgumentParser):
     """The parser of every command (extract, shards, pretrain, evaluate, visualize, export, study,
-    heldout): a bad command line is a `UsageError`, one line and exit 2 through `run_main` (the
-    usage of a CLI with 40 flags is ten lines that hide the error); `--debug` is in every help;
-    every flag's help shows its real default once.
+    heldout, the benchmarks under bench/): a bad command line is a `UsageError`, one line and exit 2
+    through `run_main` (the usage of a CLI with 40 flags is ten lines that hide the error); `--debug`
+    is in every help; every flag's help shows its real default once.
 
     A default is appended as "(default: X)" unless it is None or False (nothing to show) or the
     help text already says what the default is ("default" in it).

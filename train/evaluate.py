@@ -64,8 +64,12 @@ EVAL_HELP = {
     "probe_bootstrap": "linear probe: bootstrap resamples of the val videos (the 95 %% interval of top-1)",
     "epochs": "fine-tuning epochs (unless --max-steps)",
     "max_steps": "> 0: fine-tune this many steps (overrides --epochs)",
-    "batch_size": "clips per step and process, also for encoding",
-    "base_lr": "fine-tuning peak lr = base_lr * total batch / 256",
+    "batch_size": "fine-tuning: videos per optimizer step over all processes (the global batch; each "
+                  "video gives repeated_aug clips)",
+    "batch_per_device": "fine-tuning: > 0: at most this many clips per forward pass; the rest of the batch is "
+                        "gradient accumulation (0 = the whole per-process batch at once)",
+    "encode_batch": "clips per forward and process where nothing trains: probe features and test views",
+    "base_lr": "fine-tuning peak lr = base_lr * batch_size / 256 (the global batch in videos)",
     "min_lr": "fine-tuning lr at the end of the cosine",
     "layer_decay": "lr scale of block i: layer_decay ** (depth - i); 1 = off",
     "weight_decay": "fine-tuning AdamW weight decay",

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from train.pretraining.config import DEMO_SHARDS, REPO_ROOT, resolve_shards
+from train.clips.batching import micro_batches
 from train.clips.dataset import ClipSpec
 from train.eval.probe import WD_GRID
 
@@ -44,8 +45,9 @@ class EvalConfig:
     # fine-tuning
     epochs: int = 5
     max_steps: int = 0              # > 0: train this many steps (overrides epochs)
-    batch_size: int = 8             # per process, also for encoding
-    base_lr: float = 1e-3           # lr = base_lr * total batch / 256 (VideoMAE)
+    batch_size: int = 8             # GLOBAL videos per optimizer step (all processes, all micro-batches)
+    batch_per_device: int = 0       # > 0: at most this many clips per forward (memory cap) -> grad accumulation
+    base_lr: float = 1e-3           # lr = base_lr * batch_size / 256 (VideoMAE: videos, repeats not counted)
     min_lr: float = 1e-6
     layer_decay: float = 0.75       # lr scale of block i: layer_decay ** (depth + 1 - (i + 1)); 1 = off
     weight_decay: float = 0.05
@@ -69,6 +71,7 @@ class EvalConfig:
     device: str = "auto"            # auto = cuda if available else cpu
     amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
     num_workers: int = 2
+    encode_batch: int = 8           # clips per forward and process where nothing trains: probe features, test views
     view_cache: str = ""            # folder of uint8 copies of the test views, decoded once (train/eval/view_cache.py)
     source_root: str = ""           # where the source videos of a --frames none set are now ("" = as extracted)
     out: str = ""                   # result JSON; "" = next to the checkpoint (runs/eval/ for "random")
@@ -86,6 +89,17 @@ class EvalConfig:
         if self.checkpoint == "random":
             return REPO_ROOT / "runs" / "eval" / f"random_{self.model}_{self.mode}.json"
         return Path(self.checkpoint).parent / f"eval_{self.mode}.json"
+
+    def lr(self) -> float:
+        """Peak fine-tuning lr: scaled by the global batch in videos, as VideoMAE (`batch_size *
+        update_freq * world`, each video's `num_sample` clips counted once)."""
+        return self.base_lr * self.batch_size / 256
+
+    def micro_batches(self, world_size: int = 1) -> tuple[int, int]:
+        """(clips per forward per process, forwards per optimizer step) of fine-tuning: the global
+        batch of `batch_size` videos x `repeated_aug` clips split over `world_size` processes."""
+        return micro_batches(self.batch_size * self.repeated_aug, world_size, self.batch_per_device,
+                             self.repeated_aug)
 
     def spec(self, train: bool = False) -> ClipSpec:
         return ClipSpec(self.num_frames, self.sampling_rate, self.input_size, self.tubelet,

@@ -105,7 +105,7 @@ def split_views(cfg: EvalConfig, path: Path, split: str, ids: list[str], crops: 
     if not cfg.view_cache:
         return Views(path, ids, cfg.spec(), cfg.clips, crops, cfg.tsn, cfg.source_root or None)
     make = dict(root=Path(cfg.view_cache), path=path, split=split, ids=ids, spec=cfg.spec(), clips=cfg.clips,
-                crops=crops, tsn=cfg.tsn, batch_size=cfg.batch_size, num_workers=cfg.num_workers, log=log,
+                crops=crops, tsn=cfg.tsn, batch_size=cfg.encode_batch, num_workers=cfg.num_workers, log=log,
                 source_root=cfg.source_root or None)
     if d.world == 1:
         return cached_views(**make)
@@ -121,7 +121,7 @@ def run_views(fn, views: Views, cfg: EvalConfig, device: torch.device, d: Dist) 
     indices = list(range(d.rank, len(views), d.world))
     # cached views are a memmap read and a table lookup: worker processes would cost more than they save
     workers = 0 if isinstance(views, CachedViews) else cfg.num_workers
-    loader = DataLoader(torch.utils.data.Subset(views, indices), batch_size=cfg.batch_size,
+    loader = DataLoader(torch.utils.data.Subset(views, indices), batch_size=cfg.encode_batch,
                         num_workers=workers, pin_memory=device.type == "cuda")
     amp = cfg.amp and device.type == "cuda"
     items, values = [], []
@@ -174,7 +174,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     d = init_distributed(cfg.device)
     device = resolve_device(cfg.device, d)
     if cfg.finetune:
-        check_finetune(cfg)
+        check_finetune(cfg, d.world)
     mae, cfg, info = load_encoder(cfg)
     weights = info.pop("weights", None)
     path = cfg.shards_path()

@@ -11,12 +11,16 @@ Per training clip (one generator per sample, `np.random.default_rng([seed, g])`)
     erase    timm RandomErasing, the same box on every frame
     repeat   `repeated_aug` clips of each video in the same batch (VideoMAE num_sample)
 
-Per batch: timm Mixup / CutMix (one box on every frame) with label smoothing, soft-target
+Per micro-batch: timm Mixup / CutMix (one box on every frame) with label smoothing, soft-target
 cross-entropy. AdamW with layer-wise lr decay and no decay on biases and norms, linear
 warmup + cosine per step, drop path in the blocks, bf16 autocast on CUDA, DDP under torchrun.
+`batch_size` is the global batch in videos: split over the processes, and into micro-batches of
+at most `batch_per_device` clips whose gradients accumulate (train.clips.batching).
 Recipes and their sources: docs/finetuning.md.
 """
 from __future__ import annotations
+
+import contextlib
 
 import cv2
 import numpy as np
@@ -40,13 +44,15 @@ from train.eval.config import EvalConfig
 ASPECT = (3 / 4, 4 / 3)  # random resized crop aspect range (VideoMAE, torchvision)
 
 
-def check(cfg: EvalConfig) -> None:
+def check(cfg: EvalConfig, world: int = 1) -> None:
     """Refuse option combinations before any work is done."""
-    if mixing(cfg) and cfg.batch_size * cfg.repeated_aug % 2:
-        raise ValueError(f"mixup / cutmix pair each clip with the batch reversed and need an even batch: "
-                         f"batch_size {cfg.batch_size} x repeated_aug {cfg.repeated_aug} is odd")
-    if cfg.repeated_aug < 1 or cfg.test_crops < 1 or cfg.clips < 1:
-        raise ValueError("repeated_aug, clips and test_crops must be >= 1")
+    if cfg.repeated_aug < 1 or cfg.test_crops < 1 or cfg.clips < 1 or cfg.batch_size < 1 or cfg.encode_batch < 1:
+        raise ValueError("batch_size, encode_batch, repeated_aug, clips and test_crops must be >= 1")
+    micro, _ = cfg.micro_batches(world)
+    if mixing(cfg) and micro % 2:
+        raise ValueError(f"mixup / cutmix pair each clip with the micro-batch reversed and need an even batch: "
+                         f"{micro} clips per forward (batch_size {cfg.batch_size} x repeated_aug "
+                         f"{cfg.repeated_aug} over {world} processes, batch_per_device {cfg.batch_per_device})")
     if not 0.0 <= cfg.min_area <= 1.0:
         raise ValueError(f"min_area {cfg.min_area} must be in [0, 1] (0 = the square crop of min_crop)")
 
@@ -115,10 +121,10 @@ class RepeatedSampler(Sampler):
                 yield g * self.repeats + r, index
 
 
-def make_loader(dataset: FinetuneClips, cfg: EvalConfig, d: Dist, pin_memory: bool) -> DataLoader:
-    """Endless batches of batch_size videos x repeated_aug clips for this rank."""
+def make_loader(dataset: FinetuneClips, cfg: EvalConfig, d: Dist, micro: int, pin_memory: bool) -> DataLoader:
+    """Endless micro-batches of `micro` clips (micro / repeated_aug videos) for this rank."""
     sampler = RepeatedSampler(ClipSampler(len(dataset), cfg.seed, 0, d.rank, d.world), cfg.repeated_aug)
-    return DataLoader(dataset, batch_size=cfg.batch_size * cfg.repeated_aug, sampler=sampler,
+    return DataLoader(dataset, batch_size=micro, sampler=sampler,
                       num_workers=cfg.num_workers, pin_memory=pin_memory, drop_last=True,
                       worker_init_fn=seed_worker, prefetch_factor=4 if cfg.num_workers > 0 else None,
                       persistent_workers=cfg.num_workers > 0)
@@ -177,16 +183,21 @@ def layer_groups(model: VideoClassifier, weight_decay: float, layer_decay: float
 
 def train_classifier(model: VideoClassifier, cfg: EvalConfig, ids: list[str], labels: dict[str, int],
                      device: torch.device, d: Dist, log) -> dict:
-    """Fine-tune `model` in place on random clips of `ids` (options checked by `check`); returns the loss summary."""
+    """Fine-tune `model` in place on random clips of `ids` (options checked by `check`); returns the loss summary.
+
+    `cfg.batch_size` is the global batch in videos; this process runs `accum` micro-batches of
+    `micro` clips per step and accumulates their gradients. Mixup / CutMix pair clips within a
+    micro-batch, as VideoMAE's within one GPU's batch."""
     dataset = FinetuneClips(cfg.shards_path(), cfg, ids, labels)
-    steps_per_epoch = max(1, len(dataset) // (cfg.batch_size * d.world))
+    micro, accum = cfg.micro_batches(d.world)
+    steps_per_epoch = max(1, len(dataset) // cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, round(cfg.epochs * steps_per_epoch))
     warmup = min(total, round(cfg.warmup_epochs * steps_per_epoch))
-    peak = cfg.base_lr * cfg.batch_size * d.world / 256  # videos per step, as VideoMAE (repeats not counted)
+    peak = cfg.lr()
     optimizer = torch.optim.AdamW(layer_groups(model, cfg.weight_decay, cfg.layer_decay), lr=peak)
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if d.world > 1 else model
-    loader = make_loader(dataset, cfg, d, pin_memory=device.type == "cuda")
+    loader = make_loader(dataset, cfg, d, micro, pin_memory=device.type == "cuda")
     mixup = make_mixup(cfg, model.head.out_features)
     criterion = make_criterion(cfg, mixup)
     np.random.seed(cfg.seed + d.rank)  # timm's Mixup draws lambda and the box from numpy's global generator
@@ -194,35 +205,44 @@ def train_classifier(model: VideoClassifier, cfg: EvalConfig, ids: list[str], la
     if d.main:
         log(f"fine-tuning: {len(dataset)} videos, {total} steps ({steps_per_epoch}/epoch), warmup {warmup}, "
             f"lr {peak:.3g}, layer decay {cfg.layer_decay}, drop path {cfg.drop_path}, "
-            f"{cfg.batch_size} x {cfg.repeated_aug} clips/step/process, mixup {cfg.mixup} cutmix {cfg.cutmix} "
+            f"batch {cfg.batch_size} videos x {cfg.repeated_aug} clips/step = {d.world} processes x {accum} "
+            f"micro-batches x {micro} clips, mixup {cfg.mixup} cutmix {cfg.cutmix} "
             f"smoothing {cfg.smoothing}, randaug {cfg.randaug or 'off'}, erase {cfg.reprob}, "
             f"{'TSN segments' if cfg.tsn else f'stride {cfg.sampling_rate}'}")
     model.train()
     timer, losses, batches = Timer(), [], iter(loader)
     for step in range(total):
-        batch = next(batches)
-        data_time = timer.lap()
         lr = lr_at(step, cfg, peak, warmup, total)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        video = batch[VIDEO].to(device, non_blocking=True)                          # (B,3,T,S,S)
-        target = batch[LABEL].to(device)                                            # (B,) or (B,classes)
-        if mixup is not None:
-            video, target = mix_clips(mixup, video, target)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = ddp(video)                                                        # (B,classes)
-        loss = criterion(logits.float(), target)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss {loss.item()} at fine-tuning step {step}; stopping (lr {lr:.3g})")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        step_loss, data_time, step_time = 0.0, 0.0, 0.0
+        for k in range(accum):
+            batch = next(batches)
+            data_time += timer.lap()
+            video = batch[VIDEO].to(device, non_blocking=True)                      # (B,3,T,S,S)
+            target = batch[LABEL].to(device)                                        # (B,) or (B,classes)
+            if mixup is not None:
+                video, target = mix_clips(mixup, video, target)
+            # DDP all-reduces gradients on the last micro-batch only
+            sync = ddp.no_sync() if d.world > 1 and k < accum - 1 else contextlib.nullcontext()
+            with sync:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = ddp(video)                                                # (B,classes)
+                loss = criterion(logits.float(), target)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"non-finite loss {loss.item()} at fine-tuning step {step}; "
+                                       f"stopping (lr {lr:.3g})")
+                (loss / accum).backward()  # the mean over micro-batches, as DDP averages over processes
+            step_loss += loss.item() / accum
+            step_time += timer.lap()
         optimizer.step()
-        losses.append(loss.item())
-        step_time = timer.lap()
+        losses.append(step_loss)
+        step_time += timer.lap()
         if d.main and ((step + 1) % cfg.log_every == 0 or step + 1 == total):
             log(f"step {step + 1}/{total} loss {np.mean(losses[-cfg.log_every:]):.4f} lr {lr:.2e} "
                 f"data {data_time * 1000:.0f} ms / step {(data_time + step_time) * 1000:.0f} ms")
     model.eval()
-    return {"steps": total, "clips_per_step": cfg.batch_size * cfg.repeated_aug * d.world,
+    return {"steps": total, "clips_per_step": cfg.batch_size * cfg.repeated_aug,
             "first_loss": losses[0], "last_loss": losses[-1],
             "last_window_loss": float(np.mean(losses[-cfg.log_every:]))}  # the last logged value

@@ -18,6 +18,7 @@ from shards.cli import CliError, UsageError
 from shards.paths import REPO as REPO_ROOT
 from shards.paths import default_shards
 from train.clips.assemble import ASSEMBLIES, AUTO
+from train.clips.batching import micro_batches
 from train.pretraining.masks import MASKS
 from train.pretraining.model import MODELS, POSITIONS, build_model
 from train.pretraining.targets import TARGETS, get_target
@@ -109,22 +110,9 @@ class TrainConfig:
         return self.min_lr * self.batch_size / self.repeated_aug / 256
 
     def micro_batches(self, world_size: int = 1) -> tuple[int, int]:
-        """(clips per forward per process, forwards per optimizer step) for `world_size` processes.
-
-        The global batch splits evenly over the processes; each process then runs as few
-        micro-batches as keep a forward within `batch_per_device` clips. A micro-batch holds
-        whole videos (a multiple of `repeated_aug` clips)."""
-        per_process, rest = divmod(self.batch_size, world_size)
-        if rest:
-            raise ValueError(f"batch_size {self.batch_size} (global) does not split over {world_size} processes")
-        cap = self.batch_per_device or per_process
-        for accum in range(1, per_process + 1):
-            micro, left = divmod(per_process, accum)
-            if not left and micro <= cap and micro % self.repeated_aug == 0:
-                return micro, accum
-        raise ValueError(f"batch_size {self.batch_size} over {world_size} processes = {per_process} clips each: no "
-                         f"split into equal micro-batches of at most {cap} clips, each whole videos "
-                         f"(a multiple of repeated_aug {self.repeated_aug})")
+        """(clips per forward per process, forwards per optimizer step) for `world_size` processes
+        (train.clips.batching.micro_batches)."""
+        return micro_batches(self.batch_size, world_size, self.batch_per_device, self.repeated_aug)
 
     @property
     def grid(self) -> tuple[int, int, int]:

@@ -248,7 +248,7 @@ def run_probe(options: dict, job: ProbeJob) -> dict:
 def probe_options(cfg: StudyConfig, parallel: bool) -> dict:
     base = cfg.base_train()
     # probes run side by side each read the view cache in their own process: no loader workers
-    return {"shards": str(cfg.shards_path()), "clips": cfg.probe_clips, "batch_size": cfg.probe_batch,
+    return {"shards": str(cfg.shards_path()), "clips": cfg.probe_clips, "encode_batch": cfg.probe_batch,
             "num_workers": 0 if parallel else base.num_workers, "device": base.device,
             "probe_pool": cfg.probe_pool, "probe_folds": cfg.probe_folds, "view_cache": str(cfg.view_cache_path())}
 

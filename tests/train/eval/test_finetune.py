@@ -1,6 +1,8 @@
 """Fine-tuning as the papers fine-tune: clip-wide augmentation, TSN sampling, multi-view testing,
 mixup / cutmix on videos, repeated augmentation, and an end-to-end run on the labelled test set."""
+import copy
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,7 +16,9 @@ from train.eval.config import EvalConfig
 from train.eval.evaluation import finetune, run_views
 from train.eval.view_cache import Views
 from train.pretraining.engine import Dist
-from train.eval.finetune import FinetuneClips, RepeatedSampler, make_criterion, make_mixup, mix_clips
+from train.eval.classifier import VideoClassifier, load_encoder
+from train.eval.finetune import (FinetuneClips, RepeatedSampler, check, make_criterion, make_mixup, mix_clips,
+                                 train_classifier)
 from train.clips.sampling import multi_views, random_resized_box, spatial_crops, tsn_indices, tsn_test_indices
 
 POLICY = "rand-m7-n4-mstd0.5-inc1"  # VideoMAE's
@@ -187,7 +191,7 @@ def test_multi_view_test_reads_every_view_at_its_position(labelled_shards):
     ids = ["val_move_a", "val_still_a"]
     views = Views(labelled_shards, ids, spec, clips=2, crops=3)
     assert len(views) == 12 and views.per_video == 6
-    cfg = EvalConfig(batch_size=4, num_workers=0)
+    cfg = EvalConfig(encode_batch=4, num_workers=0)
     means = run_views(lambda v: v.mean((1, 2, 3, 4))[:, None], views, cfg, torch.device("cpu"), Dist())
     assert means.shape == (2, 6, 1)
     with open_shards(labelled_shards) as ds:
@@ -215,11 +219,68 @@ def test_finetune_with_the_papers_regularization_and_multi_view_testing(labelled
 def test_an_odd_batch_under_mixup_is_refused(labelled_shards):
     with pytest.raises(ValueError, match="even batch"):
         finetune("random", labelled_shards, model="vit_pico", mixup=0.8, **{**TINY, "batch_size": 3})
+    with pytest.raises(ValueError, match="even batch"):   # 4 videos over 4 processes: 1 clip per forward
+        check(EvalConfig(batch_size=4, mixup=0.8), world=4)
+    check(EvalConfig(batch_size=4, repeated_aug=2, mixup=0.8), world=4)
 
 
-@pytest.mark.parametrize("name", ["finetune_k400.yaml", "finetune_ssv2.yaml", "finetune_ucf101.yaml",
-                                  "finetune_demo.yaml"])
-def test_every_finetune_config_loads_and_runs_a_step(name, labelled_shards, tmp_path):
+# ---- the global batch -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("videos, repeats, world, cap, expected", [
+    (384, 2, 64, 0, (12, 1)),       # VideoMAE K400: 6 videos x 2 clips on each of 64 GPUs
+    (384, 2, 8, 0, (96, 1)),        # the same recipe on 8 GPUs, no cap: 48 videos per forward
+    (384, 2, 8, 24, (24, 4)),       # ... capped at 24 clips per device: 4 micro-batches of 12 videos
+    (128, 2, 1, 16, (16, 16)),      # VideoMAE UCF101 on one device
+])
+def test_fine_tuning_splits_the_global_batch_of_videos(videos, repeats, world, cap, expected):
+    cfg = EvalConfig(batch_size=videos, repeated_aug=repeats, batch_per_device=cap)
+    micro, accum = cfg.micro_batches(world)
+    assert (micro, accum) == expected and micro * accum * world == videos * repeats and micro % repeats == 0
+    with pytest.raises(ValueError, match="does not split"):
+        EvalConfig(batch_size=6).micro_batches(4)
+
+
+def test_fine_tuning_lr_scales_with_the_global_batch_of_videos(labelled_shards):
+    """VideoMAE: lr = base_lr * batch_size * update_freq * world / 256, num_sample not counted."""
+    assert EvalConfig(batch_size=384, repeated_aug=2, base_lr=5e-4).lr() == pytest.approx(7.5e-4)
+    assert EvalConfig(batch_size=384, repeated_aug=2, base_lr=5e-4, batch_per_device=24).lr() == pytest.approx(7.5e-4)
+    lines = []
+    finetune("random", labelled_shards, log=lines.append, model="vit_pico", max_steps=1, base_lr=2.56,
+             **{**TINY, "batch_size": 4, "batch_per_device": 2})
+    started = next(s for s in lines if s.startswith("fine-tuning:"))
+    assert "lr 0.04," in started and "batch 4 videos x 1 clips/step = 1 processes x 2 micro-batches x 2 clips" \
+        in started, started
+
+
+def test_an_accumulated_fine_tuning_step_equals_one_step_on_the_whole_batch(labelled_shards):
+    """2 micro-batches of 1 video x 2 clips and one batch of 2 videos x 2 clips: the same clips in
+    the same order, the mean of the micro-batches' mean losses -> the same weights after each step."""
+    cfg = EvalConfig(checkpoint="random", shards=str(labelled_shards), model="vit_pico", finetune=True,
+                     drop_path=0.0, batch_size=2, repeated_aug=2, max_steps=2, warmup_epochs=0.0, base_lr=1.0,
+                     randaug=POLICY, reprob=0.25, min_area=0.08, **{k: v for k, v in TINY.items() if k != "batch_size"})
+    mae, cfg, _ = load_encoder(cfg)
+    torch.manual_seed(0)
+    start = VideoClassifier(mae, 2)
+    labels = {i: int("move" in i) for i in IDS}
+    models, summaries = {}, {}
+    for cap in (0, 2):
+        model = copy.deepcopy(start)
+        summaries[cap] = train_classifier(model, replace(cfg, batch_per_device=cap), IDS, labels,
+                                          torch.device("cpu"), Dist(), log=lambda s: None)
+        models[cap] = model.state_dict()
+    one, acc = models[0], models[2]
+    diff = max((one[k] - acc[k]).abs().max().item() for k in one)
+    update = max((one[k] - start.state_dict()[k]).abs().max().item() for k in one)
+    # lr 1.0 * 2 / 256: a step moves weights ~8e-3. The key bias of attention has an exact-zero gradient
+    # (the softmax ignores it); its float rounding, normalized by Adam, moves it ~3e-5 by step 2
+    assert diff < update / 100, (diff, update)
+    assert summaries[0]["first_loss"] == pytest.approx(summaries[2]["first_loss"], rel=1e-5)
+    assert summaries[0]["clips_per_step"] == summaries[2]["clips_per_step"] == 4
+
+
+@pytest.mark.parametrize("name, per_gpu, gpus", [("finetune_k400.yaml", 6, 64), ("finetune_ssv2.yaml", 6, 64),
+                                                  ("finetune_ucf101.yaml", 16, 8), ("finetune_demo.yaml", 4, 1)])
+def test_every_finetune_config_loads_and_runs_a_step(name, per_gpu, gpus, labelled_shards, tmp_path):
     from dataclasses import asdict
 
     from train.pretraining.config import load_file
@@ -232,10 +293,14 @@ def test_every_finetune_config_loads_and_runs_a_step(name, labelled_shards, tmp_
             assert type(value) is type(defaults[key]) or isinstance(defaults[key], float) and type(value) is int, key
     cfg = parse_args(["--checkpoint", "random", "--config", name, "--shards", str(labelled_shards)])
     assert cfg.finetune and cfg.mixup == 0.8 and cfg.cutmix == 1.0 and cfg.smoothing == 0.1 and cfg.randaug
+    assert cfg.batch_size == per_gpu * gpus        # the papers' global batch: per-GPU batch x GPUs
+    assert cfg.micro_batches(gpus) == (per_gpu * cfg.repeated_aug, 1)   # on their GPUs, their forward
+    check(cfg, world=gpus)
     out = tmp_path / "result.json"
     result = main(["--checkpoint", "random", "--config", name, "--shards", str(labelled_shards), "--model", "vit_pico",
                    "--num-frames", "4", "--sampling-rate", "2", "--input-size", "32", "--batch-size", "2",
-                   "--max-steps", "1", "--num-workers", "0", "--device", "cpu", "--out", str(out)])
+                   "--batch-per-device", "2", "--max-steps", "1", "--num-workers", "0", "--device", "cpu",
+                   "--out", str(out)])
     check_metrics(result)
     assert result["views_per_video"] == cfg.clips * cfg.test_crops and out.exists()
 
