@@ -108,7 +108,3 @@ class EvalConfig:
     def describe(self) -> str:
         width = max(len(f.name) for f in fields(self))
         return "\n".join(f"  {k:<{width}} {v}" for k, v in asdict(self).items())
-
-
-# ---- the model --------------------------------------------------------------------------------
-
