@@ -12,8 +12,9 @@ for _protocol in ("s3", "s3a", "gs", "gcs", "abfs", "az"):
 
 from .errors import SchemaVersionError, ShardReadError
 from .reader import LazyArray, ShardSet, Video, open_shards
+from .ref import ShardRef
 from .schema import ARRAYS, SCHEMA_VERSION
 from .writer import ShardWriter, open_writer
 
-__all__ = ["open_shards", "open_writer", "ShardSet", "ShardWriter", "Video", "LazyArray",
+__all__ = ["open_shards", "open_writer", "ShardRef", "ShardSet", "ShardWriter", "Video", "LazyArray",
            "ARRAYS", "SCHEMA_VERSION", "SchemaVersionError", "ShardReadError"]

@@ -26,6 +26,7 @@ from .errors import SchemaVersionError, ShardReadError
 from .lock import live_holder
 from .pack import DEFAULT_VIDEOS_PER_FILE, pack
 from .reader import open_shards
+from .ref import ShardRef
 from .repair import EXTRACT, check_repairable_set, command_line, delete_videos, extract_commands, repairable
 from .schema import ARRAYS, SUPPORTED_VERSIONS
 from .verify import check_all, video_problems
@@ -33,17 +34,18 @@ from .verify import check_all, video_problems
 PROG = "python -m shards"
 
 
-def _open(path: str, source_root: str | None = None):
-    """The shard set, or CliError saying why it cannot be opened."""
+def _open(shards):
+    """The shard set (a path or a ShardRef), or CliError saying why it cannot be opened."""
+    shards = ShardRef.of(shards)
     try:
-        return open_shards(path, source_root)
+        return open_shards(shards)
     except (SchemaVersionError, FileNotFoundError, ValueError) as e:
-        raise CliError(str(e) if path in str(e) else f"{path}: {e}") from e
+        raise CliError(str(e) if shards.path in str(e) else f"{shards}: {e}") from e
 
 
 def verify(path: str, workers: int = 1, source_root: str | None = None, repair: bool = False) -> int:
     damaged: dict[str, list[tuple[str, str]]] = {}
-    with _open(path, source_root) as ds:
+    with _open(ShardRef(path, source_root)) as ds:
         config = check_repairable_set(ds) if repair else {}
         n_problems, bad_videos = 0, 0
         all_ids = ds.all_ids()
@@ -68,11 +70,11 @@ def verify(path: str, workers: int = 1, source_root: str | None = None, repair: 
               f"{len(all_ids)} videos ({len(committed)} committed), {n_failures} failures; "
               f"{n_problems} problems in {bad_videos} videos")
         if repair and damaged:
-            return repair_videos(ds, config, damaged, source_root)
+            return repair_videos(ds, config, damaged)
     return 1 if n_problems else 0
 
 
-def repair_videos(ds, config: dict, damaged: dict[str, list[tuple[str, str]]], source_root: str | None) -> int:
+def repair_videos(ds, config: dict, damaged: dict[str, list[tuple[str, str]]]) -> int:
     """Delete the damaged videos that re-extraction mends, re-extract them with the set's config,
     check them again; 0 when every damaged video is good now."""
     fix, splits, kept = [], set(), []
@@ -82,8 +84,8 @@ def repair_videos(ds, config: dict, damaged: dict[str, list[tuple[str, str]]], s
         except (KeyError, ShardReadError, SchemaVersionError):  # attrs unreadable too: source unknown
             attrs = {}
         source = attrs.get("source")
-        if source_root and attrs.get("source_relpath"):
-            source = os.path.join(source_root, attrs["source_relpath"])
+        if ds.ref.source_root and attrs.get("source_relpath"):
+            source = os.path.join(ds.ref.source_root, attrs["source_relpath"])
         if not repairable(problems):
             kept.append(f"{vid} (nothing stored is damaged)")
         elif isinstance(source, str) and "://" not in source and not os.path.isfile(source):
@@ -95,7 +97,7 @@ def repair_videos(ds, config: dict, damaged: dict[str, list[tuple[str, str]]], s
         print(f"repair: left {line}")
     if not fix:
         return 1
-    out, fmt = ds.path, ds.format
+    out, fmt, ref = ds.path, ds.format, ds.ref
     ds.close()
     delete_videos(out, fmt, fix)
     commands = extract_commands(config, out, splits)
@@ -108,7 +110,7 @@ def repair_videos(ds, config: dict, damaged: dict[str, list[tuple[str, str]]], s
         return 1
     for cmd in commands:
         subprocess.run(cmd, check=False)
-    with _open(out, source_root) as again:
+    with _open(ref) as again:
         missing = [vid for vid in fix if vid not in again]
         still = [vid for vid in fix if vid in again and video_problems(again, vid)]
     if missing:

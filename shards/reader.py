@@ -9,7 +9,8 @@
 traj, traj_valid and hog are derived when read (schema 3, shards/derived.py); a schema-2 set's
 stored ones are read as stored. A set extracted with `--frames none` stores no frames:
 `v["frames"]` decodes them from the source video (shards/source_frames.py);
-`open_shards(path, source_root=DIR)` finds the sources under DIR when they moved.
+`open_shards(path, source_root=DIR)`, or `open_shards(ShardRef(path, DIR))`, finds the sources
+under DIR when they moved.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .errors import ShardReadError, SourceMissing
 from .hdf5_store import Hdf5Reader, is_hdf5_root
 from .index import INDEX_ATTRS
 from .packed_store import PackedReader, is_packed_root
+from .ref import ShardRef
 from .schema import ARRAYS, COMMIT_ATTR, arrays_for, check_version, decode, dims_from_attrs, frames_storage
 from .source_frames import SourceFrames
 from .tracks import positions
@@ -44,15 +46,20 @@ def detect_format(path: str) -> str:
 
 
 def open_shards(path, source_root=None) -> "ShardSet":
-    """Open a shard set (directory or fsspec URL) for reading; checks the schema version.
+    """Open a shard set (directory or fsspec URL, or a `ShardRef`) for reading; checks the schema version.
 
     source_root: where the source videos are now, for a set extracted with `--frames none`
-    (its frames are decoded from them); None: where extraction found them (attrs `source`).
+    (its frames are decoded from them); None: where extraction found them (attrs `source`),
+    or the `ShardRef`'s own.
     """
+    if isinstance(path, ShardRef):
+        if source_root is not None:
+            raise TypeError(f"open_shards({path!r}, source_root={source_root!r}): the reference carries its source root")
+        path, source_root = path.path, path.source_root
     path = os.fspath(path)
     fmt = detect_format(path)
     backend = {"zarr": ZarrReader, "packed": PackedReader, "hdf5": Hdf5Reader}[fmt]
-    return ShardSet(backend(path), source_root=None if source_root is None else os.fspath(source_root))
+    return ShardSet(backend(path), source_root)
 
 
 class ShardSet:
@@ -60,10 +67,10 @@ class ShardSet:
 
     def __init__(self, backend, source_root: str | None = None):
         self._backend = backend
-        self.source_root = source_root or None
         self._source_index: OrderedDict = OrderedDict()  # source path -> FrameIndex, shared by videos
         self.path = backend.path
         self.format = backend.format
+        self.ref = ShardRef(self.path, source_root)  # how a worker process reopens it
         self.attrs: dict = backend.attrs
         self._id_set = set(backend.ids())
         self._meta: dict[str, dict] | None = None
@@ -130,7 +137,7 @@ class ShardSet:
         check_version(attrs.get("schema_version"), f"{self.path} video {video_id!r}")
         source = None
         if frames_storage(attrs) == "none":
-            source = SourceFrames(video_id, attrs, self.source_root, self._source_index)
+            source = SourceFrames(video_id, attrs, self.ref.source_root, self._source_index)
         return Video(video_id, attrs, raws, self._backend.read, where=self.path, source=source)
 
     def all_ids(self) -> list[str]:
@@ -162,7 +169,7 @@ class ShardSet:
 
     def __reduce__(self):
         # DataLoader workers get a fresh handle (h5py/zarr handles do not cross processes).
-        return open_shards, (self.path, self.source_root)
+        return open_shards, (self.ref,)
 
     def __repr__(self) -> str:
         return f"ShardSet({self.path!r}, format={self.format!r}, videos={len(self)})"

@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import SchemaVersionError, ShardReadError
 from .reader import open_shards
+from .ref import ShardRef
 from .schema import ARRAYS, COMMIT_ATTR, REQUIRED_VIDEO_ATTRS, SHAPE_ATTRS, dims_from_attrs, frames_storage
 
 FRAMES_PER_READ = 64  # bounds memory when decoding long videos
@@ -92,9 +93,9 @@ def _one_line(e: BaseException) -> str:
 _worker_ds = None
 
 
-def _worker_init(path: str, source_root: str | None = None) -> None:
+def _worker_init(ref: ShardRef) -> None:
     global _worker_ds
-    _worker_ds = open_shards(path, source_root)
+    _worker_ds = open_shards(ref)
 
 
 def _worker_check(video_id: str) -> tuple[str, list[tuple[str, str]]]:
@@ -112,5 +113,5 @@ def check_all(ds, ids: list[str], workers: int):
             yield video_id, video_problems(ds, video_id)
         return
     ctx = mp.get_context("spawn")  # fork would copy open zarr/h5py handles and zarr's threads
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(ds.path, ds.source_root)) as pool:
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(ds.ref,)) as pool:
         yield from pool.imap(_worker_check, ids, chunksize=max(1, min(64, len(ids) // (4 * workers))))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shards.cli import CliError, UsageError
 from train.pretraining.config import DEMO_SHARDS, resolve_shards
-from shards import open_shards
+from shards import ShardRef, open_shards
 
 
 def names(registry) -> str:
@@ -47,17 +47,17 @@ def shard_meta(path: Path) -> dict[str, dict]:
         raise CliError(str(e)) from e
 
 
-def check_sources(path: Path, source_root: str = "") -> None:
+def check_sources(shards: ShardRef) -> None:
     """A set extracted with --frames none decodes frames from its videos: a missing one is a
     CliError naming it and the flag, before the run starts (checked on the first video)."""
     import os
 
-    with open_shards(path, source_root or None) as ds:
+    with open_shards(shards) as ds:
         ids = ds.ids()
         source = ds[ids[0]].frames_source if ids else None
     if source is not None and not os.path.isfile(source):
-        where = f"under --source-root {source_root}" if source_root else "where extraction found it"
-        raise CliError(f"{path}: video {ids[0]!r}: its source {source} is missing ({where}); the set was "
+        where = f"under --source-root {shards.source_root}" if shards.source_root else "where extraction found it"
+        raise CliError(f"{shards}: video {ids[0]!r}: its source {source} is missing ({where}); the set was "
                        f"extracted with --frames none and decodes frames from the videos: give "
                        f"--source-root DIR, the folder the corpus moved to")
 

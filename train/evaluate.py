@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     if argv[:1] == ["export"]:
         return export_main(argv[1:])
     cfg = parse_args(argv)
-    check_sources(cfg.shards_path(), cfg.source_root)
+    check_sources(cfg.shards_ref())
     result = evaluate(cfg, log=lambda s: print(s, flush=True))
     if int(os.environ.get("RANK", 0)) != 0:  # under torchrun every rank has the result; one writes it
         return result

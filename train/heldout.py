@@ -11,6 +11,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shards import ShardRef  # noqa: E402
 from shards.cli import ArgumentParser, CliError, run_main  # noqa: E402
 from train.cli import check_sources  # noqa: E402
 from train.eval.heldout import heldout_loss, heldout_shards  # noqa: E402
@@ -31,9 +32,9 @@ def main(argv: list[str] | None = None) -> dict:
     if not Path(args.checkpoint).is_file():
         raise CliError(f"no checkpoint at {args.checkpoint}")
     ckpt = load_checkpoint(args.checkpoint)
-    check_sources(heldout_shards(ckpt, args.shards), args.source_root)
-    result = heldout_loss(ckpt, args.shards, args.split, args.clips, args.batch_size, args.seed,
-                          source_root=args.source_root or None)
+    shards = ShardRef(heldout_shards(ckpt, args.shards).path, args.source_root)
+    check_sources(shards)
+    result = heldout_loss(ckpt, shards, args.split, args.clips, args.batch_size, args.seed)
     print(f"step {result['step']}: held-out loss {result['loss']:.4f}, predict-0 {result['predict0']:.4f}, "
           f"ratio {result['ratio']:.3f}; best constant {result['predict_mean']:.4f}, ratio "
           f"{result['ratio_mean']:.3f}; against the better of the two {result['ratio_baseline']:.3f} "

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         ensure_demo_shards(cfg)
     existing_shards(cfg.shards_path())
     cfg, data_note = resolve_split(cfg)
-    check_sources(cfg.shards_path(), cfg.source_root)
+    check_sources(cfg.shards_ref())
     run_note = prepare_run_folder(cfg, overwrite, remove=main_rank)
     for note in (run_note, data_note):
         if note and main_rank:

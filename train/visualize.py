@@ -51,7 +51,7 @@ from train.pretraining.masks import MASKS  # noqa: E402
 from train.clips.pair_flow import camera_inclusive  # noqa: E402
 from train.pretraining.targets.pixel import MEAN, STD, patchify  # noqa: E402
 from train.cli import check_sources, existing_file, existing_shards, output_folder, shard_meta  # noqa: E402
-from shards import open_shards  # noqa: E402
+from shards import ShardRef, open_shards  # noqa: E402
 
 WHITE, YELLOW, GREY = (255, 255, 255), (255, 230, 0), (64, 64, 64)
 
@@ -261,13 +261,12 @@ def motion_figures(video, start: int, count: int, step: int = 2, arrow_scale: fl
     return figs
 
 
-def clip_of(shards: Path, vid: str, cfg: TrainConfig, sample: int,
-            source_root: str | None = None) -> dict[str, torch.Tensor]:
+def clip_of(shards: ShardRef, vid: str, cfg: TrainConfig, sample: int) -> dict[str, torch.Tensor]:
     """The clip `train/clips/dataset.py` gives for global sample `sample` of this video (no flip), batched (B=1)."""
     needs = frozenset().union(*(m.needs for m in MASKS.values()))
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False, needs,
                     traj_len=cfg.traj_len)
-    dataset = ClipDataset(shards, spec, cfg.seed, source_root=source_root)
+    dataset = ClipDataset(shards, spec, cfg.seed)
     clip = dataset[(sample, dataset.ids.index(vid))]
     return {k: v[None] for k, v in clip.items()}
 
@@ -357,7 +356,8 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     args = build_parser().parse_args(argv)
     shards = existing_shards(resolve_shards(args.shards))
-    check_sources(shards, args.source_root)
+    ref = ShardRef(shards, args.source_root)
+    check_sources(ref)
     out = output_folder(args.out)
     if args.checkpoint:
         existing_file(args.checkpoint, "--checkpoint", "a train/pretrain.py checkpoint.pt")
@@ -386,11 +386,11 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         paths.extend([save_png(still, out / f"{name}.png", args.colors),
                       save_gif(frames, out / f"{name}.gif", args.fps, args.colors)])
 
-    with open_shards(shards, args.source_root or None) as ds:
+    with open_shards(ref) as ds:
         figs = motion_figures(ds[vid], args.start, args.frames, args.step, args.arrow_scale, args.zoom)
     for name, frames in figs.items():
         write(name, frames[len(frames) // 2], frames)
-    batch = clip_of(shards, vid, cfg, args.sample, args.source_root or None)
+    batch = clip_of(ref, vid, cfg, args.sample)
     write("masks", *mask_figures(batch, cfg, args.tile))
     if ckpt is not None and cfg.target == "pixel":
         grid, frames, mse = reconstruction_figures(batch, ckpt, cfg, args.tile)

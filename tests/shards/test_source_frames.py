@@ -13,7 +13,7 @@ from preprocess.config import ExtractConfig
 from preprocess.decode import decode_video
 from preprocess.extract import run
 from preprocess.synthetic import MovingObject, Scene, encode, render
-from shards import ShardReadError, open_shards
+from shards import ShardReadError, ShardRef, open_shards
 from shards.source_frames import SourceMissing, build_index
 from shards.verify import video_problems
 
@@ -129,6 +129,27 @@ def test_moved_sources_are_found_under_source_root_and_a_missing_one_names_the_v
             np.testing.assert_array_equal(ns["rotated"]["frames"][[0, 20]], expected)
     finally:
         original.rename(corpus)
+
+
+def test_a_shard_ref_carries_the_source_root_into_every_open(both, corpus, tmp_path):
+    """`open_shards(ShardRef(path, root))` is `open_shards(path, root)`, and so is every reopening
+    of the set it gives (a DataLoader worker's, by pickling)."""
+    import pickle
+
+    _, none_set = both
+    relocated = tmp_path / "videos"
+    shutil.copytree(corpus, relocated)
+    ref = ShardRef(none_set, relocated)
+    assert ref == ShardRef(str(none_set), str(relocated)) and str(ref) == str(none_set)
+    assert ShardRef(none_set, "").source_root is None and ShardRef.of(ref) is ref
+    with pytest.raises(TypeError, match="carries its source root"):
+        open_shards(ref, source_root=relocated)
+    with open_shards(ref) as ns:
+        assert ns.ref == ref
+        assert ns["rotated"].frames_source == str(relocated / "sub" / "rotated.mp4")
+        again = pickle.loads(pickle.dumps(ns))
+    with again:
+        assert again.ref == ref and again["rotated"].frames_source == str(relocated / "sub" / "rotated.mp4")
 
 
 def test_an_unreadable_source_is_a_read_error_naming_the_video(both, tmp_path):

@@ -62,7 +62,7 @@ from train.pretraining.masks import batch_generator, get_mask
 from train.clips.pair_flow import camera_inclusive_cells, chain_pairs
 from train.pretraining.skips import READ_ERRORS
 from shards.derived import decode_gray
-from shards import open_shards
+from shards import ShardRef, open_shards
 
 MOTION_KEYS = ("mv", "mv_valid", "flow", "homography", "hog", "traj", "traj_valid", TRAJ_HOG)
 
@@ -418,22 +418,21 @@ class ShardSetChanged(RuntimeError):
 class ClipDataset(Dataset):
     """Items are (g, video index) pairs from `ClipSampler`; returns a dict of tensors."""
 
-    def __init__(self, path, spec: ClipSpec, seed: int = 0, split: str = "", skip_damaged: bool = False,
-                 source_root: str | None = None):
-        self.path, self.seed = str(path), seed
-        self.source_root = source_root  # a --frames none set's videos, when they moved
+    def __init__(self, shards, spec: ClipSpec, seed: int = 0, split: str = "", skip_damaged: bool = False):
+        self.shards, self.seed = ShardRef.of(shards), seed  # a path, or a ShardRef (a --frames none set's videos moved)
+        self.path = self.shards.path
         # serve the next readable video when one fails to read; items then carry what was
         # skipped (train/pretraining/skips.py records it and enforces the limit)
         self.skip_damaged = skip_damaged
         self._damaged: dict[str, str] = {}  # this worker's unreadable videos -> reason
-        ds = open_shards(self.path, self.source_root)
+        ds = open_shards(self.shards)
         # from the corpus index (one read), not each video's attrs (240k reads on K400)
         self.ids = ds.ids(split) if split else ds.ids()
         if not self.ids:
-            raise ValueError(f"{path}: no videos" + (f" with split {split!r}" if split else ""))
+            raise ValueError(f"{self.path}: no videos" + (f" with split {split!r}" if split else ""))
         first = ds[self.ids[0]]
         if spec.assemble == "device" and not first.stores_jpeg():
-            raise ValueError(f"{path}: assemble 'device' decodes the stored JPEG frames on the device, and this "
+            raise ValueError(f"{self.path}: assemble 'device' decodes the stored JPEG frames on the device, and this "
                              f"set keeps no frames (extracted with --frames none: its clips are decoded from the "
                              f"source videos in the loader). Train it with assemble 'loader'.")
         if "traj_len" in first.attrs:  # resolved once, here: every clip of the run tracks this many steps
@@ -453,7 +452,7 @@ class ClipDataset(Dataset):
     def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
         g, index = item
         if self._ds is None:
-            self._ds = open_shards(self.path, self.source_root)
+            self._ds = open_shards(self.shards)
         if not self.skip_damaged:
             return self._clip(g, index, np.random.default_rng([self.seed, g]))
         skipped = []

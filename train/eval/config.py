@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from shards.ref import ShardRef
 from train.pretraining.config import DEMO_SHARDS, REPO_ROOT, resolve_shards
 from train.clips.batching import micro_batches
 from train.clips.dataset import ClipSpec
@@ -82,6 +83,10 @@ class EvalConfig:
 
     def shards_path(self) -> Path:
         return resolve_shards(self.shards)
+
+    def shards_ref(self) -> ShardRef:
+        """The shard set with where its source videos are: what every reader below the config opens."""
+        return ShardRef(self.shards_path(), self.source_root)
 
     def out_path(self) -> Path:
         if self.out:

@@ -73,40 +73,39 @@ from train.checkpoints.adopt import adopt_classifier
 from train.checkpoints.classifier import save_classifier
 from train.eval.classifier import VideoClassifier, load_encoder
 from train.eval.config import EvalConfig
-from shards import open_shards
+from shards import ShardRef, open_shards
 
 
-def labelled(path: Path, split: str) -> tuple[list[str], dict[str, int], int]:
+def labelled(shards: ShardRef, split: str) -> tuple[list[str], dict[str, int], int]:
     """Ids of the split's labelled videos, id -> label, and how many unlabelled were skipped."""
-    with open_shards(path) as ds:
+    with open_shards(shards) as ds:
         labels = ds.labels(split)
     keep = {vid: int(lab) for vid, lab in labels.items() if lab is not None}
     if not keep:
-        raise ValueError(f"{path}: no labelled videos in split {split!r} "
+        raise ValueError(f"{shards}: no labelled videos in split {split!r} "
                          f"({len(labels)} videos in it; splits are set by the dataset adapter at extraction)")
     return sorted(keep), keep, len(labels) - len(keep)
 
 
-def class_names(path: Path, ids: list[str], labels: dict[str, int]) -> dict[int, str]:
+def class_names(shards: ShardRef, ids: list[str], labels: dict[str, int]) -> dict[int, str]:
     """class id -> name, read from one video of each class."""
     first = {}
     for vid in ids:
         first.setdefault(labels[vid], vid)
-    with open_shards(path) as ds:
+    with open_shards(shards) as ds:
         return {lab: str(ds[vid].attrs.get("label_name") or lab) for lab, vid in sorted(first.items())}
 
 
 # ---- running the encoder over views ------------------------------------------------------------
 
-def split_views(cfg: EvalConfig, path: Path, split: str, ids: list[str], crops: int, d: Dist,
+def split_views(cfg: EvalConfig, shards: ShardRef, split: str, ids: list[str], crops: int, d: Dist,
                 log) -> Views | CachedViews:
     """The deterministic views of `ids`: from the shards, or with `view_cache` from its uint8 copy
     (decoded on first use; under torchrun rank 0 decodes while the others wait)."""
     if not cfg.view_cache:
-        return Views(path, ids, cfg.spec(), cfg.clips, crops, cfg.tsn, cfg.source_root or None)
-    make = dict(root=Path(cfg.view_cache), path=path, split=split, ids=ids, spec=cfg.spec(), clips=cfg.clips,
-                crops=crops, tsn=cfg.tsn, batch_size=cfg.encode_batch, num_workers=cfg.num_workers, log=log,
-                source_root=cfg.source_root or None)
+        return Views(shards, ids, cfg.spec(), cfg.clips, crops, cfg.tsn)
+    make = dict(root=Path(cfg.view_cache), shards=shards, split=split, ids=ids, spec=cfg.spec(), clips=cfg.clips,
+                crops=crops, tsn=cfg.tsn, batch_size=cfg.encode_batch, num_workers=cfg.num_workers, log=log)
     if d.world == 1:
         return cached_views(**make)
     if d.main:
@@ -177,11 +176,11 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
         check_finetune(cfg, d.world)
     mae, cfg, info = load_encoder(cfg)
     weights = info.pop("weights", None)
-    path = cfg.shards_path()
-    train_ids, train_labels, train_skipped = labelled(path, cfg.train_split)
-    val_ids, val_labels, val_skipped = labelled(path, cfg.val_split)
+    shards = cfg.shards_ref()
+    train_ids, train_labels, train_skipped = labelled(shards, cfg.train_split)
+    val_ids, val_labels, val_skipped = labelled(shards, cfg.val_split)
     num_classes = max(max(train_labels.values()), max(val_labels.values())) + 1
-    names = class_names(path, train_ids + val_ids, {**train_labels, **val_labels})
+    names = class_names(shards, train_ids + val_ids, {**train_labels, **val_labels})
     if d.main:
         log(f"motion-mae evaluate ({cfg.mode}), world {d.world}, device {device}\n{cfg.describe()}")
         log(f"{cfg.model} from {info['checkpoint']}: {num_classes} classes, {len(train_ids)} train / "
@@ -200,8 +199,8 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     y_val = torch.tensor([val_labels[v] for v in val_ids])
     t = time.perf_counter()
     main_log = log if d.main else (lambda s: None)
-    val_views = split_views(cfg, path, cfg.val_split, val_ids, cfg.test_crops, d, main_log)
-    train_views = None if cfg.finetune else split_views(cfg, path, cfg.train_split, train_ids, 1, d, main_log)
+    val_views = split_views(cfg, shards, cfg.val_split, val_ids, cfg.test_crops, d, main_log)
+    train_views = None if cfg.finetune else split_views(cfg, shards, cfg.train_split, train_ids, 1, d, main_log)
     seconds["views"] = time.perf_counter() - t   # with a view cache: its check, or its one decode; else ~0
     extra = {}
 

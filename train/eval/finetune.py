@@ -74,8 +74,8 @@ def read_frames(video, idx: np.ndarray, box: Box, size: int) -> np.ndarray:
 class FinetuneClips(ClipDataset):
     """Augmented training clips of labelled videos: items (g, video index) -> {"video" (3,T,S,S), "label"}."""
 
-    def __init__(self, path, cfg: EvalConfig, ids: list[str], labels: dict[str, int]):
-        super().__init__(path, cfg.spec(train=True), cfg.seed, source_root=cfg.source_root or None)
+    def __init__(self, shards, cfg: EvalConfig, ids: list[str], labels: dict[str, int]):
+        super().__init__(shards, cfg.spec(train=True), cfg.seed)
         self.cfg = cfg
         self.ids = list(ids)
         self.labels = [labels[i] for i in self.ids]
@@ -83,7 +83,7 @@ class FinetuneClips(ClipDataset):
     def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
         g, index = item
         if self._ds is None:
-            self._ds = open_shards(self.path, self.source_root)
+            self._ds = open_shards(self.shards)
         cfg, spec = self.cfg, self.spec
         rng = np.random.default_rng([self.seed, g])
         video = self._video(self.ids[index])
@@ -188,7 +188,7 @@ def train_classifier(model: VideoClassifier, cfg: EvalConfig, ids: list[str], la
     `cfg.batch_size` is the global batch in videos; this process runs `accum` micro-batches of
     `micro` clips per step and accumulates their gradients. Mixup / CutMix pair clips within a
     micro-batch, as VideoMAE's within one GPU's batch."""
-    dataset = FinetuneClips(cfg.shards_path(), cfg, ids, labels)
+    dataset = FinetuneClips(cfg.shards_ref(), cfg, ids, labels)
     micro, accum = cfg.micro_batches(d.world)
     steps_per_epoch = max(1, len(dataset) // cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, round(cfg.epochs * steps_per_epoch))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from shards import open_shards
+from shards import ShardRef, open_shards
 from train.clips.keys import VIDEO
 from train.pretraining.config import TrainConfig, resolve_shards
 from train.clips.dataset import ClipDataset, ClipSpec
@@ -30,9 +30,8 @@ from train.pretraining.targets.pixel import cubes
 
 
 @torch.no_grad()
-def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val", clips: int = 256,
-                 batch_size: int = 32, seed: int = 0, device: str = "cpu", source_root: str | None = None,
-                 predictor=None) -> dict:
+def heldout_loss(ckpt: dict, shards: str | Path | ShardRef | None = None, split: str = "val", clips: int = 256,
+                 batch_size: int = 32, seed: int = 0, device: str = "cpu", predictor=None) -> dict:
     """Mean masked loss (the target's own, as in training) of the checkpoint's model and of predicting 0
     over `clips` clips of `split`.
 
@@ -47,7 +46,8 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     folds of videos, `best_constant`), the trivial baseline for a target that is not centred
     (MME's HOG part: non-negative, not normalized per token), and `ratio_mean` = loss /
     predict_mean. For per-token normalized targets the two baselines agree (the best constant
-    is ~0). `source_root`: where a --frames none set's videos are now (None = as extracted).
+    is ~0). `shards`: a path, or a `ShardRef` (a --frames none set whose videos moved); None: the
+    checkpoint's set, its videos where extraction found them.
     `predictor`: a non-learned predictor of the hidden tokens' targets from the visible ones
     (target (B, N, C), mask (B, N) -> (B, Nm, C); `train.eval.neighbours`), scored on the same
     clips and masks: adds "predictor_loss" and "predictor_ratio" (its loss / the baseline)."""
@@ -59,8 +59,8 @@ def heldout_loss(ckpt: dict, shards: str | Path | None = None, split: str = "val
     norm = target.norm(cfg.target_norm)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
                     reads(cfg.mask, cfg.target), traj_len=cfg.traj_len)
-    dataset = ClipDataset(path, spec, seed, split, source_root=source_root)
-    with open_shards(path, source_root) as ds:
+    dataset = ClipDataset(path, spec, seed, split)
+    with open_shards(path) as ds:
         labels = ds.labels(split or None)
     video_labels = [labels.get(vid) for vid in dataset.ids]
     videos = balanced_videos(video_labels, clips, seed)
@@ -166,9 +166,10 @@ def contrast_bins(rows: torch.Tensor, edges=CONTRAST_EDGES) -> list[dict]:
     return out
 
 
-def heldout_shards(ckpt: dict, shards: str | Path | None = None) -> Path:
-    """The shard set a held-out loss reads: `shards`, else the one the checkpoint trained on."""
-    return Path(shards) if shards else resolve_shards(TrainConfig.from_dict(ckpt["config"]).shards)
+def heldout_shards(ckpt: dict, shards: str | Path | ShardRef | None = None) -> ShardRef:
+    """The shard set a held-out loss reads: `shards`, else the one the checkpoint trained on (its
+    videos where extraction found them: the run's source root may be another machine's)."""
+    return ShardRef.of(shards if shards else resolve_shards(TrainConfig.from_dict(ckpt["config"]).shards))
 
 
 def best_constant(quads: list[tuple[int, float, torch.Tensor, torch.Tensor]], folds: int = 2) -> float:

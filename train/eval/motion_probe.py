@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from shards import open_shards
+from shards import ShardRef, open_shards
 from shards.schema import CELL
 from train.clips.assemble import normalize_levels
 from train.clips.keys import VIDEO_U8
@@ -257,11 +257,12 @@ def centre_view(num_stored: int, height: int, width: int, spec: ClipSpec) -> tup
 
 # ---- the centre clips, read once --------------------------------------------------------------
 
-def centre_clips(cache: Path, shards: Path, split: str, ids: list[str], spec: ClipSpec, patch: int) -> dict:
+def centre_clips(cache: Path, shards: ShardRef, split: str, ids: list[str], spec: ClipSpec, patch: int) -> dict:
     """{"levels" (V, T, S, S, 3) uint8 memmap, "disp" (V, t, h, w, 2), "frames" (V, T), "scale" (V,)}:
     the centre clip of every video of `ids`, from `cache` (built once per shard set, split, ids and
     geometry; one builder at a time, renamed into place when complete)."""
-    key = {"version": CACHE_VERSION, "shards": str(Path(shards).resolve()), "signature": shard_signature(shards),
+    path = Path(shards.path)  # the clips do not depend on where a --frames none set's videos are
+    key = {"version": CACHE_VERSION, "shards": str(path.resolve()), "signature": shard_signature(path),
            "split": split, "ids": list(ids), "num_frames": spec.num_frames, "sampling_rate": spec.sampling_rate,
            "input_size": spec.input_size, "tubelet": spec.tubelet, "patch": patch}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -280,7 +281,7 @@ def centre_clips(cache: Path, shards: Path, split: str, ids: list[str], spec: Cl
             "frames": small["frames"], "scale": small["scale"], "box": small["box"]}
 
 
-def _build(folder: Path, key: dict, shards: Path, ids: list[str], spec: ClipSpec, patch: int) -> None:
+def _build(folder: Path, key: dict, shards: ShardRef, ids: list[str], spec: ClipSpec, patch: int) -> None:
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -314,7 +315,7 @@ def _build(folder: Path, key: dict, shards: Path, ids: list[str], spec: ClipSpec
 # ---- the probe ---------------------------------------------------------------------------------
 
 @torch.no_grad()
-def motion_probe(checkpoint: str, shards: str | Path, cache: str | Path, motion: dict | None = None,
+def motion_probe(checkpoint: str, shards: str | Path | ShardRef, cache: str | Path, motion: dict | None = None,
                  batch_size: int = 32, device: str = "cpu", folds: int = 3, moving_px: float = MOVING_PX,
                  clip_pool: str = "quadrants", grid: tuple[float, ...] = RIDGE_GRID, resamples: int = 2000,
                  **geometry) -> dict:
@@ -324,16 +325,16 @@ def motion_probe(checkpoint: str, shards: str | Path, cache: str | Path, motion:
     start = time.perf_counter()
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           "cpu" if device == "auto" else device)
-    mae, cfg, info = load_encoder(EvalConfig(checkpoint=str(checkpoint), shards=str(shards), **geometry))
+    shards = ShardRef.of(shards)
+    mae, cfg, info = load_encoder(EvalConfig(checkpoint=str(checkpoint), shards=shards.path, **geometry))
     model = VideoClassifier(mae, 1).to(device).eval()
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, 1.0, False,
                     frozenset({"flow", "homography"}), assemble="uint8")
     tokens_grid = (cfg.num_frames // cfg.tubelet, cfg.input_size // cfg.patch_size, cfg.input_size // cfg.patch_size)
-    path = Path(shards)
     splits = {}
     for split in ("train", "val"):
-        ids = labelled(path, split)[0]
-        splits[split] = (ids, centre_clips(Path(cache), path, split, ids, spec, cfg.patch_size))
+        ids = labelled(shards, split)[0]
+        splits[split] = (ids, centre_clips(Path(cache), shards, split, ids, spec, cfg.patch_size))
     with_clip = motion is not None and all(v in motion for ids, _ in splits.values() for v in ids)
     if with_clip:  # the generator's displacements in place of the stored flow's
         for ids, clips in splits.values():

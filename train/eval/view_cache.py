@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from train.clips.keys import ITEM, LEVELS, VIDEO, VIDEO_U8
 from train.clips.dataset import ClipSpec, normalize, read_clip_at
 from train.clips.sampling import multi_views
-from shards import open_shards
+from shards import ShardRef, open_shards
 
 MANIFEST = "manifest.json"  # preprocess.manifest.MANIFEST: the extraction's record, not read by training
 ROOT_METADATA = "zarr.json"  # a zarr set's root group: its index of videos, rewritten by every finalize
@@ -54,11 +54,11 @@ class Views(Dataset):
     clips x crops): {"video" (3,T,S,S) float32, "item"}, read and decoded from the shards; with
     `levels`, {"levels" (T,S,S,3) uint8, "item"}: the same clip before its normalization."""
 
-    def __init__(self, path, ids: list[str], spec: ClipSpec, clips: int, crops: int = 1, tsn: bool = False,
-                 source_root: str | None = None, levels: bool = False):
-        self.path, self.ids, self.clips, self.crops, self.tsn = str(path), ids, clips, crops, tsn
+    def __init__(self, shards, ids: list[str], spec: ClipSpec, clips: int, crops: int = 1, tsn: bool = False,
+                 levels: bool = False):
+        self.shards = ShardRef.of(shards)  # a path, or a ShardRef (a --frames none set's videos moved)
+        self.path, self.ids, self.clips, self.crops, self.tsn = self.shards.path, ids, clips, crops, tsn
         self.spec, self.levels = (replace(spec, assemble="uint8") if levels else spec), levels
-        self.source_root = source_root  # a --frames none set's videos, when they moved
         self.per_video = clips * crops
         self._ds = None  # opened per worker process
 
@@ -67,7 +67,7 @@ class Views(Dataset):
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         if self._ds is None:
-            self._ds = open_shards(self.path, self.source_root)
+            self._ds = open_shards(self.shards)
         v, view = divmod(item, self.per_video)
         video = self._ds[self.ids[v]]
         a = video.attrs
@@ -150,13 +150,14 @@ def read_key(folder: Path) -> dict | None:
         return None
 
 
-def cached_views(root: Path, path: Path, split: str, ids: list[str], spec: ClipSpec, clips: int, crops: int = 1,
+def cached_views(root: Path, shards, split: str, ids: list[str], spec: ClipSpec, clips: int, crops: int = 1,
                  tsn: bool = False, batch_size: int = 32, num_workers: int = 0, log=lambda s: None,
-                 build: bool = True, source_root: str | None = None) -> CachedViews:
-    """The views of `Views(path, ids, spec, clips, crops, tsn)` from the cache under `root`: reused
+                 build: bool = True) -> CachedViews:
+    """The views of `Views(shards, ids, spec, clips, crops, tsn)` from the cache under `root`: reused
     when its key matches, else (`build`) decoded once into it; `build` False waits for another
     process (a torchrun rank) to finish it."""
-    key = view_key(path, split, ids, spec, clips, crops, tsn)
+    shards = ShardRef.of(shards)
+    key = view_key(Path(shards.path), split, ids, spec, clips, crops, tsn)  # the views do not depend on where the videos are
     folder = cache_folder(root, key)
     per_video = clips * crops
     if read_key(folder) == key:
@@ -172,17 +173,17 @@ def cached_views(root: Path, path: Path, split: str, ids: list[str], spec: ClipS
         fcntl.flock(lock, fcntl.LOCK_EX)
         if read_key(folder) == key:  # built by another process while this one waited
             return CachedViews(folder, list(ids), per_video)
-        return _build(folder, key, path, ids, spec, clips, crops, tsn, batch_size, num_workers, log, source_root)
+        return _build(folder, key, shards, ids, spec, clips, crops, tsn, batch_size, num_workers, log)
     finally:
         os.close(lock)  # releases the lock
 
 
-def _build(folder: Path, key: dict, path: Path, ids: list[str], spec: ClipSpec, clips: int, crops: int, tsn: bool,
-           batch_size: int, num_workers: int, log, source_root: str | None = None) -> CachedViews:
+def _build(folder: Path, key: dict, shards: ShardRef, ids: list[str], spec: ClipSpec, clips: int, crops: int,
+           tsn: bool, batch_size: int, num_workers: int, log) -> CachedViews:
     """Decode the views into `folder` (a temporary folder renamed into place; a stale one removed)."""
     per_video = clips * crops
     start = time.perf_counter()
-    views = Views(path, list(ids), spec, clips, crops, tsn, source_root, levels=True)
+    views = Views(shards, list(ids), spec, clips, crops, tsn, levels=True)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:

@@ -17,6 +17,7 @@ import yaml
 from shards.cli import CliError, UsageError
 from shards.paths import REPO as REPO_ROOT
 from shards.paths import default_shards
+from shards.ref import ShardRef
 from train.clips.assemble import ASSEMBLIES, AUTO
 from train.clips.batching import micro_batches
 from train.pretraining.masks import MASKS
@@ -126,6 +127,10 @@ class TrainConfig:
 
     def shards_path(self) -> Path:
         return resolve_shards(self.shards)
+
+    def shards_ref(self) -> ShardRef:
+        """The shard set with where its source videos are: what every reader below the config opens."""
+        return ShardRef(self.shards_path(), self.source_root)
 
     def validate(self) -> "TrainConfig":
         if self.input_size % self.patch_size or self.patch_size % 8:

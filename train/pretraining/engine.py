@@ -260,8 +260,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     needs = reads(cfg.mask, cfg.target)
     spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, cfg.flip,
                     frozenset(needs), cfg.repeated_aug, cfg.traj_len, resolve_assemble(cfg.assemble, device))
-    dataset = ClipDataset(cfg.shards_path(), spec, cfg.seed, cfg.split, skip_damaged=cfg.max_skipped_videos > 0,
-                          source_root=cfg.source_root or None)
+    dataset = ClipDataset(cfg.shards_ref(), spec, cfg.seed, cfg.split, skip_damaged=cfg.max_skipped_videos > 0)
     grid = cfg.grid
     heads = target.heads(cfg.tubelet, cfg.patch_size, dataset.traj_len)
     out_dim = sum(h.dim for h in heads)
