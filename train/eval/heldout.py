@@ -29,6 +29,34 @@ from train.pretraining.targets import get_target
 from train.pretraining.targets.pixel import cubes
 
 
+def heldout_draw(cfg: TrainConfig, shards, split: str, clips: int, seed: int) -> tuple[ClipDataset, list, list[int]]:
+    """The clip dataset of `split` at the run's geometry (no flips), each video's label, and the
+    video of each of the `clips` clips, drawn class-balanced with `seed` (`balanced_videos`)."""
+    spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
+                    reads(cfg.mask, cfg.target), traj_len=cfg.traj_len)
+    dataset = ClipDataset(shards, spec, seed, split)
+    with open_shards(shards) as ds:
+        labels = ds.labels(split or None)
+    video_labels = [labels.get(vid) for vid in dataset.ids]
+    return dataset, video_labels, balanced_videos(video_labels, clips, seed)
+
+
+def clip_batches(cfg: TrainConfig, dataset: ClipDataset, videos: list[int], batch_size: int, seed: int):
+    """(items, batch, mask (B, N), target (B, N, C), weight) of the drawn clips, `batch_size` at a
+    time; each clip's mask from its own generator, so the numbers do not depend on the batching.
+    The held-out loss and the neighbour predictor read the same clips and masks from here."""
+    mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
+    norm = target.norm(cfg.target_norm)
+    for start in range(0, len(videos), batch_size):
+        items = [(g, videos[g]) for g in range(start, min(len(videos), start + batch_size))]
+        batch = default_collate([dataset[item] for item in items])
+        mask = torch.cat([mask_fn({k: v[i:i + 1] for k, v in batch.items()}, cfg.grid, cfg.ratio,
+                                  torch.Generator().manual_seed(seed * 1_000_003 + g))
+                          for i, (g, _) in enumerate(items)])                         # (B,N)
+        tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)
+        yield items, batch, mask, tgt, weight
+
+
 @torch.no_grad()
 def heldout_loss(ckpt: dict, shards: str | Path | ShardRef | None = None, split: str = "val", clips: int = 256,
                  batch_size: int = 32, seed: int = 0, device: str = "cpu", predictor=None) -> dict:
@@ -54,17 +82,8 @@ def heldout_loss(ckpt: dict, shards: str | Path | ShardRef | None = None, split:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = TrainConfig.from_dict(ckpt["config"])
-    path = heldout_shards(ckpt, shards)
-    mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
-    norm = target.norm(cfg.target_norm)
-    spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
-                    reads(cfg.mask, cfg.target), traj_len=cfg.traj_len)
-    dataset = ClipDataset(path, spec, seed, split)
-    with open_shards(path) as ds:
-        labels = ds.labels(split or None)
-    video_labels = [labels.get(vid) for vid in dataset.ids]
-    videos = balanced_videos(video_labels, clips, seed)
-    grid = cfg.grid
+    target = get_target(cfg.target)
+    dataset, video_labels, videos = heldout_draw(cfg, heldout_shards(ckpt, shards), split, clips, seed)
     model = cfg.build_model(ckpt.get("heads") or int(ckpt["out_dim"]))
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
@@ -75,14 +94,7 @@ def heldout_loss(ckpt: dict, shards: str | Path | ShardRef | None = None, split:
     # these very clips it would also learn their colours, and beat a model on a small split
     quads: list[tuple[int, float, torch.Tensor, torch.Tensor]] = []   # (video, L(0), a, b) per clip
     contrast: list[torch.Tensor] = []   # pixel target: (contrast, loss, predict-0 loss) per hidden token
-    for start in range(0, clips, batch_size):
-        items = [(g, videos[g]) for g in range(start, min(clips, start + batch_size))]
-        batch = default_collate([dataset[item] for item in items])
-        # one mask per clip from its own generator: the numbers do not depend on the batching
-        mask = torch.cat([mask_fn({k: v[i:i + 1] for k, v in batch.items()}, grid, cfg.ratio,
-                                  torch.Generator().manual_seed(seed * 1_000_003 + g))
-                          for i, (g, _) in enumerate(items)])                         # (B,N)
-        tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)
+    for items, batch, mask, tgt, weight in clip_batches(cfg, dataset, videos, batch_size, seed):
         pred = model(batch[VIDEO].to(device), mask.to(device)).float().cpu()       # (B,Nm,C)
         if cfg.target == "pixel":
             contrast.append(token_contrast(batch[VIDEO], tgt, pred, mask, cfg.tubelet, cfg.patch_size))

@@ -22,16 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import default_collate
 
-from shards import open_shards
-from train.clips.dataset import ClipDataset, ClipSpec
-from train.eval.heldout import balanced_videos
+from train.eval.heldout import clip_batches, heldout_draw
 from train.eval.motion_probe import Moments, choose_penalty, ridge_fit
 from train.pretraining.config import TrainConfig
-from train.pretraining.masks import get_mask
-from train.pretraining.pairing import reads
-from train.pretraining.targets import get_target
 
 def neighbour_features(target: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
     """target (B, N, C) and mask (B, N) (True = hidden) on the token grid (t, h, w) -> (B, N, 3C + 3):
@@ -49,27 +43,6 @@ def neighbour_features(target: torch.Tensor, mask: torch.Tensor, grid: tuple[int
     xt, vt = F.pad(x, (0, 0, 0, 0, 0, 0, 1, 1)), F.pad(vis, (0, 0, 0, 0, 0, 0, 1, 1))   # (B,t+2,h,w,.)
     feats = torch.cat([spatial, xt[:, :-2], xt[:, 2:], (count > 0).to(target.dtype), vt[:, :-2], vt[:, 2:]], -1)
     return feats.reshape(B, N, -1)
-
-
-def clip_batches(cfg: TrainConfig, path, split: str, clips: int, batch_size: int, seed: int):
-    """(batch, mask (B, N), target (B, N, C), weight) of `clips` clips of `split` drawn class-balanced
-    with `seed`, each clip's mask from its own generator (as the held-out loss draws them)."""
-    mask_fn, target = get_mask(cfg.mask), get_target(cfg.target)
-    norm = target.norm(cfg.target_norm)
-    spec = ClipSpec(cfg.num_frames, cfg.sampling_rate, cfg.input_size, cfg.tubelet, cfg.min_crop, False,
-                    reads(cfg.mask, cfg.target), traj_len=cfg.traj_len)
-    dataset = ClipDataset(path, spec, seed, split)
-    with open_shards(path) as ds:
-        labels = ds.labels(split)
-    videos = balanced_videos([labels.get(v) for v in dataset.ids], clips, seed)
-    for start in range(0, clips, batch_size):
-        items = [(g, videos[g]) for g in range(start, min(clips, start + batch_size))]
-        batch = default_collate([dataset[item] for item in items])
-        mask = torch.cat([mask_fn({k: v[i:i + 1] for k, v in batch.items()}, cfg.grid, cfg.ratio,
-                                  torch.Generator().manual_seed(seed * 1_000_003 + g))
-                          for i, (g, _) in enumerate(items)])                                  # (B,N)
-        tgt, weight = target.build(batch, cfg.tubelet, cfg.patch_size, cfg.norm_target, norm)
-        yield batch, mask, tgt.float(), weight
 
 
 @dataclass
@@ -103,7 +76,9 @@ def fit_neighbour_ridge(cfg: TrainConfig, path, clips: int = 256, batch_size: in
     the run `cfg`, fit on `clips` train clips drawn class-balanced with `seed` (not the held-out
     loss's clips: those are val)."""
     folds: list[Moments | None] = [None, None]
-    for _, mask, tgt, _ in clip_batches(cfg, path, "train", clips, batch_size, seed):
+    dataset, _, videos = heldout_draw(cfg, path, "train", clips, seed)
+    for _, _, mask, tgt, _ in clip_batches(cfg, dataset, videos, batch_size, seed):
+        tgt = tgt.float()
         x = neighbour_features(tgt, mask, cfg.grid)
         for i in range(len(tgt)):
             rows_x, rows_y = x[i][mask[i]].double().numpy(), tgt[i][mask[i]].double().numpy()
