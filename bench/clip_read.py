@@ -18,11 +18,11 @@ import numpy as np  # noqa: E402
 from shards import open_shards  # noqa: E402
 from shards.cli import ArgumentParser, run_main  # noqa: E402
 from train.clips.dataset import ClipSpec, crop_box, frame_indices, read_clip_at  # noqa: E402
+from train.methods import METHODS as PUBLISHED  # noqa: E402
 from train.pretraining.pairing import reads  # noqa: E402
 
-# method -> (mask, target): the pairing each paper trains with
-METHODS = {"videomae": ("tube", "pixel"), "mgm": ("mgm", "pixel"), "mgmae": ("mgmae", "pixel"),
-           "mme": ("tube", "mme"), "hog": ("tube", "hog")}
+# method -> (mask, target): the pairing each paper trains with, and MaskFeat-style HOG
+METHODS = {**{key: (m.mask, m.target) for key, m in PUBLISHED.items()}, "hog": ("tube", "hog")}
 
 
 def spec_for(method: str) -> ClipSpec:

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from shards.cli import ArgumentParser, run_main
+from train.methods import METHODS as PUBLISHED
 
 from .budget import H200_CLIPS_PER_S, cores_per_gpu
 from .clip_worker import CROPS
@@ -56,9 +57,9 @@ from .clip_worker import CROPS
 # recipe takes 4 crops of each video read (repeated_aug 4, train/configs/mgmae_k400.yaml) and
 # MME's K400 recipe tracks 4 steps (traj_len 4, train/configs/mme_k400.yaml) where the shards
 # hold the paper's 6, so both are timed both ways
-METHODS = {"VideoMAE": ("tube", "pixel", 1, 0), "MGM": ("mgm", "pixel", 1, 0), "MGMAE": ("mgmae", "pixel", 1, 0),
-           "MGMAE x4 crops": ("mgmae", "pixel", 4, 0), "MME": ("tube", "mme", 1, 0),
-           "MME L=4": ("tube", "mme", 1, 4)}
+METHODS = {**{m.name: (m.mask, m.target, 1, 0) for m in PUBLISHED.values()},
+           "MGMAE x4 crops": (PUBLISHED["mgmae"].mask, PUBLISHED["mgmae"].target, 4, 0),
+           "MME L=4": (PUBLISHED["mme"].mask, PUBLISHED["mme"].target, 1, 4)}
 WORKER = Path(__file__).resolve().with_name("clip_worker.py")
 OPEN = "_open"  # as bench.clip_worker.OPEN: the times of the videos a round opened first
 

@@ -28,10 +28,10 @@ from shards.cli import ArgumentParser, run_main
 from train.clips.dataset import RESIZE, ClipSpec, read_clip_at
 from train.pretraining.model import build_model
 from train.pretraining.targets import get_target
+from train.methods import METHODS as PUBLISHED
 from train.pretraining.pairing import reads
 
-METHODS = {"videomae (tube+pixel)": ("tube", "pixel"), "mgm (mgm+pixel)": ("mgm", "pixel"),
-           "mgmae (mgmae+pixel)": ("mgmae", "pixel"), "mme (tube+mme)": ("tube", "mme")}
+METHODS = {f"{m.key} ({m.pair})": (m.mask, m.target) for m in PUBLISHED.values()}
 
 
 def _median_ms(seconds: list[float], plan: list[dict]) -> dict[str, float]:
