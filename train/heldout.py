@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"({result['clips']} clips of split {result['split']!r}; per class "
           f"{', '.join(f'{k}: {n}' for k, n in result['per_class'].items())})")
     for b in result.get("by_contrast", []):
+        if not b["share"]:  # no hidden token of that contrast: nothing measured
+            continue
         lo, hi = b["grey_levels"]
         print(f"  hidden tokens of contrast {lo:g}-{hi:g} grey levels: {100 * b['share']:4.1f} %, "
               f"loss {b['loss']:.3f}, ratio {b['ratio']:.3f}")

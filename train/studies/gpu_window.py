@@ -72,6 +72,7 @@ from train.pretraining.masks import batch_generator, get_mask
 from train.pretraining.pairing import reads
 from train.pretraining.targets import get_target
 from train.studies.config import DEFAULT_CONFIG, TINY, StudyConfig
+from train.studies.stages import extract
 from train.studies.stats import gate, mean_std, paired
 
 FORMAT = 1                                   # of the prepared file; `load` refuses another
@@ -521,6 +522,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.command == "prepare":
         cfg = study_config(existing_file(args.config, "--config", "a study yaml"), args.tiny, args.shards)
+        if not args.shards and not (cfg.shards_path() / "manifest.json").exists():
+            # the study's corpus, generated and extracted as the study does (its record beside the file)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            extract(replace(cfg, out=str(Path(args.out).parent)), log=print)
         existing_shards(cfg.shards_path())
         return prepare(cfg, Path(args.out), args.train_clips, args.heldout_clips, args.draws, args.seed,
                        args.heldout_split, args.workers)
