@@ -13,7 +13,9 @@ from shards.paths import default_shards
 # rotation stored upright, their motion vectors turned with them. 4: a display matrix with a
 # mirror applied as FFmpeg does (an hflip matrix was stored turned by 180 degrees). 5: the
 # H.264 transcode of codecs without exported vectors (HEVC, VP9, ...) runs without
-# macroblock-tree rate control, so its vectors are the same on every run.
+# macroblock-tree rate control, so its vectors are the same on every run; the homography's flow
+# samples keep a floor of the most textured ones (a smooth background no longer cedes the fit
+# to a textured object).
 EXTRACTOR_REVISION = 5
 
 

@@ -60,6 +60,7 @@ class FlowConfig:
     flow_grid: int = 8                # least px between flow-match samples
     flow_samples: int = 640           # the grid widens so a frame has about this many samples at most
     min_texture: float = 2e-5         # cv2.cornerMinEigenVal below which a flow sample is skipped
+    min_flow_samples: int = 96        # unless fewer pass (or fewer than half the grid): the most textured are kept
     boundary_px: float = 0.3          # flow change within +-flow_grid/2 px that marks a motion boundary
     use_mv_matches: bool = True       # add codec motion vectors as matches when they are given
     ransac_px: float = 1.0            # RANSAC reprojection threshold, px
@@ -147,7 +148,14 @@ def _flow_matches(g0: np.ndarray, flow: np.ndarray, cfg: FlowConfig) -> tuple[np
     # The border is left out: content entering the frame has no correspondence.
     margin = max(step, 8)
     ys, xs = np.mgrid[margin:h - margin:step, margin:w - margin:step]
-    keep = texture[np.minimum(ys // 2, h // 2 - 1), np.minimum(xs // 2, w // 2 - 1)] > cfg.min_texture
+    tex = texture[np.minimum(ys // 2, h // 2 - 1), np.minimum(xs // 2, w // 2 - 1)]
+    keep = tex > cfg.min_texture
+    floor = min(max(cfg.min_flow_samples, len(tex) // 2), int((tex > 0).sum()))
+    if keep.sum() < floor:
+        # A smooth background passes few samples while a textured object passes all of its own,
+        # and RANSAC then fits the object: keep the most textured `floor` samples instead, so the
+        # background keeps its share of the fit.
+        keep = tex >= np.sort(tex[tex > 0])[-floor]
     ys, xs = ys[keep], xs[keep]
     f = flow[ys, xs]
     r = max(step // 2, 1)
