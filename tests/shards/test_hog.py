@@ -73,17 +73,23 @@ def test_along_trajectories_static_pattern():
     assert seen[4, ..., 0].all() and not seen[4, ..., 1:].any()
 
 
-def test_along_trajectories_follows_a_moving_pattern():
-    """A pattern moved by whole cells: the sampled histogram stays the start cell's."""
+def moving_pattern(num_frames: int):
+    """A blurred random pattern moving +8 px (one cell) a frame over 40 x 48 px frames, tracked
+    num_frames - 1 steps on its exact flow: (hog, valid, HOG along the tracks)."""
     rng = np.random.default_rng(1)
     big = cv2.GaussianBlur(rng.uniform(0, 255, (40, 96)).astype(np.float32), (0, 0), 1.5)
-    frames = np.stack([big[:, 24 - 8 * t: 72 - 8 * t] for t in range(3)])  # content moves +8 px/frame
+    frames = np.stack([big[:, 24 - 8 * t: 72 - 8 * t] for t in range(num_frames)])
     hog = cell_hog(frames)
-    flow = np.zeros((2, 40, 48, 2), np.float32)
+    flow = np.zeros((num_frames - 1, 40, 48, 2), np.float32)
     flow[..., 0] = 8.0
-    homs = np.broadcast_to(np.eye(3, dtype=np.float32), (2, 3, 3))
-    traj, valid = track(flow, homs, 2, median=1)
-    aligned = along_trajectories(hog, positions(traj, valid, homs), valid)
+    homs = np.broadcast_to(np.eye(3, dtype=np.float32), (num_frames - 1, 3, 3))
+    traj, valid = track(flow, homs, num_frames - 1, median=1)
+    return hog, valid, along_trajectories(hog, positions(traj, valid, homs), valid)
+
+
+def test_along_trajectories_follows_a_moving_pattern():
+    """A pattern moved by whole cells: the sampled histogram stays the start cell's."""
+    hog, valid, aligned = moving_pattern(3)
     # cell (i, j) of frame 0 is cell (i, j + 1) of frame 1, and its inner cells are unaffected by the crop
     assert valid[0, 1:-1, 1:4].all()
     assert np.allclose(aligned[0, 1:-1, 1:4, 1], hog[0, 1:-1, 1:4], atol=1e-4)
@@ -92,15 +98,7 @@ def test_along_trajectories_follows_a_moving_pattern():
 def test_along_trajectories_keeps_the_last_position_in_the_frame():
     """A point that leaves the frame at step l was still inside at p_l: step l has its HOG
     (gated on valid[l - 1]), step l + 1 has none."""
-    rng = np.random.default_rng(1)
-    big = cv2.GaussianBlur(rng.uniform(0, 255, (40, 96)).astype(np.float32), (0, 0), 1.5)
-    frames = np.stack([big[:, 24 - 8 * t: 72 - 8 * t] for t in range(4)])  # content moves +8 px/frame
-    hog = cell_hog(frames)
-    flow = np.zeros((3, 40, 48, 2), np.float32)
-    flow[..., 0] = 8.0
-    homs = np.broadcast_to(np.eye(3, dtype=np.float32), (3, 3, 3))
-    traj, valid = track(flow, homs, 3, median=1)
-    aligned = along_trajectories(hog, positions(traj, valid, homs), valid)
+    hog, valid, aligned = moving_pattern(4)
     # column 4 of frame 0 (x = 35.5): step 0 lands at 43.5 (inside), step 1 at 51.5 (outside, W = 48)
     col = (0, slice(None), 4)
     assert valid[col][:, 0].all() and not valid[col][:, 1:].any()
