@@ -59,10 +59,8 @@ motion}.json`, `view_cache/` (the probes' views as uint8, decoded by the first p
 train/eval/view_cache.py), `motion_cache/` (every video's centre clip and its token displacements, read
 once), `motion_params.json`, `extract.json`, `study.json`, `results.json`.
 
-How long (docs/results.md, "How long it takes", 2 cores): a seed of the five methods measured
-there took 30.5 min in one pool on a quiet machine (40-43 on a busy one); the default comparison's
-seven methods, motion probes and predictors are estimated at ~44 min a seed, ~3.9 h for 5 seeds
-from nothing (train/configs/study.yaml says how). Every run, held-out loss and probe of every seed
+How long: docs/results.md, "How long it takes" (the default: seven methods x 3 seeds, 2 cores,
+measured from nothing). Every run, held-out loss and probe of every seed
 goes through one pool of max(`parallel_runs`, `probe_workers`) one-thread processes on the CPU,
 each job as soon as what it reads is on disk (train/studies/pool.py); on a GPU, one at a time in
 this process, or `--gpu-jobs N` processes side by side (one thread and no loader workers each: a
