@@ -84,7 +84,7 @@ def step_time(cfg: TrainConfig, batch: int, device: torch.device, steps: int, wa
     for b in range(batch):  # any mask with the recipe's hidden count costs the same
         mask[b, torch.randperm(n)[:hidden]] = True
     decoded = decoded_tokens(hidden, cfg.decoder_ratio)   # all of them unless dual masking
-    decode = decoder_mask(mask, cfg.decoder_ratio, torch.Generator().manual_seed(0)).to(device)
+    decode = decoder_mask(mask, cfg.decoder_ratio, torch.Generator().manual_seed(0), grid, cfg.decoder_mask).to(device)
     mask = mask.to(device)
     target = torch.randn(batch, decoded, out_dim, device=device)
     amp = device.type == "cuda"

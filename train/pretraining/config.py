@@ -20,6 +20,7 @@ from shards.paths import default_shards
 from shards.ref import ShardRef
 from train.clips.assemble import ASSEMBLIES, AUTO
 from train.clips.batching import micro_batches
+from train.pretraining.dual import DECODER_MASKS, cell_keeps
 from train.pretraining.masks import MASKS
 from train.pretraining.model import MODELS, POSITIONS, build_model
 from train.pretraining.targets import TARGETS, get_target
@@ -56,6 +57,7 @@ class TrainConfig:
     mask_ratio: float | None = None  # None = the target's default ratio (0.9; 0.7 with target mme)
     norm_target: bool = True        # per-token target normalization (VideoMAE / MME patch norm)
     decoder_ratio: float = 1.0      # fraction of the hidden tokens the decoder reconstructs (< 1: VideoMAE V2's dual masking)
+    decoder_mask: str = "running_cell"  # which of them, with decoder_ratio < 1: running_cell (VideoMAE V2's) | random
     target_norm: str = ""           # which one: a train.pretraining.targets norms name, "" = the target's default
     traj_len: int = 0               # MME: trajectory steps per point; 0 = the shards' (attrs traj_len)
     # model
@@ -146,6 +148,10 @@ class TrainConfig:
             raise ValueError(f"mask ratio {self.ratio} must be in [0, 1) (--mask-ratio)")
         if not 0.0 < self.decoder_ratio <= 1.0:
             raise ValueError(f"decoder_ratio {self.decoder_ratio} must be in (0, 1] (--decoder-ratio)")
+        if self.decoder_mask not in DECODER_MASKS:
+            raise ValueError(f"unknown decoder_mask {self.decoder_mask!r}; known: {', '.join(DECODER_MASKS)}")
+        if self.decoder_ratio < 1.0 and self.decoder_mask == "running_cell":
+            cell_keeps(self.decoder_ratio)
         for name, value, known in (("mask", self.mask, MASKS), ("target", self.target, TARGETS),
                                    ("model", self.model, MODELS), ("positions", self.positions, POSITIONS),
                                    ("assemble", self.assemble, (AUTO,) + ASSEMBLIES)):
@@ -236,9 +242,11 @@ HELP = {
     "mask": "masking strategy (docs/masks.md)",
     "target": "what the decoder predicts for hidden tokens",
     "mask_ratio": "fraction of tokens hidden, in [0, 1); none = the method's (0.9; 0.7 with target mme)",
-    "decoder_ratio": "fraction of the hidden tokens the decoder reconstructs and the loss covers, drawn at "
-                     "random per clip; < 1 is VideoMAE V2's dual masking (0.5 there): a cheaper decoder "
+    "decoder_ratio": "fraction of the hidden tokens the decoder reconstructs and the loss covers, an exact "
+                     "count per clip; < 1 is VideoMAE V2's dual masking (0.5 there): a cheaper decoder "
                      "(docs/design.md, \"Dual masking\")",
+    "decoder_mask": "which hidden tokens the decoder reconstructs with decoder_ratio < 1: running_cell "
+                    "(VideoMAE V2's pattern; ratio 0.25, 0.5 or 0.75) or random",
     "norm_target": "per-token target normalization (VideoMAE's normlize_target, MME's patch norm)",
     "assemble": "where the clip's frames are decoded from the stored JPEG, cropped, resized and "
                 "normalized: auto = uint8 on a CUDA device, else loader; loader = in the loader's workers; "
@@ -302,7 +310,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     default is None = "not given", so a config file's values are not overwritten."""
 
     choices = {"mask": list(MASKS), "target": list(TARGETS), "model": list(MODELS), "positions": list(POSITIONS),
-               "assemble": [AUTO, *ASSEMBLIES]}
+               "assemble": [AUTO, *ASSEMBLIES], "decoder_mask": list(DECODER_MASKS)}
     norms = "; ".join(f"{name}: {', '.join(t.norms)}" for name, t in TARGETS.items())
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="yaml/json file of TrainConfig fields (a path, or a name in train/configs/); "

@@ -308,7 +308,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         n_params = sum(p.numel() for p in model.parameters())
         log(f"{cfg.model}: {n_params / 1e6:.2f}M params, grid {grid}, target {cfg.target} ({out_dim}/token), "
             f"mask {cfg.mask} {cfg.ratio}"
-            + (f", decoder reconstructs {decoded} of {hidden} hidden tokens" if decoded < hidden else "")
+            + (f", decoder reconstructs {decoded} of {hidden} hidden tokens ({cfg.decoder_mask})" if decoded < hidden else "")
             + f", {len(dataset)} videos, {steps_per_epoch} steps/epoch, "
             f"{total} steps, warmup {warmup}, lr {peak_lr:.3g} -> {final_lr:.3g}")
         log(f"batch {cfg.batch_size} clips/step = {d.world} processes x {accum} micro-batches x {micro} clips"
@@ -350,7 +350,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
             # step (a resume draws it again)
             decode = mask if decoded == hidden else decoder_mask(
                 mask, cfg.decoder_ratio, torch.Generator().manual_seed(
-                    int(np.random.SeedSequence([cfg.seed, step, k, d.rank]).generate_state(1)[0])))
+                    int(np.random.SeedSequence([cfg.seed, step, k, d.rank]).generate_state(1)[0])),
+                grid, cfg.decoder_mask)
             batch = assemble(batch, cfg.input_size, device)  # frames decoded here with assemble "device"
             batch = {key: v.to(device, non_blocking=True) for key, v in batch.items()}
             mask, decode = mask.to(device, non_blocking=True), decode.to(device, non_blocking=True)

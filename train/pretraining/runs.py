@@ -21,7 +21,7 @@ from train.pretraining.config import TrainConfig
 # what a checkpoint's weights and loss depend on: resuming with any of them changed is another run
 MODEL_FIELDS = ("model", "decoder_depth", "tubelet", "patch_size")
 GEOMETRY_FIELDS = ("num_frames", "sampling_rate", "input_size")
-METHOD_FIELDS = ("mask", "target", "mask_ratio", "norm_target", "target_norm", "decoder_ratio")
+METHOD_FIELDS = ("mask", "target", "mask_ratio", "norm_target", "target_norm", "decoder_ratio", "decoder_mask")
 IDENTITY = MODEL_FIELDS + GEOMETRY_FIELDS + METHOD_FIELDS
 CHECKPOINT, METRICS, CONFIG = "checkpoint.pt", "metrics.jsonl", "config.json"  # as train/pretraining/engine.py writes them
 

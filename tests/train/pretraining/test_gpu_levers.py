@@ -7,7 +7,7 @@ import torch
 from timm.layers import Attention
 
 from train.pretraining.config import TrainConfig
-from train.pretraining.dual import decoded_tokens, decoder_mask
+from train.pretraining.dual import decoded_tokens, decoder_mask, running_cell
 from train.pretraining.engine import make_optimizer, train
 from train.pretraining.flops import forward_flops, hidden_tokens, patch_embed_flops, train_flops
 from train.pretraining.masks import get_mask
@@ -44,6 +44,47 @@ def test_the_decoder_mask_keeps_an_exact_share_of_each_clips_hidden_tokens():
     assert torch.equal(decode, decoder_mask(mask, 0.5, torch.Generator().manual_seed(1)))
     assert decoder_mask(mask, 1.0, torch.Generator()) is mask
     assert decoded_tokens(5, 0.01) == 1
+
+
+def test_the_running_cell_keeps_half_of_every_2x2_cell_and_shifts_one_position_a_slice():
+    grid = (4, 4, 6)
+    cells = running_cell(grid, 0.5, phase=0).reshape(4, 2, 2, 3, 2).permute(0, 1, 3, 2, 4)   # (t, cell rows, cell cols, 2, 2)
+    assert cells.sum((-1, -2)).eq(2).all()                       # 2 of every cell's 4 tokens in every slice
+    first = cells[:, 0, 0].flatten(1)                            # (t, 4): one cell's pattern, slice by slice
+    assert (cells == cells[:, :1, :1]).all()                     # the same pattern tiled over the slice
+    # VideoMAE V2's queue [drop, drop, keep, keep] advanced one position before each slice is read
+    assert first.tolist() == [[False, True, True, False], [True, True, False, False],
+                              [True, False, False, True], [False, False, True, True]]
+    assert running_cell(grid, 0.25, 2).reshape(4, -1).sum(1).tolist() == [6, 6, 6, 6]
+    assert running_cell(grid, 0.75, 2).reshape(4, -1).sum(1).tolist() == [18, 18, 18, 18]
+    assert running_cell((2, 3, 5), 0.5, 1).shape == (30,)        # odd sides cut the last cells
+    assert all(torch.equal(running_cell(grid, 0.5, p + 1)[:-24], running_cell(grid, 0.5, p)[24:]) for p in range(3))
+    with pytest.raises(ValueError, match="0.25, 0.5 or 0.75; for another share use --decoder-mask random"):
+        running_cell(grid, 0.3, 0)
+    with pytest.raises(ValueError, match="decoder_mask running_cell"):
+        TrainConfig(decoder_ratio=0.6).validate()
+    TrainConfig(decoder_ratio=0.6, decoder_mask="random").validate()
+
+
+def test_the_running_cell_decoder_mask_decodes_the_hidden_tokens_the_cell_keeps():
+    """Tube 0.75 on a 4 x 8 x 8 grid, decoder ratio 0.5: each clip decodes exactly half its hidden
+    tokens, and nearly all of them (all but the few that make the count exact) where its phase's
+    pattern keeps a token."""
+    grid = (4, 8, 8)
+    video = torch.randn(16, 3, 8, 128, 128)
+    mask = get_mask("tube")({"video": video}, grid, 0.75, torch.Generator().manual_seed(0))
+    decode = decoder_mask(mask, 0.5, torch.Generator().manual_seed(3), grid, "running_cell")
+    assert (decode.sum(1) == 96).all() and not (decode & ~mask).any()
+    patterns = torch.stack([running_cell(grid, 0.5, p) for p in range(4)])                  # (4, N)
+    for row, hid in zip(decode, mask):
+        inside = (row & patterns).sum(1)                                                     # per phase
+        phase = int(inside.argmax())
+        kept = int((hid & patterns[phase]).sum())        # the hidden tokens the clip's pattern keeps
+        assert int(inside[phase]) == min(kept, 96)       # all of them, or 96 of them
+        assert int((row & ~patterns[phase]).sum()) == max(0, 96 - kept)   # the rest made up from the others
+    assert len({int((row & patterns).sum(1).argmax()) for row in decode}) > 1               # a phase per clip
+    again = decoder_mask(mask, 0.5, torch.Generator().manual_seed(3), grid, "running_cell")
+    assert torch.equal(decode, again)
 
 
 def test_dual_masking_predicts_the_decoded_tokens_only():
