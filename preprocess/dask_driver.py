@@ -82,7 +82,12 @@ def dask_client(cfg: ExtractConfig):
     # A worker that dies (out of memory, a decoder segfault) has its task rescheduled up to
     # `retries` times before the task errs. Local workers hold a pipe from this process and
     # exit the moment it closes, so killing the driver (even with -9) stops every write.
-    with dask.config.set({"distributed.scheduler.allowed-failures": cfg.retries}):
+    # The workers' sampling profiler (the dashboard's "Profile" page) is off: every 10 ms it
+    # walks the running task's stack, CPU the extraction wants, and on Python 3.11 it now and
+    # then logs an AttributeError traceback ('function' object has no attribute 'f_back')
+    # into the run's output while the run itself is fine.
+    with dask.config.set({"distributed.scheduler.allowed-failures": cfg.retries,
+                          "distributed.worker.profile.enabled": False}):
         with _sigint_ignored_by_children():  # the workers start here, and inherit it
             cluster = LocalCluster(n_workers=cfg.workers, threads_per_worker=1, processes=True,
                                    dashboard_address=":0", silence_logs=logging.ERROR)
