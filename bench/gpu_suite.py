@@ -48,6 +48,7 @@ from bench.gpu_check import METHODS, loader_rate, recipe, step_time  # noqa: E40
 from shards.cli import ArgumentParser, run_main  # noqa: E402
 from train.clips.assemble import ASSEMBLIES  # noqa: E402
 from train.pretraining.engine import device_peak_tflops  # noqa: E402
+from train.pretraining.memory import largest_batch  # noqa: E402
 
 # seconds a measurement is assumed to take before one of its kind has run (then: the last one's)
 FIRST_GUESS = {"step": 20.0, "loader": 30.0, "compile": 120.0}
@@ -165,10 +166,12 @@ def batch_for_memory(steps: list[dict], total_gib: float, repeats: dict[str, int
         (b0, m0), (b1, m1) = got[0], got[-1]
         if b1 == b0 or m1 <= m0:
             continue
-        per_clip = (m1 - m0) / (b1 - b0)
-        fits = int((share * total_gib - (m0 - per_clip * b0)) / per_clip)
-        out.append({"method": method, "decoder_ratio": ratio, "compile": compiled, "gib_per_clip": round(per_clip, 3),
-                    "batch": fits - fits % repeats[method]})
+        try:   # the trainer's own rule (train/pretraining/memory.py), in GiB
+            fits = largest_batch([(b0, m0), (b1, m1)], total_gib, share=share, repeats=repeats[method])
+        except ValueError:
+            continue
+        out.append({"method": method, "decoder_ratio": ratio, "compile": compiled,
+                    "gib_per_clip": round((m1 - m0) / (b1 - b0), 3), "batch": fits})
     return out
 
 

@@ -73,8 +73,9 @@ class ArgumentParser(argparse.ArgumentParser):
     through `run_main` (the usage of a CLI with 40 flags is ten lines that hide the error); `--debug`
     is in every help; every flag's help shows its real default once.
 
-    A default is appended as "(default: X)" unless it is None or False (nothing to show) or the
-    help text already says what the default is ("default" in it).
+    A default is appended as "(default: X)" unless it is None, False or empty (a repeatable flag
+    given no times: nothing to show) or the help text already says what the default is ("default"
+    in it).
     """
 
     def __init__(self, *args, **kwargs):
@@ -91,6 +92,6 @@ class DefaultsOnceFormatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         default = action.default
         if ("default" in text.lower() or default is None or default is False or default is argparse.SUPPRESS
-                or not action.option_strings):
+                or (isinstance(default, (list, tuple)) and not default) or not action.option_strings):
             return text
         return f"{text} (default: {default})"

@@ -247,7 +247,7 @@ def test_every_extract_flag_has_help_and_its_default_once():
     for action in flags:
         text = formatter._get_help_string(action)
         assert action.help and text.lower().count("default") <= 1, (action.dest, text)
-        if action.default not in (None, False):  # the real default: the config's own
+        if action.default not in (None, False, [], ()):  # the real default: the config's own
             assert f"(default: {action.default})" in text, (action.dest, text)
             assert action.default == getattr(ExtractConfig(), action.dest), action.dest
     config_fields = {f.name for f in fields(ExtractConfig)}
@@ -256,6 +256,16 @@ def test_every_extract_flag_has_help_and_its_default_once():
     assert set(choices) == {"dataset", "format", "frames", "flow_method", "dis_preset", "features", "compensation"}
     usage = parser.format_help()
     assert "{zarr,hdf5}" in usage and "{ultrafast,fast,medium}" in usage
+
+
+def test_a_repeatable_flag_given_no_times_shows_no_default():
+    from shards.cli import ArgumentParser
+
+    parser = ArgumentParser(prog="x")
+    parser.add_argument("--side", nargs=3, action="append", default=[], help="a side to measure; repeat")
+    parser.add_argument("--clips", type=int, default=24, help="clips a round")
+    text = parser.format_help()
+    assert "repeat\n" in text and "default: []" not in text and "(default: 24)" in text
 
 
 def test_shards_help_has_text_for_every_argument(capsys, monkeypatch):

@@ -70,7 +70,8 @@ class TrainConfig:
     positions: str = "videomae"     # train.pretraining.model.POSITIONS: videomae (1-D over the token index) | separable (t, h, w)
     # optimisation
     batch_size: int = 8             # GLOBAL clips per optimizer step (all processes, all micro-batches)
-    batch_per_device: int = 0       # > 0: at most this many clips per forward (memory cap) -> grad accumulation
+    batch_per_device: int = -1      # > 0: at most this many clips per forward (memory cap) -> grad accumulation;
+                                    # -1: as many as fit the GPU (train/pretraining/memory.py); 0: the whole batch
     epochs: int = 800
     max_steps: int = 0              # > 0: stop (and set the schedule length) after this many steps
     stop_at: int = 0                # > 0: leave this run at that step, schedule unchanged (job time limits)
@@ -114,8 +115,9 @@ class TrainConfig:
 
     def micro_batches(self, world_size: int = 1) -> tuple[int, int]:
         """(clips per forward per process, forwards per optimizer step) for `world_size` processes
-        (train.clips.batching.micro_batches)."""
-        return micro_batches(self.batch_size, world_size, self.batch_per_device, self.repeated_aug)
+        (train.clips.batching.micro_batches); `batch_per_device: -1` as on a CPU (the whole
+        per-process batch): the trainer sizes it by the GPU's memory (train/pretraining/memory.py)."""
+        return micro_batches(self.batch_size, world_size, max(self.batch_per_device, 0), self.repeated_aug)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -142,6 +144,8 @@ class TrainConfig:
             raise ValueError(f"num_frames {self.num_frames} must be a multiple of tubelet {self.tubelet}")
         if self.keep_every < 0 or self.save_every < 1:
             raise ValueError(f"save_every {self.save_every} must be >= 1 and keep_every {self.keep_every} >= 0")
+        if self.batch_per_device < -1:
+            raise ValueError(f"batch_per_device {self.batch_per_device} must be >= -1 (-1: sized by the GPU's memory)")
         if self.repeated_aug < 1 or self.batch_size % self.repeated_aug:
             raise ValueError(f"batch_size {self.batch_size} must be a multiple of repeated_aug {self.repeated_aug}")
         if not 0.0 <= self.ratio < 1.0:
@@ -266,8 +270,9 @@ HELP = {
     "positions": "fixed position table: videomae = 1-D sin-cos over the token index (VideoMAE); "
                  "separable = sin-cos parts for t, h and w (docs/results.md)",
     "batch_size": "clips per optimizer step over all processes (the global batch)",
-    "batch_per_device": "> 0: at most this many clips per forward pass; the rest of the batch is "
-                        "gradient accumulation (0 = the whole per-process batch at once)",
+    "batch_per_device": "> 0: at most this many clips per forward pass, the rest of the batch by "
+                        "gradient accumulation; -1: as many as fit 90 % of the GPU's memory (two probe "
+                        "steps at start; on a CPU the whole batch); 0: the whole per-process batch at once",
     "epochs": "passes over the training videos (unless --max-steps)",
     "max_steps": "> 0: train this many steps (and set the schedule length to it)",
     "stop_at": "> 0: leave the run at this step, schedule unchanged (for job time limits; resume later)",

@@ -27,9 +27,11 @@ from train.checkpoints.adopt import init_model
 from train.clips.assemble import assemble, resolve as resolve_assemble
 from train.clips.keys import SKIPPED, VIDEO
 from train.pretraining.config import TrainConfig
+from train.clips.batching import micro_batches
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, Timer, make_loader
 from train.pretraining.dual import decoded_tokens, decoder_mask
 from train.pretraining.flops import hidden_tokens, peak_tflops, train_flops
+from train.pretraining.memory import AUTO, agree, fit_batch_per_device, probe_peak
 from train.pretraining.runs import default_out
 from train.pretraining.skips import SkipLog
 from train.pretraining.targets import get_target
@@ -242,6 +244,33 @@ class MetricsLog:
                 self.tb.close()
 
 
+def batch_by_memory(cfg: TrainConfig, model: torch.nn.Module, device: torch.device, d: Dist, hidden: int,
+                    decoded: int, amp: bool) -> tuple[int, str]:
+    """`batch_per_device: -1`: the clips per forward that fit this GPU (train/pretraining/memory.py),
+    agreed over the processes; 0 (the whole per-process batch) on a CPU. Returns it and what
+    the log says of it."""
+    if device.type != "cuda":
+        return 0, ""
+    per_process = cfg.batch_size // d.world
+    shape = (3, cfg.num_frames, cfg.input_size, cfg.input_size)
+    total = torch.cuda.get_device_properties(device).total_memory
+    params = sum(p.numel() for p in model.parameters())
+    measured: dict[int, int] = {}
+
+    def measure(batch: int) -> int:
+        measured[batch] = probe_peak(model, batch, shape, math.prod(cfg.grid), hidden, decoded, device, amp)
+        return measured[batch]
+
+    try:
+        cap = fit_batch_per_device(measure, per_process, total, params, cfg.repeated_aug)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        cap = cfg.repeated_aug   # even the larger probe did not fit: one video per forward
+    cap = agree(cap, device, d.world)
+    peaks = ", ".join(f"{b} clips {m / 2 ** 30:.1f} GiB" for b, m in sorted(measured.items()))
+    return cap, f" (sized by memory: {total / 2 ** 30:.0f} GiB GPU; probes {peaks or 'out of memory'})"
+
+
 def train(cfg: TrainConfig, log=print) -> dict:
     """Pretrain as `cfg` says; returns a summary (final step, first/last logged loss, speed)."""
     d = init_distributed(cfg.device)
@@ -271,13 +300,16 @@ def train(cfg: TrainConfig, log=print) -> dict:
     amp = autocast_enabled(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for fp16 swaps
 
+    hidden = hidden_tokens(cfg.mask, grid, cfg.ratio)
+    visible, decoded = math.prod(grid) - hidden, decoded_tokens(hidden, cfg.decoder_ratio)
     # The config states the global batch; this process runs `accum` micro-batches of `micro` clips.
-    micro, accum = cfg.micro_batches(d.world)
+    cap, sized = cfg.batch_per_device, ""
+    if cap == AUTO:
+        cap, sized = batch_by_memory(cfg, model, device, d, hidden, decoded, amp)
+    micro, accum = micro_batches(cfg.batch_size, d.world, cap, cfg.repeated_aug)
     steps_per_epoch = max(1, len(dataset) * cfg.repeated_aug // cfg.batch_size)  # an epoch = every video read once
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     warmup = min(total, cfg.warmup_steps + round(cfg.warmup_epochs * steps_per_epoch))
-    hidden = hidden_tokens(cfg.mask, grid, cfg.ratio)
-    visible, decoded = math.prod(grid) - hidden, decoded_tokens(hidden, cfg.decoder_ratio)
     flops_per_clip = train_flops(cfg.model, grid, visible, heads, cfg.tubelet, cfg.patch_size,
                                  cfg.decoder_depth, cfg.decoder_dim, decoded)
     device_name, peak = device_peak_tflops(device)
@@ -311,7 +343,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             + (f", decoder reconstructs {decoded} of {hidden} hidden tokens ({cfg.decoder_mask})" if decoded < hidden else "")
             + f", {len(dataset)} videos, {steps_per_epoch} steps/epoch, "
             f"{total} steps, warmup {warmup}, lr {peak_lr:.3g} -> {final_lr:.3g}")
-        log(f"batch {cfg.batch_size} clips/step = {d.world} processes x {accum} micro-batches x {micro} clips"
+        log(f"batch {cfg.batch_size} clips/step = {d.world} processes x {accum} micro-batches x {micro} clips{sized}"
             + (f" ({micro // cfg.repeated_aug} videos x {cfg.repeated_aug} crops)" if cfg.repeated_aug > 1 else "")
             + f"; {flops_per_clip / 1e9:.1f} GFLOPs per clip (fwd+bwd, analytic); autocast bf16 {amp}; "
             f"compile {cfg.compile}; fused AdamW {optimizer.defaults['fused']}; device {device_name}"
