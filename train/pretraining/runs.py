@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -100,6 +101,10 @@ def prepare_run_folder(cfg: TrainConfig, overwrite: bool = False, remove: bool =
     held = [name for name in (CHECKPOINT, METRICS) if (out / name).exists()]
     if not held:
         return ""
+    if cfg.resume == "auto" and CHECKPOINT not in held and same_run_started(out, cfg):
+        # killed before its first checkpoint (a torchrun --max-restarts restart lands here): nothing
+        # to continue, so it starts over; the log's rows are dropped when the run opens it
+        return f"--resume auto: {out} holds this run killed before its first checkpoint; starting it over"
     what = describe(read_checkpoint_head(out / CHECKPOINT)) if CHECKPOINT in held else "no checkpoint yet"
     if not overwrite:
         go_on = "continue it with --resume auto, " if CHECKPOINT in held else ""
@@ -110,6 +115,15 @@ def prepare_run_folder(cfg: TrainConfig, overwrite: bool = False, remove: bool =
         removed = replace_run(out)
         return f"--overwrite: removed {', '.join(removed)} from {out} ({what})"
     return ""
+
+
+def same_run_started(out: Path, cfg: TrainConfig) -> bool:
+    """Whether `out` holds the config.json of a run with `cfg`'s identity (`identity_diff`)."""
+    try:
+        saved = json.loads((out / CONFIG).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and not identity_diff(saved, cfg)
 
 
 def replace_run(out: Path) -> list[str]:

@@ -132,3 +132,25 @@ def test_a_run_killed_before_its_first_checkpoint_is_not_appended_to(tiny_shards
     code, _, err = cli(["--shards", str(tiny_shards), "--out", str(out), "--resume", "auto"], capsys, monkeypatch)
     assert code == 1 and "holds another run (metrics.jsonl: no checkpoint yet)" in err
     assert "replace it with --overwrite (instead of --resume)" in err and "continue it" not in err
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_when_resumed_with_its_own_config(
+        tiny_shards, tmp_path, capsys, monkeypatch):
+    """What a torchrun --max-restarts restart meets when a rank died before the first checkpoint:
+    the run's own config.json and a partial log. It starts over, the log's old rows dropped."""
+    out = tmp_path / "run"
+    flags = ["--shards", str(tiny_shards), "--out", str(out), "--max-steps", "2", "--warmup-steps", "1",
+             "--model", "vit_pico", "--num-frames", "4", "--input-size", "32", "--batch-size", "2",
+             "--num-workers", "0", "--log-every", "1"]
+    code, _, err = cli(flags + ["--stop-at", "1"], capsys, monkeypatch)
+    assert code == 0, err
+    (out / "checkpoint.pt").unlink()                      # as if killed before it was written
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 9.0}\n{"step": 2, "lo')
+    code, printed, err = cli(flags + ["--resume", "auto"], capsys, monkeypatch)
+    assert code == 0, err
+    assert "holds this run killed before its first checkpoint; starting it over" in printed + err
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2] and '"loss": 9.0' not in (out / "metrics.jsonl").read_text()
+    (out / "checkpoint.pt").unlink()   # a folder whose config.json is another run's is still refused
+    code, _, err = cli(flags + ["--resume", "auto", "--mask", "random"], capsys, monkeypatch)
+    assert code == 1 and "holds another run (metrics.jsonl: no checkpoint yet)" in err
