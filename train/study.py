@@ -59,7 +59,7 @@ motion}.json`, `view_cache/` (the probes' views as uint8, decoded by the first p
 train/eval/view_cache.py), `motion_cache/` (every video's centre clip and its token displacements, read
 once), `motion_params.json`, `extract.json`, `study.json`, `results.json`.
 
-How long: docs/results.md, "How long it takes" (the default: seven methods x 3 seeds, 2 cores,
+How long: docs/results.md, "How long it takes" (the default: seven methods x 5 seeds, 2 cores,
 measured from nothing). Every run, held-out loss and probe of every seed
 goes through one pool of max(`parallel_runs`, `probe_workers`) one-thread processes on the CPU,
 each job as soon as what it reads is on disk (train/studies/pool.py); on a GPU, one at a time in

@@ -211,7 +211,7 @@ def test_config_errors_are_loud():
 
 def test_defaults_are_the_issues_study():
     cfg = StudyConfig()
-    assert cfg.seeds == (0, 1, 2) and cfg.checkpoints == (0.25, 0.5, 1.0) and len(cfg.methods) == 7
+    assert cfg.seeds == (0, 1, 2, 3, 4) and cfg.checkpoints == (0.25, 0.5, 1.0) and len(cfg.methods) == 7
     assert (cfg.per_class, cfg.frames, cfg.size, cfg.style) == (512, 32, 64, "natural")
     assert cfg.per_class * 8 // 4 == 1024                                 # val videos: i % 4 == 1
     yaml = study.parse_args([])
