@@ -2,13 +2,16 @@
 (Here, not in train/: it compares the loader with the decoders of preprocess/.)
 
     python -m bench.loader                      # demo shards (extracted first if missing)
-    python -m bench.loader --shards PATH --decord-python /tmp/decord-venv/bin/python
+    python -m bench.loader --shards PATH --decord-python /tmp/decord-venv/bin/python \
+        --torchcodec-path /tmp/torchcodec
 
 Loader, one worker (one core), the same random clips for every reader: the shard loader
 (`train.clips.dataset.read_clip_at`: frames plus the motion arrays each method needs, crop, resize,
-normalize) against PyAV and decord decoding the frames of that clip from the source video
-followed by the same crop and resize. decord is not a dependency: point --decord-python at
-an interpreter that has it (a separate venv, see docs/benchmarks.md).
+normalize) against PyAV, decord and torchcodec decoding the frames of that clip from the source
+video (PyAV's followed by the same crop and resize; decord's and torchcodec's are decode and resize
+to the stored size only). decord and torchcodec are not dependencies:
+point --decord-python at an interpreter that has decord (a separate venv) and --torchcodec-path at
+the folder torchcodec was installed into (see docs/benchmarks.md).
 Step: forward + backward + AdamW step of the MAE on random input, per model size.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from bench.scale import clip_plan, decode_clip_pyav, decord_seconds
+from bench.scale import clip_plan, decode_clip_pyav, decord_seconds, torchcodec_seconds
 from shards import open_shards
 from shards.cli import ArgumentParser, run_main
 from train.clips.dataset import RESIZE, ClipSpec, read_clip_at
@@ -51,7 +54,8 @@ def crop_resize(frames: np.ndarray, box: tuple[int, int, int], size: int) -> np.
     return out.astype(np.float32) / 255
 
 
-def loader(shards: str, clips: int, size: int, decord_python: str | None, seed: int = 0) -> dict:
+def loader(shards: str, clips: int, size: int, decord_python: str | None, seed: int = 0,
+           torchcodec_path: str | None = None) -> dict:
     plan = clip_plan(shards, clips, seed)
     boxes = []
     for c in plan:
@@ -80,6 +84,9 @@ def loader(shards: str, clips: int, size: int, decord_python: str | None, seed: 
     dec, note = decord_seconds(decord_python, plan)
     out["decord decode: frames only (no crop/resize)"] = _median_ms(dec, plan) if dec else None
     out["decord_note"] = note
+    dec, note = torchcodec_seconds(torchcodec_path, plan)
+    out["torchcodec decode: frames only (no crop/resize)"] = _median_ms(dec, plan) if dec else None
+    out["torchcodec_note"] = note
     return out
 
 
@@ -113,7 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--shards", default=None, help="default: the demo shards (extracted if missing)")
     p.add_argument("--clips", type=int, default=40)
     p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--decord-python", default=None)
+    p.add_argument("--decord-python", default=None, help="an interpreter that can import decord")
+    p.add_argument("--torchcodec-path", default=None,
+                   help="a folder torchcodec was installed into (pip install --no-deps --target DIR torchcodec)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -126,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         ensure_demo_shards(cfg)
         a.shards = str(cfg.shards_path())
     result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch thread, CPU",
-              "loader_ms_per_clip": loader(a.shards, a.clips, a.input_size, a.decord_python),
+              "loader_ms_per_clip": loader(a.shards, a.clips, a.input_size, a.decord_python,
+                                          torchcodec_path=a.torchcodec_path),
               "steps": [step_time("vit_pico", 8, 64, 8), step_time("vit_small", 16, 224, 1),
                         step_time("vit_base", 16, 224, 1, steps=2)]}
     print(json.dumps(result, indent=2))

@@ -1,7 +1,8 @@
 """Corpus-scale benchmark: Dask scaling, shard bytes per array, clip reads vs decoding.
 
     python -m bench.scale                                  # the demo corpus
-    python -m bench.scale --decord-python /tmp/decord-venv/bin/python --json out.json
+    python -m bench.scale --decord-python /tmp/decord-venv/bin/python --torchcodec-path /tmp/torchcodec \
+        --json out.json
 
 In one run, on the same videos:
 
@@ -14,9 +15,11 @@ In one run, on the same videos:
 3. the time to read one random 16-frame clip (stride 4 when the video is long enough, else
    stride 1) with all nine arrays from zarr and from hdf5, against decoding the same frames
    from the source video with PyAV (open, seek, decode, resize to the stored size) and with
-   decord. decord is not a motion-mae dependency: install it into its own environment
-   (`python3 -m venv /tmp/decord-venv --system-site-packages &&
-   /tmp/decord-venv/bin/pip install decord==0.6.0`) and pass its interpreter;
+   decord and torchcodec. Neither is a motion-mae dependency: install decord into its own
+   environment (`python3 -m venv /tmp/decord-venv --system-site-packages &&
+   /tmp/decord-venv/bin/pip install decord==0.6.0`) and pass its interpreter; install torchcodec
+   into a folder (`pip install --no-deps --target /tmp/torchcodec torchcodec==0.17.0`) and pass
+   that folder (it runs in a child process, on PyAV's FFmpeg: bench/torchcodec_reader.py);
 4. what the measured rate means for Kinetics-400, next to MME's reported preprocessing time.
 
 Every timed reader does what a data loader does per sample: open the video, read, close.
@@ -37,8 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.torchcodec_reader import decode_clip_torchcodec, torchcodec_env, torchcodec_version
+
 CLIP_LEN = 16
-DECORD_SIDE = "--decord-clips"  # argv[1] of the decord half (`decord_side`), not a user flag
+# argv[1] of the child process that times one reader (`reader_side`), not user flags
+DECORD_SIDE, TORCHCODEC_SIDE = "--decord-clips", "--torchcodec-clips"
 STRIDE = 4
 # Kinetics-400 at the scale of the references (ANCHORS "Scale references"): ~240k training
 # clips of ~10 s at ~30 fps.
@@ -218,6 +224,20 @@ def _stats(seconds: list[float] | None) -> dict | None:
             "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 2), "mean_ms": round(statistics.fmean(ms), 2)}
 
 
+def _side_seconds(python: str, side: str, clips: list[dict], env: dict[str, str] | None = None) -> list[float] | str:
+    """Timings from a reader's half (`reader_side`) run in a child process, or why it failed."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(clips, f)
+    try:
+        res = subprocess.run([python, "-m", "bench.scale", side, f.name], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent.parent, env=env)
+    finally:
+        os.unlink(f.name)
+    if res.returncode != 0:
+        return f"failed: {res.stderr.strip().splitlines()[-1:]}"
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def decord_seconds(python: str | None, clips: list[dict]) -> tuple[list[float] | None, str]:
     """decord timings from this interpreter if it has decord, else from `python`."""
     try:
@@ -228,21 +248,35 @@ def decord_seconds(python: str | None, clips: list[dict]) -> tuple[list[float] |
         pass
     if not python:
         return None, "decord not importable here and no --decord-python given"
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(clips, f)
-    try:
-        res = subprocess.run([python, "-m", "bench.scale", DECORD_SIDE, f.name],
-                             capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
-    finally:
-        os.unlink(f.name)
-    if res.returncode != 0:
-        return None, f"decord run with {python} failed: {res.stderr.strip().splitlines()[-1:]}"
+    seconds = _side_seconds(python, DECORD_SIDE, clips)
+    if isinstance(seconds, str):
+        return None, f"decord run with {python} {seconds}"
     version = subprocess.run([python, "-c", "import decord; print(decord.__version__)"],
                              capture_output=True, text=True).stdout.strip()
-    return json.loads(res.stdout.strip().splitlines()[-1]), f"decord {version} in {python}"
+    return seconds, f"decord {version} in {python}"
 
 
-def clip_reads(paths: dict[str, str], plan: list[dict], decord_python: str | None) -> dict:
+def torchcodec_seconds(path: str | None, clips: list[dict]) -> tuple[list[float] | None, str]:
+    """torchcodec timings from a child of this interpreter that imports torchcodec from `path`
+    (the folder it was installed into) and links PyAV's FFmpeg."""
+    if not path:
+        return None, "no --torchcodec-path given"
+    version = torchcodec_version(path)
+    if version is None:
+        return None, f"no torchcodec installed in {path}"
+    with tempfile.TemporaryDirectory(prefix="mmae-ffmpeg-links-") as links:
+        try:
+            env = torchcodec_env(path, Path(links))
+        except RuntimeError as e:  # no FFmpeg to link: a note in the table, not a failed benchmark
+            return None, f"torchcodec {version} from {path}: {e}"
+        seconds = _side_seconds(sys.executable, TORCHCODEC_SIDE, clips, env)
+    if isinstance(seconds, str):
+        return None, f"torchcodec {version} from {path} {seconds}"
+    return seconds, f"torchcodec {version} from {path}, FFmpeg of PyAV's wheel"
+
+
+def clip_reads(paths: dict[str, str], plan: list[dict], decord_python: str | None,
+               torchcodec_path: str | None = None) -> dict:
     """Per reader: stats over every clip, and per stride (stride 4 clips come from the long,
     natural videos: bigger frames, and 4x the frames decoded per frame kept)."""
     from shards import open_shards
@@ -255,9 +289,10 @@ def clip_reads(paths: dict[str, str], plan: list[dict], decord_python: str | Non
             seconds[f"shards_{fmt}_frames_only"] = time_each(lambda c: read_shard_clip(ds, c, ("frames",)), plan)
     decode_clip_pyav(plan[0])
     seconds["pyav_decode_frames_only"] = time_each(decode_clip_pyav, plan)
-    seconds["decord_decode_frames_only"], note = decord_seconds(decord_python, plan)
+    seconds["decord_decode_frames_only"], decord_note = decord_seconds(decord_python, plan)
+    seconds["torchcodec_decode_frames_only"], torchcodec_note = torchcodec_seconds(torchcodec_path, plan)
     strides = sorted({c["stride"] for c in plan})
-    out: dict = {"decord_note": note, "strides": strides}
+    out: dict = {"decord_note": decord_note, "torchcodec_note": torchcodec_note, "strides": strides}
     for key, values in seconds.items():
         out[key] = _stats(values)
         if values:
@@ -281,7 +316,8 @@ def k400_estimate(frames_per_s_per_core: float, shard_bytes_per_frame: float) ->
 
 
 def run(dataset: str = "demo", root: str | None = None, clips: int = 60, seed: int = 0,
-        decord_python: str | None = None, workers: tuple[int, ...] = (1, 2)) -> dict:
+        decord_python: str | None = None, workers: tuple[int, ...] = (1, 2),
+        torchcodec_path: str | None = None) -> dict:
     from preprocess.config import ExtractConfig
     from preprocess.datasets import list_videos
 
@@ -304,7 +340,7 @@ def run(dataset: str = "demo", root: str | None = None, clips: int = 60, seed: i
         paths = {"zarr": str(tmp / f"zarr{workers[0]}"), "hdf5": str(tmp / "hdf5")}
         result["shard_bytes"] = shard_bytes(paths, sources)
         plan = clip_plan(paths["zarr"], clips, seed)
-        result["clip_read"] = clip_reads(paths, plan, decord_python)
+        result["clip_read"] = clip_reads(paths, plan, decord_python, torchcodec_path)
         zarr = result["shard_bytes"]["zarr"]
         # CPU time, not wall time: other processes on a shared machine do not inflate it
         result["k400"] = k400_estimate(base["frames_per_cpu_s"],
@@ -340,14 +376,15 @@ def to_markdown(r: dict) -> str:
     for key, what in (("shards_zarr_all_arrays", "9 arrays"), ("shards_hdf5_all_arrays", "9 arrays"),
                       ("shards_zarr_frames_only", "frames only"), ("shards_hdf5_frames_only", "frames only"),
                       ("pyav_decode_frames_only", "frames only (decode + resize)"),
-                      ("decord_decode_frames_only", "frames only (decode + resize)")):
+                      ("decord_decode_frames_only", "frames only (decode + resize)"),
+                      ("torchcodec_decode_frames_only", "frames only (decode + resize)")):
         s = cr.get(key)
         if s:
             per = " | ".join(f"{s['by_stride'][st]['median_ms']} ({s['by_stride'][st]['clips']} clips)"
                              for st in cr["strides"])
             lines.append(f"| {key.split('_')[0]} {key.split('_')[1]} | {what} | {s['median_ms']} | {s['p90_ms']} | "
                          f"{s['mean_ms']} | {per} |")
-    lines.append(f"\ndecord: {cr['decord_note']}")
+    lines.append(f"\ndecord: {cr['decord_note']}; torchcodec: {cr['torchcodec_note']}")
     k = r["k400"]
     lines += ["", f"K400 ({K400_CLIPS:,} clips x {K400_SECONDS} s x {K400_FPS} fps = {k['frames'] / 1e6:.0f}M frames) "
               f"at {k['frames_per_s_per_core']:.1f} frames per CPU-second (1 worker): **{k['core_hours']:,} core-hours**, "
@@ -357,12 +394,13 @@ def to_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def decord_side(clips_json: str) -> None:
-    """The decord half of the clip reads, run by `decord_seconds` in decord's own interpreter, which
-    need not have the project's dependencies: the clips as JSON in, the timings as JSON out."""
+def reader_side(decode, clips_json: str) -> None:
+    """One reader's half of the clip reads, run by `decord_seconds` in decord's own interpreter and by
+    `torchcodec_seconds` with torchcodec's libraries, neither of which need have the project's
+    dependencies: the clips as JSON in, the timings as JSON out."""
     clips = json.loads(Path(clips_json).read_text())
-    decode_clip_decord(clips[0])  # first touch, as for the other readers
-    print(json.dumps(time_each(decode_clip_decord, clips)))
+    decode(clips[0])  # first touch, as for the other readers
+    print(json.dumps(time_each(decode, clips)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -374,9 +412,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clips", type=int, default=60, help="random clips timed per reader")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--decord-python", default=None, help="an interpreter that can import decord")
+    p.add_argument("--torchcodec-path", default=None,
+                   help="a folder torchcodec was installed into (pip install --no-deps --target DIR torchcodec)")
     p.add_argument("--json", default=None, help="also write the numbers here")
     a = p.parse_args(argv)
-    result = run(a.dataset, a.root, a.clips, a.seed, a.decord_python)
+    result = run(a.dataset, a.root, a.clips, a.seed, a.decord_python, torchcodec_path=a.torchcodec_path)
     print(to_markdown(result))
     if a.json:
         Path(a.json).write_text(json.dumps(result, indent=2))
@@ -384,7 +424,9 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == [DECORD_SIDE]:
-        decord_side(sys.argv[2])
+        reader_side(decode_clip_decord, sys.argv[2])
+    elif sys.argv[1:2] == [TORCHCODEC_SIDE]:
+        reader_side(decode_clip_torchcodec, sys.argv[2])
     else:
         from shards.cli import run_main
 

@@ -13,7 +13,8 @@ import pytest
 from shards.cli import UsageError
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-NOT_COMMANDS = {"__init__", "budget", "clip_worker"}   # clip_worker: a subprocess worker on another checkout's code
+# clip_worker: a subprocess worker on another checkout's code; torchcodec_reader: a reader bench.scale times
+NOT_COMMANDS = {"__init__", "budget", "clip_worker", "torchcodec_reader"}
 COMMANDS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in NOT_COMMANDS)
 
 
