@@ -21,7 +21,11 @@ as skipped, never cut short; the order puts first what a long run needs to know 
    device (`device`) (`bench.gpu_check.loader_rate`); whether it keeps up with the fastest step
    measured for that method (the device's share of `uint8` / `device` added to the step), and
    how many loader cores one GPU needs at that rate (`bench.budget`).
-4. **torch.compile**: the steps of 2. again, compiled (a compile takes tens of seconds a shape).
+4. **the trainer itself**: `train/pretraining/engine.train` on that set for `--trainer-steps` steps of
+   the first method's recipe with every default the trainer has (the global batch, the per-GPU
+   micro-batch sized by the GPU's memory, the assembly `auto` picks): the micro-batch and
+   accumulation it chose, clips/s, MFU and the loader's wait, as a first long run meets them.
+5. **torch.compile**: the steps of 2. again, compiled (a compile takes tens of seconds a shape).
 
 Writes a JSON (`--json`) and a Markdown section for docs/benchmarks.md (`--report`; printed too).
 """
@@ -47,11 +51,13 @@ from bench.budget import cores_per_gpu  # noqa: E402
 from bench.gpu_check import METHODS, loader_rate, recipe, step_time  # noqa: E402
 from shards.cli import ArgumentParser, run_main  # noqa: E402
 from train.clips.assemble import ASSEMBLIES  # noqa: E402
-from train.pretraining.engine import device_peak_tflops  # noqa: E402
+from train.clips.assemble import resolve as resolve_assemble  # noqa: E402
+from train.pretraining.config import override  # noqa: E402
+from train.pretraining.engine import device_peak_tflops, train  # noqa: E402
 from train.pretraining.memory import largest_batch  # noqa: E402
 
 # seconds a measurement is assumed to take before one of its kind has run (then: the last one's)
-FIRST_GUESS = {"step": 20.0, "loader": 30.0, "compile": 120.0}
+FIRST_GUESS = {"step": 20.0, "loader": 30.0, "trainer": 60.0, "compile": 120.0}
 
 
 class Clock:
@@ -152,6 +158,29 @@ def loader_rows(name: str, shards: Path, batches: list[int], steps: list[dict], 
     return rows
 
 
+def trainer_row(method: str, shards: Path, work: Path, device: torch.device, workers: int, steps: int,
+                batch: int | None, tiny: dict, log=print) -> dict:
+    """`steps` steps of the trainer on `shards` with the method's recipe and every default but the
+    step count, every video of the set (no split), and `batch`, the global batch, when given: what
+    it chose and how fast it went."""
+    cfg = override(recipe(method, **tiny), shards=str(shards), out=str(work / f"trainer-{method}"), max_steps=steps,
+                   split="", warmup_steps=1, warmup_epochs=0, num_workers=workers, log_every=1, device=device.type,
+                   **({"batch_size": batch} if batch else {}))
+    lines: list[str] = []
+    summary = train(cfg, log=lines.append)
+    split = next((line for line in lines if line.startswith(f"batch {cfg.batch_size} clips/step")), "")
+    row = {"method": method, "batch": cfg.batch_size, "micro_batch": summary["micro_batch"],
+           "accumulation": summary["accumulation"], "assemble": resolve_assemble(cfg.assemble, device),
+           "sized_by_memory": "sized by memory" in split, "steps": steps,
+           "clips_per_s": round(summary.get("clips_per_s") or 0.0, 1),
+           "mfu": round(summary["mfu"], 3) if summary.get("mfu") is not None else None,
+           "data_share": round(summary["data_time"] / max(summary["data_time"] + summary["step_time"], 1e-9), 2)
+           if "data_time" in summary else None, "last_loss": summary["last_loss"]}
+    log(f"trainer {method}: {split or 'no split line'}; {row['clips_per_s']} clips/s, loader wait "
+        f"{row['data_share']} of the step")
+    return row
+
+
 def batch_for_memory(steps: list[dict], total_gib: float, repeats: dict[str, int],
                      share: float = 0.9) -> list[dict]:
     """Per (method, decoder ratio, compiled): the largest per-GPU batch whose peak memory stays
@@ -204,6 +233,14 @@ def report(result: dict) -> str:
                   "the two measured batches' peak memory): " + "; ".join(
                       f"{x['method']}{' compiled' if x['compile'] else ''}, decoder ratio {x['decoder_ratio']:g}: "
                       f"{x['batch']} ({x['gib_per_clip']} GiB a clip)" for x in r["batch_for_memory"]) + "."]
+    t = r.get("trainer")
+    if t:
+        mfu = f", MFU {t['mfu']:.1%}" if t["mfu"] is not None else ""
+        lines += ["", f"The trainer itself ({t['method']}, {t['steps']} steps, every default): global batch "
+                  f"{t['batch']} = {t['accumulation']} micro-batches x {t['micro_batch']} clips"
+                  + (" (sized by the GPU's memory)" if t["sized_by_memory"] else "")
+                  + f", assembly `{t['assemble']}`; {t['clips_per_s']} clips/s{mfu}, the loader's wait "
+                  f"{t['data_share']:.0%} of the step time."]
     if r["skipped"]:
         lines += ["", f"Skipped in the {r['minutes']:g}-minute window: " + "; ".join(r["skipped"]) + "."]
     return "\n".join(lines) + "\n"
@@ -224,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
                    help="clips per GPU for every method (default: each paper's and twice it)")
     p.add_argument("--decoder-ratio", type=float, default=0.5, help="dual masking's share of hidden tokens (default 0.5)")
     p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--trainer-steps", type=int, default=6, help="steps of the trainer itself (default 6)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile-backend", default="inductor", help="torch.compile's backend (default inductor)")
     p.add_argument("--workers", type=int, default=12, help="loader processes (default 12)")
@@ -263,6 +301,9 @@ def main(argv: list[str] | None = None) -> dict:
         for m in a.methods:
             loader += loader_rows(m, shards, per_method[m], steps, a.workers, a.loader_batches or 2 * max(1, a.workers),
                                   device, clock, tiny, log)
+        trainer = clock.run("trainer", f"the trainer, {a.methods[0]}", lambda: trainer_row(
+            a.methods[0], shards, work, device, a.workers, a.trainer_steps, max(a.batches) if a.batches else None,
+            tiny, log), log)
         # compiled, in passes (a compile costs tens of seconds): every method at its first batch,
         # then with dual masking, then the other batches
         most = max(len(bs) for bs in per_method.values())
@@ -280,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
               "model": cfg.model, "clip": f"{cfg.num_frames}x{cfg.input_size}x{cfg.input_size}",
               "timed_steps": a.steps, "warmup": a.warmup, "workers": a.workers, "set": described,
               "seconds": round(time.monotonic() - clock.start, 1),
-              "steps": steps, "loader": loader, "skipped": clock.skipped}
+              "steps": steps, "loader": loader, "trainer": trainer, "skipped": clock.skipped}
     if device.type == "cuda":   # the batch that fills the GPU, from the two measured ones
         total = torch.cuda.get_device_properties(device).total_memory / 2 ** 30
         result["memory_gib"] = round(total, 1)

@@ -29,16 +29,21 @@ def test_the_suite_measures_steps_loaders_and_compile_and_writes_its_section(tin
     for x in result["loader"]:
         assert x["clips_per_s"] > 0 and isinstance(x["keeps_up"], bool)
         assert x["cores_per_gpu"] == round(cores_per_gpu(x["gpu_clips_per_s"], x["ms_per_clip_per_worker"]), 1)
+    trainer = result["trainer"]   # the trainer's own defaults, at the largest --batches as the global batch
+    assert trainer["method"] == "videomae" and trainer["batch"] == 4 and trainer["assemble"] == "loader"
+    assert (trainer["accumulation"], trainer["micro_batch"]) == (1, 4) and not trainer["sized_by_memory"]
+    assert trainer["clips_per_s"] > 0 and 0 <= trainer["data_share"] <= 1 and trainer["steps"] == 6
     text = section.read_text()
     assert text.startswith("## GPU suite: cpu, ") and "| videomae | 4 | yes | 0.5 |" in text
     assert "| mgmae | `device` | 4 |" in text and "Skipped" not in text
+    assert "The trainer itself (videomae, 6 steps, every default): global batch 4 = 1 micro-batches x 4 clips" in text
 
 
 def test_what_does_not_fit_the_window_is_skipped_and_said(tiny_shards, tmp_path):
     result = main([*TINY, "--minutes", "0.001", "--shards", str(tiny_shards), "--methods", "mme",
                    "--batches", "2", "--workers", "0", "--report", str(tmp_path / "s.md")])
-    assert result["steps"] == [] and result["loader"] == []
-    assert len(result["skipped"]) == 2 + 3 + 2          # eager steps, the loader's 3 modes, compiled steps
+    assert result["steps"] == [] and result["loader"] == [] and result["trainer"] is None
+    assert len(result["skipped"]) == 2 + 3 + 1 + 2      # eager steps, the loader's 3 modes, the trainer, compiled steps
     assert "Skipped in the 0.001-minute window: mme batch 2 decoder 1 (needs ~20 s" in (tmp_path / "s.md").read_text()
 
 

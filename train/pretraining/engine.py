@@ -354,7 +354,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
                          masks=MaskCollate(cfg.mask, grid, cfg.ratio, cfg.seed, cfg.repeated_aug))
     metrics = MetricsLog(out, d.main, step)
     skips = SkipLog(out, cfg.max_skipped_videos, d.rank, log)
-    summary = {"first_loss": None, "last_loss": None, "flops_per_clip": flops_per_clip}
+    summary = {"first_loss": None, "last_loss": None, "flops_per_clip": flops_per_clip, "micro_batch": micro,
+               "accumulation": accum}
     timer, data_time, step_time, window, loss_sum = Timer(), 0.0, 0.0, 0, 0.0
 
     model.train()
