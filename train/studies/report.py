@@ -328,7 +328,8 @@ def motion_section(results: dict) -> list[str]:
              "to the background, 0 on the background); R² over all val tokens, and over the moving tokens alone "
              f"(displacement above {results['study'].get('moving_px', 1.0)} input px, "
              f"{100 * first['moving_share']:.0f} % of tokens); **token speed**: the displacement's length, its own "
-             "ridge (whether a token moves, where the displacement says where to). **Clip-level**: the {results['pools'][0]} pool -> the "
+             f"ridge (whether a token moves; the displacement's R² says where to). **Clip-level**: the "
+             f"{results['pools'][0]} pool -> the "
              "generator's motion over the clip (relative velocity x, y, speed; angular velocity); the mean of "
              "the parameters' R². Ridge penalty by cross-validation over train videos. Each cell: the mean over "
              "seeds [95 % t interval] ± the mean half-width of the 95 % bootstrap interval over val videos.", "",

@@ -397,6 +397,7 @@ def test_report_renders_made_up_results(tmp_path):
 
     results = made_up_results()
     text = report_section(results, {"probe": "p.png", "seeds": "s.png", "loss": "l.png"})
+    assert "{results" not in text and "**Clip-level**: the quadrants pool" in text   # every placeholder filled
     # ratio 0.732 ± 2.776 x 0.0327 / sqrt 5; one seed at 0.85 fails MGM although its mean passes
     assert "| `tube+pixel` | VideoMAE | 0.9 | 1.000 | 0.990 | 0.732 [0.691, 0.773] | 0.780 | **PASS** |" in text
     assert "| `mgm+pixel` | MGM | 0.9 | 1.000 | 0.990 | 0.752 [0.674, 0.830] | 0.850 | **FAIL** |" in text
