@@ -95,8 +95,8 @@ from train.studies.stages import (Progress, add_wall, extract, motion_params, po
                                 stage_walls, write_json)
 from train.studies.report import format_finetuned, format_mean_std, machine, write_report  # noqa: E402
 from train.eval.heldout import heldout_baseline  # noqa: E402
-from train.studies.stats import (gate, hierarchical_bootstrap, holm_family, mdd, mean_std, paired,  # noqa: E402
-                                 readout_mdd, stable, unpaired_se, verdict)
+from train.studies.stats import (gate, hierarchical_bootstrap, holm_family, holm_interval, mdd, mean_std,  # noqa: E402
+                                 paired, readout_mdd, stable, unpaired_se, verdict)
 
 def _loss_curve(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
@@ -335,9 +335,12 @@ def readouts(methods: dict, random_init: dict, pools: list[str], step: int) -> d
                               **{r: paired(per_method[a][r], per_method[b][r]) for r in names}})
     for r in names:
         adjusted = holm_family(contrasts, step, [r])
+        levels = holm_family(contrasts, step, [r], levels=True)
         for i, c in enumerate(contrasts):
             p = c[r]
             p["p_holm"] = adjusted.get((i, r))
+            p["holm_level"] = levels.get((i, r))
+            p["holm_ci"] = None if p["holm_level"] is None else holm_interval(p, p["holm_level"])
             p["verdict"] = verdict(p, p["p_holm"])
             p["mdd"] = mdd(float(np.std(p["diff"], ddof=1)), p["n"]) if p["n"] > 1 else None
     return {"readouts": names, "mdd": detectable, "contrasts": contrasts}

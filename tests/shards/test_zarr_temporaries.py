@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import fsspec
+import pytest
 
 from shards import open_shards, open_writer
 from shards.__main__ import main
@@ -27,6 +28,7 @@ def _set_with_temporaries(path: Path) -> Path:
     return path
 
 
+@pytest.mark.filterwarnings("ignore:Object at zarr.*partial is not recognized")   # the temporary, listed by zarr
 def test_a_killed_writes_temporary_is_no_video_and_finalize_removes_it(tmp_path):
     out = _set_with_temporaries(tmp_path / "set")
     with open_shards(str(out)) as ds:

@@ -302,10 +302,10 @@ def readout_name(readout: str) -> str:
     return READOUT_NAMES.get(readout, f"{readout} top-1")
 
 
-def _signed_interval(p: dict) -> str:
-    if not p.get("t_ci95"):
+def _signed_interval(p: dict, key: str = "t_ci95") -> str:
+    if not p.get(key):
         return f"{p['mean']:+.3f}"
-    lo, hi = p["t_ci95"]
+    lo, hi = p[key]
     return f"{p['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
@@ -389,10 +389,13 @@ def contrasts_section(results: dict) -> list[str]:
     names = results["readouts"]
     primary = names[0]
     lines += [f"Primary readout: the {readout_name(primary)}; the rest are secondary. Each cell: the mean "
-              "difference [95 % t interval over seeds, unadjusted], the p-value of the paired t test "
+              "difference [its Holm-adjusted interval: the t interval over seeds at the level of the Holm "
+              "step that tests it (1 - 0.05 / k, k the contrasts not yet rejected at that step), so it excludes "
+              "0 exactly where the verdict is helps or hurts], the p-value of the paired t test "
               f"Holm-adjusted over the {len(contrasts)} contrasts of that readout, the verdict at 5 % "
               "(helps / hurts / inside the noise) and the minimum detectable difference (MDD: 80 % power, "
-              "from the contrast's own spread of per-seed differences).", "",
+              "from the contrast's own spread of per-seed differences). The unadjusted 95 % intervals are "
+              "in results.json (`t_ci95`).", "",
               "| contrast | " + " | ".join(readout_name(r) for r in names) + " |",
               "|---|" + "---|" * len(names)]
     for c in contrasts:
@@ -400,7 +403,8 @@ def contrasts_section(results: dict) -> list[str]:
         for r in names:
             p = c[r]
             q = "-" if p.get("p_holm") is None else f"{p['p_holm']:.3g}"
-            cells.append(f"{_signed_interval(p)}, p {q}: **{p['verdict']}** (MDD {_num(p.get('mdd'))})")
+            shown = "holm_ci" if p.get("holm_ci") else "t_ci95"   # results from before the Holm intervals
+            cells.append(f"{_signed_interval(p, shown)}, p {q}: **{p['verdict']}** (MDD {_num(p.get('mdd'))})")
         lines.append(f"| {c['label']} (`{c['a']}` - `{c['b']}`) | " + " | ".join(cells) + " |")
     lines += ["", "The same seed gives both methods the same clips, crops and initial weights. MGM's and the "
               "tube's mask ratios are each target's default (pixel 0.9, MME 0.7) unless the key sets one "

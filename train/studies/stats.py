@@ -1,6 +1,6 @@
 """The study's statistics, pure functions of numbers: intervals over seeds, the paired test of one
-method against another (its p-value Holm-adjusted over the contrasts of a readout) and its
-verdict, the minimum detectable difference of a readout, a hierarchical bootstrap over seeds and
+method against another (its p-value Holm-adjusted over the contrasts of a readout, its interval
+at the level of its Holm step) and its verdict, the minimum detectable difference of a readout, a hierarchical bootstrap over seeds and
 videos, the held-out-loss gate, and whether fine-tuning is stable enough to report.
 
 Two kinds of noise, reported apart (docs/results.md):
@@ -139,6 +139,45 @@ def holm(pvalues: list[float]) -> list[float]:
     return adjusted
 
 
+def holm_levels(pvalues: list[float], alpha: float = 0.05) -> list[float]:
+    """The significance level of the step at which Holm's procedure tests each p-value, in their
+    order: the i-th smallest (0-based) is tested at alpha / (m - i) while every smaller one was
+    rejected; from the first that is not, all the rest at that step's level. An interval at 1 - its
+    level excludes 0 exactly where Holm rejects (`holm_interval`)."""
+    m = len(pvalues)
+    levels = [0.0] * m
+    stopped = None
+    for rank, i in enumerate(sorted(range(m), key=lambda k: pvalues[k])):
+        level = alpha / (m - rank) if stopped is None else stopped
+        if stopped is None and pvalues[i] > level:
+            stopped = level
+        levels[i] = level
+    return levels
+
+
+def t_quantile_two_sided(level: float, df: int) -> float:
+    """t with P(|T| >= t) = `level` for Student's t with `df` degrees of freedom (bisection on
+    `t_two_sided_p`, to 1e-9)."""
+    lo, hi = 0.0, 1.0
+    while t_two_sided_p(hi, df) > level:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > level else (lo, mid)
+        if hi - lo < 1e-9:
+            break
+    return (lo + hi) / 2
+
+
+def holm_interval(p: dict, level: float) -> list[float] | None:
+    """A `paired` result's t interval at 1 - `level` (its Holm step's level: `holm_levels`); None
+    without one (fewer than 2 seeds, or no spread)."""
+    if p["n"] < 2 or not p["se"]:
+        return None
+    half = t_quantile_two_sided(level, p["n"] - 1) * p["se"]
+    return [p["mean"] - half, p["mean"] + half]
+
+
 def paired_p(p: dict) -> float | None:
     """The two-sided p-value of a `paired` result's t test (mean difference / its standard error,
     df n - 1); None with fewer than 2 seeds."""
@@ -149,12 +188,15 @@ def paired_p(p: dict) -> float | None:
     return t_two_sided_p(p["mean"] / p["se"], p["n"] - 1)
 
 
-def holm_family(comparisons: list[dict], step: int, pools: list[str]) -> dict[tuple[int, str], float]:
+def holm_family(comparisons: list[dict], step: int, pools: list[str], levels: bool = False
+                ) -> dict[tuple[int, str], float]:
     """Holm-adjusted p of every paired test the report states a verdict on: each comparison at
-    `step` in each pool ((index into comparisons, pool) -> adjusted p; tests without a p left out)."""
+    `step` in each pool ((index into comparisons, pool) -> adjusted p; tests without a p left out).
+    `levels`: the level of each test's Holm step instead (`holm_levels`)."""
     family = [(i, how, paired_p(x[how])) for i, x in enumerate(comparisons) if x["step"] == step for how in pools]
     family = [(i, how, p) for i, how, p in family if p is not None]
-    return {(i, how): q for (i, how, _), q in zip(family, holm([p for *_, p in family]))}
+    adjust = holm_levels if levels else holm
+    return {(i, how): q for (i, how, _), q in zip(family, adjust([p for *_, p in family]))}
 
 
 def paired(a: dict, b: dict) -> dict:

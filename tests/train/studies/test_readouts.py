@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from train.studies.config import METHODS, parse_method, method_paper
-from train.studies.stats import hierarchical_bootstrap, mdd, paired, readout_mdd, t80, verdict
+from train.studies.stats import (hierarchical_bootstrap, holm_family, holm_interval, holm_levels, mdd, paired,
+                                 readout_mdd, t80, t_quantile_two_sided, verdict)
 
 
 def test_mdd_on_known_inputs():
@@ -69,3 +70,27 @@ def test_a_study_recorded_before_a_setting_existed_resumes(tmp_path):
     (tmp_path / "study.json").write_text(json.dumps(record))
     with pytest.raises(SystemExit, match="steps: 5 there, 1000 now"):
         check_same_study(cfg, tmp_path / "study.json")
+
+
+def test_holm_levels_are_the_step_each_test_is_judged_at():
+    # m = 4: the smallest p is tested at 0.05 / 4 and rejected; the next (0.03) at 0.05 / 3 is not,
+    # so it and every larger one stay at that step's level
+    assert holm_levels([0.001, 0.04, 0.03, 0.5]) == pytest.approx([0.0125, 0.05 / 3, 0.05 / 3, 0.05 / 3])
+    assert holm_levels([0.001, 0.002]) == pytest.approx([0.025, 0.05])
+    assert t_quantile_two_sided(0.05, 4) == pytest.approx(2.776, abs=1e-3)
+    assert t_quantile_two_sided(0.05, 1) == pytest.approx(12.706, abs=1e-3)
+    assert t_quantile_two_sided(0.0125, 4) == pytest.approx(4.315, abs=1e-3)   # Bonferroni over 4 at 4 df
+
+
+def test_a_holm_interval_excludes_0_exactly_where_holm_rejects():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        family = [paired({str(s): float(x) for s, x in enumerate(rng.normal(shift, 1, 5))},
+                         {str(s): 0.0 for s in range(5)}) for shift in rng.uniform(0, 3, 5)]
+        comparisons = [{"step": 1, "r": p} for p in family]
+        q = holm_family(comparisons, 1, ["r"])
+        levels = holm_family(comparisons, 1, ["r"], levels=True)
+        for i, p in enumerate(family):
+            lo, hi = holm_interval(p, levels[i, "r"])
+            assert (lo > 0 or hi < 0) == (q[i, "r"] <= 0.05)
+            assert hi - lo >= p["t_ci95"][1] - p["t_ci95"][0] - 1e-12   # never narrower than the unadjusted one
