@@ -64,3 +64,26 @@ def test_probes_that_did_not_grow_leave_the_whole_batch():
     assert fit_batch_per_device(lambda b: 3 * GIB, 64, 16 * GIB, 1000) == 64
     with pytest.raises(ValueError, match="did not grow from 1 to 4 clips"):
         largest_batch([(1, 3.0), (4, 3.0)], 16.0)
+
+
+def test_the_trainers_sizing_on_a_gpu_solves_the_probes_and_says_so(monkeypatch):
+    """The CUDA branch of `batch_by_memory` with the GPU's counters stood in for: a 16 GiB GPU,
+    1 GiB + 0.25 GiB a clip, a process holding 64 clips -> the largest that fits, in the log."""
+    from types import SimpleNamespace
+
+    from train.pretraining import engine
+
+    cfg = TrainConfig(model="vit_pico", num_frames=4, input_size=32, batch_size=64)
+    model = build_model("vit_pico", cfg.grid, 7)
+    seen = []
+
+    def peak(m, batch, shape, tokens, hidden, decoded, device, amp):
+        seen.append((batch, shape, tokens, hidden, decoded))
+        return GIB + batch * GIB // 4
+    monkeypatch.setattr(engine, "probe_peak", peak)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=16 * GIB))
+    cap, said = engine.batch_by_memory(cfg, model, SimpleNamespace(type="cuda"), engine.Dist(), 7, 4, True)
+    params = sum(p.numel() for p in model.parameters())
+    assert cap == int((0.9 * 16 * GIB - GIB - ADAMW_BYTES * params) // (GIB // 4)) == 53
+    assert seen == [(1, (3, 4, 32, 32), 8, 7, 4), (4, (3, 4, 32, 32), 8, 7, 4)]   # grid (2, 2, 2) at patch 16
+    assert said == " (sized by memory: 16 GiB GPU; probes 1 clips 1.2 GiB, 4 clips 2.0 GiB)"
