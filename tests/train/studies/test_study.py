@@ -442,7 +442,7 @@ def test_fine_tuned_cell_lists_every_seed():
 
 @pytest.mark.slow
 def test_default_study(tmp_path):
-    """The full default study (hours on 2 CPU cores: docs/results.md), into tmp_path; the corpus is the shared one."""
+    """The full default study (about 80 min on 2 CPU cores: docs/results.md), into tmp_path; the corpus is the shared one."""
     results = study.main(["--out", str(tmp_path / "study")])
     seeds = len(results["study"]["seeds"])
     assert results["methods"].keys() == set(METHODS)
