@@ -166,17 +166,16 @@ def trainer_row(method: str, shards: Path, work: Path, device: torch.device, wor
     cfg = override(recipe(method, **tiny), shards=str(shards), out=str(work / f"trainer-{method}"), max_steps=steps,
                    split="", warmup_steps=1, warmup_epochs=0, num_workers=workers, log_every=1, device=device.type,
                    **({"batch_size": batch} if batch else {}))
-    lines: list[str] = []
-    summary = train(cfg, log=lines.append)
-    split = next((line for line in lines if line.startswith(f"batch {cfg.batch_size} clips/step")), "")
+    summary = train(cfg, log=lambda s: None)
     row = {"method": method, "batch": cfg.batch_size, "micro_batch": summary["micro_batch"],
            "accumulation": summary["accumulation"], "assemble": resolve_assemble(cfg.assemble, device),
-           "sized_by_memory": "sized by memory" in split, "steps": steps,
+           "sized_by_memory": summary["sized_by_memory"], "steps": steps,
            "clips_per_s": round(summary.get("clips_per_s") or 0.0, 1),
            "mfu": round(summary["mfu"], 3) if summary.get("mfu") is not None else None,
            "data_share": round(summary["data_time"] / max(summary["data_time"] + summary["step_time"], 1e-9), 2)
            if "data_time" in summary else None, "last_loss": summary["last_loss"]}
-    log(f"trainer {method}: {split or 'no split line'}; {row['clips_per_s']} clips/s, loader wait "
+    log(f"trainer {method}: batch {row['batch']} = {row['accumulation']} x {row['micro_batch']} clips"
+        f"{' (sized by memory)' if row['sized_by_memory'] else ''}; {row['clips_per_s']} clips/s, loader wait "
         f"{row['data_share']} of the step")
     return row
 

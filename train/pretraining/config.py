@@ -113,11 +113,13 @@ class TrainConfig:
     def final_lr(self) -> float:
         return self.min_lr * self.batch_size / self.repeated_aug / 256
 
-    def micro_batches(self, world_size: int = 1) -> tuple[int, int]:
+    def micro_batches(self, world_size: int = 1, cap: int | None = None) -> tuple[int, int]:
         """(clips per forward per process, forwards per optimizer step) for `world_size` processes
-        (train.clips.batching.micro_batches); `batch_per_device: -1` as on a CPU (the whole
-        per-process batch): the trainer sizes it by the GPU's memory (train/pretraining/memory.py)."""
-        return micro_batches(self.batch_size, world_size, max(self.batch_per_device, 0), self.repeated_aug)
+        (train.clips.batching.micro_batches), at most `cap` clips a forward (None: `batch_per_device`,
+        whose -1 reads as on a CPU, the whole per-process batch: on a GPU the trainer sizes it by the
+        GPU's memory first, train/pretraining/memory.py)."""
+        cap = max(self.batch_per_device, 0) if cap is None else cap
+        return micro_batches(self.batch_size, world_size, cap, self.repeated_aug)
 
     @property
     def grid(self) -> tuple[int, int, int]:

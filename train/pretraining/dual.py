@@ -20,6 +20,8 @@ Which hidden tokens (`DECODER_MASKS`):
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 DECODER_MASKS = ("running_cell", "random")
@@ -56,6 +58,13 @@ def running_cell(grid: tuple[int, int, int], decoder_ratio: float, phase: int) -
     return torch.stack(slices).flatten()
 
 
+@lru_cache(maxsize=8)
+def phase_patterns(grid: tuple[int, int, int], decoder_ratio: float) -> torch.Tensor:
+    """(4, N) bool: `running_cell` at each of the 4 phases (made once per geometry: every step
+    draws from them)."""
+    return torch.stack([running_cell(grid, decoder_ratio, p) for p in range(4)])
+
+
 def decoder_mask(mask: torch.Tensor, decoder_ratio: float, generator: torch.Generator,
                  grid: tuple[int, int, int] | None = None, kind: str = "random") -> torch.Tensor:
     """(B,N) bool: `decoded_tokens` of each row's hidden tokens, chosen by `kind` (`DECODER_MASKS`;
@@ -74,8 +83,7 @@ def decoder_mask(mask: torch.Tensor, decoder_ratio: float, generator: torch.Gene
         if grid is None:
             raise ValueError("the running-cell decoder mask needs the token grid (t, h, w)")
         phases = torch.randint(0, 4, (mask.shape[0],), generator=generator)
-        patterns = torch.stack([running_cell(grid, decoder_ratio, int(p)) for p in range(4)])   # (4,N)
-        scores = scores + (~patterns[phases]).float()                   # the cell's dropped tokens after its kept ones
+        scores = scores + (~phase_patterns(tuple(grid), decoder_ratio)[phases]).float()                   # the cell's dropped tokens after its kept ones
     scores[~mask.cpu()] = 3.0                                           # visible tokens are never drawn
     picked = scores.topk(keep, dim=1, largest=False).indices            # (B,keep)
     out = torch.zeros(mask.shape, dtype=torch.bool)

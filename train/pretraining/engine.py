@@ -27,7 +27,6 @@ from train.checkpoints.adopt import init_model
 from train.clips.assemble import assemble, resolve as resolve_assemble
 from train.clips.keys import SKIPPED, VIDEO
 from train.pretraining.config import TrainConfig
-from train.clips.batching import micro_batches
 from train.clips.dataset import ClipDataset, ClipSpec, MaskCollate, Timer, make_loader
 from train.pretraining.dual import decoded_tokens, decoder_mask
 from train.pretraining.flops import hidden_tokens, peak_tflops, train_flops
@@ -303,10 +302,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
     hidden = hidden_tokens(cfg.mask, grid, cfg.ratio)
     visible, decoded = math.prod(grid) - hidden, decoded_tokens(hidden, cfg.decoder_ratio)
     # The config states the global batch; this process runs `accum` micro-batches of `micro` clips.
-    cap, sized = cfg.batch_per_device, ""
-    if cap == AUTO:
+    cap, sized = None, ""
+    if cfg.batch_per_device == AUTO:
         cap, sized = batch_by_memory(cfg, model, device, d, hidden, decoded, amp)
-    micro, accum = micro_batches(cfg.batch_size, d.world, cap, cfg.repeated_aug)
+    micro, accum = cfg.micro_batches(d.world, cap)
     steps_per_epoch = max(1, len(dataset) * cfg.repeated_aug // cfg.batch_size)  # an epoch = every video read once
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * steps_per_epoch
     warmup = min(total, cfg.warmup_steps + round(cfg.warmup_epochs * steps_per_epoch))
@@ -355,7 +354,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     metrics = MetricsLog(out, d.main, step)
     skips = SkipLog(out, cfg.max_skipped_videos, d.rank, log)
     summary = {"first_loss": None, "last_loss": None, "flops_per_clip": flops_per_clip, "micro_batch": micro,
-               "accumulation": accum}
+               "accumulation": accum, "sized_by_memory": bool(sized)}
     timer, data_time, step_time, window, loss_sum = Timer(), 0.0, 0.0, 0, 0.0
 
     model.train()
