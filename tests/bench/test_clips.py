@@ -4,20 +4,14 @@ import json
 import pytest
 
 from bench import clips
-from shards.writer import open_writer
-from tests.train.conftest import VIDEOS, synthetic_video
+from tests.train.conftest import write_tiny_set
 
 REPO = str(clips.WORKER.parents[1])
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    path = tmp_path_factory.mktemp("shards") / "tiny"
-    writer = open_writer(path, format="zarr")
-    for k, (vid, (pan, vel)) in enumerate(VIDEOS.items()):
-        writer.write_video(vid, *synthetic_video(pan, vel, seed=k))
-    writer.finalize()
-    return str(path)
+    return str(write_tiny_set(tmp_path_factory.mktemp("shards") / "tiny"))
 
 
 def test_two_sides_time_every_method_on_the_same_clips(tiny, tmp_path, capsys):

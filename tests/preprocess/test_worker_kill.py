@@ -16,9 +16,9 @@ import pytest
 
 from preprocess.config import ExtractConfig
 from preprocess.extract import run
-from preprocess.synthetic import MovingObject, Scene, encode, render
 from preprocess.worker import extract_batch
 from shards import open_shards
+from tests.videos import pan_clips
 
 REPO = Path(__file__).resolve().parents[2]
 VICTIM = "clip1"
@@ -26,12 +26,7 @@ VICTIM = "clip1"
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(4):
-        scene = Scene(height=48, width=64, num_frames=6, bg_velocity=(1.0 + i, 0.0), seed=20 + i,
-                      objects=(MovingObject(12, (10, 10), (1.0, 1.0)),))
-        encode(root / f"clip{i}", render(scene), codec="h264")
-    return root
+    return pan_clips(tmp_path_factory.mktemp("corpus"), 4, seed=20)
 
 
 @pytest.fixture(scope="module")

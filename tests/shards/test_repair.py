@@ -11,20 +11,15 @@ import pytest
 
 from preprocess.config import ExtractConfig
 from preprocess.extract import build_parser, run
-from preprocess.synthetic import MovingObject, Scene, encode, render
 from shards.repair import FLAGS, SWITCHES, extract_commands
+from tests.videos import pan_clips
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(3):
-        scene = Scene(height=48, width=64, num_frames=6, bg_velocity=(1.0 + i, 0.0), seed=30 + i,
-                      objects=(MovingObject(12, (10, 10), (1.0, 1.0)),))
-        encode(root / f"clip{i}", render(scene), codec="h264")
-    return root
+    return pan_clips(tmp_path_factory.mktemp("corpus"), 3, seed=30)
 
 
 def _files(out: Path, vid: str, fmt: str) -> dict[str, tuple[int, bytes]]:

@@ -21,8 +21,8 @@ moto_server = pytest.importorskip("moto.server")
 
 from preprocess.config import ExtractConfig  # noqa: E402
 from preprocess.extract import run  # noqa: E402
-from preprocess.synthetic import MovingObject, Scene, encode, render  # noqa: E402
 from shards import open_shards  # noqa: E402
+from tests.videos import pan_clips  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,11 +105,8 @@ def test_writer_lock_on_s3(s3):
 
 def _clips(root: Path, count: int, height: int, width: int, frames: int, seed: int, side: int) -> Path:
     """`count` H.264 clips of a pan (faster in each) and one object of `side` px."""
-    for i in range(count):
-        scene = Scene(height=height, width=width, num_frames=frames, bg_velocity=(1.0 + i, 0.5), seed=seed + i,
-                      objects=(MovingObject(side, (side, side), (1.5, -1.0)),))
-        encode(root / f"clip{i}", render(scene), codec="h264")
-    return root
+    return pan_clips(root, count, seed, height, width, frames, bg_dy=0.5, side=side, at=(side, side),
+                     velocity=(1.5, -1.0))
 
 
 @pytest.fixture(scope="module")

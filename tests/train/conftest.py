@@ -57,12 +57,16 @@ def synthetic_video(pan, velocity, seed: int = 0) -> tuple[dict, dict]:
     return arrays, attrs
 
 
-@pytest.fixture(scope="session")
-def tiny_shards(tmp_path_factory):
-    path = tmp_path_factory.mktemp("shards") / "tiny"
+def write_tiny_set(path, **attrs):
+    """The tiny set (`VIDEOS`, each `synthetic_video`) written to `path`, `attrs` over each video's own."""
     writer = open_writer(path, format="zarr")
     for k, (vid, (pan, vel)) in enumerate(VIDEOS.items()):
-        arrays, attrs = synthetic_video(pan, vel, seed=k)
-        writer.write_video(vid, arrays, attrs)
+        arrays, own = synthetic_video(pan, vel, seed=k)
+        writer.write_video(vid, arrays, {**own, **attrs})
     writer.finalize()
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory):
+    return write_tiny_set(tmp_path_factory.mktemp("shards") / "tiny")

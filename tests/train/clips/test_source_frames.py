@@ -17,6 +17,15 @@ from train.pretraining.engine import train
 from tests.train.pretraining.test_engine import tiny_config
 
 
+def frames_none(tmp_path_factory, name: str, dataset: str, root, videos: int):
+    """`root` extracted as `dataset` with `--frames none` into a set named `name`: (set, root)."""
+    out = tmp_path_factory.mktemp("sets") / name
+    summary = run(ExtractConfig(dataset=dataset, root=str(root), out=str(out), workers=0, frames="none"),
+                  log=lambda s: None)
+    assert summary["done"] == videos
+    return out, root
+
+
 @pytest.fixture(scope="module")
 def none_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("videos")
@@ -24,11 +33,7 @@ def none_set(tmp_path_factory):
         scene = Scene(height=48, width=64, num_frames=12, bg_velocity=(1.0, 0.0), seed=k,
                       objects=(MovingObject(16, (10, 10), (2.0, 1.0)),))
         encode(root / f"clip{k}", render(scene), codec="h264", bframes=2, gop=6)
-    out = tmp_path_factory.mktemp("sets") / "none"
-    summary = run(ExtractConfig(dataset="folder", root=str(root), out=str(out), workers=0, frames="none"),
-                  log=lambda s: None)
-    assert summary["done"] == 2
-    return out, root
+    return frames_none(tmp_path_factory, "none", "folder", root, videos=2)
 
 
 def test_two_steps_on_a_frames_none_set(none_set, tmp_path):
@@ -100,11 +105,7 @@ def labelled_none_set(tmp_path_factory):
     (lists / "classInd.txt").write_text("".join(f"{k + 1} {name}\n" for k, name in enumerate(classes)))
     (lists / "trainlist01.txt").write_text("".join(f"{rel} {rel.split('/')[0]}\n" for rel in train))
     (lists / "testlist01.txt").write_text("".join(f"{rel}\n" for rel in test))
-    out = tmp_path_factory.mktemp("sets") / "ucf-none"
-    summary = run(ExtractConfig(dataset="ucf101", root=str(root), out=str(out), workers=0, frames="none"),
-                  log=lambda s: None)
-    assert summary["done"] == 8
-    return out, root
+    return frames_none(tmp_path_factory, "ucf-none", "ucf101", root, videos=8)
 
 
 def test_a_moved_corpus_trains_and_evaluates_with_its_source_root_given_once(labelled_none_set, tmp_path):

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from shards.cli import CliError, run_main
-from shards.writer import open_writer
-from tests.train.conftest import VIDEOS, synthetic_video
+from tests.train.conftest import write_tiny_set
 from train import evaluate, pretrain
 from train.pretraining import engine, runs
 from train.pretraining.config import TrainConfig
@@ -48,13 +47,7 @@ def test_identity_diff_names_the_fields():
 @pytest.fixture(scope="module")
 def unsplit_shards(tmp_path_factory):
     """The tiny set as a folder/list dataset extracted without --split writes it: split None."""
-    path = tmp_path_factory.mktemp("unsplit") / "clips"
-    writer = open_writer(path, format="zarr")
-    for k, (vid, (pan, vel)) in enumerate(VIDEOS.items()):
-        arrays, attrs = synthetic_video(pan, vel, seed=k)
-        writer.write_video(vid, arrays, {**attrs, "split": None, "label": None})
-    writer.finalize()
-    return path
+    return write_tiny_set(tmp_path_factory.mktemp("unsplit") / "clips", split=None, label=None)
 
 
 def cli(argv, capsys, monkeypatch) -> tuple[int, str, str]:
